@@ -1,0 +1,273 @@
+//! The instance-level interactions: create, read, vread, update, delete.
+
+use super::http::{
+    Return, base_url, etag, header_str, if_match, negotiate, parse_etag, prefer_return, read_body,
+    version_headers,
+};
+use super::{ApiResult, AppState};
+use crate::fhir::datetime::parse_http_date;
+use crate::fhir::outcome::outcome;
+use crate::fhir::resource::{check_id, check_type, id_of, parse_resource};
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::commit::{Action, Applied, Write};
+use crate::store::tables::Op;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+type State = web::Data<AppState>;
+
+/// `POST /fhir/{type}`: create with a server-assigned id.
+pub async fn create(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let resource_type = path.into_inner();
+    check_type(&resource_type)?;
+    if req.headers().contains_key("if-none-exist") {
+        return Err(FhirError::not_supported(
+            "conditional create (If-None-Exist) needs search, which this server does not support yet",
+        )
+        .into());
+    }
+    let body = read_body(&req, payload, &state).await?;
+    let resource = parse_resource(&body, Some(&resource_type))?;
+    let write = Write {
+        resource_type,
+        id: uuid::Uuid::new_v4().to_string(),
+        action: Action::Create(resource),
+        if_match: None,
+    };
+    let applied = commit_one(&state, write).await?;
+    Ok(written(&req, &state, applied))
+}
+
+/// `PUT /fhir/{type}/{id}`: update, or create with the client's id.
+pub async fn update(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let (resource_type, id) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let expected = if_match(&req)?;
+    let body = read_body(&req, payload, &state).await?;
+    let resource = parse_resource(&body, Some(&resource_type))?;
+    match id_of(&resource) {
+        Some(found) if found == id => {}
+        Some(found) => {
+            return Err(FhirError::bad_request(
+                IssueCode::Invalid,
+                format!("the resource's id '{found}' differs from the id '{id}' in the URL"),
+            )
+            .at(format!("{resource_type}.id"))
+            .into());
+        }
+        None => {
+            return Err(FhirError::bad_request(
+                IssueCode::Required,
+                format!("an update needs the resource's id: add \"id\": \"{id}\""),
+            )
+            .at(format!("{resource_type}.id"))
+            .into());
+        }
+    }
+    let write = Write {
+        resource_type,
+        id,
+        action: Action::Update(resource),
+        if_match: expected,
+    };
+    let applied = commit_one(&state, write).await?;
+    Ok(written(&req, &state, applied))
+}
+
+/// `DELETE /fhir/{type}/{id}`: a tombstone version; deleting what is not there succeeds.
+pub async fn delete(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    negotiate(&req)?;
+    let (resource_type, id) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let write = Write {
+        resource_type,
+        id,
+        action: Action::Delete,
+        if_match: if_match(&req)?,
+    };
+    let applied = commit_one(&state, write).await?;
+    if prefer_return(&req) == Return::OperationOutcome {
+        let message = match applied.op {
+            Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
+            None => format!("{}/{} did not exist", applied.resource_type, applied.id),
+        };
+        let mut response = HttpResponse::Ok();
+        response.content_type(super::http::FHIR_JSON);
+        if applied.op.is_some() {
+            response.insert_header((header::ETAG, etag(applied.vid)));
+        }
+        return Ok(response.body(informational(&message)));
+    }
+    let mut response = HttpResponse::NoContent();
+    if applied.op.is_some() {
+        response.insert_header((header::ETAG, etag(applied.vid)));
+    }
+    Ok(response.finish())
+}
+
+/// `GET /fhir/{type}/{id}`.
+pub async fn read(req: HttpRequest, state: State, path: web::Path<(String, String)>) -> ApiResult {
+    negotiate(&req)?;
+    let (resource_type, id) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    match state.store.read(&resource_type, &id)? {
+        None => Err(FhirError::not_found(format!("{resource_type}/{id} does not exist")).into()),
+        Some((current, None)) => Err(gone(&resource_type, &id, current.vid).into()),
+        Some((current, Some(version))) => {
+            if not_modified(&req, current.vid, current.last_updated) {
+                let mut response = HttpResponse::NotModified();
+                version_headers(&mut response, current.vid, current.last_updated);
+                return Ok(response.finish());
+            }
+            let mut response = HttpResponse::Ok();
+            response.content_type(super::http::FHIR_JSON);
+            version_headers(&mut response, current.vid, current.last_updated);
+            Ok(response.body(version.body))
+        }
+    }
+}
+
+/// `GET /fhir/{type}/{id}/_history/{vid}`.
+pub async fn vread(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
+    negotiate(&req)?;
+    let (resource_type, id, vid) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let missing = || FhirError::not_found(format!("{resource_type}/{id} has no version {vid}"));
+    let number: u64 = vid.parse().map_err(|_| missing())?;
+    match state.store.vread(&resource_type, &id, number)? {
+        None => Err(missing().into()),
+        Some(version) if version.op == Op::Delete => Err(FhirError::new(
+            410,
+            IssueCode::Deleted,
+            format!("version {vid} of {resource_type}/{id} is its deletion"),
+        )
+        .into()),
+        Some(version) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(super::http::FHIR_JSON);
+            version_headers(&mut response, number, version.last_updated);
+            Ok(response.body(version.body))
+        }
+    }
+}
+
+/// Conditional update and delete (`PUT|DELETE /fhir/{type}?criteria`): they need search.
+pub async fn conditional(req: HttpRequest) -> ApiResult {
+    Err(FhirError::not_supported(format!(
+        "conditional {} needs search, which this server does not support yet",
+        if req.method() == actix_web::http::Method::PUT {
+            "update"
+        } else {
+            "delete"
+        }
+    ))
+    .into())
+}
+
+/// `GET /fhir/{type}` and `GET /fhir`: search is not there yet.
+pub async fn search(req: HttpRequest, path: Option<web::Path<String>>) -> ApiResult {
+    negotiate(&req)?;
+    if let Some(path) = path {
+        check_type(&path)?;
+    }
+    Err(FhirError::not_supported("search is not supported by this server yet").into())
+}
+
+/// `POST /fhir`: batch and transaction Bundles are not there yet.
+pub async fn bundle(req: HttpRequest) -> ApiResult {
+    negotiate(&req)?;
+    Err(FhirError::not_supported("batch and transaction Bundles are not supported yet").into())
+}
+
+async fn commit_one(state: &AppState, write: Write) -> Result<Applied, super::ApiError> {
+    let mut applied = state.store.commit(vec![write]).await?;
+    Ok(applied.pop().expect("one write, one result"))
+}
+
+/// The answer to a create or update: 201 when the resource came into existence, 200 when it
+/// was updated, with `Location`, `ETag` and `Last-Modified`, and the body `Prefer` asks for.
+fn written(req: &HttpRequest, state: &AppState, applied: Applied) -> HttpResponse {
+    let status = match applied.op {
+        Some(Op::Create) => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    let location = format!(
+        "{}/{}/{}/_history/{}",
+        base_url(req, state),
+        applied.resource_type,
+        applied.id,
+        applied.vid
+    );
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::LOCATION, location));
+    version_headers(&mut response, applied.vid, applied.last_updated);
+    match prefer_return(req) {
+        Return::Minimal => response.finish(),
+        Return::Representation => response
+            .content_type(super::http::FHIR_JSON)
+            .body(applied.body.unwrap_or_default()),
+        Return::OperationOutcome => {
+            let verb = if status == StatusCode::CREATED {
+                "created"
+            } else {
+                "updated"
+            };
+            let message = format!(
+                "{verb} {}/{} version {}",
+                applied.resource_type, applied.id, applied.vid
+            );
+            response
+                .content_type(super::http::FHIR_JSON)
+                .body(informational(&message))
+        }
+    }
+}
+
+fn informational(message: &str) -> String {
+    outcome("information", IssueCode::Informational, message, None).to_string()
+}
+
+fn gone(resource_type: &str, id: &str, vid: u64) -> FhirError {
+    FhirError::new(
+        410,
+        IssueCode::Deleted,
+        format!("{resource_type}/{id} was deleted (version {vid})"),
+    )
+}
+
+/// `If-None-Match` naming the current version, or `If-Modified-Since` not before it.
+fn not_modified(req: &HttpRequest, vid: u64, last_updated: i64) -> bool {
+    let headers = req.headers();
+    if let Some(tags) = header_str(headers, header::IF_NONE_MATCH) {
+        return tags
+            .split(',')
+            .any(|tag| tag.trim() == "*" || parse_etag(tag) == Some(vid));
+    }
+    header_str(headers, header::IF_MODIFIED_SINCE)
+        .and_then(parse_http_date)
+        .is_some_and(|since| last_updated < since + 1_000_000)
+}

@@ -1,0 +1,161 @@
+//! The history interactions: of one resource, of a type, of the whole system.
+
+use super::http::{base_url, etag, negotiate, query_pairs};
+use super::{ApiResult, AppState};
+use crate::fhir::bundle::{BundleWriter, Entry, Response};
+use crate::fhir::datetime::{format_instant, parse_period};
+use crate::fhir::resource::{check_id, check_type};
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::history::{Page, Query, Scope};
+use crate::store::tables::{Method, Op};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+type State = web::Data<AppState>;
+
+/// `GET /fhir/_history`
+pub async fn system(req: HttpRequest, state: State) -> ApiResult {
+    respond(&req, &state, Scope::System)
+}
+
+/// `GET /fhir/{type}/_history`
+pub async fn of_type(req: HttpRequest, state: State, path: web::Path<String>) -> ApiResult {
+    check_type(&path)?;
+    respond(&req, &state, Scope::Type(&path))
+}
+
+/// `GET /fhir/{type}/{id}/_history`
+pub async fn instance(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (resource_type, id) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    respond(&req, &state, Scope::Instance(&resource_type, &id))
+}
+
+/// The query parameters history understands; the paging cursor is `_cursor`.
+struct Params {
+    count: usize,
+    since: Option<String>,
+    at: Option<String>,
+    cursor: Option<u64>,
+}
+
+fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
+    let mut params = Params {
+        count: state.config.default_count,
+        since: None,
+        at: None,
+        cursor: None,
+    };
+    for (name, value) in query_pairs(req) {
+        let invalid = |what: &str| {
+            FhirError::bad_request(IssueCode::Invalid, format!("{name}={value}: {what}"))
+        };
+        match name.as_str() {
+            "_count" => {
+                let count: usize = value
+                    .parse()
+                    .map_err(|_| invalid("not a non-negative whole number"))?;
+                params.count = count.min(state.config.max_count);
+            }
+            "_since" => params.since = Some(value),
+            "_at" => params.at = Some(value),
+            "_cursor" => {
+                params.cursor = Some(value.parse().map_err(|_| invalid("not a paging cursor"))?)
+            }
+            _ => {}
+        }
+    }
+    Ok(params)
+}
+
+fn respond(req: &HttpRequest, state: &AppState, scope: Scope<'_>) -> ApiResult {
+    negotiate(req)?;
+    let params = params(req, state)?;
+    let period = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|text| {
+                parse_period(text)
+                    .map_err(|e| FhirError::bad_request(IssueCode::Invalid, format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let query = Query {
+        scope,
+        since: period("_since", &params.since)?.map(|p| p.start),
+        at: period("_at", &params.at)?,
+        count: params.count,
+        before: params.cursor,
+    };
+    let Some(page) = state.store.history(&query)? else {
+        let Scope::Instance(resource_type, id) = scope else {
+            unreachable!("only an instance can be missing")
+        };
+        return Err(FhirError::not_found(format!("{resource_type}/{id} does not exist")).into());
+    };
+    let base = base_url(req, state);
+    let body = render(&base, req, &params, &page);
+    Ok(HttpResponse::Ok()
+        .content_type(super::http::FHIR_JSON)
+        .body(body))
+}
+
+fn render(base: &str, req: &HttpRequest, params: &Params, page: &Page) -> Vec<u8> {
+    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
+    let mut links = vec![(
+        "self",
+        format!("{base}{path}{}", query_suffix(req.query_string())),
+    )];
+    if let Some(next) = page.next {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("_count", &params.count.to_string());
+        if let Some(since) = &params.since {
+            query.append_pair("_since", since);
+        }
+        if let Some(at) = &params.at {
+            query.append_pair("_at", at);
+        }
+        query.append_pair("_cursor", &next.to_string());
+        links.push(("next", format!("{base}{path}?{}", query.finish())));
+    }
+    let mut bundle = BundleWriter::new("history");
+    bundle.links(&links);
+    for entry in &page.entries {
+        let instance = format!("{}/{}", entry.resource_type, entry.id);
+        let request_url = match entry.method {
+            Method::Post => entry.resource_type.clone(),
+            Method::Put | Method::Delete => instance.clone(),
+        };
+        let status = match entry.op {
+            Op::Create => "201",
+            Op::Update => "200",
+            Op::Delete => "204",
+        };
+        bundle.entry(Entry {
+            full_url: Some(format!("{base}/{instance}")),
+            resource: (entry.op != Op::Delete).then_some(entry.body.as_slice()),
+            request: Some((entry.method.as_str(), request_url)),
+            response: Some(Response {
+                status: status.into(),
+                location: None,
+                etag: Some(etag(entry.vid)),
+                last_modified: Some(format_instant(entry.last_updated)),
+                outcome: None,
+            }),
+            ..Entry::default()
+        });
+    }
+    bundle.finish()
+}
+
+fn query_suffix(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    }
+}

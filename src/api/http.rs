@@ -1,0 +1,219 @@
+//! HTTP details shared by the handlers: content negotiation, request bodies, conditional
+//! headers, `Prefer`, the base URL, response headers, and the request log.
+
+use super::AppState;
+use crate::fhir::datetime::{Micros, format_http_date};
+use crate::fhir::{FhirError, IssueCode};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponseBuilder, web};
+use std::time::Instant;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// The media types fhirlake reads and writes (JSON); XML ones are recognised to say so.
+const JSON_TYPES: &[&str] = &[
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+];
+const XML_TYPES: &[&str] = &[
+    "application/fhir+xml",
+    "application/xml",
+    "text/xml",
+    "application/xml+fhir",
+];
+
+/// The query parameters of a request, in order, percent-decoded.
+pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Checks `_format` and `Accept`: fhirlake answers in JSON only, and says so with 406.
+pub fn negotiate(req: &HttpRequest) -> Result<(), FhirError> {
+    let not_acceptable = |what: &str| {
+        FhirError::new(
+            406,
+            IssueCode::NotSupported,
+            format!("{what}: fhirlake answers in FHIR JSON only (application/fhir+json)"),
+        )
+    };
+    if let Some((_, format)) = query_pairs(req).into_iter().find(|(k, _)| k == "_format") {
+        let format = format.trim().to_ascii_lowercase();
+        let media = format.split(';').next().unwrap_or("").trim();
+        return if media == "json" || JSON_TYPES.contains(&media) {
+            Ok(())
+        } else {
+            Err(not_acceptable(&format!(
+                "_format={format} is not supported"
+            )))
+        };
+    }
+    let Some(accept) = header_str(req.headers(), header::ACCEPT) else {
+        return Ok(());
+    };
+    let acceptable = accept.split(',').any(|range| {
+        let media = range
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        media.is_empty()
+            || media == "*/*"
+            || media == "application/*"
+            || JSON_TYPES.contains(&media.as_str())
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(not_acceptable(&format!(
+            "Accept: {accept} cannot be served"
+        )))
+    }
+}
+
+/// Reads a request body of FHIR JSON, at most `--max-body` bytes.
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, FhirError> {
+    if let Some(content_type) = header_str(req.headers(), header::CONTENT_TYPE) {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !JSON_TYPES.contains(&media.as_str()) {
+            let hint = if XML_TYPES.contains(&media.as_str()) {
+                "FHIR XML is not supported"
+            } else {
+                "this media type is not FHIR"
+            };
+            return Err(FhirError::new(
+                415,
+                IssueCode::NotSupported,
+                format!("Content-Type {content_type}: {hint}; send application/fhir+json"),
+            ));
+        }
+    }
+    let limit = state.config.max_body;
+    let too_large = || {
+        FhirError::new(
+            413,
+            IssueCode::TooLong,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = header_str(req.headers(), header::CONTENT_LENGTH)
+        .and_then(|length| length.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(too_large()),
+        Err(error) => Err(FhirError::bad_request(
+            IssueCode::Invalid,
+            format!("the request body could not be read: {error}"),
+        )),
+    }
+}
+
+pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Parses an ETag or `If-Match` value, `W/"3"`, `"3"` or `3`, to a version id.
+pub fn parse_etag(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    text.trim_matches('"').parse().ok()
+}
+
+/// The version in `If-Match`, if the header is given; 400 when it is not a version.
+pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, FhirError> {
+    match header_str(req.headers(), header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => parse_etag(value).map(Some).ok_or_else(|| {
+            FhirError::bad_request(
+                IssueCode::Invalid,
+                format!("If-Match: {value} is not a version ETag such as W/\"1\""),
+            )
+        }),
+    }
+}
+
+/// What the client asked to get back after a write (`Prefer: return=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+pub fn prefer_return(req: &HttpRequest) -> Return {
+    let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
+    prefer
+        .split(',')
+        .find_map(
+            |pref| match pref.trim().strip_prefix("return=")?.trim_matches('"') {
+                "minimal" => Some(Return::Minimal),
+                "OperationOutcome" => Some(Return::OperationOutcome),
+                "representation" => Some(Return::Representation),
+                _ => None,
+            },
+        )
+        .unwrap_or(Return::Representation)
+}
+
+/// The FHIR base URL that `Location` and `fullUrl` are made of, without a trailing slash.
+pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
+    match &state.config.base_url {
+        Some(base) => base.trim_end_matches('/').to_string(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}/fhir", info.scheme(), info.host())
+        }
+    }
+}
+
+/// `ETag` and `Last-Modified` of a version.
+pub fn version_headers(builder: &mut HttpResponseBuilder, vid: u64, last_updated: Micros) {
+    builder
+        .insert_header((header::ETAG, etag(vid)))
+        .insert_header((header::LAST_MODIFIED, format_http_date(last_updated)));
+}
+
+pub fn etag(vid: u64) -> String {
+    format!("W/\"{vid}\"")
+}
+
+/// The request log: one line per request with method, path, status and duration.
+pub async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await;
+    let status = match &response {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => error.as_response_error().status_code().as_u16(),
+    };
+    tracing::info!(
+        %method,
+        %path,
+        status,
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,119 @@
+//! The FHIR REST API: HTTP in, calls on the store and fhir layers, FHIR out.
+//!
+//! Every error a client can cause leaves here as an OperationOutcome with its status code:
+//! handlers return [`ApiError`], and the default services answer unknown paths (404) and
+//! methods (405) the same way.
+
+mod crud;
+mod history;
+mod http;
+mod metadata;
+
+pub use http::log_request;
+
+use crate::config::ServeConfig;
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::Store;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServeConfig>,
+}
+
+/// The routes under `/fhir`. More specific paths come first: `_history` and `metadata` are
+/// not resource types or ids.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/fhir")
+            .service(resource("/metadata").route(web::get().to(metadata::capability_statement)))
+            .service(resource("/_history").route(web::get().to(history::system)))
+            .service(
+                resource("")
+                    .route(web::post().to(crud::bundle))
+                    .route(web::get().to(crud::search)),
+            )
+            .service(resource("/").route(web::post().to(crud::bundle)))
+            .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
+            .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
+            .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
+            .service(
+                resource("/{type}/{id}")
+                    .route(web::get().to(crud::read))
+                    .route(web::put().to(crud::update))
+                    .route(web::delete().to(crud::delete)),
+            )
+            .service(
+                resource("/{type}")
+                    .route(web::get().to(crud::search))
+                    .route(web::post().to(crud::create))
+                    .route(web::put().to(crud::conditional))
+                    .route(web::delete().to(crud::conditional)),
+            )
+            .default_service(web::to(not_found)),
+    )
+    .default_service(web::to(not_found));
+}
+
+/// A route whose unmatched methods get a 405 OperationOutcome.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found(req: HttpRequest) -> ApiResult {
+    Err(FhirError::not_found(format!("there is nothing at {}", req.path())).into())
+}
+
+async fn method_not_allowed(req: HttpRequest) -> ApiResult {
+    Err(FhirError::new(
+        405,
+        IssueCode::NotSupported,
+        format!("{} is not supported on {}", req.method(), req.path()),
+    )
+    .into())
+}
+
+/// An error on its way to the client as an OperationOutcome.
+#[derive(Debug)]
+pub struct ApiError(pub FhirError);
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(self.0.status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .content_type(http::FHIR_JSON)
+            .body(self.0.to_outcome().to_string())
+    }
+}
+
+impl From<FhirError> for ApiError {
+    fn from(error: FhirError) -> Self {
+        ApiError(error)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError(error.into())
+    }
+}
+
+impl From<crate::store::commit::CommitError> for ApiError {
+    fn from(error: crate::store::commit::CommitError) -> Self {
+        ApiError(error.error)
+    }
+}
+
+pub type ApiResult = Result<HttpResponse, ApiError>;

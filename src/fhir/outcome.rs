@@ -1,0 +1,138 @@
+//! OperationOutcome and the error every layer returns for something a client caused.
+
+use serde_json::{Value, json};
+use std::fmt;
+
+/// The `issue.code` values of OperationOutcome that fhirlake uses (FHIR value set
+/// `issue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueCode {
+    Invalid,
+    Structure,
+    Required,
+    Value,
+    NotFound,
+    Deleted,
+    Conflict,
+    NotSupported,
+    TooLong,
+    Processing,
+    Exception,
+    Informational,
+}
+
+impl IssueCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueCode::Invalid => "invalid",
+            IssueCode::Structure => "structure",
+            IssueCode::Required => "required",
+            IssueCode::Value => "value",
+            IssueCode::NotFound => "not-found",
+            IssueCode::Deleted => "deleted",
+            IssueCode::Conflict => "conflict",
+            IssueCode::NotSupported => "not-supported",
+            IssueCode::TooLong => "too-long",
+            IssueCode::Processing => "processing",
+            IssueCode::Exception => "exception",
+            IssueCode::Informational => "informational",
+        }
+    }
+}
+
+/// An error a request caused, with the HTTP status it is answered with. It always reaches the
+/// client as an OperationOutcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FhirError {
+    pub status: u16,
+    pub code: IssueCode,
+    pub diagnostics: String,
+    /// FHIRPath of the element at fault, when there is one.
+    pub expression: Option<String>,
+}
+
+impl FhirError {
+    pub fn new(status: u16, code: IssueCode, diagnostics: impl Into<String>) -> Self {
+        FhirError {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
+    }
+
+    pub fn at(mut self, expression: impl Into<String>) -> Self {
+        self.expression = Some(expression.into());
+        self
+    }
+
+    pub fn bad_request(code: IssueCode, diagnostics: impl Into<String>) -> Self {
+        FhirError::new(400, code, diagnostics)
+    }
+
+    pub fn not_found(diagnostics: impl Into<String>) -> Self {
+        FhirError::new(404, IssueCode::NotFound, diagnostics)
+    }
+
+    pub fn not_supported(diagnostics: impl Into<String>) -> Self {
+        FhirError::new(501, IssueCode::NotSupported, diagnostics)
+    }
+
+    pub fn internal(diagnostics: impl Into<String>) -> Self {
+        FhirError::new(500, IssueCode::Exception, diagnostics)
+    }
+
+    /// The OperationOutcome that reports this error.
+    pub fn to_outcome(&self) -> Value {
+        outcome(
+            "error",
+            self.code,
+            &self.diagnostics,
+            self.expression.as_deref(),
+        )
+    }
+}
+
+impl fmt::Display for FhirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.diagnostics, self.code.as_str())
+    }
+}
+
+impl std::error::Error for FhirError {}
+
+/// An OperationOutcome with one issue.
+pub fn outcome(
+    severity: &str,
+    code: IssueCode,
+    diagnostics: &str,
+    expression: Option<&str>,
+) -> Value {
+    let mut issue = json!({
+        "severity": severity,
+        "code": code.as_str(),
+        "diagnostics": diagnostics,
+    });
+    if let Some(expression) = expression {
+        issue["expression"] = json!([expression]);
+    }
+    json!({"resourceType": "OperationOutcome", "issue": [issue]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_the_element_at_fault() {
+        let error = FhirError::bad_request(IssueCode::Structure, "unknown element 'x'")
+            .at("Patient.name[0].x");
+        let outcome = error.to_outcome();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert_eq!(outcome["issue"][0]["severity"], "error");
+        assert_eq!(outcome["issue"][0]["code"], "structure");
+        assert_eq!(outcome["issue"][0]["expression"][0], "Patient.name[0].x");
+        // A valid OperationOutcome by the typed R4 model.
+        fhirlake_model::check_resource(&outcome).unwrap();
+    }
+}

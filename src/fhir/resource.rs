@@ -1,0 +1,177 @@
+//! Resources as they enter and leave the store: checking a request body, ids, and the
+//! server-set `id` and `meta` of a stored version.
+
+use super::datetime::{Micros, format_instant};
+use super::outcome::{FhirError, IssueCode};
+use fhirlake_model::{ProblemKind, check_resource};
+use serde_json::{Map, Value};
+
+/// Is `id` a valid FHIR logical id: 1 to 64 of `A-Z a-z 0-9 - .`?
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Checks that `id` is a valid logical id, or answers 400.
+pub fn check_id(id: &str) -> Result<(), FhirError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::bad_request(
+            IssueCode::Value,
+            format!("'{id}' is not a valid resource id: use 1 to 64 of A-Z, a-z, 0-9, '-' and '.'"),
+        ))
+    }
+}
+
+/// Is `name` a FHIR R4 resource type? Answers 404 when it is not, as for an unknown path.
+pub fn check_type(name: &str) -> Result<(), FhirError> {
+    if fhirlake_model::is_resource_type(name) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "'{name}' is not a FHIR R4 resource type"
+        )))
+    }
+}
+
+/// Parses a request body as a resource of type `expected` (when given) and checks its
+/// structure with the typed R4 model. Returns the resource in canonical member order.
+pub fn parse_resource(body: &[u8], expected: Option<&str>) -> Result<Value, FhirError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        FhirError::bad_request(
+            IssueCode::Structure,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    check_value(value, expected)
+}
+
+/// [`parse_resource`] for a resource that is already a JSON value (a Bundle entry).
+pub fn check_value(value: Value, expected: Option<&str>) -> Result<Value, FhirError> {
+    if let (Some(expected), Some(found)) =
+        (expected, value.get("resourceType").and_then(Value::as_str))
+        && found != expected
+    {
+        return Err(FhirError::bad_request(
+            IssueCode::Invalid,
+            format!("the resource is a {found}, but this URL takes a {expected}"),
+        )
+        .at(format!("{found}.resourceType")));
+    }
+    let canonical = check_resource(&value).map_err(|problem| {
+        let code = match problem.kind {
+            ProblemKind::ResourceType => IssueCode::Invalid,
+            ProblemKind::Structure => IssueCode::Structure,
+        };
+        FhirError::bad_request(code, problem.to_string()).at(problem.path)
+    })?;
+    if let Some(id) = canonical.get("id").and_then(Value::as_str)
+        && !is_valid_id(id)
+    {
+        let kind = canonical["resourceType"].as_str().unwrap_or("Resource");
+        return Err(check_id(id).unwrap_err().at(format!("{kind}.id")));
+    }
+    Ok(canonical)
+}
+
+/// The `id` element of a resource, if it has one.
+pub fn id_of(resource: &Value) -> Option<&str> {
+    resource.get("id").and_then(Value::as_str)
+}
+
+/// Sets the server-owned elements of a version, `id`, `meta.versionId` and `meta.lastUpdated`,
+/// keeping the rest of `meta` (profiles, tags, security labels, source) as the client sent it,
+/// and returns the stored JSON. `resourceType`, `id` and `meta` come first.
+pub fn stamp(resource: Value, id: &str, version: u64, last_updated: Micros) -> Vec<u8> {
+    let Value::Object(members) = resource else {
+        unreachable!("a checked resource is an object")
+    };
+    let mut stamped = Map::with_capacity(members.len() + 2);
+    let mut meta = Map::new();
+    let mut rest = Vec::with_capacity(members.len());
+    for (key, value) in members {
+        match (key.as_str(), value) {
+            ("resourceType", value) => {
+                stamped.insert(key, value);
+            }
+            ("id", _) => {}
+            ("meta", Value::Object(m)) => meta = m,
+            (_, value) => rest.push((key, value)),
+        }
+    }
+    stamped.insert("id".into(), Value::String(id.into()));
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(format_instant(last_updated)),
+    );
+    stamped.insert("meta".into(), Value::Object(meta));
+    stamped.extend(rest);
+    serde_json::to_vec(&Value::Object(stamped)).expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_follow_the_fhir_id_rule() {
+        assert!(is_valid_id("a"));
+        assert!(is_valid_id("069176529-fd1f-3b3f.abce"));
+        assert!(is_valid_id(&"x".repeat(64)));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a_b"));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id("ä"));
+    }
+
+    #[test]
+    fn stamp_sets_server_elements_and_keeps_the_clients_meta() {
+        let resource = json!({
+            "resourceType": "Patient",
+            "active": true,
+            "id": "old",
+            "meta": {"versionId": "99", "profile": ["http://example.org/p"]}
+        });
+        let stored: Value = serde_json::from_slice(&stamp(resource, "p1", 3, 0)).unwrap();
+        assert_eq!(stored["id"], "p1");
+        assert_eq!(stored["meta"]["versionId"], "3");
+        assert_eq!(stored["meta"]["lastUpdated"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stored["meta"]["profile"][0], "http://example.org/p");
+        assert_eq!(stored["active"], true);
+        let keys: Vec<&String> = stored.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["resourceType", "id", "meta", "active"]);
+    }
+
+    #[test]
+    fn a_body_of_another_type_is_refused_with_its_path() {
+        let error =
+            parse_resource(br#"{"resourceType":"Observation"}"#, Some("Patient")).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert_eq!(
+            error.expression.as_deref(),
+            Some("Observation.resourceType")
+        );
+        let error = parse_resource(br#"{"resourceType":"Patient","id":"a_b"}"#, None).unwrap_err();
+        assert_eq!(error.expression.as_deref(), Some("Patient.id"));
+        assert_eq!(parse_resource(b"{", None).unwrap_err().status, 400);
+    }
+
+    proptest! {
+        #[test]
+        fn generated_valid_ids_pass_and_any_other_byte_fails(
+            id in "[A-Za-z0-9.-]{1,64}",
+            bad in "[^A-Za-z0-9.-]",
+        ) {
+            prop_assert!(is_valid_id(&id));
+            let with_bad = format!("{}{}", &id[..id.len().min(63)], bad);
+            prop_assert!(!is_valid_id(&with_bad));
+        }
+    }
+}

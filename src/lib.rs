@@ -1,0 +1,15 @@
+//! fhirlake: a FHIR R4 server and unified health data store in one binary.
+//!
+//! The layers, top to bottom (each uses only the ones below it; see ARCHITECTURE.md):
+//! - [`server`], [`cli`], [`config`]: the binary's commands, settings and wiring;
+//! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
+//! - [`store`]: redb tables, the commit path (group commit) and the change log;
+//! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
+//!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod fhir;
+pub mod server;
+pub mod store;

@@ -1,0 +1,157 @@
+//! The store: every version of every resource and the change log, in one redb file.
+//!
+//! Writes go through the [`commit::Committer`] (one writer thread, group commit); reads open
+//! their own redb read transaction and see a consistent snapshot of the last commit.
+
+pub mod commit;
+pub mod history;
+pub mod schema;
+pub mod tables;
+
+use crate::fhir::FhirError;
+use commit::{Applied, CommitError, Committer, Position, Write};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tables::{CHANGES, CURRENT, ChangeRecord, CurrentRecord, VERSIONS, VersionRecord};
+use tokio::sync::watch;
+
+/// The name of the redb file inside a data directory.
+pub const DB_FILE: &str = "fhirlake.redb";
+
+/// A failure of the storage itself (I/O, a damaged file), never the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("{0}")]
+    Schema(String),
+    #[error("cannot use the data directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+macro_rules! storage_errors {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(error: $error) -> Self {
+                StoreError::Storage(error.into())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<StoreError> for FhirError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store error");
+        FhirError::internal(error.to_string())
+    }
+}
+
+/// An open data directory. Cloning is cheap; all clones share one database and one writer.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    committer: Arc<Committer>,
+    committed: watch::Receiver<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its schema version, and starts the
+    /// writer.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = Arc::new(schema::open_current(dir)?);
+        let (next_seq, last_time) = {
+            let txn = db.begin_read()?;
+            let changes = txn.open_table(CHANGES)?;
+            match changes.last()? {
+                Some((seq, record)) => {
+                    let change = ChangeRecord::decode(seq.value(), record.value());
+                    (change.seq + 1, change.last_updated)
+                }
+                None => (1, 0),
+            }
+        };
+        let (sender, committed) = watch::channel(next_seq - 1);
+        let position = Position {
+            next_seq,
+            last_time,
+        };
+        let committer = Arc::new(Committer::start(db.clone(), position, sender));
+        Ok(Store {
+            db,
+            committer,
+            committed,
+        })
+    }
+
+    /// Commits `writes` as one all-or-nothing transaction; answers once it is durable.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
+        self.committer.commit(writes).await
+    }
+
+    /// [`Store::commit`] outside an async runtime (import, tests).
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
+        self.committer.commit_blocking(writes)
+    }
+
+    /// The seq of the last durable change (0 when the log is empty).
+    pub fn committed_seq(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// A receiver that sees the last durable seq after every commit.
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Finishes the writes already sent and stops the writer; later commits fail with 503.
+    pub fn close(&self) {
+        self.committer.stop();
+    }
+
+    /// The current state of a resource and, unless it is deleted, its current version.
+    pub fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(CURRENT)?;
+        let Some(state) = current.get((resource_type, id))? else {
+            return Ok(None);
+        };
+        let state = CurrentRecord::decode(state.value());
+        if state.deleted {
+            return Ok(Some((state, None)));
+        }
+        let versions = txn.open_table(VERSIONS)?;
+        let version = versions
+            .get((resource_type, id, state.vid))?
+            .map(|record| VersionRecord::decode(record.value()));
+        Ok(Some((state, version)))
+    }
+
+    /// One version of a resource.
+    pub fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        vid: u64,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let versions = txn.open_table(VERSIONS)?;
+        Ok(versions
+            .get((resource_type, id, vid))?
+            .map(|record| VersionRecord::decode(record.value())))
+    }
+}

@@ -1,0 +1,144 @@
+//! The schema version of a data directory, and upgrades between versions.
+//!
+//! Each schema version is documented in `migrations/` (`NNNN-name.md`). A data directory
+//! written by a newer fhirlake is refused, never opened; an older one must be upgraded with
+//! `fhirlake migrate` before the server opens it.
+
+use super::tables::{CHANGES, CURRENT, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS};
+use super::{DB_FILE, StoreError};
+use redb::{Database, ReadableTable, WriteTransaction};
+use std::path::Path;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// An upgrade from `from` to `from + 1`, run in one write transaction.
+struct Migration {
+    from: u64,
+    name: &'static str,
+    run: fn(&WriteTransaction) -> Result<(), StoreError>,
+}
+
+/// Every upgrade, in order. Schema 1 is the first; nothing to upgrade from yet.
+const MIGRATIONS: &[Migration] = &[];
+
+/// Opens the database of `dir`, creating it (at [`SCHEMA_VERSION`]) when it does not exist.
+/// Fails when the directory is at another schema version.
+pub fn open_current(dir: &Path) -> Result<Database, StoreError> {
+    let db = open(dir)?;
+    match stored_version(&db)? {
+        SCHEMA_VERSION => Ok(db),
+        found if found > SCHEMA_VERSION => Err(too_new(dir, found)),
+        found => Err(StoreError::Schema(format!(
+            "the data directory {} is at schema version {found}; this fhirlake uses version \
+             {SCHEMA_VERSION}: run `fhirlake migrate --data {}` first",
+            dir.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// What [`migrate`] did.
+pub struct Migrated {
+    pub from: u64,
+    pub to: u64,
+    pub steps: Vec<&'static str>,
+}
+
+/// Upgrades the data directory `dir` to [`SCHEMA_VERSION`], one migration per write
+/// transaction, so an interrupted upgrade resumes where it stopped.
+pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
+    let db = open(dir)?;
+    let from = stored_version(&db)?;
+    if from > SCHEMA_VERSION {
+        return Err(too_new(dir, from));
+    }
+    let mut steps = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.from >= from) {
+        let txn = db.begin_write()?;
+        (migration.run)(&txn)?;
+        txn.open_table(META)?
+            .insert(SCHEMA_VERSION_KEY, migration.from + 1)?;
+        txn.commit()?;
+        steps.push(migration.name);
+    }
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+        steps,
+    })
+}
+
+fn too_new(dir: &Path, found: u64) -> StoreError {
+    StoreError::Schema(format!(
+        "the data directory {} is at schema version {found}, written by a newer fhirlake; this \
+         fhirlake knows versions up to {SCHEMA_VERSION}: run the newer fhirlake",
+        dir.display()
+    ))
+}
+
+fn open(dir: &Path) -> Result<Database, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Database::create(dir.join(DB_FILE))?)
+}
+
+/// The schema version stored in the database; a new, empty database is initialised at
+/// [`SCHEMA_VERSION`] with all its tables.
+fn stored_version(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_write()?;
+    let version = {
+        let mut meta = txn.open_table(META)?;
+        let stored = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
+        match stored {
+            Some(version) => version,
+            None => {
+                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+                txn.open_table(VERSIONS)?;
+                txn.open_table(CURRENT)?;
+                txn.open_table(CHANGES)?;
+                txn.open_table(TYPE_CHANGES)?;
+                SCHEMA_VERSION
+            }
+        }
+    };
+    txn.commit()?;
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_is_created_at_the_current_version_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open_current(dir.path()).unwrap());
+        drop(open_current(dir.path()).unwrap());
+        let migrated = migrate(dir.path()).unwrap();
+        assert_eq!(
+            (migrated.from, migrated.to),
+            (SCHEMA_VERSION, SCHEMA_VERSION)
+        );
+        assert!(migrated.steps.is_empty());
+    }
+
+    #[test]
+    fn a_directory_of_a_newer_fhirlake_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open(dir.path()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = open_current(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("newer fhirlake"), "{error}");
+        assert!(migrate(dir.path()).is_err());
+    }
+}

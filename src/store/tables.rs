@@ -1,0 +1,232 @@
+//! The redb tables of a data directory and the byte layout of their records.
+//!
+//! Schema version 1 (see `migrations/0001-initial.md`):
+//! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
+//! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
+//! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
+//!   from 1;
+//! - `type_changes` (type, seq) -> (): the change log by resource type, for type history;
+//! - `meta` name -> u64: the schema version.
+//!
+//! All integers are little-endian. Invariant: for every `changes` entry there is exactly one
+//! `versions` entry with its (type, id, vid) and one `type_changes` entry with its (type, seq),
+//! all written in the same write transaction; `current` points at the highest vid.
+
+use crate::fhir::datetime::Micros;
+use redb::TableDefinition;
+
+pub const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
+pub const CURRENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("current");
+pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The key of the schema version in `meta`.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// What a version did to its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The resource came into existence (first version, or the first after a delete).
+    Create,
+    /// A new version of a live resource.
+    Update,
+    /// A tombstone.
+    Delete,
+}
+
+/// The interaction that wrote a version, as history's `entry.request.method` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Delete,
+}
+
+impl Op {
+    fn to_byte(self) -> u8 {
+        match self {
+            Op::Create => 1,
+            Op::Update => 2,
+            Op::Delete => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Op {
+        match byte {
+            1 => Op::Create,
+            2 => Op::Update,
+            _ => Op::Delete,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+impl Method {
+    fn to_byte(self) -> u8 {
+        match self {
+            Method::Post => 1,
+            Method::Put => 2,
+            Method::Delete => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Method {
+        match byte {
+            1 => Method::Post,
+            2 => Method::Put,
+            _ => Method::Delete,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// A stored version: `[op][method][lastUpdated: i64][body]`; the body is the resource's JSON,
+/// empty for a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub op: Op,
+    pub method: Method,
+    pub last_updated: Micros,
+    pub body: Vec<u8>,
+}
+
+impl VersionRecord {
+    pub fn encode(op: Op, method: Method, last_updated: Micros, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + body.len());
+        out.push(op.to_byte());
+        out.push(method.to_byte());
+        out.extend_from_slice(&last_updated.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> VersionRecord {
+        VersionRecord {
+            op: Op::from_byte(bytes[0]),
+            method: Method::from_byte(bytes[1]),
+            last_updated: u64_at(bytes, 2) as Micros,
+            body: bytes[10..].to_vec(),
+        }
+    }
+
+    /// The lastUpdated of an encoded record, without copying its body.
+    pub fn last_updated_of(bytes: &[u8]) -> Micros {
+        u64_at(bytes, 2) as Micros
+    }
+}
+
+/// The current state of a resource: `[vid][deleted: 0|1][lastUpdated: i64]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrentRecord {
+    pub vid: u64,
+    pub deleted: bool,
+    pub last_updated: Micros,
+}
+
+impl CurrentRecord {
+    pub fn encode(&self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[..8].copy_from_slice(&self.vid.to_le_bytes());
+        out[8] = self.deleted as u8;
+        out[9..].copy_from_slice(&self.last_updated.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> CurrentRecord {
+        CurrentRecord {
+            vid: u64_at(bytes, 0),
+            deleted: bytes[8] == 1,
+            last_updated: u64_at(bytes, 9) as Micros,
+        }
+    }
+}
+
+/// One change-log entry: `[txid][vid][lastUpdated: i64][op][type length: u8][type][id]`.
+/// `txid` is the seq of the first change of the transaction it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub seq: u64,
+    pub txid: u64,
+    pub resource_type: String,
+    pub id: String,
+    pub vid: u64,
+    pub op: Op,
+    pub last_updated: Micros,
+}
+
+impl ChangeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(26 + self.resource_type.len() + self.id.len());
+        out.extend_from_slice(&self.txid.to_le_bytes());
+        out.extend_from_slice(&self.vid.to_le_bytes());
+        out.extend_from_slice(&self.last_updated.to_le_bytes());
+        out.push(self.op.to_byte());
+        out.push(self.resource_type.len() as u8);
+        out.extend_from_slice(self.resource_type.as_bytes());
+        out.extend_from_slice(self.id.as_bytes());
+        out
+    }
+
+    pub fn decode(seq: u64, bytes: &[u8]) -> ChangeRecord {
+        let type_len = bytes[25] as usize;
+        let text =
+            |range: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[range]).into_owned();
+        ChangeRecord {
+            seq,
+            txid: u64_at(bytes, 0),
+            vid: u64_at(bytes, 8),
+            last_updated: u64_at(bytes, 16) as Micros,
+            op: Op::from_byte(bytes[24]),
+            resource_type: text(26..26 + type_len),
+            id: text(26 + type_len..bytes.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn records_round_trip(
+            vid in any::<u64>(), txid in any::<u64>(), seq in any::<u64>(),
+            time in any::<i64>(), deleted in any::<bool>(),
+            resource_type in "[A-Z][A-Za-z]{0,40}", id in "[A-Za-z0-9.-]{1,64}",
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            op in prop_oneof![Just(Op::Create), Just(Op::Update), Just(Op::Delete)],
+            method in prop_oneof![Just(Method::Post), Just(Method::Put), Just(Method::Delete)],
+        ) {
+            let current = CurrentRecord { vid, deleted, last_updated: time };
+            prop_assert_eq!(CurrentRecord::decode(&current.encode()), current);
+            let change = ChangeRecord { seq, txid, resource_type, id, vid, op, last_updated: time };
+            prop_assert_eq!(ChangeRecord::decode(seq, &change.encode()), change);
+            let version = VersionRecord::encode(op, method, time, &body);
+            prop_assert_eq!(VersionRecord::last_updated_of(&version), time);
+            prop_assert_eq!(
+                VersionRecord::decode(&version),
+                VersionRecord { op, method, last_updated: time, body }
+            );
+        }
+    }
+}

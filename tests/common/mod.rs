@@ -1,0 +1,131 @@
+//! The harness every integration test shares: a real `fhirlake serve` child process on a free
+//! 127.0.0.1 port with its own temporary data directory, stopped when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running server. Dropping it kills the process (SIGKILL) and removes its data directory
+/// unless the directory was handed in by the test.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub origin: String,
+    /// `http://127.0.0.1:PORT/fhir`
+    pub base: String,
+    pub data: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temporary data directory.
+    pub fn start() -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data = temp.path().join("data");
+        let mut server = TestServer::start_on(&data, &[]);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `data` (kept after the test) with extra command-line arguments.
+    pub fn start_on(data: &Path, extra: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fhirlake");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let origin = loop {
+            let line = lines
+                .next()
+                .expect("fhirlake exited before it listened")
+                .expect("read stdout");
+            if let Some(origin) = line.strip_prefix("listening on ") {
+                break origin.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            child: Some(child),
+            base: format!("{origin}/fhir"),
+            origin,
+            data: data.to_path_buf(),
+            _temp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().expect("wait for fhirlake")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking HTTP client with a timeout, for tests.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// Every resource of one Synthea bundle from `../shared/data/synthea`, as JSON values.
+pub fn synthea_resources(file_prefix: &str) -> Vec<serde_json::Value> {
+    let dir = shared_dir().join("data/synthea");
+    let path = std::fs::read_dir(&dir)
+        .expect("../shared/data/synthea")
+        .map(|e| e.expect("dir entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(file_prefix))
+        })
+        .expect("synthea bundle");
+    let file = std::fs::File::open(path).expect("open bundle");
+    let bundle: serde_json::Value =
+        serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json");
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// `../shared`, beside the repository.
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
