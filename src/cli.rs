@@ -20,6 +20,25 @@ pub enum Command {
     Serve(ServeConfig),
     /// Upgrades a data directory to this fhirlake's schema version.
     Migrate(DataDir),
+    /// Loads Bundles (transaction, batch, collection), single resources and NDJSON files
+    /// (`.json`, `.ndjson`, optionally gzipped) into a data directory. Stop the server that
+    /// uses the directory first.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// Files to load, or directories whose .json/.ndjson(.gz) files are loaded in name order.
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// How many files are loaded at once (default: one per CPU core).
+    #[arg(long, env = "FHIRLAKE_IMPORT_JOBS")]
+    pub jobs: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Runs a parsed command line.
@@ -28,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(config) => {
             actix_web::rt::System::new().block_on(crate::server::serve(config))
         }
+        Command::Import(args) => import(args),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -50,4 +70,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&args.data.path).map_err(|error| {
+        anyhow::anyhow!(
+            "{error} (a running fhirlake server keeps its data directory locked: stop it, or \
+             POST the Bundles to it instead)"
+        )
+    })?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let summary = crate::bulk::import::run(&store, &args.paths, jobs, !args.quiet);
+    store.close();
+    let summary = summary?;
+    println!(
+        "imported {} resources from {} files in {:.1} s ({:.0} resources/s); {} rejected \
+         resources, {} rejected files",
+        summary.stored,
+        summary.files,
+        summary.elapsed.as_secs_f64(),
+        summary.per_second(),
+        summary.rejected,
+        summary.failed_files
+    );
+    if summary.rejected + summary.failed_files > 0 {
+        anyhow::bail!("some of the input was rejected (listed above)");
+    }
+    Ok(())
 }

@@ -30,6 +30,10 @@ pub struct ServeConfig {
     #[arg(long, env = "FHIRLAKE_MAX_BODY", default_value_t = 32 * 1024 * 1024)]
     pub max_body: usize,
 
+    /// The most entries a batch or transaction Bundle may have; more get 413.
+    #[arg(long, env = "FHIRLAKE_MAX_BUNDLE_ENTRIES", default_value_t = 25_000)]
+    pub max_bundle_entries: usize,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FHIRLAKE_WORKERS")]
     pub workers: Option<usize>,

@@ -3,11 +3,15 @@
 //! The layers, top to bottom (each uses only the ones below it; see ARCHITECTURE.md):
 //! - [`server`], [`cli`], [`config`]: the binary's commands, settings and wiring;
 //! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
+//! - [`bulk`]: `fhirlake import`;
+//! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
 //!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
 
 pub mod api;
+pub mod bulk;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod fhir;

@@ -1,14 +1,13 @@
 //! The instance-level interactions: create, read, vread, update, delete.
 
 use super::http::{
-    Return, base_url, etag, header_str, if_match, negotiate, parse_etag, prefer_return, read_body,
-    version_headers,
+    base_url, etag, header_str, if_match, negotiate, prefer_return, read_body, version_headers,
 };
 use super::{ApiResult, AppState};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
-use crate::fhir::resource::{check_id, check_type, id_of, parse_resource};
-use crate::fhir::{FhirError, IssueCode};
+use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
+use crate::fhir::{FhirError, IssueCode, Return};
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::Op;
 use actix_web::http::{StatusCode, header};
@@ -195,12 +194,6 @@ pub async fn search(req: HttpRequest, path: Option<web::Path<String>>) -> ApiRes
         check_type(&path)?;
     }
     Err(FhirError::not_supported("search is not supported by this server yet").into())
-}
-
-/// `POST /fhir`: batch and transaction Bundles are not there yet.
-pub async fn bundle(req: HttpRequest) -> ApiResult {
-    negotiate(&req)?;
-    Err(FhirError::not_supported("batch and transaction Bundles are not supported yet").into())
 }
 
 async fn commit_one(state: &AppState, write: Write) -> Result<Applied, super::ApiError> {

@@ -3,7 +3,8 @@
 
 use super::AppState;
 use crate::fhir::datetime::{Micros, format_http_date};
-use crate::fhir::{FhirError, IssueCode};
+use crate::fhir::resource::parse_etag;
+use crate::fhir::{FhirError, IssueCode, Return};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -118,8 +119,8 @@ pub async fn read_body(
     }
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(too_large()),
-        Err(error) => Err(FhirError::bad_request(
+        Err(_) => Err(too_large()),
+        Ok(Err(error)) => Err(FhirError::bad_request(
             IssueCode::Invalid,
             format!("the request body could not be read: {error}"),
         )),
@@ -128,13 +129,6 @@ pub async fn read_body(
 
 pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
-}
-
-/// Parses an ETag or `If-Match` value, `W/"3"`, `"3"` or `3`, to a version id.
-pub fn parse_etag(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let text = text.strip_prefix("W/").unwrap_or(text);
-    text.trim_matches('"').parse().ok()
 }
 
 /// The version in `If-Match`, if the header is given; 400 when it is not a version.
@@ -148,14 +142,6 @@ pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, FhirError> {
             )
         }),
     }
-}
-
-/// What the client asked to get back after a write (`Prefer: return=...`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Return {
-    Minimal,
-    Representation,
-    OperationOutcome,
 }
 
 pub fn prefer_return(req: &HttpRequest) -> Return {

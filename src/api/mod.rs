@@ -4,6 +4,7 @@
 //! handlers return [`ApiError`], and the default services answer unknown paths (404) and
 //! methods (405) the same way.
 
+mod bundle;
 mod crud;
 mod history;
 mod http;
@@ -32,10 +33,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/_history").route(web::get().to(history::system)))
             .service(
                 resource("")
-                    .route(web::post().to(crud::bundle))
+                    .route(web::post().to(bundle::transaction_or_batch))
                     .route(web::get().to(crud::search)),
             )
-            .service(resource("/").route(web::post().to(crud::bundle)))
+            .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
             .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))

@@ -6,3 +6,12 @@ pub mod outcome;
 pub mod resource;
 
 pub use outcome::{FhirError, IssueCode};
+
+/// What a client wants back after a write (`Prefer: return=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Return {
+    Minimal,
+    #[default]
+    Representation,
+    OperationOutcome,
+}

@@ -37,6 +37,23 @@ pub fn check_type(name: &str) -> Result<(), FhirError> {
     }
 }
 
+/// Parses a version ETag, `W/"3"`, `"3"` or `3` (`If-Match`, `ifMatch`), to a version id.
+pub fn parse_etag(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    text.trim_matches('"').parse().ok()
+}
+
+/// Parses a request body as JSON, or answers 400.
+pub fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
+    serde_json::from_slice(body).map_err(|e| {
+        FhirError::bad_request(
+            IssueCode::Structure,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
 /// Parses a request body as a resource of type `expected` (when given) and checks its
 /// structure with the typed R4 model. Returns the resource in canonical member order.
 pub fn parse_resource(body: &[u8], expected: Option<&str>) -> Result<Value, FhirError> {

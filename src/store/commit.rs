@@ -126,11 +126,19 @@ impl Committer {
         }
     }
 
-    /// Commits `writes` as one all-or-nothing transaction and waits until it is durable.
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
+    /// Sends `writes` to the writer now, as one all-or-nothing transaction; the returned
+    /// future resolves once it is durable. Requests submitted before any is awaited can share
+    /// one commit.
+    pub fn submit(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
         let (reply, answer) = oneshot::channel();
-        self.send(writes, reply)?;
-        answer.await.unwrap_or_else(|_| Err(closed()))
+        let sent = self.send(writes, reply);
+        async move {
+            sent?;
+            answer.await.unwrap_or_else(|_| Err(closed()))
+        }
     }
 
     /// [`Committer::commit`] for callers outside an async runtime.

@@ -96,7 +96,16 @@ impl Store {
 
     /// Commits `writes` as one all-or-nothing transaction; answers once it is durable.
     pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
-        self.committer.commit(writes).await
+        self.committer.submit(writes).await
+    }
+
+    /// Sends `writes` to the writer at once and returns the future of their commit: submit
+    /// several independent requests before awaiting them, and they share commits.
+    pub fn submit(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
+        self.committer.submit(writes)
     }
 
     /// [`Store::commit`] outside an async runtime (import, tests).

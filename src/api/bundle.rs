@@ -1,0 +1,25 @@
+//! `POST /fhir`: batch and transaction Bundles.
+
+use super::http::{FHIR_JSON, negotiate, prefer_return, read_body};
+use super::{ApiResult, AppState};
+use crate::bundle::{self, Options};
+use crate::fhir::resource::parse_json;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+pub async fn transaction_or_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let body = read_body(&req, payload, &state).await?;
+    let bundle = parse_json(&body)?;
+    let options = Options {
+        max_entries: state.config.max_bundle_entries,
+        returns: prefer_return(&req),
+    };
+    let processed = bundle::process(&state.store, bundle, &options).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .body(bundle::render(&processed)))
+}

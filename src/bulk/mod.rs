@@ -1,0 +1,3 @@
+//! Bulk data in and out of a data directory.
+
+pub mod import;
