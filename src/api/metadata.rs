@@ -58,11 +58,15 @@ pub fn statement(base: &str) -> Value {
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search, batch and transaction Bundles, conditional create, \
-                update and delete, and XML are not supported yet; they are answered with \
-                501 or 406/415 OperationOutcomes.",
+            "documentation": "Search, conditional create, update and delete (also inside \
+                Bundles: ifNoneExist and conditional references), PATCH and XML are not \
+                supported yet; they are answered with 501 or 406/415 OperationOutcomes.",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [
+                {"code": "transaction"},
+                {"code": "batch"},
+                {"code": "history-system"},
+            ],
         }],
     })
 }

@@ -2,6 +2,8 @@
 //! 127.0.0.1 port with its own temporary data directory, stopped when the test ends.
 #![allow(dead_code)]
 
+pub mod synthea;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

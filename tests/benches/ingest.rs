@@ -1,0 +1,127 @@
+//! Ingest benchmark: every Synthea bundle of ../shared/data/synthea posted as a transaction
+//! over HTTP by concurrent clients, then the same bundles loaded with `fhirlake import`.
+//!
+//! `cargo bench --bench ingest`; FHIRLAKE_BENCH_CONCURRENCY (default 4) clients. Conditional
+//! references are resolved first (tests/common/synthea.rs), as they need search.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::TestServer;
+use common::synthea::{self, entry_count};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let concurrency: usize = std::env::var("FHIRLAKE_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let data = synthea::load(None);
+    let resources: usize = data
+        .patients
+        .iter()
+        .map(|(_, b)| entry_count(b))
+        .sum::<usize>()
+        + entry_count(&data.shared);
+    let bodies: Vec<(usize, Vec<u8>)> = data
+        .patients
+        .iter()
+        .map(|(_, bundle)| (entry_count(bundle), serde_json::to_vec(bundle).unwrap()))
+        .collect();
+    let megabytes = bodies.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1e6;
+    println!(
+        "{} patient bundles + shared resources: {resources} resources, {megabytes:.0} MB",
+        bodies.len()
+    );
+
+    // Over HTTP.
+    let server = TestServer::start();
+    let client = common::client();
+    let post = |body: Vec<u8>| {
+        let response = client
+            .post(&server.base)
+            .header("Content-Type", common::FHIR_JSON)
+            .header("Prefer", "return=minimal")
+            .body(body)
+            .send()
+            .expect("post bundle");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{}",
+            response.text().unwrap()
+        );
+    };
+    post(serde_json::to_vec(&data.shared).unwrap());
+    let queue = Arc::new(Mutex::new(bodies.clone().into_iter()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency {
+            let (queue, latencies, post) = (queue.clone(), latencies.clone(), &post);
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some((_, body)) = next else { break };
+                    let sent = Instant::now();
+                    post(body);
+                    latencies.lock().unwrap().push(sent.elapsed());
+                }
+            });
+        }
+    });
+    let http = start.elapsed();
+    let patient_resources: usize = bodies.iter().map(|(n, _)| n).sum();
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let http_rate = patient_resources as f64 / http.as_secs_f64();
+    drop(server);
+
+    // With fhirlake import.
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("0-shared.json"),
+        serde_json::to_vec(&data.shared).unwrap(),
+    )
+    .unwrap();
+    for (name, bundle) in &data.patients {
+        let name = name.trim_end_matches(".gz");
+        std::fs::write(input.path().join(name), serde_json::to_vec(bundle).unwrap()).unwrap();
+    }
+    let target = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+        .args(["import", "--quiet", "--data"])
+        .arg(target.path().join("data"))
+        .arg(input.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fhirlake import");
+    let import = start.elapsed();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{summary}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let import_rate = resources as f64 / import.as_secs_f64();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let percentile =
+        |p: f64| ms(latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]);
+    println!("{}", summary.trim());
+    println!();
+    println!("| ingest path | resources | seconds | resources/s | per bundle p50 / p99 |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| HTTP, {concurrency} clients posting transactions | {patient_resources} | {:.1} | {http_rate:.0} | {:.0} ms / {:.0} ms |",
+        http.as_secs_f64(),
+        percentile(0.5),
+        percentile(0.99)
+    );
+    println!(
+        "| `fhirlake import` (whole process) | {resources} | {:.1} | {import_rate:.0} | |",
+        import.as_secs_f64()
+    );
+}
