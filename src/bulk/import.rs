@@ -84,7 +84,7 @@ pub fn run(
                     let Some(file) = next else { break };
                     if let Err(error) = import_file(&store, &file, &counters, &bar).await {
                         counters.failed_files.fetch_add(1, Ordering::Relaxed);
-                        bar.println(format!("rejected {}: {error}", file.display()));
+                        report(&bar, format!("rejected {}: {error}", file.display()));
                     }
                     bar.inc(1);
                     let stored = counters.stored.load(Ordering::Relaxed);
@@ -106,6 +106,11 @@ pub fn run(
         failed_files: counters.failed_files.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
     })
+}
+
+/// Prints a line on stderr above the progress bar (and without one, as with `--quiet`).
+fn report(bar: &ProgressBar, line: String) {
+    bar.suspend(|| eprintln!("{line}"));
 }
 
 /// The files to import, in name order: the files named, and the `.json`, `.ndjson` (and
@@ -164,11 +169,10 @@ async fn import_file(
 ) -> anyhow::Result<()> {
     let reject = |at: String, error: &FhirError| {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
-        bar.println(format!(
-            "rejected {}{at}: {}",
-            path.display(),
-            error.diagnostics
-        ));
+        report(
+            bar,
+            format!("rejected {}{at}: {}", path.display(), error.diagnostics),
+        );
     };
     match format_of(path) {
         Some(Format::Ndjson) => {

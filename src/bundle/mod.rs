@@ -125,6 +125,12 @@ pub async fn process(
     let kind = kind_of(&bundle)?;
     let entries = match bundle.get_mut("entry").map(Value::take) {
         None => Vec::new(),
+        Some(Value::Array(entries)) if entries.is_empty() => {
+            return Err(bad_entry(
+                "Bundle.entry must not be an empty array: leave it out for an empty Bundle",
+            )
+            .at("Bundle.entry"));
+        }
         Some(Value::Array(entries)) => entries,
         Some(_) => {
             return Err(bad_entry("Bundle.entry must be an array").at("Bundle.entry"));
@@ -272,8 +278,11 @@ fn check_shell(mut bundle: Value, entries: &[Value]) -> Result<(), FhirError> {
             shell
         })
         .collect();
-    if !shells.is_empty() {
-        bundle["entry"] = Value::Array(shells);
+    if let Some(object) = bundle.as_object_mut() {
+        object.remove("entry");
+        if !shells.is_empty() {
+            object.insert("entry".into(), Value::Array(shells));
+        }
     }
     check_value(bundle, Some("Bundle")).map(|_| ())
 }

@@ -57,6 +57,9 @@ impl Rewrites {
                             self.replace(text);
                         }
                         ("div", Value::String(xhtml)) => self.replace_in_narrative(xhtml),
+                        // Identifier.value and ContactPoint.value are strings, not links: a
+                        // document's `urn:uuid:` identifier stays what it is.
+                        ("value", Value::String(_)) => {}
                         (_, member) => self.walk(member, &member_path)?,
                     }
                 }
@@ -120,10 +123,12 @@ impl Rewrites {
 
 /// Is this reference a conditional one, `Type?criteria`?
 pub fn is_conditional(reference: &str) -> bool {
-    !reference.contains("://")
-        && !reference.starts_with("urn:")
-        && !reference.starts_with('#')
-        && reference.contains('?')
+    match reference.split_once('?') {
+        Some((target, _)) => {
+            !target.contains("://") && !target.starts_with("urn:") && !target.starts_with('#')
+        }
+        None => false,
+    }
 }
 
 /// `Type/id` of `http://base/Type/id` (or of `http://base/Type/id/_history/n`).
@@ -189,7 +194,8 @@ mod tests {
             "performer": [{"reference": "Practitioner/old"}, {"reference": "http://example.org/fhir/Practitioner/old"}],
             "contained": [{"resourceType": "Provenance", "target": [{"reference": "urn:uuid:aaa#x"}]}],
             "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"urn:uuid:aaa\">p</a></div>"},
-            "focus": [{"reference": "urn:uuid:unknown"}]
+            "focus": [{"reference": "urn:uuid:unknown"}],
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:aaa"}]
         });
         rewrites.apply(&mut resource, "Observation").unwrap();
         assert_eq!(resource["subject"]["reference"], "Patient/new1");
@@ -206,6 +212,7 @@ mod tests {
                 .contains("href=\"Patient/new1\"")
         );
         assert_eq!(resource["focus"][0]["reference"], "urn:uuid:unknown");
+        assert_eq!(resource["identifier"][0]["value"], "urn:uuid:aaa");
     }
 
     #[test]
@@ -221,6 +228,10 @@ mod tests {
             Some("Encounter.serviceProvider.reference")
         );
         assert!(!is_conditional("http://x/fhir/Patient?x=1"));
+        assert!(is_conditional(
+            "Patient?identifier=http://example.org/mrn|12345"
+        ));
+        assert!(!is_conditional("urn:uuid:1?x"));
         assert!(!is_conditional("Patient/1"));
     }
 

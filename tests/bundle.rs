@@ -1,0 +1,1245 @@
+//! Batch and transaction Bundles over `POST /fhir`: a whole Synthea patient as one transaction
+//! (with its conditional references resolved by the test), atomicity, per-entry batch
+//! outcomes, reference rewriting between entries, processing order, limits, `Prefer` and the
+//! interactions that need search (501).
+mod common;
+
+use common::{FHIR_JSON, TestServer};
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+
+const RESPONSE_CONTENT_TYPE: &str = "application/fhir+json; charset=utf-8";
+
+/// One HTTP answer, read completely.
+struct Reply {
+    status: u16,
+    content_type: Option<String>,
+    text: String,
+}
+
+impl Reply {
+    /// Asserts the status (showing the body when it differs) and returns the JSON body.
+    fn expect(&self, status: u16, what: &str) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "{what}: expected {status}, got {} with body {}",
+            self.status,
+            truncated(&self.text)
+        );
+        self.json()
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some(RESPONSE_CONTENT_TYPE),
+            "content type of {}",
+            truncated(&self.text)
+        );
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", truncated(&self.text)))
+    }
+}
+
+fn truncated(text: &str) -> String {
+    if text.len() <= 2000 {
+        text.to_string()
+    } else {
+        let mut end = 2000;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &text[..end], text.len())
+    }
+}
+
+fn send(request: RequestBuilder) -> Reply {
+    let response = request.send().expect("request failed");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().expect("ASCII content type").to_string());
+    let text = response.text().expect("read body");
+    Reply {
+        status,
+        content_type,
+        text,
+    }
+}
+
+/// A server and a client talking to it.
+struct Fhir {
+    server: TestServer,
+    client: Client,
+}
+
+impl Fhir {
+    fn start() -> Fhir {
+        Fhir::with(TestServer::start())
+    }
+
+    fn with(server: TestServer) -> Fhir {
+        Fhir {
+            server,
+            client: common::client(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        send(self.client.get(self.server.url(path)))
+    }
+
+    fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self
+            .client
+            .post(self.server.url(path))
+            .header("content-type", FHIR_JSON)
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request)
+    }
+
+    /// POSTs a batch or transaction Bundle to the base.
+    fn bundle(&self, bundle: &Value) -> Reply {
+        self.post("", bundle, &[])
+    }
+
+    fn create(&self, resource: &Value) -> Value {
+        let kind = resource["resourceType"].as_str().expect("resourceType");
+        self.post(kind, resource, &[]).expect(201, "create")
+    }
+
+    fn put(&self, path: &str, resource: &Value) -> Value {
+        let reply = send(
+            self.client
+                .put(self.server.url(path))
+                .header("content-type", FHIR_JSON)
+                .body(resource.to_string()),
+        );
+        assert!(
+            reply.status == 200 || reply.status == 201,
+            "PUT {path}: {} {}",
+            reply.status,
+            reply.text
+        );
+        reply.json()
+    }
+
+    /// Every entry of the system history, newest first, following `next` links; as
+    /// `(fullUrl, etag)` pairs, which identify each version.
+    fn system_history(&self) -> Vec<(String, String)> {
+        let mut url = self.server.url("_history?_count=1000");
+        let mut versions = Vec::new();
+        loop {
+            let page = send(self.client.get(&url)).expect(200, "system history");
+            assert_eq!(page["type"], "history", "{page}");
+            for entry in page["entry"].as_array().into_iter().flatten() {
+                versions.push((
+                    entry["fullUrl"].as_str().expect("fullUrl").to_string(),
+                    entry["response"]["etag"]
+                        .as_str()
+                        .expect("etag")
+                        .to_string(),
+                ));
+            }
+            let next = page["link"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|link| link["relation"] == "next")
+                .map(|link| link["url"].as_str().expect("link url").to_string());
+            match next {
+                Some(next) => url = next,
+                None => return versions,
+            }
+        }
+    }
+}
+
+/// Asserts an OperationOutcome error answer with `status` and one of `codes`.
+fn assert_outcome(reply: &Reply, status: u16, codes: &[&str]) -> Value {
+    let outcome = reply.expect(status, "error answer");
+    assert_issue(&outcome, codes);
+    outcome
+}
+
+fn assert_issue(outcome: &Value, codes: &[&str]) {
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    let issue = &outcome["issue"][0];
+    assert_eq!(issue["severity"], "error", "{outcome}");
+    let code = issue["code"].as_str().expect("issue code");
+    assert!(
+        codes.contains(&code),
+        "issue code {code:?} is not one of {codes:?}: {outcome}"
+    );
+    assert!(
+        issue["diagnostics"].as_str().is_some_and(|d| !d.is_empty()),
+        "diagnostics missing: {outcome}"
+    );
+}
+
+fn diagnostics(outcome: &Value) -> &str {
+    outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no diagnostics in {outcome}"))
+}
+
+fn expression(outcome: &Value) -> &str {
+    outcome["issue"][0]["expression"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no expression in {outcome}"))
+}
+
+fn patient(family: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "active": true,
+        "gender": "female",
+        "birthDate": "1970-02-03",
+        "name": [{"family": family, "given": ["Ada"]}]
+    })
+}
+
+fn observation(subject: &str) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {"value": 170.2, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"}
+    })
+}
+
+fn entry(full_url: Option<&str>, resource: Option<Value>, request: Value) -> Value {
+    let mut entry = json!({ "request": request });
+    if let Some(full_url) = full_url {
+        entry["fullUrl"] = json!(full_url);
+    }
+    if let Some(resource) = resource {
+        entry["resource"] = resource;
+    }
+    entry
+}
+
+fn post_entry(full_url: &str, resource: Value) -> Value {
+    let kind = resource["resourceType"].as_str().expect("type").to_string();
+    entry(
+        Some(full_url),
+        Some(resource),
+        json!({"method": "POST", "url": kind}),
+    )
+}
+
+fn put_entry(resource: Value) -> Value {
+    let url = format!(
+        "{}/{}",
+        resource["resourceType"].as_str().expect("type"),
+        resource["id"].as_str().expect("id")
+    );
+    entry(None, Some(resource), json!({"method": "PUT", "url": url}))
+}
+
+fn bundle(kind: &str, entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": kind, "entry": entries})
+}
+
+/// The response entries of a batch-response or transaction-response, after checking the type
+/// and that there is one per request entry.
+fn response_entries(response: &Value, kind: &str, count: usize) -> Vec<Value> {
+    assert_eq!(response["resourceType"], "Bundle", "{response}");
+    assert_eq!(
+        response["type"],
+        kind,
+        "{}",
+        truncated(&response.to_string())
+    );
+    let entries = response["entry"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        entries.len(),
+        count,
+        "one response entry per request entry: {}",
+        truncated(&response.to_string())
+    );
+    entries
+}
+
+fn status_of(entry: &Value) -> &str {
+    entry["response"]["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no response.status in {entry}"))
+}
+
+/// `Type/id` of a response entry's `location` (`Type/id/_history/vid`), checking its shape.
+fn location_of(entry: &Value, kind: &str) -> String {
+    let location = entry["response"]["location"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no response.location in {entry}"));
+    let parts: Vec<&str> = location.split('/').collect();
+    assert!(
+        parts.len() == 4 && parts[0] == kind && parts[2] == "_history" && !parts[1].is_empty(),
+        "location {location:?} is not {kind}/id/_history/vid"
+    );
+    format!("{}/{}", parts[0], parts[1])
+}
+
+fn version_of(resource: &Value) -> &str {
+    resource["meta"]["versionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no meta.versionId in {resource}"))
+}
+
+/// Every `reference` string in `value`, in document order.
+fn references(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(object) => {
+                for (key, member) in object {
+                    match (key.as_str(), member) {
+                        ("reference", Value::String(text)) => out.push(text.clone()),
+                        _ => walk(member, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, &mut out);
+    out
+}
+
+/// Replaces every `reference` string in `value` by `map(reference)` when it gives one.
+fn map_references(value: &mut Value, map: &mut dyn FnMut(&str) -> Option<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, member) in object.iter_mut() {
+                match (key.as_str(), member) {
+                    ("reference", Value::String(text)) => {
+                        if let Some(new) = map(text) {
+                            *text = new;
+                        }
+                    }
+                    (_, member) => map_references(member, map),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| map_references(item, map)),
+        _ => {}
+    }
+}
+
+/// A whole Bundle of `../shared/data/synthea`.
+fn synthea_bundle(file_prefix: &str) -> Value {
+    let dir = common::shared_dir().join("data/synthea");
+    let path = std::fs::read_dir(&dir)
+        .expect("../shared/data/synthea")
+        .map(|e| e.expect("dir entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(file_prefix))
+        })
+        .unwrap_or_else(|| panic!("no Synthea file {file_prefix}*"));
+    let file = std::fs::File::open(path).expect("open bundle");
+    serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json")
+}
+
+/// The Organizations, Locations and Practitioners of Synthea's two batch files (whose POST
+/// entries with ifNoneExist this server cannot do), as one transaction of `PUT Type/id`
+/// entries; and the map from each conditional reference `Type?identifier=system|value` that
+/// can name them to their `Type/id`.
+fn synthea_providers() -> (Value, HashMap<String, String>) {
+    let mut entries = Vec::new();
+    let mut by_identifier = HashMap::new();
+    for file in ["0-hospitalInformation", "0-practitionerInformation"] {
+        let batch = synthea_bundle(file);
+        assert_eq!(batch["type"], "batch");
+        for entry in batch["entry"].as_array().expect("entries") {
+            let resource = &entry["resource"];
+            let kind = resource["resourceType"].as_str().expect("type");
+            if !["Organization", "Location", "Practitioner"].contains(&kind) {
+                continue;
+            }
+            let id = resource["id"].as_str().expect("Synthea resources have ids");
+            for identifier in resource["identifier"].as_array().into_iter().flatten() {
+                let (Some(system), Some(value)) =
+                    (identifier["system"].as_str(), identifier["value"].as_str())
+                else {
+                    continue;
+                };
+                by_identifier.insert(
+                    format!("{kind}?identifier={system}|{value}"),
+                    format!("{kind}/{id}"),
+                );
+            }
+            entries.push(put_entry(resource.clone()));
+        }
+    }
+    (bundle("transaction", entries), by_identifier)
+}
+
+/// A copy of `patient_bundle` whose conditional references are replaced by the `Type/id` of
+/// the provider they name.
+fn resolve_conditional(patient_bundle: &Value, by_identifier: &HashMap<String, String>) -> Value {
+    let mut resolved = patient_bundle.clone();
+    let mut unresolved = HashSet::new();
+    map_references(&mut resolved, &mut |reference| {
+        if !reference.contains('?') {
+            return None;
+        }
+        let target = by_identifier.get(reference).cloned();
+        if target.is_none() {
+            unresolved.insert(reference.to_string());
+        }
+        target
+    });
+    assert!(
+        unresolved.is_empty(),
+        "conditional references the providers do not resolve: {unresolved:?}"
+    );
+    assert!(
+        !resolved.to_string().contains("?identifier="),
+        "a conditional reference is left"
+    );
+    resolved
+}
+
+/// Synthea's patient bundle as it is: its conditional references need search.
+#[test]
+fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_nothing() {
+    let fhir = Fhir::start();
+    let patient_bundle = synthea_bundle("057aa36e");
+    assert_eq!(patient_bundle["type"], "transaction");
+    let request_entries = patient_bundle["entry"].as_array().expect("entries");
+    let reply = fhir.bundle(&patient_bundle);
+    let outcome = assert_outcome(&reply, 501, &["not-supported"]);
+    let index: usize = diagnostics(&outcome)
+        .strip_prefix("Bundle.entry[")
+        .and_then(|rest| rest.split_once("]: "))
+        .and_then(|(index, _)| index.parse().ok())
+        .unwrap_or_else(|| panic!("diagnostics do not name the entry: {outcome}"));
+    assert!(
+        references(&request_entries[index]["resource"])
+            .iter()
+            .any(|r| r.contains("?identifier=")),
+        "entry {index} named by {outcome} has no conditional reference"
+    );
+    assert!(
+        expression(&outcome).starts_with(&format!("Bundle.entry[{index}]")),
+        "{outcome}"
+    );
+    assert!(
+        fhir.system_history().is_empty(),
+        "a refused transaction stored something"
+    );
+}
+
+/// Synthea's providers, then the patient with its conditional references resolved by the
+/// test: everything is stored and every reference points at a stored resource.
+#[test]
+fn synthea_patient_transaction_stores_everything_with_resolved_references() {
+    let fhir = Fhir::start();
+    let patient_bundle = synthea_bundle("057aa36e");
+    let request_entries = patient_bundle["entry"].as_array().expect("entries").clone();
+    assert!(request_entries.len() > 1000, "a big patient");
+
+    // The providers, as a transaction of PUTs with their own ids.
+    let (providers, by_identifier) = synthea_providers();
+    let provider_count = providers["entry"].as_array().unwrap().len();
+    let response = fhir.bundle(&providers).expect(200, "providers transaction");
+    let entries = response_entries(&response, "transaction-response", provider_count);
+    for (sent, got) in providers["entry"].as_array().unwrap().iter().zip(&entries) {
+        assert_eq!(status_of(got), "201 Created", "{got}");
+        let kind = sent["resource"]["resourceType"].as_str().unwrap();
+        assert_eq!(
+            location_of(got, kind),
+            sent["request"]["url"].as_str().unwrap(),
+            "PUT keeps the id"
+        );
+        assert_eq!(got["response"]["etag"], "W/\"1\"");
+    }
+
+    // The patient with its conditional references resolved by the test.
+    let resolved = resolve_conditional(&patient_bundle, &by_identifier);
+    let request_entries = resolved["entry"].as_array().expect("entries").clone();
+    let response = fhir.bundle(&resolved).expect(200, "patient transaction");
+    let entries = response_entries(&response, "transaction-response", request_entries.len());
+    // fullUrl -> stored Type/id, from the response locations.
+    let mut stored_as: HashMap<String, String> = HashMap::new();
+    for (sent, got) in request_entries.iter().zip(&entries) {
+        assert_eq!(status_of(got), "201 Created", "{got}");
+        let kind = sent["resource"]["resourceType"].as_str().unwrap();
+        let location = location_of(got, kind);
+        assert!(
+            got["response"]["location"]
+                .as_str()
+                .unwrap()
+                .ends_with("/_history/1")
+        );
+        assert_eq!(got["response"]["etag"], "W/\"1\"");
+        assert!(
+            got["response"]["lastModified"].is_string(),
+            "no lastModified: {}",
+            got["response"]
+        );
+        let previous = stored_as.insert(
+            sent["fullUrl"].as_str().expect("fullUrl").to_string(),
+            location,
+        );
+        assert!(
+            previous.is_none(),
+            "duplicate fullUrl in the Synthea bundle"
+        );
+    }
+    let distinct: HashSet<&String> = stored_as.values().collect();
+    assert_eq!(
+        distinct.len(),
+        stored_as.len(),
+        "every create has its own id"
+    );
+
+    // Read everything back; every reference must be the rewritten one and must resolve.
+    let mut resolvable: HashMap<String, bool> = HashMap::new();
+    let mut checked_references = 0;
+    for (sent, got) in request_entries.iter().zip(&entries) {
+        let target = &stored_as[sent["fullUrl"].as_str().unwrap()];
+        let stored = fhir.get(target).expect(200, target);
+        assert_eq!(
+            format!(
+                "{}/{}",
+                stored["resourceType"].as_str().unwrap(),
+                stored["id"].as_str().unwrap()
+            ),
+            *target
+        );
+        assert_eq!(version_of(&stored), "1");
+        // No reference still points at a urn; a document's urn:uuid identifier stays as is.
+        let text = stored.to_string();
+        assert!(
+            references(&stored).iter().all(|r| !r.starts_with("urn:")),
+            "{target} still refers to a urn: {}",
+            truncated(&text)
+        );
+        for identifier in stored["identifier"].as_array().into_iter().flatten() {
+            let sent_identifiers = sent["resource"]["identifier"].as_array().unwrap();
+            assert!(
+                sent_identifiers.contains(identifier),
+                "{target}: identifier changed"
+            );
+        }
+        // The representation returned in the transaction-response is what is stored.
+        if got["resource"].is_object() {
+            assert_eq!(got["resource"], stored, "response resource of {target}");
+        }
+        // The references the test sent, mapped to where their targets were stored.
+        let mut expected = sent["resource"].clone();
+        map_references(&mut expected, &mut |reference| {
+            stored_as.get(reference).cloned()
+        });
+        assert_eq!(
+            references(&stored),
+            references(&expected),
+            "references of {target}"
+        );
+        let contained: HashSet<String> = stored["contained"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str().map(|id| format!("#{id}")))
+            .collect();
+        for reference in references(&stored) {
+            checked_references += 1;
+            if reference.starts_with('#') {
+                assert!(
+                    contained.contains(&reference),
+                    "{target}: {reference} names no contained resource"
+                );
+                continue;
+            }
+            let parts: Vec<&str> = reference.split('/').collect();
+            assert!(
+                parts.len() == 2 && !parts[1].is_empty() && !reference.contains(':'),
+                "{target}: reference {reference:?} is not a relative Type/id"
+            );
+            let found = *resolvable
+                .entry(reference.clone())
+                .or_insert_with(|| fhir.get(&reference).status == 200);
+            assert!(found, "{target}: reference {reference} does not resolve");
+        }
+    }
+    assert!(checked_references > 5000, "{checked_references} references");
+    // The providers' references were used, and the Patient is referenced by its new id.
+    let patient_target = &stored_as[request_entries[0]["fullUrl"].as_str().unwrap()];
+    assert!(patient_target.starts_with("Patient/"));
+    assert!(resolvable.contains_key(patient_target));
+    assert!(resolvable.keys().any(|r| r.starts_with("Practitioner/")));
+    assert!(resolvable.keys().any(|r| r.starts_with("Organization/")));
+    assert!(resolvable.keys().any(|r| r.starts_with("Location/")));
+    assert_eq!(
+        fhir.system_history().len(),
+        provider_count + request_entries.len(),
+        "one version per entry"
+    );
+}
+
+#[test]
+fn transaction_with_an_invalid_entry_stores_nothing() {
+    let fhir = Fhir::start();
+    let existing = fhir.create(&patient("Existing"));
+    let existing_id = existing["id"].as_str().unwrap().to_string();
+    let before = fhir.system_history();
+
+    let mut changed = existing.clone();
+    changed["name"][0]["family"] = json!("Changed");
+    let mut bad = patient("Bad");
+    bad["name"][0]["nickname"] = json!("x");
+    let transaction = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:6f0d7c36-54f5-4bb3-9d0e-7f0e2c9b7b01",
+                patient("Good"),
+            ),
+            post_entry(
+                "urn:uuid:6f0d7c36-54f5-4bb3-9d0e-7f0e2c9b7b02",
+                observation("urn:uuid:6f0d7c36-54f5-4bb3-9d0e-7f0e2c9b7b01"),
+            ),
+            post_entry("urn:uuid:6f0d7c36-54f5-4bb3-9d0e-7f0e2c9b7b03", bad),
+            put_entry(changed),
+            entry(
+                None,
+                None,
+                json!({"method": "DELETE", "url": format!("Patient/{existing_id}")}),
+            ),
+        ],
+    );
+    let outcome = assert_outcome(
+        &fhir.bundle(&transaction),
+        400,
+        &["structure", "invalid", "value"],
+    );
+    assert!(
+        diagnostics(&outcome).starts_with("Bundle.entry[2]: "),
+        "{outcome}"
+    );
+    assert!(
+        expression(&outcome).starts_with("Bundle.entry[2].resource"),
+        "{outcome}"
+    );
+    assert_eq!(
+        expression(&outcome),
+        "Bundle.entry[2].resource.ofType(Patient).name[0].nickname"
+    );
+    assert_eq!(fhir.system_history(), before, "the change log moved");
+    let current = fhir
+        .get(&format!("Patient/{existing_id}"))
+        .expect(200, "existing patient");
+    assert_eq!(version_of(&current), "1");
+    assert_eq!(current["name"][0]["family"], "Existing");
+}
+
+#[test]
+fn transaction_with_a_stale_if_match_is_412_and_stores_nothing() {
+    let fhir = Fhir::start();
+    let created = fhir.create(&patient("V1"));
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut v2 = created.clone();
+    v2["name"][0]["family"] = json!("V2");
+    assert_eq!(version_of(&fhir.put(&format!("Patient/{id}"), &v2)), "2");
+    let before = fhir.system_history();
+
+    let mut v3 = v2.clone();
+    v3["name"][0]["family"] = json!("V3");
+    let mut stale = put_entry(v3.clone());
+    stale["request"]["ifMatch"] = json!("W/\"1\"");
+    let transaction = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:0b9e1d7a-1f43-4c1e-9a55-0d1b1a0c0001",
+                patient("New"),
+            ),
+            stale,
+        ],
+    );
+    let outcome = assert_outcome(&fhir.bundle(&transaction), 412, &["conflict"]);
+    assert!(
+        diagnostics(&outcome).starts_with("Bundle.entry[1]: "),
+        "{outcome}"
+    );
+    assert!(
+        expression(&outcome).starts_with("Bundle.entry[1]"),
+        "{outcome}"
+    );
+    assert_eq!(fhir.system_history(), before, "the change log moved");
+    let current = fhir.get(&format!("Patient/{id}")).expect(200, "read");
+    assert_eq!(version_of(&current), "2");
+    assert_eq!(current["name"][0]["family"], "V2");
+
+    // The same transaction with the current version goes through.
+    let mut fresh = put_entry(v3);
+    fresh["request"]["ifMatch"] = json!("W/\"2\"");
+    let response = fhir
+        .bundle(&bundle("transaction", vec![fresh]))
+        .expect(200, "matching ifMatch");
+    let entries = response_entries(&response, "transaction-response", 1);
+    assert_eq!(status_of(&entries[0]), "200 OK");
+    assert_eq!(entries[0]["response"]["etag"], "W/\"3\"");
+}
+
+#[test]
+fn transaction_touching_one_resource_twice_is_400_and_stores_nothing() {
+    let fhir = Fhir::start();
+    let created = fhir.create(&patient("Twice"));
+    let id = created["id"].as_str().unwrap().to_string();
+    let before = fhir.system_history();
+
+    let mut first = created.clone();
+    first["name"][0]["family"] = json!("First");
+    let mut second = created.clone();
+    second["name"][0]["family"] = json!("Second");
+    let twice_put = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:3c1f7d0e-8d2b-4c39-9b71-2a1e5d000001",
+                patient("Other"),
+            ),
+            put_entry(first),
+            put_entry(second),
+        ],
+    );
+    let outcome = assert_outcome(
+        &fhir.bundle(&twice_put),
+        400,
+        &["invalid", "conflict", "processing"],
+    );
+    assert!(
+        diagnostics(&outcome).starts_with("Bundle.entry["),
+        "{outcome}"
+    );
+    assert_eq!(fhir.system_history(), before);
+
+    let put_and_delete = bundle(
+        "transaction",
+        vec![
+            put_entry(created.clone()),
+            entry(
+                None,
+                None,
+                json!({"method": "DELETE", "url": format!("Patient/{id}")}),
+            ),
+        ],
+    );
+    let outcome = assert_outcome(
+        &fhir.bundle(&put_and_delete),
+        400,
+        &["invalid", "conflict", "processing"],
+    );
+    assert!(
+        diagnostics(&outcome).starts_with("Bundle.entry["),
+        "{outcome}"
+    );
+    assert_eq!(fhir.system_history(), before);
+    let current = fhir.get(&format!("Patient/{id}")).expect(200, "read");
+    assert_eq!(version_of(&current), "1");
+    assert_eq!(current["name"][0]["family"], "Twice");
+}
+
+#[test]
+fn batch_stores_the_good_entries_and_reports_the_bad_one() {
+    let fhir = Fhir::start();
+    let mut bad = patient("Bad");
+    bad["active"] = json!("true");
+    let mut with_id = patient("WithId");
+    with_id["id"] = json!("batch-put-1");
+    let batch = bundle(
+        "batch",
+        vec![
+            post_entry(
+                "urn:uuid:5e7f1c2a-0d9b-4a3e-8c61-000000000001",
+                patient("One"),
+            ),
+            post_entry("urn:uuid:5e7f1c2a-0d9b-4a3e-8c61-000000000002", bad),
+            put_entry(with_id),
+            post_entry(
+                "urn:uuid:5e7f1c2a-0d9b-4a3e-8c61-000000000004",
+                observation("Patient/batch-put-1"),
+            ),
+        ],
+    );
+    let response = fhir.bundle(&batch).expect(200, "batch");
+    let entries = response_entries(&response, "batch-response", 4);
+
+    let bad_entry = &entries[1];
+    let status = status_of(bad_entry);
+    assert!(status.starts_with("400 "), "bad entry status {status}");
+    assert!(bad_entry["response"]["location"].is_null(), "{bad_entry}");
+    let outcome = &bad_entry["response"]["outcome"];
+    assert_issue(outcome, &["structure", "invalid", "value"]);
+    assert!(
+        outcome["issue"][0]["expression"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("active")),
+        "{outcome}"
+    );
+
+    let expected = [(0, "Patient", "One"), (2, "Patient", "WithId")];
+    for (index, kind, family) in expected {
+        let entry = &entries[index];
+        assert_eq!(status_of(entry), "201 Created", "{entry}");
+        let location = location_of(entry, kind);
+        let stored = fhir.get(&location).expect(200, &location);
+        assert_eq!(stored["name"][0]["family"], family);
+    }
+    assert_eq!(location_of(&entries[2], "Patient"), "Patient/batch-put-1");
+    assert_eq!(status_of(&entries[3]), "201 Created");
+    let observation_at = location_of(&entries[3], "Observation");
+    let stored = fhir.get(&observation_at).expect(200, &observation_at);
+    assert_eq!(stored["subject"]["reference"], "Patient/batch-put-1");
+    assert_eq!(fhir.system_history().len(), 3, "three entries stored");
+}
+
+#[test]
+fn references_between_entries_resolve_in_any_order() {
+    let fhir = Fhir::start();
+    let patient_urn = "urn:uuid:9a1b2c3d-4e5f-4a6b-8c7d-0123456789ab";
+    let observation_urn = "urn:uuid:9a1b2c3d-4e5f-4a6b-8c7d-0123456789ac";
+    let absolute = "http://example.org/fhir/Patient/abc";
+    let mut obs = observation(patient_urn);
+    obs["text"] = json!({
+        "status": "generated",
+        "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">Height of <a href=\"{patient_urn}\">the patient</a></div>")
+    });
+    obs["contained"] = json!([{
+        "resourceType": "Specimen",
+        "id": "spec1",
+        "subject": {"reference": patient_urn}
+    }]);
+    obs["specimen"] = json!({"reference": "#spec1"});
+    obs["extension"] = json!([{
+        "url": "http://example.org/fhir/StructureDefinition/about",
+        "valueReference": {"reference": patient_urn}
+    }]);
+    obs["focus"] = json!([
+        {"reference": "Patient/abc"},
+        {"reference": format!("{patient_urn}#frag")}
+    ]);
+    let encounter = json!({
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": absolute},
+        "participant": [{"individual": {"reference": "urn:uuid:9a1b2c3d-4e5f-4a6b-8c7d-0123456789ad"}}]
+    });
+    let practitioner = json!({
+        "resourceType": "Practitioner",
+        "name": [{"family": "Doc"}]
+    });
+    let mut abc = patient("Absolute");
+    abc["id"] = json!("abc");
+    let transaction = bundle(
+        "transaction",
+        vec![
+            post_entry(observation_urn, obs),
+            post_entry("urn:uuid:9a1b2c3d-4e5f-4a6b-8c7d-0123456789ae", encounter),
+            post_entry(patient_urn, patient("Urn")),
+            post_entry(absolute, abc),
+            post_entry(
+                "urn:uuid:9a1b2c3d-4e5f-4a6b-8c7d-0123456789ad",
+                practitioner,
+            ),
+        ],
+    );
+    let response = fhir.bundle(&transaction).expect(200, "transaction");
+    let entries = response_entries(&response, "transaction-response", 5);
+    for entry in &entries {
+        assert_eq!(status_of(entry), "201 Created", "{entry}");
+    }
+    let obs_at = location_of(&entries[0], "Observation");
+    let encounter_at = location_of(&entries[1], "Encounter");
+    let patient_at = location_of(&entries[2], "Patient");
+    let abc_at = location_of(&entries[3], "Patient");
+    let practitioner_at = location_of(&entries[4], "Practitioner");
+    assert_ne!(abc_at, "Patient/abc", "POST ignores the resource's own id");
+    assert_eq!(fhir.get("Patient/abc").status, 404);
+
+    let stored = fhir.get(&obs_at).expect(200, "observation");
+    assert_eq!(stored["subject"]["reference"], json!(patient_at));
+    assert_eq!(
+        stored["contained"][0]["subject"]["reference"],
+        json!(patient_at)
+    );
+    assert_eq!(stored["specimen"]["reference"], "#spec1");
+    assert_eq!(
+        stored["extension"][0]["valueReference"]["reference"],
+        json!(patient_at)
+    );
+    assert_eq!(stored["focus"][0]["reference"], json!(abc_at));
+    assert_eq!(
+        stored["focus"][1]["reference"],
+        json!(format!("{patient_at}#frag"))
+    );
+    let div = stored["text"]["div"].as_str().expect("div");
+    assert!(
+        div.contains(&format!("href=\"{patient_at}\"")),
+        "narrative link not rewritten: {div}"
+    );
+    assert!(!stored.to_string().contains("urn:uuid:"), "{stored}");
+
+    let stored = fhir.get(&encounter_at).expect(200, "encounter");
+    assert_eq!(stored["subject"]["reference"], json!(abc_at));
+    assert_eq!(
+        stored["participant"][0]["individual"]["reference"],
+        json!(practitioner_at)
+    );
+    // The references point at what the server returns.
+    for target in [&patient_at, &abc_at, &practitioner_at] {
+        fhir.get(target).expect(200, target);
+    }
+    assert_eq!(
+        fhir.get(&abc_at).expect(200, "abc")["name"][0]["family"],
+        "Absolute"
+    );
+}
+
+#[test]
+fn transaction_processes_delete_post_put_then_get() {
+    let fhir = Fhir::start();
+    let doomed = fhir.create(&patient("Doomed"));
+    let doomed_id = doomed["id"].as_str().unwrap().to_string();
+    let updated = fhir.create(&patient("Before"));
+    let updated_id = updated["id"].as_str().unwrap().to_string();
+    let mut after = updated.clone();
+    after["name"][0]["family"] = json!("After");
+
+    // Request order: GET first, DELETE last; the server runs DELETE, POST, PUT, GET.
+    let transaction = bundle(
+        "transaction",
+        vec![
+            entry(
+                None,
+                None,
+                json!({"method": "GET", "url": format!("Patient/{updated_id}")}),
+            ),
+            put_entry(after),
+            post_entry(
+                "urn:uuid:1d2e3f40-5a6b-4c7d-8e9f-000000000001",
+                patient("Posted"),
+            ),
+            entry(
+                None,
+                None,
+                json!({"method": "DELETE", "url": format!("Patient/{doomed_id}")}),
+            ),
+        ],
+    );
+    let response = fhir.bundle(&transaction).expect(200, "transaction");
+    let entries = response_entries(&response, "transaction-response", 4);
+    assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
+    assert_eq!(entries[0]["resource"]["name"][0]["family"], "After");
+    assert_eq!(version_of(&entries[0]["resource"]), "2");
+    assert_eq!(entries[0]["response"]["etag"], "W/\"2\"");
+    assert_eq!(status_of(&entries[1]), "200 OK");
+    assert_eq!(entries[1]["response"]["etag"], "W/\"2\"");
+    assert_eq!(
+        entries[1]["response"]["location"],
+        json!(format!("Patient/{updated_id}/_history/2"))
+    );
+    assert_eq!(status_of(&entries[2]), "201 Created");
+    let posted = location_of(&entries[2], "Patient");
+    assert_eq!(status_of(&entries[3]), "204 No Content");
+
+    assert_eq!(fhir.get(&format!("Patient/{doomed_id}")).status, 410);
+    assert_eq!(
+        fhir.get(&posted).expect(200, "posted")["name"][0]["family"],
+        "Posted"
+    );
+    let current = fhir
+        .get(&format!("Patient/{updated_id}"))
+        .expect(200, "updated");
+    assert_eq!(current["name"][0]["family"], "After");
+
+    // A vread of a version written by the same transaction, and ifNoneMatch -> 304.
+    let mut again = current.clone();
+    again["name"][0]["family"] = json!("Again");
+    let not_modified = entry(
+        None,
+        None,
+        json!({"method": "GET", "url": posted, "ifNoneMatch": "W/\"1\""}),
+    );
+    let response = fhir
+        .bundle(&bundle(
+            "transaction",
+            vec![
+                entry(
+                    None,
+                    None,
+                    json!({"method": "GET", "url": format!("Patient/{updated_id}/_history/3")}),
+                ),
+                put_entry(again),
+                not_modified,
+            ],
+        ))
+        .expect(200, "vread transaction");
+    let entries = response_entries(&response, "transaction-response", 3);
+    assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
+    assert_eq!(entries[0]["resource"]["name"][0]["family"], "Again");
+    assert_eq!(status_of(&entries[2]), "304 Not Modified", "{}", entries[2]);
+    assert!(entries[2]["resource"].is_null());
+}
+
+#[test]
+fn over_the_entry_limit_is_413() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let fhir = Fhir::with(TestServer::start_on(
+        &temp.path().join("data"),
+        &["--max-bundle-entries", "3"],
+    ));
+    let entries = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                post_entry(
+                    &format!("urn:uuid:7a7a7a7a-0000-4000-8000-00000000000{i}"),
+                    patient(&format!("P{i}")),
+                )
+            })
+            .collect()
+    };
+    for kind in ["transaction", "batch"] {
+        let outcome = assert_outcome(&fhir.bundle(&bundle(kind, entries(4))), 413, &["too-long"]);
+        assert!(diagnostics(&outcome).contains('3'), "{outcome}");
+    }
+    assert!(fhir.system_history().is_empty());
+    let response = fhir
+        .bundle(&bundle("transaction", entries(3)))
+        .expect(200, "at the limit");
+    response_entries(&response, "transaction-response", 3);
+    assert_eq!(fhir.system_history().len(), 3);
+}
+
+#[test]
+fn only_batch_and_transaction_bundles_are_processed() {
+    let fhir = Fhir::start();
+    let mut collection = bundle("collection", vec![]);
+    collection["entry"] = json!([{"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001", "resource": patient("C")}]);
+    assert_outcome(
+        &fhir.bundle(&collection),
+        400,
+        &["invalid", "value", "structure"],
+    );
+    let searchset = bundle("searchset", vec![]);
+    assert_outcome(
+        &fhir.bundle(&searchset),
+        400,
+        &["invalid", "value", "structure"],
+    );
+    assert_outcome(
+        &fhir.bundle(&patient("NotABundle")),
+        400,
+        &["invalid", "value", "structure"],
+    );
+    assert!(fhir.system_history().is_empty());
+
+    // A transaction without entries is fine, also on /fhir/.
+    let response = fhir
+        .post(
+            "/",
+            &json!({"resourceType": "Bundle", "type": "transaction"}),
+            &[],
+        )
+        .expect(200, "empty transaction on /fhir/");
+    assert_eq!(response["type"], "transaction-response");
+    assert!(response["entry"].as_array().is_none_or(|e| e.is_empty()));
+    // One on /fhir/ is processed like one on /fhir.
+    let response = fhir
+        .post(
+            "/",
+            &bundle(
+                "batch",
+                vec![post_entry(
+                    "urn:uuid:00000000-0000-4000-8000-000000000002",
+                    patient("S"),
+                )],
+            ),
+            &[],
+        )
+        .expect(200, "batch on /fhir/");
+    let entries = response_entries(&response, "batch-response", 1);
+    assert_eq!(status_of(&entries[0]), "201 Created");
+    assert_eq!(fhir.system_history().len(), 1);
+}
+
+#[test]
+fn prefer_return_minimal_omits_the_resources() {
+    let fhir = Fhir::start();
+    let two = || {
+        bundle(
+            "transaction",
+            vec![
+                post_entry(
+                    "urn:uuid:2b2b2b2b-0000-4000-8000-000000000001",
+                    patient("A"),
+                ),
+                post_entry(
+                    "urn:uuid:2b2b2b2b-0000-4000-8000-000000000002",
+                    observation("urn:uuid:2b2b2b2b-0000-4000-8000-000000000001"),
+                ),
+            ],
+        )
+    };
+    let minimal = fhir
+        .post("", &two(), &[("prefer", "return=minimal")])
+        .expect(200, "minimal");
+    for entry in response_entries(&minimal, "transaction-response", 2) {
+        assert!(entry["resource"].is_null(), "{entry}");
+        assert_eq!(status_of(&entry), "201 Created");
+        assert!(entry["response"]["location"].is_string());
+        assert_eq!(entry["response"]["etag"], "W/\"1\"");
+    }
+    let minimal_batch = {
+        let mut b = two();
+        b["type"] = json!("batch");
+        fhir.post("", &b, &[("prefer", "return=minimal")])
+            .expect(200, "minimal batch")
+    };
+    for entry in response_entries(&minimal_batch, "batch-response", 2) {
+        assert!(entry["resource"].is_null(), "{entry}");
+        assert_eq!(status_of(&entry), "201 Created");
+    }
+
+    // Default: representation, which is the stored resource.
+    let full = fhir.bundle(&two()).expect(200, "representation");
+    let entries = response_entries(&full, "transaction-response", 2);
+    let patient_at = location_of(&entries[0], "Patient");
+    for (entry, kind) in entries.iter().zip(["Patient", "Observation"]) {
+        let location = location_of(entry, kind);
+        let stored = fhir.get(&location).expect(200, &location);
+        assert_eq!(entry["resource"], stored);
+    }
+    assert_eq!(
+        entries[1]["resource"]["subject"]["reference"],
+        json!(patient_at)
+    );
+}
+
+/// Runs `failing` (an entry that needs search) as entry 1 of a batch, after a good entry,
+/// then as entry 1 of a transaction: 501 for that entry in the batch (the good one stored),
+/// 501 for the whole transaction (nothing stored).
+fn assert_entry_is_501(fhir: &Fhir, failing: &Value) {
+    let good = || {
+        post_entry(
+            "urn:uuid:4c4c4c4c-0000-4000-8000-000000000001",
+            patient("Good"),
+        )
+    };
+    let before = fhir.system_history();
+    let response = fhir
+        .bundle(&bundle("batch", vec![good(), failing.clone()]))
+        .expect(200, "batch");
+    let entries = response_entries(&response, "batch-response", 2);
+    assert_eq!(status_of(&entries[0]), "201 Created");
+    let good_at = location_of(&entries[0], "Patient");
+    fhir.get(&good_at).expect(200, "good entry");
+    assert_eq!(
+        status_of(&entries[1]),
+        "501 Not Implemented",
+        "batch entry {failing} answered {}",
+        entries[1]
+    );
+    assert_issue(&entries[1]["response"]["outcome"], &["not-supported"]);
+    assert!(entries[1]["response"]["location"].is_null());
+    assert_eq!(
+        fhir.system_history().len(),
+        before.len() + 1,
+        "only the good batch entry is stored"
+    );
+
+    let before = fhir.system_history();
+    let transaction = bundle("transaction", vec![good(), failing.clone()]);
+    let outcome = assert_outcome(&fhir.bundle(&transaction), 501, &["not-supported"]);
+    assert!(
+        diagnostics(&outcome).starts_with("Bundle.entry[1]: "),
+        "{failing}: {outcome}"
+    );
+    assert!(
+        expression(&outcome).starts_with("Bundle.entry[1]"),
+        "{outcome}"
+    );
+    assert_eq!(fhir.system_history(), before, "{failing} stored something");
+}
+
+#[test]
+fn conditional_interactions_search_and_patch_entries_are_501() {
+    let fhir = Fhir::start();
+    let existing = fhir.create(&patient("Patchme"));
+    let id = existing["id"].as_str().unwrap().to_string();
+
+    let mut conditional_create = post_entry(
+        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000002",
+        patient("IfNoneExist"),
+    );
+    conditional_create["request"]["ifNoneExist"] = json!("identifier=http://example.org|1");
+    assert_entry_is_501(&fhir, &conditional_create);
+
+    let patch = entry(
+        None,
+        Some(json!({
+            "resourceType": "Parameters",
+            "parameter": [{"name": "operation", "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Patient.active"},
+                {"name": "value", "valueBoolean": false}
+            ]}]
+        })),
+        json!({"method": "PATCH", "url": format!("Patient/{id}")}),
+    );
+    assert_entry_is_501(&fhir, &patch);
+    let unpatched = fhir.get(&format!("Patient/{id}")).expect(200, "read");
+    assert_eq!(version_of(&unpatched), "1");
+    assert_eq!(unpatched["active"], true);
+
+    let conditional_update = entry(
+        None,
+        Some(patient("CondUpdate")),
+        json!({"method": "PUT", "url": "Patient?identifier=http://example.org|1"}),
+    );
+    assert_entry_is_501(&fhir, &conditional_update);
+    let conditional_delete = entry(
+        None,
+        None,
+        json!({"method": "DELETE", "url": "Patient?identifier=http://example.org|1"}),
+    );
+    assert_entry_is_501(&fhir, &conditional_delete);
+    let search = entry(
+        None,
+        None,
+        json!({"method": "GET", "url": "Patient?name=Patchme"}),
+    );
+    assert_entry_is_501(&fhir, &search);
+    fhir.get(&format!("Patient/{id}"))
+        .expect(200, "still there");
+}
+
+/// A conditional reference (`Type?criteria`) needs search: 501 for its entry, whether or not
+/// the criteria hold a URL (Synthea's do: `Practitioner?identifier=http://...|9999...`).
+#[test]
+fn conditional_references_are_501() {
+    let fhir = Fhir::start();
+    let plain = post_entry(
+        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000004",
+        observation("Patient?identifier=12345"),
+    );
+    assert_entry_is_501(&fhir, &plain);
+    let with_system = post_entry(
+        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000005",
+        observation("Patient?identifier=http://example.org/mrn|12345"),
+    );
+    assert_entry_is_501(&fhir, &with_system);
+}
