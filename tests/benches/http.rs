@@ -1,0 +1,383 @@
+//! HTTP load benchmark: `cargo bench --bench http`.
+//!
+//! Starts the release `fhirlake` binary on a temporary data directory and drives it over HTTP
+//! with C concurrent clients (tokio tasks sharing one reqwest client), one scenario after the
+//! other, each for a fixed time:
+//!
+//! - create: `POST /fhir/{type}` cycling through real Synthea resources (ids removed);
+//! - read:   `GET /fhir/{type}/{id}` of resources created by the create scenario, random order;
+//! - update: `PUT /fhir/{type}/{id}` of those resources, random order.
+//!
+//! Settings (environment): `FHIRLAKE_BENCH_CONCURRENCY` (clients, default 16),
+//! `FHIRLAKE_BENCH_SECONDS` (per scenario, default 10), `FHIRLAKE_BENCH_BUNDLES` (Synthea patient
+//! bundles to load, default 20). Client and server run on the same machine and share its cores,
+//! so the numbers are a lower bound of what the server alone can do.
+//!
+//! Every request must answer 2xx: the benchmark counts the others and fails at the end if any.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::FHIR_JSON;
+
+fn main() {
+    let concurrency: usize = setting("FHIRLAKE_BENCH_CONCURRENCY", 16.0) as usize;
+    let seconds = setting("FHIRLAKE_BENCH_SECONDS", 10.0);
+    let bundles = setting("FHIRLAKE_BENCH_BUNDLES", 20.0) as usize;
+    let duration = Duration::from_secs_f64(seconds);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let resources = load_resources(bundles);
+    let server = common::TestServer::start();
+    println!(
+        "fhirlake HTTP benchmark: {} resources from {bundles} Synthea bundles, {concurrency} \
+         clients, {seconds} s per scenario, client and server sharing {cores} cores",
+        resources.len()
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let results = runtime.block_on(async {
+        let bench = Arc::new(Bench {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            base: server.base.clone(),
+            resources,
+            created: Vec::new(),
+            next: AtomicUsize::new(0),
+        });
+        let (create, created) = run(Scenario::Create, &bench, concurrency, duration).await;
+        let mut bench = Arc::into_inner(bench).expect("tasks finished");
+        bench.created = created;
+        assert!(
+            !bench.created.is_empty(),
+            "the create scenario created nothing"
+        );
+        let bench = Arc::new(bench);
+        let (read, _) = run(Scenario::Read, &bench, concurrency, duration).await;
+        let (update, _) = run(Scenario::Update, &bench, concurrency, duration).await;
+        vec![create, read, update]
+    });
+    let data_mb = dir_size(&server.data) as f64 / 1e6;
+    drop(server);
+
+    println!();
+    println!("| scenario | clients | requests | errors | req/s | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {concurrency} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            r.name,
+            r.requests(),
+            r.errors,
+            r.requests() as f64 / r.elapsed.as_secs_f64(),
+            r.percentile(50.0),
+            r.percentile(99.0),
+            r.percentile(100.0),
+        );
+    }
+    println!();
+    println!(
+        "Release build, client and server on the same {cores}-core machine (the load generator \
+         takes part of the CPU); each write is a durable redb commit. Data directory after the \
+         run: {data_mb:.1} MB."
+    );
+
+    let errors: usize = results.iter().map(|r| r.errors).sum();
+    if errors > 0 {
+        eprintln!();
+        eprintln!("FAILED: {errors} requests did not answer 2xx");
+        for r in &results {
+            for sample in &r.error_samples {
+                eprintln!("  {}: {sample}", r.name);
+            }
+        }
+        std::process::exit(1);
+    }
+}
+
+/// A numeric setting from the environment.
+fn setting(name: &str, default: f64) -> f64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A resource to create: its type and its JSON without `id`.
+struct Resource {
+    ty: String,
+    body: &'static [u8],
+}
+
+/// The resources of the first `bundles` Synthea patient bundles, without their ids.
+fn load_resources(bundles: usize) -> Vec<Resource> {
+    let synthea = common::synthea::load(Some(bundles));
+    let mut resources = Vec::new();
+    for (_, bundle) in &synthea.patients {
+        for entry in bundle["entry"].as_array().expect("bundle entries") {
+            let mut resource = entry["resource"].clone();
+            let object = resource.as_object_mut().expect("resource object");
+            object.remove("id");
+            let ty = object["resourceType"]
+                .as_str()
+                .expect("resourceType")
+                .into();
+            let body = serde_json::to_vec(&resource).expect("serialize");
+            // Bodies live for the whole run; leaking them lets every request send them without
+            // copying.
+            resources.push(Resource {
+                ty,
+                body: Box::leak(body.into_boxed_slice()),
+            });
+        }
+    }
+    assert!(!resources.is_empty(), "no Synthea bundles in ../shared");
+    resources
+}
+
+/// A resource the create scenario created.
+struct Created {
+    ty: String,
+    id: String,
+    /// Index into [`Bench::resources`].
+    resource: usize,
+}
+
+struct Bench {
+    http: reqwest::Client,
+    base: String,
+    resources: Vec<Resource>,
+    created: Vec<Created>,
+    /// The next resource to create.
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    Create,
+    Read,
+    Update,
+}
+
+/// What one scenario measured.
+struct Outcome {
+    name: &'static str,
+    elapsed: Duration,
+    /// Latency of every request, sorted, in microseconds.
+    latencies: Vec<u64>,
+    errors: usize,
+    error_samples: Vec<String>,
+}
+
+impl Outcome {
+    fn requests(&self) -> usize {
+        self.latencies.len()
+    }
+
+    /// The `p`th percentile latency in milliseconds.
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = (p / 100.0 * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0
+    }
+}
+
+/// What one client task measured.
+#[derive(Default)]
+struct TaskResult {
+    latencies: Vec<u64>,
+    errors: usize,
+    error_samples: Vec<String>,
+    created: Vec<Created>,
+}
+
+/// Runs `scenario` with `concurrency` client tasks for `duration`; prints and returns the
+/// outcome together with what the tasks created.
+async fn run(
+    scenario: Scenario,
+    bench: &Arc<Bench>,
+    concurrency: usize,
+    duration: Duration,
+) -> (Outcome, Vec<Created>) {
+    let name = match scenario {
+        Scenario::Create => "create",
+        Scenario::Read => "read",
+        Scenario::Update => "update",
+    };
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| tokio::spawn(client_task(scenario, bench.clone(), task, deadline)))
+        .collect();
+    let mut outcome = Outcome {
+        name,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+        error_samples: Vec::new(),
+    };
+    let mut created = Vec::new();
+    for task in tasks {
+        let result = task.await.expect("client task");
+        outcome.latencies.extend(result.latencies);
+        outcome.errors += result.errors;
+        for sample in result.error_samples {
+            if outcome.error_samples.len() < 5 {
+                outcome.error_samples.push(sample);
+            }
+        }
+        created.extend(result.created);
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies.sort_unstable();
+    println!(
+        "{name:>6}: {} requests, {} errors, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        outcome.requests(),
+        outcome.errors,
+        outcome.requests() as f64 / outcome.elapsed.as_secs_f64(),
+        outcome.percentile(50.0),
+        outcome.percentile(99.0),
+        outcome.percentile(100.0),
+    );
+    (outcome, created)
+}
+
+/// One client: sends requests of `scenario`, one at a time, until `deadline`.
+async fn client_task(
+    scenario: Scenario,
+    bench: Arc<Bench>,
+    task: usize,
+    deadline: Instant,
+) -> TaskResult {
+    let mut result = TaskResult::default();
+    let mut rng = Rng::new(task as u64);
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let mut created = None;
+        let request = match scenario {
+            Scenario::Create => {
+                let i = bench.next.fetch_add(1, Ordering::Relaxed) % bench.resources.len();
+                let resource = &bench.resources[i];
+                created = Some(i);
+                bench
+                    .http
+                    .post(format!("{}/{}", bench.base, resource.ty))
+                    .header("Content-Type", FHIR_JSON)
+                    .body(resource.body)
+            }
+            Scenario::Read => {
+                let c = &bench.created[rng.below(bench.created.len())];
+                bench.http.get(format!("{}/{}/{}", bench.base, c.ty, c.id))
+            }
+            Scenario::Update => {
+                let c = &bench.created[rng.below(bench.created.len())];
+                bench
+                    .http
+                    .put(format!("{}/{}/{}", bench.base, c.ty, c.id))
+                    .header("Content-Type", FHIR_JSON)
+                    .body(with_id(bench.resources[c.resource].body, &c.id))
+            }
+        };
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get("Location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, location, body))
+        }
+        .await;
+        result.latencies.push(started.elapsed().as_micros() as u64);
+        let failure = match answer {
+            Ok((status, location, _)) if status.is_success() => match (created, location) {
+                (None, _) => None,
+                (Some(resource), Some(location)) => match created_id(&location) {
+                    Some((ty, id)) => {
+                        result.created.push(Created { ty, id, resource });
+                        None
+                    }
+                    None => Some(format!("create answered Location {location}")),
+                },
+                (Some(_), None) => Some("create answered without Location".to_string()),
+            },
+            Ok((status, _, body)) => Some(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(failure) = failure {
+            result.errors += 1;
+            if result.error_samples.len() < 5 {
+                result.error_samples.push(failure);
+            }
+        }
+    }
+    result
+}
+
+/// `{base}/{type}/{id}/_history/1` -> `(type, id)`
+fn created_id(location: &str) -> Option<(String, String)> {
+    let mut parts = location.rsplit('/');
+    let (_vid, _history, id, ty) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((ty.to_string(), id.to_string()))
+}
+
+/// A resource body without `id` (`{"resourceType":...}`) with `"id":"{id}"` added.
+fn with_id(body: &[u8], id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + id.len() + 8);
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&body[1..]);
+    out
+}
+
+/// Total size of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// xorshift64*: random enough to spread reads and updates, no extra crate.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(0x9e37_79b9_7f4a_7c15 ^ (seed + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
