@@ -4,183 +4,71 @@
 //! interactions that need search (501).
 mod common;
 
-use common::{FHIR_JSON, TestServer};
-use reqwest::blocking::{Client, RequestBuilder};
+use common::fhir::{
+    Fhir, assert_issue, assert_outcome, check_references, id_of, map_references, patient,
+    references, truncated, version_of,
+};
+use common::synthea;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 
-const RESPONSE_CONTENT_TYPE: &str = "application/fhir+json; charset=utf-8";
+/// Every version in the system history, newest first, as `(fullUrl, etag)` pairs, which
+/// identify each version.
+fn versions(fhir: &Fhir) -> Vec<(String, String)> {
+    fhir.system_history()
+        .iter()
+        .map(|entry| {
+            (
+                entry["fullUrl"].as_str().expect("fullUrl").to_string(),
+                entry["response"]["etag"]
+                    .as_str()
+                    .expect("etag")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
 
-/// One HTTP answer, read completely.
-struct Reply {
+/// POSTs `transaction` and asserts that it is refused as a whole with `status` and one of
+/// `codes`, that its diagnostics name the entry at fault (`entry`, or some entry when None) and
+/// that nothing was stored. Returns the OperationOutcome.
+fn assert_refused(
+    fhir: &Fhir,
+    transaction: &Value,
     status: u16,
-    content_type: Option<String>,
-    text: String,
-}
-
-impl Reply {
-    /// Asserts the status (showing the body when it differs) and returns the JSON body.
-    fn expect(&self, status: u16, what: &str) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "{what}: expected {status}, got {} with body {}",
-            self.status,
-            truncated(&self.text)
-        );
-        self.json()
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some(RESPONSE_CONTENT_TYPE),
-            "content type of {}",
-            truncated(&self.text)
-        );
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", truncated(&self.text)))
-    }
-}
-
-fn truncated(text: &str) -> String {
-    if text.len() <= 2000 {
-        text.to_string()
-    } else {
-        let mut end = 2000;
-        while !text.is_char_boundary(end) {
-            end -= 1;
+    codes: &[&str],
+    entry: Option<usize>,
+) -> Value {
+    let before = versions(fhir);
+    let outcome = assert_outcome(&fhir.bundle(transaction), status, codes);
+    match entry {
+        Some(index) => {
+            assert!(
+                diagnostics(&outcome).starts_with(&format!("Bundle.entry[{index}]: ")),
+                "{outcome}"
+            );
+            assert!(
+                expression(&outcome).starts_with(&format!("Bundle.entry[{index}]")),
+                "{outcome}"
+            );
         }
-        format!("{}... ({} bytes)", &text[..end], text.len())
+        None => assert!(
+            diagnostics(&outcome).starts_with("Bundle.entry["),
+            "{outcome}"
+        ),
     }
-}
-
-fn send(request: RequestBuilder) -> Reply {
-    let response = request.send().expect("request failed");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().expect("ASCII content type").to_string());
-    let text = response.text().expect("read body");
-    Reply {
-        status,
-        content_type,
-        text,
-    }
-}
-
-/// A server and a client talking to it.
-struct Fhir {
-    server: TestServer,
-    client: Client,
-}
-
-impl Fhir {
-    fn start() -> Fhir {
-        Fhir::with(TestServer::start())
-    }
-
-    fn with(server: TestServer) -> Fhir {
-        Fhir {
-            server,
-            client: common::client(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        send(self.client.get(self.server.url(path)))
-    }
-
-    fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
-        let mut request = self
-            .client
-            .post(self.server.url(path))
-            .header("content-type", FHIR_JSON)
-            .body(body.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        send(request)
-    }
-
-    /// POSTs a batch or transaction Bundle to the base.
-    fn bundle(&self, bundle: &Value) -> Reply {
-        self.post("", bundle, &[])
-    }
-
-    fn create(&self, resource: &Value) -> Value {
-        let kind = resource["resourceType"].as_str().expect("resourceType");
-        self.post(kind, resource, &[]).expect(201, "create")
-    }
-
-    fn put(&self, path: &str, resource: &Value) -> Value {
-        let reply = send(
-            self.client
-                .put(self.server.url(path))
-                .header("content-type", FHIR_JSON)
-                .body(resource.to_string()),
-        );
-        assert!(
-            reply.status == 200 || reply.status == 201,
-            "PUT {path}: {} {}",
-            reply.status,
-            reply.text
-        );
-        reply.json()
-    }
-
-    /// Every entry of the system history, newest first, following `next` links; as
-    /// `(fullUrl, etag)` pairs, which identify each version.
-    fn system_history(&self) -> Vec<(String, String)> {
-        let mut url = self.server.url("_history?_count=1000");
-        let mut versions = Vec::new();
-        loop {
-            let page = send(self.client.get(&url)).expect(200, "system history");
-            assert_eq!(page["type"], "history", "{page}");
-            for entry in page["entry"].as_array().into_iter().flatten() {
-                versions.push((
-                    entry["fullUrl"].as_str().expect("fullUrl").to_string(),
-                    entry["response"]["etag"]
-                        .as_str()
-                        .expect("etag")
-                        .to_string(),
-                ));
-            }
-            let next = page["link"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|link| link["relation"] == "next")
-                .map(|link| link["url"].as_str().expect("link url").to_string());
-            match next {
-                Some(next) => url = next,
-                None => return versions,
-            }
-        }
-    }
-}
-
-/// Asserts an OperationOutcome error answer with `status` and one of `codes`.
-fn assert_outcome(reply: &Reply, status: u16, codes: &[&str]) -> Value {
-    let outcome = reply.expect(status, "error answer");
-    assert_issue(&outcome, codes);
+    assert_eq!(versions(fhir), before, "the change log moved");
     outcome
 }
 
-fn assert_issue(outcome: &Value, codes: &[&str]) {
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
-    let issue = &outcome["issue"][0];
-    assert_eq!(issue["severity"], "error", "{outcome}");
-    let code = issue["code"].as_str().expect("issue code");
-    assert!(
-        codes.contains(&code),
-        "issue code {code:?} is not one of {codes:?}: {outcome}"
-    );
-    assert!(
-        issue["diagnostics"].as_str().is_some_and(|d| !d.is_empty()),
-        "diagnostics missing: {outcome}"
-    );
+/// Asserts that Patient/`id` is at `version`, with the family name `family`.
+fn assert_patient(fhir: &Fhir, id: &str, version: &str, family: &str) {
+    let current = fhir
+        .get(&format!("Patient/{id}"))
+        .expect(200, "read")
+        .resource();
+    assert_eq!(version_of(&current), version);
+    assert_eq!(current["name"][0]["family"], family);
 }
 
 fn diagnostics(outcome: &Value) -> &str {
@@ -193,16 +81,6 @@ fn expression(outcome: &Value) -> &str {
     outcome["issue"][0]["expression"][0]
         .as_str()
         .unwrap_or_else(|| panic!("no expression in {outcome}"))
-}
-
-fn patient(family: &str) -> Value {
-    json!({
-        "resourceType": "Patient",
-        "active": true,
-        "gender": "female",
-        "birthDate": "1970-02-03",
-        "name": [{"family": family, "given": ["Ada"]}]
-    })
 }
 
 fn observation(subject: &str) -> Value {
@@ -287,134 +165,11 @@ fn location_of(entry: &Value, kind: &str) -> String {
     format!("{}/{}", parts[0], parts[1])
 }
 
-fn version_of(resource: &Value) -> &str {
-    resource["meta"]["versionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no meta.versionId in {resource}"))
-}
-
-/// Every `reference` string in `value`, in document order.
-fn references(value: &Value) -> Vec<String> {
-    fn walk(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(object) => {
-                for (key, member) in object {
-                    match (key.as_str(), member) {
-                        ("reference", Value::String(text)) => out.push(text.clone()),
-                        _ => walk(member, out),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, &mut out);
-    out
-}
-
-/// Replaces every `reference` string in `value` by `map(reference)` when it gives one.
-fn map_references(value: &mut Value, map: &mut dyn FnMut(&str) -> Option<String>) {
-    match value {
-        Value::Object(object) => {
-            for (key, member) in object.iter_mut() {
-                match (key.as_str(), member) {
-                    ("reference", Value::String(text)) => {
-                        if let Some(new) = map(text) {
-                            *text = new;
-                        }
-                    }
-                    (_, member) => map_references(member, map),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|item| map_references(item, map)),
-        _ => {}
-    }
-}
-
-/// A whole Bundle of `../shared/data/synthea`.
-fn synthea_bundle(file_prefix: &str) -> Value {
-    let dir = common::shared_dir().join("data/synthea");
-    let path = std::fs::read_dir(&dir)
-        .expect("../shared/data/synthea")
-        .map(|e| e.expect("dir entry").path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(file_prefix))
-        })
-        .unwrap_or_else(|| panic!("no Synthea file {file_prefix}*"));
-    let file = std::fs::File::open(path).expect("open bundle");
-    serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json")
-}
-
-/// The Organizations, Locations and Practitioners of Synthea's two batch files (whose POST
-/// entries with ifNoneExist this server cannot do), as one transaction of `PUT Type/id`
-/// entries; and the map from each conditional reference `Type?identifier=system|value` that
-/// can name them to their `Type/id`.
-fn synthea_providers() -> (Value, HashMap<String, String>) {
-    let mut entries = Vec::new();
-    let mut by_identifier = HashMap::new();
-    for file in ["0-hospitalInformation", "0-practitionerInformation"] {
-        let batch = synthea_bundle(file);
-        assert_eq!(batch["type"], "batch");
-        for entry in batch["entry"].as_array().expect("entries") {
-            let resource = &entry["resource"];
-            let kind = resource["resourceType"].as_str().expect("type");
-            if !["Organization", "Location", "Practitioner"].contains(&kind) {
-                continue;
-            }
-            let id = resource["id"].as_str().expect("Synthea resources have ids");
-            for identifier in resource["identifier"].as_array().into_iter().flatten() {
-                let (Some(system), Some(value)) =
-                    (identifier["system"].as_str(), identifier["value"].as_str())
-                else {
-                    continue;
-                };
-                by_identifier.insert(
-                    format!("{kind}?identifier={system}|{value}"),
-                    format!("{kind}/{id}"),
-                );
-            }
-            entries.push(put_entry(resource.clone()));
-        }
-    }
-    (bundle("transaction", entries), by_identifier)
-}
-
-/// A copy of `patient_bundle` whose conditional references are replaced by the `Type/id` of
-/// the provider they name.
-fn resolve_conditional(patient_bundle: &Value, by_identifier: &HashMap<String, String>) -> Value {
-    let mut resolved = patient_bundle.clone();
-    let mut unresolved = HashSet::new();
-    map_references(&mut resolved, &mut |reference| {
-        if !reference.contains('?') {
-            return None;
-        }
-        let target = by_identifier.get(reference).cloned();
-        if target.is_none() {
-            unresolved.insert(reference.to_string());
-        }
-        target
-    });
-    assert!(
-        unresolved.is_empty(),
-        "conditional references the providers do not resolve: {unresolved:?}"
-    );
-    assert!(
-        !resolved.to_string().contains("?identifier="),
-        "a conditional reference is left"
-    );
-    resolved
-}
-
 /// Synthea's patient bundle as it is: its conditional references need search.
 #[test]
 fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_nothing() {
     let fhir = Fhir::start();
-    let patient_bundle = synthea_bundle("057aa36e");
+    let patient_bundle = synthea::bundle("057aa36e");
     assert_eq!(patient_bundle["type"], "transaction");
     let request_entries = patient_bundle["entry"].as_array().expect("entries");
     let reply = fhir.bundle(&patient_bundle);
@@ -435,7 +190,7 @@ fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_not
         "{outcome}"
     );
     assert!(
-        fhir.system_history().is_empty(),
+        versions(&fhir).is_empty(),
         "a refused transaction stored something"
     );
 }
@@ -445,14 +200,20 @@ fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_not
 #[test]
 fn synthea_patient_transaction_stores_everything_with_resolved_references() {
     let fhir = Fhir::start();
-    let patient_bundle = synthea_bundle("057aa36e");
+    let patient_bundle = synthea::bundle("057aa36e");
     let request_entries = patient_bundle["entry"].as_array().expect("entries").clone();
     assert!(request_entries.len() > 1000, "a big patient");
 
     // The providers, as a transaction of PUTs with their own ids.
-    let (providers, by_identifier) = synthea_providers();
+    let synthea::Providers {
+        transaction: providers,
+        targets,
+    } = synthea::referenced_providers();
     let provider_count = providers["entry"].as_array().unwrap().len();
-    let response = fhir.bundle(&providers).expect(200, "providers transaction");
+    let response = fhir
+        .bundle(&providers)
+        .expect(200, "providers transaction")
+        .resource();
     let entries = response_entries(&response, "transaction-response", provider_count);
     for (sent, got) in providers["entry"].as_array().unwrap().iter().zip(&entries) {
         assert_eq!(status_of(got), "201 Created", "{got}");
@@ -466,9 +227,17 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
     }
 
     // The patient with its conditional references resolved by the test.
-    let resolved = resolve_conditional(&patient_bundle, &by_identifier);
+    let mut resolved = patient_bundle.clone();
+    synthea::resolve(&mut resolved, &targets);
+    assert!(
+        !resolved.to_string().contains("?identifier="),
+        "a conditional reference is left"
+    );
     let request_entries = resolved["entry"].as_array().expect("entries").clone();
-    let response = fhir.bundle(&resolved).expect(200, "patient transaction");
+    let response = fhir
+        .bundle(&resolved)
+        .expect(200, "patient transaction")
+        .resource();
     let entries = response_entries(&response, "transaction-response", request_entries.len());
     // fullUrl -> stored Type/id, from the response locations.
     let mut stored_as: HashMap<String, String> = HashMap::new();
@@ -509,7 +278,7 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
     let mut checked_references = 0;
     for (sent, got) in request_entries.iter().zip(&entries) {
         let target = &stored_as[sent["fullUrl"].as_str().unwrap()];
-        let stored = fhir.get(target).expect(200, target);
+        let stored = fhir.get(target).expect(200, target).resource();
         assert_eq!(
             format!(
                 "{}/{}",
@@ -519,13 +288,6 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
             *target
         );
         assert_eq!(version_of(&stored), "1");
-        // No reference still points at a urn; a document's urn:uuid identifier stays as is.
-        let text = stored.to_string();
-        assert!(
-            references(&stored).iter().all(|r| !r.starts_with("urn:")),
-            "{target} still refers to a urn: {}",
-            truncated(&text)
-        );
         for identifier in stored["identifier"].as_array().into_iter().flatten() {
             let sent_identifiers = sent["resource"]["identifier"].as_array().unwrap();
             assert!(
@@ -547,31 +309,18 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
             references(&expected),
             "references of {target}"
         );
-        let contained: HashSet<String> = stored["contained"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["id"].as_str().map(|id| format!("#{id}")))
-            .collect();
-        for reference in references(&stored) {
-            checked_references += 1;
-            if reference.starts_with('#') {
-                assert!(
-                    contained.contains(&reference),
-                    "{target}: {reference} names no contained resource"
-                );
-                continue;
-            }
+        // No reference points at a urn any more, and every one resolves.
+        checked_references += check_references(&stored, target, |reference| {
             let parts: Vec<&str> = reference.split('/').collect();
             assert!(
                 parts.len() == 2 && !parts[1].is_empty() && !reference.contains(':'),
                 "{target}: reference {reference:?} is not a relative Type/id"
             );
             let found = *resolvable
-                .entry(reference.clone())
-                .or_insert_with(|| fhir.get(&reference).status == 200);
+                .entry(reference.to_string())
+                .or_insert_with(|| fhir.get(reference).status == 200);
             assert!(found, "{target}: reference {reference} does not resolve");
-        }
+        });
     }
     assert!(checked_references > 5000, "{checked_references} references");
     // The providers' references were used, and the Patient is referenced by its new id.
@@ -582,7 +331,7 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
     assert!(resolvable.keys().any(|r| r.starts_with("Organization/")));
     assert!(resolvable.keys().any(|r| r.starts_with("Location/")));
     assert_eq!(
-        fhir.system_history().len(),
+        versions(&fhir).len(),
         provider_count + request_entries.len(),
         "one version per entry"
     );
@@ -592,8 +341,7 @@ fn synthea_patient_transaction_stores_everything_with_resolved_references() {
 fn transaction_with_an_invalid_entry_stores_nothing() {
     let fhir = Fhir::start();
     let existing = fhir.create(&patient("Existing"));
-    let existing_id = existing["id"].as_str().unwrap().to_string();
-    let before = fhir.system_history();
+    let existing_id = id_of(&existing);
 
     let mut changed = existing.clone();
     changed["name"][0]["family"] = json!("Changed");
@@ -619,14 +367,12 @@ fn transaction_with_an_invalid_entry_stores_nothing() {
             ),
         ],
     );
-    let outcome = assert_outcome(
-        &fhir.bundle(&transaction),
+    let outcome = assert_refused(
+        &fhir,
+        &transaction,
         400,
         &["structure", "invalid", "value"],
-    );
-    assert!(
-        diagnostics(&outcome).starts_with("Bundle.entry[2]: "),
-        "{outcome}"
+        Some(2),
     );
     assert!(
         expression(&outcome).starts_with("Bundle.entry[2].resource"),
@@ -636,23 +382,24 @@ fn transaction_with_an_invalid_entry_stores_nothing() {
         expression(&outcome),
         "Bundle.entry[2].resource.ofType(Patient).name[0].nickname"
     );
-    assert_eq!(fhir.system_history(), before, "the change log moved");
-    let current = fhir
-        .get(&format!("Patient/{existing_id}"))
-        .expect(200, "existing patient");
-    assert_eq!(version_of(&current), "1");
-    assert_eq!(current["name"][0]["family"], "Existing");
+    assert_patient(&fhir, &existing_id, "1", "Existing");
 }
 
 #[test]
 fn transaction_with_a_stale_if_match_is_412_and_stores_nothing() {
     let fhir = Fhir::start();
     let created = fhir.create(&patient("V1"));
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = id_of(&created);
     let mut v2 = created.clone();
     v2["name"][0]["family"] = json!("V2");
-    assert_eq!(version_of(&fhir.put(&format!("Patient/{id}"), &v2)), "2");
-    let before = fhir.system_history();
+    let reply = fhir.put(&format!("Patient/{id}"), &v2);
+    assert!(
+        reply.status == 200 || reply.status == 201,
+        "PUT Patient/{id}: {} {}",
+        reply.status,
+        reply.text
+    );
+    assert_eq!(version_of(&reply.resource()), "2");
 
     let mut v3 = v2.clone();
     v3["name"][0]["family"] = json!("V3");
@@ -668,26 +415,16 @@ fn transaction_with_a_stale_if_match_is_412_and_stores_nothing() {
             stale,
         ],
     );
-    let outcome = assert_outcome(&fhir.bundle(&transaction), 412, &["conflict"]);
-    assert!(
-        diagnostics(&outcome).starts_with("Bundle.entry[1]: "),
-        "{outcome}"
-    );
-    assert!(
-        expression(&outcome).starts_with("Bundle.entry[1]"),
-        "{outcome}"
-    );
-    assert_eq!(fhir.system_history(), before, "the change log moved");
-    let current = fhir.get(&format!("Patient/{id}")).expect(200, "read");
-    assert_eq!(version_of(&current), "2");
-    assert_eq!(current["name"][0]["family"], "V2");
+    assert_refused(&fhir, &transaction, 412, &["conflict"], Some(1));
+    assert_patient(&fhir, &id, "2", "V2");
 
     // The same transaction with the current version goes through.
     let mut fresh = put_entry(v3);
     fresh["request"]["ifMatch"] = json!("W/\"2\"");
     let response = fhir
         .bundle(&bundle("transaction", vec![fresh]))
-        .expect(200, "matching ifMatch");
+        .expect(200, "matching ifMatch")
+        .resource();
     let entries = response_entries(&response, "transaction-response", 1);
     assert_eq!(status_of(&entries[0]), "200 OK");
     assert_eq!(entries[0]["response"]["etag"], "W/\"3\"");
@@ -697,8 +434,7 @@ fn transaction_with_a_stale_if_match_is_412_and_stores_nothing() {
 fn transaction_touching_one_resource_twice_is_400_and_stores_nothing() {
     let fhir = Fhir::start();
     let created = fhir.create(&patient("Twice"));
-    let id = created["id"].as_str().unwrap().to_string();
-    let before = fhir.system_history();
+    let id = id_of(&created);
 
     let mut first = created.clone();
     first["name"][0]["family"] = json!("First");
@@ -715,16 +451,13 @@ fn transaction_touching_one_resource_twice_is_400_and_stores_nothing() {
             put_entry(second),
         ],
     );
-    let outcome = assert_outcome(
-        &fhir.bundle(&twice_put),
+    assert_refused(
+        &fhir,
+        &twice_put,
         400,
         &["invalid", "conflict", "processing"],
+        None,
     );
-    assert!(
-        diagnostics(&outcome).starts_with("Bundle.entry["),
-        "{outcome}"
-    );
-    assert_eq!(fhir.system_history(), before);
 
     let put_and_delete = bundle(
         "transaction",
@@ -737,19 +470,14 @@ fn transaction_touching_one_resource_twice_is_400_and_stores_nothing() {
             ),
         ],
     );
-    let outcome = assert_outcome(
-        &fhir.bundle(&put_and_delete),
+    assert_refused(
+        &fhir,
+        &put_and_delete,
         400,
         &["invalid", "conflict", "processing"],
+        None,
     );
-    assert!(
-        diagnostics(&outcome).starts_with("Bundle.entry["),
-        "{outcome}"
-    );
-    assert_eq!(fhir.system_history(), before);
-    let current = fhir.get(&format!("Patient/{id}")).expect(200, "read");
-    assert_eq!(version_of(&current), "1");
-    assert_eq!(current["name"][0]["family"], "Twice");
+    assert_patient(&fhir, &id, "1", "Twice");
 }
 
 #[test]
@@ -774,7 +502,7 @@ fn batch_stores_the_good_entries_and_reports_the_bad_one() {
             ),
         ],
     );
-    let response = fhir.bundle(&batch).expect(200, "batch");
+    let response = fhir.bundle(&batch).expect(200, "batch").resource();
     let entries = response_entries(&response, "batch-response", 4);
 
     let bad_entry = &entries[1];
@@ -782,7 +510,7 @@ fn batch_stores_the_good_entries_and_reports_the_bad_one() {
     assert!(status.starts_with("400 "), "bad entry status {status}");
     assert!(bad_entry["response"]["location"].is_null(), "{bad_entry}");
     let outcome = &bad_entry["response"]["outcome"];
-    assert_issue(outcome, &["structure", "invalid", "value"]);
+    assert_issue(outcome, &["structure", "invalid", "value"], "batch entry");
     assert!(
         outcome["issue"][0]["expression"][0]
             .as_str()
@@ -795,15 +523,18 @@ fn batch_stores_the_good_entries_and_reports_the_bad_one() {
         let entry = &entries[index];
         assert_eq!(status_of(entry), "201 Created", "{entry}");
         let location = location_of(entry, kind);
-        let stored = fhir.get(&location).expect(200, &location);
+        let stored = fhir.get(&location).expect(200, &location).resource();
         assert_eq!(stored["name"][0]["family"], family);
     }
     assert_eq!(location_of(&entries[2], "Patient"), "Patient/batch-put-1");
     assert_eq!(status_of(&entries[3]), "201 Created");
     let observation_at = location_of(&entries[3], "Observation");
-    let stored = fhir.get(&observation_at).expect(200, &observation_at);
+    let stored = fhir
+        .get(&observation_at)
+        .expect(200, &observation_at)
+        .resource();
     assert_eq!(stored["subject"]["reference"], "Patient/batch-put-1");
-    assert_eq!(fhir.system_history().len(), 3, "three entries stored");
+    assert_eq!(versions(&fhir).len(), 3, "three entries stored");
 }
 
 #[test]
@@ -857,7 +588,10 @@ fn references_between_entries_resolve_in_any_order() {
             ),
         ],
     );
-    let response = fhir.bundle(&transaction).expect(200, "transaction");
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
     let entries = response_entries(&response, "transaction-response", 5);
     for entry in &entries {
         assert_eq!(status_of(entry), "201 Created", "{entry}");
@@ -870,7 +604,7 @@ fn references_between_entries_resolve_in_any_order() {
     assert_ne!(abc_at, "Patient/abc", "POST ignores the resource's own id");
     assert_eq!(fhir.get("Patient/abc").status, 404);
 
-    let stored = fhir.get(&obs_at).expect(200, "observation");
+    let stored = fhir.get(&obs_at).expect(200, "observation").resource();
     assert_eq!(stored["subject"]["reference"], json!(patient_at));
     assert_eq!(
         stored["contained"][0]["subject"]["reference"],
@@ -893,7 +627,7 @@ fn references_between_entries_resolve_in_any_order() {
     );
     assert!(!stored.to_string().contains("urn:uuid:"), "{stored}");
 
-    let stored = fhir.get(&encounter_at).expect(200, "encounter");
+    let stored = fhir.get(&encounter_at).expect(200, "encounter").resource();
     assert_eq!(stored["subject"]["reference"], json!(abc_at));
     assert_eq!(
         stored["participant"][0]["individual"]["reference"],
@@ -901,10 +635,10 @@ fn references_between_entries_resolve_in_any_order() {
     );
     // The references point at what the server returns.
     for target in [&patient_at, &abc_at, &practitioner_at] {
-        fhir.get(target).expect(200, target);
+        fhir.get(target).expect(200, target).resource();
     }
     assert_eq!(
-        fhir.get(&abc_at).expect(200, "abc")["name"][0]["family"],
+        fhir.get(&abc_at).expect(200, "abc").resource()["name"][0]["family"],
         "Absolute"
     );
 }
@@ -913,9 +647,9 @@ fn references_between_entries_resolve_in_any_order() {
 fn transaction_processes_delete_post_put_then_get() {
     let fhir = Fhir::start();
     let doomed = fhir.create(&patient("Doomed"));
-    let doomed_id = doomed["id"].as_str().unwrap().to_string();
+    let doomed_id = id_of(&doomed);
     let updated = fhir.create(&patient("Before"));
-    let updated_id = updated["id"].as_str().unwrap().to_string();
+    let updated_id = id_of(&updated);
     let mut after = updated.clone();
     after["name"][0]["family"] = json!("After");
 
@@ -940,7 +674,10 @@ fn transaction_processes_delete_post_put_then_get() {
             ),
         ],
     );
-    let response = fhir.bundle(&transaction).expect(200, "transaction");
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
     let entries = response_entries(&response, "transaction-response", 4);
     assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
     assert_eq!(entries[0]["resource"]["name"][0]["family"], "After");
@@ -958,12 +695,13 @@ fn transaction_processes_delete_post_put_then_get() {
 
     assert_eq!(fhir.get(&format!("Patient/{doomed_id}")).status, 410);
     assert_eq!(
-        fhir.get(&posted).expect(200, "posted")["name"][0]["family"],
+        fhir.get(&posted).expect(200, "posted").resource()["name"][0]["family"],
         "Posted"
     );
     let current = fhir
         .get(&format!("Patient/{updated_id}"))
-        .expect(200, "updated");
+        .expect(200, "updated")
+        .resource();
     assert_eq!(current["name"][0]["family"], "After");
 
     // A vread of a version written by the same transaction, and ifNoneMatch -> 304.
@@ -987,7 +725,8 @@ fn transaction_processes_delete_post_put_then_get() {
                 not_modified,
             ],
         ))
-        .expect(200, "vread transaction");
+        .expect(200, "vread transaction")
+        .resource();
     let entries = response_entries(&response, "transaction-response", 3);
     assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
     assert_eq!(entries[0]["resource"]["name"][0]["family"], "Again");
@@ -998,10 +737,7 @@ fn transaction_processes_delete_post_put_then_get() {
 #[test]
 fn over_the_entry_limit_is_413() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let fhir = Fhir::with(TestServer::start_on(
-        &temp.path().join("data"),
-        &["--max-bundle-entries", "3"],
-    ));
+    let fhir = Fhir::on(&temp.path().join("data"), &["--max-bundle-entries", "3"]);
     let entries = |n: usize| -> Vec<Value> {
         (0..n)
             .map(|i| {
@@ -1016,12 +752,13 @@ fn over_the_entry_limit_is_413() {
         let outcome = assert_outcome(&fhir.bundle(&bundle(kind, entries(4))), 413, &["too-long"]);
         assert!(diagnostics(&outcome).contains('3'), "{outcome}");
     }
-    assert!(fhir.system_history().is_empty());
+    assert!(versions(&fhir).is_empty());
     let response = fhir
         .bundle(&bundle("transaction", entries(3)))
-        .expect(200, "at the limit");
+        .expect(200, "at the limit")
+        .resource();
     response_entries(&response, "transaction-response", 3);
-    assert_eq!(fhir.system_history().len(), 3);
+    assert_eq!(versions(&fhir).len(), 3);
 }
 
 #[test]
@@ -1045,16 +782,16 @@ fn only_batch_and_transaction_bundles_are_processed() {
         400,
         &["invalid", "value", "structure"],
     );
-    assert!(fhir.system_history().is_empty());
+    assert!(versions(&fhir).is_empty());
 
     // A transaction without entries is fine, also on /fhir/.
     let response = fhir
         .post(
             "/",
             &json!({"resourceType": "Bundle", "type": "transaction"}),
-            &[],
         )
-        .expect(200, "empty transaction on /fhir/");
+        .expect(200, "empty transaction on /fhir/")
+        .resource();
     assert_eq!(response["type"], "transaction-response");
     assert!(response["entry"].as_array().is_none_or(|e| e.is_empty()));
     // One on /fhir/ is processed like one on /fhir.
@@ -1068,12 +805,12 @@ fn only_batch_and_transaction_bundles_are_processed() {
                     patient("S"),
                 )],
             ),
-            &[],
         )
-        .expect(200, "batch on /fhir/");
+        .expect(200, "batch on /fhir/")
+        .resource();
     let entries = response_entries(&response, "batch-response", 1);
     assert_eq!(status_of(&entries[0]), "201 Created");
-    assert_eq!(fhir.system_history().len(), 1);
+    assert_eq!(versions(&fhir).len(), 1);
 }
 
 #[test]
@@ -1095,8 +832,9 @@ fn prefer_return_minimal_omits_the_resources() {
         )
     };
     let minimal = fhir
-        .post("", &two(), &[("prefer", "return=minimal")])
-        .expect(200, "minimal");
+        .post_with("", &two(), &[("prefer", "return=minimal")])
+        .expect(200, "minimal")
+        .resource();
     for entry in response_entries(&minimal, "transaction-response", 2) {
         assert!(entry["resource"].is_null(), "{entry}");
         assert_eq!(status_of(&entry), "201 Created");
@@ -1106,8 +844,9 @@ fn prefer_return_minimal_omits_the_resources() {
     let minimal_batch = {
         let mut b = two();
         b["type"] = json!("batch");
-        fhir.post("", &b, &[("prefer", "return=minimal")])
+        fhir.post_with("", &b, &[("prefer", "return=minimal")])
             .expect(200, "minimal batch")
+            .resource()
     };
     for entry in response_entries(&minimal_batch, "batch-response", 2) {
         assert!(entry["resource"].is_null(), "{entry}");
@@ -1115,12 +854,12 @@ fn prefer_return_minimal_omits_the_resources() {
     }
 
     // Default: representation, which is the stored resource.
-    let full = fhir.bundle(&two()).expect(200, "representation");
+    let full = fhir.bundle(&two()).expect(200, "representation").resource();
     let entries = response_entries(&full, "transaction-response", 2);
     let patient_at = location_of(&entries[0], "Patient");
     for (entry, kind) in entries.iter().zip(["Patient", "Observation"]) {
         let location = location_of(entry, kind);
-        let stored = fhir.get(&location).expect(200, &location);
+        let stored = fhir.get(&location).expect(200, &location).resource();
         assert_eq!(entry["resource"], stored);
     }
     assert_eq!(
@@ -1139,47 +878,42 @@ fn assert_entry_is_501(fhir: &Fhir, failing: &Value) {
             patient("Good"),
         )
     };
-    let before = fhir.system_history();
+    let before = versions(fhir);
     let response = fhir
         .bundle(&bundle("batch", vec![good(), failing.clone()]))
-        .expect(200, "batch");
+        .expect(200, "batch")
+        .resource();
     let entries = response_entries(&response, "batch-response", 2);
     assert_eq!(status_of(&entries[0]), "201 Created");
     let good_at = location_of(&entries[0], "Patient");
-    fhir.get(&good_at).expect(200, "good entry");
+    fhir.get(&good_at).expect(200, "good entry").resource();
     assert_eq!(
         status_of(&entries[1]),
         "501 Not Implemented",
         "batch entry {failing} answered {}",
         entries[1]
     );
-    assert_issue(&entries[1]["response"]["outcome"], &["not-supported"]);
+    assert_issue(
+        &entries[1]["response"]["outcome"],
+        &["not-supported"],
+        "batch entry",
+    );
     assert!(entries[1]["response"]["location"].is_null());
     assert_eq!(
-        fhir.system_history().len(),
+        versions(fhir).len(),
         before.len() + 1,
         "only the good batch entry is stored"
     );
 
-    let before = fhir.system_history();
     let transaction = bundle("transaction", vec![good(), failing.clone()]);
-    let outcome = assert_outcome(&fhir.bundle(&transaction), 501, &["not-supported"]);
-    assert!(
-        diagnostics(&outcome).starts_with("Bundle.entry[1]: "),
-        "{failing}: {outcome}"
-    );
-    assert!(
-        expression(&outcome).starts_with("Bundle.entry[1]"),
-        "{outcome}"
-    );
-    assert_eq!(fhir.system_history(), before, "{failing} stored something");
+    assert_refused(fhir, &transaction, 501, &["not-supported"], Some(1));
 }
 
 #[test]
 fn conditional_interactions_search_and_patch_entries_are_501() {
     let fhir = Fhir::start();
     let existing = fhir.create(&patient("Patchme"));
-    let id = existing["id"].as_str().unwrap().to_string();
+    let id = id_of(&existing);
 
     let mut conditional_create = post_entry(
         "urn:uuid:4c4c4c4c-0000-4000-8000-000000000002",
@@ -1201,7 +935,10 @@ fn conditional_interactions_search_and_patch_entries_are_501() {
         json!({"method": "PATCH", "url": format!("Patient/{id}")}),
     );
     assert_entry_is_501(&fhir, &patch);
-    let unpatched = fhir.get(&format!("Patient/{id}")).expect(200, "read");
+    let unpatched = fhir
+        .get(&format!("Patient/{id}"))
+        .expect(200, "read")
+        .resource();
     assert_eq!(version_of(&unpatched), "1");
     assert_eq!(unpatched["active"], true);
 
@@ -1224,7 +961,8 @@ fn conditional_interactions_search_and_patch_entries_are_501() {
     );
     assert_entry_is_501(&fhir, &search);
     fhir.get(&format!("Patient/{id}"))
-        .expect(200, "still there");
+        .expect(200, "still there")
+        .resource();
 }
 
 /// A conditional reference (`Type?criteria`) needs search: 501 for its entry, whether or not

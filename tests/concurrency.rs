@@ -2,74 +2,21 @@
 //! writers of the same version win, and read-then-update loops lose no update.
 mod common;
 
-use common::{FHIR_JSON, TestServer};
-use reqwest::blocking::{Client, RequestBuilder};
+use common::fhir::{
+    Fhir, FhirClient, Reply, assert_issue_code, entry_version, type_and_id, version_number,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Barrier;
 
-struct Reply {
-    status: u16,
-    etag: Option<String>,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
-    }
-
-    fn expect(&self, status: u16, what: &str) -> &Reply {
-        assert_eq!(
-            self.status, status,
-            "{what}: expected {status}, got {} with body {}",
-            self.status, self.text
-        );
-        self
-    }
-}
-
-fn send(request: RequestBuilder) -> Reply {
-    let response = request.send().expect("request failed");
-    let status = response.status().as_u16();
-    let etag = response
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().expect("ASCII ETag").to_string());
-    let text = response.text().expect("read body");
-    Reply { status, etag, text }
-}
-
-fn put(client: &Client, server: &TestServer, body: &Value, if_match: &str) -> Reply {
-    let path = format!(
-        "{}/{}",
-        body["resourceType"].as_str().expect("type"),
-        body["id"].as_str().expect("id")
-    );
-    send(
-        client
-            .put(server.url(&path))
-            .header("content-type", FHIR_JSON)
-            .header("if-match", if_match)
-            .body(body.to_string()),
-    )
-}
-
-fn version_of(resource: &Value) -> u64 {
-    resource["meta"]["versionId"]
-        .as_str()
-        .expect("versionId")
-        .parse()
-        .expect("numeric versionId")
+/// PUTs `body` to its own `Type/id` with `If-Match: if_match`.
+fn put(client: &FhirClient, body: &Value, if_match: &str) -> Reply {
+    client.put_with(&type_and_id(body), body, &[("if-match", if_match)])
 }
 
 fn assert_conflict(reply: &Reply) {
-    let outcome = reply.json();
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
-    assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
-    assert_eq!(outcome["issue"][0]["code"], "conflict", "{outcome}");
+    assert_issue_code(&reply.json(), &["conflict"], "conflict");
 }
 
 const COUNTER_URL: &str = "http://example.org/fhir/StructureDefinition/counter";
@@ -80,52 +27,16 @@ fn counter(resource: &Value) -> i64 {
     extension["valueInteger"].as_i64().expect("valueInteger")
 }
 
-fn create(server: &TestServer, body: &Value) -> Value {
-    let reply = send(
-        common::client()
-            .post(server.url("Patient"))
-            .header("content-type", FHIR_JSON)
-            .body(body.to_string()),
-    );
-    reply.expect(201, "create");
-    reply.json()
-}
-
-/// Every entry of an instance history (following `next` links).
-fn history(client: &Client, server: &TestServer, path: &str) -> Vec<Value> {
-    let mut entries = Vec::new();
-    let mut url = format!("{}?_count=1000", server.url(path));
-    loop {
-        let bundle = send(client.get(&url)).expect(200, "history").json();
-        assert_eq!(bundle["type"], "history", "{bundle}");
-        entries.extend(bundle["entry"].as_array().cloned().unwrap_or_default());
-        let next = bundle["link"].as_array().and_then(|links| {
-            links
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .and_then(|l| l["url"].as_str())
-                .map(str::to_string)
-        });
-        match next {
-            Some(next) => url = next,
-            None => return entries,
-        }
-    }
-}
-
-fn entry_version(entry: &Value) -> u64 {
-    let etag = entry["response"]["etag"].as_str().expect("etag");
-    etag.strip_prefix("W/\"")
-        .and_then(|v| v.strip_suffix('"'))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("etag {etag:?}"))
+/// Creates a Patient and returns it.
+fn create(fhir: &Fhir, body: &Value) -> Value {
+    fhir.post("Patient", body).expect(201, "create").json()
 }
 
 #[test]
 fn of_fifty_concurrent_updates_of_version_1_exactly_one_wins() {
-    let server = TestServer::start();
+    let fhir = Fhir::start();
     let created = create(
-        &server,
+        &fhir,
         &json!({"resourceType": "Patient", "name": [{"family": "Race"}]}),
     );
     let id = created["id"].as_str().expect("id").to_string();
@@ -136,14 +47,14 @@ fn of_fifty_concurrent_updates_of_version_1_exactly_one_wins() {
     let results: Vec<(usize, Reply)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                let (server, barrier, path) = (&server, &barrier, &path);
+                let (fhir, barrier, path) = (&fhir, &barrier, &path);
                 scope.spawn(move || {
-                    let client = common::client();
+                    let client = fhir.new_client();
                     // Never leave the barrier without the others, even when the read fails.
                     let prepared = catch_unwind(AssertUnwindSafe(|| {
-                        let read = send(client.get(server.url(path)));
+                        let read = client.get(path);
                         read.expect(200, "read");
-                        let etag = read.etag.clone().expect("ETag");
+                        let etag = read.header("etag").expect("ETag");
                         assert_eq!(etag, "W/\"1\"");
                         let mut body = read.json();
                         body["name"][0]["given"] = json!([format!("writer{i}")]);
@@ -154,7 +65,7 @@ fn of_fifty_concurrent_updates_of_version_1_exactly_one_wins() {
                         Ok(prepared) => prepared,
                         Err(panic) => resume_unwind(panic),
                     };
-                    (i, put(&client, server, &body, &etag))
+                    (i, put(&client, &body, &etag))
                 })
             })
             .collect();
@@ -176,16 +87,13 @@ fn of_fifty_concurrent_updates_of_version_1_exactly_one_wins() {
         assert_conflict(reply);
     }
     let (winner, reply) = winners[0];
-    assert_eq!(reply.etag.as_deref(), Some("W/\"2\""));
+    assert_eq!(reply.header("etag").as_deref(), Some("W/\"2\""));
 
-    let client = common::client();
-    let current = send(client.get(server.url(&path)))
-        .expect(200, "read")
-        .json();
-    assert_eq!(version_of(&current), 2);
+    let current = fhir.get(&path).expect(200, "read").json();
+    assert_eq!(version_number(&current), 2);
     assert_eq!(current["name"][0]["given"][0], format!("writer{winner}"));
     assert_eq!(current, reply.json(), "the stored version is the winner's");
-    let entries = history(&client, &server, &format!("{path}/_history"));
+    let entries = fhir.whole_history(&format!("{path}/_history"));
     assert_eq!(
         entries.iter().map(entry_version).collect::<Vec<_>>(),
         vec![2, 1]
@@ -194,9 +102,9 @@ fn of_fifty_concurrent_updates_of_version_1_exactly_one_wins() {
 
 #[test]
 fn read_then_update_loops_with_if_match_lose_no_update() {
-    let server = TestServer::start();
+    let fhir = Fhir::start();
     let created = create(
-        &server,
+        &fhir,
         &json!({
             "resourceType": "Patient",
             "extension": [{"url": COUNTER_URL, "valueInteger": 0}],
@@ -212,31 +120,31 @@ fn read_then_update_loops_with_if_match_lose_no_update() {
     let made: Vec<Vec<(u64, i64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (server, path) = (&server, &path);
+                let (fhir, path) = (&fhir, &path);
                 scope.spawn(move || {
-                    let client = common::client();
+                    let client = fhir.new_client();
                     let mut made = Vec::new();
                     let mut attempts = 0;
                     while made.len() < per_thread {
                         attempts += 1;
                         assert!(attempts < 20_000, "too many conflicts");
-                        let read = send(client.get(server.url(path)));
+                        let read = client.get(path);
                         read.expect(200, "read");
-                        let etag = read.etag.clone().expect("ETag");
+                        let etag = read.header("etag").expect("ETag");
                         let mut body = read.json();
-                        assert_eq!(etag, format!("W/\"{}\"", version_of(&body)));
+                        assert_eq!(etag, format!("W/\"{}\"", version_number(&body)));
                         let next = counter(&body) + 1;
                         body["extension"][0]["valueInteger"] = json!(next);
-                        let reply = put(&client, server, &body, &etag);
+                        let reply = put(&client, &body, &etag);
                         match reply.status {
                             200 => {
                                 let stored = reply.json();
                                 assert_eq!(counter(&stored), next);
                                 assert_eq!(
-                                    reply.etag.as_deref(),
-                                    Some(format!("W/\"{}\"", version_of(&stored)).as_str())
+                                    reply.header("etag").as_deref(),
+                                    Some(format!("W/\"{}\"", version_number(&stored)).as_str())
                                 );
-                                made.push((version_of(&stored), next));
+                                made.push((version_number(&stored), next));
                             }
                             412 => assert_conflict(&reply),
                             other => panic!("update answered {other}: {}", reply.text),
@@ -269,14 +177,11 @@ fn read_then_update_loops_with_if_match_lose_no_update() {
         );
     }
 
-    let client = common::client();
-    let current = send(client.get(server.url(&path)))
-        .expect(200, "read")
-        .json();
-    assert_eq!(version_of(&current), 1 + total as u64);
+    let current = fhir.get(&path).expect(200, "read").json();
+    assert_eq!(version_number(&current), 1 + total as u64);
     assert_eq!(counter(&current), total as i64);
 
-    let entries = history(&client, &server, &format!("{path}/_history"));
+    let entries = fhir.whole_history(&format!("{path}/_history"));
     let listed: Vec<u64> = entries.iter().map(entry_version).collect();
     assert_eq!(
         listed,

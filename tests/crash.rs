@@ -8,16 +8,17 @@
 
 mod common;
 
-use common::{FHIR_JSON, TestServer, client, synthea_resources};
+use common::fhir::{FhirClient, etag_version, instant};
+use common::synthea;
+use common::{FHIR_JSON, TestServer};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 const WRITERS: usize = 4;
 /// How long writers stream before the server is stopped...
@@ -34,32 +35,22 @@ type Acked = BTreeMap<Key, BTreeMap<u64, Option<Value>>>;
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let pool = resource_pool();
-    let mut writers: Vec<Writer> = (0..WRITERS).map(Writer::new).collect();
-    let mut acked = Acked::new();
-
-    let mut server = TestServer::start_on(&data, &[]);
+    let mut run = Run::new();
+    let mut server = run.start();
     for cycle in 1..=3 {
-        let outcome = run_writers(&mut server, &pool, &mut writers, &mut acked, |s| s.kill());
+        let outcome = run.writers(&mut server, |s| s.kill());
         eprintln!("cycle {cycle}: {outcome}");
-        server = TestServer::start_on(&data, &[]);
-        verify(&server, &acked, &format!("after SIGKILL {cycle}"));
+        server = run.start();
+        verify(&server, &run.acked, &format!("after SIGKILL {cycle}"));
     }
 }
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let pool = resource_pool();
-    let mut writers: Vec<Writer> = (0..WRITERS).map(Writer::new).collect();
-    let mut acked = Acked::new();
-
-    let mut server = TestServer::start_on(&data, &[]);
+    let mut run = Run::new();
+    let mut server = run.start();
     let mut status = None;
-    let outcome = run_writers(&mut server, &pool, &mut writers, &mut acked, |s| {
+    let outcome = run.writers(&mut server, |s| {
         let _watchdog = watchdog("fhirlake after SIGTERM");
         status = Some(s.terminate());
     });
@@ -70,13 +61,56 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         "fhirlake must exit with success on SIGTERM, got {status}"
     );
 
-    let server = TestServer::start_on(&data, &[]);
-    verify(&server, &acked, "after SIGTERM");
+    let server = run.start();
+    verify(&server, &run.acked, "after SIGTERM");
+}
+
+/// One data directory with the writers streaming into it and what they got acknowledged, kept
+/// across server restarts.
+struct Run {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    pool: Vec<Value>,
+    writers: Vec<Writer>,
+    acked: Acked,
+}
+
+impl Run {
+    fn new() -> Run {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Run {
+            data: dir.path().join("data"),
+            _dir: dir,
+            pool: resource_pool(),
+            writers: (0..WRITERS).map(Writer::new).collect(),
+            acked: Acked::new(),
+        }
+    }
+
+    /// A server on the run's data directory.
+    fn start(&self) -> TestServer {
+        TestServer::start_on(&self.data, &[])
+    }
+
+    /// [`run_writers`] with the run's writers.
+    fn writers(
+        &mut self,
+        server: &mut TestServer,
+        stop_server: impl FnOnce(&mut TestServer),
+    ) -> String {
+        run_writers(
+            server,
+            &self.pool,
+            &mut self.writers,
+            &mut self.acked,
+            stop_server,
+        )
+    }
 }
 
 /// The resources writers create: one real Synthea patient record, ids removed.
 fn resource_pool() -> Vec<Value> {
-    let mut resources = synthea_resources("057aa36e");
+    let mut resources = synthea::resources("057aa36e");
     for resource in &mut resources {
         resource
             .as_object_mut()
@@ -141,19 +175,19 @@ impl Writer {
         stop: &AtomicBool,
         acks_so_far: &AtomicUsize,
     ) -> Report {
-        let http = client();
+        let fhir = FhirClient::at(base);
         let mut report = Report::default();
         while !stop.load(Ordering::SeqCst) {
             let roll = self.random(100);
             let before = report.acks.len();
             if self.owned.is_empty() || roll < 45 {
-                self.create(&http, base, pool, &mut report);
+                self.create(&fhir, pool, &mut report);
             } else {
                 let i = self.random(self.owned.len());
                 if roll < 93 || self.owned[i].deleted {
-                    self.update(&http, base, i, &mut report);
+                    self.update(&fhir, i, &mut report);
                 } else {
-                    self.delete(&http, base, i, &mut report);
+                    self.delete(&fhir, i, &mut report);
                 }
             }
             acks_so_far.fetch_add(report.acks.len() - before, Ordering::SeqCst);
@@ -161,29 +195,18 @@ impl Writer {
         report
     }
 
-    fn create(
-        &mut self,
-        http: &reqwest::blocking::Client,
-        base: &str,
-        pool: &[Value],
-        report: &mut Report,
-    ) {
+    fn create(&mut self, fhir: &FhirClient, pool: &[Value], report: &mut Report) {
         let resource = &pool[(self.n + WRITERS * self.creates) % pool.len()];
         self.creates += 1;
         let ty = resource["resourceType"].as_str().expect("resourceType");
-        let request = http
-            .post(format!("{base}/{ty}"))
+        let request = fhir
+            .http
+            .post(fhir.url(ty))
             .header("Content-Type", FHIR_JSON)
             .json(resource);
-        let Some((status, etag, body)) = exchange(request, report) else {
+        let Some((etag, body)) = exchange(request, &[201], &format!("POST {ty}"), report) else {
             return;
         };
-        if status != 201 {
-            report
-                .unexpected
-                .push(format!("POST {ty}: {status} {}", show(&body)));
-            return;
-        }
         let Some((key, vid)) = identity(&body, &etag, "POST", report) else {
             return;
         };
@@ -195,13 +218,7 @@ impl Writer {
         report.acks.push((key, vid, Some(body)));
     }
 
-    fn update(
-        &mut self,
-        http: &reqwest::blocking::Client,
-        base: &str,
-        i: usize,
-        report: &mut Report,
-    ) {
+    fn update(&mut self, fhir: &FhirClient, i: usize, report: &mut Report) {
         let writes = self.creates + report.acks.len();
         let owned = &mut self.owned[i];
         let (ty, id) = owned.key.clone();
@@ -213,19 +230,15 @@ impl Writer {
                 self.n
             ),
         });
-        let request = http
-            .put(format!("{base}/{ty}/{id}"))
+        let request = fhir
+            .http
+            .put(fhir.url(&format!("{ty}/{id}")))
             .header("Content-Type", FHIR_JSON)
             .json(&body);
-        let Some((status, etag, body)) = exchange(request, report) else {
+        let what = format!("PUT {ty}/{id}");
+        let Some((etag, body)) = exchange(request, &[200, 201], &what, report) else {
             return;
         };
-        if status != 200 && status != 201 {
-            report
-                .unexpected
-                .push(format!("PUT {ty}/{id}: {status} {}", show(&body)));
-            return;
-        }
         let Some((key, vid)) = identity(&body, &etag, "PUT", report) else {
             return;
         };
@@ -240,45 +253,35 @@ impl Writer {
         report.acks.push((key, vid, Some(body)));
     }
 
-    fn delete(
-        &mut self,
-        http: &reqwest::blocking::Client,
-        base: &str,
-        i: usize,
-        report: &mut Report,
-    ) {
+    fn delete(&mut self, fhir: &FhirClient, i: usize, report: &mut Report) {
         let owned = &mut self.owned[i];
         let (ty, id) = owned.key.clone();
         // Whether or not it gets an answer, the delete may have been applied.
         owned.deleted = true;
-        let request = http.delete(format!("{base}/{ty}/{id}"));
-        let Some((status, etag, body)) = exchange(request, report) else {
+        let request = fhir.http.delete(fhir.url(&format!("{ty}/{id}")));
+        let what = format!("DELETE {ty}/{id}");
+        let Some((etag, _)) = exchange(request, &[204], &what, report) else {
             return;
         };
-        if status != 204 {
-            report
-                .unexpected
-                .push(format!("DELETE {ty}/{id}: {status} {}", show(&body)));
-            return;
-        }
-        match etag.as_deref().map(weak_etag_version) {
+        match etag.as_deref().map(etag_version) {
             Some(Some(vid)) => report.acks.push((owned.key.clone(), vid, None)),
             // Deleting an already deleted resource creates no version (and may carry no ETag):
             // that can only happen when an earlier delete of it was applied without an answer.
             None => {}
-            Some(None) => report
-                .unexpected
-                .push(format!("DELETE {ty}/{id}: ETag {etag:?}")),
+            Some(None) => report.unexpected.push(format!("{what}: ETag {etag:?}")),
         }
     }
 }
 
-/// Sends a request and reads the whole answer: `(status, ETag, body)`, or `None` when the answer
-/// did not arrive completely (the write is then not acknowledged).
+/// Sends a request (`what`) and reads the whole answer: `(ETag, body)` when its status is one of
+/// `expected`; `None` when the answer did not arrive completely (the write is then not
+/// acknowledged) or has another status (recorded as unexpected).
 fn exchange(
     request: reqwest::blocking::RequestBuilder,
+    expected: &[u16],
+    what: &str,
     report: &mut Report,
-) -> Option<(u16, Option<String>, Value)> {
+) -> Option<(Option<String>, Value)> {
     let answer = request.send().and_then(|response| {
         let status = response.status().as_u16();
         let etag = response
@@ -296,7 +299,13 @@ fn exchange(
                 serde_json::from_slice(&bytes)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             };
-            Some((status, etag, body))
+            if !expected.contains(&status) {
+                report
+                    .unexpected
+                    .push(format!("{what}: {status} {}", show(&body)));
+                return None;
+            }
+            Some((etag, body))
         }
         Err(_) => {
             report.unanswered += 1;
@@ -320,9 +329,7 @@ fn identity(
         .as_str()
         .and_then(|v| v.parse::<u64>().ok());
     match (ty, id, vid) {
-        (Some(ty), Some(id), Some(vid))
-            if etag.as_deref().and_then(weak_etag_version) == Some(vid) =>
-        {
+        (Some(ty), Some(id), Some(vid)) if etag.as_deref().and_then(etag_version) == Some(vid) => {
             Some(((ty.to_string(), id.to_string()), vid))
         }
         _ => {
@@ -333,11 +340,6 @@ fn identity(
             None
         }
     }
-}
-
-/// `W/"3"` -> 3
-fn weak_etag_version(etag: &str) -> Option<u64> {
-    etag.strip_prefix("W/\"")?.strip_suffix('"')?.parse().ok()
 }
 
 fn without_meta(body: &Value) -> Value {
@@ -424,15 +426,10 @@ struct Entry {
 }
 
 /// `GET /fhir/_history`, every page.
-fn system_history(server: &TestServer, http: &reqwest::blocking::Client) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    let mut url = server.url("_history?_count=1000");
-    for _page in 0..10_000 {
-        let response = http.get(&url).send().expect("GET system history");
-        assert_eq!(response.status(), 200, "GET {url}");
-        let bundle: Value = response.json().expect("history bundle");
-        assert_eq!(bundle["type"], "history", "GET {url}");
-        for entry in bundle["entry"].as_array().into_iter().flatten() {
+fn system_history(fhir: &FhirClient) -> Vec<Entry> {
+    fhir.system_history()
+        .iter()
+        .map(|entry| {
             let full_url = entry["fullUrl"].as_str().expect("entry.fullUrl");
             let mut parts = full_url.rsplitn(3, '/');
             let (Some(id), Some(ty)) = (parts.next(), parts.next()) else {
@@ -442,53 +439,47 @@ fn system_history(server: &TestServer, http: &reqwest::blocking::Client) -> Vec<
             let last_modified = entry["response"]["lastModified"]
                 .as_str()
                 .expect("response.lastModified");
-            entries.push(Entry {
+            Entry {
                 key: (ty.to_string(), id.to_string()),
-                vid: weak_etag_version(etag).unwrap_or_else(|| panic!("etag {etag}")),
+                vid: etag_version(etag).unwrap_or_else(|| panic!("etag {etag}")),
                 method: entry["request"]["method"].as_str().unwrap_or("").into(),
                 status: entry["response"]["status"].as_str().unwrap_or("").into(),
-                last_modified: OffsetDateTime::parse(last_modified, &Rfc3339)
-                    .unwrap_or_else(|e| panic!("lastModified {last_modified}: {e}")),
+                last_modified: instant(last_modified),
                 resource: entry.get("resource").cloned(),
-            });
-        }
-        let next = bundle["link"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["relation"] == "next");
-        match next {
-            Some(link) => url = link["url"].as_str().expect("next link url").to_string(),
-            None => return entries,
-        }
-    }
-    panic!("the system history never ends");
+            }
+        })
+        .collect()
 }
 
 /// Checks, on a restarted server, that every acknowledged write survived and that the system
 /// history is complete.
 fn verify(server: &TestServer, acked: &Acked, when: &str) {
-    let http = client();
+    let fhir = FhirClient::new(server);
 
     // Every acknowledged version reads back exactly as acknowledged.
     for ((ty, id), versions) in acked {
         for (vid, body) in versions {
-            let url = server.url(&format!("{ty}/{id}/_history/{vid}"));
-            let response = http.get(&url).send().expect("vread");
-            let status = response.status().as_u16();
+            let path = format!("{ty}/{id}/_history/{vid}");
+            let (url, reply) = (fhir.url(&path), fhir.get(&path));
             match body {
                 Some(body) => {
-                    assert_eq!(status, 200, "{when}: acknowledged write lost: GET {url}");
-                    let stored: Value = response.json().expect("vread body");
+                    assert_eq!(
+                        reply.status, 200,
+                        "{when}: acknowledged write lost: GET {url}"
+                    );
+                    let stored = reply.json();
                     assert_eq!(&stored, body, "{when}: GET {url} differs from the answer");
                 }
-                None => assert_eq!(status, 410, "{when}: acknowledged delete lost: GET {url}"),
+                None => assert_eq!(
+                    reply.status, 410,
+                    "{when}: acknowledged delete lost: GET {url}"
+                ),
             }
         }
     }
 
     // The system history: newest first, every version of every resource exactly once.
-    let history = system_history(server, &http);
+    let history = system_history(&fhir);
     for pair in history.windows(2) {
         assert!(
             pair[0].last_modified >= pair[1].last_modified,
@@ -565,13 +556,13 @@ fn verify(server: &TestServer, acked: &Acked, when: &str) {
             );
         }
         // A read answers with the newest version in the history.
-        let url = server.url(&format!("{ty}/{id}"));
-        let response = http.get(&url).send().expect("read");
+        let path = format!("{ty}/{id}");
+        let (url, reply) = (fhir.url(&path), fhir.get(&path));
         match &current.resource {
-            None => assert_eq!(response.status(), 410, "{when}: GET {url}"),
+            None => assert_eq!(reply.status, 410, "{when}: GET {url}"),
             Some(resource) => {
-                assert_eq!(response.status(), 200, "{when}: GET {url}");
-                let body: Value = response.json().expect("read body");
+                assert_eq!(reply.status, 200, "{when}: GET {url}");
+                let body = reply.json();
                 assert_eq!(
                     &body, resource,
                     "{when}: GET {url} is not the newest version"

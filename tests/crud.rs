@@ -2,188 +2,30 @@
 //! every header of the contract, and a round trip of every resource type of a Synthea bundle.
 mod common;
 
-use common::{FHIR_JSON, TestServer};
-use reqwest::blocking::{Client, RequestBuilder};
-use reqwest::header::HeaderMap;
+use common::fhir::{Fhir, Reply, assert_outcome, id_of, send, strip_server_fields, version_of};
+use common::synthea;
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-const RESPONSE_CONTENT_TYPE: &str = "application/fhir+json; charset=utf-8";
-
-/// One HTTP answer, read completely.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("header is not ASCII").to_string())
-    }
-
-    fn etag(&self) -> String {
-        self.header("etag")
-            .unwrap_or_else(|| panic!("no ETag header in {:?}", self.headers))
-    }
-
-    /// Asserts the status (showing the body when it differs) and returns self.
-    fn expect(&self, status: u16, what: &str) -> &Reply {
-        assert_eq!(
-            self.status, status,
-            "{what}: expected {status}, got {} with body {}",
-            self.status, self.text
-        );
-        self
-    }
-
-    /// Asserts a FHIR JSON body with the contract's content type and returns it.
-    fn resource(&self) -> Value {
-        assert_eq!(
-            self.header("content-type").as_deref(),
-            Some(RESPONSE_CONTENT_TYPE),
-            "content type of {}",
-            self.text
-        );
-        self.json()
-    }
-}
-
-fn send(request: RequestBuilder) -> Reply {
-    let response = request.send().expect("request failed");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().expect("read body");
-    Reply {
-        status,
-        headers,
-        text,
-    }
-}
-
-/// A server and a client talking to it.
-struct Fhir {
-    server: TestServer,
-    client: Client,
-}
-
-impl Fhir {
-    fn start() -> Fhir {
-        Fhir {
-            server: TestServer::start(),
-            client: common::client(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        send(self.client.get(self.server.url(path)))
-    }
-
-    fn get_with(&self, path: &str, header: &str, value: &str) -> Reply {
-        send(self.client.get(self.server.url(path)).header(header, value))
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Reply {
-        self.post_with(path, body, &[])
-    }
-
-    fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
-        let mut request = self
-            .client
-            .post(self.server.url(path))
-            .header("content-type", FHIR_JSON)
-            .body(body.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        send(request)
-    }
-
-    fn put(&self, path: &str, body: &Value) -> Reply {
-        self.put_with(path, body, &[])
-    }
-
-    fn put_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
-        let mut request = self
-            .client
-            .put(self.server.url(path))
-            .header("content-type", FHIR_JSON)
-            .body(body.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        send(request)
-    }
-
-    fn delete(&self, path: &str) -> Reply {
-        send(self.client.delete(self.server.url(path)))
-    }
-
-    fn delete_with(&self, path: &str, header: &str, value: &str) -> Reply {
-        send(
-            self.client
-                .delete(self.server.url(path))
-                .header(header, value),
-        )
-    }
-
-    /// Creates `body` and returns the stored resource.
-    fn create(&self, body: &Value) -> Value {
-        let kind = body["resourceType"].as_str().expect("resourceType");
-        self.post(kind, body).expect(201, "create").resource()
-    }
-}
-
-/// Asserts an OperationOutcome error answer with one of `codes` as issue code.
-fn assert_outcome(reply: &Reply, status: u16, codes: &[&str]) -> Value {
-    reply.expect(status, "error answer");
-    let outcome = reply.resource();
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
-    let issue = &outcome["issue"][0];
-    assert_eq!(issue["severity"], "error", "{outcome}");
-    let code = issue["code"].as_str().expect("issue code");
-    assert!(
-        codes.contains(&code),
-        "issue code {code:?} is not one of {codes:?}: {outcome}"
-    );
-    assert!(
-        issue["diagnostics"].as_str().is_some_and(|d| !d.is_empty()),
-        "diagnostics missing: {outcome}"
-    );
-    outcome
+/// [`common::fhir::patient`] with two given names and a phone number.
+/// Creates [`patient`]`(family)`: the stored Patient, its id and its path `Patient/id`.
+fn create_patient(fhir: &Fhir, family: &str) -> (Value, String, String) {
+    let created = fhir.create(&patient(family));
+    let id = id_of(&created);
+    let path = format!("Patient/{id}");
+    (created, id, path)
 }
 
 fn patient(family: &str) -> Value {
-    json!({
-        "resourceType": "Patient",
-        "active": true,
-        "gender": "female",
-        "birthDate": "1970-02-03",
-        "name": [{"family": family, "given": ["Ada", "B."]}],
-        "telecom": [{"system": "phone", "value": "555-0100", "use": "home"}]
-    })
+    let mut patient = common::fhir::patient(family);
+    patient["name"][0]["given"] = json!(["Ada", "B."]);
+    patient["telecom"] = json!([{"system": "phone", "value": "555-0100", "use": "home"}]);
+    patient
 }
 
-fn id_of(resource: &Value) -> String {
-    resource["id"].as_str().expect("id").to_string()
-}
-
-fn version_of(resource: &Value) -> String {
-    resource["meta"]["versionId"]
-        .as_str()
-        .expect("meta.versionId")
-        .to_string()
-}
-
+/// meta.lastUpdated, which must be an instant with microseconds in UTC.
 fn last_updated(resource: &Value) -> OffsetDateTime {
     let text = resource["meta"]["lastUpdated"]
         .as_str()
@@ -192,7 +34,7 @@ fn last_updated(resource: &Value) -> OffsetDateTime {
         is_instant_with_micros(text),
         "meta.lastUpdated {text:?} is not an instant with microseconds in UTC"
     );
-    OffsetDateTime::parse(text, &Rfc3339).expect("lastUpdated parses")
+    common::fhir::last_updated(resource)
 }
 
 /// `YYYY-MM-DDThh:mm:ss.ffffffZ`
@@ -234,22 +76,6 @@ fn assert_version_headers(reply: &Reply, resource: &Value) {
         updated.replace_nanosecond(0).unwrap(),
         "Last-Modified must be meta.lastUpdated truncated to the second"
     );
-}
-
-/// The resource without `id`, `meta.versionId` and `meta.lastUpdated` (and without `meta`
-/// when nothing else is left in it).
-fn strip_server_fields(resource: &Value) -> Value {
-    let mut resource = resource.clone();
-    let object = resource.as_object_mut().expect("resource object");
-    object.remove("id");
-    if let Some(meta) = object.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.remove("versionId");
-        meta.remove("lastUpdated");
-        if meta.is_empty() {
-            object.remove("meta");
-        }
-    }
-    resource
 }
 
 /// The path of the first difference between two JSON values, for readable failures.
@@ -329,17 +155,11 @@ fn create_assigns_id_and_meta_and_sends_location_etag_last_modified() {
 #[test]
 fn location_uses_base_url_flag() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_on(
+    let fhir = Fhir::on(
         &temp.path().join("data"),
         &["--base-url", "https://fhir.example.org/r4"],
     );
-    let client = common::client();
-    let reply = send(
-        client
-            .post(server.url("Patient"))
-            .header("content-type", FHIR_JSON)
-            .body(patient("Base").to_string()),
-    );
+    let reply = fhir.post("Patient", &patient("Base"));
     reply.expect(201, "create");
     let id = id_of(&reply.resource());
     assert_eq!(
@@ -391,15 +211,13 @@ fn read_returns_stored_resource_with_etag_and_last_modified() {
 #[test]
 fn if_none_match_gives_304_for_the_current_version_only() {
     let fhir = Fhir::start();
-    let created = fhir.create(&patient("Cache"));
-    let id = id_of(&created);
-    let path = format!("Patient/{id}");
+    let (created, _, path) = create_patient(&fhir, "Cache");
 
-    let reply = fhir.get_with(&path, "if-none-match", "W/\"1\"");
+    let reply = fhir.get_with(&path, &[("if-none-match", "W/\"1\"")]);
     reply.expect(304, "If-None-Match of the current version");
     assert!(reply.text.is_empty(), "a 304 has no body: {:?}", reply.text);
 
-    let reply = fhir.get_with(&path, "if-none-match", "W/\"7\"");
+    let reply = fhir.get_with(&path, &[("if-none-match", "W/\"7\"")]);
     reply.expect(200, "If-None-Match of another version");
     assert_eq!(reply.resource(), created);
 
@@ -407,13 +225,13 @@ fn if_none_match_gives_304_for_the_current_version_only() {
     changed["gender"] = json!("other");
     fhir.put(&path, &changed).expect(200, "update");
 
-    let reply = fhir.get_with(&path, "if-none-match", "W/\"1\"");
+    let reply = fhir.get_with(&path, &[("if-none-match", "W/\"1\"")]);
     reply.expect(200, "If-None-Match of an old version");
     let current = reply.resource();
     assert_eq!(version_of(&current), "2");
     assert_eq!(current["gender"], "other");
 
-    let reply = fhir.get_with(&path, "if-none-match", "W/\"2\"");
+    let reply = fhir.get_with(&path, &[("if-none-match", "W/\"2\"")]);
     reply.expect(304, "If-None-Match of the new current version");
     assert!(reply.text.is_empty());
 }
@@ -421,9 +239,7 @@ fn if_none_match_gives_304_for_the_current_version_only() {
 #[test]
 fn update_makes_a_new_version_and_keeps_the_old_one() {
     let fhir = Fhir::start();
-    let v1 = fhir.create(&patient("Update"));
-    let id = id_of(&v1);
-    let path = format!("Patient/{id}");
+    let (v1, id, path) = create_patient(&fhir, "Update");
 
     let mut body = v1.clone();
     body["name"][0]["family"] = json!("Updated");
@@ -536,9 +352,7 @@ fn update_with_missing_or_different_id_is_400_and_stores_nothing() {
 #[test]
 fn if_match_guards_update_and_delete() {
     let fhir = Fhir::start();
-    let v1 = fhir.create(&patient("Match"));
-    let id = id_of(&v1);
-    let path = format!("Patient/{id}");
+    let (v1, _, path) = create_patient(&fhir, "Match");
     let mut body = v1.clone();
     body["gender"] = json!("male");
 
@@ -572,16 +386,16 @@ fn if_match_guards_update_and_delete() {
     let reply = fhir.put_with("Patient/ghost", &ghost, &[("if-match", "W/\"1\"")]);
     assert_outcome(&reply, 412, &["conflict"]);
     assert_outcome(&fhir.get("Patient/ghost"), 404, &["not-found"]);
-    let reply = fhir.delete_with("Patient/ghost", "if-match", "W/\"1\"");
+    let reply = fhir.delete_with("Patient/ghost", &[("if-match", "W/\"1\"")]);
     assert_outcome(&reply, 412, &["conflict"]);
 
     // DELETE with a stale version: 412, the resource is still there.
-    let reply = fhir.delete_with(&path, "if-match", "W/\"2\"");
+    let reply = fhir.delete_with(&path, &[("if-match", "W/\"2\"")]);
     assert_outcome(&reply, 412, &["conflict"]);
     fhir.get(&path).expect(200, "read after refused delete");
 
     // DELETE with the current version.
-    let reply = fhir.delete_with(&path, "if-match", "W/\"3\"");
+    let reply = fhir.delete_with(&path, &[("if-match", "W/\"3\"")]);
     reply.expect(204, "delete with If-Match of the current version");
     assert_eq!(reply.etag(), "W/\"4\"");
     assert_outcome(&fhir.get(&path), 410, &["deleted"]);
@@ -590,9 +404,7 @@ fn if_match_guards_update_and_delete() {
 #[test]
 fn delete_then_read_vread_and_recreate() {
     let fhir = Fhir::start();
-    let v1 = fhir.create(&patient("Delete"));
-    let id = id_of(&v1);
-    let path = format!("Patient/{id}");
+    let (v1, id, path) = create_patient(&fhir, "Delete");
 
     let reply = fhir.delete(&path);
     reply.expect(204, "delete");
@@ -614,7 +426,7 @@ fn delete_then_read_vread_and_recreate() {
     );
     // If-None-Match does not hide a deletion.
     assert_outcome(
-        &fhir.get_with(&path, "if-none-match", "W/\"1\""),
+        &fhir.get_with(&path, &[("if-none-match", "W/\"1\"")]),
         410,
         &["deleted"],
     );
@@ -676,12 +488,32 @@ fn delete_of_a_missing_resource_is_204_and_creates_nothing() {
     assert_eq!(version_of(&reply.resource()), "1");
 }
 
+/// A create (POST to `path`, a type: 201) or an update (PUT to `path`, `Type/id`: 200) of
+/// `body` with `Prefer: return={preference}`; asserts the status.
+fn prefer(fhir: &Fhir, path: &str, body: &Value, preference: &str) -> Reply {
+    let (interaction, method, status) = if path.contains('/') {
+        ("update", Method::PUT, 200)
+    } else {
+        ("create", Method::POST, 201)
+    };
+    let prefer = format!("return={preference}");
+    let reply = fhir.submit(method, path, body, &[("prefer", prefer.as_str())]);
+    reply.expect(status, &format!("{interaction} {prefer}"));
+    reply
+}
+
+/// Asserts the OperationOutcome of `Prefer: return=OperationOutcome`: an information issue.
+fn assert_information(reply: &Reply) {
+    let outcome = reply.resource();
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+}
+
 #[test]
 fn prefer_return_minimal_representation_and_operation_outcome() {
     let fhir = Fhir::start();
 
-    let reply = fhir.post_with("Patient", &patient("Min"), &[("prefer", "return=minimal")]);
-    reply.expect(201, "create return=minimal");
+    let reply = prefer(&fhir, "Patient", &patient("Min"), "minimal");
     assert!(reply.text.is_empty(), "return=minimal: {:?}", reply.text);
     assert_eq!(reply.etag(), "W/\"1\"");
     assert!(reply.header("last-modified").is_some());
@@ -692,50 +524,33 @@ fn prefer_return_minimal_representation_and_operation_outcome() {
         .and_then(|rest| rest.strip_suffix("/_history/1"))
         .unwrap_or_else(|| panic!("Location {location:?}"))
         .to_string();
-    let stored = send(fhir.client.get(&location))
+    let stored = send(fhir.http.get(&location))
         .expect(200, "vread of the Location")
         .resource();
     assert_eq!(id_of(&stored), id);
     assert_same_content(&patient("Min"), &stored, "create return=minimal");
 
-    let reply = fhir.post_with(
-        "Patient",
-        &patient("Rep"),
-        &[("prefer", "return=representation")],
-    );
-    reply.expect(201, "create return=representation");
+    let reply = prefer(&fhir, "Patient", &patient("Rep"), "representation");
     let created = reply.resource();
     assert_same_content(&patient("Rep"), &created, "create return=representation");
 
-    let reply = fhir.post_with(
-        "Patient",
-        &patient("OO"),
-        &[("prefer", "return=OperationOutcome")],
-    );
-    reply.expect(201, "create return=OperationOutcome");
-    let outcome = reply.resource();
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
-    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+    let reply = prefer(&fhir, "Patient", &patient("OO"), "OperationOutcome");
+    assert_information(&reply);
     assert_eq!(reply.etag(), "W/\"1\"");
     let location = reply.header("location").expect("Location");
     assert!(location.starts_with(&prefix) && location.ends_with("/_history/1"));
 
     // The same preferences on update.
     let path = format!("Patient/{id}");
-    let reply = fhir.put_with(&path, &stored, &[("prefer", "return=minimal")]);
-    reply.expect(200, "update return=minimal");
+    let reply = prefer(&fhir, &path, &stored, "minimal");
     assert!(reply.text.is_empty(), "return=minimal: {:?}", reply.text);
     assert_eq!(reply.etag(), "W/\"2\"");
 
-    let reply = fhir.put_with(&path, &stored, &[("prefer", "return=OperationOutcome")]);
-    reply.expect(200, "update return=OperationOutcome");
-    let outcome = reply.resource();
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
-    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+    let reply = prefer(&fhir, &path, &stored, "OperationOutcome");
+    assert_information(&reply);
     assert_eq!(reply.etag(), "W/\"3\"");
 
-    let reply = fhir.put_with(&path, &stored, &[("prefer", "return=representation")]);
-    reply.expect(200, "update return=representation");
+    let reply = prefer(&fhir, &path, &stored, "representation");
     let v4 = reply.resource();
     assert_eq!(version_of(&v4), "4");
     assert_same_content(&stored, &v4, "update return=representation");
@@ -743,7 +558,7 @@ fn prefer_return_minimal_representation_and_operation_outcome() {
 
 #[test]
 fn synthea_resources_of_every_type_round_trip() {
-    let resources = common::synthea_resources("057aa36e");
+    let resources = synthea::resources("057aa36e");
     // The first two resources of every type in the bundle.
     let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for resource in resources {

@@ -3,142 +3,23 @@
 //! property test: arbitrary JSON-ish Patients are answered 201 or 400, never anything else.
 mod common;
 
-use common::{FHIR_JSON, TestServer};
+use common::FHIR_JSON;
+use common::fhir::{Fhir, assert_outcome_for, send, strip_server_fields};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use reqwest::blocking::{Client, RequestBuilder};
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::cell::Cell;
-
-const RESPONSE_CONTENT_TYPE: &str = "application/fhir+json; charset=utf-8";
 
 /// Issue codes for a body that cannot be parsed or has a bad structure.
 const STRUCTURE: &[&str] = &["structure", "invalid"];
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("header is not ASCII").to_string())
-    }
-
-    fn expect(&self, status: u16, what: &str) -> &Reply {
-        assert_eq!(
-            self.status, status,
-            "{what}: expected {status}, got {} with body {}",
-            self.status, self.text
-        );
-        self
-    }
-}
-
-fn send(request: RequestBuilder) -> Reply {
-    let response = request.send().expect("request failed");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().expect("read body");
-    Reply {
-        status,
-        headers,
-        text,
-    }
-}
-
-/// Asserts an error answer: `status`, the FHIR JSON content type, an OperationOutcome whose
-/// first issue is an error with one of `codes` and a diagnostics message. Returns the issue.
-fn assert_outcome(reply: &Reply, status: u16, codes: &[&str], what: &str) -> Value {
-    reply.expect(status, what);
-    assert_eq!(
-        reply.header("content-type").as_deref(),
-        Some(RESPONSE_CONTENT_TYPE),
-        "{what}: content type of {}",
-        reply.text
-    );
-    let outcome = reply.json();
-    assert_eq!(
-        outcome["resourceType"], "OperationOutcome",
-        "{what}: {outcome}"
-    );
-    let issue = &outcome["issue"][0];
-    assert_eq!(issue["severity"], "error", "{what}: {outcome}");
-    let code = issue["code"].as_str().expect("issue code");
+/// Asserts that no version at all has been written.
+fn assert_nothing_stored(fhir: &Fhir) {
+    let history = fhir.get("_history").expect(200, "system history").json();
     assert!(
-        codes.contains(&code),
-        "{what}: issue code {code:?} is not one of {codes:?}: {outcome}"
+        history["entry"].as_array().is_none_or(Vec::is_empty),
+        "nothing may have been stored: {history}"
     );
-    assert!(
-        issue["diagnostics"].as_str().is_some_and(|d| !d.is_empty()),
-        "{what}: no diagnostics: {outcome}"
-    );
-    issue.clone()
-}
-
-struct Fhir {
-    server: TestServer,
-    client: Client,
-}
-
-impl Fhir {
-    fn start() -> Fhir {
-        Fhir {
-            server: TestServer::start(),
-            client: common::client(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.server.url(path)
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        send(self.client.get(self.url(path)))
-    }
-
-    fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> Reply {
-        send(
-            self.client
-                .post(self.url(path))
-                .header("content-type", FHIR_JSON)
-                .body(body),
-        )
-    }
-
-    fn put_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> Reply {
-        send(
-            self.client
-                .put(self.url(path))
-                .header("content-type", FHIR_JSON)
-                .body(body),
-        )
-    }
-
-    fn create(&self, body: &Value) -> Value {
-        let kind = body["resourceType"].as_str().expect("type");
-        self.post_raw(kind, body.to_string())
-            .expect(201, "create")
-            .json()
-    }
-
-    /// Asserts that no version at all has been written.
-    fn assert_nothing_stored(&self) {
-        let history = self.get("_history").expect(200, "system history").json();
-        assert!(
-            history["entry"].as_array().is_none_or(Vec::is_empty),
-            "nothing may have been stored: {history}"
-        );
-    }
 }
 
 fn patient() -> Value {
@@ -160,20 +41,20 @@ fn malformed_json_is_400() {
         ),
     ];
     for (what, body) in bodies {
-        assert_outcome(
-            &fhir.post_raw("Patient", body.clone()),
+        assert_outcome_for(
+            &fhir.post("Patient", body.clone()),
             400,
             STRUCTURE,
             &format!("POST {what}"),
         );
-        assert_outcome(
-            &fhir.put_raw("Patient/p1", body),
+        assert_outcome_for(
+            &fhir.put("Patient/p1", body),
             400,
             STRUCTURE,
             &format!("PUT {what}"),
         );
     }
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
 }
 
 #[test]
@@ -192,20 +73,20 @@ fn body_that_is_not_a_resource_object_is_400() {
         json!({"resourceType": "DomainResource"}),
     ] {
         let what = format!("POST {body}");
-        assert_outcome(
-            &fhir.post_raw("Patient", body.to_string()),
+        assert_outcome_for(
+            &fhir.post("Patient", body.to_string()),
             400,
             STRUCTURE,
             &what,
         );
-        assert_outcome(
-            &fhir.put_raw("Patient/p1", body.to_string()),
+        assert_outcome_for(
+            &fhir.put("Patient/p1", body.to_string()),
             400,
             STRUCTURE,
             &format!("PUT {body}"),
         );
     }
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
 }
 
 #[test]
@@ -218,23 +99,23 @@ fn resource_type_differing_from_the_url_is_400() {
         "code": {"text": "weight"}
     });
     let codes = &["invalid", "structure", "value", "processing"];
-    assert_outcome(
-        &fhir.post_raw("Patient", observation.to_string()),
+    assert_outcome_for(
+        &fhir.post("Patient", observation.to_string()),
         400,
         codes,
         "POST Observation to Patient",
     );
-    assert_outcome(
-        &fhir.put_raw("Patient/x1", observation.to_string()),
+    assert_outcome_for(
+        &fhir.put("Patient/x1", observation.to_string()),
         400,
         codes,
         "PUT Observation to Patient/x1",
     );
-    assert_outcome(&fhir.get("Patient/x1"), 404, &["not-found"], "read");
-    assert_outcome(&fhir.get("Observation/x1"), 404, &["not-found"], "read");
-    fhir.assert_nothing_stored();
+    assert_outcome_for(&fhir.get("Patient/x1"), 404, &["not-found"], "read");
+    assert_outcome_for(&fhir.get("Observation/x1"), 404, &["not-found"], "read");
+    assert_nothing_stored(&fhir);
     // The same body is fine where it belongs.
-    fhir.put_raw("Observation/x1", observation.to_string())
+    fhir.put("Observation/x1", observation.to_string())
         .expect(201, "PUT Observation to Observation/x1");
 }
 
@@ -274,11 +155,12 @@ fn bad_elements_are_400_with_their_path() {
             body[key] = value.clone();
         }
         for (method, reply) in [
-            ("POST", fhir.post_raw("Patient", body.to_string())),
-            ("PUT", fhir.put_raw("Patient/p1", body.to_string())),
+            ("POST", fhir.post("Patient", body.to_string())),
+            ("PUT", fhir.put("Patient/p1", body.to_string())),
         ] {
             let what = format!("{method} {body}");
-            let issue = assert_outcome(&reply, 400, STRUCTURE, &what);
+            let outcome = assert_outcome_for(&reply, 400, STRUCTURE, &what);
+            let issue = &outcome["issue"][0];
             assert_eq!(
                 issue["expression"][0], expression,
                 "{what}: expression of {issue}"
@@ -287,15 +169,15 @@ fn bad_elements_are_400_with_their_path() {
     }
     // A missing required element (Observation.status).
     let observation = json!({"resourceType": "Observation", "code": {"text": "x"}});
-    assert_outcome(
-        &fhir.post_raw("Observation", observation.to_string()),
+    assert_outcome_for(
+        &fhir.post("Observation", observation.to_string()),
         400,
         &["structure", "invalid", "required"],
         "Observation without status",
     );
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
     // The same Patient without the problems is accepted.
-    fhir.post_raw("Patient", patient().to_string())
+    fhir.post("Patient", patient().to_string())
         .expect(201, "valid Patient");
 }
 
@@ -311,7 +193,7 @@ fn invalid_id_in_url_is_400() {
             format!("Patient/{id}/_history/1"),
             format!("Patient/{id}/_history"),
         ] {
-            assert_outcome(&fhir.get(&path), 400, codes, &format!("GET {path}"));
+            assert_outcome_for(&fhir.get(&path), 400, codes, &format!("GET {path}"));
         }
         let decoded = match id {
             "a%20b" => "a b".to_string(),
@@ -319,20 +201,20 @@ fn invalid_id_in_url_is_400() {
             other => other.to_string(),
         };
         let body = json!({"resourceType": "Patient", "id": decoded});
-        assert_outcome(
-            &fhir.put_raw(&format!("Patient/{id}"), body.to_string()),
+        assert_outcome_for(
+            &fhir.put(&format!("Patient/{id}"), body.to_string()),
             400,
             codes,
             &format!("PUT Patient/{id}"),
         );
-        assert_outcome(
-            &send(fhir.client.delete(fhir.url(&format!("Patient/{id}")))),
+        assert_outcome_for(
+            &fhir.delete(&format!("Patient/{id}")),
             400,
             codes,
             &format!("DELETE Patient/{id}"),
         );
     }
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
 }
 
 #[test]
@@ -349,58 +231,44 @@ fn unknown_resource_type_in_url_is_404() {
         "Foo/_history",
         "Foo",
     ] {
-        assert_outcome(&fhir.get(path), 404, codes, &format!("GET {path}"));
+        assert_outcome_for(&fhir.get(path), 404, codes, &format!("GET {path}"));
     }
     let body = json!({"resourceType": "Patient", "id": "1"});
-    assert_outcome(
-        &fhir.post_raw("Foo", body.to_string()),
-        404,
-        codes,
-        "POST Foo",
-    );
-    assert_outcome(
-        &fhir.put_raw("Foo/1", body.to_string()),
+    assert_outcome_for(&fhir.post("Foo", body.to_string()), 404, codes, "POST Foo");
+    assert_outcome_for(
+        &fhir.put("Foo/1", body.to_string()),
         404,
         codes,
         "PUT Foo/1",
     );
-    assert_outcome(
-        &send(fhir.client.delete(fhir.url("Foo/1"))),
-        404,
-        codes,
-        "DELETE Foo/1",
-    );
-    fhir.assert_nothing_stored();
+    assert_outcome_for(&fhir.delete("Foo/1"), 404, codes, "DELETE Foo/1");
+    assert_nothing_stored(&fhir);
 }
 
 #[test]
 fn xml_only_accept_or_format_is_406() {
     let fhir = Fhir::start();
-    let created = fhir.create(&patient());
+    let created = fhir
+        .post("Patient", &patient())
+        .expect(201, "create")
+        .json();
     let path = format!("Patient/{}", created["id"].as_str().expect("id"));
-    let url = fhir.url(&path);
     for accept in ["application/fhir+xml", "application/xml"] {
-        assert_outcome(
-            &send(fhir.client.get(&url).header("accept", accept)),
+        assert_outcome_for(
+            &fhir.get_with(&path, &[("accept", accept)]),
             406,
             &["not-supported"],
             &format!("Accept: {accept}"),
         );
     }
-    assert_outcome(
-        &send(fhir.client.get(format!("{url}?_format=xml"))),
+    assert_outcome_for(
+        &fhir.get(&format!("{path}?_format=xml")),
         406,
         &["not-supported"],
         "_format=xml",
     );
-    assert_outcome(
-        &send(
-            fhir.client
-                .post(fhir.url("Patient"))
-                .header("content-type", FHIR_JSON)
-                .header("accept", "application/fhir+xml")
-                .body(patient().to_string()),
-        ),
+    assert_outcome_for(
+        &fhir.post_with("Patient", &patient(), &[("accept", "application/fhir+xml")]),
         406,
         &["not-supported"],
         "POST with Accept: application/fhir+xml",
@@ -413,11 +281,11 @@ fn xml_only_accept_or_format_is_406() {
         "application/fhir+json; charset=utf-8",
         "application/fhir+xml, application/fhir+json;q=0.9",
     ] {
-        send(fhir.client.get(&url).header("accept", accept))
+        fhir.get_with(&path, &[("accept", accept)])
             .expect(200, &format!("Accept: {accept}"));
     }
     for format in ["json", "application/fhir+json", "application/json"] {
-        send(fhir.client.get(&url).query(&[("_format", format)]))
+        fhir.get_query(&path, &[("_format", format)])
             .expect(200, &format!("_format={format}"));
     }
 }
@@ -434,10 +302,10 @@ fn xml_or_text_content_type_is_415() {
         ("text/plain; charset=utf-8", json_body.as_str()),
     ] {
         for (method, request) in [
-            ("POST", fhir.client.post(fhir.url("Patient"))),
-            ("PUT", fhir.client.put(fhir.url("Patient/p1"))),
+            ("POST", fhir.http.post(fhir.url("Patient"))),
+            ("PUT", fhir.http.put(fhir.url("Patient/p1"))),
         ] {
-            assert_outcome(
+            assert_outcome_for(
                 &send(
                     request
                         .header("content-type", content_type)
@@ -449,14 +317,10 @@ fn xml_or_text_content_type_is_415() {
             );
         }
     }
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
     // Missing, application/json and application/fhir+json (with or without charset) are fine.
-    send(
-        fhir.client
-            .post(fhir.url("Patient"))
-            .body(json_body.clone()),
-    )
-    .expect(201, "no Content-Type");
+    send(fhir.http.post(fhir.url("Patient")).body(json_body.clone()))
+        .expect(201, "no Content-Type");
     for content_type in [
         "application/json",
         "application/fhir+json",
@@ -464,7 +328,7 @@ fn xml_or_text_content_type_is_415() {
         "application/json;charset=UTF-8",
     ] {
         send(
-            fhir.client
+            fhir.http
                 .post(fhir.url("Patient"))
                 .header("content-type", content_type)
                 .body(json_body.clone()),
@@ -476,8 +340,7 @@ fn xml_or_text_content_type_is_415() {
 #[test]
 fn body_over_max_body_is_413() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_on(&temp.path().join("data"), &["--max-body", "1000"]);
-    let client = common::client();
+    let fhir = Fhir::on(&temp.path().join("data"), &["--max-body", "1000"]);
     let sized = |size: usize| {
         let mut body = json!({"resourceType": "Patient", "id": "big", "name": [{"family": ""}]});
         let filler = size - body.to_string().len();
@@ -487,71 +350,39 @@ fn body_over_max_body_is_413() {
         text
     };
     let big = sized(2000);
-    assert_outcome(
-        &send(
-            client
-                .post(server.url("Patient"))
-                .header("content-type", FHIR_JSON)
-                .body(big.clone()),
-        ),
+    assert_outcome_for(
+        &fhir.post("Patient", big.clone()),
         413,
         &["too-long"],
         "POST of 2000 bytes",
     );
-    assert_outcome(
-        &send(
-            client
-                .put(server.url("Patient/big"))
-                .header("content-type", FHIR_JSON)
-                .body(big.clone()),
-        ),
+    assert_outcome_for(
+        &fhir.put("Patient/big", big.clone()),
         413,
         &["too-long"],
         "PUT of 2000 bytes",
     );
     // Just over and just under the limit.
-    assert_outcome(
-        &send(
-            client
-                .post(server.url("Patient"))
-                .header("content-type", FHIR_JSON)
-                .body(sized(1001)),
-        ),
+    assert_outcome_for(
+        &fhir.post("Patient", sized(1001)),
         413,
         &["too-long"],
         "POST of 1001 bytes",
     );
     let stored = |expected: usize| {
-        let history = send(client.get(server.url("_history")))
-            .expect(200, "history")
-            .json();
+        let history = fhir.get("_history").expect(200, "history").json();
         let count = history["entry"].as_array().map_or(0, Vec::len);
         assert_eq!(count, expected, "versions stored: {history}");
     };
     stored(0);
-    send(
-        client
-            .post(server.url("Patient"))
-            .header("content-type", FHIR_JSON)
-            .body(sized(1000)),
-    )
-    .expect(201, "POST of 1000 bytes");
-    send(
-        client
-            .put(server.url("Patient/big"))
-            .header("content-type", FHIR_JSON)
-            .body(sized(900)),
-    )
-    .expect(201, "PUT of 900 bytes");
+    fhir.post("Patient", sized(1000))
+        .expect(201, "POST of 1000 bytes");
+    fhir.put("Patient/big", sized(900))
+        .expect(201, "PUT of 900 bytes");
     // Without Content-Length (chunked transfer encoding).
     let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(big.into_bytes()));
-    assert_outcome(
-        &send(
-            client
-                .post(server.url("Patient"))
-                .header("content-type", FHIR_JSON)
-                .body(chunked),
-        ),
+    assert_outcome_for(
+        &fhir.post("Patient", chunked),
         413,
         &["too-long"],
         "chunked POST of 2000 bytes",
@@ -571,19 +402,14 @@ fn unsupported_method_is_405() {
         (reqwest::Method::POST, "Patient/p1"),
     ];
     for (method, path) in cases {
-        let request = fhir
-            .client
-            .request(method.clone(), fhir.url(path))
-            .header("content-type", FHIR_JSON)
-            .body(patient().to_string());
-        assert_outcome(
-            &send(request),
+        assert_outcome_for(
+            &fhir.submit(method.clone(), path, patient().to_string(), &[]),
             405,
             &["not-supported", "processing"],
             &format!("{method} {path}"),
         );
     }
-    fhir.assert_nothing_stored();
+    assert_nothing_stored(&fhir);
 }
 
 #[test]
@@ -595,8 +421,8 @@ fn unknown_path_is_404() {
         format!("{}/nothing/here", fhir.server.origin),
         format!("{}/fhirx/Patient/p1", fhir.server.origin),
     ] {
-        assert_outcome(
-            &send(fhir.client.get(&url)),
+        assert_outcome_for(
+            &send(fhir.http.get(&url)),
             404,
             &["not-found"],
             &format!("GET {url}"),
@@ -607,26 +433,20 @@ fn unknown_path_is_404() {
 #[test]
 fn not_found_gone_and_version_conflict() {
     let fhir = Fhir::start();
-    assert_outcome(&fhir.get("Patient/p1"), 404, &["not-found"], "read");
-    assert_outcome(
+    assert_outcome_for(&fhir.get("Patient/p1"), 404, &["not-found"], "read");
+    assert_outcome_for(
         &fhir.get("Patient/p1/_history/1"),
         404,
         &["not-found"],
         "vread",
     );
-    fhir.put_raw("Patient/p1", patient().to_string())
+    fhir.put("Patient/p1", patient().to_string())
         .expect(201, "create");
-    let reply = send(
-        fhir.client
-            .put(fhir.url("Patient/p1"))
-            .header("content-type", FHIR_JSON)
-            .header("if-match", "W/\"5\"")
-            .body(patient().to_string()),
-    );
-    assert_outcome(&reply, 412, &["conflict"], "stale If-Match");
-    send(fhir.client.delete(fhir.url("Patient/p1"))).expect(204, "delete");
-    assert_outcome(&fhir.get("Patient/p1"), 410, &["deleted"], "read deleted");
-    assert_outcome(
+    let reply = fhir.put_with("Patient/p1", &patient(), &[("if-match", "W/\"5\"")]);
+    assert_outcome_for(&reply, 412, &["conflict"], "stale If-Match");
+    fhir.delete("Patient/p1").expect(204, "delete");
+    assert_outcome_for(&fhir.get("Patient/p1"), 410, &["deleted"], "read deleted");
+    assert_outcome_for(
         &fhir.get("Patient/p1/_history/2"),
         410,
         &["deleted"],
@@ -637,40 +457,32 @@ fn not_found_gone_and_version_conflict() {
 #[test]
 fn conditional_interactions_and_search_are_501() {
     let fhir = Fhir::start();
-    let created = fhir.create(&patient());
+    let created = fhir
+        .post("Patient", &patient())
+        .expect(201, "create")
+        .json();
     let mut body = patient();
     body.as_object_mut().expect("object").remove("id");
-    assert_outcome(
-        &send(
-            fhir.client
-                .put(fhir.url("Patient?identifier=x"))
-                .header("content-type", FHIR_JSON)
-                .body(body.to_string()),
-        ),
+    assert_outcome_for(
+        &fhir.put("Patient?identifier=x", &body),
         501,
         &["not-supported"],
         "conditional update",
     );
-    assert_outcome(
-        &send(fhir.client.delete(fhir.url("Patient?identifier=x"))),
+    assert_outcome_for(
+        &fhir.delete("Patient?identifier=x"),
         501,
         &["not-supported"],
         "conditional delete",
     );
-    assert_outcome(
-        &send(
-            fhir.client
-                .post(fhir.url("Patient"))
-                .header("content-type", FHIR_JSON)
-                .header("if-none-exist", "identifier=x")
-                .body(body.to_string()),
-        ),
+    assert_outcome_for(
+        &fhir.post_with("Patient", &body, &[("if-none-exist", "identifier=x")]),
         501,
         &["not-supported"],
         "If-None-Exist",
     );
     for path in ["Patient", "Patient?name=Shape"] {
-        assert_outcome(
+        assert_outcome_for(
             &fhir.get(path),
             501,
             &["not-supported"],
@@ -766,21 +578,6 @@ fn patient_text() -> impl Strategy<Value = (Value, Option<prop::sample::Index>)>
         })
 }
 
-fn strip_server_fields(resource: &Value) -> Value {
-    let mut resource = resource.clone();
-    if let Some(object) = resource.as_object_mut() {
-        object.remove("id");
-        if let Some(meta) = object.get_mut("meta").and_then(Value::as_object_mut) {
-            meta.remove("versionId");
-            meta.remove("lastUpdated");
-            if meta.is_empty() {
-                object.remove("meta");
-            }
-        }
-    }
-    resource
-}
-
 #[test]
 fn arbitrary_patients_are_answered_201_or_400() {
     let fhir = Fhir::start();
@@ -802,7 +599,7 @@ fn arbitrary_patients_are_answered_201_or_400() {
             text.truncate(at);
         }
         let response = fhir
-            .client
+            .http
             .post(fhir.url("Patient"))
             .header("content-type", FHIR_JSON)
             .body(text.clone())

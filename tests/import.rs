@@ -3,7 +3,8 @@
 //! server running; a server started on that directory afterwards serves what was stored.
 mod common;
 
-use common::TestServer;
+use common::fhir::{Fhir, check_references, type_and_id, without_server_meta};
+use common::synthea;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
@@ -102,82 +103,35 @@ fn assert_rejections(output: &Output, prefixes: &[String]) {
     }
 }
 
-/// A server on `data` (kept) and a client.
-struct Fhir {
-    server: TestServer,
-    client: reqwest::blocking::Client,
+/// Asserts that `fhir import` succeeded.
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "status {:?}; stderr: {}",
+        output.status,
+        stderr(output)
+    );
 }
 
-impl Fhir {
-    fn on(data: &Path) -> Fhir {
-        Fhir {
-            server: TestServer::start_on(data, &[]),
-            client: common::client(),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.server.url(path)).send().expect("GET");
-        let status = response.status().as_u16();
-        let text = response.text().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn read(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Every version in the system history (newest first), following `next` links.
-    fn system_history(&self) -> Vec<Value> {
-        let mut url = self.server.url("_history?_count=1000");
-        let mut entries = Vec::new();
-        loop {
-            let page: Value = self
-                .client
-                .get(&url)
-                .send()
-                .expect("history")
-                .json()
-                .expect("history JSON");
-            assert_eq!(page["type"], "history", "{page}");
-            entries.extend(page["entry"].as_array().into_iter().flatten().cloned());
-            let next = page["link"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|link| link["relation"] == "next")
-                .map(|link| link["url"].as_str().expect("url").to_string());
-            match next {
-                Some(next) => url = next,
-                None => return entries,
-            }
-        }
-    }
-}
-
-fn type_and_id(resource: &Value) -> String {
-    format!(
-        "{}/{}",
-        resource["resourceType"].as_str().expect("resourceType"),
-        resource["id"].as_str().expect("id")
-    )
+/// GET of a resource that must be there (200), as JSON.
+fn read(fhir: &Fhir, path: &str) -> Value {
+    fhir.get(path).expect(200, &format!("GET {path}")).json()
 }
 
 /// Asserts that the server stored `sent` under its own id, unchanged but for the version
 /// metadata.
 fn assert_stored_as_sent(fhir: &Fhir, sent: &Value) {
     let at = type_and_id(sent);
-    let mut stored = fhir.read(&at);
+    let stored = read(fhir, &at);
     assert_eq!(stored["meta"]["versionId"], "1", "{at}");
-    let meta = stored["meta"].as_object_mut().expect("meta");
-    meta.remove("versionId");
-    meta.remove("lastUpdated");
-    if meta.is_empty() {
-        stored.as_object_mut().unwrap().remove("meta");
-    }
-    assert_eq!(&stored, sent, "{at} as stored");
+    assert_eq!(&without_server_meta(&stored), sent, "{at} as stored");
+}
+
+/// Creates the directory `name` in `parent` and returns its path.
+fn new_dir(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    dir
 }
 
 fn gzip(path: &Path, text: &str) {
@@ -209,7 +163,7 @@ fn ndjson_import_stores_good_lines_and_names_the_bad_ones() {
     let file = temp.path().join("resources.ndjson");
 
     // 30 real resources of several types; every third one without an id.
-    let mut resources = common::synthea_resources("057aa36e");
+    let mut resources = synthea::resources("057aa36e");
     resources.truncate(30);
     let mut with_ids = Vec::new();
     for (index, resource) in resources.iter_mut().enumerate() {
@@ -246,12 +200,12 @@ fn ndjson_import_stores_good_lines_and_names_the_bad_ones() {
     );
     assert_eq!(summary(&output), (30, 1, 2, 0));
 
-    let fhir = Fhir::on(&data);
+    let fhir = Fhir::on(&data, &[]);
     for resource in &with_ids {
         assert_stored_as_sent(&fhir, resource);
     }
-    assert_eq!(fhir.get("Patient/unknown-element").0, 404);
-    assert_eq!(fhir.get("Patient/broken").0, 404);
+    assert_eq!(fhir.get("Patient/unknown-element").status, 404);
+    assert_eq!(fhir.get("Patient/broken").status, 404);
     let history = fhir.system_history();
     assert_eq!(history.len(), 30, "one version per good line");
     let named: HashSet<String> = with_ids.iter().map(type_and_id).collect();
@@ -262,7 +216,7 @@ fn ndjson_import_stores_good_lines_and_names_the_bad_ones() {
         .collect();
     assert_eq!(anonymous.len(), 10, "the lines without ids got new ids");
     for resource in anonymous {
-        fhir.read(&type_and_id(resource));
+        read(&fhir, &type_and_id(resource));
     }
     // Last, so that the stored data is checked even when this fails.
     let path = file.display().to_string();
@@ -285,8 +239,7 @@ fn ndjson_import_stores_good_lines_and_names_the_bad_ones() {
 fn gzipped_ndjson_collection_bundles_and_directories_import() {
     let temp = tempfile::tempdir().expect("temp dir");
     let data = temp.path().join("data");
-    let dir = temp.path().join("input");
-    std::fs::create_dir(&dir).unwrap();
+    let dir = new_dir(temp.path(), "input");
 
     let gz_resources: Vec<Value> = (0..5)
         .map(|i| patient(&format!("gz-{i}"), &format!("Gz{i}")))
@@ -322,12 +275,7 @@ fn gzipped_ndjson_collection_bundles_and_directories_import() {
     std::fs::write(dir.join("notes.txt"), "not FHIR at all").unwrap();
 
     let output = import(&data, &[&dir]);
-    assert!(
-        output.status.success(),
-        "status {:?}; stderr: {}",
-        output.status,
-        stderr(&output)
-    );
+    assert_success(&output);
     assert_rejections(&output, &[]);
     assert_eq!(summary(&output), (11, 4, 0, 0));
 
@@ -336,10 +284,10 @@ fn gzipped_ndjson_collection_bundles_and_directories_import() {
     let more_resources = vec![patient("more-1", "More")];
     gzip(&more, &ndjson(&more_resources));
     let output = import(&data, &[&more]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_success(&output);
     assert_eq!(summary(&output), (1, 1, 0, 0));
 
-    let fhir = Fhir::on(&data);
+    let fhir = Fhir::on(&data, &[]);
     for resource in gz_resources
         .iter()
         .chain(&collection_resources)
@@ -390,7 +338,7 @@ fn batch_and_transaction_bundle_files_are_processed_like_post_fhir() {
     let transaction_file = temp.path().join("transaction.json");
     std::fs::write(&transaction_file, transaction.to_string()).unwrap();
     let output = import(&data, &[&transaction_file]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_success(&output);
     assert_eq!(summary(&output), (3, 1, 0, 0));
 
     // A batch with a bad entry: the others are stored, the bad one is named.
@@ -430,7 +378,7 @@ fn batch_and_transaction_bundle_files_are_processed_like_post_fhir() {
     assert_eq!((stored, files), (0, 1));
     assert!(rejected_resources + rejected_files >= 1);
 
-    let fhir = Fhir::on(&data);
+    let fhir = Fhir::on(&data, &[]);
     let history = fhir.system_history();
     assert_eq!(history.len(), 5, "3 from the transaction, 2 from the batch");
     let stored: HashMap<String, Value> = history
@@ -444,7 +392,7 @@ fn batch_and_transaction_bundle_files_are_processed_like_post_fhir() {
     let subject = observation["subject"]["reference"].as_str().unwrap();
     assert!(subject.starts_with("Patient/"), "{subject}");
     assert_eq!(
-        fhir.read(subject)["name"][0]["family"],
+        read(&fhir, subject)["name"][0]["family"],
         "Transacted",
         "the urn:uuid reference names the created Patient"
     );
@@ -452,7 +400,7 @@ fn batch_and_transaction_bundle_files_are_processed_like_post_fhir() {
     assert_stored_as_sent(&fhir, &patient("batch-1", "B1"));
     assert_stored_as_sent(&fhir, &patient("batch-3", "B3"));
     for absent in ["Patient/batch-bad", "Patient/tx-1", "Patient/tx-2"] {
-        assert_eq!(fhir.get(absent).0, 404, "{absent}");
+        assert_eq!(fhir.get(absent).status, 404, "{absent}");
     }
     // Last, so that the stored data is checked even when this fails.
     assert_rejections(
@@ -470,132 +418,32 @@ fn batch_and_transaction_bundle_files_are_processed_like_post_fhir() {
     );
 }
 
-// --- A Synthea patient with its conditional references resolved (as in tests/bundle.rs). ---
-
-fn synthea_bundle(file_prefix: &str) -> Value {
-    let dir = common::shared_dir().join("data/synthea");
-    let path = std::fs::read_dir(&dir)
-        .expect("../shared/data/synthea")
-        .map(|e| e.expect("dir entry").path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(file_prefix))
-        })
-        .unwrap_or_else(|| panic!("no Synthea file {file_prefix}*"));
-    let file = std::fs::File::open(path).expect("open bundle");
-    serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json")
-}
-
-/// Every `reference` string in `value`.
-fn references(value: &Value) -> Vec<String> {
-    fn walk(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(object) => {
-                for (key, member) in object {
-                    match (key.as_str(), member) {
-                        ("reference", Value::String(text)) => out.push(text.clone()),
-                        _ => walk(member, out),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, &mut out);
-    out
-}
-
-fn map_references(value: &mut Value, map: &mut dyn FnMut(&str) -> Option<String>) {
-    match value {
-        Value::Object(object) => {
-            for (key, member) in object.iter_mut() {
-                match (key.as_str(), member) {
-                    ("reference", Value::String(text)) => {
-                        if let Some(new) = map(text) {
-                            *text = new;
-                        }
-                    }
-                    (_, member) => map_references(member, map),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|item| map_references(item, map)),
-        _ => {}
-    }
-}
-
-/// Synthea's Organizations, Locations and Practitioners as a transaction of `PUT Type/id`,
-/// and a copy of the patient bundle whose conditional references name them as `Type/id`.
-fn synthea_transactions(patient_prefix: &str) -> (Value, Value) {
-    let mut entries = Vec::new();
-    let mut by_identifier = HashMap::new();
-    for file in ["0-hospitalInformation", "0-practitionerInformation"] {
-        for entry in synthea_bundle(file)["entry"].as_array().expect("entries") {
-            let resource = &entry["resource"];
-            let kind = resource["resourceType"].as_str().expect("type");
-            if !["Organization", "Location", "Practitioner"].contains(&kind) {
-                continue;
-            }
-            let at = type_and_id(resource);
-            for identifier in resource["identifier"].as_array().into_iter().flatten() {
-                if let (Some(system), Some(value)) =
-                    (identifier["system"].as_str(), identifier["value"].as_str())
-                {
-                    by_identifier.insert(format!("{kind}?identifier={system}|{value}"), at.clone());
-                }
-            }
-            entries.push(json!({
-                "fullUrl": entry["fullUrl"],
-                "resource": resource,
-                "request": {"method": "PUT", "url": at}
-            }));
-        }
-    }
-    let providers = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-    let mut patient = synthea_bundle(patient_prefix);
-    let mut unresolved = HashSet::new();
-    map_references(&mut patient, &mut |reference| {
-        if !reference.contains('?') {
-            return None;
-        }
-        let target = by_identifier.get(reference).cloned();
-        if target.is_none() {
-            unresolved.insert(reference.to_string());
-        }
-        target
-    });
-    assert!(unresolved.is_empty(), "unresolved: {unresolved:?}");
-    (providers, patient)
-}
-
 #[test]
 fn synthea_transaction_files_import_with_references_rewritten() {
     let temp = tempfile::tempdir().expect("temp dir");
     let data = temp.path().join("data");
-    let dir = temp.path().join("synthea");
-    std::fs::create_dir(&dir).unwrap();
-    let (providers, patient) = synthea_transactions("057aa36e");
+    let dir = new_dir(temp.path(), "synthea");
+    // Synthea's Organizations, Locations and Practitioners as a transaction of `PUT Type/id`,
+    // and the patient bundle with its conditional references naming them as `Type/id`.
+    let synthea::Providers {
+        transaction: providers,
+        targets,
+    } = synthea::referenced_providers();
+    let mut patient = synthea::bundle("057aa36e");
+    synthea::resolve(&mut patient, &targets);
     let provider_count = providers["entry"].as_array().unwrap().len();
     let patient_count = patient["entry"].as_array().unwrap().len();
     std::fs::write(dir.join("0-providers.json"), providers.to_string()).unwrap();
     gzip(&dir.join("1-patient.json.gz"), &patient.to_string());
 
     let output = import(&data, &[&dir]);
-    assert!(
-        output.status.success(),
-        "status {:?}; stderr: {}",
-        output.status,
-        stderr(&output)
-    );
+    assert_success(&output);
     assert_eq!(
         summary(&output),
         ((provider_count + patient_count) as u64, 2, 0, 0)
     );
 
-    let fhir = Fhir::on(&data);
+    let fhir = Fhir::on(&data, &[]);
     let history = fhir.system_history();
     assert_eq!(history.len(), provider_count + patient_count);
     let stored: HashMap<String, &Value> = history
@@ -619,44 +467,27 @@ fn synthea_transaction_files_import_with_references_rewritten() {
     }
     let mut checked = 0;
     for (at, resource) in &stored {
-        // No reference still points at a urn (a document's urn:uuid identifier stays).
-        let text = resource.to_string();
-        assert!(
-            references(resource).iter().all(|r| !r.starts_with("urn:")),
-            "{at} keeps a urn reference: {}",
-            &text[..text.len().min(2000)]
-        );
-        let contained: HashSet<String> = resource["contained"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["id"].as_str().map(|id| format!("#{id}")))
-            .collect();
-        for reference in references(resource) {
-            checked += 1;
-            if reference.starts_with('#') {
-                assert!(contained.contains(&reference), "{at}: {reference}");
-            } else {
-                assert!(
-                    stored.contains_key(&reference),
-                    "{at}: reference {reference} names nothing stored"
-                );
-            }
-        }
+        // No reference points at a urn any more, and every one names something stored.
+        checked += check_references(resource, at, |reference| {
+            assert!(
+                stored.contains_key(reference),
+                "{at}: reference {reference} names nothing stored"
+            );
+        });
         if resource["resourceType"] == "Observation" {
             assert_eq!(resource["subject"]["reference"], json!(patients[0]), "{at}");
         }
     }
     assert!(checked > 5000, "{checked} references checked");
     // What the history shows is what a read returns.
-    fhir.read(patients[0]);
+    read(&fhir, patients[0]);
 }
 
 #[test]
 fn import_refuses_a_data_directory_a_server_holds() {
     let temp = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = temp.path().join("data");
-    let fhir = Fhir::on(&data);
+    let fhir = Fhir::on(&data, &[]);
     let file = temp.path().join("one.ndjson");
     std::fs::write(&file, ndjson(&[patient("locked-1", "Locked")])).unwrap();
 
@@ -671,6 +502,6 @@ fn import_refuses_a_data_directory_a_server_holds() {
         message.to_lowercase().contains("lock"),
         "the message should mention the lock: {message}"
     );
-    assert_eq!(fhir.get("Patient/locked-1").0, 404);
+    assert_eq!(fhir.get("Patient/locked-1").status, 404);
     assert!(fhir.system_history().is_empty());
 }

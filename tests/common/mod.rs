@@ -1,7 +1,9 @@
 //! The harness every integration test shares: a real `fhirlake serve` child process on a free
-//! 127.0.0.1 port with its own temporary data directory, stopped when the test ends.
+//! 127.0.0.1 port with its own temporary data directory, stopped when the test ends; [`fhir`],
+//! the HTTP client and checks the tests drive it with; [`synthea`], the shared Synthea data.
 #![allow(dead_code)]
 
+pub mod fhir;
 pub mod synthea;
 
 use std::io::{BufRead, BufReader};
@@ -103,29 +105,6 @@ pub fn client() -> reqwest::blocking::Client {
 }
 
 pub const FHIR_JSON: &str = "application/fhir+json";
-
-/// Every resource of one Synthea bundle from `../shared/data/synthea`, as JSON values.
-pub fn synthea_resources(file_prefix: &str) -> Vec<serde_json::Value> {
-    let dir = shared_dir().join("data/synthea");
-    let path = std::fs::read_dir(&dir)
-        .expect("../shared/data/synthea")
-        .map(|e| e.expect("dir entry").path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(file_prefix))
-        })
-        .expect("synthea bundle");
-    let file = std::fs::File::open(path).expect("open bundle");
-    let bundle: serde_json::Value =
-        serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json");
-    bundle["entry"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["resource"].clone())
-        .collect()
-}
 
 /// `../shared`, beside the repository.
 pub fn shared_dir() -> PathBuf {

@@ -4,19 +4,31 @@
 //! references (`Practitioner?identifier=system|value`), which need search; the two batch
 //! bundles (`0-hospitalInformation*`, `0-practitionerInformation*`) create those with
 //! `ifNoneExist`, which needs search too. [`load`] resolves both by a plain scan: the shared
-//! resources become one transaction of `PUT Type/id` entries, and each conditional reference in
-//! the patient bundles is replaced by the `Type/id` whose identifier matches.
+//! resources become one transaction of `PUT Type/id` entries ([`providers`]), and each
+//! conditional reference in the patient bundles is replaced by the `Type/id` whose identifier
+//! matches ([`resolve`]).
 #![allow(dead_code)]
 
+use super::fhir::{map_references, type_and_id};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 pub struct Synthea {
-    /// A transaction Bundle that PUTs every Organization, Location and Practitioner.
+    /// A transaction Bundle that PUTs every shared resource (Organizations, Locations,
+    /// Practitioners and PractitionerRoles).
     pub shared: Value,
     /// The patient transaction Bundles, conditional references resolved, with their file names.
     pub patients: Vec<(String, Value)>,
+}
+
+/// The resources of the shared batch bundles (`0-*`).
+pub struct Providers {
+    /// A transaction Bundle that PUTs each of them as `Type/id` (their `fullUrl` kept).
+    pub transaction: Value,
+    /// Each conditional reference `Type?identifier=system|value` that can name one of them ->
+    /// its `Type/id`.
+    pub targets: HashMap<String, String>,
 }
 
 fn files() -> Vec<PathBuf> {
@@ -29,69 +41,121 @@ fn files() -> Vec<PathBuf> {
     files
 }
 
-pub fn read_bundle(path: &std::path::Path) -> Value {
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Whether `path` is one of the shared batch bundles rather than a patient bundle.
+fn is_shared(path: &Path) -> bool {
+    file_name(path).starts_with("0-")
+}
+
+pub fn read_bundle(path: &Path) -> Value {
     let file = std::fs::File::open(path).expect("open bundle");
     serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("bundle json")
 }
 
-/// The shared resources and up to `max_patients` patient bundles (all when None), resolved.
-pub fn load(max_patients: Option<usize>) -> Synthea {
-    let (shared_files, patient_files): (Vec<PathBuf>, Vec<PathBuf>) = files()
+/// The Synthea file whose name starts with `file_prefix`.
+pub fn path(file_prefix: &str) -> PathBuf {
+    files()
         .into_iter()
-        .partition(|p| p.file_name().unwrap().to_string_lossy().starts_with("0-"));
+        .find(|p| file_name(p).starts_with(file_prefix))
+        .unwrap_or_else(|| panic!("no Synthea file {file_prefix}*"))
+}
+
+/// The whole Bundle of the Synthea file whose name starts with `file_prefix`, as it is.
+pub fn bundle(file_prefix: &str) -> Value {
+    read_bundle(&path(file_prefix))
+}
+
+/// Every resource of one Synthea bundle, as JSON values.
+pub fn resources(file_prefix: &str) -> Vec<Value> {
+    bundle(file_prefix)["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// The resources of the shared batch bundles whose type `keep` accepts.
+pub fn providers(keep: impl Fn(&str) -> bool) -> Providers {
     let mut targets = HashMap::new();
     let mut entries = Vec::new();
-    for path in shared_files {
-        for entry in read_bundle(&path)["entry"].as_array().expect("entries") {
+    for path in files().into_iter().filter(|p| is_shared(p)) {
+        let batch = read_bundle(&path);
+        assert_eq!(batch["type"], "batch", "{}", path.display());
+        for entry in batch["entry"].as_array().expect("entries") {
             let resource = &entry["resource"];
-            let kind = resource["resourceType"].as_str().unwrap();
-            let id = resource["id"].as_str().unwrap();
+            let kind = resource["resourceType"].as_str().expect("type");
+            if !keep(kind) {
+                continue;
+            }
+            let at = type_and_id(resource);
             for identifier in resource["identifier"].as_array().into_iter().flatten() {
-                let key = format!(
-                    "{kind}?identifier={}|{}",
-                    identifier["system"].as_str().unwrap_or(""),
-                    identifier["value"].as_str().unwrap_or("")
-                );
-                targets.insert(key, format!("{kind}/{id}"));
+                if let (Some(system), Some(value)) =
+                    (identifier["system"].as_str(), identifier["value"].as_str())
+                {
+                    targets.insert(format!("{kind}?identifier={system}|{value}"), at.clone());
+                }
             }
             entries.push(json!({
+                "fullUrl": entry["fullUrl"],
                 "resource": resource,
-                "request": {"method": "PUT", "url": format!("{kind}/{id}")},
+                "request": {"method": "PUT", "url": at},
             }));
         }
     }
-    let shared = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-    let patients = patient_files
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    Providers {
+        transaction,
+        targets,
+    }
+}
+
+/// The Organizations, Locations and Practitioners: the resources that patient bundles name by
+/// conditional references.
+pub fn referenced_providers() -> Providers {
+    providers(|kind| ["Organization", "Location", "Practitioner"].contains(&kind))
+}
+
+/// The shared resources and up to `max_patients` patient bundles (all when None), resolved.
+pub fn load(max_patients: Option<usize>) -> Synthea {
+    let providers = providers(|_| true);
+    let patients = files()
         .into_iter()
+        .filter(|p| !is_shared(p))
         .take(max_patients.unwrap_or(usize::MAX))
         .map(|path| {
             let mut bundle = read_bundle(&path);
-            resolve(&mut bundle, &targets);
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, bundle)
+            resolve(&mut bundle, &providers.targets);
+            (file_name(&path), bundle)
         })
         .collect();
-    Synthea { shared, patients }
+    Synthea {
+        shared: providers.transaction,
+        patients,
+    }
 }
 
-fn resolve(value: &mut Value, targets: &HashMap<String, String>) {
-    match value {
-        Value::Object(object) => {
-            for (key, member) in object.iter_mut() {
-                match member {
-                    Value::String(reference) if key == "reference" && reference.contains('?') => {
-                        *reference = targets
-                            .get(reference.as_str())
-                            .unwrap_or_else(|| panic!("unresolved {reference}"))
-                            .clone();
-                    }
-                    member => resolve(member, targets),
-                }
-            }
+/// Replaces every conditional reference (`Type?criteria`) in `value` by the `Type/id` that
+/// `targets` gives for it; asserts that every one is resolved.
+pub fn resolve(value: &mut Value, targets: &HashMap<String, String>) {
+    let mut unresolved = BTreeSet::new();
+    map_references(value, &mut |reference| {
+        if !reference.contains('?') {
+            return None;
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| resolve(item, targets)),
-        _ => {}
-    }
+        let target = targets.get(reference).cloned();
+        if target.is_none() {
+            unresolved.insert(reference.to_string());
+        }
+        target
+    });
+    assert!(
+        unresolved.is_empty(),
+        "conditional references the providers do not resolve: {unresolved:?}"
+    );
 }
 
 /// How many resources a Bundle carries.
