@@ -1,6 +1,7 @@
 //! The `fhirlake` command line.
 
 use crate::config::{DataDir, ServeConfig};
+use crate::logging::LogFormat;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -12,6 +13,16 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// How log lines on stderr are written: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "FHIRLAKE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,6 +35,9 @@ pub enum Command {
     /// (`.json`, `.ndjson`, optionally gzipped) into a data directory. Stop the server that
     /// uses the directory first.
     Import(ImportArgs),
+    /// Prints the OpenAPI 3.1 description of the HTTP API (the document `GET /openapi.json`
+    /// serves; `openapi/openapi.json` in the repository is its output).
+    Openapi,
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +62,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(crate::server::serve(config))
         }
         Command::Import(args) => import(args),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::pretty_json());
+            Ok(())
+        }
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {

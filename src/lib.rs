@@ -1,7 +1,8 @@
 //! fhirlake: a FHIR R4 server and unified health data store in one binary.
 //!
 //! The layers, top to bottom (each uses only the ones below it; see ARCHITECTURE.md):
-//! - [`server`], [`cli`], [`config`]: the binary's commands, settings and wiring;
+//! - [`server`], [`cli`], [`config`], [`logging`]: the binary's commands, settings, wiring
+//!   and log output;
 //! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
 //! - [`bulk`]: `fhirlake import`;
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
@@ -15,5 +16,6 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod fhir;
+pub mod logging;
 pub mod server;
 pub mod store;

@@ -1,6 +1,6 @@
 //! Wiring: opens the store, starts the HTTP server, and shuts both down in order.
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Metrics};
 use crate::config::ServeConfig;
 use crate::store::Store;
 use actix_web::{App, HttpServer, web};
@@ -16,6 +16,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let state = web::Data::new(AppState {
         store: store.clone(),
         config: Arc::new(config.clone()),
+        metrics: Metrics::default(),
+        readiness: vec![Box::new(store.clone())],
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -1,6 +1,7 @@
 //! `POST /fhir`: batch and transaction Bundles.
 
 use super::http::{FHIR_JSON, negotiate, prefer_return, read_body};
+use super::interaction::Interaction;
 use super::{ApiResult, AppState};
 use crate::bundle::{self, Options};
 use crate::fhir::resource::parse_json;
@@ -14,6 +15,9 @@ pub async fn transaction_or_batch(
     negotiate(&req)?;
     let body = read_body(&req, payload, &state).await?;
     let bundle = parse_json(&body)?;
+    if let Ok(kind) = bundle::kind_of(&bundle) {
+        Interaction::from(kind).record(&req);
+    }
     let options = Options {
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),

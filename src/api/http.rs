@@ -1,16 +1,12 @@
 //! HTTP details shared by the handlers: content negotiation, request bodies, conditional
-//! headers, `Prefer`, the base URL, response headers, and the request log.
+//! headers, `Prefer`, the base URL and response headers.
 
 use super::AppState;
 use crate::fhir::datetime::{Micros, format_http_date};
 use crate::fhir::resource::parse_etag;
 use crate::fhir::{FhirError, IssueCode, Return};
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponseBuilder, web};
-use std::time::Instant;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -179,27 +175,4 @@ pub fn version_headers(builder: &mut HttpResponseBuilder, vid: u64, last_updated
 
 pub fn etag(vid: u64) -> String {
     format!("W/\"{vid}\"")
-}
-
-/// The request log: one line per request with method, path, status and duration.
-pub async fn log_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let response = next.call(req).await;
-    let status = match &response {
-        Ok(response) => response.status().as_u16(),
-        Err(error) => error.as_response_error().status_code().as_u16(),
-    };
-    tracing::info!(
-        %method,
-        %path,
-        status,
-        micros = start.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
 }

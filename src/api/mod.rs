@@ -8,9 +8,16 @@ mod bundle;
 mod crud;
 mod history;
 mod http;
+mod interaction;
 mod metadata;
+mod metrics;
+pub mod openapi;
+mod operations;
+mod request_log;
 
-pub use http::log_request;
+pub use metrics::Metrics;
+pub use operations::ReadinessCheck;
+pub use request_log::log_request;
 
 use crate::config::ServeConfig;
 use crate::fhir::{FhirError, IssueCode};
@@ -22,11 +29,20 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<ServeConfig>,
+    pub metrics: Metrics,
+    /// What `GET /ready` checks; every part that can be unready adds its check here.
+    pub readiness: Vec<Box<dyn ReadinessCheck>>,
 }
 
-/// The routes under `/fhir`. More specific paths come first: `_history` and `metadata` are
-/// not resource types or ids.
+/// The routes: the operations endpoints, the OpenAPI description and its explorer at the
+/// root, and the FHIR API under `/fhir`. More specific paths come first: `_history` and
+/// `metadata` are not resource types or ids. Each FHIR route's interaction (for the log and
+/// the metrics) is named in [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health").route(web::get().to(operations::health)))
+        .service(resource("/ready").route(web::get().to(operations::ready)))
+        .service(resource("/metrics").route(web::get().to(operations::metrics)));
+    cfg.configure(openapi::routes);
     cfg.service(
         web::scope("/fhir")
             .service(resource("/metadata").route(web::get().to(metadata::capability_statement)))

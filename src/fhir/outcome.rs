@@ -18,6 +18,8 @@ pub enum IssueCode {
     TooLong,
     Processing,
     Exception,
+    /// A temporary condition: the same request may succeed later.
+    Transient,
     Informational,
 }
 
@@ -35,6 +37,7 @@ impl IssueCode {
             IssueCode::TooLong => "too-long",
             IssueCode::Processing => "processing",
             IssueCode::Exception => "exception",
+            IssueCode::Transient => "transient",
             IssueCode::Informational => "informational",
         }
     }

@@ -154,6 +154,15 @@ impl Committer {
             .map_err(|_| closed())
     }
 
+    /// Whether the writer thread is running: false after [`Committer::stop`] or a panic.
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .lock()
+            .expect("writer handle")
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+    }
+
     /// Lets the writer finish the requests already sent, then stops it.
     pub fn stop(&self) {
         let _ = self.sender.send(Message::Stop);

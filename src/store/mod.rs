@@ -61,6 +61,8 @@ impl From<StoreError> for FhirError {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The redb file.
+    file: Arc<Path>,
     committer: Arc<Committer>,
     committed: watch::Receiver<u64>,
 }
@@ -89,6 +91,7 @@ impl Store {
         let committer = Arc::new(Committer::start(db.clone(), position, sender));
         Ok(Store {
             db,
+            file: dir.join(DB_FILE).into(),
             committer,
             committed,
         })
@@ -121,6 +124,16 @@ impl Store {
     /// A receiver that sees the last durable seq after every commit.
     pub fn watch_commits(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// Whether the writer takes commits: false once it has been stopped or has died.
+    pub fn writer_alive(&self) -> bool {
+        self.committer.is_running()
+    }
+
+    /// The size of the redb file in bytes.
+    pub fn file_size(&self) -> std::io::Result<u64> {
+        std::fs::metadata(&self.file).map(|metadata| metadata.len())
     }
 
     /// Finishes the writes already sent and stops the writer; later commits fail with 503.

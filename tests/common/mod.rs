@@ -35,15 +35,29 @@ impl TestServer {
 
     /// Starts a server on `data` (kept after the test) with extra command-line arguments.
     pub fn start_on(data: &Path, extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+        TestServer::spawn(TestServer::command(data, extra), data)
+    }
+
+    /// The command [`TestServer::start_on`] runs: `fhirlake serve` on a free port, logging
+    /// warnings and worse to the test's stderr. Change it and [`TestServer::spawn`] it.
+    pub fn command(data: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fhirlake"));
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Runs `command` (a [`TestServer::command`] on `data`) and waits until the server
+    /// listens.
+    pub fn spawn(mut command: Command, data: &Path) -> TestServer {
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start fhirlake");
         let stdout = child.stdout.take().expect("stdout");
@@ -66,6 +80,11 @@ impl TestServer {
             data: data.to_path_buf(),
             _temp: None,
         }
+    }
+
+    /// The server's stderr, when its command piped it (once).
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.as_mut()?.stderr.take()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,4 +128,19 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 /// `../shared`, beside the repository.
 pub fn shared_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// `path` under `target/test-tools`, where `tests/setup.sh` installs the tests' Node and
+/// Python tools (`node/node_modules`, `venv/bin/...`). Panics with the command that installs
+/// them when it is missing.
+pub fn test_tool(path: &str) -> PathBuf {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools")
+        .join(path);
+    assert!(
+        tool.exists(),
+        "{} is missing: run tests/setup.sh (it installs what the tests need)",
+        tool.display()
+    );
+    tool
 }

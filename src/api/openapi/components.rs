@@ -1,0 +1,358 @@
+//! What operations share, defined once under `components` and referenced by name: parameters,
+//! response headers, error responses and the security scheme (the FHIR schemas come from
+//! [`super::fhir_schemas`]).
+//!
+//! Each shared part is an enum variant; its component name comes from the same variant as every
+//! reference to it, so a reference cannot name a component that does not exist.
+
+use super::fhir_schemas;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Components, ContentBuilder, HeaderBuilder, Ref, Required, ResponseBuilder};
+
+/// The media type of every FHIR request and response body.
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// The name of the bearer token security scheme.
+pub const BEARER: &str = "bearer";
+
+/// A parameter that several operations take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    Id,
+    Vid,
+    Count,
+    Since,
+    At,
+    Format,
+    IfMatch,
+    IfNoneMatch,
+    IfModifiedSince,
+    Prefer,
+}
+
+impl Param {
+    const ALL: [Param; 10] = [
+        Param::Id,
+        Param::Vid,
+        Param::Count,
+        Param::Since,
+        Param::At,
+        Param::Format,
+        Param::IfMatch,
+        Param::IfNoneMatch,
+        Param::IfModifiedSince,
+        Param::Prefer,
+    ];
+
+    /// The parameter's name, which is also its component name.
+    fn name(self) -> &'static str {
+        match self {
+            Param::Id => "id",
+            Param::Vid => "vid",
+            Param::Count => "_count",
+            Param::Since => "_since",
+            Param::At => "_at",
+            Param::Format => "_format",
+            Param::IfMatch => "If-Match",
+            Param::IfNoneMatch => "If-None-Match",
+            Param::IfModifiedSince => "If-Modified-Since",
+            Param::Prefer => "Prefer",
+        }
+    }
+
+    pub fn reference(self) -> Ref {
+        Ref::new(format!("#/components/parameters/{}", self.name()))
+    }
+
+    fn definition(self) -> Parameter {
+        let (location, kind, description, example) = match self {
+            Param::Id => (
+                ParameterIn::Path,
+                Type::String,
+                "The logical id of the resource: 1 to 64 letters, digits, `-` and `.`.",
+                Some("example"),
+            ),
+            Param::Vid => (
+                ParameterIn::Path,
+                Type::String,
+                "The version id (`meta.versionId`): 1 for the first version, then 2, 3, ...",
+                Some("1"),
+            ),
+            Param::Count => (
+                ParameterIn::Query,
+                Type::Integer,
+                "The most entries per page (default 50, at most `--max-count`, 1000 by \
+                 default). Further pages are reached by the Bundle's `next` link.",
+                None,
+            ),
+            Param::Since => (
+                ParameterIn::Query,
+                Type::String,
+                "Only versions created at or after this instant (`2024-01-31T12:00:00Z`; a \
+                 date or partial date means its start).",
+                None,
+            ),
+            Param::At => (
+                ParameterIn::Query,
+                Type::String,
+                "Only versions current at some point within this period: a date, partial date \
+                 or instant (`2024`, `2024-01`, `2024-01-31`).",
+                None,
+            ),
+            Param::Format => (
+                ParameterIn::Query,
+                Type::String,
+                "Overrides `Accept`: `json`, `application/fhir+json` or `application/json`. \
+                 Any other format (XML) is answered with 406.",
+                None,
+            ),
+            Param::IfMatch => (
+                ParameterIn::Header,
+                Type::String,
+                "Optimistic locking: the write happens only if the current version is this \
+                 one (`W/\"3\"`); otherwise 412.",
+                None,
+            ),
+            Param::IfNoneMatch => (
+                ParameterIn::Header,
+                Type::String,
+                "Conditional read: 304 Not Modified when the current version is this one \
+                 (`W/\"3\"`, or `*`).",
+                None,
+            ),
+            Param::IfModifiedSince => (
+                ParameterIn::Header,
+                Type::String,
+                "Conditional read: 304 Not Modified when the resource has not changed since \
+                 this HTTP date (`Wed, 31 Jan 2024 12:00:00 GMT`).",
+                None,
+            ),
+            Param::Prefer => (
+                ParameterIn::Header,
+                Type::String,
+                "What a successful write answers with: `return=representation` (the stored \
+                 resource, the default), `return=minimal` (no body) or \
+                 `return=OperationOutcome`.",
+                None,
+            ),
+        };
+        let mut schema = ObjectBuilder::new().schema_type(kind);
+        if self == Param::Prefer {
+            schema = schema.enum_values(Some([
+                "return=representation",
+                "return=minimal",
+                "return=OperationOutcome",
+            ]));
+        }
+        parameter(self.name(), location, description, schema)
+            .example(example.map(Into::into))
+            .build()
+    }
+}
+
+/// A parameter named `name` in `location` whose values `schema` describes; path parameters
+/// are required, others optional. Shared parameters are [`Param`]s; an interaction's own (a
+/// search parameter, say) is made here and added to its operation directly.
+pub fn parameter(
+    name: &str,
+    location: ParameterIn,
+    description: &str,
+    schema: ObjectBuilder,
+) -> ParameterBuilder {
+    let required = if location == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    Parameter::builder()
+        .name(name)
+        .parameter_in(location)
+        .required(required)
+        .description(Some(description))
+        .schema(Some(schema))
+}
+
+/// A response header that several responses carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Header {
+    ETag,
+    LastModified,
+    Location,
+}
+
+impl Header {
+    const ALL: [Header; 3] = [Header::ETag, Header::LastModified, Header::Location];
+
+    /// The header's name, which is also its component name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Header::ETag => "ETag",
+            Header::LastModified => "Last-Modified",
+            Header::Location => "Location",
+        }
+    }
+
+    pub fn reference(self) -> Ref {
+        Ref::new(format!("#/components/headers/{}", self.name()))
+    }
+
+    fn definition(self) -> utoipa::openapi::Header {
+        let description = match self {
+            Header::ETag => "The version of the resource as a weak ETag: `W/\"3\"`.",
+            Header::LastModified => "When this version was stored (`meta.lastUpdated`).",
+            Header::Location => {
+                "The version that was written: `{base}/{type}/{id}/_history/{vid}`."
+            }
+        };
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(description))
+            .build()
+    }
+}
+
+/// An error answer: always an OperationOutcome whose issues say what went wrong.
+#[derive(Debug, Clone, Copy)]
+pub enum Error {
+    BadRequest,
+    NotFound,
+    NotAcceptable,
+    Conflict,
+    Gone,
+    PreconditionFailed,
+    TooLarge,
+    UnsupportedMediaType,
+    NotImplemented,
+}
+
+impl Error {
+    const ALL: [Error; 9] = [
+        Error::BadRequest,
+        Error::NotFound,
+        Error::NotAcceptable,
+        Error::Conflict,
+        Error::Gone,
+        Error::PreconditionFailed,
+        Error::TooLarge,
+        Error::UnsupportedMediaType,
+        Error::NotImplemented,
+    ];
+
+    /// The component name of the response.
+    fn name(self) -> &'static str {
+        match self {
+            Error::BadRequest => "BadRequest",
+            Error::NotFound => "NotFound",
+            Error::NotAcceptable => "NotAcceptable",
+            Error::Conflict => "Conflict",
+            Error::Gone => "Gone",
+            Error::PreconditionFailed => "PreconditionFailed",
+            Error::TooLarge => "TooLarge",
+            Error::UnsupportedMediaType => "UnsupportedMediaType",
+            Error::NotImplemented => "NotImplemented",
+        }
+    }
+
+    pub fn status(self) -> &'static str {
+        match self {
+            Error::BadRequest => "400",
+            Error::NotFound => "404",
+            Error::NotAcceptable => "406",
+            Error::Conflict => "409",
+            Error::Gone => "410",
+            Error::PreconditionFailed => "412",
+            Error::TooLarge => "413",
+            Error::UnsupportedMediaType => "415",
+            Error::NotImplemented => "501",
+        }
+    }
+
+    pub fn reference(self) -> Ref {
+        Ref::from_response_name(self.name())
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Error::BadRequest => {
+                "Bad request: the body is not JSON or not a valid resource of this type (the \
+                 issue's expression names the element at fault), the id in the URL and the \
+                 body differ, or a parameter or header is malformed."
+            }
+            Error::NotFound => {
+                "Not found: the resource, or the version, does not exist (or the resource \
+                 type is unknown)."
+            }
+            Error::NotAcceptable => {
+                "Not acceptable: `Accept` or `_format` asks for something other than FHIR \
+                 JSON (XML is not supported)."
+            }
+            Error::Conflict => "Conflict: the resource already exists.",
+            Error::Gone => "Gone: the resource was deleted (or this version is its deletion).",
+            Error::PreconditionFailed => {
+                "Precondition failed: `If-Match` names a version that is not the current one."
+            }
+            Error::TooLarge => {
+                "Payload too large: the body is larger than `--max-body`, or a Bundle has more \
+                 entries than the server takes."
+            }
+            Error::UnsupportedMediaType => {
+                "Unsupported media type: the body is not `application/fhir+json` (or \
+                 `application/json`)."
+            }
+            Error::NotImplemented => {
+                "Not implemented: the request needs a feature this server does not have yet \
+                 (conditional create with `If-None-Exist`, conditional references and PATCH in \
+                 Bundles: they need search)."
+            }
+        }
+    }
+
+    fn definition(self) -> utoipa::openapi::Response {
+        ResponseBuilder::new()
+            .description(self.description())
+            .content(
+                FHIR_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("OperationOutcome")))
+                    .build(),
+            )
+            .build()
+    }
+}
+
+/// Every component: the FHIR schemas and the shared parts above.
+pub fn all() -> Components {
+    let mut components = Components::new();
+    components.schemas = fhir_schemas::schemas();
+    for param in Param::ALL {
+        components
+            .parameters
+            .insert(param.name().into(), param.definition().into());
+    }
+    for header in Header::ALL {
+        components
+            .headers
+            .insert(header.name().into(), header.definition().into());
+    }
+    for error in Error::ALL {
+        components
+            .responses
+            .insert(error.name().into(), error.definition().into());
+    }
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT bearer token. Authorization is not enforced yet: every operation \
+                     also works without a token.",
+                ))
+                .build(),
+        ),
+    );
+    components
+}

@@ -1,0 +1,465 @@
+//! The FHIR interactions fhirlake serves, one function each, as OpenAPI operations.
+//!
+//! A resource type's interactions are the functions in [`TYPE_INTERACTIONS`], called once per
+//! R4 type; the system's are in [`SYSTEM_INTERACTIONS`]. Describing a new interaction is one
+//! function that returns an [`Interaction`] (its own query parameters built with
+//! [`super::components::parameter`]) and one entry in its list. The lists must say what the
+//! CapabilityStatement says: a test compares their interaction codes.
+
+use super::components::{Error, FHIR_JSON, Header, Param};
+use serde_json::json;
+use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder};
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, Required, Response, ResponseBuilder};
+
+/// The tag of the interactions that are not about one resource type.
+pub const SYSTEM_TAG: &str = "System";
+
+/// One interaction as the document shows it.
+pub struct Interaction {
+    /// The FHIR interaction codes it implements (`CapabilityStatement.rest.interaction.code`
+    /// or `rest.resource.interaction.code`).
+    pub codes: &'static [&'static str],
+    /// The path, from the server root (`/fhir/Patient/{id}`).
+    pub path: String,
+    pub method: HttpMethod,
+    pub operation: Operation,
+}
+
+/// The interactions of every resource type.
+pub const TYPE_INTERACTIONS: &[fn(&str) -> Interaction] = &[
+    create,
+    read,
+    vread,
+    update,
+    delete,
+    history_instance,
+    history_type,
+];
+
+/// The interactions of the whole server.
+pub const SYSTEM_INTERACTIONS: &[fn() -> Interaction] =
+    &[capabilities, transaction_or_batch, history_system];
+
+/// `POST /fhir/{type}`
+fn create(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("create{resource_type}"),
+        format!("create: store a new {resource_type} with a server-assigned id"),
+        "Any `id` in the body is replaced by a new one; `meta.versionId` and \
+         `meta.lastUpdated` are set by the server.",
+    )
+    .parameter_ref(Param::Prefer.reference())
+    .request_body(Some(resource_body(
+        resource_type,
+        json!({ "resourceType": resource_type }),
+    )))
+    .response(
+        "201",
+        written("Created: version 1 of the new resource.", resource_type),
+    );
+    Interaction {
+        codes: &["create"],
+        path: format!("/fhir/{resource_type}"),
+        method: HttpMethod::Post,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotAcceptable,
+                Error::TooLarge,
+                Error::UnsupportedMediaType,
+                Error::NotImplemented,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `GET /fhir/{type}/{id}`
+fn read(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("read{resource_type}"),
+        format!("read: the current version of a {resource_type}"),
+        "With `If-None-Match` or `If-Modified-Since` the answer is 304 when the client's \
+         copy is current.",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::IfNoneMatch.reference())
+    .parameter_ref(Param::IfModifiedSince.reference())
+    .response(
+        "200",
+        resource_response("The current version.", resource_type),
+    )
+    .response(
+        "304",
+        with_headers(
+            ResponseBuilder::new(),
+            &[Header::ETag, Header::LastModified],
+        )
+        .description("Not modified: the version the client named is the current one.")
+        .build(),
+    );
+    Interaction {
+        codes: &["read"],
+        path: format!("/fhir/{resource_type}/{{id}}"),
+        method: HttpMethod::Get,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotFound,
+                Error::NotAcceptable,
+                Error::Gone,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `GET /fhir/{type}/{id}/_history/{vid}`
+fn vread(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("vread{resource_type}"),
+        format!("vread: one version of a {resource_type}"),
+        "Every version stays readable, also after the resource was updated or deleted.",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::Vid.reference())
+    .response("200", resource_response("That version.", resource_type));
+    Interaction {
+        codes: &["vread"],
+        path: format!("/fhir/{resource_type}/{{id}}/_history/{{vid}}"),
+        method: HttpMethod::Get,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotFound,
+                Error::NotAcceptable,
+                Error::Gone,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `PUT /fhir/{type}/{id}`
+fn update(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("update{resource_type}"),
+        format!("update: replace a {resource_type}, or create it with this id"),
+        "The body's `id` must be the id in the URL. A resource that does not exist (or was \
+         deleted) is created with the client's id: 201. With `If-Match` the update happens \
+         only if the current version is the one named.",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::IfMatch.reference())
+    .parameter_ref(Param::Prefer.reference())
+    .request_body(Some(resource_body(
+        resource_type,
+        json!({ "resourceType": resource_type, "id": "example" }),
+    )))
+    .response("200", written("Updated: the new version.", resource_type))
+    .response(
+        "201",
+        written("Created with the client's id.", resource_type),
+    );
+    Interaction {
+        codes: &["update"],
+        path: format!("/fhir/{resource_type}/{{id}}"),
+        method: HttpMethod::Put,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotAcceptable,
+                Error::PreconditionFailed,
+                Error::TooLarge,
+                Error::UnsupportedMediaType,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `DELETE /fhir/{type}/{id}`
+fn delete(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("delete{resource_type}"),
+        format!("delete: delete a {resource_type}"),
+        "Deleting adds a version that marks the resource deleted: reads answer 410 Gone \
+         afterwards, history and vread still show every version. Deleting what does not \
+         exist succeeds too.",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::IfMatch.reference())
+    .parameter_ref(Param::Prefer.reference())
+    .response(
+        "204",
+        with_headers(ResponseBuilder::new(), &[Header::ETag])
+            .description("Deleted (or it did not exist). `ETag` names the deletion's version.")
+            .build(),
+    )
+    .response(
+        "200",
+        with_headers(ResponseBuilder::new(), &[Header::ETag])
+            .description("Deleted, with `Prefer: return=OperationOutcome`: an outcome says so.")
+            .content(FHIR_JSON, fhir_content("OperationOutcome"))
+            .build(),
+    );
+    Interaction {
+        codes: &["delete"],
+        path: format!("/fhir/{resource_type}/{{id}}"),
+        method: HttpMethod::Delete,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotAcceptable,
+                Error::PreconditionFailed,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `GET /fhir/{type}/{id}/_history`
+fn history_instance(resource_type: &str) -> Interaction {
+    let operation = history(
+        operation(
+            resource_type,
+            format!("historyInstance{resource_type}"),
+            format!("history: every version of a {resource_type}, newest first"),
+            HISTORY,
+        )
+        .parameter_ref(Param::Id.reference()),
+    );
+    Interaction {
+        codes: &["history-instance"],
+        path: format!("/fhir/{resource_type}/{{id}}/_history"),
+        method: HttpMethod::Get,
+        operation: errors(operation, &[Error::NotFound]).build(),
+    }
+}
+
+/// `GET /fhir/{type}/_history`
+fn history_type(resource_type: &str) -> Interaction {
+    let operation = history(operation(
+        resource_type,
+        format!("historyType{resource_type}"),
+        format!("history: every version of every {resource_type}, newest first"),
+        HISTORY,
+    ));
+    Interaction {
+        codes: &["history-type"],
+        path: format!("/fhir/{resource_type}/_history"),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+/// `GET /fhir/metadata`
+fn capabilities() -> Interaction {
+    let operation = operation(
+        SYSTEM_TAG,
+        "capabilities".into(),
+        "capabilities: the CapabilityStatement of this server".into(),
+        "Says exactly which resource types and interactions this build supports.",
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The CapabilityStatement.")
+            .content(FHIR_JSON, fhir_content("CapabilityStatement"))
+            .build(),
+    );
+    Interaction {
+        codes: &["capabilities"],
+        path: "/fhir/metadata".into(),
+        method: HttpMethod::Get,
+        operation: errors(operation, &[Error::NotAcceptable]).build(),
+    }
+}
+
+/// `POST /fhir`
+fn transaction_or_batch() -> Interaction {
+    let operation = operation(
+        SYSTEM_TAG,
+        "transactionOrBatch".into(),
+        "transaction or batch: process a Bundle of requests".into(),
+        "A `transaction` Bundle is all or nothing: every entry is applied in one commit, or \
+         none is and the answer is the failing entry's error (its status, with an \
+         OperationOutcome that names the entry). A `batch` Bundle runs each entry on its own \
+         and reports each entry's outcome in the response Bundle. Entries may create (POST), \
+         update (PUT), delete (DELETE) and read (GET `Type/id`, `Type/id/_history/vid`); \
+         references to an entry's `fullUrl` are rewritten to the stored `Type/id`.",
+    )
+    .parameter_ref(Param::Prefer.reference())
+    .request_body(Some(
+        RequestBodyBuilder::new()
+            .description(Some("A Bundle of type `transaction` or `batch`."))
+            .required(Some(Required::True))
+            .content(
+                FHIR_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Bundle")))
+                    .example(Some(json!({
+                        "resourceType": "Bundle",
+                        "type": "transaction",
+                        "entry": [{
+                            "fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+                            "resource": {"resourceType": "Patient", "active": true},
+                            "request": {"method": "POST", "url": "Patient"}
+                        }]
+                    })))
+                    .build(),
+            )
+            .build(),
+    ))
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description(
+                "The `transaction-response` or `batch-response` Bundle: one entry per request \
+                 entry, in the same order, with its status, location and ETag.",
+            )
+            .content(FHIR_JSON, fhir_content("Bundle"))
+            .build(),
+    );
+    Interaction {
+        codes: &["transaction", "batch"],
+        path: "/fhir".into(),
+        method: HttpMethod::Post,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotFound,
+                Error::NotAcceptable,
+                Error::Conflict,
+                Error::Gone,
+                Error::PreconditionFailed,
+                Error::TooLarge,
+                Error::UnsupportedMediaType,
+                Error::NotImplemented,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// `GET /fhir/_history`
+fn history_system() -> Interaction {
+    let operation = history(operation(
+        SYSTEM_TAG,
+        "historySystem".into(),
+        "history: every version of every resource, newest first".into(),
+        HISTORY,
+    ));
+    Interaction {
+        codes: &["history-system"],
+        path: "/fhir/_history".into(),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+const HISTORY: &str = "A `history` Bundle, newest version first, one entry per version with \
+    its request method and response status; a deletion is an entry without a resource. Pages \
+    are cut by `_count`; the `next` link leads to the following page, which new writes never \
+    shift.";
+
+/// The parts every operation has: its tag, id, summary and description.
+fn operation(tag: &str, id: String, summary: String, description: &str) -> OperationBuilder {
+    OperationBuilder::new()
+        .tag(tag)
+        .operation_id(Some(id))
+        .summary(Some(summary))
+        .description(Some(description))
+}
+
+/// Adds the history parameters, the history Bundle answer and the errors of every history.
+fn history(operation: OperationBuilder) -> OperationBuilder {
+    let operation = operation
+        .parameter_ref(Param::Count.reference())
+        .parameter_ref(Param::Since.reference())
+        .parameter_ref(Param::At.reference())
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("A page of the history Bundle.")
+                .content(FHIR_JSON, fhir_content("Bundle"))
+                .build(),
+        );
+    errors(operation, &[Error::BadRequest, Error::NotAcceptable])
+}
+
+fn errors(mut operation: OperationBuilder, errors: &[Error]) -> OperationBuilder {
+    for error in errors {
+        operation = operation.response(error.status(), error.reference());
+    }
+    operation
+}
+
+/// A FHIR JSON body of the schema `name`.
+fn fhir_content(name: &str) -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(name)))
+        .build()
+}
+
+/// The body of a create or update: a resource of `resource_type`.
+fn resource_body(resource_type: &str, example: serde_json::Value) -> RequestBody {
+    RequestBodyBuilder::new()
+        .description(Some(format!(
+            "A {resource_type} in FHIR JSON (`application/json` is accepted too). The example \
+             is the smallest body; most types have required elements to add."
+        )))
+        .required(Some(Required::True))
+        .content(
+            FHIR_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(resource_type)))
+                .example(Some(example))
+                .build(),
+        )
+        .build()
+}
+
+/// A version of a resource, with its `ETag` and `Last-Modified`.
+fn resource_response(description: &str, resource_type: &str) -> Response {
+    with_headers(
+        ResponseBuilder::new(),
+        &[Header::ETag, Header::LastModified],
+    )
+    .description(description)
+    .content(FHIR_JSON, fhir_content(resource_type))
+    .build()
+}
+
+/// The answer to a write: the version written, with `Location`, whose body `Prefer` chooses.
+fn written(description: &str, resource_type: &str) -> Response {
+    with_headers(
+        ResponseBuilder::new(),
+        &[Header::ETag, Header::LastModified, Header::Location],
+    )
+    .description(format!(
+        "{description} The body is the stored resource, nothing with \
+         `Prefer: return=minimal`, or an OperationOutcome with `Prefer: return=OperationOutcome`."
+    ))
+    .content(FHIR_JSON, fhir_content(resource_type))
+    .build()
+}
+
+fn with_headers(mut response: ResponseBuilder, headers: &[Header]) -> ResponseBuilder {
+    for header in headers {
+        response = response.header_ref(header.name(), header.reference());
+    }
+    response
+}

@@ -1,0 +1,126 @@
+//! The endpoints for operators, outside `/fhir`: `GET /health` (liveness), `GET /ready`
+//! (readiness) and `GET /metrics` (Prometheus). None of them needs authorization.
+
+use super::{ApiResult, AppState};
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::Store;
+use actix_web::{HttpResponse, web};
+use serde_json::{Map, Value, json};
+
+/// The content type of the OpenMetrics text format, which Prometheus scrapes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One condition of readiness: `GET /ready` answers 200 only while every check of
+/// [`AppState::readiness`] passes. A check must be cheap and must not block: it runs on an
+/// HTTP worker at every probe.
+pub trait ReadinessCheck: Send + Sync {
+    /// A short name for `/ready` to report the check by.
+    fn name(&self) -> &'static str;
+    /// Ok when ready; otherwise why not, for the operator.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// The store is ready while its writer takes commits.
+impl ReadinessCheck for Store {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.writer_alive() {
+            Ok(())
+        } else {
+            Err("the store's writer has stopped".into())
+        }
+    }
+}
+
+/// Liveness: the process answers HTTP. It touches nothing else, so a busy store never makes a
+/// live server look dead.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "pass"}))
+}
+
+/// Readiness: 200 with every check's result while all pass; 503 with an OperationOutcome
+/// naming the ones that fail otherwise.
+pub async fn ready(state: web::Data<AppState>) -> ApiResult {
+    let body = readiness(&state.readiness)?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Runs `checks`: the report when all pass, the 503 error naming each failure otherwise.
+fn readiness(checks: &[Box<dyn ReadinessCheck>]) -> Result<Value, FhirError> {
+    let mut passed = Map::new();
+    let mut failures = Vec::new();
+    for check in checks {
+        match check.check() {
+            Ok(()) => {
+                passed.insert(check.name().into(), "pass".into());
+            }
+            Err(why) => failures.push(format!("{}: {why}", check.name())),
+        }
+    }
+    if failures.is_empty() {
+        Ok(json!({"status": "pass", "checks": passed}))
+    } else {
+        Err(FhirError::new(
+            503,
+            IssueCode::Transient,
+            format!("fhirlake is not ready: {}", failures.join("; ")),
+        ))
+    }
+}
+
+/// The metrics in the OpenMetrics text format.
+pub async fn metrics(state: web::Data<AppState>) -> ApiResult {
+    let text = state.metrics.render(&state.store).map_err(|error| {
+        tracing::error!(%error, "cannot read the size of the store file");
+        FhirError::internal(format!("cannot read the size of the store file: {error}"))
+    })?;
+    Ok(HttpResponse::Ok().content_type(OPENMETRICS).body(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static str, Result<(), String>);
+
+    impl ReadinessCheck for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn check(&self) -> Result<(), String> {
+            self.1.clone()
+        }
+    }
+
+    #[test]
+    fn ready_only_when_every_check_passes() {
+        let pass = || Box::new(Fixed("store", Ok(()))) as Box<dyn ReadinessCheck>;
+        let fail = || Box::new(Fixed("index", Err("3 changes behind".into()))) as Box<_>;
+        let report = readiness(&[pass()]).unwrap();
+        assert_eq!(
+            report,
+            json!({"status": "pass", "checks": {"store": "pass"}})
+        );
+        let error = readiness(&[pass(), fail()]).unwrap_err();
+        assert_eq!(error.status, 503);
+        assert_eq!(error.code, IssueCode::Transient);
+        assert!(
+            error.diagnostics.contains("index: 3 changes behind"),
+            "{error}"
+        );
+        assert!(!error.diagnostics.contains("store"), "{error}");
+    }
+
+    #[test]
+    fn the_store_is_not_ready_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.check(), Ok(()));
+        store.close();
+        assert!(store.check().is_err());
+    }
+}

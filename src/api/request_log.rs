@@ -1,0 +1,107 @@
+//! The middleware every request passes through: it gives the request an id, handles it inside
+//! a span carrying that id (so whatever is logged meanwhile can be traced to the request), then
+//! writes the request log line, counts the request in the metrics and returns the id in
+//! `X-Request-Id`.
+
+use super::AppState;
+use super::interaction::Interaction;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request log and metrics: one line per request with its id, method, path, interaction,
+/// status and duration. Errors from inner services (there are none: every handler answers
+/// with a response) are logged and counted as `other`, and leave without the id header.
+pub async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let request_id = request_id(req.headers());
+    let id = request_id.to_str().expect("request ids are visible ASCII");
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    // ERROR level: the span is there whenever anything at all is logged inside it.
+    let span = tracing::error_span!("request", request_id = %id);
+    let result = next.call(req).instrument(span).await;
+    let elapsed = start.elapsed();
+    let (interaction, status) = match &result {
+        Ok(response) => (
+            Interaction::of_response(response),
+            response.status().as_u16(),
+        ),
+        Err(error) => (
+            Interaction::Other,
+            error.as_response_error().status_code().as_u16(),
+        ),
+    };
+    if let Some(state) = state {
+        state.metrics.observe(interaction, status, elapsed);
+    }
+    tracing::info!(
+        request_id = %id,
+        %method,
+        %path,
+        interaction = %interaction.as_str(),
+        status,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    result.map(|mut response| {
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        response
+    })
+}
+
+/// The client's `X-Request-Id` when it is a sane token (1 to 128 letters, digits and
+/// `-_.:/+=@~`), so that it can be logged and echoed safely; otherwise a new UUID (v4).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|value| is_sane(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is ASCII")
+        })
+}
+
+fn is_sane(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.:/+=@~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_others_replaced() {
+        let with = |id: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(REQUEST_ID, HeaderValue::from_str(id).unwrap());
+            request_id(&headers)
+        };
+        for id in ["abc-123", "0f3c:span/7+x=@~_.", &"a".repeat(128)] {
+            assert_eq!(with(id), id);
+        }
+        for id in ["", "has space", "quote\"", "semi;colon", &"a".repeat(129)] {
+            let replaced = with(id);
+            assert_ne!(replaced, id);
+            uuid::Uuid::parse_str(replaced.to_str().unwrap()).expect("a UUID");
+        }
+        let generated = request_id(&HeaderMap::new());
+        uuid::Uuid::parse_str(generated.to_str().unwrap()).expect("a UUID");
+    }
+}
