@@ -15,5 +15,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod fhir;
+pub mod fhirpath;
+pub mod search;
 pub mod server;
 pub mod store;
