@@ -24,6 +24,9 @@ pub enum Command {
     /// (`.json`, `.ndjson`, optionally gzipped) into a data directory. Stop the server that
     /// uses the directory first.
     Import(ImportArgs),
+    /// Rebuilds the search index of a data directory from the store alone. Stop the server
+    /// that uses the directory first.
+    Reindex(DataDir),
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(crate::server::serve(config))
         }
         Command::Import(args) => import(args),
+        Command::Reindex(data) => reindex(data),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -79,10 +83,14 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
              POST the Bundles to it instead)"
         )
     })?;
+    let search = std::sync::Arc::new(crate::search::Engine::open(
+        &store,
+        &args.data.path.join(crate::search::INDEX_DIR),
+    )?);
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let summary = crate::bulk::import::run(&store, &args.paths, jobs, !args.quiet);
+    let summary = crate::bulk::import::run(&store, &search, &args.paths, jobs, !args.quiet);
     store.close();
     let summary = summary?;
     println!(
@@ -98,5 +106,21 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     if summary.rejected + summary.failed_files > 0 {
         anyhow::bail!("some of the input was rejected (listed above)");
     }
+    Ok(())
+}
+
+fn reindex(data: DataDir) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&data.path)?;
+    let dir = data.path.join(crate::search::INDEX_DIR);
+    let (index, _) = crate::search::index::SearchIndex::open(&dir)?;
+    let registry = crate::search::registry::Registry::r4();
+    let start = std::time::Instant::now();
+    let count = crate::search::indexer::rebuild(&store, &index, &registry);
+    store.close();
+    println!(
+        "indexed {} resources in {:.1} s",
+        count?,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

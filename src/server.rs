@@ -13,8 +13,12 @@ use std::sync::Arc;
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data.path)
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
+    let search =
+        crate::search::Engine::open(&store, &config.data.path.join(crate::search::INDEX_DIR))
+            .context("opening the search index")?;
     let state = web::Data::new(AppState {
         store: store.clone(),
+        search: Arc::new(search),
         config: Arc::new(config.clone()),
     });
     let mut server = HttpServer::new(move || {

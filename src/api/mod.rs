@@ -9,6 +9,7 @@ mod crud;
 mod history;
 mod http;
 mod metadata;
+mod search;
 
 pub use http::log_request;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 /// What every handler shares.
 pub struct AppState {
     pub store: Store,
+    pub search: Arc<crate::search::Engine>,
     pub config: Arc<ServeConfig>,
 }
 
@@ -34,10 +36,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("")
                     .route(web::post().to(bundle::transaction_or_batch))
-                    .route(web::get().to(crud::search)),
+                    .route(web::get().to(search::system)),
             )
             .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
             .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
+            .service(resource("/{type}/_search").route(web::post().to(search::of_type_post)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(
@@ -48,7 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 resource("/{type}")
-                    .route(web::get().to(crud::search))
+                    .route(web::get().to(search::of_type))
                     .route(web::post().to(crud::create))
                     .route(web::put().to(crud::conditional))
                     .route(web::delete().to(crud::conditional)),

@@ -5,7 +5,7 @@
 //! (`Observation.value`) matches its typed JSON members (`valueQuantity`), and the type named
 //! by the member's suffix is what `is`, `as` and `ofType` test.
 
-mod eval;
+pub mod eval;
 mod parser;
 
 pub use eval::{EvalError, Item, evaluate};

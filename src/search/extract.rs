@@ -36,7 +36,8 @@ pub enum IndexValue {
         low: f64,
         high: f64,
     },
-    /// A quantity (or a Range of quantities) with its units.
+    /// A quantity with its units: `low == high` for a Quantity, the bounds for a Range (each
+    /// widened by the precision it is written with).
     Quantity {
         low: f64,
         high: f64,
@@ -298,11 +299,11 @@ fn number(value: &Value) -> Option<(f64, f64, f64)> {
 
 fn quantity(value: &Value, out: &mut Vec<IndexValue>) {
     let units = |q: &Value| (text(q, "system"), text(q, "code"), text(q, "unit"));
-    if let Some((_, low, high)) = value.get("value").and_then(number) {
+    if let Some((exact, _, _)) = value.get("value").and_then(number) {
         let (system, code, unit) = units(value);
         out.push(IndexValue::Quantity {
-            low,
-            high,
+            low: exact,
+            high: exact,
             system,
             code,
             unit,
@@ -385,7 +386,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((low, high, code.as_deref()), (71.95, 72.05, Some("/min")));
+        assert_eq!((low, high, code.as_deref()), (72.0, 72.0, Some("/min")));
         let composite = values(&observation, "code-value-quantity");
         let IndexValue::Composite(parts) = &composite[0] else {
             panic!()
