@@ -38,6 +38,9 @@ pub enum Command {
     /// Prints the OpenAPI 3.1 description of the HTTP API (the document `GET /openapi.json`
     /// serves; `openapi/openapi.json` in the repository is its output).
     Openapi,
+    /// Rebuilds the search index of a data directory from the store alone. Stop the server
+    /// that uses the directory first.
+    Reindex(DataDir),
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::api::openapi::pretty_json());
             Ok(())
         }
+        Command::Reindex(data) => reindex(data),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -97,10 +101,14 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
              POST the Bundles to it instead)"
         )
     })?;
+    let search = std::sync::Arc::new(crate::search::Engine::open(
+        &store,
+        &args.data.path.join(crate::search::INDEX_DIR),
+    )?);
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let summary = crate::bulk::import::run(&store, &args.paths, jobs, !args.quiet);
+    let summary = crate::bulk::import::run(&store, &search, &args.paths, jobs, !args.quiet);
     store.close();
     let summary = summary?;
     println!(
@@ -116,5 +124,21 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     if summary.rejected + summary.failed_files > 0 {
         anyhow::bail!("some of the input was rejected (listed above)");
     }
+    Ok(())
+}
+
+fn reindex(data: DataDir) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&data.path)?;
+    let dir = data.path.join(crate::search::INDEX_DIR);
+    let (index, _) = crate::search::index::SearchIndex::open(&dir)?;
+    let registry = crate::search::registry::Registry::r4();
+    let start = std::time::Instant::now();
+    let count = crate::search::indexer::rebuild(&store, &index, &registry);
+    store.close();
+    println!(
+        "indexed {} resources in {:.1} s",
+        count?,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -16,6 +16,8 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod fhir;
+pub mod fhirpath;
 pub mod logging;
+pub mod search;
 pub mod server;
 pub mod store;

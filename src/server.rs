@@ -13,11 +13,18 @@ use std::sync::Arc;
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data.path)
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
+    let search =
+        crate::search::Engine::open(&store, &config.data.path.join(crate::search::INDEX_DIR))
+            .context("opening the search index")?;
+    let search = Arc::new(search);
+    let mut metrics = Metrics::default();
+    metrics.register_consumer("search-indexer", search.watch_indexed());
     let state = web::Data::new(AppState {
         store: store.clone(),
+        search: search.clone(),
         config: Arc::new(config.clone()),
-        metrics: Metrics::default(),
-        readiness: vec![Box::new(store.clone())],
+        metrics,
+        readiness: vec![Box::new(store.clone()), Box::new(search)],
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -165,15 +165,17 @@ fn location_of(entry: &Value, kind: &str) -> String {
     format!("{}/{}", parts[0], parts[1])
 }
 
-/// Synthea's patient bundle as it is: its conditional references need search.
+/// Synthea's patient bundle as it is, before its providers exist: its conditional references
+/// match nothing, so the transaction is refused (404 naming the entry) and nothing is stored.
+/// After the providers' own unchanged batch bundles (ifNoneExist), the same bundle loads.
 #[test]
-fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_nothing() {
+fn synthea_patient_transaction_resolves_conditional_references_once_providers_exist() {
     let fhir = Fhir::start();
     let patient_bundle = synthea::bundle("057aa36e");
     assert_eq!(patient_bundle["type"], "transaction");
     let request_entries = patient_bundle["entry"].as_array().expect("entries");
     let reply = fhir.bundle(&patient_bundle);
-    let outcome = assert_outcome(&reply, 501, &["not-supported"]);
+    let outcome = assert_outcome(&reply, 404, &["not-found"]);
     let index: usize = diagnostics(&outcome)
         .strip_prefix("Bundle.entry[")
         .and_then(|rest| rest.split_once("]: "))
@@ -186,13 +188,49 @@ fn synthea_patient_transaction_with_conditional_references_is_501_and_stores_not
         "entry {index} named by {outcome} has no conditional reference"
     );
     assert!(
-        expression(&outcome).starts_with(&format!("Bundle.entry[{index}]")),
-        "{outcome}"
-    );
-    assert!(
         versions(&fhir).is_empty(),
         "a refused transaction stored something"
     );
+
+    for prefix in ["0-hospitalInformation", "0-practitionerInformation"] {
+        let batch = synthea::bundle(prefix);
+        let response = fhir.bundle(&batch).expect(200, prefix).resource();
+        let created = response["entry"].as_array().expect("entries").len();
+        assert_eq!(created, batch["entry"].as_array().unwrap().len());
+        // Posting it again creates nothing that has an ifNoneExist: each one matches.
+        let again = fhir.bundle(&batch).expect(200, prefix).resource();
+        let requests = batch["entry"].as_array().unwrap();
+        let mut conditional = 0;
+        for (entry, request) in again["entry"].as_array().unwrap().iter().zip(requests) {
+            if request["request"].get("ifNoneExist").is_some() {
+                assert_eq!(entry["response"]["status"], "200 OK", "{entry}");
+                conditional += 1;
+            }
+        }
+        assert!(
+            conditional > 100,
+            "{prefix}: {conditional} conditional creates"
+        );
+    }
+    let stored_before = versions(&fhir).len();
+    let response = fhir
+        .bundle(&patient_bundle)
+        .expect(200, "patient bundle")
+        .resource();
+    let entries = response_entries(&response, "transaction-response", request_entries.len());
+    for entry in &entries {
+        assert_eq!(status_of(entry), "201 Created");
+    }
+    assert_eq!(versions(&fhir).len(), stored_before + request_entries.len());
+    // Every conditional reference now names a stored provider.
+    for entry in entries.iter().take(50) {
+        for reference in references(&entry["resource"]) {
+            assert!(!reference.contains('?'), "{reference} left unresolved");
+            if !reference.starts_with('#') {
+                fhir.get(&reference).expect(200, &reference);
+            }
+        }
+    }
 }
 
 /// Synthea's providers, then the patient with its conditional references resolved by the
@@ -910,17 +948,10 @@ fn assert_entry_is_501(fhir: &Fhir, failing: &Value) {
 }
 
 #[test]
-fn conditional_interactions_search_and_patch_entries_are_501() {
+fn conditional_update_delete_search_and_patch_entries_are_501() {
     let fhir = Fhir::start();
     let existing = fhir.create(&patient("Patchme"));
     let id = id_of(&existing);
-
-    let mut conditional_create = post_entry(
-        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000002",
-        patient("IfNoneExist"),
-    );
-    conditional_create["request"]["ifNoneExist"] = json!("identifier=http://example.org|1");
-    assert_entry_is_501(&fhir, &conditional_create);
 
     let patch = entry(
         None,
@@ -965,19 +996,42 @@ fn conditional_interactions_search_and_patch_entries_are_501() {
         .resource();
 }
 
-/// A conditional reference (`Type?criteria`) needs search: 501 for its entry, whether or not
-/// the criteria hold a URL (Synthea's do: `Practitioner?identifier=http://...|9999...`).
+/// A conditional reference (`Type?criteria`) resolves to the one resource it matches, whether
+/// or not the criteria hold a URL; matching nothing is a 404 for its entry.
 #[test]
-fn conditional_references_are_501() {
+fn conditional_references_resolve_to_their_one_match() {
     let fhir = Fhir::start();
-    let plain = post_entry(
-        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000004",
-        observation("Patient?identifier=12345"),
+    let mut target = patient("Target");
+    target["identifier"] = json!([{"system": "http://example.org/mrn", "value": "12345"}]);
+    let target = fhir.create(&target);
+    let transaction = bundle(
+        "transaction",
+        vec![post_entry(
+            "urn:uuid:4c4c4c4c-0000-4000-8000-000000000005",
+            observation("Patient?identifier=http://example.org/mrn|12345"),
+        )],
     );
-    assert_entry_is_501(&fhir, &plain);
-    let with_system = post_entry(
-        "urn:uuid:4c4c4c4c-0000-4000-8000-000000000005",
-        observation("Patient?identifier=http://example.org/mrn|12345"),
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
+    let stored = fhir
+        .get(&location_of(
+            &response_entries(&response, "transaction-response", 1)[0],
+            "Observation",
+        ))
+        .expect(200, "observation")
+        .resource();
+    assert_eq!(
+        stored["subject"]["reference"],
+        format!("Patient/{}", id_of(&target))
     );
-    assert_entry_is_501(&fhir, &with_system);
+    let nothing = bundle(
+        "transaction",
+        vec![post_entry(
+            "urn:uuid:4c4c4c4c-0000-4000-8000-000000000006",
+            observation("Patient?identifier=http://example.org/mrn|99999"),
+        )],
+    );
+    assert_refused(&fhir, &nothing, 404, &["not-found"], Some(0));
 }

@@ -454,48 +454,6 @@ fn not_found_gone_and_version_conflict() {
     );
 }
 
-#[test]
-fn conditional_interactions_and_search_are_501() {
-    let fhir = Fhir::start();
-    let created = fhir
-        .post("Patient", &patient())
-        .expect(201, "create")
-        .json();
-    let mut body = patient();
-    body.as_object_mut().expect("object").remove("id");
-    assert_outcome_for(
-        &fhir.put("Patient?identifier=x", &body),
-        501,
-        &["not-supported"],
-        "conditional update",
-    );
-    assert_outcome_for(
-        &fhir.delete("Patient?identifier=x"),
-        501,
-        &["not-supported"],
-        "conditional delete",
-    );
-    assert_outcome_for(
-        &fhir.post_with("Patient", &body, &[("if-none-exist", "identifier=x")]),
-        501,
-        &["not-supported"],
-        "If-None-Exist",
-    );
-    for path in ["Patient", "Patient?name=Shape"] {
-        assert_outcome_for(
-            &fhir.get(path),
-            501,
-            &["not-supported"],
-            &format!("search {path}"),
-        );
-    }
-    // Nothing but the first create was written.
-    let history = fhir.get("_history").expect(200, "history").json();
-    let entries = history["entry"].as_array().cloned().unwrap_or_default();
-    assert_eq!(entries.len(), 1, "{history}");
-    assert_eq!(entries[0]["resource"], created);
-}
-
 // ---- property test -------------------------------------------------------------------------
 
 fn member_name() -> impl Strategy<Value = String> {

@@ -77,6 +77,7 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "GET /fhir/Patient/{id}/_history/{vid}",
         "GET /fhir/Patient/{id}/_history",
         "GET /fhir/Patient/_history",
+        "GET /fhir/Patient",
     ]);
     assert_eq!(listed, expected);
 
@@ -90,4 +91,9 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
     assert_eq!(seen["read"]["status"], 200, "{}", seen["read"]);
     let read: Value = serde_json::from_str(seen["read"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(read, patient);
+    // GET /fhir/Patient through the page: a searchset holding the Patient created above.
+    assert_eq!(seen["search"]["status"], 200, "{}", seen["search"]);
+    let searchset: Value = serde_json::from_str(seen["search"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(searchset["type"], "searchset");
+    assert_eq!(searchset["entry"][0]["resource"], patient);
 }

@@ -94,7 +94,7 @@ fn health_and_ready() {
     ready.expect(200, "GET /ready");
     assert_eq!(
         ready.json(),
-        json!({"status": "pass", "checks": {"store": "pass"}})
+        json!({"status": "pass", "checks": {"store": "pass", "search-index": "pass"}})
     );
     let post = send(fhir.http.post(format!("{}/health", fhir.server.origin)));
     assert_outcome(&post, 405, &["not-supported"]);
@@ -235,6 +235,17 @@ fn metrics_count_requests_by_interaction() {
     );
     assert_eq!(fhir.system_history().len(), writes);
     assert!(value(&after, "fhirlake_store_size_bytes", &[]) > 0.0);
+    // The search indexer reports its lag; a search waits for it, so after one it is zero.
+    fhir.get("Patient?_summary=count").expect(200, "search");
+    let caught_up = scrape(&fhir);
+    assert_eq!(
+        value(
+            &caught_up,
+            "fhirlake_consumer_lag_changes",
+            &[("consumer", "search-indexer")]
+        ),
+        0.0
+    );
 }
 
 #[test]

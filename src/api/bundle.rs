@@ -22,7 +22,7 @@ pub async fn transaction_or_batch(
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),
     };
-    let processed = bundle::process(&state.store, bundle, &options).await?;
+    let processed = bundle::process(&state.store, &state.search, bundle, &options).await?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .body(bundle::render(&processed)))

@@ -25,13 +25,29 @@ pub async fn create(
     negotiate(&req)?;
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
-    if req.headers().contains_key("if-none-exist") {
-        return Err(FhirError::not_supported(
-            "conditional create (If-None-Exist) needs search, which this server does not support yet",
-        )
-        .into());
-    }
     let body = read_body(&req, payload, &state).await?;
+    if let Some(criteria) = header_str(
+        req.headers(),
+        header::HeaderName::from_static("if-none-exist"),
+    ) {
+        state.search.catch_up(&state.store).await;
+        match state.search.matching(&resource_type, criteria)?.as_slice() {
+            [] => {}
+            [id] => {
+                // One match: the create is not done, and the match is the answer.
+                let Some((current, Some(version))) = state.store.read(&resource_type, id)? else {
+                    return Err(
+                        FhirError::not_found(format!("{resource_type}/{id} is gone")).into(),
+                    );
+                };
+                let mut response = HttpResponse::Ok();
+                response.content_type(super::http::FHIR_JSON);
+                version_headers(&mut response, current.vid, current.last_updated);
+                return Ok(response.body(version.body));
+            }
+            _ => return Err(several(&resource_type, criteria).into()),
+        }
+    }
     let resource = parse_resource(&body, Some(&resource_type))?;
     let write = Write {
         resource_type,
@@ -174,26 +190,71 @@ pub async fn vread(
     }
 }
 
-/// Conditional update and delete (`PUT|DELETE /fhir/{type}?criteria`): they need search.
-pub async fn conditional(req: HttpRequest) -> ApiResult {
-    Err(FhirError::not_supported(format!(
-        "conditional {} needs search, which this server does not support yet",
-        if req.method() == actix_web::http::Method::PUT {
-            "update"
-        } else {
-            "delete"
+/// Conditional update and delete, `PUT|DELETE /fhir/{type}?criteria`: the criteria pick the
+/// resource. No match: an update creates, a delete does nothing; several: 412.
+pub async fn conditional(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let resource_type = path.into_inner();
+    check_type(&resource_type)?;
+    let criteria = req.query_string();
+    state.search.catch_up(&state.store).await;
+    let ids = state.search.matching(&resource_type, criteria)?;
+    if ids.len() > 1 {
+        return Err(several(&resource_type, criteria).into());
+    }
+    if req.method() == actix_web::http::Method::DELETE {
+        let Some(id) = ids.into_iter().next() else {
+            return Ok(HttpResponse::NoContent().finish());
+        };
+        let write = Write {
+            resource_type,
+            id,
+            action: Action::Delete,
+            if_match: if_match(&req)?,
+        };
+        let applied = commit_one(&state, write).await?;
+        let mut response = HttpResponse::NoContent();
+        response.insert_header((header::ETAG, etag(applied.vid)));
+        return Ok(response.finish());
+    }
+    let body = read_body(&req, payload, &state).await?;
+    let resource = parse_resource(&body, Some(&resource_type))?;
+    let (id, action) = match (ids.into_iter().next(), id_of(&resource).map(String::from)) {
+        (Some(id), Some(given)) if given != id => {
+            return Err(FhirError::bad_request(
+                IssueCode::Invalid,
+                format!(
+                    "the criteria match {resource_type}/{id}, but the resource's id is '{given}'"
+                ),
+            )
+            .at(format!("{resource_type}.id"))
+            .into());
         }
-    ))
-    .into())
+        (Some(id), _) => (id, Action::Update(resource)),
+        (None, Some(given)) => (given, Action::Update(resource)),
+        (None, None) => (uuid::Uuid::new_v4().to_string(), Action::Create(resource)),
+    };
+    let write = Write {
+        resource_type,
+        id,
+        action,
+        if_match: if_match(&req)?,
+    };
+    let applied = commit_one(&state, write).await?;
+    Ok(written(&req, &state, applied))
 }
 
-/// `GET /fhir/{type}` and `GET /fhir`: search is not there yet.
-pub async fn search(req: HttpRequest, path: Option<web::Path<String>>) -> ApiResult {
-    negotiate(&req)?;
-    if let Some(path) = path {
-        check_type(&path)?;
-    }
-    Err(FhirError::not_supported("search is not supported by this server yet").into())
+fn several(resource_type: &str, criteria: &str) -> FhirError {
+    FhirError::new(
+        412,
+        IssueCode::Conflict,
+        format!("the criteria '{criteria}' match more than one {resource_type}"),
+    )
 }
 
 async fn commit_one(state: &AppState, write: Write) -> Result<Applied, super::ApiError> {

@@ -123,6 +123,33 @@ pub async fn read_body(
     }
 }
 
+/// Reads a form body (`application/x-www-form-urlencoded`), as `POST .../_search` sends.
+pub async fn read_form(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<(String, String)>, FhirError> {
+    let media = header_str(req.headers(), header::CONTENT_TYPE).unwrap_or("");
+    if !media.starts_with("application/x-www-form-urlencoded") {
+        return Err(FhirError::new(
+            415,
+            IssueCode::NotSupported,
+            "POST _search takes a form body (application/x-www-form-urlencoded)",
+        ));
+    }
+    let body = payload
+        .to_bytes_limited(state.config.max_body)
+        .await
+        .map_err(|_| FhirError::new(413, IssueCode::TooLong, "the form is too large"))?
+        .map_err(|e| {
+            FhirError::bad_request(
+                IssueCode::Invalid,
+                format!("the form could not be read: {e}"),
+            )
+        })?;
+    Ok(form_urlencoded::parse(&body).into_owned().collect())
+}
+
 pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }

@@ -70,6 +70,7 @@ impl Interaction {
             ("DELETE", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Delete,
             ("GET", "/fhir/{type}") => Interaction::SearchType,
             ("POST", "/fhir/{type}") => Interaction::Create,
+            ("POST", "/fhir/{type}/_search") => Interaction::SearchType,
             _ => Interaction::Other,
         }
     }

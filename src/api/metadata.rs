@@ -2,6 +2,7 @@
 
 use super::http::{base_url, negotiate};
 use super::{ApiResult, AppState};
+use crate::search::registry::Registry;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
@@ -14,18 +15,19 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "create",
     "history-instance",
     "history-type",
+    "search-type",
 ];
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     negotiate(&req)?;
-    let body = statement(&base_url(&req, &state));
+    let body = statement(&base_url(&req, &state), &state.search.registry);
     Ok(HttpResponse::Ok()
         .content_type(super::http::FHIR_JSON)
         .body(body.to_string()))
 }
 
 /// The CapabilityStatement of this build, served at `base`.
-pub fn statement(base: &str) -> Value {
+pub fn statement(base: &str, registry: &Registry) -> Value {
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
         .map(|code| json!({"code": code}))
@@ -33,16 +35,26 @@ pub fn statement(base: &str) -> Value {
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
         .map(|name| {
+            // Composite and special parameters are not searchable yet, nor definitions
+            // without an expression.
+            let params: Vec<Value> = registry
+                .searchable(name)
+                .map(|p| {
+                    json!({"name": p.code, "definition": p.url, "type": p.kind.as_str(),
+                        "documentation": p.description})
+                })
+                .collect();
             json!({
                 "type": name,
                 "interaction": interactions,
+                "searchParam": params,
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalRead": "modified-since",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
             })
         })
         .collect();
@@ -58,14 +70,19 @@ pub fn statement(base: &str) -> Value {
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search, conditional create, update and delete (also inside \
-                Bundles: ifNoneExist and conditional references), PATCH and XML are not \
-                supported yet; they are answered with 501 or 406/415 OperationOutcomes.",
+            "documentation": "Search covers the number, date, string, token, reference, \
+                quantity and uri parameters listed per type, with :missing, :not, :text, \
+                :of-type, :exact, :contains, :below, :above and the type modifier; composite \
+                and special parameters, chaining, _include, _sort on parameters, PATCH, \
+                conditional update and delete inside Bundles, and XML are not supported yet: \
+                they are reported (search, handling=lenient) or answered with 400, 501 or \
+                406/415 OperationOutcomes.",
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},
                 {"code": "batch"},
                 {"code": "history-system"},
+                {"code": "search-system"},
             ],
         }],
     })
@@ -75,7 +92,8 @@ pub fn statement(base: &str) -> Value {
 mod tests {
     #[test]
     fn the_capability_statement_is_valid_r4() {
-        let statement = super::statement("http://localhost/fhir");
+        let registry = crate::search::registry::Registry::r4();
+        let statement = super::statement("http://localhost/fhir", &registry);
         fhirlake_model::check_resource(&statement).unwrap();
         assert_eq!(
             statement["rest"][0]["resource"].as_array().unwrap().len(),

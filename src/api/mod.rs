@@ -14,6 +14,7 @@ mod metrics;
 pub mod openapi;
 mod operations;
 mod request_log;
+mod search;
 
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 /// What every handler shares.
 pub struct AppState {
     pub store: Store,
+    pub search: Arc<crate::search::Engine>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -50,10 +52,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("")
                     .route(web::post().to(bundle::transaction_or_batch))
-                    .route(web::get().to(crud::search)),
+                    .route(web::get().to(search::system)),
             )
             .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
             .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
+            .service(resource("/{type}/_search").route(web::post().to(search::of_type_post)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(
@@ -64,7 +67,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 resource("/{type}")
-                    .route(web::get().to(crud::search))
+                    .route(web::get().to(search::of_type))
                     .route(web::post().to(crud::create))
                     .route(web::put().to(crud::conditional))
                     .route(web::delete().to(crud::conditional)),

@@ -6,6 +6,7 @@ use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -18,6 +19,25 @@ pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// Ok when ready; otherwise why not, for the operator.
     fn check(&self) -> Result<(), String>;
+}
+
+/// The search index is ready once it holds every change committed before the server started
+/// (its replay after a restart or crash is done).
+impl ReadinessCheck for Arc<crate::search::Engine> {
+    fn name(&self) -> &'static str {
+        "search-index"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let (indexed, needed) = (self.indexed_seq(), self.opened_at);
+        if indexed >= needed {
+            Ok(())
+        } else {
+            Err(format!(
+                "the search index is replaying the change log: at {indexed} of {needed}"
+            ))
+        }
+    }
 }
 
 /// The store is ready while its writer takes commits.

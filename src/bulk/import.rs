@@ -12,6 +12,7 @@
 use crate::bundle::{self, Kind, Options};
 use crate::fhir::resource::{check_value, id_of, parse_json};
 use crate::fhir::{FhirError, Return};
+use crate::search::Engine;
 use crate::store::Store;
 use crate::store::commit::{Action, Applied, CommitError, Write};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -52,6 +53,7 @@ struct Counters {
 /// Imports `paths` (files, or directories of files) into `store`, `jobs` files at a time.
 pub fn run(
     store: &Store,
+    search: &Arc<Engine>,
     paths: &[PathBuf],
     jobs: usize,
     progress: bool,
@@ -74,17 +76,27 @@ pub fn run(
         .build()?;
     runtime.block_on(async {
         let queue = Arc::new(std::sync::Mutex::new(files.clone().into_iter()));
+        let deferred = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..jobs.max(1) {
-            let (queue, store, counters, bar) =
-                (queue.clone(), store.clone(), counters.clone(), bar.clone());
+            let (queue, store, search, counters, bar, deferred) = (
+                queue.clone(),
+                store.clone(),
+                search.clone(),
+                counters.clone(),
+                bar.clone(),
+                deferred.clone(),
+            );
             workers.spawn(async move {
                 loop {
                     let next = queue.lock().expect("file queue").next();
                     let Some(file) = next else { break };
-                    if let Err(error) = import_file(&store, &file, &counters, &bar).await {
-                        counters.failed_files.fetch_add(1, Ordering::Relaxed);
-                        report(&bar, format!("rejected {}: {error}", file.display()));
+                    if import_file(&store, &search, &file, &counters, &bar)
+                        .await
+                        .is_err()
+                    {
+                        // It may refer to what a later file creates: try it again at the end.
+                        deferred.lock().expect("deferred files").push(file);
                     }
                     bar.inc(1);
                     let stored = counters.stored.load(Ordering::Relaxed);
@@ -97,6 +109,13 @@ pub fn run(
             });
         }
         while workers.join_next().await.is_some() {}
+        let deferred = std::mem::take(&mut *deferred.lock().expect("deferred files"));
+        for file in deferred {
+            if let Err(error) = import_file(store, search, &file, &counters, &bar).await {
+                counters.failed_files.fetch_add(1, Ordering::Relaxed);
+                report(&bar, format!("rejected {}: {error}", file.display()));
+            }
+        }
     });
     bar.finish();
     Ok(Summary {
@@ -163,6 +182,7 @@ fn open(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
 
 async fn import_file(
     store: &Store,
+    search: &Engine,
     path: &Path,
     counters: &Counters,
     bar: &ProgressBar,
@@ -199,7 +219,7 @@ async fn import_file(
                     max_entries: usize::MAX,
                     returns: Return::Minimal,
                 };
-                let processed = bundle::process(store, value, &options).await?;
+                let processed = bundle::process(store, search, value, &options).await?;
                 for (index, entry) in processed.entries.iter().enumerate() {
                     match &entry.error {
                         Some(error) => reject(format!(" entry {index}"), error),

@@ -15,6 +15,7 @@ use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{Micros, format_instant};
 use crate::fhir::resource::{check_id, check_type, check_value, id_of, parse_etag};
 use crate::fhir::{FhirError, IssueCode, Return};
+use crate::search::Engine;
 use crate::store::Store;
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::Op;
@@ -60,6 +61,8 @@ enum Request {
     Create {
         resource_type: String,
         resource: Value,
+        /// `ifNoneExist`: create only when nothing matches these criteria.
+        if_none_exist: Option<String>,
     },
     Update {
         resource_type: String,
@@ -119,6 +122,7 @@ pub fn kind_of(bundle: &Value) -> Result<Kind, FhirError> {
 /// failing entry named; a batch always answers `Ok`, with each entry's outcome.
 pub async fn process(
     store: &Store,
+    search: &Engine,
     mut bundle: Value,
     options: &Options,
 ) -> Result<Processed, FhirError> {
@@ -154,6 +158,42 @@ pub async fn process(
         .enumerate()
         .map(|(index, entry)| parse_entry(entry).map_err(|error| at_entry(error, index)))
         .collect();
+    // Conditional creates and references resolve against everything committed before.
+    search.catch_up(store).await;
+    for (index, request) in requests.iter_mut().enumerate() {
+        if let Ok((
+            _,
+            Request::Create {
+                resource_type,
+                if_none_exist: Some(criteria),
+                ..
+            },
+        )) = request
+        {
+            *request = match search.matching(resource_type, criteria) {
+                Ok(ids) if ids.is_empty() => continue,
+                Ok(ids) if ids.len() == 1 => Ok((
+                    None,
+                    Request::Read {
+                        resource_type: resource_type.clone(),
+                        id: ids[0].clone(),
+                        vid: None,
+                        if_none_match: None,
+                        if_modified_since: None,
+                    },
+                )),
+                Ok(_) => Err(at_entry(
+                    FhirError::new(
+                        412,
+                        IssueCode::Conflict,
+                        format!("ifNoneExist '{criteria}' matches more than one {resource_type}"),
+                    ),
+                    index,
+                )),
+                Err(error) => Err(at_entry(error, index)),
+            };
+        }
+    }
     if kind == Kind::Transaction
         && let Some(Err(error)) = requests.iter().find(|r| r.is_err())
     {
@@ -192,6 +232,7 @@ pub async fn process(
                 Request::Create {
                     resource,
                     resource_type,
+                    ..
                 },
             ))
             | Ok((
@@ -201,7 +242,9 @@ pub async fn process(
                     resource_type,
                     ..
                 },
-            )) => rewrites.apply(resource, resource_type),
+            )) => rewrites.apply(resource, resource_type, &|reference| {
+                search.resolve(reference)
+            }),
             _ => Ok(()),
         };
         if let Err(error) = rewritten {
@@ -327,12 +370,10 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
     let request = match (method, segments.as_slice(), query) {
         ("POST", [resource_type], None) => {
             check_type(resource_type)?;
-            if text("ifNoneExist").is_some() {
-                return conditional("conditional create (ifNoneExist)");
-            }
             Request::Create {
                 resource: resource_of(resource, resource_type)?,
                 resource_type: resource_type.to_string(),
+                if_none_exist: text("ifNoneExist").map(String::from),
             }
         }
         ("PUT", [resource_type, id], None) => {
@@ -427,6 +468,7 @@ fn to_write(request: Request, new_id: Option<String>) -> (u8, Write) {
         Request::Create {
             resource_type,
             resource,
+            ..
         } => Write {
             resource_type,
             id: new_id.expect("creates have a new id"),

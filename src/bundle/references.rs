@@ -36,11 +36,21 @@ impl Rewrites {
     /// Rewrites every reference in `resource`, in nested elements, contained resources and the
     /// narrative. Fails with 501 on a conditional reference (`Type?criteria`), which needs
     /// search; `path` names the resource in the error.
-    pub fn apply(&self, resource: &mut Value, path: &str) -> Result<(), FhirError> {
-        self.walk(resource, path)
+    pub fn apply(
+        &self,
+        resource: &mut Value,
+        path: &str,
+        conditional: &Conditional<'_>,
+    ) -> Result<(), FhirError> {
+        self.walk(resource, path, conditional)
     }
 
-    fn walk(&self, value: &mut Value, path: &str) -> Result<(), FhirError> {
+    fn walk(
+        &self,
+        value: &mut Value,
+        path: &str,
+        conditional: &Conditional<'_>,
+    ) -> Result<(), FhirError> {
         match value {
             Value::Object(object) => {
                 for (key, member) in object.iter_mut() {
@@ -48,26 +58,23 @@ impl Rewrites {
                     match (key.as_str(), member) {
                         ("reference", Value::String(text)) => {
                             if is_conditional(text) {
-                                return Err(FhirError::not_supported(format!(
-                                    "the conditional reference '{text}' needs search, which this \
-                                     server does not support yet"
-                                ))
-                                .at(member_path));
+                                *text = conditional(text).map_err(|e| e.at(member_path))?;
+                            } else {
+                                self.replace(text);
                             }
-                            self.replace(text);
                         }
                         ("div", Value::String(xhtml)) => self.replace_in_narrative(xhtml),
                         // Identifier.value and ContactPoint.value are strings, not links: a
                         // document's `urn:uuid:` identifier stays what it is.
                         ("value", Value::String(_)) => {}
-                        (_, member) => self.walk(member, &member_path)?,
+                        (_, member) => self.walk(member, &member_path, conditional)?,
                     }
                 }
                 Ok(())
             }
             Value::Array(items) => {
                 for (index, item) in items.iter_mut().enumerate() {
-                    self.walk(item, &format!("{path}[{index}]"))?;
+                    self.walk(item, &format!("{path}[{index}]"), conditional)?;
                 }
                 Ok(())
             }
@@ -120,6 +127,9 @@ impl Rewrites {
         *xhtml = out;
     }
 }
+
+/// Resolves a conditional reference (`Type?criteria`) to the `Type/id` it names.
+pub type Conditional<'a> = dyn Fn(&str) -> Result<String, FhirError> + 'a;
 
 /// Is this reference a conditional one, `Type?criteria`?
 pub fn is_conditional(reference: &str) -> bool {
@@ -179,6 +189,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn unsupported(_: &str) -> Result<String, FhirError> {
+        Err(FhirError::not_supported("no search"))
+    }
+
     #[test]
     fn rewrites_urns_full_urls_and_relative_references_everywhere() {
         let mut rewrites = Rewrites::default();
@@ -197,7 +211,9 @@ mod tests {
             "focus": [{"reference": "urn:uuid:unknown"}],
             "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:aaa"}]
         });
-        rewrites.apply(&mut resource, "Observation").unwrap();
+        rewrites
+            .apply(&mut resource, "Observation", &unsupported)
+            .unwrap();
         assert_eq!(resource["subject"]["reference"], "Patient/new1");
         assert_eq!(resource["performer"][0]["reference"], "Practitioner/new2");
         assert_eq!(resource["performer"][1]["reference"], "Practitioner/new2");
@@ -216,13 +232,21 @@ mod tests {
     }
 
     #[test]
-    fn conditional_references_are_refused_with_501() {
+    fn conditional_references_go_to_the_resolver_with_their_path() {
         let mut resource = json!({"resourceType": "Encounter", "serviceProvider": {
             "reference": "Organization?identifier=https://github.com/synthetichealth/synthea|x"}});
         let error = Rewrites::default()
-            .apply(&mut resource, "Encounter")
+            .apply(&mut resource, "Encounter", &unsupported)
             .unwrap_err();
         assert_eq!(error.status, 501);
+        Rewrites::default()
+            .apply(
+                &mut resource,
+                "Encounter",
+                &|_| Ok("Organization/o1".into()),
+            )
+            .unwrap();
+        assert_eq!(resource["serviceProvider"]["reference"], "Organization/o1");
         assert_eq!(
             error.expression.as_deref(),
             Some("Encounter.serviceProvider.reference")

@@ -176,4 +176,43 @@ impl Store {
             .get((resource_type, id, vid))?
             .map(|record| VersionRecord::decode(record.value())))
     }
+
+    /// Up to `limit` change-log entries after seq `after`, oldest first.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let changes = txn.open_table(CHANGES)?;
+        let mut out = Vec::new();
+        for item in changes.range(after + 1..)?.take(limit) {
+            let (seq, record) = item?;
+            out.push(ChangeRecord::decode(seq.value(), record.value()));
+        }
+        Ok(out)
+    }
+
+    /// Calls `visit(type, id, version)` for every live resource, from one snapshot, and returns
+    /// the seq of the last change that snapshot holds.
+    pub fn for_each_current(
+        &self,
+        mut visit: impl FnMut(&str, &str, VersionRecord),
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let head = txn
+            .open_table(CHANGES)?
+            .last()?
+            .map_or(0, |(seq, _)| seq.value());
+        let current = txn.open_table(CURRENT)?;
+        let versions = txn.open_table(VERSIONS)?;
+        for item in current.iter()? {
+            let (key, state) = item?;
+            let state = CurrentRecord::decode(state.value());
+            let (resource_type, id) = key.value();
+            if state.deleted {
+                continue;
+            }
+            if let Some(record) = versions.get((resource_type, id, state.vid))? {
+                visit(resource_type, id, VersionRecord::decode(record.value()));
+            }
+        }
+        Ok(head)
+    }
 }

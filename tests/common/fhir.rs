@@ -126,6 +126,24 @@ impl FhirClient {
         send(with_headers(self.http.get(self.url(path)), headers))
     }
 
+    /// GETs an absolute URL the server handed out (a paging link) and expects a 200 resource.
+    pub fn get_absolute(&self, url: &str) -> Value {
+        send(self.http.get(url)).expect(200, url).resource()
+    }
+
+    /// POSTs a form body (`application/x-www-form-urlencoded`), as `_search` takes.
+    pub fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        send(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    }
+
     pub fn get_query(&self, path: &str, query: &[(&str, &str)]) -> Reply {
         send(self.http.get(self.url(path)).query(query))
     }

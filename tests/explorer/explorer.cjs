@@ -99,6 +99,7 @@ async function main() {
       const height = Math.ceil(live.y + scroll + live.height + 24);
       await page.screenshot({ path: screenshot, fullPage: true, clip: { x: 0, y: 0, width: 1280, height } });
     }
+    seen.search = await execute(page, 'Patient', 'searchPatient', {});
   } catch (error) {
     const failure = path.join(os.tmpdir(), 'fhirlake-explorer-failure.png');
     await context.pages()[0]?.screenshot({ path: failure, fullPage: true }).catch(() => {});

@@ -35,11 +35,16 @@ pub const TYPE_INTERACTIONS: &[fn(&str) -> Interaction] = &[
     delete,
     history_instance,
     history_type,
+    search_type,
 ];
 
 /// The interactions of the whole server.
-pub const SYSTEM_INTERACTIONS: &[fn() -> Interaction] =
-    &[capabilities, transaction_or_batch, history_system];
+pub const SYSTEM_INTERACTIONS: &[fn() -> Interaction] = &[
+    capabilities,
+    transaction_or_batch,
+    history_system,
+    search_system,
+];
 
 /// `POST /fhir/{type}`
 fn create(resource_type: &str) -> Interaction {
@@ -369,6 +374,81 @@ fn history_system() -> Interaction {
         operation: operation.build(),
     }
 }
+
+/// `GET /fhir/{type}?params`: with every search parameter of the type that the server
+/// searches on.
+fn search_type(resource_type: &str) -> Interaction {
+    let mut operation = operation(
+        resource_type,
+        format!("search{resource_type}"),
+        format!("search: the {resource_type} resources that match the parameters"),
+        SEARCH,
+    );
+    for param in crate::search::registry::Registry::r4_shared().searchable(resource_type) {
+        let description = format!("{} ({} parameter)", param.description, param.kind.as_str());
+        operation = operation.parameter(
+            super::components::parameter(
+                &param.code,
+                utoipa::openapi::path::ParameterIn::Query,
+                &description,
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            )
+            .build(),
+        );
+    }
+    let operation = search_answer(operation.parameter_ref(Param::Count.reference()));
+    Interaction {
+        codes: &["search-type"],
+        path: format!("/fhir/{resource_type}"),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+/// `GET /fhir?_type=...`
+fn search_system() -> Interaction {
+    let operation = operation(
+        SYSTEM_TAG,
+        "searchSystem".into(),
+        "search: resources of every type (or of those `_type` names) that match".into(),
+        SEARCH,
+    )
+    .parameter(
+        super::components::parameter(
+            "_type",
+            utoipa::openapi::path::ParameterIn::Query,
+            "Comma-separated resource types to search.",
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String),
+        )
+        .build(),
+    );
+    Interaction {
+        codes: &["search-system"],
+        path: "/fhir".into(),
+        method: HttpMethod::Get,
+        operation: search_answer(operation.parameter_ref(Param::Count.reference())).build(),
+    }
+}
+
+/// The searchset answer and the errors of every search.
+fn search_answer(operation: OperationBuilder) -> OperationBuilder {
+    let operation = operation.response(
+        "200",
+        ResponseBuilder::new()
+            .description("A page of the searchset Bundle.")
+            .content(FHIR_JSON, fhir_content("Bundle"))
+            .build(),
+    );
+    errors(operation, &[Error::BadRequest, Error::NotAcceptable])
+}
+
+const SEARCH: &str = "A `searchset` Bundle of the matches, a page at a time (`_count`, `next` \
+    link over a stable snapshot), with `total` unless `_total=none`; `_summary=count` gives the \
+    total alone. Parameters are ANDed when repeated and ORed across commas; unknown ones are \
+    ignored and reported in an OperationOutcome entry, or refused with 400 under \
+    `Prefer: handling=strict`. The search sees every write acknowledged before it.";
 
 const HISTORY: &str = "A `history` Bundle, newest version first, one entry per version with \
     its request method and response status; a deletion is an entry without a resource. Pages \

@@ -188,7 +188,10 @@ mod tests {
     /// resource type, and every system interaction (plus `capabilities` itself).
     #[test]
     fn the_operations_are_the_capability_statements_interactions() {
-        let statement = super::super::metadata::statement("http://localhost/fhir");
+        let statement = super::super::metadata::statement(
+            "http://localhost/fhir",
+            crate::search::registry::Registry::r4_shared(),
+        );
         let document = document_json();
         let declared = |interactions: &Value| -> BTreeSet<String> {
             interactions

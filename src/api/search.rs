@@ -1,0 +1,179 @@
+//! Search: `GET /fhir/{type}`, `POST /fhir/{type}/_search` and `GET /fhir?_type=...`.
+//!
+//! A search first waits until the index holds every write committed before it (read your
+//! writes, at most `search::CATCH_UP`); past that it runs anyway and says the results may be
+//! stale. Pages after the first reuse the first page's index snapshot.
+
+use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_form};
+use super::{ApiResult, AppState};
+use crate::fhir::bundle::{BundleWriter, Entry};
+use crate::fhir::outcome::outcome;
+use crate::fhir::resource::check_type;
+use crate::fhir::{FhirError, IssueCode};
+use crate::search::{Page, Request};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+type State = web::Data<AppState>;
+
+/// `GET /fhir/{type}`
+pub async fn of_type(req: HttpRequest, state: State, path: web::Path<String>) -> ApiResult {
+    check_type(&path)?;
+    let params = query_pairs(&req);
+    run(&req, &state, vec![path.into_inner()], params).await
+}
+
+/// `POST /fhir/{type}/_search` with a form body (and maybe a query string too).
+pub async fn of_type_post(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    check_type(&path)?;
+    let mut params = query_pairs(&req);
+    params.extend(read_form(&req, payload, &state).await?);
+    run(&req, &state, vec![path.into_inner()], params).await
+}
+
+/// `GET /fhir?_type=A,B&...`: all types, or those `_type` names.
+pub async fn system(req: HttpRequest, state: State) -> ApiResult {
+    let params = query_pairs(&req);
+    let mut types = Vec::new();
+    for (_, value) in params.iter().filter(|(name, _)| name == "_type") {
+        for name in value.split(',').filter(|n| !n.is_empty()) {
+            check_type(name)?;
+            types.push(name.to_string());
+        }
+    }
+    run(&req, &state, types, params).await
+}
+
+async fn run(
+    req: &HttpRequest,
+    state: &AppState,
+    resource_types: Vec<String>,
+    params: Vec<(String, String)>,
+) -> ApiResult {
+    negotiate(req)?;
+    let control = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let number = |name: &str, default: usize| -> Result<usize, FhirError> {
+        control(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| {
+                FhirError::bad_request(
+                    IssueCode::Invalid,
+                    format!("{name}={v} is not a whole number"),
+                )
+            })
+        })
+    };
+    let count = number("_count", state.config.default_count)?.min(state.config.max_count);
+    let offset = number("_offset", 0)?;
+    let snapshot = control("_snapshot").and_then(|v| v.parse().ok());
+    let summary_count = control("_summary") == Some("count");
+    let total = control("_total") != Some("none") || summary_count;
+    let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
+    let strict = prefer.split(',').any(|p| p.trim() == "handling=strict");
+
+    let caught_up = state.search.catch_up(&state.store).await;
+    let page = state.search.search(&Request {
+        resource_types: resource_types.clone(),
+        params: params.clone(),
+        strict,
+        count: if summary_count { 0 } else { count },
+        offset,
+        snapshot,
+        total,
+    })?;
+    let base = base_url(req, state);
+    let body = render(
+        state,
+        &base,
+        req,
+        &page,
+        count,
+        offset,
+        caught_up,
+        summary_count,
+    )?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    state: &AppState,
+    base: &str,
+    req: &HttpRequest,
+    page: &Page,
+    count: usize,
+    offset: usize,
+    caught_up: bool,
+    summary_count: bool,
+) -> Result<Vec<u8>, FhirError> {
+    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
+    let path = path.strip_suffix("/_search").unwrap_or(path);
+    let link = |offset: usize, with_snapshot: bool| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &page.used {
+            query.append_pair(name, value);
+        }
+        query.append_pair("_count", &count.to_string());
+        if offset > 0 {
+            query.append_pair("_offset", &offset.to_string());
+        }
+        if with_snapshot {
+            query.append_pair("_snapshot", &page.snapshot.to_string());
+        }
+        format!("{base}{path}?{}", query.finish())
+    };
+    let mut bundle = BundleWriter::new("searchset");
+    if let Some(total) = page.total {
+        bundle.total(total as u64);
+    }
+    let mut links = vec![("self", link(offset, offset > 0))];
+    if page.has_more && !summary_count {
+        links.push(("next", link(offset + count, true)));
+    }
+    if offset > 0 {
+        links.push(("previous", link(offset.saturating_sub(count), true)));
+    }
+    bundle.links(&links);
+    for (resource_type, id) in &page.matches {
+        // A resource deleted since the snapshot was taken is left out.
+        if let Some((_, Some(version))) = state.store.read(resource_type, id)? {
+            bundle.entry(Entry {
+                full_url: Some(format!("{base}/{resource_type}/{id}")),
+                resource: Some(&version.body),
+                search_mode: Some("match"),
+                ..Entry::default()
+            });
+        }
+    }
+    let mut issues = Vec::new();
+    for (name, reason) in &page.ignored {
+        issues.push(json!({"severity": "warning", "code": "not-supported",
+            "diagnostics": format!("{name} was ignored: {reason}")}));
+    }
+    if !caught_up {
+        issues.push(json!({"severity": "warning", "code": "incomplete",
+            "diagnostics": "the search index had not caught up with the latest writes: the results may be stale"}));
+    }
+    if !issues.is_empty() {
+        let mut report = outcome("warning", IssueCode::Informational, "", None);
+        report["issue"] = Value::Array(issues);
+        let report = serde_json::to_vec(&report).expect("serializes");
+        bundle.entry(Entry {
+            resource: Some(&report),
+            search_mode: Some("outcome"),
+            ..Entry::default()
+        });
+    }
+    Ok(bundle.finish())
+}

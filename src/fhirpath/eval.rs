@@ -1,0 +1,624 @@
+//! Evaluating parsed FHIRPath on a resource's JSON.
+
+use super::parser::Expr;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+/// One item of a FHIRPath collection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item<'a> {
+    /// An element of the resource, with its FHIR type when the JSON tells it (a resource's
+    /// `resourceType`, a choice element's suffix).
+    Node {
+        value: &'a Value,
+        ty: Option<Cow<'a, str>>,
+    },
+    /// The target of a reference, known by its type only (`resolve()` does not load it).
+    Resolved(String),
+    Bool(bool),
+    Str(String),
+    Number(f64),
+}
+
+impl<'a> Item<'a> {
+    fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
+        let ty = match value.get("resourceType").and_then(Value::as_str) {
+            Some(resource_type) => Some(Cow::Borrowed(resource_type)),
+            None => ty,
+        };
+        Item::Node { value, ty }
+    }
+
+    /// The FHIR type of the item, when known.
+    pub fn type_name(&self) -> Option<&str> {
+        match self {
+            Item::Node { ty, .. } => ty.as_deref(),
+            Item::Resolved(ty) => Some(ty),
+            Item::Bool(_) => Some("boolean"),
+            Item::Str(_) => Some("string"),
+            Item::Number(_) => Some("decimal"),
+        }
+    }
+
+    fn is_type(&self, wanted: &str) -> bool {
+        let wanted = wanted.strip_prefix("FHIR.").unwrap_or(wanted);
+        match self.type_name() {
+            Some(ty) => ty == wanted || is_subtype(ty, wanted),
+            None => false,
+        }
+    }
+}
+
+/// Why an expression could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalError(pub String);
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+type Items<'a> = Vec<Item<'a>>;
+
+/// Evaluates `expr` on `resource` (its JSON), returning the items it selects.
+pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
+    let context = Context { root: resource };
+    context.eval(expr, &[Item::node(resource, None)])
+}
+
+struct Context<'a> {
+    root: &'a Value,
+}
+
+impl<'a> Context<'a> {
+    fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        Ok(match expr {
+            Expr::This => input.to_vec(),
+            Expr::Str(s) => vec![Item::Str(s.clone())],
+            Expr::Number(n) => vec![Item::Number(*n)],
+            Expr::Bool(b) => vec![Item::Bool(*b)],
+            Expr::Member(inner, name) => {
+                let at_start = matches!(**inner, Expr::This);
+                let items = self.eval(inner, input)?;
+                let mut out = Vec::new();
+                for item in &items {
+                    if at_start && starts_upper(name) {
+                        // A type name at the start of a path selects the context if it is
+                        // of that type: `Patient.name` on a Patient.
+                        if item.is_type(name) {
+                            out.push(item.clone());
+                        }
+                        continue;
+                    }
+                    member(item, name, &mut out);
+                }
+                out
+            }
+            Expr::Index(inner, index) => {
+                let items = self.eval(inner, input)?;
+                items.into_iter().nth(*index).into_iter().collect()
+            }
+            Expr::Union(left, right) => {
+                let mut out = self.eval(left, input)?;
+                for item in self.eval(right, input)? {
+                    if !out.iter().any(|seen| same(seen, &item)) {
+                        out.push(item);
+                    }
+                }
+                out
+            }
+            Expr::Is(inner, ty) => {
+                let items = self.eval(inner, input)?;
+                match items.as_slice() {
+                    [] => vec![],
+                    [item] => vec![Item::Bool(item.is_type(ty))],
+                    _ => return Err(EvalError("'is' needs a single item".into())),
+                }
+            }
+            Expr::As(inner, ty) => self
+                .eval(inner, input)?
+                .into_iter()
+                .filter(|item| item.is_type(ty))
+                .collect(),
+            Expr::Equals(left, right, negated) => {
+                let (left, right) = (self.eval(left, input)?, self.eval(right, input)?);
+                if left.is_empty() || right.is_empty() {
+                    vec![]
+                } else {
+                    let equal = left.len() == right.len()
+                        && left.iter().zip(&right).all(|(a, b)| equals(a, b));
+                    vec![Item::Bool(equal != *negated)]
+                }
+            }
+            Expr::And(left, right) => {
+                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
+                match (left, right) {
+                    (Some(false), _) | (_, Some(false)) => vec![Item::Bool(false)],
+                    (Some(true), Some(true)) => vec![Item::Bool(true)],
+                    _ => vec![],
+                }
+            }
+            Expr::Or(left, right) => {
+                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
+                match (left, right) {
+                    (Some(true), _) | (_, Some(true)) => vec![Item::Bool(true)],
+                    (Some(false), Some(false)) => vec![Item::Bool(false)],
+                    _ => vec![],
+                }
+            }
+            Expr::Call(inner, name, args) => {
+                let items = self.eval(inner, input)?;
+                self.call(name, args, items)?
+            }
+        })
+    }
+
+    /// The singleton boolean of a collection: empty is unknown, a single boolean is itself,
+    /// any other single item is true.
+    fn truth(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Option<bool>, EvalError> {
+        let items = self.eval(expr, input)?;
+        Ok(match items.as_slice() {
+            [] => None,
+            [Item::Bool(b)] => Some(*b),
+            [
+                Item::Node {
+                    value: Value::Bool(b),
+                    ..
+                },
+            ] => Some(*b),
+            [_] => Some(true),
+            _ => return Err(EvalError("a boolean needs a single item".into())),
+        })
+    }
+
+    fn call(&self, name: &str, args: &[Expr], items: Items<'a>) -> Result<Items<'a>, EvalError> {
+        let arity = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(EvalError(format!("{name}() takes {n} argument(s)")))
+            }
+        };
+        let type_argument = || match args {
+            [Expr::Member(inner, ty)] if matches!(**inner, Expr::This) => Ok(ty.as_str()),
+            _ => Err(EvalError(format!("{name}() takes a type name"))),
+        };
+        let string_argument = || match args {
+            [Expr::Str(s)] => Ok(s.as_str()),
+            _ => Err(EvalError(format!("{name}() takes a string"))),
+        };
+        Ok(match name {
+            "where" => {
+                arity(1)?;
+                let mut out = Vec::new();
+                for item in items {
+                    if self.truth(&args[0], std::slice::from_ref(&item))? == Some(true) {
+                        out.push(item);
+                    }
+                }
+                out
+            }
+            "exists" => {
+                let found = match args {
+                    [] => !items.is_empty(),
+                    [criteria] => {
+                        let mut found = false;
+                        for item in &items {
+                            if self.truth(criteria, std::slice::from_ref(item))? == Some(true) {
+                                found = true;
+                                break;
+                            }
+                        }
+                        found
+                    }
+                    _ => return Err(EvalError("exists() takes 0 or 1 argument".into())),
+                };
+                vec![Item::Bool(found)]
+            }
+            "empty" => {
+                arity(0)?;
+                vec![Item::Bool(items.is_empty())]
+            }
+            "not" => {
+                arity(0)?;
+                match items.as_slice() {
+                    [] => vec![],
+                    [Item::Bool(b)] => vec![Item::Bool(!b)],
+                    _ => return Err(EvalError("not() needs a single boolean".into())),
+                }
+            }
+            "first" => {
+                arity(0)?;
+                items.into_iter().take(1).collect()
+            }
+            "as" | "ofType" => {
+                let ty = type_argument()?;
+                items.into_iter().filter(|item| item.is_type(ty)).collect()
+            }
+            "is" => {
+                let ty = type_argument()?;
+                match items.as_slice() {
+                    [] => vec![],
+                    [item] => vec![Item::Bool(item.is_type(ty))],
+                    _ => return Err(EvalError("is() needs a single item".into())),
+                }
+            }
+            "resolve" => {
+                arity(0)?;
+                items.iter().filter_map(|item| self.resolve(item)).collect()
+            }
+            "extension" => {
+                let url = string_argument()?;
+                let mut out = Vec::new();
+                for item in &items {
+                    extensions(item, url, &mut out);
+                }
+                out
+            }
+            "hasExtension" => {
+                let url = string_argument()?;
+                let mut out = Vec::new();
+                for item in &items {
+                    extensions(item, url, &mut out);
+                }
+                vec![Item::Bool(!out.is_empty())]
+            }
+            _ => return Err(EvalError(format!("the function {name}() is not supported"))),
+        })
+    }
+
+    /// The target of a Reference (or of a canonical/uri string), known by its type: a
+    /// contained resource for `#id`, else the type named in the reference.
+    fn resolve(&self, item: &Item<'a>) -> Option<Item<'a>> {
+        let Item::Node { value, .. } = item else {
+            return None;
+        };
+        let reference = match value {
+            Value::String(s) => s.as_str(),
+            Value::Object(object) => object.get("reference")?.as_str()?,
+            _ => return None,
+        };
+        if let Some(id) = reference.strip_prefix('#') {
+            let contained = self.root.get("contained")?.as_array()?;
+            return contained
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+                .map(|c| Item::node(c, None));
+        }
+        reference_type(reference).map(|ty| Item::Resolved(ty.to_string()))
+    }
+}
+
+/// The resource type a reference names: `Patient/1`, `http://x/fhir/Patient/1`,
+/// `Patient/1/_history/2`.
+pub fn reference_type(reference: &str) -> Option<&str> {
+    let path = reference.split(['?', '#']).next()?;
+    let path = match path.find("/_history/") {
+        Some(at) => &path[..at],
+        None => path,
+    };
+    let mut segments = path.rsplit('/');
+    let _id = segments.next()?;
+    let ty = segments.next()?;
+    fhirlake_model::is_resource_type(ty).then_some(ty)
+}
+
+fn starts_upper(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+}
+
+/// The children of `item` named `name`: the member itself, or the members of a choice element
+/// (`value` matches `valueQuantity`, typed `Quantity`). Arrays yield their items.
+fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
+    let Item::Node {
+        value: Value::Object(object),
+        ..
+    } = item
+    else {
+        return;
+    };
+    let mut push = |value: &'a Value, ty: Option<Cow<'a, str>>| match value {
+        Value::Array(items) => out.extend(
+            items
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| Item::node(v, ty.clone())),
+        ),
+        Value::Null => {}
+        value => out.push(Item::node(value, ty)),
+    };
+    if let Some(value) = object.get(name) {
+        push(value, None);
+        return;
+    }
+    for (key, value) in object {
+        if let Some(suffix) = key.strip_prefix(name)
+            && let Some(ty) = choice_type(suffix)
+        {
+            push(value, Some(ty));
+        }
+    }
+}
+
+fn extensions<'a>(item: &Item<'a>, url: &str, out: &mut Items<'a>) {
+    if let Item::Node { value, .. } = item
+        && let Some(Value::Array(extensions)) = value.get("extension")
+    {
+        out.extend(
+            extensions
+                .iter()
+                .filter(|e| e.get("url").and_then(Value::as_str) == Some(url))
+                .map(|e| Item::node(e, Some(Cow::Borrowed("Extension")))),
+        );
+    }
+}
+
+/// The FHIR data types a choice element can take, as they appear in JSON member names.
+const CHOICE_TYPES: &[&str] = &[
+    "Address",
+    "Age",
+    "Annotation",
+    "Attachment",
+    "Base64Binary",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "CodeableConcept",
+    "Coding",
+    "ContactDetail",
+    "ContactPoint",
+    "Contributor",
+    "Count",
+    "DataRequirement",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Distance",
+    "Dosage",
+    "Duration",
+    "Expression",
+    "HumanName",
+    "Id",
+    "Identifier",
+    "Instant",
+    "Integer",
+    "Markdown",
+    "Meta",
+    "Money",
+    "Oid",
+    "ParameterDefinition",
+    "Period",
+    "PositiveInt",
+    "Quantity",
+    "Range",
+    "Ratio",
+    "Reference",
+    "RelatedArtifact",
+    "SampledData",
+    "Signature",
+    "String",
+    "Time",
+    "Timing",
+    "TriggerDefinition",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "UsageContext",
+    "Uuid",
+];
+
+/// The FHIR primitive types, whose names start in lower case.
+const PRIMITIVES: &[&str] = &[
+    "Base64Binary",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Id",
+    "Instant",
+    "Integer",
+    "Markdown",
+    "Oid",
+    "PositiveInt",
+    "String",
+    "Time",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "Uuid",
+];
+
+/// The type a choice member's suffix names (`DateTime` -> `dateTime`), if it is one.
+fn choice_type(suffix: &str) -> Option<Cow<'_, str>> {
+    if !CHOICE_TYPES.contains(&suffix) {
+        return None;
+    }
+    Some(if PRIMITIVES.contains(&suffix) {
+        let mut name = suffix.to_string();
+        name[..1].make_ascii_lowercase();
+        Cow::Owned(name)
+    } else {
+        Cow::Borrowed(suffix)
+    })
+}
+
+/// Is `ty` a specialization of `wanted`? (The profiles of Quantity, and every resource of
+/// Resource and DomainResource.)
+fn is_subtype(ty: &str, wanted: &str) -> bool {
+    match wanted {
+        "Quantity" => matches!(
+            ty,
+            "Age" | "Count" | "Distance" | "Duration" | "MoneyQuantity" | "SimpleQuantity"
+        ),
+        "Resource" | "DomainResource" => fhirlake_model::is_resource_type(ty),
+        "string" => matches!(ty, "code" | "id" | "markdown"),
+        "uri" => matches!(ty, "url" | "canonical" | "oid" | "uuid"),
+        "integer" => matches!(ty, "positiveInt" | "unsignedInt"),
+        _ => false,
+    }
+}
+
+fn same(a: &Item<'_>, b: &Item<'_>) -> bool {
+    match (a, b) {
+        (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => std::ptr::eq(*x, *y),
+        _ => a == b,
+    }
+}
+
+fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
+    fn primitive(item: &Item<'_>) -> Option<Value> {
+        Some(match item {
+            Item::Node { value, .. } => match value {
+                Value::Object(_) | Value::Array(_) => return None,
+                value => (*value).clone(),
+            },
+            Item::Bool(b) => Value::Bool(*b),
+            Item::Str(s) => Value::String(s.clone()),
+            Item::Number(n) => serde_json::Number::from_f64(*n).map(Value::Number)?,
+            Item::Resolved(_) => return None,
+        })
+    }
+    match (primitive(a), primitive(b)) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
+        (Some(x), Some(y)) => x == y,
+        _ => match (a, b) {
+            (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => x == y,
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+    use serde_json::json;
+
+    fn values(expression: &str, resource: &Value) -> Vec<Value> {
+        let expr = parse(expression).unwrap();
+        evaluate(&expr, resource)
+            .unwrap()
+            .into_iter()
+            .map(|item| match item {
+                Item::Node { value, .. } => value.clone(),
+                Item::Bool(b) => json!(b),
+                Item::Str(s) => json!(s),
+                Item::Number(n) => json!(n),
+                Item::Resolved(ty) => json!({"resolved": ty}),
+            })
+            .collect()
+    }
+
+    fn observation() -> Value {
+        json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Practitioner/d1"}, {"reference": "#org"}],
+            "contained": [{"resourceType": "Organization", "id": "org"}],
+            "effectiveDateTime": "2020-01-01",
+            "valueQuantity": {"value": 72, "unit": "/min"},
+            "component": [
+                {"code": {"text": "a"}, "valueQuantity": {"value": 1}},
+                {"code": {"text": "b"}, "valueString": "x"}
+            ],
+            "extension": [{"url": "http://e/x", "valueCode": "c"}]
+        })
+    }
+
+    #[test]
+    fn paths_select_members_array_items_and_choices() {
+        let o = observation();
+        assert_eq!(
+            values("Observation.code.coding.code", &o),
+            [json!("8867-4")]
+        );
+        assert_eq!(values("Patient.name", &o), Vec::<Value>::new());
+        assert_eq!(values("Observation.effective", &o), [json!("2020-01-01")]);
+        assert_eq!(values("Observation.component.value", &o).len(), 2);
+        assert_eq!(
+            values("Observation.component.value.as(Quantity)", &o),
+            [json!({"value": 1})]
+        );
+        assert_eq!(
+            values("(Observation.effective as dateTime)", &o),
+            [json!("2020-01-01")]
+        );
+        assert_eq!(
+            values("Observation.effective as Period", &o),
+            Vec::<Value>::new()
+        );
+        assert_eq!(
+            values("Observation.value.ofType(Quantity).unit", &o),
+            [json!("/min")]
+        );
+        assert_eq!(
+            values("Observation.performer[1]", &o),
+            [json!({"reference": "#org"})]
+        );
+    }
+
+    #[test]
+    fn resolve_is_type_filters_references() {
+        let o = observation();
+        assert_eq!(
+            values("Observation.subject.where(resolve() is Patient)", &o),
+            [json!({"reference": "Patient/p1"})]
+        );
+        assert_eq!(
+            values("Observation.performer.where(resolve() is Organization)", &o),
+            [json!({"reference": "#org"})]
+        );
+        assert_eq!(
+            reference_type("http://x/fhir/Patient/1/_history/2"),
+            Some("Patient")
+        );
+        assert_eq!(reference_type("urn:uuid:1"), None);
+    }
+
+    #[test]
+    fn where_equality_logic_and_extensions() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "telecom": [{"system": "phone", "value": "1"}, {"system": "email", "value": "a@b"}],
+            "deceasedBoolean": false,
+            "extension": [{"url": "http://e/m", "valueString": "Maiden"}]
+        });
+        assert_eq!(
+            values("Patient.telecom.where(system='email').value", &patient),
+            [json!("a@b")]
+        );
+        assert_eq!(
+            values(
+                "Patient.deceased.exists() and Patient.deceased != false",
+                &patient
+            ),
+            [json!(false)]
+        );
+        assert_eq!(
+            values("Patient.extension('http://e/m').value", &patient),
+            [json!("Maiden")]
+        );
+        assert_eq!(
+            values("Patient.hasExtension('http://e/x')", &patient),
+            [json!(false)]
+        );
+        assert_eq!(
+            values("Patient.telecom.system | Patient.telecom.system", &patient).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn unknown_functions_are_errors() {
+        let expr = parse("Patient.name.select(given)").unwrap();
+        assert!(evaluate(&expr, &json!({"resourceType": "Patient", "name": [{}]})).is_err());
+    }
+}

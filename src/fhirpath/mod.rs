@@ -1,0 +1,12 @@
+//! FHIRPath evaluation over stored JSON: the subset the FHIR R4 search parameters use.
+//!
+//! Expressions are parsed once ([`parse`]) and evaluated on a resource's JSON ([`evaluate`]),
+//! yielding the elements they select. The model is the JSON itself: a choice element
+//! (`Observation.value`) matches its typed JSON members (`valueQuantity`), and the type named
+//! by the member's suffix is what `is`, `as` and `ofType` test.
+
+pub mod eval;
+mod parser;
+
+pub use eval::{EvalError, Item, evaluate};
+pub use parser::{Expr, ParseError, parse};

@@ -1,0 +1,142 @@
+//! The tantivy index of current resources: one document per live resource, holding its key
+//! (`Type/id`), its type, its lastUpdated and every search term of its parameters.
+//!
+//! The index is derived state: it is fed from the change log by the indexer, and the seq of
+//! the last change it holds is stored in each commit's payload, so after a crash it resumes
+//! from its own checkpoint, and `fhirlake reindex` rebuilds it from the store alone.
+
+use std::path::Path;
+use std::sync::Mutex;
+use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, Value as _};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+/// The memory the index writer may buffer before it flushes a segment.
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+
+/// The fields of a document.
+#[derive(Clone, Copy)]
+pub struct Fields {
+    /// `Type/id`: unique per document, stored, for deletes and results.
+    pub key: Field,
+    pub resource_type: Field,
+    /// Every search term (see `terms.rs`).
+    pub terms: Field,
+    /// lastUpdated in microseconds: the default sort.
+    pub last_updated: Field,
+}
+
+/// A change to apply to the index.
+pub enum Change {
+    /// The resource's current version, with its terms.
+    Upsert {
+        key: String,
+        resource_type: String,
+        last_updated: i64,
+        terms: Vec<String>,
+    },
+    /// The resource is deleted.
+    Remove { key: String },
+}
+
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    pub fields: Fields,
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir` (creating it when missing) and returns it with its checkpoint:
+    /// the seq of the last change it holds.
+    pub fn open(dir: &Path) -> tantivy::Result<(SearchIndex, u64)> {
+        std::fs::create_dir_all(dir)?;
+        let mut schema = Schema::builder();
+        let fields = Fields {
+            key: schema.add_text_field("key", STRING | STORED),
+            resource_type: schema.add_text_field("type", STRING),
+            terms: schema.add_text_field("terms", STRING),
+            last_updated: schema.add_i64_field("lastUpdated", INDEXED | FAST),
+        };
+        let schema = schema.build();
+        let directory = tantivy::directory::MmapDirectory::open(dir)?;
+        let index = Index::open_or_create(directory, schema)?;
+        let checkpoint = index
+            .load_metas()?
+            .payload
+            .and_then(|payload| payload.parse().ok())
+            .unwrap_or(0);
+        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok((
+            SearchIndex {
+                index,
+                reader,
+                writer: Mutex::new(writer),
+                fields,
+            },
+            checkpoint,
+        ))
+    }
+
+    /// Applies `changes` and commits them with `checkpoint` as the new checkpoint; searches
+    /// see them once this returns.
+    pub fn apply(&self, changes: Vec<Change>, checkpoint: u64) -> tantivy::Result<()> {
+        let mut writer = self.writer.lock().expect("index writer");
+        for change in changes {
+            match change {
+                Change::Remove { key } => {
+                    writer.delete_term(Term::from_field_text(self.fields.key, &key));
+                }
+                Change::Upsert {
+                    key,
+                    resource_type,
+                    last_updated,
+                    terms,
+                } => {
+                    writer.delete_term(Term::from_field_text(self.fields.key, &key));
+                    let mut doc = TantivyDocument::new();
+                    doc.add_text(self.fields.key, &key);
+                    doc.add_text(self.fields.resource_type, &resource_type);
+                    doc.add_i64(self.fields.last_updated, last_updated);
+                    for term in &terms {
+                        doc.add_text(self.fields.terms, term);
+                    }
+                    writer.add_document(doc)?;
+                }
+            }
+        }
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&checkpoint.to_string());
+        commit.commit()?;
+        self.reader.reload()
+    }
+
+    /// Removes every document (for a rebuild).
+    pub fn clear(&self) -> tantivy::Result<()> {
+        let mut writer = self.writer.lock().expect("index writer");
+        writer.delete_all_documents()?;
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload("0");
+        commit.commit()?;
+        self.reader.reload()
+    }
+
+    /// A snapshot of the index for one search (and the pages that follow it).
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// The key stored in a document.
+    pub fn key_of(&self, doc: &TantivyDocument) -> Option<String> {
+        doc.get_first(self.fields.key)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    }
+
+    pub fn schema(&self) -> Schema {
+        self.index.schema()
+    }
+}

@@ -1,0 +1,136 @@
+//! The search indexer: a consumer of the change log with its own checkpoint.
+//!
+//! It follows the store's committed seq, reads the changes after its checkpoint in batches,
+//! turns each touched resource's current state into an index change, and commits the batch
+//! with the new checkpoint. Under load the batches grow, so tantivy commits stay few.
+
+use super::extract::extract;
+use super::index::{Change, SearchIndex};
+use super::registry::Registry;
+use super::terms::terms;
+use crate::store::Store;
+use crate::store::tables::VersionRecord;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The most changes one index commit takes.
+const BATCH: usize = 20_000;
+
+/// The index change for a resource's current version.
+pub fn document(
+    registry: &Registry,
+    resource_type: &str,
+    id: &str,
+    version: &VersionRecord,
+) -> Option<Change> {
+    let key = format!("{resource_type}/{id}");
+    let resource: serde_json::Value = match serde_json::from_slice(&version.body) {
+        Ok(resource) => resource,
+        Err(error) => {
+            tracing::error!(%key, %error, "a stored version is not JSON; not indexed");
+            return None;
+        }
+    };
+    let mut all = Vec::new();
+    for param in registry.params(resource_type) {
+        match extract(registry, param, &resource) {
+            Ok(values) => terms(&param.code, &values, &mut all),
+            Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
+        }
+    }
+    Some(Change::Upsert {
+        key,
+        resource_type: resource_type.to_string(),
+        last_updated: version.last_updated,
+        terms: all,
+    })
+}
+
+/// Starts the indexer thread from `checkpoint`; the returned receiver sees the seq of the last
+/// change the index holds.
+pub fn start(
+    store: Store,
+    index: Arc<SearchIndex>,
+    registry: Arc<Registry>,
+    checkpoint: u64,
+) -> watch::Receiver<u64> {
+    let (indexed, receiver) = watch::channel(checkpoint);
+    std::thread::Builder::new()
+        .name("fhirlake-indexer".into())
+        .spawn(move || run(store, index, registry, checkpoint, indexed))
+        .expect("spawn the indexer thread");
+    receiver
+}
+
+fn run(
+    store: Store,
+    index: Arc<SearchIndex>,
+    registry: Arc<Registry>,
+    mut checkpoint: u64,
+    indexed: watch::Sender<u64>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("indexer runtime");
+    let mut commits = store.watch_commits();
+    loop {
+        if store.committed_seq() <= checkpoint {
+            if runtime.block_on(commits.changed()).is_err() {
+                return; // the store is closed
+            }
+            continue;
+        }
+        match index_batch(&store, &index, &registry, checkpoint) {
+            Ok(next) => {
+                checkpoint = next;
+                indexed.send_replace(checkpoint);
+            }
+            Err(error) => {
+                tracing::error!(%error, "indexing failed; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn index_batch(
+    store: &Store,
+    index: &SearchIndex,
+    registry: &Registry,
+    checkpoint: u64,
+) -> anyhow::Result<u64> {
+    let changes = store.changes_after(checkpoint, BATCH)?;
+    let Some(last) = changes.last().map(|c| c.seq) else {
+        return Ok(checkpoint);
+    };
+    // Only the final state of each resource matters.
+    let mut touched: HashSet<(String, String)> = HashSet::new();
+    for change in changes {
+        touched.insert((change.resource_type, change.id));
+    }
+    let mut batch = Vec::with_capacity(touched.len());
+    for (resource_type, id) in touched {
+        let change = match store.read(&resource_type, &id)? {
+            Some((_, Some(version))) => document(registry, &resource_type, &id, &version),
+            _ => Some(Change::Remove {
+                key: format!("{resource_type}/{id}"),
+            }),
+        };
+        batch.extend(change);
+    }
+    index.apply(batch, last)?;
+    Ok(last)
+}
+
+/// Rebuilds the index from the store's current resources alone; returns how many it indexed.
+pub fn rebuild(store: &Store, index: &SearchIndex, registry: &Registry) -> anyhow::Result<usize> {
+    index.clear()?;
+    let mut batch = Vec::new();
+    let head = store.for_each_current(|resource_type, id, version| {
+        batch.extend(document(registry, resource_type, id, &version));
+    })?;
+    let count = batch.len();
+    index.apply(batch, head)?;
+    Ok(count)
+}

@@ -1,0 +1,240 @@
+//! FHIR search: the registry of search parameters, the values they extract, the tantivy
+//! index fed from the change log, and the query planner.
+//!
+//! [`Engine`] ties them together: it opens the index next to the store, starts the indexer,
+//! waits for it (read-your-writes) and runs searches on a snapshot that later pages reuse.
+
+pub mod extract;
+pub mod index;
+pub mod indexer;
+pub mod query;
+pub mod registry;
+pub mod terms;
+
+use crate::fhir::resource::check_type;
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::Store;
+use index::SearchIndex;
+use registry::Registry;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::{Order, Searcher, TantivyDocument};
+use tokio::sync::watch;
+
+/// The search index's directory inside a data directory.
+pub const INDEX_DIR: &str = "index";
+
+/// How long a search snapshot is kept for its next pages, and how many are kept.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
+const SNAPSHOTS: usize = 256;
+
+/// How long a search waits for the index to catch up with the writes before it (read your
+/// writes); past it the search runs and says its results may be stale.
+pub const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// What a client asked for.
+pub struct Request {
+    /// The types searched; empty for all.
+    pub resource_types: Vec<String>,
+    pub params: Vec<(String, String)>,
+    /// `Prefer: handling=strict`.
+    pub strict: bool,
+    pub count: usize,
+    pub offset: usize,
+    /// The snapshot of an earlier page.
+    pub snapshot: Option<u64>,
+    /// Count the matches (`_total` other than `none`).
+    pub total: bool,
+}
+
+/// One page of matches.
+pub struct Page {
+    /// `(type, id)` of each match, in order.
+    pub matches: Vec<(String, String)>,
+    pub total: Option<usize>,
+    pub used: Vec<(String, String)>,
+    pub ignored: Vec<(String, String)>,
+    /// The snapshot the next pages use.
+    pub snapshot: u64,
+    pub has_more: bool,
+}
+
+pub struct Engine {
+    pub registry: Arc<Registry>,
+    /// The store's committed seq when the engine opened: the index is ready once it holds it.
+    pub opened_at: u64,
+    index: Arc<SearchIndex>,
+    indexed: watch::Receiver<u64>,
+    snapshots: Mutex<HashMap<u64, (Searcher, Instant)>>,
+}
+
+impl Engine {
+    /// Opens the index in `dir` and starts the indexer from its checkpoint. An index ahead of
+    /// the store (a replaced data directory) is rebuilt.
+    pub fn open(store: &Store, dir: &Path) -> anyhow::Result<Engine> {
+        let registry = Arc::new(Registry::r4());
+        let (index, mut checkpoint) = SearchIndex::open(dir)?;
+        let index = Arc::new(index);
+        if checkpoint > store.committed_seq() {
+            tracing::warn!(
+                checkpoint,
+                "the search index is ahead of the store; rebuilding it"
+            );
+            indexer::rebuild(store, &index, &registry)?;
+            checkpoint = store.committed_seq();
+        }
+        let indexed = indexer::start(store.clone(), index.clone(), registry.clone(), checkpoint);
+        Ok(Engine {
+            registry,
+            opened_at: store.committed_seq(),
+            index,
+            indexed,
+            snapshots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The seq of the last change the index holds.
+    pub fn indexed_seq(&self) -> u64 {
+        *self.indexed.borrow()
+    }
+
+    /// A receiver of the index's checkpoint (for its lag metric).
+    pub fn watch_indexed(&self) -> watch::Receiver<u64> {
+        self.indexed.clone()
+    }
+
+    /// Waits until the index holds change `seq`, at most `timeout`; false when it did not.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let mut indexed = self.indexed.clone();
+        tokio::time::timeout(timeout, indexed.wait_for(|at| *at >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Runs a search.
+    pub fn search(&self, request: &Request) -> Result<Page, FhirError> {
+        let searcher = self.snapshot(request.snapshot);
+        let plan = query::plan(
+            &self.registry,
+            self.index.fields,
+            &request.resource_types,
+            &request.params,
+            request.strict,
+        )?;
+        let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
+        let top = TopDocs::with_limit(request.count + 1)
+            .and_offset(request.offset)
+            .order_by_fast_field::<i64>("lastUpdated", Order::Asc);
+        let (hits, total) = if request.total {
+            let (hits, total) = searcher
+                .search(&plan.query, &(top, Count))
+                .map_err(failed)?;
+            (hits, Some(total))
+        } else {
+            (searcher.search(&plan.query, &top).map_err(failed)?, None)
+        };
+        let has_more = request.count > 0 && hits.len() > request.count;
+        let mut matches = Vec::with_capacity(hits.len());
+        for (_, address) in hits.into_iter().take(request.count) {
+            let doc: TantivyDocument = searcher.doc(address).map_err(failed)?;
+            if let Some((resource_type, id)) = self.index.key_of(&doc).and_then(|k| {
+                k.split_once('/')
+                    .map(|(t, i)| (t.to_string(), i.to_string()))
+            }) {
+                matches.push((resource_type, id));
+            }
+        }
+        let snapshot = self.keep(searcher, request.snapshot);
+        Ok(Page {
+            matches,
+            total,
+            used: plan.used,
+            ignored: plan.ignored,
+            snapshot,
+            has_more,
+        })
+    }
+
+    /// The ids of up to two resources of `resource_type` matching `criteria` (a query string
+    /// such as `identifier=http://x|1`): what conditional interactions and references need.
+    /// Unknown parameters are refused, never ignored.
+    pub fn matching(&self, resource_type: &str, criteria: &str) -> Result<Vec<String>, FhirError> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
+            .into_owned()
+            .collect();
+        check_type(resource_type)?;
+        if params.is_empty() {
+            return Err(FhirError::bad_request(
+                IssueCode::Invalid,
+                format!("'{resource_type}?{criteria}' has no search criteria"),
+            ));
+        }
+        let page = self.search(&Request {
+            resource_types: vec![resource_type.to_string()],
+            params,
+            strict: true,
+            count: 2,
+            offset: 0,
+            snapshot: None,
+            total: false,
+        })?;
+        Ok(page.matches.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Waits (at most [`CATCH_UP`]) until the index holds every change committed so far;
+    /// false when it did not catch up in time.
+    pub async fn catch_up(&self, store: &Store) -> bool {
+        self.wait_for(store.committed_seq(), CATCH_UP).await
+    }
+
+    /// The `Type/id` a conditional reference (`Type?criteria`) names: exactly one match, or
+    /// 412 (several) or 404 (none).
+    pub fn resolve(&self, reference: &str) -> Result<String, FhirError> {
+        let (resource_type, criteria) = reference.split_once('?').unwrap_or((reference, ""));
+        let ids = self.matching(resource_type, criteria)?;
+        match ids.as_slice() {
+            [id] => Ok(format!("{resource_type}/{id}")),
+            [] => Err(FhirError::not_found(format!(
+                "the conditional reference '{reference}' matches nothing"
+            ))),
+            _ => Err(FhirError::new(
+                412,
+                IssueCode::Conflict,
+                format!("the conditional reference '{reference}' matches more than one resource"),
+            )),
+        }
+    }
+
+    fn snapshot(&self, id: Option<u64>) -> Searcher {
+        let snapshots = self.snapshots.lock().expect("snapshots");
+        id.and_then(|id| snapshots.get(&id).map(|(s, _)| s.clone()))
+            .unwrap_or_else(|| self.index.searcher())
+    }
+
+    /// Keeps `searcher` for later pages; returns its id.
+    fn keep(&self, searcher: Searcher, id: Option<u64>) -> u64 {
+        let mut snapshots = self.snapshots.lock().expect("snapshots");
+        let now = Instant::now();
+        snapshots.retain(|_, (_, used)| now.duration_since(*used) < SNAPSHOT_TTL);
+        if snapshots.len() >= SNAPSHOTS
+            && let Some(oldest) = snapshots
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+        {
+            snapshots.remove(&oldest);
+        }
+        let id = id
+            .filter(|id| snapshots.contains_key(id))
+            .unwrap_or_else(rand_id);
+        snapshots.insert(id, (searcher, now));
+        id
+    }
+}
+
+fn rand_id() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 >> 1
+}

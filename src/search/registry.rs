@@ -1,0 +1,323 @@
+//! The search parameters fhirlake knows: the official FHIR R4 SearchParameter definitions
+//! shipped in `fhir-profiles/search-parameters.json`, parsed once.
+//!
+//! Each parameter keeps its FHIRPath expression specialised per resource type: the shared
+//! definitions (`Patient.name | Person.name | ...`) are cut to the branches of that type, so
+//! extraction evaluates only what can match.
+
+use crate::fhirpath::{self, Expr};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The R4 definitions, as shipped.
+const R4_PARAMETERS: &str = include_str!("../../fhir-profiles/search-parameters.json");
+
+/// The type of a search parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamType {
+    Number,
+    Date,
+    String,
+    Token,
+    Reference,
+    Composite,
+    Quantity,
+    Uri,
+    Special,
+}
+
+impl ParamType {
+    fn parse(text: &str) -> Option<ParamType> {
+        Some(match text {
+            "number" => ParamType::Number,
+            "date" => ParamType::Date,
+            "string" => ParamType::String,
+            "token" => ParamType::Token,
+            "reference" => ParamType::Reference,
+            "composite" => ParamType::Composite,
+            "quantity" => ParamType::Quantity,
+            "uri" => ParamType::Uri,
+            "special" => ParamType::Special,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::Number => "number",
+            ParamType::Date => "date",
+            ParamType::String => "string",
+            ParamType::Token => "token",
+            ParamType::Reference => "reference",
+            ParamType::Composite => "composite",
+            ParamType::Quantity => "quantity",
+            ParamType::Uri => "uri",
+            ParamType::Special => "special",
+        }
+    }
+}
+
+/// One part of a composite parameter: the parameter it reuses, and the expression relative to
+/// the composite's element.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub definition: String,
+    pub expression: Expr,
+}
+
+/// A search parameter as it applies to one resource type.
+#[derive(Debug, Clone)]
+pub struct SearchParam {
+    pub code: String,
+    pub url: String,
+    pub kind: ParamType,
+    /// The FHIRPath expression for this resource type; None when the definition has none (the
+    /// parameter is then not supported).
+    pub expression: Option<Expr>,
+    /// The expression as the definition writes it.
+    pub expression_text: Option<String>,
+    /// The resource types a reference parameter may point to.
+    pub targets: Vec<String>,
+    pub components: Vec<Component>,
+    pub description: String,
+}
+
+/// Every search parameter, by resource type and code.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_type: HashMap<String, BTreeMap<String, Arc<SearchParam>>>,
+    by_url: HashMap<String, Arc<SearchParam>>,
+    /// Definitions that could not be used, with the reason (reported in the
+    /// CapabilityStatement).
+    pub unsupported: Vec<(String, String)>,
+}
+
+impl Registry {
+    /// The registry of the official R4 definitions.
+    pub fn r4() -> Registry {
+        let bundle: Value = serde_json::from_str(R4_PARAMETERS).expect("the shipped definitions");
+        let mut registry = Registry::default();
+        for entry in bundle["entry"]
+            .as_array()
+            .expect("a Bundle of SearchParameters")
+        {
+            registry.add(&entry["resource"]);
+        }
+        registry
+    }
+
+    /// Adds one SearchParameter resource; a definition that cannot be used is recorded in
+    /// [`Registry::unsupported`].
+    pub fn add(&mut self, definition: &Value) {
+        let text = |name: &str| definition.get(name).and_then(Value::as_str);
+        let url = text("url").unwrap_or_default().to_string();
+        let Some(code) = text("code") else {
+            self.unsupported.push((url, "no code".into()));
+            return;
+        };
+        let Some(kind) = text("type").and_then(ParamType::parse) else {
+            self.unsupported.push((url, "no valid type".into()));
+            return;
+        };
+        let expression_text = text("expression").map(String::from);
+        let parsed = match expression_text.as_deref().map(fhirpath::parse) {
+            Some(Ok(expr)) => Some(expr),
+            Some(Err(error)) => {
+                self.unsupported
+                    .push((url, format!("expression does not parse: {error}")));
+                return;
+            }
+            None => None,
+        };
+        if parsed.is_none() && !matches!(code, "_text" | "_content" | "_id" | "_lastUpdated") {
+            self.unsupported.push((
+                url.clone(),
+                "the definition has no FHIRPath expression".into(),
+            ));
+        }
+        let mut components = Vec::new();
+        for component in definition["component"].as_array().into_iter().flatten() {
+            let expression = component["expression"].as_str().map(fhirpath::parse);
+            match (component["definition"].as_str(), expression) {
+                (Some(definition), Some(Ok(expression))) => components.push(Component {
+                    definition: definition.to_string(),
+                    expression,
+                }),
+                _ => {
+                    self.unsupported
+                        .push((url.clone(), "a composite component cannot be read".into()));
+                    return;
+                }
+            }
+        }
+        let targets: Vec<String> = definition["target"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        let bases: Vec<&str> = definition["base"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut types: Vec<&str> = Vec::new();
+        for base in bases {
+            if base == "Resource" || base == "DomainResource" {
+                types.extend(fhirlake_model::RESOURCE_TYPES.iter().copied().filter(|t| {
+                    base == "Resource" || !matches!(*t, "Bundle" | "Binary" | "Parameters")
+                }));
+            } else {
+                types.push(base);
+            }
+        }
+        for resource_type in types {
+            let param = Arc::new(SearchParam {
+                code: code.to_string(),
+                url: url.clone(),
+                kind,
+                expression: parsed.as_ref().map(|e| specialise(e, resource_type)),
+                expression_text: expression_text.clone(),
+                targets: targets.clone(),
+                components: components.clone(),
+                description: text("description").unwrap_or_default().to_string(),
+            });
+            self.by_url
+                .entry(url.clone())
+                .or_insert_with(|| param.clone());
+            self.by_type
+                .entry(resource_type.to_string())
+                .or_default()
+                .insert(code.to_string(), param);
+        }
+    }
+
+    /// The R4 registry, built once for the whole process.
+    pub fn r4_shared() -> &'static Registry {
+        static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        REGISTRY.get_or_init(Registry::r4)
+    }
+
+    /// The parameters of `resource_type` that search supports: those with an expression,
+    /// other than composite and special ones.
+    pub fn searchable(&self, resource_type: &str) -> impl Iterator<Item = &SearchParam> {
+        self.params(resource_type).filter(|p| {
+            p.expression.is_some() && !matches!(p.kind, ParamType::Composite | ParamType::Special)
+        })
+    }
+
+    /// The parameter `code` of `resource_type`.
+    pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
+        self.by_type.get(resource_type)?.get(code).map(Arc::as_ref)
+    }
+
+    /// The parameter defined at `url` (for composite components).
+    pub fn by_url(&self, url: &str) -> Option<&SearchParam> {
+        self.by_url.get(url).map(Arc::as_ref)
+    }
+
+    /// Every parameter of `resource_type`, by code.
+    pub fn params(&self, resource_type: &str) -> impl Iterator<Item = &SearchParam> {
+        self.by_type
+            .get(resource_type)
+            .into_iter()
+            .flat_map(|params| params.values().map(Arc::as_ref))
+    }
+}
+
+/// `expr` cut to the union branches that can match `resource_type`: a branch whose path starts
+/// with another resource type's name is dropped.
+fn specialise(expr: &Expr, resource_type: &str) -> Expr {
+    let mut branches = Vec::new();
+    collect_branches(expr, &mut branches);
+    let kept: Vec<&Expr> = branches
+        .into_iter()
+        .filter(|branch| match root_type(branch) {
+            Some(root) => root == resource_type || !fhirlake_model::is_resource_type(root),
+            None => true,
+        })
+        .collect();
+    kept.into_iter()
+        .cloned()
+        .reduce(|left, right| Expr::Union(Box::new(left), Box::new(right)))
+        .unwrap_or_else(|| expr.clone())
+}
+
+fn collect_branches<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::Union(left, right) => {
+            collect_branches(left, out);
+            collect_branches(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// The type name a path starts with (`Patient` of `Patient.name.where(...)`).
+fn root_type(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Member(inner, name) if matches!(**inner, Expr::This) => Some(name),
+        Expr::Member(inner, _)
+        | Expr::Call(inner, _, _)
+        | Expr::Index(inner, _)
+        | Expr::Is(inner, _)
+        | Expr::As(inner, _) => root_type(inner),
+        Expr::Equals(left, _, _) | Expr::And(left, _) | Expr::Or(left, _) => root_type(left),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_r4_registry_knows_every_type_and_the_common_parameters() {
+        let registry = Registry::r4();
+        for resource_type in fhirlake_model::RESOURCE_TYPES {
+            for common in [
+                "_id",
+                "_lastUpdated",
+                "_tag",
+                "_profile",
+                "_security",
+                "_source",
+            ] {
+                assert!(
+                    registry.get(resource_type, common).is_some(),
+                    "{resource_type} lacks {common}"
+                );
+            }
+        }
+        let name = registry.get("Patient", "name").unwrap();
+        assert_eq!(name.kind, ParamType::String);
+        let code = registry.get("Observation", "code-value-quantity").unwrap();
+        assert_eq!(code.kind, ParamType::Composite);
+        assert_eq!(code.components.len(), 2);
+        let subject = registry.get("Observation", "subject").unwrap();
+        assert!(subject.targets.iter().any(|t| t == "Patient"));
+        // Only the definitions without an expression are unsupported.
+        assert!(
+            registry.unsupported.len() <= 16,
+            "{:?}",
+            registry.unsupported
+        );
+    }
+
+    #[test]
+    fn expressions_are_cut_to_the_resource_type() {
+        let registry = Registry::r4();
+        let birthdate = registry.get("Patient", "birthdate").unwrap();
+        assert_eq!(
+            birthdate.expression,
+            Some(fhirpath::parse("Patient.birthDate").unwrap())
+        );
+        let patient = registry.get("Observation", "patient").unwrap();
+        assert_eq!(
+            patient.expression,
+            Some(fhirpath::parse("Observation.subject.where(resolve() is Patient)").unwrap())
+        );
+    }
+}
