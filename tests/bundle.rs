@@ -979,6 +979,14 @@ fn conditional_update_delete_search_and_patch_entries_are_501() {
         json!({"method": "PUT", "url": "Patient?identifier=http://example.org|1"}),
     );
     assert_entry_is_501(&fhir, &conditional_update);
+    let mut if_none_match = patient("IfNoneMatch");
+    if_none_match["id"] = json!("inm");
+    let if_none_match = entry(
+        None,
+        Some(if_none_match),
+        json!({"method": "PUT", "url": "Patient/inm", "ifNoneMatch": "*"}),
+    );
+    assert_entry_is_501(&fhir, &if_none_match);
     let conditional_delete = entry(
         None,
         None,

@@ -367,6 +367,17 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
             resource.ok_or_else(|| bad_entry(format!("a {method} entry needs a resource")))?;
         check_value(resource, Some(resource_type))
     };
+    // ifNoneMatch and ifModifiedSince are conditions for reads; on a write they would be
+    // silently ignored, so they are refused instead.
+    if matches!(method, "POST" | "PUT" | "DELETE" | "PATCH")
+        && let Some(name) = ["ifNoneMatch", "ifModifiedSince"]
+            .into_iter()
+            .find(|name| text(name).is_some())
+    {
+        return Err(FhirError::not_supported(format!(
+            "request.{name} on a {method} entry is not supported"
+        )));
+    }
     let request = match (method, segments.as_slice(), query) {
         ("POST", [resource_type], None) => {
             check_type(resource_type)?;

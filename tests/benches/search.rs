@@ -1,0 +1,91 @@
+//! Search benchmark: all Synthea bundles of ../shared/data/synthea imported unchanged, the
+//! index rebuilt (`fhirlake reindex`, the indexing rate), then a fixed set of queries over
+//! HTTP, each run `FHIRLAKE_BENCH_REPEAT` times (default 50) by one client: median and p99.
+//!
+//! `cargo bench --bench search`
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::TestServer;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn fhirlake(args: &[&str], data: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fhirlake");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn main() {
+    let repeat: usize = std::env::var("FHIRLAKE_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let synthea = common::shared_dir().join("data/synthea");
+    let imported = fhirlake(&["import", "--quiet", synthea.to_str().unwrap()], &data);
+    let indexed = fhirlake(&["reindex"], &data);
+    println!("{imported}\n{indexed}");
+
+    let server = TestServer::start_on(&data, &[]);
+    let client = common::client();
+    let get = |query: &str| -> (Duration, serde_json::Value) {
+        let start = Instant::now();
+        let response = client.get(server.url(query)).send().expect("search");
+        assert_eq!(response.status().as_u16(), 200, "{query}");
+        let body: serde_json::Value = response.json().expect("json");
+        (start.elapsed(), body)
+    };
+    let patient = get("Patient?_count=1").1["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queries = [
+        "Observation?code=http://loinc.org|8867-4&_count=10".to_string(),
+        "Observation?code=http://loinc.org|8867-4&_summary=count".to_string(),
+        "Patient?name=smi".to_string(),
+        "Patient?gender=female&_count=10".to_string(),
+        format!("Observation?date=ge2015&patient=Patient/{patient}&_count=10"),
+        format!("Encounter?patient={patient}&_count=10"),
+        "Observation?value-quantity=gt100&_count=10".to_string(),
+        "Condition?onset-date=ge2010-01-01&_count=10".to_string(),
+        "Patient?birthdate=lt1950&_count=10".to_string(),
+        "MedicationRequest?status=active&_count=10".to_string(),
+        "Observation?_summary=count".to_string(),
+        "Claim?_summary=count".to_string(),
+    ];
+    println!();
+    println!("| query | matches | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    for query in &queries {
+        get(query); // warm
+        let mut times = Vec::with_capacity(repeat);
+        let mut total = 0;
+        for _ in 0..repeat {
+            let (elapsed, body) = get(query);
+            total = body["total"].as_u64().unwrap_or(0);
+            times.push(elapsed);
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let p99 = times[((times.len() as f64 * 0.99) as usize).min(times.len() - 1)];
+        println!(
+            "| `{}` | {total} | {:.2} ms | {:.2} ms |",
+            query.replace(&patient, "x"),
+            ms(times[times.len() / 2]),
+            ms(p99)
+        );
+    }
+}
