@@ -112,14 +112,24 @@ pub async fn delete(
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
+    delete_one(&req, &state, resource_type, id).await
+}
+
+/// Deletes one resource (a tombstone version) and answers as the delete interaction does.
+async fn delete_one(
+    req: &HttpRequest,
+    state: &AppState,
+    resource_type: String,
+    id: String,
+) -> ApiResult {
     let write = Write {
         resource_type,
         id,
         action: Action::Delete,
-        if_match: if_match(&req)?,
+        if_match: if_match(req)?,
     };
-    let applied = commit_one(&state, write).await?;
-    if prefer_return(&req) == Return::OperationOutcome {
+    let applied = commit_one(state, write).await?;
+    if prefer_return(req) == Return::OperationOutcome {
         let message = match applied.op {
             Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
             None => format!("{}/{} did not exist", applied.resource_type, applied.id),
@@ -208,19 +218,10 @@ pub async fn conditional(
         return Err(several(&resource_type, criteria).into());
     }
     if req.method() == actix_web::http::Method::DELETE {
-        let Some(id) = ids.into_iter().next() else {
-            return Ok(HttpResponse::NoContent().finish());
+        return match ids.into_iter().next() {
+            Some(id) => delete_one(&req, &state, resource_type, id).await,
+            None => Ok(HttpResponse::NoContent().finish()),
         };
-        let write = Write {
-            resource_type,
-            id,
-            action: Action::Delete,
-            if_match: if_match(&req)?,
-        };
-        let applied = commit_one(&state, write).await?;
-        let mut response = HttpResponse::NoContent();
-        response.insert_header((header::ETAG, etag(applied.vid)));
-        return Ok(response.finish());
     }
     let body = read_body(&req, payload, &state).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
