@@ -131,9 +131,9 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
     let store = crate::store::Store::open(&data.path)?;
     let dir = data.path.join(crate::search::INDEX_DIR);
     let (index, _) = crate::search::index::SearchIndex::open(&dir)?;
-    let registry = crate::search::registry::Registry::r4();
+    let registry = crate::search::registry::Registry::r4_shared();
     let start = std::time::Instant::now();
-    let count = crate::search::indexer::rebuild(&store, &index, &registry);
+    let count = crate::search::indexer::rebuild(&store, &index, registry);
     store.close();
     println!(
         "indexed {} resources in {:.1} s",

@@ -20,7 +20,7 @@ const TYPE_INTERACTIONS: &[&str] = &[
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     negotiate(&req)?;
-    let body = statement(&base_url(&req, &state), &state.search.registry);
+    let body = statement(&base_url(&req, &state), state.search.registry);
     Ok(HttpResponse::Ok()
         .content_type(super::http::FHIR_JSON)
         .body(body.to_string()))
@@ -92,8 +92,10 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
 mod tests {
     #[test]
     fn the_capability_statement_is_valid_r4() {
-        let registry = crate::search::registry::Registry::r4();
-        let statement = super::statement("http://localhost/fhir", &registry);
+        let statement = super::statement(
+            "http://localhost/fhir",
+            crate::search::registry::Registry::r4_shared(),
+        );
         fhirlake_model::check_resource(&statement).unwrap();
         assert_eq!(
             statement["rest"][0]["resource"].as_array().unwrap().len(),

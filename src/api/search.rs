@@ -7,13 +7,12 @@
 use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_form};
 use super::{ApiResult, AppState};
 use crate::fhir::bundle::{BundleWriter, Entry};
-use crate::fhir::outcome::outcome;
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::{Page, Request};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Value, json};
+use serde_json::json;
 
 type State = web::Data<AppState>;
 
@@ -166,8 +165,7 @@ fn render(
             "diagnostics": "the search index had not caught up with the latest writes: the results may be stale"}));
     }
     if !issues.is_empty() {
-        let mut report = outcome("warning", IssueCode::Informational, "", None);
-        report["issue"] = Value::Array(issues);
+        let report = json!({"resourceType": "OperationOutcome", "issue": issues});
         let report = serde_json::to_vec(&report).expect("serializes");
         bundle.entry(Entry {
             resource: Some(&report),

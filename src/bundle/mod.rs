@@ -311,14 +311,19 @@ pub async fn process(
 /// Checks the Bundle itself (every element but the entries' resources, which each entry checks
 /// on its own so that one bad resource fails only its entry in a batch).
 fn check_shell(mut bundle: Value, entries: &[Value]) -> Result<(), FhirError> {
+    // Each entry without its resource: copying the resources would double the work of a
+    // large Bundle.
     let shells: Vec<Value> = entries
         .iter()
-        .map(|entry| {
-            let mut shell = entry.clone();
-            if let Some(object) = shell.as_object_mut() {
-                object.remove("resource");
-            }
-            shell
+        .map(|entry| match entry {
+            Value::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .filter(|(name, _)| *name != "resource")
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
         })
         .collect();
     if let Some(object) = bundle.as_object_mut() {

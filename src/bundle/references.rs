@@ -19,7 +19,7 @@ impl Rewrites {
     pub fn add(&mut self, full_url: &str, resource_type: &str, id: &str) {
         let target = format!("{resource_type}/{id}");
         if !full_url.starts_with("urn:")
-            && let Some(relative) = relative_part(full_url)
+            && let Some(relative) = crate::fhir::reference::local(full_url)
             && relative != target
         {
             self.map.insert(relative.to_string(), target.clone());
@@ -139,19 +139,6 @@ pub fn is_conditional(reference: &str) -> bool {
         }
         None => false,
     }
-}
-
-/// `Type/id` of `http://base/Type/id` (or of `http://base/Type/id/_history/n`).
-fn relative_part(url: &str) -> Option<&str> {
-    let url = match url.find("/_history/") {
-        Some(at) => &url[..at],
-        None => url,
-    };
-    let mut parts = url.rsplitn(3, '/');
-    let id = parts.next()?;
-    let resource_type = parts.next()?;
-    let start = url.len() - id.len() - resource_type.len() - 1;
-    (fhirlake_model::is_resource_type(resource_type) && !id.is_empty()).then(|| &url[start..])
 }
 
 /// The error of one entry, prefixed with the entry it is about.

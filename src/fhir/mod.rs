@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod datetime;
 pub mod outcome;
+pub mod reference;
 pub mod resource;
 
 pub use outcome::{FhirError, IssueCode};

@@ -289,22 +289,8 @@ impl<'a> Context<'a> {
                 .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
                 .map(|c| Item::node(c, None));
         }
-        reference_type(reference).map(|ty| Item::Resolved(ty.to_string()))
+        crate::fhir::reference::resource_type(reference).map(|ty| Item::Resolved(ty.to_string()))
     }
-}
-
-/// The resource type a reference names: `Patient/1`, `http://x/fhir/Patient/1`,
-/// `Patient/1/_history/2`.
-pub fn reference_type(reference: &str) -> Option<&str> {
-    let path = reference.split(['?', '#']).next()?;
-    let path = match path.find("/_history/") {
-        Some(at) => &path[..at],
-        None => path,
-    };
-    let mut segments = path.rsplit('/');
-    let _id = segments.next()?;
-    let ty = segments.next()?;
-    fhirlake_model::is_resource_type(ty).then_some(ty)
 }
 
 fn starts_upper(name: &str) -> bool {
@@ -576,11 +562,6 @@ mod tests {
             values("Observation.performer.where(resolve() is Organization)", &o),
             [json!({"reference": "#org"})]
         );
-        assert_eq!(
-            reference_type("http://x/fhir/Patient/1/_history/2"),
-            Some("Patient")
-        );
-        assert_eq!(reference_type("urn:uuid:1"), None);
     }
 
     #[test]

@@ -283,18 +283,25 @@ fn date(value: &Value, out: &mut Vec<IndexValue>) {
     }
 }
 
-/// A number with the range its written precision implies: half a unit of its last digit.
-fn number(value: &Value) -> Option<(f64, f64, f64)> {
-    let Value::Number(n) = value else { return None };
-    let text = n.to_string();
-    let value: f64 = text.parse().ok()?;
+/// A number with the range its written precision implies: half a unit of its last digit
+/// (`100` is `[99.5, 100.5)`, `1.5e2` is `[145, 155)`). Resource values and search values are
+/// read alike.
+pub fn precise(text: &str) -> Option<(f64, f64, f64)> {
+    let value: f64 = text.parse().ok().filter(|v: &f64| v.is_finite())?;
     let (mantissa, exponent) = match text.split_once(['e', 'E']) {
         Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
-        None => (text.as_str(), 0),
+        None => (text, 0),
     };
     let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32) - exponent;
     let half = 0.5 * 10f64.powi(-decimals);
     Some((value, value - half, value + half))
+}
+
+fn number(value: &Value) -> Option<(f64, f64, f64)> {
+    match value {
+        Value::Number(n) => precise(&n.to_string()),
+        _ => None,
+    }
 }
 
 fn quantity(value: &Value, out: &mut Vec<IndexValue>) {

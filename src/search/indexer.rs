@@ -52,7 +52,7 @@ pub fn document(
 pub fn start(
     store: Store,
     index: Arc<SearchIndex>,
-    registry: Arc<Registry>,
+    registry: &'static Registry,
     checkpoint: u64,
 ) -> watch::Receiver<u64> {
     let (indexed, receiver) = watch::channel(checkpoint);
@@ -66,7 +66,7 @@ pub fn start(
 fn run(
     store: Store,
     index: Arc<SearchIndex>,
-    registry: Arc<Registry>,
+    registry: &'static Registry,
     mut checkpoint: u64,
     indexed: watch::Sender<u64>,
 ) {
@@ -81,7 +81,7 @@ fn run(
             }
             continue;
         }
-        match index_batch(&store, &index, &registry, checkpoint) {
+        match index_batch(&store, &index, registry, checkpoint) {
             Ok(next) => {
                 checkpoint = next;
                 indexed.send_replace(checkpoint);

@@ -63,7 +63,7 @@ pub struct Page {
 }
 
 pub struct Engine {
-    pub registry: Arc<Registry>,
+    pub registry: &'static Registry,
     /// The store's committed seq when the engine opened: the index is ready once it holds it.
     pub opened_at: u64,
     index: Arc<SearchIndex>,
@@ -75,7 +75,7 @@ impl Engine {
     /// Opens the index in `dir` and starts the indexer from its checkpoint. An index ahead of
     /// the store (a replaced data directory) is rebuilt.
     pub fn open(store: &Store, dir: &Path) -> anyhow::Result<Engine> {
-        let registry = Arc::new(Registry::r4());
+        let registry = Registry::r4_shared();
         let (index, mut checkpoint) = SearchIndex::open(dir)?;
         let index = Arc::new(index);
         if checkpoint > store.committed_seq() {
@@ -83,10 +83,10 @@ impl Engine {
                 checkpoint,
                 "the search index is ahead of the store; rebuilding it"
             );
-            indexer::rebuild(store, &index, &registry)?;
+            indexer::rebuild(store, &index, registry)?;
             checkpoint = store.committed_seq();
         }
-        let indexed = indexer::start(store.clone(), index.clone(), registry.clone(), checkpoint);
+        let indexed = indexer::start(store.clone(), index.clone(), registry, checkpoint);
         Ok(Engine {
             registry,
             opened_at: store.committed_seq(),
@@ -118,7 +118,7 @@ impl Engine {
     pub fn search(&self, request: &Request) -> Result<Page, FhirError> {
         let searcher = self.snapshot(request.snapshot);
         let plan = query::plan(
-            &self.registry,
+            self.registry,
             self.index.fields,
             &request.resource_types,
             &request.params,

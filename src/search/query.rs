@@ -1,9 +1,10 @@
 //! From FHIR search parameters to a tantivy query, per the FHIR search page: AND across
 //! repeated parameters, OR across comma-separated values, modifiers and prefixes.
 
+use super::extract::precise;
 use super::index::Fields;
 use super::registry::{ParamType, Registry, SearchParam};
-use super::terms::{self, encode_f64, encode_i64, fold, kind, local_reference, words};
+use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
 use crate::fhir::datetime::{Micros, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
@@ -220,10 +221,10 @@ fn value_query(
                 }
                 None => Ok(if value.contains('/') {
                     let mut options = vec![t(kind::REFERENCE, &value)];
-                    if let Some(local) = local_reference(&value)
+                    if let Some(local) = crate::fhir::reference::local(&value)
                         && local != value
                     {
-                        options.push(t(kind::REFERENCE, &local));
+                        options.push(t(kind::REFERENCE, local));
                     }
                     Box::new(BooleanQuery::union(options))
                 } else {
@@ -473,20 +474,9 @@ fn bound<T>(bound: Bound<T>, encode: impl Fn(T) -> String) -> Bound<String> {
     }
 }
 
-/// A search number with the range its precision implies: `100` is `[99.5, 100.5)`.
+/// A search number with the range its precision implies (see [`precise`]).
 fn number(text: &str) -> Result<(f64, f64, f64), String> {
-    let invalid = || format!("'{text}' is not a number");
-    let value: f64 = text.parse().map_err(|_| invalid())?;
-    if !value.is_finite() {
-        return Err(invalid());
-    }
-    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().map_err(|_| invalid())?),
-        None => (text, 0),
-    };
-    let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32) - exponent;
-    let half = 0.5 * 10f64.powi(-decimals);
-    Ok((value, value - half, value + half))
+    precise(text).ok_or_else(|| format!("'{text}' is not a number"))
 }
 
 /// Splits on `separator` where it is not escaped with `\`, and unescapes the parts.

@@ -7,7 +7,7 @@
 //! a range of terms is a range of values.
 
 use super::extract::IndexValue;
-use crate::fhirpath::eval::reference_type;
+use crate::fhir::reference;
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
@@ -79,15 +79,6 @@ pub fn unit_keys(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -
     keys
 }
 
-/// `Type/id` of a reference, without a base URL or version.
-pub fn local_reference(reference: &str) -> Option<String> {
-    let ty = reference_type(reference)?;
-    let path = reference.split(['?', '#']).next()?;
-    let path = path.split("/_history/").next()?;
-    let id = path.rsplit('/').next()?;
-    Some(format!("{ty}/{id}"))
-}
-
 /// The terms of one parameter's values in one resource.
 pub fn terms(param: &str, values: &[IndexValue], out: &mut Vec<String>) {
     if values.is_empty() {
@@ -138,9 +129,9 @@ fn value_terms(param: &str, value: &IndexValue, out: &mut Vec<String>) {
         } => {
             if let Some(reference) = reference {
                 push(kind::REFERENCE, reference);
-                if let Some(local) = local_reference(reference) {
-                    if &local != reference {
-                        push(kind::REFERENCE, &local);
+                if let Some(local) = reference::local(reference) {
+                    if local != reference {
+                        push(kind::REFERENCE, local);
                     }
                     push(kind::REFERENCE_ID, local.split('/').nth(1).unwrap_or(""));
                 }
@@ -193,12 +184,6 @@ mod tests {
     fn folding_ignores_case_and_accents() {
         assert_eq!(fold("Ångström MÜLLER"), "angstrom muller");
         assert_eq!(words("Heart-rate, resting"), ["heart", "rate", "resting"]);
-        assert_eq!(
-            local_reference("http://x/fhir/Patient/1/_history/2").unwrap(),
-            "Patient/1"
-        );
-        assert_eq!(local_reference("Patient/1").unwrap(), "Patient/1");
-        assert!(local_reference("urn:uuid:1").is_none());
     }
 
     proptest! {
