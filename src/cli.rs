@@ -137,7 +137,7 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
     store.close();
     println!(
         "indexed {} resources in {:.1} s",
-        count?,
+        count?.0,
         start.elapsed().as_secs_f64()
     );
     Ok(())

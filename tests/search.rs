@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fhir::{Fhir, assert_outcome, id_of, link, patient, version_of};
+use common::fhir::{Fhir, assert_outcome, id_of, instant, link, patient, version_of};
 use common::synthea;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -34,25 +34,31 @@ fn all(fhir: &Fhir, resource_type: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The ids a search matches, following every `next` link.
-fn search(fhir: &Fhir, query: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
+/// The resources a search matches, in order, following every `next` link.
+fn ordered(fhir: &Fhir, query: &str) -> Vec<Value> {
+    let mut matches = Vec::new();
     let mut bundle = fhir.get(query).expect(200, query).resource();
     loop {
         assert_eq!(bundle["type"], "searchset");
         for entry in bundle["entry"].as_array().into_iter().flatten() {
             if entry["search"]["mode"] == "match" {
-                assert!(
-                    ids.insert(id_of(&entry["resource"])),
-                    "{query}: a match repeats"
-                );
+                matches.push(entry["resource"].clone());
             }
         }
         match link(&bundle, "next") {
             Some(next) => bundle = fhir.new_client().get_absolute(&next),
-            None => return ids,
+            None => return matches,
         }
     }
+}
+
+/// The ids a search matches, following every `next` link.
+fn search(fhir: &Fhir, query: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for resource in ordered(fhir, query) {
+        assert!(ids.insert(id_of(&resource)), "{query}: a match repeats");
+    }
+    ids
 }
 
 fn ids(resources: &[Value], keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
@@ -187,14 +193,50 @@ fn search_matches_a_plain_scan_for_every_parameter_type() {
     let value = |o: &Value| o["valueQuantity"]["value"].as_f64();
     let expected = ids(&observations, |o| value(o).is_some_and(|v| v > 100.0));
     assert_eq!(search(&fhir, "Observation?value-quantity=gt100"), expected);
+    // A UCUM unit finds every commensurable unit: masses per volume, here in mg/dL.
+    let in_mg_per_dl = |o: &Value| {
+        let factor = match o["valueQuantity"]["code"].as_str()? {
+            "mg/dL" => 1.0,
+            "g/dL" => 1e3,
+            "g/L" => 1e2,
+            "mg/L" | "ug/mL" => 1e-1,
+            "ug/dL" => 1e-3,
+            "ug/L" | "ng/mL" => 1e-4,
+            "pg/mL" => 1e-7,
+            _ => return None,
+        };
+        Some(value(o)? * factor)
+    };
+    // (A threshold between the data's two-decimal values, clear of rounding in conversions.)
+    let expected = ids(&observations, |o| {
+        in_mg_per_dl(o).is_some_and(|v| v > 100.0005)
+    });
+    assert!(
+        observations
+            .iter()
+            .any(|o| o["valueQuantity"]["code"] == "g/dL" && in_mg_per_dl(o).unwrap() > 100.0),
+        "the data has g/dL values"
+    );
+    assert_eq!(
+        search(
+            &fhir,
+            "Observation?value-quantity=gt100.0005|http://unitsofmeasure.org|mg/dL"
+        ),
+        expected
+    );
+    assert_eq!(
+        search(
+            &fhir,
+            "Observation?value-quantity=gt1.000005|http://unitsofmeasure.org|g/L"
+        ),
+        expected
+    );
+    // Without a system, the code must match as written.
     let expected = ids(&observations, |o| {
         value(o).is_some_and(|v| v > 100.0) && o["valueQuantity"]["code"] == "mg/dL"
     });
     assert_eq!(
-        search(
-            &fhir,
-            "Observation?value-quantity=gt100|http://unitsofmeasure.org|mg/dL"
-        ),
+        search(&fhir, "Observation?value-quantity=gt100||mg/dL"),
         expected
     );
 
@@ -347,4 +389,364 @@ fn searches_read_their_own_writes_and_drive_conditional_interactions() {
     fhir.get(&format!("Patient/{}", id_of(&updated)))
         .expect(410, "deleted");
     assert!(search(&fhir, "Patient?identifier=http://example.org/mrn|w1").is_empty());
+}
+
+/// The effective instant of a Synthea Observation.
+fn effective(observation: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(observation["effectiveDateTime"].as_str().unwrap(), &Rfc3339).unwrap()
+}
+
+#[test]
+fn sorts_by_any_parameter_both_ways_on_several_keys_across_pages() {
+    let fhir = loaded(3);
+    let observations = all(&fhir, "Observation");
+
+    // One key, descending, over pages: the dates never rise, and every match comes once.
+    let heart_rates: Vec<&Value> = observations
+        .iter()
+        .filter(|o| codings(&o["code"]).iter().any(|(_, c)| c == "8867-4"))
+        .collect();
+    let sorted = ordered(&fhir, "Observation?code=8867-4&_sort=-date&_count=7");
+    assert_eq!(sorted.len(), heart_rates.len());
+    let dates: Vec<OffsetDateTime> = sorted.iter().map(effective).collect();
+    assert!(dates.windows(2).all(|w| w[0] >= w[1]), "descending dates");
+    let ascending: Vec<OffsetDateTime> = ordered(&fhir, "Observation?code=8867-4&_sort=date")
+        .iter()
+        .map(effective)
+        .collect();
+    let mut expected: Vec<OffsetDateTime> = heart_rates.iter().map(|o| effective(o)).collect();
+    expected.sort();
+    assert_eq!(ascending, expected);
+
+    // Resources without a value come last in both directions.
+    let conditions = all(&fhir, "Condition");
+    for query in [
+        "Condition?_sort=-abatement-date",
+        "Condition?_sort=abatement-date",
+    ] {
+        let sorted = ordered(&fhir, query);
+        assert_eq!(sorted.len(), conditions.len());
+        let first_missing = sorted
+            .iter()
+            .position(|c| c.get("abatementDateTime").is_none())
+            .unwrap_or(sorted.len());
+        assert!(
+            sorted[first_missing..]
+                .iter()
+                .all(|c| c.get("abatementDateTime").is_none()),
+            "{query}: missing values last"
+        );
+        let present: Vec<OffsetDateTime> = sorted[..first_missing]
+            .iter()
+            .map(|c| instant(c["abatementDateTime"].as_str().unwrap()))
+            .collect();
+        let descending = query.contains("_sort=-");
+        assert!(
+            present.windows(2).all(|w| if descending {
+                w[0] >= w[1]
+            } else {
+                w[0] <= w[1]
+            }),
+            "{query}: in order"
+        );
+    }
+
+    // Several keys: status ascending, then onset descending within a status.
+    let sorted = ordered(
+        &fhir,
+        "Condition?_sort=clinical-status,-onset-date&_count=50",
+    );
+    let key = |c: &Value| {
+        (
+            c["clinicalStatus"]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            std::cmp::Reverse(instant(c["onsetDateTime"].as_str().unwrap())),
+        )
+    };
+    assert_eq!(sorted.len(), conditions.len());
+    assert!(sorted.windows(2).all(|w| key(&w[0]) <= key(&w[1])));
+    // The self link states the sort it applied.
+    let bundle = fhir
+        .get("Condition?_sort=-onset-date&_count=1")
+        .expect(200, "self link")
+        .resource();
+    assert!(link(&bundle, "self").unwrap().contains("_sort=-onset-date"));
+
+    // Strings sort case-insensitively by their lowest value (Synthea's married women have a
+    // maiden name too).
+    let names: Vec<String> = ordered(&fhir, "Patient?_sort=family")
+        .iter()
+        .map(|p| {
+            p["name"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|n| n["family"].as_str())
+                .map(str::to_lowercase)
+                .min()
+                .unwrap()
+        })
+        .collect();
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
+
+    // A sort by an unknown parameter: reported, or 400 under handling=strict.
+    assert_outcome(
+        &fhir.get_with("Condition?_sort=nonsense", &[("Prefer", "handling=strict")]),
+        400,
+        &["not-supported"],
+    );
+    assert_outcome(
+        &fhir.get_with(
+            "Observation?_sort=code-value-quantity",
+            &[("Prefer", "handling=strict")],
+        ),
+        400,
+        &["not-supported"],
+    );
+}
+
+/// The values of a blood pressure Observation's components with `code`.
+fn component_values(observation: &Value, code: &str) -> Vec<f64> {
+    observation["component"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| codings(&c["code"]).iter().any(|(_, k)| k == code))
+        .filter_map(|c| c["valueQuantity"]["value"].as_f64())
+        .collect()
+}
+
+#[test]
+fn composites_and_several_values_match_within_one_value() {
+    let fhir = loaded(2);
+    let observations = all(&fhir, "Observation");
+    const SYSTOLIC: &str = "8480-6";
+    const DIASTOLIC: &str = "8462-4";
+    let pressures: Vec<&Value> = observations
+        .iter()
+        .filter(|o| !component_values(o, SYSTOLIC).is_empty())
+        .collect();
+    assert!(pressures.len() > 5, "{}", pressures.len());
+
+    // A composite pairs a code with the value of the same component.
+    let expected = ids(&observations, |o| {
+        component_values(o, SYSTOLIC).iter().any(|v| *v > 120.0)
+    });
+    assert!(!expected.is_empty());
+    assert_eq!(
+        search(
+            &fhir,
+            "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt120"
+        ),
+        expected
+    );
+    let expected = ids(&observations, |o| {
+        component_values(o, DIASTOLIC).iter().any(|v| *v > 120.0)
+    });
+    assert_eq!(
+        search(
+            &fhir,
+            "Observation?component-code-value-quantity=8462-4$gt120"
+        ),
+        expected
+    );
+    // code-value-quantity on the Observation's own code and value.
+    let expected = ids(&observations, |o| {
+        codings(&o["code"]).iter().any(|(_, c)| c == "8867-4")
+            && o["valueQuantity"]["value"]
+                .as_f64()
+                .is_some_and(|v| v <= 70.0)
+    });
+    assert_eq!(
+        search(
+            &fhir,
+            "Observation?code-value-quantity=http://loinc.org|8867-4$le70"
+        ),
+        expected
+    );
+
+    // Two values of one parameter: a range must hold for one of them, not across both.
+    let mut expected = BTreeSet::new();
+    for o in &pressures {
+        let all_values: Vec<f64> = [SYSTOLIC, DIASTOLIC]
+            .iter()
+            .flat_map(|c| component_values(o, c))
+            .collect();
+        if all_values.iter().any(|v| (79.5..80.5).contains(v)) {
+            expected.insert(id_of(o));
+        }
+    }
+    let found = search(&fhir, "Observation?component-value-quantity=80");
+    assert_eq!(found, expected);
+    assert!(
+        found.len() < pressures.len(),
+        "not every pressure has an 80"
+    );
+
+    // Dates: a Timing with two events matches each event's day, not the years between them.
+    let timed = fhir.create(&json!({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://example.org/codes", "code": "timed"}]},
+        "effectiveTiming": {"event": ["2010-01-01", "2020-01-01"]}
+    }));
+    let timed = BTreeSet::from([id_of(&timed)]);
+    assert_eq!(
+        search(&fhir, "Observation?code=timed&date=2010-01-01"),
+        timed
+    );
+    assert_eq!(search(&fhir, "Observation?code=timed&date=2020"), timed);
+    assert!(search(&fhir, "Observation?code=timed&date=2015").is_empty());
+    assert!(search(&fhir, "Observation?code=timed&date=ap2015-01-01").is_empty());
+
+    // Numbers: two predictions of 0.2 and 0.9, at the precision they are searched with.
+    let risk = fhir.create(&json!({
+        "resourceType": "RiskAssessment", "status": "final",
+        "subject": {"reference": format!("Patient/{}", id_of(&all(&fhir, "Patient")[0]))},
+        "prediction": [{"probabilityDecimal": 0.2}, {"probabilityDecimal": 0.9}]
+    }));
+    let risk = BTreeSet::from([id_of(&risk)]);
+    for (query, matches) in [
+        ("probability=0.9", true),
+        ("probability=0.90", true),
+        ("probability=0.2", true),
+        ("probability=0.5", false),
+        ("probability=ap0.5", false),
+        ("probability=gt0.5", true),
+        ("probability=lt0.1", false),
+        ("probability=ne0.2", true),
+    ] {
+        let found = search(&fhir, &format!("RiskAssessment?{query}"));
+        assert_eq!(found == risk, matches, "{query}: {found:?}");
+    }
+}
+
+#[test]
+fn dates_match_at_every_precision_and_time_zone_and_tokens_without_a_system() {
+    let fhir = Fhir::start();
+    let mut by_name = std::collections::BTreeMap::new();
+    for (name, effective) in [
+        ("year", "2020"),
+        ("month", "2020-03"),
+        ("day", "2020-03-15"),
+        ("east", "2020-03-15T23:30:00+05:00"), // 18:30 UTC on the 15th
+        ("west", "2020-03-15T23:30:00-05:00"), // 04:30 UTC on the 16th
+    ] {
+        let created = fhir.create(&json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"code": name}]},
+            "effectiveDateTime": effective
+        }));
+        by_name.insert(id_of(&created), name);
+    }
+    let names = |query: &str| -> BTreeSet<&str> {
+        search(&fhir, &format!("Observation?{query}"))
+            .iter()
+            .map(|id| by_name[id.as_str()])
+            .collect()
+    };
+    let set = |names: &[&'static str]| names.iter().copied().collect::<BTreeSet<&str>>();
+    // eq: the resource's period lies within the searched one (in UTC without a zone).
+    assert_eq!(
+        names("date=2020"),
+        set(&["year", "month", "day", "east", "west"])
+    );
+    assert_eq!(
+        names("date=2020-03"),
+        set(&["month", "day", "east", "west"])
+    );
+    assert_eq!(names("date=2020-03-15"), set(&["day", "east"]));
+    assert_eq!(names("date=2020-03-16"), set(&["west"]));
+    // A zone in the search value is honoured, to the second.
+    assert_eq!(names("date=2020-03-15T23:30:00%2B05:00"), set(&["east"]));
+    assert_eq!(names("date=2020-03-15T18:30:00Z"), set(&["east"]));
+    assert_eq!(names("date=2020-03-16T04:30:00Z"), set(&["west"]));
+    // Prefixes against periods: overlap above or below, starts after, ends before.
+    assert_eq!(names("date=ge2020-03-16"), set(&["year", "month", "west"]));
+    assert_eq!(names("date=gt2020-03-15"), set(&["year", "month", "west"]));
+    assert_eq!(
+        names("date=lt2020-03-15T18:30:00Z"),
+        set(&["year", "month", "day"])
+    );
+    assert_eq!(
+        names("date=le2020-03-15"),
+        set(&["year", "month", "day", "east"])
+    );
+    assert_eq!(names("date=sa2020-03-15"), set(&["west"]));
+    assert_eq!(names("date=eb2020-03-16"), set(&["day", "east"]));
+    assert_eq!(names("date=ne2020-03-15"), set(&["year", "month", "west"]));
+
+    // Tokens without a system: `code` matches any system, `|code` only none.
+    let with_system = fhir.create(&json!({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://example.org/codes", "code": "day"}]}
+    }));
+    let plain: BTreeSet<String> = by_name
+        .iter()
+        .filter(|(_, n)| **n == "day")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(search(&fhir, "Observation?code=|day"), plain);
+    let mut both = plain.clone();
+    both.insert(id_of(&with_system));
+    assert_eq!(search(&fhir, "Observation?code=day"), both);
+    assert_eq!(
+        search(&fhir, "Observation?code=http://example.org/codes|day"),
+        BTreeSet::from([id_of(&with_system)])
+    );
+}
+
+#[test]
+fn common_parameters_search_the_meta_of_every_type() {
+    let fhir = Fhir::start();
+    let tagged = fhir.create(&json!({
+        "resourceType": "Patient",
+        "meta": {
+            "tag": [{"system": "http://example.org/tags", "code": "vip"}],
+            "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
+            "profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"],
+            "source": "http://example.org/ehr#import-7"
+        },
+        "name": [{"family": "Tagged"}]
+    }));
+    let plain = fhir.create(&patient("Plain"));
+    let observation = fhir.create(&json!({
+        "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "meta": {"tag": [{"system": "http://example.org/tags", "code": "vip"}]}
+    }));
+    let only = |resource: &Value| BTreeSet::from([id_of(resource)]);
+    assert_eq!(
+        search(&fhir, "Patient?_tag=http://example.org/tags|vip"),
+        only(&tagged)
+    );
+    assert_eq!(search(&fhir, "Patient?_tag:not=vip"), only(&plain));
+    assert_eq!(search(&fhir, "Patient?_security=R"), only(&tagged));
+    assert_eq!(
+        search(
+            &fhir,
+            "Patient?_profile=http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+        ),
+        only(&tagged)
+    );
+    assert_eq!(
+        search(&fhir, "Patient?_source=http://example.org/ehr%23import-7"),
+        only(&tagged)
+    );
+    // Across types, at the system level.
+    let both: BTreeSet<String> = [id_of(&tagged), id_of(&observation)].into();
+    assert_eq!(search(&fhir, "?_tag=vip"), both);
+    // _lastUpdated: everything written from a moment on.
+    let since = tagged["meta"]["lastUpdated"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    assert_eq!(
+        search(&fhir, &format!("Patient?_lastUpdated=ge{since}")),
+        [id_of(&tagged), id_of(&plain)].into()
+    );
+    assert_eq!(
+        search(&fhir, &format!("Patient?_lastUpdated=gt{since}")),
+        only(&plain)
+    );
 }

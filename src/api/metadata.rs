@@ -35,8 +35,8 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
         .map(|name| {
-            // Composite and special parameters are not searchable yet, nor definitions
-            // without an expression.
+            // Special parameters are not searchable yet, nor definitions without an
+            // expression.
             let params: Vec<Value> = registry
                 .searchable(name)
                 .map(|p| {

@@ -1,14 +1,26 @@
 //! The tantivy index of current resources: one document per live resource, holding its key
-//! (`Type/id`), its type, its lastUpdated and every search term of its parameters.
+//! (`Type/id`), its type, its lastUpdated, every search term of its parameters, their sort
+//! values and the value pairs of its multi-valued ranges (see `terms::Entries`).
 //!
 //! The index is derived state: it is fed from the change log by the indexer, and the seq of
 //! the last change it holds is stored in each commit's payload, so after a crash it resumes
 //! from its own checkpoint, and `fhirlake reindex` rebuilds it from the store alone.
 
+use super::terms::Entries;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, Value as _};
+use tantivy::schema::{
+    FAST, Field, INDEXED, JsonObjectOptions, OwnedValue, STORED, STRING, Schema, Value as _,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+/// The field of the sort values: a JSON object of `code` and `-code` columns.
+pub const SORT_FIELD: &str = "sort";
+/// The field of the pairs of multi-valued ranges.
+pub const PAIRS_FIELD: &str = "pairs";
+/// The field of lastUpdated in microseconds.
+pub const LAST_UPDATED_FIELD: &str = "lastUpdated";
 
 /// The memory the index writer may buffer before it flushes a segment.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
@@ -23,6 +35,8 @@ pub struct Fields {
     pub terms: Field,
     /// lastUpdated in microseconds: the default sort.
     pub last_updated: Field,
+    pub sort: Field,
+    pub pairs: Field,
 }
 
 /// A change to apply to the index.
@@ -32,7 +46,7 @@ pub enum Change {
         key: String,
         resource_type: String,
         last_updated: i64,
-        terms: Vec<String>,
+        entries: Entries,
     },
     /// The resource is deleted.
     Remove { key: String },
@@ -47,7 +61,8 @@ pub struct SearchIndex {
 
 impl SearchIndex {
     /// Opens the index in `dir` (creating it when missing) and returns it with its checkpoint:
-    /// the seq of the last change it holds.
+    /// the seq of the last change it holds. An index of another schema (written by another
+    /// version of fhirlake) is removed: its checkpoint is then 0 and it must be rebuilt.
     pub fn open(dir: &Path) -> tantivy::Result<(SearchIndex, u64)> {
         std::fs::create_dir_all(dir)?;
         let mut schema = Schema::builder();
@@ -55,11 +70,24 @@ impl SearchIndex {
             key: schema.add_text_field("key", STRING | STORED),
             resource_type: schema.add_text_field("type", STRING),
             terms: schema.add_text_field("terms", STRING),
-            last_updated: schema.add_i64_field("lastUpdated", INDEXED | FAST),
+            last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
+            sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
+            pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
         };
         let schema = schema.build();
-        let directory = tantivy::directory::MmapDirectory::open(dir)?;
-        let index = Index::open_or_create(directory, schema)?;
+        let open = || {
+            let directory = tantivy::directory::MmapDirectory::open(dir)?;
+            Index::open_or_create(directory, schema.clone())
+        };
+        let index = match open() {
+            Err(tantivy::TantivyError::SchemaError(reason)) => {
+                tracing::warn!(%reason, "the search index has another schema; rebuilding it");
+                std::fs::remove_dir_all(dir)?;
+                std::fs::create_dir_all(dir)?;
+                open()?
+            }
+            other => other?,
+        };
         let checkpoint = index
             .load_metas()?
             .payload
@@ -94,15 +122,26 @@ impl SearchIndex {
                     key,
                     resource_type,
                     last_updated,
-                    terms,
+                    entries,
                 } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
                     let mut doc = TantivyDocument::new();
                     doc.add_text(self.fields.key, &key);
                     doc.add_text(self.fields.resource_type, &resource_type);
                     doc.add_i64(self.fields.last_updated, last_updated);
-                    for term in &terms {
+                    for term in &entries.terms {
                         doc.add_text(self.fields.terms, term);
+                    }
+                    if !entries.sort.is_empty() {
+                        let sort: BTreeMap<String, OwnedValue> = entries
+                            .sort
+                            .into_iter()
+                            .map(|(column, value)| (column, OwnedValue::Str(value)))
+                            .collect();
+                        doc.add_object(self.fields.sort, sort);
+                    }
+                    for pair in &entries.pairs {
+                        doc.add_bytes(self.fields.pairs, pair);
                     }
                     writer.add_document(doc)?;
                 }

@@ -7,7 +7,7 @@
 use super::extract::extract;
 use super::index::{Change, SearchIndex};
 use super::registry::Registry;
-use super::terms::terms;
+use super::terms::Entries;
 use crate::store::Store;
 use crate::store::tables::VersionRecord;
 use std::collections::HashSet;
@@ -32,10 +32,10 @@ pub fn document(
             return None;
         }
     };
-    let mut all = Vec::new();
+    let mut entries = Entries::default();
     for param in registry.params(resource_type) {
         match extract(registry, param, &resource) {
-            Ok(values) => terms(&param.code, &values, &mut all),
+            Ok(values) => entries.add(&param.code, &values),
             Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
         }
     }
@@ -43,22 +43,23 @@ pub fn document(
         key,
         resource_type: resource_type.to_string(),
         last_updated: version.last_updated,
-        terms: all,
+        entries,
     })
 }
 
-/// Starts the indexer thread from `checkpoint`; the returned receiver sees the seq of the last
-/// change the index holds.
+/// Starts the indexer thread from `checkpoint`, or from a rebuild of the index when
+/// `rebuild`; the returned receiver sees the seq of the last change the index holds.
 pub fn start(
     store: Store,
     index: Arc<SearchIndex>,
     registry: &'static Registry,
     checkpoint: u64,
+    rebuild: bool,
 ) -> watch::Receiver<u64> {
-    let (indexed, receiver) = watch::channel(checkpoint);
+    let (indexed, receiver) = watch::channel(if rebuild { 0 } else { checkpoint });
     std::thread::Builder::new()
         .name("fhirlake-indexer".into())
-        .spawn(move || run(store, index, registry, checkpoint, indexed))
+        .spawn(move || run(store, index, registry, checkpoint, rebuild, indexed))
         .expect("spawn the indexer thread");
     receiver
 }
@@ -68,11 +69,27 @@ fn run(
     index: Arc<SearchIndex>,
     registry: &'static Registry,
     mut checkpoint: u64,
+    mut rebuild: bool,
     indexed: watch::Sender<u64>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("indexer runtime");
+    while rebuild {
+        tracing::warn!(checkpoint, "rebuilding the search index from the store");
+        match self::rebuild(&store, &index, registry) {
+            Ok((count, head)) => {
+                checkpoint = head;
+                tracing::info!(count, head, "the search index is rebuilt");
+                indexed.send_replace(checkpoint);
+                rebuild = false;
+            }
+            Err(error) => {
+                tracing::error!(%error, "rebuilding the search index failed; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
     let mut commits = store.watch_commits();
     loop {
         if store.committed_seq() <= checkpoint {
@@ -123,8 +140,13 @@ fn index_batch(
     Ok(last)
 }
 
-/// Rebuilds the index from the store's current resources alone; returns how many it indexed.
-pub fn rebuild(store: &Store, index: &SearchIndex, registry: &Registry) -> anyhow::Result<usize> {
+/// Rebuilds the index from the store's current resources alone; returns how many it indexed
+/// and the seq of the last change they include (the index's new checkpoint).
+pub fn rebuild(
+    store: &Store,
+    index: &SearchIndex,
+    registry: &Registry,
+) -> anyhow::Result<(usize, u64)> {
     index.clear()?;
     let mut batch = Vec::new();
     let head = store.for_each_current(|resource_type, id, version| {
@@ -132,5 +154,5 @@ pub fn rebuild(store: &Store, index: &SearchIndex, registry: &Registry) -> anyho
     })?;
     let count = batch.len();
     index.apply(batch, head)?;
-    Ok(count)
+    Ok((count, head))
 }

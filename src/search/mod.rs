@@ -9,7 +9,9 @@ pub mod index;
 pub mod indexer;
 pub mod query;
 pub mod registry;
+pub mod sort;
 pub mod terms;
+pub mod units;
 
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
@@ -20,8 +22,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tantivy::collector::{Count, TopDocs};
-use tantivy::{Order, Searcher, TantivyDocument};
+use tantivy::collector::{Collector, Count, TopDocs};
+use tantivy::query::Query;
+use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
 use tokio::sync::watch;
 
 /// The search index's directory inside a data directory.
@@ -73,20 +76,17 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the index in `dir` and starts the indexer from its checkpoint. An index ahead of
-    /// the store (a replaced data directory) is rebuilt.
+    /// the store (a replaced data directory), or empty beside a store that is not, is rebuilt.
     pub fn open(store: &Store, dir: &Path) -> anyhow::Result<Engine> {
         let registry = Registry::r4_shared();
-        let (index, mut checkpoint) = SearchIndex::open(dir)?;
+        let (index, checkpoint) = SearchIndex::open(dir)?;
         let index = Arc::new(index);
-        if checkpoint > store.committed_seq() {
-            tracing::warn!(
-                checkpoint,
-                "the search index is ahead of the store; rebuilding it"
-            );
-            indexer::rebuild(store, &index, registry)?;
-            checkpoint = store.committed_seq();
-        }
-        let indexed = indexer::start(store.clone(), index.clone(), registry, checkpoint);
+        let head = store.committed_seq();
+        // Ahead of the store: a replaced data directory. Empty beside a store that is not: a
+        // new or replaced index. Either way the current resources are quicker to index than
+        // the whole change log.
+        let rebuild = checkpoint > head || (checkpoint == 0 && head > 0);
+        let indexed = indexer::start(store.clone(), index.clone(), registry, checkpoint, rebuild);
         Ok(Engine {
             registry,
             opened_at: store.committed_seq(),
@@ -125,20 +125,23 @@ impl Engine {
             request.strict,
         )?;
         let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
-        let top = TopDocs::with_limit(request.count + 1)
-            .and_offset(request.offset)
-            .order_by_fast_field::<i64>("lastUpdated", Order::Asc);
-        let (hits, total) = if request.total {
-            let (hits, total) = searcher
-                .search(&plan.query, &(top, Count))
-                .map_err(failed)?;
-            (hits, Some(total))
+        let (hits, total): (Vec<DocAddress>, Option<usize>) = if plan.sort.is_empty() {
+            let top = TopDocs::with_limit(request.count + 1)
+                .and_offset(request.offset)
+                .order_by_fast_field::<i64>(index::LAST_UPDATED_FIELD, Order::Asc);
+            let (hits, total) = self.collect(&searcher, &plan.query, top, request.total)?;
+            (hits.into_iter().map(|(_, a)| a).collect(), total)
         } else {
-            (searcher.search(&plan.query, &top).map_err(failed)?, None)
+            let sorted = sort::SortCollector {
+                keys: plan.sort.clone(),
+                limit: request.offset + request.count + 1,
+            };
+            let (hits, total) = self.collect(&searcher, &plan.query, sorted, request.total)?;
+            (hits.into_iter().skip(request.offset).collect(), total)
         };
         let has_more = request.count > 0 && hits.len() > request.count;
         let mut matches = Vec::with_capacity(hits.len());
-        for (_, address) in hits.into_iter().take(request.count) {
+        for address in hits.into_iter().take(request.count) {
             let doc: TantivyDocument = searcher.doc(address).map_err(failed)?;
             if let Some((resource_type, id)) = self.index.key_of(&doc).and_then(|k| {
                 k.split_once('/')
@@ -156,6 +159,25 @@ impl Engine {
             snapshot,
             has_more,
         })
+    }
+
+    /// Runs `collector` on the matches of `query`, and counts them when `count`.
+    fn collect<C: Collector>(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collector: C,
+        count: bool,
+    ) -> Result<(C::Fruit, Option<usize>), FhirError> {
+        let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
+        if count {
+            let (fruit, total) = searcher
+                .search(query, &(collector, Count))
+                .map_err(failed)?;
+            Ok((fruit, Some(total)))
+        } else {
+            Ok((searcher.search(query, &collector).map_err(failed)?, None))
+        }
     }
 
     /// The ids of up to two resources of `resource_type` matching `criteria` (a query string

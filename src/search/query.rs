@@ -2,15 +2,21 @@
 //! repeated parameters, OR across comma-separated values, modifiers and prefixes.
 
 use super::extract::precise;
-use super::index::Fields;
+use super::index::{Fields, PAIRS_FIELD};
 use super::registry::{ParamType, Registry, SearchParam};
+use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
+use super::units::Canonical;
 use crate::fhir::datetime::{Micros, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
-use tantivy::Term;
+use tantivy::columnar::BytesColumn;
+use tantivy::query::doc_predicate_query::{
+    DocPredicateQuery, FunctionPredicate, SegmentDocPredicate,
+};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
+use tantivy::{DocId, SegmentReader, Term};
 
 /// The parameters that steer a search rather than select resources.
 pub const CONTROL: &[&str] = &[
@@ -32,6 +38,8 @@ pub struct Plan {
     pub used: Vec<(String, String)>,
     /// Parameters that were not understood or are not supported, with the reason.
     pub ignored: Vec<(String, String)>,
+    /// The `_sort` keys; empty for the default order (lastUpdated, oldest first).
+    pub sort: Vec<SortKey>,
 }
 
 /// Plans a search of `resource_types` (all types when empty) with `params`. Under `strict`
@@ -48,7 +56,29 @@ pub fn plan(
     clauses.push((Occur::Must, type_filter(fields, resource_types)));
     let mut used = Vec::new();
     let mut ignored = Vec::new();
+    let mut sort = Vec::new();
+    let mut refuse = |name: &str, value: &str, reason: String| {
+        if strict {
+            return Err(FhirError::bad_request(
+                IssueCode::NotSupported,
+                format!("{name}={value}: {reason}"),
+            ));
+        }
+        ignored.push((name.to_string(), reason));
+        Ok(())
+    };
     for (name, value) in params {
+        if name == "_sort" {
+            match sort_keys(registry, resource_types, value) {
+                Ok(keys) => {
+                    sort = keys;
+                    used.retain(|(n, _): &(String, String)| n != "_sort");
+                    used.push((name.clone(), value.clone()));
+                }
+                Err(reason) => refuse(name, value, reason)?,
+            }
+            continue;
+        }
         if CONTROL.contains(&name.as_str()) {
             continue;
         }
@@ -66,27 +96,63 @@ pub fn plan(
         };
         let outcome = match definitions.first() {
             None => Err(format!("unknown search parameter '{code}'")),
-            Some(param) => param_query(fields, param, modifier, value),
+            Some(param) => param_query(registry, fields, param, modifier, value),
         };
         match outcome {
             Ok(query) => {
                 clauses.push(query);
                 used.push((name.clone(), value.clone()));
             }
-            Err(reason) if strict => {
-                return Err(FhirError::bad_request(
-                    IssueCode::NotSupported,
-                    format!("{name}={value}: {reason}"),
-                ));
-            }
-            Err(reason) => ignored.push((name.clone(), reason)),
+            Err(reason) => refuse(name, value, reason)?,
         }
     }
     Ok(Plan {
         query: Box::new(BooleanQuery::new(clauses)),
         used,
         ignored,
+        sort,
     })
+}
+
+/// The keys of `_sort=a,-b`: each a parameter of every type searched, `-` for descending.
+fn sort_keys(
+    registry: &Registry,
+    resource_types: &[String],
+    value: &str,
+) -> Result<Vec<SortKey>, String> {
+    let mut keys = Vec::new();
+    for item in value.split(',').filter(|i| !i.is_empty()) {
+        let (code, descending) = match item.strip_prefix('-') {
+            Some(code) => (code, true),
+            None => (item, false),
+        };
+        let param = match resource_types {
+            [] => registry
+                .get("Patient", code)
+                .filter(|p| p.code.starts_with('_')),
+            [first, ..] => registry.get(first, code),
+        }
+        .ok_or_else(|| format!("cannot sort by unknown parameter '{code}'"))?;
+        if matches!(param.kind, ParamType::Composite | ParamType::Special) {
+            return Err(format!(
+                "cannot sort by {} parameter '{code}'",
+                param.kind.as_str()
+            ));
+        }
+        if resource_types
+            .iter()
+            .any(|t| registry.get(t, code).is_none())
+        {
+            return Err(format!(
+                "'{code}' is not a parameter of every type searched"
+            ));
+        }
+        keys.push(SortKey {
+            code: code.to_string(),
+            descending,
+        });
+    }
+    Ok(keys)
 }
 
 fn type_filter(fields: Fields, resource_types: &[String]) -> Box<dyn Query> {
@@ -104,21 +170,171 @@ fn term_query(term: Term) -> Box<dyn Query> {
     Box::new(TermQuery::new(term, IndexRecordOption::Basic))
 }
 
+/// Where a value's terms live: the parameter's own terms, or (for a composite's last
+/// component) the composite's terms after the prefix of its leading components.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    fields: Fields,
+    /// The code the terms are indexed under.
+    code: &'a str,
+    /// What precedes every value in the terms.
+    prefix: &'a str,
+}
+
+impl Scope<'_> {
+    /// The term text of `value` of `kind`.
+    fn text(&self, kind: char, value: &str) -> String {
+        terms::term(self.code, kind, &format!("{}{value}", self.prefix))
+    }
+
+    fn term(&self, kind: char, value: &str) -> Box<dyn Query> {
+        term_query(Term::from_field_text(
+            self.fields.terms,
+            &self.text(kind, value),
+        ))
+    }
+
+    /// Terms of `kind` that start with `start`.
+    fn starting_with(&self, kind: char, start: &str) -> Box<dyn Query> {
+        let lower = self.text(kind, start);
+        let upper = format!("{lower}\u{10ffff}");
+        Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_text(self.fields.terms, &lower)),
+            Bound::Excluded(Term::from_field_text(self.fields.terms, &upper)),
+        ))
+    }
+
+    /// The bounds of a range of `kind` terms under `key` (a unit key, or nothing), with the
+    /// values' encodings.
+    fn span(&self, kind: char, key: &str, lower: Bound<String>, upper: Bound<String>) -> Span {
+        let text = |encoded: String| self.text(kind, &format!("{key}{encoded}"));
+        Span {
+            field: self.fields.terms,
+            lower: match lower {
+                Bound::Included(v) => Bound::Included(text(v)),
+                Bound::Excluded(v) => Bound::Excluded(text(v)),
+                Bound::Unbounded => Bound::Included(text(String::new())),
+            },
+            upper: match upper {
+                Bound::Included(v) => Bound::Included(text(v)),
+                Bound::Excluded(v) => Bound::Excluded(text(v)),
+                Bound::Unbounded => Bound::Included(text("g".into())), // past every hex digit
+            },
+            scope: text(String::new()),
+        }
+    }
+}
+
+/// A range of terms: the values of one kind under one key between two bounds.
+#[derive(Clone)]
+struct Span {
+    field: tantivy::schema::Field,
+    lower: Bound<String>,
+    upper: Bound<String>,
+    /// The text every term of the range starts with (up to the encoded value).
+    scope: String,
+}
+
+impl Span {
+    fn query(&self) -> Box<dyn Query> {
+        let term = |t: &String| Term::from_field_text(self.field, t);
+        Box::new(RangeQuery::new(
+            self.lower.as_ref().map(term),
+            self.upper.as_ref().map(term),
+        ))
+    }
+
+    fn contains(&self, term: &[u8]) -> bool {
+        let above = match &self.lower {
+            Bound::Included(l) => term >= l.as_bytes(),
+            Bound::Excluded(l) => term > l.as_bytes(),
+            Bound::Unbounded => true,
+        };
+        let below = match &self.upper {
+            Bound::Included(u) => term <= u.as_bytes(),
+            Bound::Excluded(u) => term < u.as_bytes(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    /// Whether `term` is a value of this span's kind and key (and not of a longer key).
+    fn in_scope(&self, term: &[u8]) -> bool {
+        term.len() == self.scope.len() + 16 && term.starts_with(self.scope.as_bytes())
+    }
+}
+
+/// Resources with a value whose low term lies in `low` and whose high term lies in `high`.
+///
+/// The two range queries alone would also match a resource whose one value satisfies `low`
+/// and another `high`; for resources with several values in scope the index keeps each
+/// value's pair of terms (see `terms::Entries`), and a predicate checks that one pair
+/// satisfies both.
+fn both(low: Span, high: Span) -> Box<dyn Query> {
+    let ranges = vec![low.query(), high.query()];
+    let predicate = FunctionPredicate::from(move |segment: &SegmentReader| {
+        Ok(PairCheck {
+            column: segment.fast_fields().bytes(PAIRS_FIELD)?,
+            low: low.clone(),
+            high: high.clone(),
+            buffer: Vec::new(),
+        })
+    });
+    let mut clauses = ranges;
+    clauses.push(Box::new(DocPredicateQuery::from(predicate)));
+    Box::new(BooleanQuery::intersection(clauses))
+}
+
+/// The check of [`both`] in one segment.
+struct PairCheck {
+    column: Option<BytesColumn>,
+    low: Span,
+    high: Span,
+    buffer: Vec<u8>,
+}
+
+impl SegmentDocPredicate for PairCheck {
+    /// True when the document has no pair in the spans' scope (a single value: its terms
+    /// matched), or has one whose low and high both lie in the spans.
+    fn eval(&mut self, doc: DocId) -> bool {
+        let Some(column) = &self.column else {
+            return true;
+        };
+        let mut in_scope = false;
+        for ord in column.term_ords(doc) {
+            self.buffer.clear();
+            if !column.ord_to_bytes(ord, &mut self.buffer).unwrap_or(false) {
+                continue;
+            }
+            let Some((low, high)) = terms::unpair(&self.buffer) else {
+                continue;
+            };
+            if self.low.in_scope(low) {
+                in_scope = true;
+                if self.low.contains(low) && self.high.contains(high) {
+                    return true;
+                }
+            }
+        }
+        !in_scope
+    }
+}
+
 /// The clause of one parameter occurrence: the OR of its comma-separated values.
 fn param_query(
+    registry: &Registry,
     fields: Fields,
     param: &SearchParam,
     modifier: Option<&str>,
     value: &str,
 ) -> Result<(Occur, Box<dyn Query>), String> {
-    let t = |kind: char, v: &str| {
-        term_query(Term::from_field_text(
-            fields.terms,
-            &terms::term(&param.code, kind, v),
-        ))
+    let scope = Scope {
+        fields,
+        code: &param.code,
+        prefix: "",
     };
     if modifier == Some("missing") {
-        let exists = t(kind::EXISTS, "");
+        let exists = scope.term(kind::EXISTS, "");
         return match value {
             "true" => Ok((Occur::MustNot, exists)),
             "false" => Ok((Occur::Must, exists)),
@@ -130,7 +346,11 @@ fn param_query(
         if value.is_empty() {
             return Err("an empty value".into());
         }
-        alternatives.push(value_query(fields, param, modifier, &value)?);
+        alternatives.push(if param.kind == ParamType::Composite {
+            composite_query(registry, scope, param, modifier, &value)?
+        } else {
+            value_query(scope, param.kind, modifier, &value)?
+        });
     }
     let any: Box<dyn Query> = Box::new(BooleanQuery::union(alternatives));
     if modifier == Some("not") {
@@ -140,27 +360,84 @@ fn param_query(
     Ok((Occur::Must, any))
 }
 
-fn value_query(
-    fields: Fields,
+/// A composite value: `a$b`, its leading components matched exactly and its last one as the
+/// component's parameter type says, all on one element of the resource.
+fn composite_query(
+    registry: &Registry,
+    scope: Scope<'_>,
     param: &SearchParam,
     modifier: Option<&str>,
     value: &str,
 ) -> Result<Box<dyn Query>, String> {
-    let code = param.code.as_str();
-    let t = |kind: char, v: &str| {
-        term_query(Term::from_field_text(
-            fields.terms,
-            &terms::term(code, kind, v),
-        ))
-    };
+    if modifier.is_some() {
+        return Err("composite parameters take no modifier".into());
+    }
+    let parts = split_unescaped(value, '$');
+    if parts.len() != param.components.len() {
+        return Err(format!(
+            "'{value}' needs {} parts separated by '$'",
+            param.components.len()
+        ));
+    }
+    let kinds = registry
+        .composite_kinds(param)
+        .ok_or("the components of this composite cannot be searched")?;
+    let (last_kind, leading_kinds) = kinds.split_last().expect("components");
+    let mut prefix = String::new();
+    for (part, kind) in parts.iter().zip(leading_kinds) {
+        prefix.push_str(&prefix_form(*kind, part)?);
+        prefix.push(terms::COMPOSITE_SEPARATOR);
+    }
+    let last = parts.last().expect("parts");
+    value_query(
+        Scope {
+            prefix: &prefix,
+            ..scope
+        },
+        *last_kind,
+        None,
+        last,
+    )
+}
+
+/// The exact form of a composite's leading component (see `terms::prefix_forms`): a token,
+/// reference, uri or (otherwise) string.
+fn prefix_form(kind: ParamType, value: &str) -> Result<String, String> {
+    Ok(match kind {
+        ParamType::Token => {
+            let parts = split_unescaped(value, '|');
+            match parts.as_slice() {
+                [code] => format!("{}{code}", kind::CODE),
+                [system, code] if system.is_empty() => {
+                    format!("{}{code}", kind::CODE_WITHOUT_SYSTEM)
+                }
+                [system, code] if !code.is_empty() => {
+                    format!("{}{system}|{code}", kind::SYSTEM_CODE)
+                }
+                _ => return Err("a composite's token is code, system|code or |code".into()),
+            }
+        }
+        ParamType::Reference => format!("{}{}", kind::REFERENCE, unescape(value)),
+        ParamType::Uri => format!("{}{}", kind::URI, unescape(value)),
+        _ => format!("{}{}", kind::FOLDED, fold(&unescape(value))),
+    })
+}
+
+fn value_query(
+    scope: Scope<'_>,
+    param_kind: ParamType,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Box<dyn Query>, String> {
+    let t = |kind: char, v: &str| scope.term(kind, v);
     let unsupported = || {
         Err(format!(
             "the modifier ':{}' is not supported on a {} parameter",
             modifier.unwrap_or(""),
-            param.kind.as_str()
+            param_kind.as_str()
         ))
     };
-    match param.kind {
+    match param_kind {
         ParamType::Token => {
             match modifier {
                 None | Some("not") => {}
@@ -193,15 +470,15 @@ fn value_query(
         ParamType::String => {
             let value = unescape(value);
             match modifier {
-                None => Ok(prefix(fields, code, kind::FOLDED, &fold(&value))),
+                None => Ok(scope.starting_with(kind::FOLDED, &fold(&value))),
                 Some("exact") => Ok(t(kind::EXACT, &value)),
                 Some("contains") => {
                     let pattern = format!(
                         "{}.*{}.*",
-                        regex_escape(&terms::term(code, kind::FOLDED, "")),
+                        regex_escape(&scope.text(kind::FOLDED, "")),
                         regex_escape(&fold(&value))
                     );
-                    RegexQuery::from_pattern(&pattern, fields.terms)
+                    RegexQuery::from_pattern(&pattern, scope.fields.terms)
                         .map(|q| Box::new(q) as Box<dyn Query>)
                         .map_err(|e| e.to_string())
                 }
@@ -237,7 +514,7 @@ fn value_query(
             let value = unescape(value);
             match modifier {
                 None => Ok(t(kind::URI, &value)),
-                Some("below") => Ok(prefix(fields, code, kind::URI, &value)),
+                Some("below") => Ok(scope.starting_with(kind::URI, &value)),
                 Some("above") => {
                     let mut options = Vec::new();
                     let mut end = value.len();
@@ -253,90 +530,59 @@ fn value_query(
         ParamType::Date if modifier.is_none() => {
             let (prefix, text) = split_prefix(value);
             let period = parse_period(text)?;
-            Ok(date_query(fields, code, prefix, period.start, period.end))
+            Ok(date_query(scope, prefix, period.start, period.end))
         }
         ParamType::Number if modifier.is_none() => {
             let (prefix, text) = split_prefix(value);
             let (exact, low, high) = number(text)?;
-            Ok(number_query(
-                fields,
-                code,
-                kind::NUMBER,
-                kind::NUMBER,
-                "",
-                prefix,
-                exact,
-                low,
-                high,
-            ))
+            let ranges = Ranges {
+                scope,
+                low_kind: kind::NUMBER,
+                high_kind: kind::NUMBER,
+                key: String::new(),
+            };
+            Ok(ranges.number(prefix, exact, low, high))
         }
         ParamType::Quantity if modifier.is_none() => {
             let (prefix, text) = split_prefix(value);
             let parts = split_unescaped(text, '|');
-            let (number_text, unit_key) = match parts.as_slice() {
-                [n] => (n.as_str(), String::new()),
-                [n, system, code] if system.is_empty() => (n.as_str(), format!("c:{code}")),
-                [n, system, code] => (n.as_str(), format!("s:{system}|{code}")),
+            let (number_text, unit_key, canonical) = match parts.as_slice() {
+                [n] => (n.as_str(), String::new(), None),
+                [n, system, code] if system.is_empty() => (n.as_str(), format!("c:{code}"), None),
+                [n, system, code] => (
+                    n.as_str(),
+                    format!("s:{system}|{code}"),
+                    Canonical::of(Some(system), code),
+                ),
                 _ => return Err("a quantity is [prefix]number[|system|code]".into()),
             };
-            let (exact, low, high) = number(number_text)?;
-            let key = format!("{unit_key}\u{1e}");
-            Ok(number_query(
-                fields,
-                code,
-                kind::LOW,
-                kind::HIGH,
-                &key,
-                prefix,
-                exact,
-                low,
-                high,
-            ))
+            let (mut exact, mut low, mut high) = number(number_text)?;
+            // A UCUM unit is searched in base units: it finds every commensurable unit.
+            let unit_key = match canonical {
+                Some(canonical) => {
+                    (exact, low, high) = (
+                        canonical.convert(exact),
+                        canonical.convert(low),
+                        canonical.convert(high),
+                    );
+                    canonical.key
+                }
+                None => unit_key,
+            };
+            let ranges = Ranges {
+                scope,
+                low_kind: kind::LOW,
+                high_kind: kind::HIGH,
+                key: format!("{unit_key}\u{1e}"),
+            };
+            Ok(ranges.number(prefix, exact, low, high))
         }
         ParamType::Date | ParamType::Number | ParamType::Quantity => unsupported(),
         ParamType::Composite | ParamType::Special => Err(format!(
-            "{} parameters are not supported yet",
-            param.kind.as_str()
+            "{} parameters are not supported here",
+            param_kind.as_str()
         )),
     }
-}
-
-/// Terms of `kind` that start with `start`.
-fn prefix(fields: Fields, code: &str, kind: char, start: &str) -> Box<dyn Query> {
-    let lower = terms::term(code, kind, start);
-    let upper = format!("{lower}\u{10ffff}");
-    Box::new(RangeQuery::new(
-        Bound::Included(Term::from_field_text(fields.terms, &lower)),
-        Bound::Excluded(Term::from_field_text(fields.terms, &upper)),
-    ))
-}
-
-/// Terms of `kind` (`{unit key}{encoded value}`) whose value lies between two bounds.
-fn range(
-    fields: Fields,
-    code: &str,
-    kind: char,
-    key: &str,
-    lower: Bound<String>,
-    upper: Bound<String>,
-) -> Box<dyn Query> {
-    let term = |encoded: String| {
-        Term::from_field_text(
-            fields.terms,
-            &terms::term(code, kind, &format!("{key}{encoded}")),
-        )
-    };
-    let lower = match lower {
-        Bound::Included(v) => Bound::Included(term(v)),
-        Bound::Excluded(v) => Bound::Excluded(term(v)),
-        Bound::Unbounded => Bound::Included(term(String::new())),
-    };
-    let upper = match upper {
-        Bound::Included(v) => Bound::Included(term(v)),
-        Bound::Excluded(v) => Bound::Excluded(term(v)),
-        Bound::Unbounded => Bound::Included(term("g".into())), // past every hex digit
-    };
-    Box::new(RangeQuery::new(lower, upper))
 }
 
 /// A comparison prefix: eq, ne, gt, lt, ge, le, sa, eb, ap.
@@ -349,118 +595,116 @@ fn split_prefix(value: &str) -> (&str, &str) {
     }
 }
 
+/// The range terms of one parameter (or composite component): each value is `[low, high]`,
+/// its low under `low_kind` and its high under `high_kind`, both after `key`.
+struct Ranges<'a> {
+    scope: Scope<'a>,
+    low_kind: char,
+    high_kind: char,
+    key: String,
+}
+
+impl Ranges<'_> {
+    fn low<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
+        self.scope.span(
+            self.low_kind,
+            &self.key,
+            bound(lower, encode),
+            bound(upper, encode),
+        )
+    }
+
+    fn high<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
+        self.scope.span(
+            self.high_kind,
+            &self.key,
+            bound(lower, encode),
+            bound(upper, encode),
+        )
+    }
+
+    /// A number or quantity search: the value is `exact`, with the range `[plow, phigh)` its
+    /// precision implies.
+    fn number(&self, prefix: &str, exact: f64, plow: f64, phigh: f64) -> Box<dyn Query> {
+        let f = encode_f64;
+        match prefix {
+            "ne" => Box::new(BooleanQuery::union(vec![
+                self.low(Bound::Unbounded, Bound::Excluded(plow), f).query(),
+                self.high(Bound::Included(phigh), Bound::Unbounded, f)
+                    .query(),
+            ])),
+            "gt" | "sa" => self
+                .high(Bound::Excluded(exact), Bound::Unbounded, f)
+                .query(),
+            "lt" | "eb" => self
+                .low(Bound::Unbounded, Bound::Excluded(exact), f)
+                .query(),
+            "ge" => self
+                .high(Bound::Included(exact), Bound::Unbounded, f)
+                .query(),
+            "le" => self
+                .low(Bound::Unbounded, Bound::Included(exact), f)
+                .query(),
+            "ap" => {
+                let margin = (exact * 0.1).abs();
+                both(
+                    self.low(Bound::Unbounded, Bound::Included(exact + margin), f),
+                    self.high(Bound::Included(exact - margin), Bound::Unbounded, f),
+                )
+            }
+            _ => both(
+                self.low(Bound::Included(plow), Bound::Unbounded, f),
+                self.high(Bound::Unbounded, Bound::Excluded(phigh), f),
+            ),
+        }
+    }
+}
+
 /// A date parameter against resource periods `[low, high)`, for the period `[start, end)` of
 /// the search value, as the FHIR search page defines each prefix.
-fn date_query(
-    fields: Fields,
-    code: &str,
-    prefix: &str,
-    start: Micros,
-    end: Micros,
-) -> Box<dyn Query> {
-    let low = |lower: Bound<Micros>, upper: Bound<Micros>| {
-        range(
-            fields,
-            code,
-            kind::LOW,
-            "",
-            bound(lower, encode_i64),
-            bound(upper, encode_i64),
+fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box<dyn Query> {
+    let ranges = Ranges {
+        scope,
+        low_kind: kind::LOW,
+        high_kind: kind::HIGH,
+        key: String::new(),
+    };
+    let e = encode_i64;
+    let within = || {
+        both(
+            ranges.low(Bound::Included(start), Bound::Unbounded, e),
+            ranges.high(Bound::Unbounded, Bound::Included(end), e),
         )
     };
-    let high = |lower: Bound<Micros>, upper: Bound<Micros>| {
-        range(
-            fields,
-            code,
-            kind::HIGH,
-            "",
-            bound(lower, encode_i64),
-            bound(upper, encode_i64),
-        )
+    let above = || {
+        ranges
+            .high(Bound::Excluded(end), Bound::Unbounded, e)
+            .query()
     };
-    let within = || -> Box<dyn Query> {
-        Box::new(BooleanQuery::intersection(vec![
-            low(Bound::Included(start), Bound::Unbounded),
-            high(Bound::Unbounded, Bound::Included(end)),
-        ]))
+    let below = || {
+        ranges
+            .low(Bound::Unbounded, Bound::Excluded(start), e)
+            .query()
     };
-    let above = || high(Bound::Excluded(end), Bound::Unbounded);
-    let below = || low(Bound::Unbounded, Bound::Excluded(start));
     match prefix {
         "ne" => Box::new(BooleanQuery::union(vec![above(), below()])),
         "gt" => above(),
         "lt" => below(),
         "ge" => Box::new(BooleanQuery::union(vec![above(), within()])),
         "le" => Box::new(BooleanQuery::union(vec![below(), within()])),
-        "sa" => low(Bound::Included(end), Bound::Unbounded),
-        "eb" => high(Bound::Unbounded, Bound::Included(start)),
+        "sa" => ranges
+            .low(Bound::Included(end), Bound::Unbounded, e)
+            .query(),
+        "eb" => ranges
+            .high(Bound::Unbounded, Bound::Included(start), e)
+            .query(),
         "ap" => {
             // Overlap with the value widened by 10% of its distance from now.
             let margin = ((now() - start).abs() / 10).max(end - start);
-            Box::new(BooleanQuery::intersection(vec![
-                low(Bound::Unbounded, Bound::Excluded(end + margin)),
-                high(Bound::Excluded(start - margin), Bound::Unbounded),
-            ]))
-        }
-        _ => within(),
-    }
-}
-
-/// A number or quantity parameter. Resource values are `[low, high]` (equal for a plain
-/// number); the search value is `exact` with the range `[plow, phigh)` its precision implies.
-#[allow(clippy::too_many_arguments)]
-fn number_query(
-    fields: Fields,
-    code: &str,
-    low_kind: char,
-    high_kind: char,
-    key: &str,
-    prefix: &str,
-    exact: f64,
-    plow: f64,
-    phigh: f64,
-) -> Box<dyn Query> {
-    let low = |lower: Bound<f64>, upper: Bound<f64>| {
-        range(
-            fields,
-            code,
-            low_kind,
-            key,
-            bound(lower, encode_f64),
-            bound(upper, encode_f64),
-        )
-    };
-    let high = |lower: Bound<f64>, upper: Bound<f64>| {
-        range(
-            fields,
-            code,
-            high_kind,
-            key,
-            bound(lower, encode_f64),
-            bound(upper, encode_f64),
-        )
-    };
-    let within = || -> Box<dyn Query> {
-        Box::new(BooleanQuery::intersection(vec![
-            low(Bound::Included(plow), Bound::Unbounded),
-            high(Bound::Unbounded, Bound::Excluded(phigh)),
-        ]))
-    };
-    match prefix {
-        "ne" => Box::new(BooleanQuery::union(vec![
-            low(Bound::Unbounded, Bound::Excluded(plow)),
-            high(Bound::Included(phigh), Bound::Unbounded),
-        ])),
-        "gt" | "sa" => high(Bound::Excluded(exact), Bound::Unbounded),
-        "lt" | "eb" => low(Bound::Unbounded, Bound::Excluded(exact)),
-        "ge" => high(Bound::Included(exact), Bound::Unbounded),
-        "le" => low(Bound::Unbounded, Bound::Included(exact)),
-        "ap" => {
-            let margin = (exact * 0.1).abs();
-            Box::new(BooleanQuery::intersection(vec![
-                low(Bound::Unbounded, Bound::Included(exact + margin)),
-                high(Bound::Included(exact - margin), Bound::Unbounded),
-            ]))
+            both(
+                ranges.low(Bound::Unbounded, Bound::Excluded(end + margin), e),
+                ranges.high(Bound::Excluded(start - margin), Bound::Unbounded, e),
+            )
         }
         _ => within(),
     }

@@ -201,11 +201,36 @@ impl Registry {
     }
 
     /// The parameters of `resource_type` that search supports: those with an expression,
-    /// other than composite and special ones.
+    /// other than special ones and composites whose components search cannot match.
     pub fn searchable(&self, resource_type: &str) -> impl Iterator<Item = &SearchParam> {
         self.params(resource_type).filter(|p| {
-            p.expression.is_some() && !matches!(p.kind, ParamType::Composite | ParamType::Special)
+            p.expression.is_some()
+                && match p.kind {
+                    ParamType::Special => false,
+                    ParamType::Composite => self.composite_kinds(p).is_some(),
+                    _ => true,
+                }
         })
+    }
+
+    /// The types of a composite's components, when search supports it: every component is
+    /// defined, and the leading ones are matched exactly (token, reference, uri or string).
+    pub fn composite_kinds(&self, param: &SearchParam) -> Option<Vec<ParamType>> {
+        let kinds: Vec<ParamType> = param
+            .components
+            .iter()
+            .map(|c| self.by_url(&c.definition).map(|p| p.kind))
+            .collect::<Option<_>>()?;
+        let (_, leading) = kinds.split_last()?;
+        leading
+            .iter()
+            .all(|k| {
+                matches!(
+                    k,
+                    ParamType::Token | ParamType::Reference | ParamType::Uri | ParamType::String
+                )
+            })
+            .then_some(kinds)
     }
 
     /// The parameter `code` of `resource_type`.

@@ -7,6 +7,7 @@
 //! a range of terms is a range of values.
 
 use super::extract::IndexValue;
+use super::units::Canonical;
 use crate::fhir::reference;
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
@@ -15,8 +16,6 @@ use unicode_normalization::char::is_combining_mark;
 pub mod kind {
     /// The parameter has a value (for `:missing`).
     pub const EXISTS: char = 'e';
-    /// The parameter has more than one value (matches need checking against the resource).
-    pub const MULTIPLE: char = 'm';
     pub const CODE: char = 'c';
     pub const SYSTEM_CODE: char = 's';
     pub const CODE_WITHOUT_SYSTEM: char = 'n';
@@ -79,36 +78,128 @@ pub fn unit_keys(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -
     keys
 }
 
-/// The terms of one parameter's values in one resource.
-pub fn terms(param: &str, values: &[IndexValue], out: &mut Vec<String>) {
-    if values.is_empty() {
-        return;
-    }
-    out.push(term(param, kind::EXISTS, ""));
-    if values.len() > 1 {
-        out.push(term(param, kind::MULTIPLE, ""));
-    }
-    for value in values {
-        value_terms(param, value, out);
+/// The longest sort value kept, in bytes: longer strings sort by their start.
+const SORT_VALUE_MAX: usize = 128;
+
+/// What one resource gives the index: its search terms, its sort values, and the value pairs
+/// of its multi-valued ranges.
+///
+/// Invariant: a parameter with two or more range values (dates, numbers, quantities, also
+/// inside composites) under one key has every `(low term, high term)` pair in `pairs`, so a
+/// range query that needs both bounds to hold for one value can check them together; a
+/// parameter with a single value needs no pair, its terms alone are exact.
+#[derive(Debug, Default)]
+pub struct Entries {
+    pub terms: Vec<String>,
+    /// `(column, value)`: `code` holds the lowest value (for ascending sorts), `-code` the
+    /// highest (for descending ones); values compare as byte strings.
+    pub sort: Vec<(String, String)>,
+    /// Encoded with [`pair`].
+    pub pairs: Vec<Vec<u8>>,
+}
+
+/// One range value under one key: `[low, high]`, each as an encoded term value.
+struct Range {
+    low_kind: char,
+    high_kind: char,
+    /// What comes before the encoded value: a unit key, a composite's prefix.
+    key: String,
+    low: String,
+    high: String,
+}
+
+impl Entries {
+    /// Adds the values one parameter extracts from the resource.
+    pub fn add(&mut self, param: &str, values: &[IndexValue]) {
+        if values.is_empty() {
+            return;
+        }
+        self.terms.push(term(param, kind::EXISTS, ""));
+        let mut ranges = Vec::new();
+        for value in values {
+            if let IndexValue::Composite(parts) = value {
+                composite_terms(parts, &mut |kind, v| self.terms.push(term(param, kind, &v)));
+                composite_ranges(parts, &mut ranges);
+            } else {
+                value_terms(value, &mut |kind, v| self.terms.push(term(param, kind, &v)));
+                value_ranges(value, "", &mut ranges);
+            }
+        }
+        for range in &ranges {
+            self.terms.push(term(
+                param,
+                range.low_kind,
+                &format!("{}{}", range.key, range.low),
+            ));
+            if range.high_kind != range.low_kind || range.high != range.low {
+                self.terms.push(term(
+                    param,
+                    range.high_kind,
+                    &format!("{}{}", range.key, range.high),
+                ));
+            }
+            let same_key = ranges
+                .iter()
+                .filter(|r| r.key == range.key && r.low_kind == range.low_kind)
+                .count();
+            if same_key > 1 {
+                self.pairs.push(pair(
+                    &term(
+                        param,
+                        range.low_kind,
+                        &format!("{}{}", range.key, range.low),
+                    ),
+                    &term(
+                        param,
+                        range.high_kind,
+                        &format!("{}{}", range.key, range.high),
+                    ),
+                ));
+            }
+        }
+        let sorted: Vec<(String, String)> = values.iter().filter_map(sort_values).collect();
+        if let (Some(lowest), Some(highest)) = (
+            sorted.iter().map(|(low, _)| low).min(),
+            sorted.iter().map(|(_, high)| high).max(),
+        ) {
+            self.sort.push((param.to_string(), lowest.clone()));
+            self.sort.push((format!("-{param}"), highest.clone()));
+        }
     }
 }
 
-fn value_terms(param: &str, value: &IndexValue, out: &mut Vec<String>) {
-    let mut push = |kind: char, value: &str| out.push(term(param, kind, value));
+/// A pair of a value's low and high terms, as the index stores it.
+pub fn pair(low: &str, high: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + low.len() + high.len());
+    out.extend_from_slice(&(low.len() as u32).to_le_bytes());
+    out.extend_from_slice(low.as_bytes());
+    out.extend_from_slice(high.as_bytes());
+    out
+}
+
+/// The `(low term, high term)` of a stored pair.
+pub fn unpair(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let rest = bytes.get(4..)?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The terms of a value that is not a range.
+fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
     match value {
         IndexValue::Token { system, code, text } => {
             if let Some(code) = code {
-                push(kind::CODE, code);
+                push(kind::CODE, code.clone());
                 match system {
-                    Some(system) => push(kind::SYSTEM_CODE, &format!("{system}|{code}")),
-                    None => push(kind::CODE_WITHOUT_SYSTEM, code),
+                    Some(system) => push(kind::SYSTEM_CODE, format!("{system}|{code}")),
+                    None => push(kind::CODE_WITHOUT_SYSTEM, code.clone()),
                 }
             }
             if let Some(system) = system {
-                push(kind::SYSTEM, system);
+                push(kind::SYSTEM, system.clone());
             }
             for word in text.iter().flat_map(|t| words(t)) {
-                push(kind::TEXT_WORD, &word);
+                push(kind::TEXT_WORD, word);
             }
         }
         IndexValue::IdentifierType {
@@ -117,39 +208,61 @@ fn value_terms(param: &str, value: &IndexValue, out: &mut Vec<String>) {
             value,
         } => push(
             kind::OF_TYPE,
-            &format!("{}|{code}|{value}", system.as_deref().unwrap_or("")),
+            format!("{}|{code}|{value}", system.as_deref().unwrap_or("")),
         ),
         IndexValue::Text(text) => {
-            push(kind::FOLDED, &fold(text));
-            push(kind::EXACT, text);
+            push(kind::FOLDED, fold(text));
+            push(kind::EXACT, text.clone());
         }
         IndexValue::Reference {
             reference,
             identifier,
         } => {
             if let Some(reference) = reference {
-                push(kind::REFERENCE, reference);
+                push(kind::REFERENCE, reference.clone());
                 if let Some(local) = reference::local(reference) {
                     if local != reference {
-                        push(kind::REFERENCE, local);
+                        push(kind::REFERENCE, local.to_string());
                     }
-                    push(kind::REFERENCE_ID, local.split('/').nth(1).unwrap_or(""));
+                    push(
+                        kind::REFERENCE_ID,
+                        local.split('/').nth(1).unwrap_or("").to_string(),
+                    );
                 }
             }
             if let Some((system, value)) = identifier {
                 push(
                     kind::IDENTIFIER,
-                    &format!("{}|{value}", system.as_deref().unwrap_or("")),
+                    format!("{}|{value}", system.as_deref().unwrap_or("")),
                 );
-                push(kind::IDENTIFIER_VALUE, value);
+                push(kind::IDENTIFIER_VALUE, value.clone());
             }
         }
-        IndexValue::Uri(uri) => push(kind::URI, uri),
-        IndexValue::Date(period) => {
-            push(kind::LOW, &encode_i64(period.start));
-            push(kind::HIGH, &encode_i64(period.end));
-        }
-        IndexValue::Number { value, .. } => push(kind::NUMBER, &encode_f64(*value)),
+        IndexValue::Uri(uri) => push(kind::URI, uri.clone()),
+        IndexValue::Date(_)
+        | IndexValue::Number { .. }
+        | IndexValue::Quantity { .. }
+        | IndexValue::Composite(_) => {}
+    }
+}
+
+/// The ranges of a date, number or quantity value, each key prefixed with `prefix`.
+fn value_ranges(value: &IndexValue, prefix: &str, out: &mut Vec<Range>) {
+    match value {
+        IndexValue::Date(period) => out.push(Range {
+            low_kind: kind::LOW,
+            high_kind: kind::HIGH,
+            key: prefix.to_string(),
+            low: encode_i64(period.start),
+            high: encode_i64(period.end),
+        }),
+        IndexValue::Number { value, .. } => out.push(Range {
+            low_kind: kind::NUMBER,
+            high_kind: kind::NUMBER,
+            key: prefix.to_string(),
+            low: encode_f64(*value),
+            high: encode_f64(*value),
+        }),
         IndexValue::Quantity {
             low,
             high,
@@ -157,12 +270,115 @@ fn value_terms(param: &str, value: &IndexValue, out: &mut Vec<String>) {
             code,
             unit,
         } => {
+            let mut push = |key: &str, low: f64, high: f64| {
+                out.push(Range {
+                    low_kind: kind::LOW,
+                    high_kind: kind::HIGH,
+                    key: format!("{prefix}{key}\u{1e}"),
+                    low: encode_f64(low),
+                    high: encode_f64(high),
+                })
+            };
             for key in unit_keys(system.as_deref(), code.as_deref(), unit.as_deref()) {
-                push(kind::LOW, &format!("{key}\u{1e}{}", encode_f64(*low)));
-                push(kind::HIGH, &format!("{key}\u{1e}{}", encode_f64(*high)));
+                push(&key, *low, *high);
+            }
+            if let Some(canonical) = code
+                .as_deref()
+                .and_then(|code| Canonical::of(system.as_deref(), code))
+            {
+                push(
+                    &canonical.key,
+                    canonical.convert(*low),
+                    canonical.convert(*high),
+                );
             }
         }
-        IndexValue::Composite(_) => {}
+        _ => {}
+    }
+}
+
+/// The forms a composite's leading component is matched by: `{kind}{value}` of its exact
+/// terms (a token's code and system|code, a reference, a uri, a folded string).
+pub fn prefix_forms(value: &IndexValue) -> Vec<String> {
+    let mut forms = Vec::new();
+    match value {
+        IndexValue::Token { .. } | IndexValue::Reference { .. } | IndexValue::Uri(_) => {
+            value_terms(value, &mut |kind, v| {
+                if ![kind::TEXT_WORD, kind::SYSTEM, kind::REFERENCE_ID].contains(&kind) {
+                    forms.push(format!("{kind}{v}"));
+                }
+            });
+        }
+        IndexValue::Text(text) => forms.push(format!("{}{}", kind::FOLDED, fold(text))),
+        _ => {}
+    }
+    forms
+}
+
+/// The separator after a composite's leading components.
+pub const COMPOSITE_SEPARATOR: char = '\u{1d}';
+
+/// The prefixes of a composite's last component: every combination of the forms of the
+/// components before it, each followed by [`COMPOSITE_SEPARATOR`].
+fn composite_prefixes(parts: &[Vec<IndexValue>]) -> Vec<String> {
+    let mut prefixes = vec![String::new()];
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        let forms: Vec<String> = part.iter().flat_map(prefix_forms).collect();
+        prefixes = prefixes
+            .iter()
+            .flat_map(|p| {
+                forms
+                    .iter()
+                    .map(move |f| format!("{p}{f}{COMPOSITE_SEPARATOR}"))
+            })
+            .collect();
+    }
+    prefixes
+}
+
+fn composite_terms(parts: &[Vec<IndexValue>], push: &mut dyn FnMut(char, String)) {
+    let Some(last) = parts.last() else { return };
+    for prefix in composite_prefixes(parts) {
+        for value in last {
+            value_terms(value, &mut |kind, v| push(kind, format!("{prefix}{v}")));
+        }
+    }
+}
+
+fn composite_ranges(parts: &[Vec<IndexValue>], out: &mut Vec<Range>) {
+    let Some(last) = parts.last() else { return };
+    for prefix in composite_prefixes(parts) {
+        for value in last {
+            value_ranges(value, &prefix, out);
+        }
+    }
+}
+
+/// The `(ascending, descending)` sort values of one value: what `_sort` orders by.
+fn sort_values(value: &IndexValue) -> Option<(String, String)> {
+    let same = |text: &str| {
+        let mut end = text.len().min(SORT_VALUE_MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some((text[..end].to_string(), text[..end].to_string()))
+    };
+    match value {
+        IndexValue::Token { code, text, .. } => same(code.as_ref().or(text.as_ref())?),
+        IndexValue::Text(text) => same(&fold(text)),
+        IndexValue::Reference {
+            reference,
+            identifier,
+        } => same(
+            reference
+                .as_deref()
+                .or(identifier.as_ref().map(|(_, v)| v.as_str()))?,
+        ),
+        IndexValue::Uri(uri) => same(uri),
+        IndexValue::Date(period) => Some((encode_i64(period.start), encode_i64(period.end))),
+        IndexValue::Number { value, .. } => same(&encode_f64(*value)),
+        IndexValue::Quantity { low, high, .. } => Some((encode_f64(*low), encode_f64(*high))),
+        IndexValue::IdentifierType { .. } | IndexValue::Composite(_) => None,
     }
 }
 

@@ -65,6 +65,13 @@ fn main() {
         "MedicationRequest?status=active&_count=10".to_string(),
         "Observation?_summary=count".to_string(),
         "Claim?_summary=count".to_string(),
+        "?_type=Observation,Claim,Encounter,Procedure&_summary=count".to_string(),
+        "Condition?_sort=-onset-date&_count=10".to_string(),
+        "Observation?code=http://loinc.org|8867-4&_sort=-date&_count=10".to_string(),
+        "Observation?_sort=-date,code&_count=10".to_string(),
+        "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140&_count=10"
+            .to_string(),
+        "Observation?component-value-quantity=80&_count=10".to_string(),
     ];
     println!();
     println!("| query | matches | p50 | p99 |");

@@ -115,7 +115,7 @@ impl FhirClient {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.base, path.trim_start_matches('/'))
+        super::url(&self.base, path)
     }
 
     pub fn get(&self, path: &str) -> Reply {

@@ -88,7 +88,7 @@ impl TestServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.base, path.trim_start_matches('/'))
+        url(&self.base, path)
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -143,4 +143,12 @@ pub fn test_tool(path: &str) -> PathBuf {
         tool.display()
     );
     tool
+}
+
+/// The URL of `path` under the FHIR base `base`; a bare query (`?_type=...`) is the base's own.
+pub fn url(base: &str, path: &str) -> String {
+    if path.starts_with('?') {
+        return format!("{base}{path}");
+    }
+    format!("{base}/{}", path.trim_start_matches('/'))
 }
