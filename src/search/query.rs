@@ -204,63 +204,76 @@ impl Scope<'_> {
         ))
     }
 
-    /// The bounds of a range of `kind` terms under `key` (a unit key, or nothing), with the
-    /// values' encodings.
-    fn span(&self, kind: char, key: &str, lower: Bound<String>, upper: Bound<String>) -> Span {
-        let text = |encoded: String| self.text(kind, &format!("{key}{encoded}"));
+    /// The values of `kinds` under `key` (a unit key, or nothing) between two bounds, each an
+    /// encoded value.
+    fn span(&self, kinds: &[char], key: &str, lower: Bound<String>, upper: Bound<String>) -> Span {
         Span {
             field: self.fields.terms,
-            lower: match lower {
-                Bound::Included(v) => Bound::Included(text(v)),
-                Bound::Excluded(v) => Bound::Excluded(text(v)),
-                Bound::Unbounded => Bound::Included(text(String::new())),
-            },
-            upper: match upper {
-                Bound::Included(v) => Bound::Included(text(v)),
-                Bound::Excluded(v) => Bound::Excluded(text(v)),
-                Bound::Unbounded => Bound::Included(text("g".into())), // past every hex digit
-            },
-            scope: text(String::new()),
+            scopes: kinds.iter().map(|k| self.text(*k, key)).collect(),
+            lower,
+            upper,
         }
     }
 }
 
-/// A range of terms: the values of one kind under one key between two bounds.
+/// The length of an encoded value (see `terms::encode_i64`).
+const ENCODED: usize = 16;
+
+/// A range of values: terms of one of `scopes` followed by an encoded value between two
+/// bounds.
 #[derive(Clone)]
 struct Span {
     field: tantivy::schema::Field,
+    /// The text before the encoded value, per term kind searched.
+    scopes: Vec<String>,
     lower: Bound<String>,
     upper: Bound<String>,
-    /// The text every term of the range starts with (up to the encoded value).
-    scope: String,
 }
 
 impl Span {
     fn query(&self) -> Box<dyn Query> {
-        let term = |t: &String| Term::from_field_text(self.field, t);
-        Box::new(RangeQuery::new(
-            self.lower.as_ref().map(term),
-            self.upper.as_ref().map(term),
-        ))
+        let ranges = self
+            .scopes
+            .iter()
+            .map(|scope| {
+                let term = |v: &str| Term::from_field_text(self.field, &format!("{scope}{v}"));
+                let lower = match &self.lower {
+                    Bound::Included(v) => Bound::Included(term(v)),
+                    Bound::Excluded(v) => Bound::Excluded(term(v)),
+                    Bound::Unbounded => Bound::Included(term("")),
+                };
+                let upper = match &self.upper {
+                    Bound::Included(v) => Bound::Included(term(v)),
+                    Bound::Excluded(v) => Bound::Excluded(term(v)),
+                    Bound::Unbounded => Bound::Included(term("g")), // past every hex digit
+                };
+                Box::new(RangeQuery::new(lower, upper)) as Box<dyn Query>
+            })
+            .collect();
+        Box::new(BooleanQuery::union(ranges))
     }
 
+    /// Whether a term in scope holds a value between the bounds.
     fn contains(&self, term: &[u8]) -> bool {
+        let value = &term[term.len().saturating_sub(ENCODED)..];
         let above = match &self.lower {
-            Bound::Included(l) => term >= l.as_bytes(),
-            Bound::Excluded(l) => term > l.as_bytes(),
+            Bound::Included(l) => value >= l.as_bytes(),
+            Bound::Excluded(l) => value > l.as_bytes(),
             Bound::Unbounded => true,
         };
         let below = match &self.upper {
-            Bound::Included(u) => term <= u.as_bytes(),
-            Bound::Excluded(u) => term < u.as_bytes(),
+            Bound::Included(u) => value <= u.as_bytes(),
+            Bound::Excluded(u) => value < u.as_bytes(),
             Bound::Unbounded => true,
         };
         above && below
     }
 
-    /// Whether `term` is a value of this span's kind and key (and not of a longer key).
+    /// Whether `term` is a value of this span's kinds and key (and not of a longer key).
     fn in_scope(&self, term: &[u8]) -> bool {
-        term.len() == self.scope.len() + 16 && term.starts_with(self.scope.as_bytes())
+        self.scopes
+            .iter()
+            .any(|scope| term.len() == scope.len() + ENCODED && term.starts_with(scope.as_bytes()))
     }
 }
 
@@ -460,7 +473,10 @@ fn value_query(
             }
             let parts = split_unescaped(value, '|');
             Ok(match parts.as_slice() {
-                [code] => t(kind::CODE, code),
+                [code] => Box::new(BooleanQuery::union(vec![
+                    t(kind::CODE, code),
+                    t(kind::CODE_WITHOUT_SYSTEM, code),
+                ])),
                 [system, code] if system.is_empty() => t(kind::CODE_WITHOUT_SYSTEM, code),
                 [system, code] if code.is_empty() => t(kind::SYSTEM, system),
                 [system, code] => t(kind::SYSTEM_CODE, &format!("{system}|{code}")),
@@ -537,8 +553,8 @@ fn value_query(
             let (exact, low, high) = number(text)?;
             let ranges = Ranges {
                 scope,
-                low_kind: kind::NUMBER,
-                high_kind: kind::NUMBER,
+                low_kinds: &[kind::POINT],
+                high_kinds: &[kind::POINT],
                 key: String::new(),
             };
             Ok(ranges.number(prefix, exact, low, high))
@@ -569,10 +585,11 @@ fn value_query(
                 }
                 None => unit_key,
             };
+            // A Quantity is a point, a Range has a low and a high.
             let ranges = Ranges {
                 scope,
-                low_kind: kind::LOW,
-                high_kind: kind::HIGH,
+                low_kinds: &[kind::LOW, kind::POINT],
+                high_kinds: &[kind::HIGH, kind::POINT],
                 key: format!("{unit_key}\u{1e}"),
             };
             Ok(ranges.number(prefix, exact, low, high))
@@ -596,18 +613,18 @@ fn split_prefix(value: &str) -> (&str, &str) {
 }
 
 /// The range terms of one parameter (or composite component): each value is `[low, high]`,
-/// its low under `low_kind` and its high under `high_kind`, both after `key`.
+/// its low under one of `low_kinds` and its high under one of `high_kinds`, both after `key`.
 struct Ranges<'a> {
     scope: Scope<'a>,
-    low_kind: char,
-    high_kind: char,
+    low_kinds: &'static [char],
+    high_kinds: &'static [char],
     key: String,
 }
 
 impl Ranges<'_> {
     fn low<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
         self.scope.span(
-            self.low_kind,
+            self.low_kinds,
             &self.key,
             bound(lower, encode),
             bound(upper, encode),
@@ -616,7 +633,7 @@ impl Ranges<'_> {
 
     fn high<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
         self.scope.span(
-            self.high_kind,
+            self.high_kinds,
             &self.key,
             bound(lower, encode),
             bound(upper, encode),
@@ -665,8 +682,8 @@ impl Ranges<'_> {
 fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box<dyn Query> {
     let ranges = Ranges {
         scope,
-        low_kind: kind::LOW,
-        high_kind: kind::HIGH,
+        low_kinds: &[kind::LOW],
+        high_kinds: &[kind::HIGH],
         key: String::new(),
     };
     let e = encode_i64;

@@ -31,7 +31,8 @@ pub mod kind {
     pub const URI: char = 'u';
     pub const LOW: char = 'l';
     pub const HIGH: char = 'h';
-    pub const NUMBER: char = 'v';
+    /// A value that is its own low and high: a number, a Quantity (not a Range).
+    pub const POINT: char = 'v';
 }
 
 /// A term of `param`.
@@ -138,10 +139,7 @@ impl Entries {
                     &format!("{}{}", range.key, range.high),
                 ));
             }
-            let same_key = ranges
-                .iter()
-                .filter(|r| r.key == range.key && r.low_kind == range.low_kind)
-                .count();
+            let same_key = ranges.iter().filter(|r| r.key == range.key).count();
             if same_key > 1 {
                 self.pairs.push(pair(
                     &term(
@@ -188,12 +186,15 @@ pub fn unpair(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
     match value {
         IndexValue::Token { system, code, text } => {
-            if let Some(code) = code {
-                push(kind::CODE, code.clone());
-                match system {
-                    Some(system) => push(kind::SYSTEM_CODE, format!("{system}|{code}")),
-                    None => push(kind::CODE_WITHOUT_SYSTEM, code.clone()),
+            // A code with a system is found by `code` and `system|code`, one without by
+            // `code` and `|code` (the planner asks for either kind on a bare `code`).
+            match (system, code) {
+                (Some(system), Some(code)) => {
+                    push(kind::CODE, code.clone());
+                    push(kind::SYSTEM_CODE, format!("{system}|{code}"));
                 }
+                (None, Some(code)) => push(kind::CODE_WITHOUT_SYSTEM, code.clone()),
+                _ => {}
             }
             if let Some(system) = system {
                 push(kind::SYSTEM, system.clone());
@@ -257,8 +258,8 @@ fn value_ranges(value: &IndexValue, prefix: &str, out: &mut Vec<Range>) {
             high: encode_i64(period.end),
         }),
         IndexValue::Number { value, .. } => out.push(Range {
-            low_kind: kind::NUMBER,
-            high_kind: kind::NUMBER,
+            low_kind: kind::POINT,
+            high_kind: kind::POINT,
             key: prefix.to_string(),
             low: encode_f64(*value),
             high: encode_f64(*value),
@@ -270,10 +271,16 @@ fn value_ranges(value: &IndexValue, prefix: &str, out: &mut Vec<Range>) {
             code,
             unit,
         } => {
+            // A Quantity is one point: one term per key instead of a low and a high.
+            let (low_kind, high_kind) = if low == high {
+                (kind::POINT, kind::POINT)
+            } else {
+                (kind::LOW, kind::HIGH)
+            };
             let mut push = |key: &str, low: f64, high: f64| {
                 out.push(Range {
-                    low_kind: kind::LOW,
-                    high_kind: kind::HIGH,
+                    low_kind,
+                    high_kind,
                     key: format!("{prefix}{key}\u{1e}"),
                     low: encode_f64(low),
                     high: encode_f64(high),
@@ -304,6 +311,9 @@ pub fn prefix_forms(value: &IndexValue) -> Vec<String> {
     match value {
         IndexValue::Token { .. } | IndexValue::Reference { .. } | IndexValue::Uri(_) => {
             value_terms(value, &mut |kind, v| {
+                if kind == kind::CODE_WITHOUT_SYSTEM {
+                    forms.push(format!("{}{v}", kind::CODE));
+                }
                 if ![kind::TEXT_WORD, kind::SYSTEM, kind::REFERENCE_ID].contains(&kind) {
                     forms.push(format!("{kind}{v}"));
                 }
