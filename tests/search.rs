@@ -749,4 +749,9 @@ fn common_parameters_search_the_meta_of_every_type() {
         search(&fhir, &format!("Patient?_lastUpdated=gt{since}")),
         only(&plain)
     );
+    let newest_first: Vec<String> = ordered(&fhir, "Patient?_sort=-_lastUpdated")
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(newest_first, [id_of(&plain), id_of(&tagged)]);
 }

@@ -21,6 +21,8 @@ pub const SORT_FIELD: &str = "sort";
 pub const PAIRS_FIELD: &str = "pairs";
 /// The field of lastUpdated in microseconds.
 pub const LAST_UPDATED_FIELD: &str = "lastUpdated";
+/// The search parameter served by that field instead of by terms.
+pub const LAST_UPDATED: &str = "_lastUpdated";
 
 /// The memory the index writer may buffer before it flushes a segment.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;

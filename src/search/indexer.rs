@@ -5,7 +5,7 @@
 //! with the new checkpoint. Under load the batches grow, so tantivy commits stay few.
 
 use super::extract::extract;
-use super::index::{Change, SearchIndex};
+use super::index::{Change, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
 use crate::store::Store;
@@ -33,7 +33,11 @@ pub fn document(
         }
     };
     let mut entries = Entries::default();
-    for param in registry.params(resource_type) {
+    // `_lastUpdated` is the document's lastUpdated field, not terms.
+    for param in registry
+        .params(resource_type)
+        .filter(|p| p.code != LAST_UPDATED)
+    {
         match extract(registry, param, &resource) {
             Ok(values) => entries.add(&param.code, &values),
             Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),

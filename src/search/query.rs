@@ -2,12 +2,12 @@
 //! repeated parameters, OR across comma-separated values, modifiers and prefixes.
 
 use super::extract::precise;
-use super::index::{Fields, PAIRS_FIELD};
+use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
 use super::units::Canonical;
-use crate::fhir::datetime::{Micros, now, parse_period};
+use crate::fhir::datetime::{Micros, Period, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
 use tantivy::columnar::BytesColumn;
@@ -96,6 +96,9 @@ pub fn plan(
         };
         let outcome = match definitions.first() {
             None => Err(format!("unknown search parameter '{code}'")),
+            Some(param) if param.code == LAST_UPDATED => {
+                last_updated_query(fields, modifier, value)
+            }
             Some(param) => param_query(registry, fields, param, modifier, value),
         };
         match outcome {
@@ -371,6 +374,47 @@ fn param_query(
         return Ok((Occur::MustNot, any));
     }
     Ok((Occur::Must, any))
+}
+
+/// `_lastUpdated`, on the index's own lastUpdated field rather than on terms: every resource
+/// has one, an instant to the microsecond (the period `[t, t + 1 µs)`), so each prefix is one
+/// range of that field.
+fn last_updated_query(
+    fields: Fields,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<(Occur, Box<dyn Query>), String> {
+    if modifier.is_some() {
+        return Err("_lastUpdated takes no modifier".into());
+    }
+    let range = |lower: Bound<Micros>, upper: Bound<Micros>| -> Box<dyn Query> {
+        let term = |t: Micros| Term::from_field_i64(fields.last_updated, t);
+        Box::new(RangeQuery::new(lower.map(term), upper.map(term)))
+    };
+    let mut alternatives = Vec::new();
+    for value in split_unescaped(value, ',') {
+        let (prefix, text) = split_prefix(&value);
+        let Period { start, end } = parse_period(text)?;
+        alternatives.push(match prefix {
+            "ne" => Box::new(BooleanQuery::union(vec![
+                range(Bound::Unbounded, Bound::Excluded(start)),
+                range(Bound::Included(end), Bound::Unbounded),
+            ])),
+            "gt" | "sa" => range(Bound::Included(end), Bound::Unbounded),
+            "lt" | "eb" => range(Bound::Unbounded, Bound::Excluded(start)),
+            "ge" => range(Bound::Included(start), Bound::Unbounded),
+            "le" => range(Bound::Unbounded, Bound::Excluded(end)),
+            "ap" => {
+                let margin = ((now() - start).abs() / 10).max(end - start);
+                range(
+                    Bound::Included(start - margin),
+                    Bound::Excluded(end + margin),
+                )
+            }
+            _ => range(Bound::Included(start), Bound::Excluded(end)),
+        });
+    }
+    Ok((Occur::Must, Box::new(BooleanQuery::union(alternatives))))
 }
 
 /// A composite value: `a$b`, its leading components matched exactly and its last one as the

@@ -6,7 +6,7 @@
 //! Ties fall back to lastUpdated, then to the index order, so pages of one snapshot never
 //! overlap.
 
-use super::index::SORT_FIELD;
+use super::index::{LAST_UPDATED, LAST_UPDATED_FIELD, SORT_FIELD};
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{BytesColumn, Column};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
@@ -28,6 +28,41 @@ impl SortKey {
             format!("{SORT_FIELD}.{}", self.code)
         }
     }
+}
+
+/// Where a key's values are read in one segment.
+enum KeyColumn {
+    /// Sort values: ordinals compare like the values within the segment.
+    Values(Option<BytesColumn>),
+    /// The lastUpdated field (for `_lastUpdated`).
+    LastUpdated(Column<i64>),
+}
+
+impl KeyColumn {
+    /// A number that orders the document's value within the segment.
+    fn ordinal(&self, doc: DocId) -> Option<u64> {
+        match self {
+            KeyColumn::Values(column) => column.as_ref()?.term_ords(doc).next(),
+            KeyColumn::LastUpdated(column) => column.first(doc).map(ordered),
+        }
+    }
+
+    /// The value behind an ordinal, comparable across segments.
+    fn value(&self, ordinal: u64) -> Option<Vec<u8>> {
+        match self {
+            KeyColumn::Values(column) => {
+                let mut bytes = Vec::new();
+                let found = column.as_ref()?.ord_to_bytes(ordinal, &mut bytes).ok()?;
+                found.then_some(bytes)
+            }
+            KeyColumn::LastUpdated(_) => Some(ordinal.to_be_bytes().to_vec()),
+        }
+    }
+}
+
+/// An i64 as a u64 of the same order.
+fn ordered(value: i64) -> u64 {
+    (value as u64) ^ (1 << 63)
 }
 
 /// A match with its sort values, in the order of the keys, then its lastUpdated.
@@ -69,14 +104,18 @@ impl Collector for SortCollector {
         let fast = reader.fast_fields();
         let mut columns = Vec::with_capacity(self.keys.len());
         for key in &self.keys {
-            columns.push(fast.str(&key.column())?.map(BytesColumn::from));
+            columns.push(if key.code == LAST_UPDATED {
+                KeyColumn::LastUpdated(fast.i64(LAST_UPDATED_FIELD)?)
+            } else {
+                KeyColumn::Values(fast.str(&key.column())?.map(BytesColumn::from))
+            });
         }
         Ok(SegmentSort {
             keys: self.keys.clone(),
             limit: self.limit,
             segment,
             columns,
-            last_updated: fast.i64(super::index::LAST_UPDATED_FIELD)?,
+            last_updated: fast.i64(LAST_UPDATED_FIELD)?,
             rows: Vec::new(),
         })
     }
@@ -102,7 +141,7 @@ pub struct SegmentSort {
     keys: Vec<SortKey>,
     limit: usize,
     segment: SegmentOrdinal,
-    columns: Vec<Option<BytesColumn>>,
+    columns: Vec<KeyColumn>,
     last_updated: Column<i64>,
     rows: Vec<(Vec<Option<u64>>, i64, DocId)>,
 }
@@ -111,11 +150,7 @@ impl SegmentCollector for SegmentSort {
     type Fruit = Vec<Sorted>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        let ords = self
-            .columns
-            .iter()
-            .map(|c| c.as_ref().and_then(|c| c.term_ords(doc).next()))
-            .collect();
+        let ords = self.columns.iter().map(|c| c.ordinal(doc)).collect();
         let last_updated = self.last_updated.first(doc).unwrap_or(i64::MIN);
         self.rows.push((ords, last_updated, doc));
     }
@@ -138,15 +173,7 @@ impl SegmentCollector for SegmentSort {
             let values = ords
                 .iter()
                 .zip(&self.columns)
-                .map(|(ord, column)| {
-                    let (ord, column) = (ord.as_ref()?, column.as_ref()?);
-                    let mut bytes = Vec::new();
-                    column
-                        .ord_to_bytes(*ord, &mut bytes)
-                        .ok()
-                        .filter(|found| *found)
-                        .map(|_| bytes)
-                })
+                .map(|(ord, column)| column.value((*ord)?))
                 .collect();
             out.push((values, last_updated, DocAddress::new(self.segment, doc)));
         }
