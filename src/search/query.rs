@@ -751,8 +751,21 @@ fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box
         "ne" => Box::new(BooleanQuery::union(vec![above(), below()])),
         "gt" => above(),
         "lt" => below(),
-        "ge" => Box::new(BooleanQuery::union(vec![above(), within()])),
-        "le" => Box::new(BooleanQuery::union(vec![below(), within()])),
+        // Above or within equals above or starting at or after the start (a value starting
+        // there ends either within or above): two single ranges, no pair to check. Likewise
+        // below or within equals below or ending at or before the end.
+        "ge" => Box::new(BooleanQuery::union(vec![
+            above(),
+            ranges
+                .low(Bound::Included(start), Bound::Unbounded, e)
+                .query(),
+        ])),
+        "le" => Box::new(BooleanQuery::union(vec![
+            below(),
+            ranges
+                .high(Bound::Unbounded, Bound::Included(end), e)
+                .query(),
+        ])),
         "sa" => ranges
             .low(Bound::Included(end), Bound::Unbounded, e)
             .query(),
@@ -839,7 +852,106 @@ fn regex_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fhir::datetime::Period;
+    use crate::search::extract::IndexValue;
+    use crate::search::index::{Change, SearchIndex};
+    use crate::search::terms::Entries;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
+    use tantivy::collector::DocSetCollector;
+
+    const DAY: i64 = 86_400_000_000;
+
+    /// The day `n` of January 2020 as a search value, and as the period it means.
+    fn day(n: i64) -> (String, Period) {
+        let start = 1_577_836_800_000_000 + n * DAY; // 2020-01-01T00:00:00Z
+        (
+            format!("2020-01-{:02}", n + 1),
+            Period {
+                start,
+                end: start + DAY,
+            },
+        )
+    }
+
+    /// What a prefix means for one resource period `value` and the searched period `search`,
+    /// written from the FHIR search page's table.
+    fn reference(prefix: &str, value: Period, search: Period) -> bool {
+        let within = value.start >= search.start && value.end <= search.end;
+        let above = value.end > search.end;
+        let below = value.start < search.start;
+        match prefix {
+            "eq" => within,
+            "ne" => !within,
+            "gt" => above,
+            "lt" => below,
+            "ge" => above || within,
+            "le" => below || within,
+            "sa" => value.start >= search.end,
+            "eb" => value.end <= search.start,
+            _ => unreachable!(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Date searches over resources with one to three periods each match exactly the
+        /// resources with one period satisfying the prefix (never a low bound met by one
+        /// period and a high bound by another).
+        #[test]
+        fn date_prefixes_match_one_value_of_several(
+            resources in proptest::collection::vec(
+                proptest::collection::vec((0i64..20, 1i64..6), 1..4), 1..25),
+            prefix in proptest::sample::select(vec!["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]),
+            searched in 0i64..20,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _) = SearchIndex::open(dir.path()).unwrap();
+            let hour = DAY / 24;
+            let periods: Vec<Vec<Period>> = resources
+                .iter()
+                .map(|values| values.iter().map(|(first, hours)| {
+                    let start = day(0).1.start + first * hour * 7;
+                    Period { start, end: start + hours * hour * 5 }
+                }).collect())
+                .collect();
+            let changes = periods.iter().enumerate().map(|(n, values)| {
+                let mut entries = Entries::default();
+                let values: Vec<IndexValue> = values.iter().map(|p| IndexValue::Date(*p)).collect();
+                entries.add("date", &values);
+                Change::Upsert {
+                    key: format!("Observation/{n}"),
+                    resource_type: "Observation".into(),
+                    last_updated: n as i64,
+                    entries,
+                }
+            }).collect();
+            index.apply(changes, 1).unwrap();
+            let (text, search) = day(searched);
+            let planned = plan(
+                Registry::r4_shared(),
+                index.fields,
+                &["Observation".to_string()],
+                &[("date".to_string(), format!("{prefix}{text}"))],
+                true,
+            ).unwrap();
+            let searcher = index.searcher();
+            let found: BTreeSet<String> = searcher
+                .search(&planned.query, &DocSetCollector)
+                .unwrap()
+                .into_iter()
+                .map(|address| index.key_of(&searcher.doc(address).unwrap()).unwrap())
+                .collect();
+            let expected: BTreeSet<String> = periods
+                .iter()
+                .enumerate()
+                .filter(|(_, values)| values.iter().any(|v| reference(prefix, *v, search)))
+                .map(|(n, _)| format!("Observation/{n}"))
+                .collect();
+            prop_assert_eq!(found, expected);
+        }
+    }
 
     #[test]
     fn values_split_on_unescaped_separators() {
