@@ -207,12 +207,12 @@ impl Scope<'_> {
         ))
     }
 
-    /// The values of `kinds` under `key` (a unit key, or nothing) between two bounds, each an
+    /// The values of `kind` under `key` (a unit key, or nothing) between two bounds, each an
     /// encoded value.
-    fn span(&self, kinds: &[char], key: &str, lower: Bound<String>, upper: Bound<String>) -> Span {
+    fn span(&self, kind: char, key: &str, lower: Bound<String>, upper: Bound<String>) -> Span {
         Span {
             field: self.fields.terms,
-            scopes: kinds.iter().map(|k| self.text(*k, key)).collect(),
+            scope: self.text(kind, key),
             lower,
             upper,
         }
@@ -222,38 +222,30 @@ impl Scope<'_> {
 /// The length of an encoded value (see `terms::encode_i64`).
 const ENCODED: usize = 16;
 
-/// A range of values: terms of one of `scopes` followed by an encoded value between two
-/// bounds.
+/// A range of values: terms of `scope` followed by an encoded value between two bounds.
 #[derive(Clone)]
 struct Span {
     field: tantivy::schema::Field,
-    /// The text before the encoded value, per term kind searched.
-    scopes: Vec<String>,
+    /// The text before the encoded value.
+    scope: String,
     lower: Bound<String>,
     upper: Bound<String>,
 }
 
 impl Span {
     fn query(&self) -> Box<dyn Query> {
-        let ranges = self
-            .scopes
-            .iter()
-            .map(|scope| {
-                let term = |v: &str| Term::from_field_text(self.field, &format!("{scope}{v}"));
-                let lower = match &self.lower {
-                    Bound::Included(v) => Bound::Included(term(v)),
-                    Bound::Excluded(v) => Bound::Excluded(term(v)),
-                    Bound::Unbounded => Bound::Included(term("")),
-                };
-                let upper = match &self.upper {
-                    Bound::Included(v) => Bound::Included(term(v)),
-                    Bound::Excluded(v) => Bound::Excluded(term(v)),
-                    Bound::Unbounded => Bound::Included(term("g")), // past every hex digit
-                };
-                Box::new(RangeQuery::new(lower, upper)) as Box<dyn Query>
-            })
-            .collect();
-        Box::new(BooleanQuery::union(ranges))
+        let term = |v: &str| Term::from_field_text(self.field, &format!("{}{v}", self.scope));
+        let lower = match &self.lower {
+            Bound::Included(v) => Bound::Included(term(v)),
+            Bound::Excluded(v) => Bound::Excluded(term(v)),
+            Bound::Unbounded => Bound::Included(term("")),
+        };
+        let upper = match &self.upper {
+            Bound::Included(v) => Bound::Included(term(v)),
+            Bound::Excluded(v) => Bound::Excluded(term(v)),
+            Bound::Unbounded => Bound::Included(term("g")), // past every hex digit
+        };
+        Box::new(RangeQuery::new(lower, upper))
     }
 
     /// Whether a term in scope holds a value between the bounds.
@@ -272,11 +264,9 @@ impl Span {
         above && below
     }
 
-    /// Whether `term` is a value of this span's kinds and key (and not of a longer key).
+    /// Whether `term` is a value of this span's kind and key (and not of a longer key).
     fn in_scope(&self, term: &[u8]) -> bool {
-        self.scopes
-            .iter()
-            .any(|scope| term.len() == scope.len() + ENCODED && term.starts_with(scope.as_bytes()))
+        term.len() == self.scope.len() + ENCODED && term.starts_with(self.scope.as_bytes())
     }
 }
 
@@ -597,8 +587,8 @@ fn value_query(
             let (exact, low, high) = number(text)?;
             let ranges = Ranges {
                 scope,
-                low_kinds: &[kind::POINT],
-                high_kinds: &[kind::POINT],
+                bounds: None,
+                points: true,
                 key: String::new(),
             };
             Ok(ranges.number(prefix, exact, low, high))
@@ -632,8 +622,8 @@ fn value_query(
             // A Quantity is a point, a Range has a low and a high.
             let ranges = Ranges {
                 scope,
-                low_kinds: &[kind::LOW, kind::POINT],
-                high_kinds: &[kind::HIGH, kind::POINT],
+                bounds: Some((kind::LOW, kind::HIGH)),
+                points: true,
                 key: format!("{unit_key}\u{1e}"),
             };
             Ok(ranges.number(prefix, exact, low, high))
@@ -656,68 +646,76 @@ fn split_prefix(value: &str) -> (&str, &str) {
     }
 }
 
-/// The range terms of one parameter (or composite component): each value is `[low, high]`,
-/// its low under one of `low_kinds` and its high under one of `high_kinds`, both after `key`.
+/// The range terms of one parameter (or composite component) after `key`: values with a low
+/// and a high (dates, Ranges) under the `bounds` kinds, and points (numbers, Quantities) under
+/// `kind::POINT` when `points`.
 struct Ranges<'a> {
     scope: Scope<'a>,
-    low_kinds: &'static [char],
-    high_kinds: &'static [char],
+    bounds: Option<(char, char)>,
+    points: bool,
     key: String,
 }
 
 impl Ranges<'_> {
-    fn low<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
-        self.scope.span(
-            self.low_kinds,
-            &self.key,
-            bound(lower, encode),
-            bound(upper, encode),
-        )
-    }
-
-    fn high<T>(&self, lower: Bound<T>, upper: Bound<T>, encode: fn(T) -> String) -> Span {
-        self.scope.span(
-            self.high_kinds,
-            &self.key,
-            bound(lower, encode),
-            bound(upper, encode),
-        )
+    fn span<T>(
+        &self,
+        kind: char,
+        lower: Bound<T>,
+        upper: Bound<T>,
+        encode: fn(T) -> String,
+    ) -> Span {
+        self.scope
+            .span(kind, &self.key, bound(lower, encode), bound(upper, encode))
     }
 
     /// A number or quantity search: the value is `exact`, with the range `[plow, phigh)` its
     /// precision implies.
     fn number(&self, prefix: &str, exact: f64, plow: f64, phigh: f64) -> Box<dyn Query> {
         let f = encode_f64;
-        match prefix {
-            "ne" => Box::new(BooleanQuery::union(vec![
-                self.low(Bound::Unbounded, Bound::Excluded(plow), f).query(),
-                self.high(Bound::Included(phigh), Bound::Unbounded, f)
-                    .query(),
-            ])),
-            "gt" | "sa" => self
-                .high(Bound::Excluded(exact), Bound::Unbounded, f)
-                .query(),
-            "lt" | "eb" => self
-                .low(Bound::Unbounded, Bound::Excluded(exact), f)
-                .query(),
-            "ge" => self
-                .high(Bound::Included(exact), Bound::Unbounded, f)
-                .query(),
-            "le" => self
-                .low(Bound::Unbounded, Bound::Included(exact), f)
-                .query(),
-            "ap" => {
-                let margin = (exact * 0.1).abs();
-                both(
-                    self.low(Bound::Unbounded, Bound::Included(exact + margin), f),
-                    self.high(Bound::Included(exact - margin), Bound::Unbounded, f),
-                )
-            }
-            _ => both(
-                self.low(Bound::Included(plow), Bound::Unbounded, f),
-                self.high(Bound::Unbounded, Bound::Excluded(phigh), f),
-            ),
+        let margin = (exact * 0.1).abs();
+        let mut parts = Vec::new();
+        if let Some((low, high)) = self.bounds {
+            let low = |lower, upper| self.span(low, lower, upper, f);
+            let high = |lower, upper| self.span(high, lower, upper, f);
+            parts.push(match prefix {
+                "ne" => Box::new(BooleanQuery::union(vec![
+                    low(Bound::Unbounded, Bound::Excluded(plow)).query(),
+                    high(Bound::Included(phigh), Bound::Unbounded).query(),
+                ])),
+                "gt" | "sa" => high(Bound::Excluded(exact), Bound::Unbounded).query(),
+                "lt" | "eb" => low(Bound::Unbounded, Bound::Excluded(exact)).query(),
+                "ge" => high(Bound::Included(exact), Bound::Unbounded).query(),
+                "le" => low(Bound::Unbounded, Bound::Included(exact)).query(),
+                "ap" => both(
+                    low(Bound::Unbounded, Bound::Included(exact + margin)),
+                    high(Bound::Included(exact - margin), Bound::Unbounded),
+                ),
+                _ => both(
+                    low(Bound::Included(plow), Bound::Unbounded),
+                    high(Bound::Unbounded, Bound::Excluded(phigh)),
+                ),
+            });
         }
+        if self.points {
+            // A point is its own low and high: every prefix is one range of points.
+            let point = |lower, upper| self.span(kind::POINT, lower, upper, f).query();
+            parts.push(match prefix {
+                "ne" => Box::new(BooleanQuery::union(vec![
+                    point(Bound::Unbounded, Bound::Excluded(plow)),
+                    point(Bound::Included(phigh), Bound::Unbounded),
+                ])),
+                "gt" | "sa" => point(Bound::Excluded(exact), Bound::Unbounded),
+                "lt" | "eb" => point(Bound::Unbounded, Bound::Excluded(exact)),
+                "ge" => point(Bound::Included(exact), Bound::Unbounded),
+                "le" => point(Bound::Unbounded, Bound::Included(exact)),
+                "ap" => point(
+                    Bound::Included(exact - margin),
+                    Bound::Included(exact + margin),
+                ),
+                _ => point(Bound::Included(plow), Bound::Excluded(phigh)),
+            });
+        }
+        Box::new(BooleanQuery::union(parts))
     }
 }
 
@@ -726,27 +724,21 @@ impl Ranges<'_> {
 fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box<dyn Query> {
     let ranges = Ranges {
         scope,
-        low_kinds: &[kind::LOW],
-        high_kinds: &[kind::HIGH],
+        bounds: Some((kind::LOW, kind::HIGH)),
+        points: false,
         key: String::new(),
     };
     let e = encode_i64;
+    let low = |lower, upper| ranges.span(kind::LOW, lower, upper, e);
+    let high = |lower, upper| ranges.span(kind::HIGH, lower, upper, e);
     let within = || {
         both(
-            ranges.low(Bound::Included(start), Bound::Unbounded, e),
-            ranges.high(Bound::Unbounded, Bound::Included(end), e),
+            low(Bound::Included(start), Bound::Unbounded),
+            high(Bound::Unbounded, Bound::Included(end)),
         )
     };
-    let above = || {
-        ranges
-            .high(Bound::Excluded(end), Bound::Unbounded, e)
-            .query()
-    };
-    let below = || {
-        ranges
-            .low(Bound::Unbounded, Bound::Excluded(start), e)
-            .query()
-    };
+    let above = || high(Bound::Excluded(end), Bound::Unbounded).query();
+    let below = || low(Bound::Unbounded, Bound::Excluded(start)).query();
     match prefix {
         "ne" => Box::new(BooleanQuery::union(vec![above(), below()])),
         "gt" => above(),
@@ -756,28 +748,20 @@ fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box
         // below or within equals below or ending at or before the end.
         "ge" => Box::new(BooleanQuery::union(vec![
             above(),
-            ranges
-                .low(Bound::Included(start), Bound::Unbounded, e)
-                .query(),
+            low(Bound::Included(start), Bound::Unbounded).query(),
         ])),
         "le" => Box::new(BooleanQuery::union(vec![
             below(),
-            ranges
-                .high(Bound::Unbounded, Bound::Included(end), e)
-                .query(),
+            high(Bound::Unbounded, Bound::Included(end)).query(),
         ])),
-        "sa" => ranges
-            .low(Bound::Included(end), Bound::Unbounded, e)
-            .query(),
-        "eb" => ranges
-            .high(Bound::Unbounded, Bound::Included(start), e)
-            .query(),
+        "sa" => low(Bound::Included(end), Bound::Unbounded).query(),
+        "eb" => high(Bound::Unbounded, Bound::Included(start)).query(),
         "ap" => {
             // Overlap with the value widened by 10% of its distance from now.
             let margin = ((now() - start).abs() / 10).max(end - start);
             both(
-                ranges.low(Bound::Unbounded, Bound::Excluded(end + margin), e),
-                ranges.high(Bound::Excluded(start - margin), Bound::Unbounded, e),
+                low(Bound::Unbounded, Bound::Excluded(end + margin)),
+                high(Bound::Excluded(start - margin), Bound::Unbounded),
             )
         }
         _ => within(),
