@@ -103,9 +103,11 @@ impl<'a> Context<'a> {
                 items.into_iter().nth(*index).into_iter().collect()
             }
             Expr::Union(left, right) => {
-                let mut out = self.eval(left, input)?;
-                for item in self.eval(right, input)? {
-                    if !out.iter().any(|seen| same(seen, &item)) {
+                // `|` removes duplicate values (by `=`), from either side.
+                let mut out: Items<'a> = Vec::new();
+                let left = self.eval(left, input)?;
+                for item in left.into_iter().chain(self.eval(right, input)?) {
+                    if !out.iter().any(|seen| equals(seen, &item)) {
                         out.push(item);
                     }
                 }
@@ -450,13 +452,6 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
-fn same(a: &Item<'_>, b: &Item<'_>) -> bool {
-    match (a, b) {
-        (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => std::ptr::eq(*x, *y),
-        _ => a == b,
-    }
-}
-
 fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
     fn primitive(item: &Item<'_>) -> Option<Value> {
         Some(match item {
@@ -517,6 +512,19 @@ mod tests {
             ],
             "extension": [{"url": "http://e/x", "valueCode": "c"}]
         })
+    }
+
+    #[test]
+    fn unions_remove_duplicate_values() {
+        let patient = json!({"resourceType": "Patient", "name": [
+            {"given": ["Peter", "James"]}, {"given": ["Jim", "Peter", "James"]}
+        ]});
+        assert_eq!(
+            values("Patient.name.given | Practitioner.name.given", &patient),
+            [json!("Peter"), json!("James"), json!("Jim")]
+        );
+        let o = observation();
+        assert_eq!(values("Observation.code | Observation.code", &o).len(), 1);
     }
 
     #[test]
