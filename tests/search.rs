@@ -755,3 +755,61 @@ fn common_parameters_search_the_meta_of_every_type() {
         .collect();
     assert_eq!(newest_first, [id_of(&plain), id_of(&tagged)]);
 }
+
+/// The great-circle distance in km between two positions in degrees.
+fn kilometres(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (a0, b0) = (a.0.to_radians(), b.0.to_radians());
+    let h = ((b0 - a0) / 2.0).sin().powi(2)
+        + a0.cos() * b0.cos() * ((b.1 - a.1).to_radians() / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+#[test]
+fn near_finds_locations_within_a_distance() {
+    let fhir = Fhir::start();
+    fhir.bundle(&synthea::bundle("0-hospitalInformation"))
+        .expect(200, "hospitals");
+    let locations = all(&fhir, "Location");
+    let position = |l: &Value| {
+        Some((
+            l["position"]["latitude"].as_f64()?,
+            l["position"]["longitude"].as_f64()?,
+        ))
+    };
+    let centre = position(&locations[0]).unwrap();
+    for (distance, unit, km) in [
+        (10.0, "km", 10.0),
+        (10.0, "[mi_i]", 16.0934),
+        (500.0, "m", 0.5),
+    ] {
+        let expected = ids(&locations, |l| {
+            position(l).is_some_and(|p| kilometres(centre, p) <= km)
+        });
+        assert!(!expected.is_empty());
+        assert_eq!(
+            search(
+                &fhir,
+                &format!("Location?near={}|{}|{distance}|{unit}", centre.0, centre.1)
+            ),
+            expected,
+            "{distance} {unit}"
+        );
+    }
+    let within_10 = ids(&locations, |l| {
+        position(l).is_some_and(|p| kilometres(centre, p) <= 10.0)
+    });
+    assert!(
+        within_10.len() < locations.len(),
+        "not every Location is that near"
+    );
+    for bad in ["91|0|1|km", "x|0", "42|-71|1|kg"] {
+        assert_outcome(
+            &fhir.get_with(
+                &format!("Location?near={bad}"),
+                &[("Prefer", "handling=strict")],
+            ),
+            400,
+            &["not-supported"],
+        );
+    }
+}

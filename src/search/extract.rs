@@ -48,6 +48,11 @@ pub enum IndexValue {
     Uri(String),
     /// A composite: for each component, its values.
     Composite(Vec<Vec<IndexValue>>),
+    /// A WGS84 position in degrees (Location.position, for `near`).
+    Position {
+        latitude: f64,
+        longitude: f64,
+    },
 }
 
 /// The values `param` extracts from `resource`.
@@ -129,7 +134,17 @@ fn convert(kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {
                 out.push(IndexValue::Uri(uri.to_string()));
             }
         }
-        ParamType::Composite | ParamType::Special => {}
+        ParamType::Special => {
+            // `near`, the one special parameter with an expression: a Location.position.
+            let degrees = |name: &str| value.get(name).and_then(Value::as_f64);
+            if let (Some(latitude), Some(longitude)) = (degrees("latitude"), degrees("longitude")) {
+                out.push(IndexValue::Position {
+                    latitude,
+                    longitude,
+                });
+            }
+        }
+        ParamType::Composite => {}
     }
 }
 

@@ -18,6 +18,8 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuer
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, SegmentReader, Term};
 
+mod near;
+
 /// The parameters that steer a search rather than select resources.
 pub const CONTROL: &[&str] = &[
     "_count",
@@ -280,10 +282,9 @@ fn both(low: Span, high: Span) -> Box<dyn Query> {
     let ranges = vec![low.query(), high.query()];
     let predicate = FunctionPredicate::from(move |segment: &SegmentReader| {
         Ok(PairCheck {
-            column: segment.fast_fields().bytes(PAIRS_FIELD)?,
+            pairs: Pairs::open(segment)?,
             low: low.clone(),
             high: high.clone(),
-            buffer: Vec::new(),
         })
     });
     let mut clauses = ranges;
@@ -291,38 +292,57 @@ fn both(low: Span, high: Span) -> Box<dyn Query> {
     Box::new(BooleanQuery::intersection(clauses))
 }
 
+/// A segment's column of value pairs (see `terms::Entries`), read one document at a time.
+struct Pairs {
+    column: Option<BytesColumn>,
+    buffer: Vec<u8>,
+}
+
+impl Pairs {
+    fn open(segment: &SegmentReader) -> tantivy::Result<Pairs> {
+        Ok(Pairs {
+            column: segment.fast_fields().bytes(PAIRS_FIELD)?,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Calls `visit` with each `(low, high)` pair of `doc` until it returns true; whether one
+    /// did.
+    fn any(&mut self, doc: DocId, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> bool {
+        let Some(column) = &self.column else {
+            return false;
+        };
+        for ord in column.term_ords(doc) {
+            self.buffer.clear();
+            if column.ord_to_bytes(ord, &mut self.buffer).unwrap_or(false)
+                && let Some((low, high)) = terms::unpair(&self.buffer)
+                && visit(low, high)
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The check of [`both`] in one segment.
 struct PairCheck {
-    column: Option<BytesColumn>,
+    pairs: Pairs,
     low: Span,
     high: Span,
-    buffer: Vec<u8>,
 }
 
 impl SegmentDocPredicate for PairCheck {
     /// True when the document has no pair in the spans' scope (a single value: its terms
     /// matched), or has one whose low and high both lie in the spans.
     fn eval(&mut self, doc: DocId) -> bool {
-        let Some(column) = &self.column else {
-            return true;
-        };
         let mut in_scope = false;
-        for ord in column.term_ords(doc) {
-            self.buffer.clear();
-            if !column.ord_to_bytes(ord, &mut self.buffer).unwrap_or(false) {
-                continue;
-            }
-            let Some((low, high)) = terms::unpair(&self.buffer) else {
-                continue;
-            };
-            if self.low.in_scope(low) {
-                in_scope = true;
-                if self.low.contains(low) && self.high.contains(high) {
-                    return true;
-                }
-            }
-        }
-        !in_scope
+        let (low, high) = (&self.low, &self.high);
+        let matched = self.pairs.any(doc, |l, h| {
+            in_scope |= low.in_scope(l);
+            low.in_scope(l) && low.contains(l) && high.contains(h)
+        });
+        matched || !in_scope
     }
 }
 
@@ -629,6 +649,9 @@ fn value_query(
             Ok(ranges.number(prefix, exact, low, high))
         }
         ParamType::Date | ParamType::Number | ParamType::Quantity => unsupported(),
+        ParamType::Special if modifier.is_none() && scope.code == "near" => {
+            near::query(scope, value)
+        }
         ParamType::Composite | ParamType::Special => Err(format!(
             "{} parameters are not supported here",
             param_kind.as_str()

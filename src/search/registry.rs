@@ -201,12 +201,13 @@ impl Registry {
     }
 
     /// The parameters of `resource_type` that search supports: those with an expression,
-    /// other than special ones and composites whose components search cannot match.
+    /// other than composites whose components search cannot match and special ones other
+    /// than `near`.
     pub fn searchable(&self, resource_type: &str) -> impl Iterator<Item = &SearchParam> {
         self.params(resource_type).filter(|p| {
             p.expression.is_some()
                 && match p.kind {
-                    ParamType::Special => false,
+                    ParamType::Special => p.code == "near",
                     ParamType::Composite => self.composite_kinds(p).is_some(),
                     _ => true,
                 }

@@ -64,6 +64,17 @@ pub fn encode_f64(value: f64) -> String {
     format!("{ordered:016x}")
 }
 
+/// The f64 of [`encode_f64`].
+pub fn decode_f64(encoded: &str) -> Option<f64> {
+    let ordered = u64::from_str_radix(encoded, 16).ok()?;
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    Some(f64::from_bits(bits))
+}
+
 /// The unit keys a quantity is indexed under: any unit, `system|code`, and its code or unit.
 pub fn unit_keys(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -> Vec<String> {
     let mut keys = vec![String::new()];
@@ -126,6 +137,29 @@ impl Entries {
                 value_ranges(value, "", &mut ranges);
             }
         }
+        for value in values {
+            if let IndexValue::Position {
+                latitude,
+                longitude,
+            } = value
+            {
+                // A box query on each coordinate finds candidates; the pair lets the planner
+                // check the distance of one position.
+                let latitude = term(
+                    param,
+                    kind::POINT,
+                    &format!("{LATITUDE}{}", encode_f64(*latitude)),
+                );
+                let longitude = term(
+                    param,
+                    kind::POINT,
+                    &format!("{LONGITUDE}{}", encode_f64(*longitude)),
+                );
+                self.pairs.push(pair(&latitude, &longitude));
+                self.terms.push(latitude);
+                self.terms.push(longitude);
+            }
+        }
         for range in &ranges {
             self.terms.push(term(
                 param,
@@ -166,7 +200,12 @@ impl Entries {
     }
 }
 
-/// A pair of a value's low and high terms, as the index stores it.
+/// The keys of a position's latitude and longitude (for `near`).
+pub const LATITUDE: &str = "lat\u{1e}";
+pub const LONGITUDE: &str = "lon\u{1e}";
+
+/// A pair of a value's low and high terms (or a position's latitude and longitude terms), as
+/// the index stores it.
 pub fn pair(low: &str, high: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + low.len() + high.len());
     out.extend_from_slice(&(low.len() as u32).to_le_bytes());
@@ -243,7 +282,8 @@ fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
         IndexValue::Date(_)
         | IndexValue::Number { .. }
         | IndexValue::Quantity { .. }
-        | IndexValue::Composite(_) => {}
+        | IndexValue::Composite(_)
+        | IndexValue::Position { .. } => {}
     }
 }
 
@@ -388,7 +428,9 @@ fn sort_values(value: &IndexValue) -> Option<(String, String)> {
         IndexValue::Date(period) => Some((encode_i64(period.start), encode_i64(period.end))),
         IndexValue::Number { value, .. } => same(&encode_f64(*value)),
         IndexValue::Quantity { low, high, .. } => Some((encode_f64(*low), encode_f64(*high))),
-        IndexValue::IdentifierType { .. } | IndexValue::Composite(_) => None,
+        IndexValue::IdentifierType { .. }
+        | IndexValue::Composite(_)
+        | IndexValue::Position { .. } => None,
     }
 }
 
@@ -418,6 +460,7 @@ mod tests {
                                                x in -1e300f64..1e300, y in -1e300f64..1e300) {
             prop_assert_eq!(a.cmp(&b), encode_i64(a).cmp(&encode_i64(b)));
             prop_assert_eq!(x.partial_cmp(&y).unwrap(), encode_f64(x).cmp(&encode_f64(y)));
+            prop_assert_eq!(decode_f64(&encode_f64(x)), Some(x));
         }
     }
 }
