@@ -813,3 +813,136 @@ fn near_finds_locations_within_a_distance() {
         );
     }
 }
+
+/// One page's matches and includes, as `Type/id`.
+fn page_modes(fhir: &Fhir, query: &str) -> (Vec<String>, Vec<String>) {
+    let bundle = fhir.get(query).expect(200, query).resource();
+    let (mut matches, mut includes) = (Vec::new(), Vec::new());
+    for entry in bundle["entry"].as_array().into_iter().flatten() {
+        let key = common::fhir::type_and_id(&entry["resource"]);
+        match entry["search"]["mode"].as_str() {
+            Some("match") => matches.push(key),
+            Some("include") => includes.push(key),
+            _ => {}
+        }
+    }
+    (matches, includes)
+}
+
+fn set(keys: &[String]) -> BTreeSet<String> {
+    let unique: BTreeSet<String> = keys.iter().cloned().collect();
+    assert_eq!(unique.len(), keys.len(), "no resource twice: {keys:?}");
+    unique
+}
+
+#[test]
+fn includes_and_revincludes_follow_references_once() {
+    let fhir = loaded(2);
+    let observations = all(&fhir, "Observation");
+    let encounters = all(&fhir, "Encounter");
+    let patient = id_of(&all(&fhir, "Patient")[0]);
+    let subject = format!("Patient/{patient}");
+    let heart_rates: Vec<&Value> = observations
+        .iter()
+        .filter(|o| o["subject"]["reference"] == subject.as_str())
+        .filter(|o| codings(&o["code"]).iter().any(|(_, c)| c == "8867-4"))
+        .collect();
+    let base = format!("Observation?patient={patient}&code=8867-4&_count=1000");
+
+    // _include: the patient once, however many matches refer to it.
+    let (matches, includes) = page_modes(&fhir, &format!("{base}&_include=Observation:patient"));
+    assert_eq!(matches.len(), heart_rates.len());
+    assert_eq!(includes, std::slice::from_ref(&subject));
+
+    // The encounters of the matches, and (iterating) their service providers.
+    let referenced: BTreeSet<String> = heart_rates
+        .iter()
+        .map(|o| o["encounter"]["reference"].as_str().unwrap().to_string())
+        .collect();
+    let (_, includes) = page_modes(&fhir, &format!("{base}&_include=Observation:encounter"));
+    assert_eq!(set(&includes), referenced);
+    let providers: BTreeSet<String> = encounters
+        .iter()
+        .filter(|e| referenced.contains(&common::fhir::type_and_id(e)))
+        .filter_map(|e| e["serviceProvider"]["reference"].as_str().map(String::from))
+        .collect();
+    assert!(!providers.is_empty());
+    let (_, includes) = page_modes(
+        &fhir,
+        &format!(
+            "{base}&_include=Observation:encounter&_include:iterate=Encounter:service-provider"
+        ),
+    );
+    assert_eq!(
+        set(&includes),
+        referenced.union(&providers).cloned().collect()
+    );
+
+    // _revinclude: every Observation of the patient (hundreds).
+    let of_patient: BTreeSet<String> = observations
+        .iter()
+        .filter(|o| o["subject"]["reference"] == subject.as_str())
+        .map(common::fhir::type_and_id)
+        .collect();
+    assert!(of_patient.len() > 100, "{}", of_patient.len());
+    let (matches, includes) = page_modes(
+        &fhir,
+        &format!("Patient?_id={patient}&_revinclude=Observation:patient"),
+    );
+    assert_eq!(matches, std::slice::from_ref(&subject));
+    assert_eq!(set(&includes), of_patient);
+
+    // A cycle: the encounters refer back to the patient, which is a match, not an include.
+    let of_encounters: BTreeSet<String> = encounters
+        .iter()
+        .filter(|e| e["subject"]["reference"] == subject.as_str())
+        .map(common::fhir::type_and_id)
+        .collect();
+    let (_, includes) = page_modes(
+        &fhir,
+        &format!(
+            "Patient?_id={patient}&_revinclude=Encounter:patient&_include:iterate=Encounter:patient"
+        ),
+    );
+    assert_eq!(set(&includes), of_encounters);
+
+    // `*`: every reference of the source.
+    let encounter = encounters
+        .iter()
+        .find(|e| e["subject"]["reference"] == subject.as_str())
+        .unwrap();
+    let (_, includes) = page_modes(
+        &fhir,
+        &format!("Encounter?_id={}&_include=Encounter:*", id_of(encounter)),
+    );
+    let includes = set(&includes);
+    assert!(includes.contains(&subject));
+    assert!(includes.contains(encounter["serviceProvider"]["reference"].as_str().unwrap()));
+
+    // The CapabilityStatement offers them.
+    let statement = fhir.get("metadata").expect(200, "metadata").resource();
+    let of_type = |name: &str, list: &str| -> Vec<String> {
+        statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == name)
+            .unwrap()[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(of_type("Observation", "searchInclude").contains(&"Observation:patient".into()));
+    assert!(of_type("Patient", "searchRevInclude").contains(&"Observation:patient".into()));
+
+    assert_outcome(
+        &fhir.get_with(
+            "Observation?_include=Observation:nonsense",
+            &[("Prefer", "handling=strict")],
+        ),
+        400,
+        &["not-supported"],
+    );
+}

@@ -2,7 +2,7 @@
 
 use super::http::{base_url, negotiate};
 use super::{ApiResult, AppState};
-use crate::search::registry::Registry;
+use crate::search::registry::{ParamType, Registry};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
@@ -35,8 +35,8 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
         .map(|name| {
-            // Special parameters are not searchable yet, nor definitions without an
-            // expression.
+            // Definitions without an expression are not searchable, nor special parameters
+            // other than `near`.
             let params: Vec<Value> = registry
                 .searchable(name)
                 .map(|p| {
@@ -44,10 +44,31 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                         "documentation": p.description})
                 })
                 .collect();
+            let references = |t: &str| -> Vec<String> {
+                registry
+                    .searchable(t)
+                    .filter(|p| p.kind == ParamType::Reference)
+                    .map(|p| format!("{t}:{}", p.code))
+                    .collect()
+            };
+            let mut includes = references(name);
+            includes.push(format!("{name}:*"));
+            let revincludes: Vec<String> = fhirlake_model::RESOURCE_TYPES
+                .iter()
+                .flat_map(|source| {
+                    registry
+                        .searchable(source)
+                        .filter(|p| p.kind == ParamType::Reference)
+                        .filter(|p| p.targets.iter().any(|t| t == name))
+                        .map(move |p| format!("{source}:{}", p.code))
+                })
+                .collect();
             json!({
                 "type": name,
                 "interaction": interactions,
                 "searchParam": params,
+                "searchInclude": includes,
+                "searchRevInclude": revincludes,
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,

@@ -9,6 +9,7 @@ use super::{ApiResult, AppState};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
+use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include};
 use crate::search::{Page, Request};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -81,8 +82,25 @@ async fn run(
     let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
     let strict = prefer.split(',').any(|p| p.trim() == "handling=strict");
 
+    let mut includes = Vec::new();
+    let mut ignored = Vec::new();
+    for (name, value) in &params {
+        match Directive::parse(state.search.registry, name, value) {
+            None => {}
+            Some(Ok(directive)) => includes.push(((name.clone(), value.clone()), directive)),
+            Some(Err(reason)) if strict => {
+                return Err(FhirError::bad_request(
+                    IssueCode::NotSupported,
+                    format!("{name}={value}: {reason}"),
+                )
+                .into());
+            }
+            Some(Err(reason)) => ignored.push((name.clone(), reason)),
+        }
+    }
+
     let caught_up = state.search.catch_up(&state.store).await;
-    let page = state.search.search(&Request {
+    let mut page = state.search.search(&Request {
         resource_types: resource_types.clone(),
         params: params.clone(),
         strict,
@@ -91,31 +109,43 @@ async fn run(
         snapshot,
         total,
     })?;
+    page.ignored.extend(ignored);
+    // A resource deleted since the snapshot was taken is left out.
+    let mut matches = Vec::with_capacity(page.matches.len());
+    for (resource_type, id) in &page.matches {
+        if let Some((_, Some(version))) = state.store.read(resource_type, id)? {
+            matches.push((resource_type.clone(), id.clone(), version));
+        }
+    }
+    let directives: Vec<Directive> = includes.iter().map(|(_, d)| d.clone()).collect();
+    let included = include(&state.search, &state.store, &directives, &matches)?;
+    page.used
+        .extend(includes.into_iter().map(|(param, _)| param));
     let base = base_url(req, state);
     let body = render(
-        state,
         &base,
         req,
         &page,
+        (&matches, &included),
         count,
         offset,
         caught_up,
         summary_count,
-    )?;
+    );
     Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn render(
-    state: &AppState,
     base: &str,
     req: &HttpRequest,
     page: &Page,
+    (matches, included): (&[Found], &Included),
     count: usize,
     offset: usize,
     caught_up: bool,
     summary_count: bool,
-) -> Result<Vec<u8>, FhirError> {
+) -> Vec<u8> {
     let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
     let path = path.strip_suffix("/_search").unwrap_or(path);
     let link = |offset: usize, with_snapshot: bool| {
@@ -144,18 +174,22 @@ fn render(
         links.push(("previous", link(offset.saturating_sub(count), true)));
     }
     bundle.links(&links);
-    for (resource_type, id) in &page.matches {
-        // A resource deleted since the snapshot was taken is left out.
-        if let Some((_, Some(version))) = state.store.read(resource_type, id)? {
-            bundle.entry(Entry {
-                full_url: Some(format!("{base}/{resource_type}/{id}")),
-                resource: Some(&version.body),
-                search_mode: Some("match"),
-                ..Entry::default()
-            });
-        }
+    let found = matches.iter().map(|f| (f, "match"));
+    for ((resource_type, id, version), mode) in
+        found.chain(included.resources.iter().map(|f| (f, "include")))
+    {
+        bundle.entry(Entry {
+            full_url: Some(format!("{base}/{resource_type}/{id}")),
+            resource: Some(&version.body),
+            search_mode: Some(mode),
+            ..Entry::default()
+        });
     }
     let mut issues = Vec::new();
+    if included.truncated {
+        issues.push(json!({"severity": "warning", "code": "too-costly",
+            "diagnostics": format!("the included resources were cut at {MAX_INCLUDES}")}));
+    }
     for (name, reason) in &page.ignored {
         issues.push(json!({"severity": "warning", "code": "not-supported",
             "diagnostics": format!("{name} was ignored: {reason}")}));
@@ -173,5 +207,5 @@ fn render(
             ..Entry::default()
         });
     }
-    Ok(bundle.finish())
+    bundle.finish()
 }

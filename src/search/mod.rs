@@ -5,6 +5,7 @@
 //! waits for it (read-your-writes) and runs searches on a snapshot that later pages reuse.
 
 pub mod extract;
+pub mod include;
 pub mod index;
 pub mod indexer;
 pub mod query;

@@ -31,6 +31,8 @@ pub const CONTROL: &[&str] = &[
     "_format",
     "_pretty",
     "_type",
+    "_include",
+    "_revinclude",
 ];
 
 /// A planned search.
@@ -81,7 +83,7 @@ pub fn plan(
             }
             continue;
         }
-        if CONTROL.contains(&name.as_str()) {
+        if CONTROL.contains(&name.split(':').next().unwrap_or(name)) {
             continue;
         }
         let (code, modifier) = match name.split_once(':') {

@@ -72,6 +72,8 @@ fn main() {
         "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140&_count=10"
             .to_string(),
         "Observation?component-value-quantity=80&_count=10".to_string(),
+        format!("Observation?patient={patient}&_include=Observation:encounter&_count=50"),
+        format!("Patient?_id={patient}&_revinclude=Observation:patient"),
     ];
     println!();
     println!("| query | matches | p50 | p99 |");

@@ -1,0 +1,235 @@
+//! `_include` and `_revinclude`: the resources a page's matches refer to, and those referring
+//! to them, with `:iterate` following the included resources in turn.
+//!
+//! Invariants: a resource appears once in a page (a match is never also an include), and the
+//! includes are never silently cut: past [`MAX_INCLUDES`] the result says it was truncated.
+
+use super::extract::{IndexValue, extract};
+use super::registry::{ParamType, Registry};
+use super::{Engine, Request};
+use crate::fhir::reference;
+use crate::fhir::{FhirError, IssueCode};
+use crate::store::Store;
+use crate::store::tables::VersionRecord;
+use std::collections::HashSet;
+
+/// The most resources one page includes.
+pub const MAX_INCLUDES: usize = 10_000;
+
+/// The most rounds of `:iterate`.
+const MAX_ROUNDS: usize = 16;
+
+/// One `_include` or `_revinclude` value: `Source:param[:Target]`, `param` maybe `*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directive {
+    pub reverse: bool,
+    pub iterate: bool,
+    pub source: String,
+    /// `None` for `*`: every reference parameter of the source type.
+    pub param: Option<String>,
+    pub target: Option<String>,
+}
+
+impl Directive {
+    /// Reads `_include[:iterate]=...` or `_revinclude[:iterate]=...`; None for other names.
+    pub fn parse(
+        registry: &Registry,
+        name: &str,
+        value: &str,
+    ) -> Option<Result<Directive, String>> {
+        let (reverse, modifier) = match name.split_once(':') {
+            Some(("_include", m)) => (false, Some(m)),
+            Some(("_revinclude", m)) => (true, Some(m)),
+            None if name == "_include" => (false, None),
+            None if name == "_revinclude" => (true, None),
+            _ => return None,
+        };
+        Some(Self::read(registry, reverse, modifier, value))
+    }
+
+    fn read(
+        registry: &Registry,
+        reverse: bool,
+        modifier: Option<&str>,
+        value: &str,
+    ) -> Result<Directive, String> {
+        let iterate = match modifier {
+            None => false,
+            Some("iterate" | "recurse") => true,
+            Some(other) => return Err(format!("unknown modifier ':{other}'")),
+        };
+        let mut parts = value.split(':');
+        let (Some(source), Some(param)) = (parts.next(), parts.next()) else {
+            return Err("an include is Type:parameter[:TargetType]".into());
+        };
+        let target = parts.next().map(String::from);
+        if parts.next().is_some() || !fhirlake_model::is_resource_type(source) {
+            return Err(format!("'{value}' is not Type:parameter[:TargetType]"));
+        }
+        if let Some(target) = &target
+            && !fhirlake_model::is_resource_type(target)
+        {
+            return Err(format!("'{target}' is not a resource type"));
+        }
+        let param = match param {
+            "*" if !reverse => None,
+            code => match registry.get(source, code) {
+                Some(p) if p.kind == ParamType::Reference => Some(code.to_string()),
+                _ => return Err(format!("{source} has no reference parameter '{code}'")),
+            },
+        };
+        Ok(Directive {
+            reverse,
+            iterate,
+            source: source.to_string(),
+            param,
+            target,
+        })
+    }
+}
+
+/// A resource of a page: `(type, id, current version)`.
+pub type Found = (String, String, VersionRecord);
+
+/// What the directives add to a page of `matches`.
+pub struct Included {
+    pub resources: Vec<Found>,
+    /// True when [`MAX_INCLUDES`] cut the includes short.
+    pub truncated: bool,
+}
+
+/// Follows `directives` from `matches`: each directive once from the matches, then the
+/// iterating ones from what was included, until nothing new comes.
+pub fn include(
+    engine: &Engine,
+    store: &Store,
+    directives: &[Directive],
+    matches: &[Found],
+) -> Result<Included, FhirError> {
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|(t, i, _)| (t.clone(), i.clone()))
+        .collect();
+    let mut out = Included {
+        resources: Vec::new(),
+        truncated: false,
+    };
+    let mut sources: Vec<Found> = matches.to_vec();
+    for round in 0..MAX_ROUNDS {
+        let mut added = Vec::new();
+        for directive in directives.iter().filter(|d| round == 0 || d.iterate) {
+            let found = if directive.reverse {
+                referring(engine, store, directive, &sources)?
+            } else {
+                referred(engine.registry, store, directive, &sources)?
+            };
+            for (resource_type, id, version) in found {
+                if !seen.insert((resource_type.clone(), id.clone())) {
+                    continue;
+                }
+                if out.resources.len() + added.len() >= MAX_INCLUDES {
+                    out.truncated = true;
+                    break;
+                }
+                added.push((resource_type, id, version));
+            }
+        }
+        if added.is_empty() || out.truncated {
+            out.resources.extend(added);
+            break;
+        }
+        out.resources.extend(added.iter().cloned());
+        sources = added;
+    }
+    Ok(out)
+}
+
+/// The resources that `sources` of the directive's type refer to through its parameter.
+fn referred(
+    registry: &Registry,
+    store: &Store,
+    directive: &Directive,
+    sources: &[Found],
+) -> Result<Vec<Found>, FhirError> {
+    let params: Vec<_> = registry
+        .params(&directive.source)
+        .filter(|p| p.kind == ParamType::Reference)
+        .filter(|p| directive.param.as_ref().is_none_or(|code| &p.code == code))
+        .collect();
+    let mut found = Vec::new();
+    for (resource_type, _, version) in sources {
+        if resource_type != &directive.source {
+            continue;
+        }
+        let resource: serde_json::Value = serde_json::from_slice(&version.body)
+            .map_err(|e| FhirError::internal(format!("a stored version is not JSON: {e}")))?;
+        for param in &params {
+            let values = extract(registry, param, &resource)
+                .map_err(|e| FhirError::internal(format!("{}: {e}", param.code)))?;
+            for value in values {
+                let IndexValue::Reference {
+                    reference: Some(target),
+                    ..
+                } = value
+                else {
+                    continue;
+                };
+                let Some((target_type, id)) =
+                    reference::local(&target).and_then(|l| l.split_once('/'))
+                else {
+                    continue;
+                };
+                if directive
+                    .target
+                    .as_deref()
+                    .is_some_and(|t| t != target_type)
+                {
+                    continue;
+                }
+                if let Some((_, Some(version))) = store.read(target_type, id)? {
+                    found.push((target_type.to_string(), id.to_string(), version));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The resources of the directive's type whose parameter refers to one of `sources`.
+fn referring(
+    engine: &Engine,
+    store: &Store,
+    directive: &Directive,
+    sources: &[Found],
+) -> Result<Vec<Found>, FhirError> {
+    let targets: Vec<String> = sources
+        .iter()
+        .filter(|(t, _, _)| directive.target.as_ref().is_none_or(|target| target == t))
+        .map(|(t, i, _)| format!("{t}/{i}"))
+        .collect();
+    let Some(code) = &directive.param else {
+        return Err(FhirError::bad_request(
+            IssueCode::NotSupported,
+            "_revinclude needs a parameter, not '*'",
+        ));
+    };
+    let mut found = Vec::new();
+    // A few hundred references per query keep each query small.
+    for chunk in targets.chunks(256) {
+        let page = engine.search(&Request {
+            resource_types: vec![directive.source.clone()],
+            params: vec![(code.clone(), chunk.join(","))],
+            strict: true,
+            count: MAX_INCLUDES + 1,
+            offset: 0,
+            snapshot: None,
+            total: false,
+        })?;
+        for (resource_type, id) in page.matches {
+            if let Some((_, Some(version))) = store.read(&resource_type, &id)? {
+                found.push((resource_type, id, version));
+            }
+        }
+    }
+    Ok(found)
+}
