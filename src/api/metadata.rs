@@ -63,12 +63,11 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                         .map(move |p| format!("{source}:{}", p.code))
                 })
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": name,
                 "interaction": interactions,
                 "searchParam": params,
                 "searchInclude": includes,
-                "searchRevInclude": revincludes,
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
@@ -76,7 +75,12 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                 "conditionalRead": "modified-since",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
-            })
+            });
+            // R4 has no empty arrays: a type nothing refers to has no revincludes.
+            if !revincludes.is_empty() {
+                resource["searchRevInclude"] = json!(revincludes);
+            }
+            resource
         })
         .collect();
     json!({
@@ -92,9 +96,10 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
         "rest": [{
             "mode": "server",
             "documentation": "Search covers the number, date, string, token, reference, \
-                quantity and uri parameters listed per type, with :missing, :not, :text, \
-                :of-type, :exact, :contains, :below, :above and the type modifier; composite \
-                and special parameters, chaining, _include, _sort on parameters, PATCH, \
+                quantity (UCUM units converted), uri and composite parameters listed per \
+                type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
+                :below, :above and the type modifier, _sort on several keys, _include and \
+                _revinclude with :iterate. Chaining, _has, _text, _content, _filter, PATCH, \
                 conditional update and delete inside Bundles, and XML are not supported yet: \
                 they are reported (search, handling=lenient) or answered with 400, 501 or \
                 406/415 OperationOutcomes.",
