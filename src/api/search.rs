@@ -9,7 +9,7 @@ use super::{ApiResult, AppState};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
-use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include};
+use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load};
 use crate::search::{Page, Request};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -111,12 +111,7 @@ async fn run(
     })?;
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
-    let mut matches = Vec::with_capacity(page.matches.len());
-    for (resource_type, id) in &page.matches {
-        if let Some((_, Some(version))) = state.store.read(resource_type, id)? {
-            matches.push((resource_type.clone(), id.clone(), version));
-        }
-    }
+    let matches = load(&state.store, &page.matches)?;
     let directives: Vec<Directive> = includes.iter().map(|(_, d)| d.clone()).collect();
     let included = include(&state.search, &state.store, &directives, &matches)?;
     page.used

@@ -91,6 +91,17 @@ impl Directive {
 /// A resource of a page: `(type, id, current version)`.
 pub type Found = (String, String, VersionRecord);
 
+/// The current versions of `keys`, in one store transaction; missing and deleted resources
+/// (deleted since a snapshot was taken, say) are left out.
+pub fn load(store: &Store, keys: &[(String, String)]) -> Result<Vec<Found>, FhirError> {
+    let versions = store.read_many(keys)?;
+    Ok(keys
+        .iter()
+        .zip(versions)
+        .filter_map(|((t, i), version)| Some((t.clone(), i.clone(), version?)))
+        .collect())
+}
+
 /// What the directives add to a page of `matches`.
 pub struct Included {
     pub resources: Vec<Found>,
@@ -156,7 +167,7 @@ fn referred(
         .filter(|p| p.kind == ParamType::Reference)
         .filter(|p| directive.param.as_ref().is_none_or(|code| &p.code == code))
         .collect();
-    let mut found = Vec::new();
+    let mut keys = Vec::new();
     for (resource_type, _, version) in sources {
         if resource_type != &directive.source {
             continue;
@@ -186,13 +197,11 @@ fn referred(
                 {
                     continue;
                 }
-                if let Some((_, Some(version))) = store.read(target_type, id)? {
-                    found.push((target_type.to_string(), id.to_string(), version));
-                }
+                keys.push((target_type.to_string(), id.to_string()));
             }
         }
     }
-    Ok(found)
+    load(store, &keys)
 }
 
 /// The resources of the directive's type whose parameter refers to one of `sources`.
@@ -225,11 +234,7 @@ fn referring(
             snapshot: None,
             total: false,
         })?;
-        for (resource_type, id) in page.matches {
-            if let Some((_, Some(version))) = store.read(&resource_type, &id)? {
-                found.push((resource_type, id, version));
-            }
-        }
+        found.extend(load(store, &page.matches)?);
     }
     Ok(found)
 }

@@ -148,19 +148,22 @@ impl Store {
         id: &str,
     ) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let current = txn.open_table(CURRENT)?;
-        let Some(state) = current.get((resource_type, id))? else {
-            return Ok(None);
-        };
-        let state = CurrentRecord::decode(state.value());
-        if state.deleted {
-            return Ok(Some((state, None)));
-        }
-        let versions = txn.open_table(VERSIONS)?;
-        let version = versions
-            .get((resource_type, id, state.vid))?
-            .map(|record| VersionRecord::decode(record.value()));
-        Ok(Some((state, version)))
+        let tables = (txn.open_table(CURRENT)?, txn.open_table(VERSIONS)?);
+        current_of(&tables, resource_type, id)
+    }
+
+    /// The current versions of `keys` (`(type, id)`; None for a missing or deleted resource),
+    /// read in one transaction: one consistent view, and no transaction per resource for a
+    /// page of search results.
+    pub fn read_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tables = (txn.open_table(CURRENT)?, txn.open_table(VERSIONS)?);
+        keys.iter()
+            .map(|(t, i)| Ok(current_of(&tables, t, i)?.and_then(|(_, version)| version)))
+            .collect()
     }
 
     /// One version of a resource.
@@ -215,4 +218,29 @@ impl Store {
         }
         Ok(head)
     }
+}
+
+/// The CURRENT and VERSIONS tables of one read transaction.
+type ReadTables = (
+    redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    redb::ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
+);
+
+/// The current state and version of a resource.
+fn current_of(
+    (current, versions): &ReadTables,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, StoreError> {
+    let Some(state) = current.get((resource_type, id))? else {
+        return Ok(None);
+    };
+    let state = CurrentRecord::decode(state.value());
+    if state.deleted {
+        return Ok(Some((state, None)));
+    }
+    let version = versions
+        .get((resource_type, id, state.vid))?
+        .map(|record| VersionRecord::decode(record.value()));
+    Ok(Some((state, version)))
 }
