@@ -10,11 +10,14 @@ use super::terms::Entries;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use tantivy::schema::{
-    FAST, Field, INDEXED, JsonObjectOptions, OwnedValue, STORED, STRING, Schema, Value as _,
+use tantivy::columnar::StrColumn;
+use tantivy::schema::{FAST, Field, INDEXED, JsonObjectOptions, OwnedValue, STRING, Schema};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
+/// The field of the key, `Type/id`.
+pub const KEY_FIELD: &str = "key";
 /// The field of the sort values: a JSON object of `code` and `-code` columns.
 pub const SORT_FIELD: &str = "sort";
 /// The field of the pairs of multi-valued ranges.
@@ -30,7 +33,7 @@ const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 /// The fields of a document.
 #[derive(Clone, Copy)]
 pub struct Fields {
-    /// `Type/id`: unique per document, stored, for deletes and results.
+    /// `Type/id`: unique per document, a fast field, for deletes and results.
     pub key: Field,
     pub resource_type: Field,
     /// Every search term (see `terms.rs`).
@@ -69,7 +72,7 @@ impl SearchIndex {
         std::fs::create_dir_all(dir)?;
         let mut schema = Schema::builder();
         let fields = Fields {
-            key: schema.add_text_field("key", STRING | STORED),
+            key: schema.add_text_field(KEY_FIELD, STRING | FAST),
             resource_type: schema.add_text_field("type", STRING),
             terms: schema.add_text_field("terms", STRING),
             last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
@@ -170,11 +173,35 @@ impl SearchIndex {
         self.reader.searcher()
     }
 
-    /// The key stored in a document.
-    pub fn key_of(&self, doc: &TantivyDocument) -> Option<String> {
-        doc.get_first(self.fields.key)
-            .and_then(|v| v.as_str())
-            .map(String::from)
+    /// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
+    /// which decompresses a block per document).
+    pub fn keys_of(
+        &self,
+        searcher: &Searcher,
+        addresses: &[DocAddress],
+    ) -> tantivy::Result<Vec<String>> {
+        let mut columns: Vec<Option<Option<StrColumn>>> =
+            vec![None; searcher.segment_readers().len()];
+        let mut keys = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let column = &mut columns[address.segment_ord as usize];
+            if column.is_none() {
+                *column = Some(
+                    searcher
+                        .segment_reader(address.segment_ord)
+                        .fast_fields()
+                        .str(KEY_FIELD)?,
+                );
+            }
+            let mut key = String::new();
+            if let Some(Some(column)) = column
+                && let Some(ord) = column.term_ords(address.doc_id).next()
+            {
+                column.ord_to_str(ord, &mut key)?;
+            }
+            keys.push(key);
+        }
+        Ok(keys)
     }
 
     pub fn schema(&self) -> Schema {

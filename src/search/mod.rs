@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::Query;
-use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
+use tantivy::{DocAddress, Order, Searcher};
 use tokio::sync::watch;
 
 /// The search index's directory inside a data directory.
@@ -141,16 +141,17 @@ impl Engine {
             (hits.into_iter().skip(request.offset).collect(), total)
         };
         let has_more = request.count > 0 && hits.len() > request.count;
-        let mut matches = Vec::with_capacity(hits.len());
-        for address in hits.into_iter().take(request.count) {
-            let doc: TantivyDocument = searcher.doc(address).map_err(failed)?;
-            if let Some((resource_type, id)) = self.index.key_of(&doc).and_then(|k| {
-                k.split_once('/')
+        let addresses: Vec<DocAddress> = hits.into_iter().take(request.count).collect();
+        let matches = self
+            .index
+            .keys_of(&searcher, &addresses)
+            .map_err(failed)?
+            .into_iter()
+            .filter_map(|key| {
+                key.split_once('/')
                     .map(|(t, i)| (t.to_string(), i.to_string()))
-            }) {
-                matches.push((resource_type, id));
-            }
-        }
+            })
+            .collect();
         let snapshot = self.keep(searcher, request.snapshot);
         Ok(Page {
             matches,

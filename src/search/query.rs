@@ -946,12 +946,13 @@ mod tests {
                 true,
             ).unwrap();
             let searcher = index.searcher();
-            let found: BTreeSet<String> = searcher
+            let addresses: Vec<_> = searcher
                 .search(&planned.query, &DocSetCollector)
                 .unwrap()
                 .into_iter()
-                .map(|address| index.key_of(&searcher.doc(address).unwrap()).unwrap())
                 .collect();
+            let found: BTreeSet<String> =
+                index.keys_of(&searcher, &addresses).unwrap().into_iter().collect();
             let expected: BTreeSet<String> = periods
                 .iter()
                 .enumerate()
