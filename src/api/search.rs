@@ -82,12 +82,14 @@ async fn run(
     let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
     let strict = prefer.split(',').any(|p| p.trim() == "handling=strict");
 
-    let mut includes = Vec::new();
-    let mut ignored = Vec::new();
+    let (mut directives, mut applied, mut ignored) = (Vec::new(), Vec::new(), Vec::new());
     for (name, value) in &params {
         match Directive::parse(state.search.registry, name, value) {
             None => {}
-            Some(Ok(directive)) => includes.push(((name.clone(), value.clone()), directive)),
+            Some(Ok(directive)) => {
+                directives.push(directive);
+                applied.push((name.clone(), value.clone()));
+            }
             Some(Err(reason)) if strict => {
                 return Err(FhirError::bad_request(
                     IssueCode::NotSupported,
@@ -112,10 +114,8 @@ async fn run(
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
     let matches = load(&state.store, &page.matches)?;
-    let directives: Vec<Directive> = includes.iter().map(|(_, d)| d.clone()).collect();
     let included = include(&state.search, &state.store, &directives, &matches)?;
-    page.used
-        .extend(includes.into_iter().map(|(param, _)| param));
+    page.used.extend(applied);
     let base = base_url(req, state);
     let body = render(
         &base,

@@ -125,43 +125,47 @@ pub fn include(
         resources: Vec::new(),
         truncated: false,
     };
-    let mut sources: Vec<Found> = matches.to_vec();
+    // The sources of this round: the matches, then what the last round added.
+    let mut from = None;
     for round in 0..MAX_ROUNDS {
-        let mut added = Vec::new();
+        let sources = from.map_or(matches, |start| &out.resources[start..]);
+        // Keys first: a resource many sources refer to is read from the store once.
+        let mut new = Vec::new();
         for directive in directives.iter().filter(|d| round == 0 || d.iterate) {
-            let found = if directive.reverse {
-                referring(engine, store, directive, &sources)?
+            let keys = if directive.reverse {
+                referring(engine, directive, sources)?
             } else {
-                referred(engine.registry, store, directive, &sources)?
+                referred(engine.registry, directive, sources)?
             };
-            for (resource_type, id, version) in found {
-                if !seen.insert((resource_type.clone(), id.clone())) {
+            for key in keys {
+                if seen.contains(&key) {
                     continue;
                 }
-                if out.resources.len() + added.len() >= MAX_INCLUDES {
+                if out.resources.len() + new.len() >= MAX_INCLUDES {
                     out.truncated = true;
                     break;
                 }
-                added.push((resource_type, id, version));
+                seen.insert(key.clone());
+                new.push(key);
             }
         }
-        if added.is_empty() || out.truncated {
-            out.resources.extend(added);
+        let start = out.resources.len();
+        out.resources.extend(load(store, &new)?);
+        if out.resources.len() == start || out.truncated {
             break;
         }
-        out.resources.extend(added.iter().cloned());
-        sources = added;
+        from = Some(start);
     }
     Ok(out)
 }
 
-/// The resources that `sources` of the directive's type refer to through its parameter.
+/// The keys of the resources that `sources` of the directive's type refer to through its
+/// parameter.
 fn referred(
     registry: &Registry,
-    store: &Store,
     directive: &Directive,
     sources: &[Found],
-) -> Result<Vec<Found>, FhirError> {
+) -> Result<Vec<(String, String)>, FhirError> {
     let params: Vec<_> = registry
         .params(&directive.source)
         .filter(|p| p.kind == ParamType::Reference)
@@ -201,16 +205,16 @@ fn referred(
             }
         }
     }
-    load(store, &keys)
+    Ok(keys)
 }
 
-/// The resources of the directive's type whose parameter refers to one of `sources`.
+/// The keys of the resources of the directive's type whose parameter refers to one of
+/// `sources`.
 fn referring(
     engine: &Engine,
-    store: &Store,
     directive: &Directive,
     sources: &[Found],
-) -> Result<Vec<Found>, FhirError> {
+) -> Result<Vec<(String, String)>, FhirError> {
     let targets: Vec<String> = sources
         .iter()
         .filter(|(t, _, _)| directive.target.as_ref().is_none_or(|target| target == t))
@@ -234,7 +238,7 @@ fn referring(
             snapshot: None,
             total: false,
         })?;
-        found.extend(load(store, &page.matches)?);
+        found.extend(page.matches);
     }
     Ok(found)
 }

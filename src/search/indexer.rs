@@ -73,26 +73,15 @@ fn run(
     index: Arc<SearchIndex>,
     registry: &'static Registry,
     mut checkpoint: u64,
-    mut rebuild: bool,
+    rebuild: bool,
     indexed: watch::Sender<u64>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("indexer runtime");
-    while rebuild {
-        tracing::warn!(checkpoint, "rebuilding the search index from the store");
-        match self::rebuild(&store, &index, registry) {
-            Ok((count, head)) => {
-                checkpoint = head;
-                tracing::info!(count, head, "the search index is rebuilt");
-                indexed.send_replace(checkpoint);
-                rebuild = false;
-            }
-            Err(error) => {
-                tracing::error!(%error, "rebuilding the search index failed; retrying");
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        }
+    if rebuild {
+        checkpoint = rebuilt(&store, &index, registry);
+        indexed.send_replace(checkpoint);
     }
     let mut commits = store.watch_commits();
     loop {
@@ -142,6 +131,23 @@ fn index_batch(
     }
     index.apply(batch, last)?;
     Ok(last)
+}
+
+/// Rebuilds the index until it succeeds; returns its new checkpoint.
+fn rebuilt(store: &Store, index: &SearchIndex, registry: &Registry) -> u64 {
+    loop {
+        tracing::warn!("rebuilding the search index from the store");
+        match rebuild(store, index, registry) {
+            Ok((count, head)) => {
+                tracing::info!(count, head, "the search index is rebuilt");
+                return head;
+            }
+            Err(error) => {
+                tracing::error!(%error, "rebuilding the search index failed; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Rebuilds the index from the store's current resources alone; returns how many it indexed

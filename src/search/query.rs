@@ -90,21 +90,13 @@ pub fn plan(
             Some((code, modifier)) => (code, Some(modifier)),
             None => (name.as_str(), None),
         };
-        // The parameter must mean the same for every type searched.
-        let definitions: Vec<&SearchParam> = match resource_types {
-            [] => registry
-                .params("Patient")
-                .filter(|p| p.code == code)
-                .collect(),
-            types => types.iter().filter_map(|t| registry.get(t, code)).collect(),
-        };
-        let outcome = match definitions.first() {
-            None => Err(format!("unknown search parameter '{code}'")),
-            Some(param) if param.code == LAST_UPDATED => {
+        let outcome = shared(registry, resource_types, code).and_then(|param| {
+            if param.code == LAST_UPDATED {
                 last_updated_query(fields, modifier, value)
+            } else {
+                param_query(registry, fields, param, modifier, value)
             }
-            Some(param) => param_query(registry, fields, param, modifier, value),
-        };
+        });
         match outcome {
             Ok(query) => {
                 clauses.push(query);
@@ -133,25 +125,11 @@ fn sort_keys(
             Some(code) => (code, true),
             None => (item, false),
         };
-        let param = match resource_types {
-            [] => registry
-                .get("Patient", code)
-                .filter(|p| p.code.starts_with('_')),
-            [first, ..] => registry.get(first, code),
-        }
-        .ok_or_else(|| format!("cannot sort by unknown parameter '{code}'"))?;
+        let param = shared(registry, resource_types, code)?;
         if matches!(param.kind, ParamType::Composite | ParamType::Special) {
             return Err(format!(
                 "cannot sort by {} parameter '{code}'",
                 param.kind.as_str()
-            ));
-        }
-        if resource_types
-            .iter()
-            .any(|t| registry.get(t, code).is_none())
-        {
-            return Err(format!(
-                "'{code}' is not a parameter of every type searched"
             ));
         }
         keys.push(SortKey {
@@ -160,6 +138,32 @@ fn sort_keys(
         });
     }
     Ok(keys)
+}
+
+/// The definition of `code` for a search of `resource_types`: a parameter of every type
+/// searched, or a common parameter (`_id`, `_tag`...) when all types are.
+fn shared<'r>(
+    registry: &'r Registry,
+    resource_types: &[String],
+    code: &str,
+) -> Result<&'r SearchParam, String> {
+    let unknown = || format!("unknown search parameter '{code}'");
+    match resource_types {
+        // Every type has the common parameters; Patient stands for them.
+        [] => registry
+            .get("Patient", code)
+            .filter(|p| p.code.starts_with('_'))
+            .ok_or_else(unknown),
+        [first, rest @ ..] => {
+            let param = registry.get(first, code).ok_or_else(unknown)?;
+            if rest.iter().any(|t| registry.get(t, code).is_none()) {
+                return Err(format!(
+                    "'{code}' is not a parameter of every type searched"
+                ));
+            }
+            Ok(param)
+        }
+    }
 }
 
 fn type_filter(fields: Fields, resource_types: &[String]) -> Box<dyn Query> {
@@ -417,7 +421,7 @@ fn last_updated_query(
             "ge" => range(Bound::Included(start), Bound::Unbounded),
             "le" => range(Bound::Unbounded, Bound::Excluded(end)),
             "ap" => {
-                let margin = ((now() - start).abs() / 10).max(end - start);
+                let margin = date_margin(start, end);
                 range(
                     Bound::Included(start - margin),
                     Bound::Excluded(end + margin),
@@ -744,6 +748,12 @@ impl Ranges<'_> {
     }
 }
 
+/// How far `ap` widens a searched period `[start, end)`: 10% of its distance from now, at
+/// least its own length.
+fn date_margin(start: Micros, end: Micros) -> Micros {
+    ((now() - start).abs() / 10).max(end - start)
+}
+
 /// A date parameter against resource periods `[low, high)`, for the period `[start, end)` of
 /// the search value, as the FHIR search page defines each prefix.
 fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box<dyn Query> {
@@ -782,8 +792,7 @@ fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box
         "sa" => low(Bound::Included(end), Bound::Unbounded).query(),
         "eb" => high(Bound::Unbounded, Bound::Included(start)).query(),
         "ap" => {
-            // Overlap with the value widened by 10% of its distance from now.
-            let margin = ((now() - start).abs() / 10).max(end - start);
+            let margin = date_margin(start, end);
             both(
                 low(Bound::Unbounded, Bound::Excluded(end + margin)),
                 high(Bound::Excluded(start - margin), Bound::Unbounded),

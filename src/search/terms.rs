@@ -161,33 +161,29 @@ impl Entries {
             }
         }
         for range in &ranges {
-            self.terms.push(term(
+            let low = term(
                 param,
                 range.low_kind,
                 &format!("{}{}", range.key, range.low),
-            ));
-            if range.high_kind != range.low_kind || range.high != range.low {
-                self.terms.push(term(
-                    param,
-                    range.high_kind,
-                    &format!("{}{}", range.key, range.high),
-                ));
+            );
+            let high = term(
+                param,
+                range.high_kind,
+                &format!("{}{}", range.key, range.high),
+            );
+            if ranges
+                .iter()
+                .filter(|r| r.key == range.key)
+                .nth(1)
+                .is_some()
+            {
+                self.pairs.push(pair(&low, &high));
             }
-            let same_key = ranges.iter().filter(|r| r.key == range.key).count();
-            if same_key > 1 {
-                self.pairs.push(pair(
-                    &term(
-                        param,
-                        range.low_kind,
-                        &format!("{}{}", range.key, range.low),
-                    ),
-                    &term(
-                        param,
-                        range.high_kind,
-                        &format!("{}{}", range.key, range.high),
-                    ),
-                ));
+            // A point's low and high are one term.
+            if high != low {
+                self.terms.push(high);
             }
+            self.terms.push(low);
         }
         let sorted: Vec<(String, String)> = values.iter().filter_map(sort_values).collect();
         if let (Some(lowest), Some(highest)) = (
