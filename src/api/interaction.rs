@@ -24,6 +24,10 @@ pub enum Interaction {
     HistorySystem,
     SearchType,
     SearchSystem,
+    /// A search in a compartment (`GET /fhir/Patient/123/Observation`).
+    SearchCompartment,
+    /// An operation (`$everything`).
+    Operation,
     Transaction,
     Batch,
     Capabilities,
@@ -43,6 +47,8 @@ impl Interaction {
             Interaction::HistorySystem => "history-system",
             Interaction::SearchType => "search-type",
             Interaction::SearchSystem => "search-system",
+            Interaction::SearchCompartment => "search-compartment",
+            Interaction::Operation => "operation",
             Interaction::Transaction => "transaction",
             Interaction::Batch => "batch",
             Interaction::Capabilities => "capabilities",
@@ -66,6 +72,8 @@ impl Interaction {
             ("GET", "/fhir/{type}/{id}/_history/{vid}") => Interaction::Vread,
             ("GET", "/fhir/{type}/{id}/_history") => Interaction::HistoryInstance,
             ("GET", "/fhir/{type}/{id}") => Interaction::Read,
+            ("GET", "/fhir/{type}/{id}/$everything") => Interaction::Operation,
+            ("GET", "/fhir/{compartment}/{id}/{type}") => Interaction::SearchCompartment,
             ("PUT", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Update,
             ("DELETE", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Delete,
             ("GET", "/fhir/{type}") => Interaction::SearchType,

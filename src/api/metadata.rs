@@ -76,6 +76,10 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
             });
+            if super::search::EVERYTHING.contains(name) {
+                resource["operation"] = json!([{"name": "everything",
+                    "definition": format!("http://hl7.org/fhir/OperationDefinition/{name}-everything")}]);
+            }
             // R4 has no empty arrays: a type nothing refers to has no revincludes.
             if !revincludes.is_empty() {
                 resource["searchRevInclude"] = json!(revincludes);
@@ -99,11 +103,16 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                 quantity (UCUM units converted), uri and composite parameters listed per \
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
                 :below, :above and the type modifier, _sort on several keys, _include and \
-                _revinclude with :iterate. Chaining, _has, _text, _content, _filter, PATCH, \
+                _revinclude with :iterate, chained parameters of any depth, _has (nested), \
+                compartment searches (Patient/123/Observation, Patient/123/*) and $everything \
+                of a Patient or an Encounter. _text, _content, _filter, PATCH, \
                 conditional update and delete inside Bundles, and XML are not supported yet: \
                 they are reported (search, handling=lenient) or answered with 400, 501 or \
                 406/415 OperationOutcomes.",
             "resource": resources,
+            "compartment": crate::search::compartment::types()
+                .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
+                .collect::<Vec<_>>(),
             "interaction": [
                 {"code": "transaction"},
                 {"code": "batch"},
@@ -112,6 +121,15 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
             ],
         }],
     })
+}
+
+/// `relatedPerson` of `RelatedPerson`: how the compartment definitions are named.
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/{type}/_search").route(web::post().to(search::of_type_post)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
+            .service(resource("/{type}/{id}/$everything").route(web::get().to(search::everything)))
+            .service(
+                resource("/{compartment}/{id}/{type}").route(web::get().to(search::compartment)),
+            )
             .service(
                 resource("/{type}/{id}")
                     .route(web::get().to(crud::read))

@@ -1,4 +1,6 @@
-//! Search: `GET /fhir/{type}`, `POST /fhir/{type}/_search` and `GET /fhir?_type=...`.
+//! Search: `GET /fhir/{type}`, `POST /fhir/{type}/_search`, `GET /fhir?_type=...`, compartment
+//! searches (`GET /fhir/Patient/123/Observation`, `GET /fhir/Patient/123/*`) and
+//! `$everything` of a Patient or an Encounter.
 //!
 //! A search first waits until the index holds every write committed before it (read your
 //! writes, at most `search::CATCH_UP`); past that it runs anyway and says the results may be
@@ -9,19 +11,23 @@ use super::{ApiResult, AppState};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
-use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load};
-use crate::search::{Page, Request};
+use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
+use crate::search::{Page, Request, Target, compartment};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 type State = web::Data<AppState>;
 
+/// The types with a `$everything` operation.
+pub const EVERYTHING: &[&str] = &["Patient", "Encounter"];
+
 /// `GET /fhir/{type}`
 pub async fn of_type(req: HttpRequest, state: State, path: web::Path<String>) -> ApiResult {
     check_type(&path)?;
     let params = query_pairs(&req);
-    run(&req, &state, vec![path.into_inner()], params).await
+    let target = Target::of_type(&path);
+    run(&req, &state, target, params, false).await
 }
 
 /// `POST /fhir/{type}/_search` with a form body (and maybe a query string too).
@@ -34,12 +40,75 @@ pub async fn of_type_post(
     check_type(&path)?;
     let mut params = query_pairs(&req);
     params.extend(read_form(&req, payload, &state).await?);
-    run(&req, &state, vec![path.into_inner()], params).await
+    let target = Target::of_type(&path);
+    run(&req, &state, target, params, false).await
 }
 
 /// `GET /fhir?_type=A,B&...`: all types, or those `_type` names.
 pub async fn system(req: HttpRequest, state: State) -> ApiResult {
     let params = query_pairs(&req);
+    let target = Target {
+        resource_types: named_types(&params)?,
+        compartment: None,
+    };
+    run(&req, &state, target, params, false).await
+}
+
+/// `GET /fhir/{compartment}/{id}/{type}`: the members of one type (`*`: of every type) of the
+/// compartment of `{compartment}/{id}`.
+pub async fn compartment(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
+    let (compartment, id, resource_type) = path.into_inner();
+    check_compartment(&compartment)?;
+    let resource_types = if resource_type == "*" {
+        Vec::new()
+    } else {
+        check_type(&resource_type)?;
+        vec![resource_type]
+    };
+    let target = Target {
+        resource_types,
+        compartment: Some((compartment, id)),
+    };
+    run(&req, &state, target, query_pairs(&req), false).await
+}
+
+/// `GET /fhir/{Patient|Encounter}/{id}/$everything`: the resource, its compartment, and what
+/// they refer to (`search.mode` `include`), paged like a search. `_since` keeps resources
+/// updated since an instant, `_type` the types named.
+pub async fn everything(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (compartment, id) = path.into_inner();
+    if !EVERYTHING.contains(&compartment.as_str()) {
+        return Err(FhirError::not_found(format!(
+            "$everything is an operation of Patient and Encounter, not of {compartment}"
+        ))
+        .into());
+    }
+    if !matches!(state.store.read(&compartment, &id)?, Some((_, Some(_)))) {
+        return Err(FhirError::not_found(format!("{compartment}/{id} is not here")).into());
+    }
+    let mut params = query_pairs(&req);
+    let target = Target {
+        resource_types: named_types(&params)?,
+        compartment: Some((compartment, id)),
+    };
+    if let Some((_, since)) = params.iter().find(|(name, _)| name == "_since") {
+        let since = ("_lastUpdated".to_string(), format!("ge{since}"));
+        params.retain(|(name, _)| name != "_since");
+        params.push(since);
+    }
+    run(&req, &state, target, params, true).await
+}
+
+/// The types a `_type` parameter names.
+fn named_types(params: &[(String, String)]) -> Result<Vec<String>, FhirError> {
     let mut types = Vec::new();
     for (_, value) in params.iter().filter(|(name, _)| name == "_type") {
         for name in value.split(',').filter(|n| !n.is_empty()) {
@@ -47,14 +116,28 @@ pub async fn system(req: HttpRequest, state: State) -> ApiResult {
             types.push(name.to_string());
         }
     }
-    run(&req, &state, types, params).await
+    Ok(types)
 }
 
+fn check_compartment(compartment: &str) -> Result<(), FhirError> {
+    if compartment::is_compartment(compartment) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "{compartment} is not a compartment: there are {}",
+            compartment::types().collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+/// Runs a search of `target`; `everything` adds what the matches refer to, as `$everything`
+/// does.
 async fn run(
     req: &HttpRequest,
     state: &AppState,
-    resource_types: Vec<String>,
+    target: Target,
     params: Vec<(String, String)>,
+    everything: bool,
 ) -> ApiResult {
     negotiate(req)?;
     let control = |name: &str| {
@@ -103,7 +186,7 @@ async fn run(
 
     let caught_up = state.search.catch_up(&state.store).await;
     let mut page = state.search.search(&Request {
-        resource_types: resource_types.clone(),
+        target: target.clone(),
         params: params.clone(),
         strict,
         count: if summary_count { 0 } else { count },
@@ -114,7 +197,14 @@ async fn run(
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
     let matches = load(&state.store, &page.matches)?;
-    let included = include(&state.search, &state.store, &directives, &matches)?;
+    let included = if everything {
+        let types = &target.resource_types;
+        referenced(&state.store, &matches, |t| {
+            types.is_empty() || types.iter().any(|k| k == t)
+        })?
+    } else {
+        include(&state.search, &state.store, &directives, &matches)?
+    };
     page.used.extend(applied);
     let base = base_url(req, state);
     let body = render(

@@ -18,6 +18,23 @@ pub fn resource_type(reference: &str) -> Option<&str> {
     local(reference)?.split_once('/').map(|(ty, _)| ty)
 }
 
+/// Calls `visit` with every `reference` string anywhere in `value` (contained resources'
+/// included).
+pub fn each_in(value: &serde_json::Value, visit: &mut impl FnMut(&str)) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, member) in object {
+                match (key.as_str(), member) {
+                    ("reference", serde_json::Value::String(reference)) => visit(reference),
+                    (_, member) => each_in(member, visit),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| each_in(item, visit)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 
 use super::extract::{IndexValue, extract};
 use super::registry::{ParamType, Registry};
-use super::{Engine, Request};
+use super::{Engine, Request, Target};
 use crate::fhir::reference;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
@@ -117,10 +117,7 @@ pub fn include(
     directives: &[Directive],
     matches: &[Found],
 ) -> Result<Included, FhirError> {
-    let mut seen: HashSet<(String, String)> = matches
-        .iter()
-        .map(|(t, i, _)| (t.clone(), i.clone()))
-        .collect();
+    let mut seen = keys_of(matches);
     let mut out = Included {
         resources: Vec::new(),
         truncated: false,
@@ -137,17 +134,7 @@ pub fn include(
             } else {
                 referred(engine.registry, directive, sources)?
             };
-            for key in keys {
-                if seen.contains(&key) {
-                    continue;
-                }
-                if out.resources.len() + new.len() >= MAX_INCLUDES {
-                    out.truncated = true;
-                    break;
-                }
-                seen.insert(key.clone());
-                new.push(key);
-            }
+            out.truncated |= admit(&mut seen, keys, out.resources.len(), &mut new);
         }
         let start = out.resources.len();
         out.resources.extend(load(store, &new)?);
@@ -157,6 +144,61 @@ pub fn include(
         from = Some(start);
     }
     Ok(out)
+}
+
+/// Every resource that `matches` refer to anywhere in their JSON (not only through search
+/// parameters) and whose type `keep` accepts: what `$everything` adds to its matches.
+pub fn referenced(
+    store: &Store,
+    matches: &[Found],
+    keep: impl Fn(&str) -> bool,
+) -> Result<Included, FhirError> {
+    let mut keys = Vec::new();
+    for (_, _, version) in matches {
+        let resource: serde_json::Value = serde_json::from_slice(&version.body)
+            .map_err(|e| FhirError::internal(format!("a stored version is not JSON: {e}")))?;
+        reference::each_in(&resource, &mut |text| {
+            if let Some((target_type, id)) = reference::local(text).and_then(|l| l.split_once('/'))
+                && keep(target_type)
+            {
+                keys.push((target_type.to_string(), id.to_string()));
+            }
+        });
+    }
+    let mut new = Vec::new();
+    let truncated = admit(&mut keys_of(matches), keys, 0, &mut new);
+    Ok(Included {
+        resources: load(store, &new)?,
+        truncated,
+    })
+}
+
+fn keys_of(found: &[Found]) -> HashSet<(String, String)> {
+    found
+        .iter()
+        .map(|(t, i, _)| (t.clone(), i.clone()))
+        .collect()
+}
+
+/// Moves the `keys` not yet `seen` to `new`, while `included` (already taken) plus `new` stay
+/// within [`MAX_INCLUDES`]; true when some were cut.
+fn admit(
+    seen: &mut HashSet<(String, String)>,
+    keys: Vec<(String, String)>,
+    included: usize,
+    new: &mut Vec<(String, String)>,
+) -> bool {
+    for key in keys {
+        if seen.contains(&key) {
+            continue;
+        }
+        if included + new.len() >= MAX_INCLUDES {
+            return true;
+        }
+        seen.insert(key.clone());
+        new.push(key);
+    }
+    false
 }
 
 /// The keys of the resources that `sources` of the directive's type refer to through its
@@ -230,7 +272,7 @@ fn referring(
     // A few hundred references per query keep each query small.
     for chunk in targets.chunks(256) {
         let page = engine.search(&Request {
-            resource_types: vec![directive.source.clone()],
+            target: Target::of_type(&directive.source),
             params: vec![(code.clone(), chunk.join(","))],
             strict: true,
             count: MAX_INCLUDES + 1,

@@ -6,7 +6,7 @@
 //! the last change it holds is stored in each commit's payload, so after a crash it resumes
 //! from its own checkpoint, and `fhirlake reindex` rebuilds it from the store alone.
 
-use super::terms::Entries;
+use super::terms::{Entries, reference_entry};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +22,8 @@ pub const KEY_FIELD: &str = "key";
 pub const SORT_FIELD: &str = "sort";
 /// The field of the pairs of multi-valued ranges.
 pub const PAIRS_FIELD: &str = "pairs";
+/// The field of the local references (see `terms::reference_entry`).
+pub const REFS_FIELD: &str = "refs";
 /// The field of lastUpdated in microseconds.
 pub const LAST_UPDATED_FIELD: &str = "lastUpdated";
 /// The search parameter served by that field instead of by terms.
@@ -42,6 +44,7 @@ pub struct Fields {
     pub last_updated: Field,
     pub sort: Field,
     pub pairs: Field,
+    pub refs: Field,
 }
 
 /// A change to apply to the index.
@@ -78,6 +81,7 @@ impl SearchIndex {
             last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
             sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
             pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
+            refs: schema.add_text_field(REFS_FIELD, FAST),
         };
         let schema = schema.build();
         let open = || {
@@ -148,6 +152,9 @@ impl SearchIndex {
                     for pair in &entries.pairs {
                         doc.add_bytes(self.fields.pairs, pair);
                     }
+                    for reference in &entries.refs {
+                        doc.add_text(self.fields.refs, reference);
+                    }
                     writer.add_document(doc)?;
                 }
             }
@@ -180,31 +187,62 @@ impl SearchIndex {
         searcher: &Searcher,
         addresses: &[DocAddress],
     ) -> tantivy::Result<Vec<String>> {
-        let mut columns: Vec<Option<Option<StrColumn>>> =
-            vec![None; searcher.segment_readers().len()];
-        let mut keys = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            let column = &mut columns[address.segment_ord as usize];
-            if column.is_none() {
-                *column = Some(
-                    searcher
-                        .segment_reader(address.segment_ord)
-                        .fast_fields()
-                        .str(KEY_FIELD)?,
-                );
-            }
-            let mut key = String::new();
-            if let Some(Some(column)) = column
-                && let Some(ord) = column.term_ords(address.doc_id).next()
-            {
-                column.ord_to_str(ord, &mut key)?;
-            }
-            keys.push(key);
-        }
+        let mut keys = vec![String::new(); addresses.len()];
+        each_str(searcher, addresses, KEY_FIELD, |n, key| {
+            keys[n] = key.to_string()
+        })?;
         Ok(keys)
+    }
+
+    /// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
+    pub fn references_of(
+        &self,
+        searcher: &Searcher,
+        addresses: &[DocAddress],
+        param: &str,
+    ) -> tantivy::Result<Vec<String>> {
+        let prefix = reference_entry(param, "");
+        let mut references = Vec::new();
+        each_str(searcher, addresses, REFS_FIELD, |_, entry| {
+            if let Some(local) = entry.strip_prefix(&prefix) {
+                references.push(local.to_string());
+            }
+        })?;
+        Ok(references)
     }
 
     pub fn schema(&self) -> Schema {
         self.index.schema()
     }
+}
+
+/// Calls `visit(n, value)` for every value of the string column `field` of the `n`th of
+/// `addresses`, in order.
+fn each_str(
+    searcher: &Searcher,
+    addresses: &[DocAddress],
+    field: &str,
+    mut visit: impl FnMut(usize, &str),
+) -> tantivy::Result<()> {
+    let mut columns: Vec<Option<Option<StrColumn>>> = vec![None; searcher.segment_readers().len()];
+    let mut value = String::new();
+    for (n, address) in addresses.iter().enumerate() {
+        let column = &mut columns[address.segment_ord as usize];
+        if column.is_none() {
+            *column = Some(
+                searcher
+                    .segment_reader(address.segment_ord)
+                    .fast_fields()
+                    .str(field)?,
+            );
+        }
+        if let Some(Some(column)) = column {
+            for ord in column.term_ords(address.doc_id) {
+                value.clear();
+                column.ord_to_str(ord, &mut value)?;
+                visit(n, &value);
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! [`Engine`] ties them together: it opens the index next to the store, starts the indexer,
 //! waits for it (read-your-writes) and runs searches on a snapshot that later pages reuse.
 
+pub mod compartment;
 pub mod extract;
 pub mod include;
 pub mod index;
@@ -18,6 +19,8 @@ use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
 use index::SearchIndex;
+use query::Planner;
+pub use query::Target;
 use registry::Registry;
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,8 +44,8 @@ pub const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// What a client asked for.
 pub struct Request {
-    /// The types searched; empty for all.
-    pub resource_types: Vec<String>,
+    /// The types searched, and maybe a compartment.
+    pub target: Target,
     pub params: Vec<(String, String)>,
     /// `Prefer: handling=strict`.
     pub strict: bool,
@@ -118,13 +121,12 @@ impl Engine {
     /// Runs a search.
     pub fn search(&self, request: &Request) -> Result<Page, FhirError> {
         let searcher = self.snapshot(request.snapshot);
-        let plan = query::plan(
-            self.registry,
-            self.index.fields,
-            &request.resource_types,
-            &request.params,
-            request.strict,
-        )?;
+        let planner = Planner {
+            registry: self.registry,
+            index: &self.index,
+            searcher: &searcher,
+        };
+        let plan = planner.plan(&request.target, &request.params, request.strict)?;
         let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
         let (hits, total): (Vec<DocAddress>, Option<usize>) = if plan.sort.is_empty() {
             let top = TopDocs::with_limit(request.count + 1)
@@ -197,7 +199,7 @@ impl Engine {
             ));
         }
         let page = self.search(&Request {
-            resource_types: vec![resource_type.to_string()],
+            target: Target::of_type(resource_type),
             params,
             strict: true,
             count: 2,

@@ -1,8 +1,9 @@
 //! From FHIR search parameters to a tantivy query, per the FHIR search page: AND across
 //! repeated parameters, OR across comma-separated values, modifiers and prefixes.
 
+use super::compartment;
 use super::extract::precise;
-use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD};
+use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD, SearchIndex};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
@@ -10,14 +11,18 @@ use super::units::Canonical;
 use crate::fhir::datetime::{Micros, Period, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
+use tantivy::collector::DocSetCollector;
 use tantivy::columnar::BytesColumn;
 use tantivy::query::doc_predicate_query::{
     DocPredicateQuery, FunctionPredicate, SegmentDocPredicate,
 };
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{DocId, SegmentReader, Term};
+use tantivy::{DocAddress, DocId, Searcher, SegmentReader, Term};
 
+mod chain;
 mod near;
 
 /// The parameters that steer a search rather than select resources.
@@ -46,71 +51,139 @@ pub struct Plan {
     pub sort: Vec<SortKey>,
 }
 
-/// Plans a search of `resource_types` (all types when empty) with `params`. Under `strict`
-/// handling an unknown or unsupported parameter is a 400; otherwise it is ignored and
-/// reported.
-pub fn plan(
-    registry: &Registry,
-    fields: Fields,
-    resource_types: &[String],
-    params: &[(String, String)],
-    strict: bool,
-) -> Result<Plan, FhirError> {
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    clauses.push((Occur::Must, type_filter(fields, resource_types)));
-    let mut used = Vec::new();
-    let mut ignored = Vec::new();
-    let mut sort = Vec::new();
-    let mut refuse = |name: &str, value: &str, reason: String| {
-        if strict {
-            return Err(FhirError::bad_request(
-                IssueCode::NotSupported,
-                format!("{name}={value}: {reason}"),
-            ));
+/// What a search is planned against: the definitions, the index and the snapshot the search
+/// runs on. Chains and `_has` run their nested searches on that same snapshot, so a search
+/// sees one state of the index throughout.
+pub struct Planner<'a> {
+    pub registry: &'a Registry,
+    pub index: &'a SearchIndex,
+    pub searcher: &'a Searcher,
+}
+
+/// The resources a search looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The types searched; empty for all.
+    pub resource_types: Vec<String>,
+    /// A compartment, `(compartment type, id)`: only its members are searched.
+    pub compartment: Option<(String, String)>,
+}
+
+impl Target {
+    /// All resources of one type.
+    pub fn of_type(resource_type: &str) -> Target {
+        Target {
+            resource_types: vec![resource_type.to_string()],
+            compartment: None,
         }
-        ignored.push((name.to_string(), reason));
-        Ok(())
-    };
-    for (name, value) in params {
-        if name == "_sort" {
-            match sort_keys(registry, resource_types, value) {
-                Ok(keys) => {
-                    sort = keys;
-                    used.retain(|(n, _): &(String, String)| n != "_sort");
+    }
+}
+
+impl Planner<'_> {
+    /// Plans a search of `target` with `params`. Under `strict` handling an unknown or
+    /// unsupported parameter is a 400; otherwise it is ignored and reported.
+    pub fn plan(
+        &self,
+        target: &Target,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> Result<Plan, FhirError> {
+        let resource_types = target.resource_types.as_slice();
+        let fields = self.index.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        clauses.push((Occur::Must, type_filter(fields, resource_types)));
+        if let Some((compartment, id)) = &target.compartment {
+            let members = compartment_query(fields, compartment, id, resource_types)
+                .map_err(|reason| FhirError::bad_request(IssueCode::NotSupported, reason))?;
+            clauses.push((Occur::Must, members));
+        }
+        let mut used = Vec::new();
+        let mut ignored = Vec::new();
+        let mut sort = Vec::new();
+        let mut refuse = |name: &str, value: &str, reason: String| {
+            if strict {
+                return Err(FhirError::bad_request(
+                    IssueCode::NotSupported,
+                    format!("{name}={value}: {reason}"),
+                ));
+            }
+            ignored.push((name.to_string(), reason));
+            Ok(())
+        };
+        for (name, value) in params {
+            if name == "_sort" {
+                match sort_keys(self.registry, resource_types, value) {
+                    Ok(keys) => {
+                        sort = keys;
+                        used.retain(|(n, _): &(String, String)| n != "_sort");
+                        used.push((name.clone(), value.clone()));
+                    }
+                    Err(reason) => refuse(name, value, reason)?,
+                }
+                continue;
+            }
+            if CONTROL.contains(&name.split(':').next().unwrap_or(name)) {
+                continue;
+            }
+            match self.param(resource_types, name, value) {
+                Ok(query) => {
+                    clauses.push(query);
                     used.push((name.clone(), value.clone()));
                 }
                 Err(reason) => refuse(name, value, reason)?,
             }
-            continue;
         }
-        if CONTROL.contains(&name.split(':').next().unwrap_or(name)) {
-            continue;
+        Ok(Plan {
+            query: Box::new(BooleanQuery::new(clauses)),
+            used,
+            ignored,
+            sort,
+        })
+    }
+
+    /// The clause of one parameter `name=value`: a reverse chain (`_has:...`), a chain
+    /// (`subject:Patient.name`), or a parameter with an optional modifier.
+    fn param(
+        &self,
+        resource_types: &[String],
+        name: &str,
+        value: &str,
+    ) -> Result<(Occur, Box<dyn Query>), String> {
+        if let Some(rest) = name.strip_prefix("_has:") {
+            return self.reverse_chain(resource_types, rest, value);
+        }
+        if let Some((head, rest)) = name.split_once('.') {
+            return self.chain(resource_types, head, rest, value);
         }
         let (code, modifier) = match name.split_once(':') {
             Some((code, modifier)) => (code, Some(modifier)),
-            None => (name.as_str(), None),
+            None => (name, None),
         };
-        let outcome = shared(registry, resource_types, code).and_then(|param| {
-            if param.code == LAST_UPDATED {
-                last_updated_query(fields, modifier, value)
-            } else {
-                param_query(registry, fields, param, modifier, value)
-            }
-        });
-        match outcome {
-            Ok(query) => {
-                clauses.push(query);
-                used.push((name.clone(), value.clone()));
-            }
-            Err(reason) => refuse(name, value, reason)?,
+        let param = shared(self.registry, resource_types, code)?;
+        if param.code == LAST_UPDATED {
+            last_updated_query(self.index.fields, modifier, value)
+        } else {
+            param_query(self.registry, self.index.fields, param, modifier, value)
         }
     }
-    Ok(Plan {
-        query: Box::new(BooleanQuery::new(clauses)),
-        used,
-        ignored,
-        sort,
-    })
+
+    /// Every match of `params` on `resource_type` in this snapshot: the nested search of a
+    /// chain or `_has`, always strict (a nested parameter that is not understood fails the
+    /// parameter it is part of).
+    fn nested(
+        &self,
+        resource_type: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<DocAddress>, String> {
+        let plan = self
+            .plan(&Target::of_type(resource_type), params, true)
+            .map_err(|e| e.diagnostics)?;
+        let found = self
+            .searcher
+            .search(&plan.query, &DocSetCollector)
+            .map_err(|e| format!("search failed: {e}"))?;
+        Ok(found.into_iter().collect())
+    }
 }
 
 /// The keys of `_sort=a,-b`: each a parameter of every type searched, `-` for descending.
@@ -175,6 +248,58 @@ fn type_filter(fields: Fields, resource_types: &[String]) -> Box<dyn Query> {
         .map(|t| term_query(Term::from_field_text(fields.resource_type, t)))
         .collect();
     Box::new(BooleanQuery::union(terms))
+}
+
+/// The members of the compartment `compartment/id` among `resource_types` (all its member
+/// types when empty): the resources whose membership parameters refer to it, and the focal
+/// resource itself. A type named that can never be a member is an error.
+fn compartment_query(
+    fields: Fields,
+    compartment: &str,
+    id: &str,
+    resource_types: &[String],
+) -> Result<Box<dyn Query>, String> {
+    if !compartment::is_compartment(compartment) {
+        return Err(format!("{compartment} is not a compartment"));
+    }
+    let focal = format!("{compartment}/{id}");
+    let types = if resource_types.is_empty() {
+        compartment::member_types(compartment)
+    } else {
+        resource_types.to_vec()
+    };
+    let mut members: Vec<Box<dyn Query>> = Vec::new();
+    for resource_type in &types {
+        let mut ways: Vec<Box<dyn Query>> = compartment::params(compartment, resource_type)
+            .iter()
+            .map(|code| references_query(fields, code, [focal.as_str()]))
+            .collect();
+        if resource_type == compartment {
+            ways.push(term_query(Term::from_field_text(fields.key, &focal)));
+        }
+        if ways.is_empty() {
+            return Err(format!(
+                "{resource_type} resources are not in {compartment} compartments"
+            ));
+        }
+        members.push(Box::new(BooleanQuery::intersection(vec![
+            type_filter(fields, std::slice::from_ref(resource_type)),
+            Box::new(BooleanQuery::union(ways)),
+        ])));
+    }
+    Ok(Box::new(BooleanQuery::union(members)))
+}
+
+/// Resources whose reference parameter `code` refers to one of `locals` (`Type/id`).
+fn references_query<'l>(
+    fields: Fields,
+    code: &str,
+    locals: impl IntoIterator<Item = &'l str>,
+) -> Box<dyn Query> {
+    let terms = locals.into_iter().map(|local| {
+        Term::from_field_text(fields.terms, &terms::term(code, kind::REFERENCE, local))
+    });
+    Box::new(TermSetQuery::new(terms))
 }
 
 fn term_query(term: Term) -> Box<dyn Query> {
@@ -947,14 +1072,13 @@ mod tests {
             }).collect();
             index.apply(changes, 1).unwrap();
             let (text, search) = day(searched);
-            let planned = plan(
-                Registry::r4_shared(),
-                index.fields,
-                &["Observation".to_string()],
+            let searcher = index.searcher();
+            let planner = Planner { registry: Registry::r4_shared(), index: &index, searcher: &searcher };
+            let planned = planner.plan(
+                &Target::of_type("Observation"),
                 &[("date".to_string(), format!("{prefix}{text}"))],
                 true,
             ).unwrap();
-            let searcher = index.searcher();
             let addresses: Vec<_> = searcher
                 .search(&planned.query, &DocSetCollector)
                 .unwrap()

@@ -108,6 +108,9 @@ pub struct Entries {
     pub sort: Vec<(String, String)>,
     /// Encoded with [`pair`].
     pub pairs: Vec<Vec<u8>>,
+    /// `{param}\x1f{Type/id}` for each local reference, so that `_has` can read what a match
+    /// refers to (see [`reference_entry`]).
+    pub refs: Vec<String>,
 }
 
 /// One range value under one key: `[low, high]`, each as an encoded term value.
@@ -135,6 +138,14 @@ impl Entries {
             } else {
                 value_terms(value, &mut |kind, v| self.terms.push(term(param, kind, &v)));
                 value_ranges(value, "", &mut ranges);
+            }
+            if let IndexValue::Reference {
+                reference: Some(reference),
+                ..
+            } = value
+                && let Some(local) = reference::local(reference)
+            {
+                self.refs.push(reference_entry(param, local));
             }
         }
         for value in values {
@@ -194,6 +205,11 @@ impl Entries {
             self.sort.push((format!("-{param}"), highest.clone()));
         }
     }
+}
+
+/// How the index keeps one local reference `Type/id` of `param`.
+pub fn reference_entry(param: &str, local: &str) -> String {
+    format!("{param}\u{1f}{local}")
 }
 
 /// The keys of a position's latitude and longitude (for `near`).

@@ -48,10 +48,15 @@ fn main() {
         let body: serde_json::Value = response.json().expect("json");
         (start.elapsed(), body)
     };
-    let patient = get("Patient?_count=1").1["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = |query: &str, path: &dyn Fn(&serde_json::Value) -> &serde_json::Value| {
+        path(&get(query).1["entry"][0]["resource"])
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let patient = first("Patient?_count=1", &|r| &r["id"]);
+    let family = first("Patient?_count=1", &|r| &r["name"][0]["family"]);
+    let practitioner = first("Practitioner?_count=1", &|r| &r["name"][0]["family"]);
     let queries = [
         "Observation?code=http://loinc.org|8867-4&_count=10".to_string(),
         "Observation?code=http://loinc.org|8867-4&_summary=count".to_string(),
@@ -74,6 +79,12 @@ fn main() {
         "Observation?component-value-quantity=80&_count=10".to_string(),
         format!("Observation?patient={patient}&_include=Observation:encounter&_count=50"),
         format!("Patient?_id={patient}&_revinclude=Observation:patient"),
+        format!("Observation?subject:Patient.name={family}&_count=10"),
+        format!("Observation?encounter.participant.name={practitioner}&_count=10"),
+        "Patient?_has:Observation:patient:code=http://loinc.org|8867-4&_count=10".to_string(),
+        format!("Patient/{patient}/Observation?code=http://loinc.org|8867-4&_count=10"),
+        format!("Patient/{patient}/$everything"),
+        format!("Patient/{patient}/$everything?_count=500"),
     ];
     println!();
     println!("| query | matches | p50 | p99 |");
@@ -92,7 +103,10 @@ fn main() {
         let p99 = times[((times.len() as f64 * 0.99) as usize).min(times.len() - 1)];
         println!(
             "| `{}` | {total} | {:.2} ms | {:.2} ms |",
-            query.replace(&patient, "x"),
+            query
+                .replace(&patient, "x")
+                .replace(&family, "Family")
+                .replace(&practitioner, "Family"),
             ms(times[times.len() / 2]),
             ms(p99)
         );

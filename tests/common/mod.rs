@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fhir;
+pub mod search;
 pub mod synthea;
 
 use std::io::{BufRead, BufReader};

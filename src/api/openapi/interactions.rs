@@ -406,6 +406,58 @@ fn search_type(resource_type: &str) -> Interaction {
     }
 }
 
+/// `GET /fhir/{compartment}/{id}/{type}`: a search in the compartment of one resource.
+pub fn search_compartment(compartment: &str) -> Interaction {
+    let operation = operation(
+        compartment,
+        format!("search{compartment}Compartment"),
+        format!("search: the resources in the compartment of a {compartment}"),
+        "The members of one type (`*`: of every type) of the compartment, as the R4 \
+         CompartmentDefinition says, with the focal resource itself; they can be searched with \
+         the parameters of their type (of every type for `*`).",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter(
+        super::components::parameter(
+            "type",
+            utoipa::openapi::path::ParameterIn::Path,
+            "A resource type that can be in the compartment, or `*`.",
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String),
+        )
+        .build(),
+    )
+    .parameter_ref(Param::Count.reference());
+    Interaction {
+        codes: &["search-type"],
+        path: format!("/fhir/{compartment}/{{id}}/{{type}}"),
+        method: HttpMethod::Get,
+        operation: search_answer(operation).build(),
+    }
+}
+
+/// `GET /fhir/{Patient|Encounter}/{id}/$everything`
+pub fn everything(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("everything{resource_type}"),
+        format!("$everything: a {resource_type}, its compartment and what they refer to"),
+        "A `searchset` Bundle: the resource and every resource in its compartment (matches), \
+         and on each page every resource the page's matches refer to (includes). `_since` \
+         keeps what changed since an instant, `_type` the types named; pages as in search.",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::Count.reference())
+    .parameter_ref(Param::Since.reference());
+    let operation = errors(search_answer(operation), &[Error::NotFound]);
+    Interaction {
+        codes: &[],
+        path: format!("/fhir/{resource_type}/{{id}}/$everything"),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
 /// `GET /fhir?_type=...`
 fn search_system() -> Interaction {
     let operation = operation(

@@ -72,6 +72,12 @@ pub fn document() -> OpenApi {
         for interaction in TYPE_INTERACTIONS {
             add(interaction(resource_type));
         }
+        if crate::search::compartment::is_compartment(resource_type) {
+            add(interactions::search_compartment(resource_type));
+        }
+        if super::search::EVERYTHING.contains(resource_type) {
+            add(interactions::everything(resource_type));
+        }
     }
     OpenApiBuilder::new()
         .info(
