@@ -99,10 +99,10 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                 quantity (UCUM units converted), uri and composite parameters listed per \
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
                 :below, :above and the type modifier, _sort on several keys, _include and \
-                _revinclude with :iterate. Chaining, _has, _text, _content, _filter, PATCH, \
-                conditional update and delete inside Bundles, and XML are not supported yet: \
-                they are reported (search, handling=lenient) or answered with 400, 501 or \
-                406/415 OperationOutcomes.",
+                _revinclude with :iterate, _summary and _elements. Chaining, _has, _text, \
+                _content, _filter, PATCH, conditional update and delete inside Bundles, and \
+                XML are not supported yet: they are reported (search, handling=lenient) or \
+                answered with 400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},
