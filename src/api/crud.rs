@@ -1,12 +1,14 @@
 //! The instance-level interactions: create, read, vread, update, delete.
 
 use super::http::{
-    base_url, etag, header_str, if_match, negotiate, prefer_return, read_body, version_headers,
+    base_url, etag, header_str, if_match, negotiate, prefer_return, query_pairs, read_body,
+    version_headers,
 };
 use super::{ApiResult, AppState};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
 use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
+use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode, Return};
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::Op;
@@ -151,6 +153,7 @@ async fn delete_one(
 /// `GET /fhir/{type}/{id}`.
 pub async fn read(req: HttpRequest, state: State, path: web::Path<(String, String)>) -> ApiResult {
     negotiate(&req)?;
+    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
@@ -166,7 +169,7 @@ pub async fn read(req: HttpRequest, state: State, path: web::Path<(String, Strin
             let mut response = HttpResponse::Ok();
             response.content_type(super::http::FHIR_JSON);
             version_headers(&mut response, current.vid, current.last_updated);
-            Ok(response.body(version.body))
+            Ok(response.body(representation(version.body, subset.as_ref())?))
         }
     }
 }
@@ -178,6 +181,7 @@ pub async fn vread(
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     negotiate(&req)?;
+    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id, vid) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
@@ -195,7 +199,7 @@ pub async fn vread(
             let mut response = HttpResponse::Ok();
             response.content_type(super::http::FHIR_JSON);
             version_headers(&mut response, number, version.last_updated);
-            Ok(response.body(version.body))
+            Ok(response.body(representation(version.body, subset.as_ref())?))
         }
     }
 }
@@ -248,6 +252,15 @@ pub async fn conditional(
     };
     let applied = commit_one(&state, write).await?;
     Ok(written(&req, &state, applied))
+}
+
+/// The body a read or vread answers with: the stored version, or the part of it that
+/// `_summary` or `_elements` asks for.
+fn representation(stored: Vec<u8>, subset: Option<&Subset>) -> Result<Vec<u8>, FhirError> {
+    match subset {
+        Some(subset) => summary::subset(&stored, subset),
+        None => Ok(stored),
+    }
 }
 
 fn several(resource_type: &str, criteria: &str) -> FhirError {

@@ -104,11 +104,11 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
                 :below, :above and the type modifier, _sort on several keys, _include and \
                 _revinclude with :iterate, chained parameters of any depth, _has (nested), \
-                compartment searches (Patient/123/Observation, Patient/123/*) and $everything \
-                of a Patient or an Encounter. _text, _content, _filter, PATCH, \
-                conditional update and delete inside Bundles, and XML are not supported yet: \
-                they are reported (search, handling=lenient) or answered with 400, 501 or \
-                406/415 OperationOutcomes.",
+                compartment searches (Patient/123/Observation, Patient/123/*), $everything \
+                of a Patient or an Encounter, _summary and _elements. _text, _content, \
+                _filter, PATCH, conditional update and delete inside Bundles, and XML are not \
+                supported yet: they are reported (search, handling=lenient) or answered with \
+                400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))

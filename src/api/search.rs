@@ -10,6 +10,7 @@ use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_
 use super::{ApiResult, AppState};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::resource::check_type;
+use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
 use crate::search::{Page, Request, Target, compartment};
@@ -140,6 +141,7 @@ async fn run(
     everything: bool,
 ) -> ApiResult {
     negotiate(req)?;
+    let subset = Subset::parse(&params)?;
     let control = |name: &str| {
         params
             .iter()
@@ -196,7 +198,7 @@ async fn run(
     })?;
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
-    let matches = load(&state.store, &page.matches)?;
+    let mut matches = load(&state.store, &page.matches)?;
     let included = if everything {
         let types = &target.resource_types;
         referenced(&state.store, &matches, |t| {
@@ -206,6 +208,15 @@ async fn run(
         include(&state.search, &state.store, &directives, &matches)?
     };
     page.used.extend(applied);
+    if let Some(subset) = &subset {
+        // After the includes, which follow the references of the whole resources; included
+        // resources are not cut.
+        for (_, _, version) in &mut matches {
+            version.body = summary::subset(&version.body, subset)?;
+        }
+        let (name, value) = subset.query();
+        page.used.push((name.to_string(), value));
+    }
     let base = base_url(req, state);
     let body = render(
         &base,

@@ -5,6 +5,9 @@ pub mod datetime;
 pub mod outcome;
 pub mod reference;
 pub mod resource;
+pub mod summary;
+#[cfg(test)]
+pub(crate) mod test_data;
 
 pub use outcome::{FhirError, IssueCode};
 

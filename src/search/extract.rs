@@ -464,37 +464,7 @@ mod tests {
 #[cfg(test)]
 mod real_data {
     use super::*;
-    use std::io::Read;
-    use std::path::Path;
-
-    fn shared(path: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared")
-            .join(path)
-    }
-
-    fn examples() -> Vec<Value> {
-        let file = std::fs::File::open(shared("data/fhir-r4/hl7.fhir.r4.examples-4.0.1.tgz"))
-            .expect("the FHIR examples in ../shared");
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let mut resources = Vec::new();
-        for entry in archive.entries().expect("tar entries") {
-            let mut entry = entry.expect("tar entry");
-            let name = entry.path().expect("path").to_string_lossy().into_owned();
-            if !name.ends_with(".json") || name.ends_with("package.json") || name.contains(".index")
-            {
-                continue;
-            }
-            let mut text = String::new();
-            entry.read_to_string(&mut text).expect("utf-8 example");
-            if let Ok(value) = serde_json::from_str::<Value>(&text)
-                && value.get("resourceType").is_some()
-            {
-                resources.push(value);
-            }
-        }
-        resources
-    }
+    use crate::fhir::test_data::{examples, shared};
 
     fn synthea(patients: usize) -> Vec<Value> {
         let mut files: Vec<_> = std::fs::read_dir(shared("data/synthea"))

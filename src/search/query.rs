@@ -33,6 +33,7 @@ pub const CONTROL: &[&str] = &[
     "_sort",
     "_total",
     "_summary",
+    "_elements",
     "_format",
     "_pretty",
     "_type",

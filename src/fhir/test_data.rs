@@ -1,0 +1,35 @@
+//! Real data for unit tests, from `../shared` beside the repository.
+
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// `path` under `../shared`.
+pub fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path)
+}
+
+/// Every resource of the official R4 examples package.
+pub fn examples() -> Vec<Value> {
+    let file = std::fs::File::open(shared("data/fhir-r4/hl7.fhir.r4.examples-4.0.1.tgz"))
+        .expect("the FHIR examples in ../shared");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut resources = Vec::new();
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        if !name.ends_with(".json") || name.ends_with("package.json") || name.contains(".index") {
+            continue;
+        }
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("utf-8 example");
+        if let Ok(value) = serde_json::from_str::<Value>(&text)
+            && value.get("resourceType").is_some()
+        {
+            resources.push(value);
+        }
+    }
+    resources
+}
