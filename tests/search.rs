@@ -4,66 +4,12 @@
 mod common;
 
 use common::fhir::{Fhir, assert_outcome, id_of, instant, link, patient, version_of};
+use common::search::{all, ids, loaded, ordered, search};
 use common::synthea;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// A server with the Synthea providers and a few patients loaded from their unchanged
-/// bundles (conditional references and ifNoneExist resolved by the server).
-fn loaded(patients: usize) -> Fhir {
-    let fhir = Fhir::start();
-    for prefix in ["0-hospitalInformation", "0-practitionerInformation"] {
-        fhir.bundle(&synthea::bundle(prefix)).expect(200, prefix);
-    }
-    let names = [
-        "057aa36e", "0696ac49", "085e81c0", "098fc002", "0ef7a3b5", "0f2074a0",
-    ];
-    for name in names.iter().take(patients) {
-        fhir.bundle(&synthea::bundle(name)).expect(200, name);
-    }
-    fhir
-}
-
-/// Every current resource of a type, by a plain scan of its history.
-fn all(fhir: &Fhir, resource_type: &str) -> Vec<Value> {
-    fhir.whole_history(&format!("{resource_type}/_history"))
-        .into_iter()
-        .filter_map(|entry| entry.get("resource").cloned())
-        .collect()
-}
-
-/// The resources a search matches, in order, following every `next` link.
-fn ordered(fhir: &Fhir, query: &str) -> Vec<Value> {
-    let mut matches = Vec::new();
-    let mut bundle = fhir.get(query).expect(200, query).resource();
-    loop {
-        assert_eq!(bundle["type"], "searchset");
-        for entry in bundle["entry"].as_array().into_iter().flatten() {
-            if entry["search"]["mode"] == "match" {
-                matches.push(entry["resource"].clone());
-            }
-        }
-        match link(&bundle, "next") {
-            Some(next) => bundle = fhir.new_client().get_absolute(&next),
-            None => return matches,
-        }
-    }
-}
-
-/// The ids a search matches, following every `next` link.
-fn search(fhir: &Fhir, query: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    for resource in ordered(fhir, query) {
-        assert!(ids.insert(id_of(&resource)), "{query}: a match repeats");
-    }
-    ids
-}
-
-fn ids(resources: &[Value], keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
-    resources.iter().filter(|r| keep(r)).map(id_of).collect()
-}
 
 fn codings(concept: &Value) -> Vec<(String, String)> {
     concept["coding"]

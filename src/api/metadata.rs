@@ -35,8 +35,8 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
         .map(|name| {
-            // Definitions without an expression are not searchable, nor special parameters
-            // other than `near`.
+            // Definitions without an expression are not searchable (but `_text` and
+            // `_content`), nor special parameters other than `near`.
             let params: Vec<Value> = registry
                 .searchable(name)
                 .map(|p| {
@@ -98,11 +98,12 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
             "documentation": "Search covers the number, date, string, token, reference, \
                 quantity (UCUM units converted), uri and composite parameters listed per \
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
-                :below, :above and the type modifier, _sort on several keys, _include and \
-                _revinclude with :iterate. Chaining, _has, _text, _content, _filter, PATCH, \
-                conditional update and delete inside Bundles, and XML are not supported yet: \
-                they are reported (search, handling=lenient) or answered with 400, 501 or \
-                406/415 OperationOutcomes.",
+                :below, :above and the type modifier, _text and _content (words, \
+                \"phrases\", AND, OR and parentheses; case and accents ignored), _sort on \
+                several keys, _include and _revinclude with :iterate. Chaining, _has, \
+                _filter, PATCH, conditional update and delete inside Bundles, and XML are not \
+                supported yet: they are reported (search, handling=lenient) or answered with \
+                400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},
