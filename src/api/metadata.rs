@@ -35,8 +35,8 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
         .map(|name| {
-            // Definitions without an expression are not searchable, nor special parameters
-            // other than `near`.
+            // Definitions without an expression are not searchable (but `_text` and
+            // `_content`), nor special parameters other than `near`.
             let params: Vec<Value> = registry
                 .searchable(name)
                 .map(|p| {
@@ -102,13 +102,14 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
             "documentation": "Search covers the number, date, string, token, reference, \
                 quantity (UCUM units converted), uri and composite parameters listed per \
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
-                :below, :above and the type modifier, _sort on several keys, _include and \
-                _revinclude with :iterate, chained parameters of any depth, _has (nested), \
-                compartment searches (Patient/123/Observation, Patient/123/*), $everything \
-                of a Patient or an Encounter, _summary and _elements. _text, _content, \
-                _filter, PATCH, conditional update and delete inside Bundles, and XML are not \
-                supported yet: they are reported (search, handling=lenient) or answered with \
-                400, 501 or 406/415 OperationOutcomes.",
+                :below, :above and the type modifier, _text and _content (words, \
+                \"phrases\", AND, OR and parentheses; case and accents ignored), _sort on \
+                several keys, _include and _revinclude with :iterate, chained parameters of \
+                any depth, _has (nested), compartment searches (Patient/123/Observation, \
+                Patient/123/*), $everything of a Patient or an Encounter, _summary and \
+                _elements. _filter, PATCH, conditional update and delete inside Bundles, and \
+                XML are not supported yet: they are reported (search, handling=lenient) or \
+                answered with 400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))

@@ -1,11 +1,13 @@
 //! The tantivy index of current resources: one document per live resource, holding its key
 //! (`Type/id`), its type, its lastUpdated, every search term of its parameters, their sort
-//! values and the value pairs of its multi-valued ranges (see `terms::Entries`).
+//! values, the value pairs of its multi-valued ranges (see `terms::Entries`), and the words of
+//! its narrative and of all its text (see `fulltext`).
 //!
 //! The index is derived state: it is fed from the change log by the indexer, and the seq of
 //! the last change it holds is stored in each commit's payload, so after a crash it resumes
 //! from its own checkpoint, and `fhirlake reindex` rebuilds it from the store alone.
 
+use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +47,20 @@ pub struct Fields {
     pub sort: Field,
     pub pairs: Field,
     pub refs: Field,
+    /// The words of the narrative (`_text`).
+    pub narrative: Field,
+    /// The words of all the text, the narrative's included (`_content`).
+    pub content: Field,
+}
+
+impl Fields {
+    /// The field a full-text parameter searches.
+    pub fn text(&self, source: Source) -> Field {
+        match source {
+            Source::Narrative => self.narrative,
+            Source::Content => self.content,
+        }
+    }
 }
 
 /// A change to apply to the index.
@@ -55,6 +71,7 @@ pub enum Change {
         resource_type: String,
         last_updated: i64,
         entries: Entries,
+        text: Text,
     },
     /// The resource is deleted.
     Remove { key: String },
@@ -82,6 +99,8 @@ impl SearchIndex {
             sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
             pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
             refs: schema.add_text_field(REFS_FIELD, FAST),
+            narrative: schema.add_text_field("narrative", fulltext::field_options()),
+            content: schema.add_text_field("content", fulltext::field_options()),
         };
         let schema = schema.build();
         let open = || {
@@ -97,6 +116,7 @@ impl SearchIndex {
             }
             other => other?,
         };
+        fulltext::register(&index);
         let checkpoint = index
             .load_metas()?
             .payload
@@ -132,6 +152,7 @@ impl SearchIndex {
                     resource_type,
                     last_updated,
                     entries,
+                    text,
                 } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
                     let mut doc = TantivyDocument::new();
@@ -155,6 +176,7 @@ impl SearchIndex {
                     for reference in &entries.refs {
                         doc.add_text(self.fields.refs, reference);
                     }
+                    self.add_text(&mut doc, &text);
                     writer.add_document(doc)?;
                 }
             }
@@ -163,6 +185,18 @@ impl SearchIndex {
         commit.set_payload(&checkpoint.to_string());
         commit.commit()?;
         self.reader.reload()
+    }
+
+    /// Adds the narrative to both full-text fields and every other text to `content`, each
+    /// as a value of its own (a phrase does not span two values).
+    fn add_text(&self, doc: &mut TantivyDocument, text: &Text) {
+        if let Some(narrative) = &text.narrative {
+            doc.add_text(self.fields.narrative, narrative);
+            doc.add_text(self.fields.content, narrative);
+        }
+        for other in &text.other {
+            doc.add_text(self.fields.content, other);
+        }
     }
 
     /// Removes every document (for a rebuild).

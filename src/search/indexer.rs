@@ -5,6 +5,7 @@
 //! with the new checkpoint. Under load the batches grow, so tantivy commits stay few.
 
 use super::extract::extract;
+use super::fulltext::Text;
 use super::index::{Change, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
@@ -33,7 +34,8 @@ pub fn document(
         }
     };
     let mut entries = Entries::default();
-    // `_lastUpdated` is the document's lastUpdated field, not terms.
+    // `_lastUpdated` is the document's lastUpdated field, not terms; `_text` and `_content`
+    // have no expression (they extract nothing): they are the full-text fields.
     for param in registry
         .params(resource_type)
         .filter(|p| p.code != LAST_UPDATED)
@@ -48,6 +50,7 @@ pub fn document(
         resource_type: resource_type.to_string(),
         last_updated: version.last_updated,
         entries,
+        text: Text::of(&resource),
     })
 }
 

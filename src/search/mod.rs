@@ -1,11 +1,13 @@
 //! FHIR search: the registry of search parameters, the values they extract, the tantivy
-//! index fed from the change log, and the query planner.
+//! index fed from the change log (with the full text of each resource), and the query
+//! planner.
 //!
 //! [`Engine`] ties them together: it opens the index next to the store, starts the indexer,
 //! waits for it (read-your-writes) and runs searches on a snapshot that later pages reuse.
 
 pub mod compartment;
 pub mod extract;
+pub mod fulltext;
 pub mod include;
 pub mod index;
 pub mod indexer;

@@ -3,6 +3,7 @@
 
 use super::compartment;
 use super::extract::precise;
+use super::fulltext::{self, Source};
 use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD, SearchIndex};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
@@ -161,10 +162,13 @@ impl Planner<'_> {
             None => (name, None),
         };
         let param = shared(self.registry, resource_types, code)?;
+        let fields = self.index.fields;
         if param.code == LAST_UPDATED {
-            last_updated_query(self.index.fields, modifier, value)
+            last_updated_query(fields, modifier, value)
+        } else if let Some(source) = Source::of(&param.code) {
+            fulltext_query(fields, source, modifier, value)
         } else {
-            param_query(self.registry, self.index.fields, param, modifier, value)
+            param_query(self.registry, fields, param, modifier, value)
         }
     }
 
@@ -200,6 +204,9 @@ fn sort_keys(
             None => (item, false),
         };
         let param = shared(registry, resource_types, code)?;
+        if Source::of(code).is_some() {
+            return Err(format!("cannot sort by full-text parameter '{code}'"));
+        }
         if matches!(param.kind, ParamType::Composite | ParamType::Special) {
             return Err(format!(
                 "cannot sort by {} parameter '{code}'",
@@ -556,6 +563,27 @@ fn last_updated_query(
             _ => range(Bound::Included(start), Bound::Excluded(end)),
         });
     }
+    Ok((Occur::Must, Box::new(BooleanQuery::union(alternatives))))
+}
+
+/// `_text` or `_content`: the OR of its comma-separated values, each a full-text query (see
+/// `fulltext`).
+fn fulltext_query(
+    fields: Fields,
+    source: Source,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<(Occur, Box<dyn Query>), String> {
+    if let Some(modifier) = modifier {
+        return Err(format!(
+            "the modifier ':{modifier}' is not supported on a full-text parameter"
+        ));
+    }
+    let field = fields.text(source);
+    let alternatives = split_unescaped(value, ',')
+        .iter()
+        .map(|value| fulltext::query(field, value))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((Occur::Must, Box::new(BooleanQuery::union(alternatives))))
 }
 
@@ -1069,6 +1097,7 @@ mod tests {
                     resource_type: "Observation".into(),
                     last_updated: n as i64,
                     entries,
+                    text: Default::default(),
                 }
             }).collect();
             index.apply(changes, 1).unwrap();
@@ -1095,6 +1124,40 @@ mod tests {
                 .collect();
             prop_assert_eq!(found, expected);
         }
+    }
+
+    #[test]
+    fn full_text_parameters_search_any_type_and_take_no_modifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path()).unwrap();
+        let searcher = index.searcher();
+        let planner = Planner {
+            registry: Registry::r4_shared(),
+            index: &index,
+            searcher: &searcher,
+        };
+        let planned = |types: &[&str], name: &str, value: &str| {
+            let target = Target {
+                resource_types: types.iter().map(|t| t.to_string()).collect(),
+                compartment: None,
+            };
+            let params = [(name.to_string(), value.to_string())];
+            planner.plan(&target, &params, true).map(|p| p.used)
+        };
+        assert_eq!(
+            planned(&[], "_content", "cancer OR tumour,x")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(planned(&["Patient", "Observation"], "_text", "\"acute bronchitis\"").is_ok());
+        // Bundle, Binary and Parameters are no DomainResources: they have no narrative.
+        assert!(planned(&["Bundle"], "_text", "x").is_err());
+        assert!(planned(&["Bundle"], "_content", "x").is_ok());
+        assert!(planned(&[], "_content:not", "x").is_err());
+        assert!(planned(&[], "_text", "\"unclosed").is_err());
+        assert!(planned(&[], "_text", "a,").is_err());
+        assert!(planned(&[], "_sort", "_content").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! definitions (`Patient.name | Person.name | ...`) are cut to the branches of that type, so
 //! extraction evaluates only what can match.
 
+use super::fulltext;
 use crate::fhirpath::{self, Expr};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -200,17 +201,18 @@ impl Registry {
         REGISTRY.get_or_init(Registry::r4)
     }
 
-    /// The parameters of `resource_type` that search supports: those with an expression,
-    /// other than composites whose components search cannot match and special ones other
-    /// than `near`.
+    /// The parameters of `resource_type` that search supports: the full-text ones (`_text`,
+    /// `_content`, which have no expression) and those with an expression, other than
+    /// composites whose components search cannot match and special ones other than `near`.
     pub fn searchable(&self, resource_type: &str) -> impl Iterator<Item = &SearchParam> {
         self.params(resource_type).filter(|p| {
-            p.expression.is_some()
-                && match p.kind {
-                    ParamType::Special => p.code == "near",
-                    ParamType::Composite => self.composite_kinds(p).is_some(),
-                    _ => true,
-                }
+            fulltext::Source::of(&p.code).is_some()
+                || p.expression.is_some()
+                    && match p.kind {
+                        ParamType::Special => p.code == "near",
+                        ParamType::Composite => self.composite_kinds(p).is_some(),
+                        _ => true,
+                    }
         })
     }
 

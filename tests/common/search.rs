@@ -57,10 +57,12 @@ pub fn search(fhir: &Fhir, query: &str) -> BTreeSet<String> {
     ids
 }
 
+/// The ids of the `resources` that `keep` accepts.
 pub fn ids(resources: &[Value], keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
     resources.iter().filter(|r| keep(r)).map(id_of).collect()
 }
 
+/// The `(system, code)` of each coding of a CodeableConcept.
 pub fn codings(concept: &Value) -> Vec<(String, String)> {
     concept["coding"]
         .as_array()
