@@ -85,6 +85,10 @@ fn main() {
         format!("Patient/{patient}/Observation?code=http://loinc.org|8867-4&_count=10"),
         format!("Patient/{patient}/$everything"),
         format!("Patient/{patient}/$everything?_count=500"),
+        "Condition?_content=hypertension&_count=10".to_string(),
+        "?_content=%22acute%20bronchitis%22&_count=10".to_string(),
+        "Patient?_text=synthea&_summary=count".to_string(),
+        "Patient?_summary=true&_count=50".to_string(),
     ];
     println!();
     println!("| query | matches | p50 | p99 |");
