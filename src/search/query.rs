@@ -307,7 +307,16 @@ fn references_query<'l>(
     let terms = locals.into_iter().map(|local| {
         Term::from_field_text(fields.terms, &terms::term(code, kind::REFERENCE, local))
     });
-    Box::new(TermSetQuery::new(terms))
+    any_term(terms.collect())
+}
+
+/// Documents with any of `terms`: a term query for one (a term set query walks the term
+/// dictionary with an automaton, which costs more than a lookup), a term set query for more.
+fn any_term(mut terms: Vec<Term>) -> Box<dyn Query> {
+    match terms.len() {
+        1 => term_query(terms.pop().expect("one term")),
+        _ => Box::new(TermSetQuery::new(terms)),
+    }
 }
 
 fn term_query(term: Term) -> Box<dyn Query> {

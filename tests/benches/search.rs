@@ -56,7 +56,14 @@ fn main() {
     };
     let patient = first("Patient?_count=1", &|r| &r["id"]);
     let family = first("Patient?_count=1", &|r| &r["name"][0]["family"]);
-    let practitioner = first("Practitioner?_count=1", &|r| &r["name"][0]["family"]);
+    // A practitioner who saw the patient, so that the two-link chain finds something.
+    let seen_by = first(&format!("Encounter?patient={patient}&_count=1"), &|r| {
+        &r["participant"][0]["individual"]["reference"]
+    });
+    let practitioner = get(&seen_by).1["name"][0]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let queries = [
         "Observation?code=http://loinc.org|8867-4&_count=10".to_string(),
         "Observation?code=http://loinc.org|8867-4&_summary=count".to_string(),

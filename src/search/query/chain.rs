@@ -11,11 +11,11 @@
 //! `rest` is itself a parameter name, so chains and `_has` nest; a value's commas stay ORs of
 //! the innermost parameter.
 
-use super::{Planner, references_query, shared};
+use super::{Planner, any_term, references_query, shared};
 use crate::search::registry::{ParamType, SearchParam};
 use std::collections::BTreeSet;
 use tantivy::Term;
-use tantivy::query::{EmptyQuery, Occur, Query, TermSetQuery};
+use tantivy::query::{EmptyQuery, Occur, Query};
 
 impl Planner<'_> {
     /// `head.rest=value`, `head` being a reference parameter with an optional type modifier.
@@ -114,7 +114,7 @@ impl Planner<'_> {
         }
         let key = self.index.fields.key;
         let keys = referred.iter().map(|k| Term::from_field_text(key, k));
-        Ok((Occur::Must, Box::new(TermSetQuery::new(keys))))
+        Ok((Occur::Must, any_term(keys.collect())))
     }
 }
 
