@@ -1,6 +1,7 @@
 //! Evaluating parsed FHIRPath on a resource's JSON.
 
-use super::parser::Expr;
+use super::operators;
+use super::parser::{Expr, Op};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
@@ -22,7 +23,7 @@ pub enum Item<'a> {
 }
 
 impl<'a> Item<'a> {
-    fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
+    pub(super) fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
         let ty = match value.get("resourceType").and_then(Value::as_str) {
             Some(resource_type) => Some(Cow::Borrowed(resource_type)),
             None => ty,
@@ -41,7 +42,7 @@ impl<'a> Item<'a> {
         }
     }
 
-    fn is_type(&self, wanted: &str) -> bool {
+    pub(super) fn is_type(&self, wanted: &str) -> bool {
         let wanted = wanted.strip_prefix("FHIR.").unwrap_or(wanted);
         match self.type_name() {
             Some(ty) => ty == wanted || is_subtype(ty, wanted),
@@ -62,16 +63,35 @@ impl fmt::Display for EvalError {
 
 impl std::error::Error for EvalError {}
 
-type Items<'a> = Vec<Item<'a>>;
+pub(super) type Items<'a> = Vec<Item<'a>>;
 
 /// Evaluates `expr` on `resource` (its JSON), returning the items it selects.
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
-    let context = Context { root: resource };
-    context.eval(expr, &[Item::node(resource, None)])
+    evaluate_on(expr, resource, None, resource)
 }
 
-struct Context<'a> {
-    root: &'a Value,
+/// Evaluates `expr` on `element` (of FHIR type `ty` when known), an element of `resource`:
+/// how an invariant of an element is checked. `%resource` and `%rootResource` are
+/// `resource`, `%context` is `element`.
+pub fn evaluate_on<'a>(
+    expr: &Expr,
+    element: &'a Value,
+    ty: Option<&'a str>,
+    resource: &'a Value,
+) -> Result<Items<'a>, EvalError> {
+    let focus = Item::node(element, ty.map(Cow::Borrowed));
+    let context = Context {
+        root: resource,
+        focus: focus.clone(),
+    };
+    context.eval(expr, &[focus])
+}
+
+pub(super) struct Context<'a> {
+    /// The resource: `%resource`, and where `#id` references are resolved.
+    pub(super) root: &'a Value,
+    /// What the evaluation started on: `%context`.
+    focus: Item<'a>,
 }
 
 impl<'a> Context<'a> {
@@ -154,14 +174,31 @@ impl<'a> Context<'a> {
             }
             Expr::Call(inner, name, args) => {
                 let items = self.eval(inner, input)?;
-                self.call(name, args, items)?
+                self.call(name, args, items, input)?
             }
+            Expr::Binary(op @ (Op::Implies | Op::Xor), left, right) => {
+                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
+                operators::logical(*op, left, right)
+                    .map(Item::Bool)
+                    .into_iter()
+                    .collect()
+            }
+            Expr::Binary(op, left, right) => {
+                operators::binary(*op, self.eval(left, input)?, self.eval(right, input)?)?
+            }
+            Expr::Negate(inner) => operators::negate(self.eval(inner, input)?)?,
+            Expr::Env(name) => self.variable(name)?,
+            Expr::Empty => vec![],
         })
     }
 
     /// The singleton boolean of a collection: empty is unknown, a single boolean is itself,
     /// any other single item is true.
-    fn truth(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Option<bool>, EvalError> {
+    pub(super) fn truth(
+        &self,
+        expr: &Expr,
+        input: &[Item<'a>],
+    ) -> Result<Option<bool>, EvalError> {
         let items = self.eval(expr, input)?;
         Ok(match items.as_slice() {
             [] => None,
@@ -177,7 +214,32 @@ impl<'a> Context<'a> {
         })
     }
 
-    fn call(&self, name: &str, args: &[Expr], items: Items<'a>) -> Result<Items<'a>, EvalError> {
+    /// `%name`.
+    fn variable(&self, name: &str) -> Result<Items<'a>, EvalError> {
+        let text = |s: String| Ok(vec![Item::Str(s)]);
+        match name {
+            "resource" | "rootResource" => Ok(vec![Item::node(self.root, None)]),
+            "context" => Ok(vec![self.focus.clone()]),
+            "ucum" => text("http://unitsofmeasure.org".into()),
+            "sct" => text("http://snomed.info/sct".into()),
+            "loinc" => text("http://loinc.org".into()),
+            _ => match name.split_once('-') {
+                Some(("vs", rest)) => text(format!("http://hl7.org/fhir/ValueSet/{rest}")),
+                Some(("ext", rest)) => {
+                    text(format!("http://hl7.org/fhir/StructureDefinition/{rest}"))
+                }
+                _ => Err(EvalError(format!("unknown variable %{name}"))),
+            },
+        }
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &[Expr],
+        items: Items<'a>,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
         let arity = |n: usize| {
             if args.len() == n {
                 Ok(())
@@ -269,7 +331,7 @@ impl<'a> Context<'a> {
                 }
                 vec![Item::Bool(!out.is_empty())]
             }
-            _ => return Err(EvalError(format!("the function {name}() is not supported"))),
+            _ => return self.function(name, args, items, input),
         })
     }
 
@@ -452,7 +514,7 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
-fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
+pub(super) fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
     fn primitive(item: &Item<'_>) -> Option<Value> {
         Some(match item {
             Item::Node { value, .. } => match value {

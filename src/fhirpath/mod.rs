@@ -6,7 +6,9 @@
 //! by the member's suffix is what `is`, `as` and `ofType` test.
 
 pub mod eval;
+mod functions;
+mod operators;
 mod parser;
 
-pub use eval::{EvalError, Item, evaluate};
+pub use eval::{EvalError, Item, evaluate, evaluate_on};
 pub use parser::{Expr, ParseError, parse};
