@@ -95,7 +95,7 @@ pub(super) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+    pub(super) fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
         Ok(match expr {
             Expr::This => input.to_vec(),
             Expr::Str(s) => vec![Item::Str(s.clone())],
@@ -194,11 +194,7 @@ impl<'a> Context<'a> {
 
     /// The singleton boolean of a collection: empty is unknown, a single boolean is itself,
     /// any other single item is true.
-    pub(super) fn truth(
-        &self,
-        expr: &Expr,
-        input: &[Item<'a>],
-    ) -> Result<Option<bool>, EvalError> {
+    pub(super) fn truth(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Option<bool>, EvalError> {
         let items = self.eval(expr, input)?;
         Ok(match items.as_slice() {
             [] => None,
@@ -669,7 +665,7 @@ mod tests {
 
     #[test]
     fn unknown_functions_are_errors() {
-        let expr = parse("Patient.name.select(given)").unwrap();
+        let expr = parse("Patient.name.frobnicate(given)").unwrap();
         assert!(evaluate(&expr, &json!({"resourceType": "Patient", "name": [{}]})).is_err());
     }
 }

@@ -50,14 +50,12 @@ impl<'a> Context<'a> {
         };
         let boolean = |b: bool| Ok(vec![Item::Bool(b)]);
         // A string function of the single input string; empty for an empty input.
-        let on_string = |f: &dyn Fn(&str) -> Result<Items<'a>, EvalError>| {
-            match single(&items)? {
-                None => Ok(vec![]),
-                Some(item) => match string(item) {
-                    Some(text) => f(&text),
-                    None => Err(EvalError(format!("{name}() needs a string"))),
-                },
-            }
+        let on_string = |f: &dyn Fn(&str) -> Result<Items<'a>, EvalError>| match single(&items)? {
+            None => Ok(vec![]),
+            Some(item) => match string(item) {
+                Some(text) => f(&text),
+                None => Err(EvalError(format!("{name}() needs a string"))),
+            },
         };
         match name {
             "count" => {
@@ -87,7 +85,10 @@ impl<'a> Context<'a> {
                 arity(0)?;
                 boolean(matches!(
                     items.as_slice(),
-                    [Item::Node { value: Value::String(_) | Value::Number(_) | Value::Bool(_), .. }]
+                    [Item::Node {
+                        value: Value::String(_) | Value::Number(_) | Value::Bool(_),
+                        ..
+                    }]
                 ))
             }
             "matches" => {
@@ -118,7 +119,9 @@ impl<'a> Context<'a> {
             "indexOf" => {
                 let part = text_argument(0)?;
                 on_string(&|text| {
-                    let at = text.find(&part).map_or(-1.0, |at| text[..at].chars().count() as f64);
+                    let at = text
+                        .find(&part)
+                        .map_or(-1.0, |at| text[..at].chars().count() as f64);
                     Ok(vec![Item::Number(at)])
                 })
             }

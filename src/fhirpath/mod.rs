@@ -5,6 +5,8 @@
 //! (`Observation.value`) matches its typed JSON members (`valueQuantity`), and the type named
 //! by the member's suffix is what `is`, `as` and `ofType` test.
 
+#[cfg(test)]
+mod conformance;
 pub mod eval;
 mod functions;
 mod operators;

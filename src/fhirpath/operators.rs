@@ -20,9 +20,7 @@ pub fn binary<'a>(op: Op, left: Items<'a>, right: Items<'a>) -> Result<Items<'a>
         Op::Contains => membership(&right, &left)?,
         Op::Equivalent(negated) => {
             let same = left.len() == right.len()
-                && left
-                    .iter()
-                    .all(|a| right.iter().any(|b| equivalent(a, b)));
+                && left.iter().all(|a| right.iter().any(|b| equivalent(a, b)));
             vec![Item::Bool(same != negated)]
         }
         Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
@@ -135,7 +133,7 @@ fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => match (string(a), string(b)) {
             (Some(x), Some(y)) => {
-                let normal = |s: &str| s.trim().split_whitespace().collect::<Vec<_>>().join(" ");
+                let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
                 normal(&x).to_lowercase() == normal(&y).to_lowercase()
             }
             _ => equals(a, b),
@@ -231,11 +229,17 @@ mod tests {
     #[test]
     fn comparisons_of_numbers_strings_and_dates() {
         assert_eq!(truth(binary(Op::Less, n(1.0), n(2.0)).unwrap()), Some(true));
-        assert_eq!(truth(binary(Op::GreaterOrEqual, n(2.0), n(2.0)).unwrap()), Some(true));
+        assert_eq!(
+            truth(binary(Op::GreaterOrEqual, n(2.0), n(2.0)).unwrap()),
+            Some(true)
+        );
         assert_eq!(truth(binary(Op::Less, s("a"), s("b")).unwrap()), Some(true));
         let dates = |a: &str, b: &str| truth(binary(Op::LessOrEqual, s(a), s(b)).unwrap());
         assert_eq!(dates("2020-01-01", "2020-01-02"), Some(true));
-        assert_eq!(dates("2020-01-02T10:00:00Z", "2020-01-02T09:00:00-02:00"), Some(true));
+        assert_eq!(
+            dates("2020-01-02T10:00:00Z", "2020-01-02T09:00:00-02:00"),
+            Some(true)
+        );
         assert_eq!(dates("2020-02", "2020-01-15"), Some(false));
         // A month and a day inside it: the order is not known.
         assert_eq!(dates("2020-01", "2020-01-15"), None);
@@ -252,8 +256,14 @@ mod tests {
         assert_eq!(binary(Op::Modulo, n(7.0), n(2.0)).unwrap(), n(1.0));
         assert_eq!(binary(Op::Divide, n(1.0), n(0.0)).unwrap(), vec![]);
         let list = vec![Item::Str("a".into()), Item::Str("b".into())];
-        assert_eq!(truth(binary(Op::In, s("b"), list.clone()).unwrap()), Some(true));
-        assert_eq!(truth(binary(Op::Contains, list, s("c")).unwrap()), Some(false));
+        assert_eq!(
+            truth(binary(Op::In, s("b"), list.clone()).unwrap()),
+            Some(true)
+        );
+        assert_eq!(
+            truth(binary(Op::Contains, list, s("c")).unwrap()),
+            Some(false)
+        );
         assert_eq!(
             truth(binary(Op::Equivalent(false), s(" A  b"), s("a B")).unwrap()),
             Some(true)

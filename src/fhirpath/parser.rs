@@ -352,11 +352,7 @@ impl Parser {
 
     fn additive(&mut self) -> Result<Expr, ParseError> {
         self.left_associative(
-            &[
-                ("+", Op::Add),
-                ("-", Op::Subtract),
-                ("&", Op::Concatenate),
-            ],
+            &[("+", Op::Add), ("-", Op::Subtract), ("&", Op::Concatenate)],
             &[],
             Self::multiplicative,
         )
@@ -616,9 +612,16 @@ mod tests {
             Expr::Binary(Op::Equivalent(false), ref l, ref r)
                 if **l == Expr::Env("vs-x".into()) && **r == Expr::Empty
         ));
-        assert!(matches!(parse("-1 + 2").unwrap(), Expr::Binary(Op::Add, ref l, _) if matches!(**l, Expr::Negate(_))));
-        assert!(matches!(parse("a in b | c").unwrap(), Expr::Binary(Op::In, _, ref r) if matches!(**r, Expr::Union(_, _))));
-        assert!(matches!(parse("x.contains('.')").unwrap(), Expr::Call(_, _, _)));
+        assert!(
+            matches!(parse("-1 + 2").unwrap(), Expr::Binary(Op::Add, ref l, _) if matches!(**l, Expr::Negate(_)))
+        );
+        assert!(
+            matches!(parse("a in b | c").unwrap(), Expr::Binary(Op::In, _, ref r) if matches!(**r, Expr::Union(_, _)))
+        );
+        assert!(matches!(
+            parse("x.contains('.')").unwrap(),
+            Expr::Call(_, _, _)
+        ));
     }
 
     #[test]
