@@ -11,6 +11,8 @@ pub enum IssueCode {
     Structure,
     Required,
     Value,
+    /// A rule (a StructureDefinition invariant) does not hold.
+    Invariant,
     NotFound,
     Deleted,
     Conflict,
@@ -30,6 +32,7 @@ impl IssueCode {
             IssueCode::Structure => "structure",
             IssueCode::Required => "required",
             IssueCode::Value => "value",
+            IssueCode::Invariant => "invariant",
             IssueCode::NotFound => "not-found",
             IssueCode::Deleted => "deleted",
             IssueCode::Conflict => "conflict",

@@ -42,11 +42,34 @@ impl<'a> Item<'a> {
         }
     }
 
+    /// Whether the item is of type `wanted` (`FHIR.` and `System.` names alike: FHIRPath's
+    /// `Boolean` is FHIR's `boolean`). Without a model, a JSON string whose type the JSON does
+    /// not tell is taken to be any of the string types (not a date or time).
     pub(super) fn is_type(&self, wanted: &str) -> bool {
-        let wanted = wanted.strip_prefix("FHIR.").unwrap_or(wanted);
-        match self.type_name() {
-            Some(ty) => ty == wanted || is_subtype(ty, wanted),
-            None => false,
+        let wanted = wanted
+            .strip_prefix("FHIR.")
+            .or_else(|| wanted.strip_prefix("System."))
+            .unwrap_or(wanted);
+        let wanted = match wanted {
+            "Boolean" => "boolean",
+            "String" => "string",
+            "Integer" => "integer",
+            "Decimal" => "decimal",
+            "Date" => "date",
+            "DateTime" => "dateTime",
+            "Time" => "time",
+            other => other,
+        };
+        match (self.type_name(), self) {
+            (Some(ty), _) => ty == wanted || is_subtype(ty, wanted),
+            (
+                None,
+                Item::Node {
+                    value: Value::String(_),
+                    ..
+                },
+            ) => STRING_TYPES.contains(&wanted),
+            (None, _) => false,
         }
     }
 }
@@ -67,28 +90,32 @@ pub(super) type Items<'a> = Vec<Item<'a>>;
 
 /// Evaluates `expr` on `resource` (its JSON), returning the items it selects.
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
-    evaluate_on(expr, resource, None, resource)
+    evaluate_on(expr, resource, None, [resource, resource])
 }
 
-/// Evaluates `expr` on `element` (of FHIR type `ty` when known), an element of `resource`:
-/// how an invariant of an element is checked. `%resource` and `%rootResource` are
-/// `resource`, `%context` is `element`.
+/// Evaluates `expr` on `element` (of FHIR type `ty` when known), an element of `resource`,
+/// itself contained in `root` (or `root` itself): how an invariant of an element is checked.
+/// `[resource, root]` are `%resource` and `%rootResource`; `%context` is `element`.
 pub fn evaluate_on<'a>(
     expr: &Expr,
     element: &'a Value,
     ty: Option<&'a str>,
-    resource: &'a Value,
+    [resource, root]: [&'a Value; 2],
 ) -> Result<Items<'a>, EvalError> {
     let focus = Item::node(element, ty.map(Cow::Borrowed));
     let context = Context {
-        root: resource,
+        resource,
+        root,
         focus: focus.clone(),
     };
     context.eval(expr, &[focus])
 }
 
 pub(super) struct Context<'a> {
-    /// The resource: `%resource`, and where `#id` references are resolved.
+    /// `%resource`.
+    resource: &'a Value,
+    /// `%rootResource`: the resource that contains `resource`, or `resource` itself; where
+    /// `#id` references are resolved.
     pub(super) root: &'a Value,
     /// What the evaluation started on: `%context`.
     focus: Item<'a>,
@@ -214,7 +241,8 @@ impl<'a> Context<'a> {
     fn variable(&self, name: &str) -> Result<Items<'a>, EvalError> {
         let text = |s: String| Ok(vec![Item::Str(s)]);
         match name {
-            "resource" | "rootResource" => Ok(vec![Item::node(self.root, None)]),
+            "resource" => Ok(vec![Item::node(self.resource, None)]),
+            "rootResource" => Ok(vec![Item::node(self.root, None)]),
             "context" => Ok(vec![self.focus.clone()]),
             "ucum" => text("http://unitsofmeasure.org".into()),
             "sct" => text("http://snomed.info/sct".into()),
@@ -243,8 +271,18 @@ impl<'a> Context<'a> {
                 Err(EvalError(format!("{name}() takes {n} argument(s)")))
             }
         };
+        // `T`, `FHIR.T` or `System.T`.
         let type_argument = || match args {
-            [Expr::Member(inner, ty)] if matches!(**inner, Expr::This) => Ok(ty.as_str()),
+            [Expr::Member(inner, ty)] => match &**inner {
+                Expr::This => Ok(ty.as_str()),
+                Expr::Member(this, namespace)
+                    if matches!(**this, Expr::This)
+                        && matches!(namespace.as_str(), "FHIR" | "System") =>
+                {
+                    Ok(ty.as_str())
+                }
+                _ => Err(EvalError(format!("{name}() takes a type name"))),
+            },
             _ => Err(EvalError(format!("{name}() takes a type name"))),
         };
         let string_argument = || match args {
@@ -381,8 +419,25 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
         push(value, None);
         return;
     }
+    // A primitive with only an id or extensions (`_birthDate`): the element exists.
+    if let Some(value) = object.get(&format!("_{name}")) {
+        push(value, None);
+        return;
+    }
+    if !CHOICE_NAMES.contains(&name) {
+        return;
+    }
     for (key, value) in object {
-        if let Some(suffix) = key.strip_prefix(name)
+        // `_valueString` stands for a value with only extensions, unless `valueString` is
+        // there too.
+        let (member, extension_only) = match key.strip_prefix('_') {
+            Some(member) => (member, true),
+            None => (key.as_str(), false),
+        };
+        if extension_only && object.contains_key(member) {
+            continue;
+        }
+        if let Some(suffix) = member.strip_prefix(name)
             && let Some(ty) = choice_type(suffix)
         {
             push(value, Some(ty));
@@ -402,6 +457,98 @@ fn extensions<'a>(item: &Item<'a>, url: &str, out: &mut Items<'a>) {
         );
     }
 }
+
+/// The types a JSON string of unknown type may be taken for.
+const STRING_TYPES: &[&str] = &[
+    "string",
+    "code",
+    "id",
+    "markdown",
+    "uri",
+    "url",
+    "canonical",
+    "oid",
+    "uuid",
+];
+
+/// The names of the choice elements (`value[x]`) of every R4 resource and data type: only
+/// these are read as `name` + a type suffix (`responseCode` is not `response[x]`).
+const CHOICE_NAMES: &[&str] = &[
+    "abatement",
+    "additive",
+    "age",
+    "allowed",
+    "amount",
+    "answer",
+    "asNeeded",
+    "author",
+    "born",
+    "bounds",
+    "characteristic",
+    "chargeItem",
+    "code",
+    "collected",
+    "content",
+    "created",
+    "date",
+    "deceased",
+    "defaultValue",
+    "definingSubstance",
+    "definition",
+    "detail",
+    "diagnosis",
+    "dose",
+    "doseNumber",
+    "due",
+    "effective",
+    "entity",
+    "event",
+    "example",
+    "fastingStatus",
+    "fixed",
+    "identified",
+    "indication",
+    "item",
+    "legallyBinding",
+    "location",
+    "manufacturer",
+    "maxValue",
+    "medication",
+    "minValue",
+    "minimumVolume",
+    "module",
+    "multipleBirth",
+    "name",
+    "occurred",
+    "occurrence",
+    "offset",
+    "onset",
+    "participantEffective",
+    "pattern",
+    "performed",
+    "probability",
+    "procedure",
+    "product",
+    "quantity",
+    "rate",
+    "reported",
+    "scheduled",
+    "seriesDoses",
+    "serviced",
+    "source",
+    "start",
+    "statusReason",
+    "studyEffective",
+    "subject",
+    "substance",
+    "target",
+    "time",
+    "timing",
+    "topic",
+    "used",
+    "value",
+    "when",
+];
 
 /// The FHIR data types a choice element can take, as they appear in JSON member names.
 const CHOICE_TYPES: &[&str] = &[
@@ -507,6 +654,18 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
         "uri" => matches!(ty, "url" | "canonical" | "oid" | "uuid"),
         "integer" => matches!(ty, "positiveInt" | "unsignedInt"),
         _ => false,
+    }
+}
+
+/// A boolean item's value; None for any other item.
+pub fn truth(item: &Item<'_>) -> Option<bool> {
+    match item {
+        Item::Bool(b) => Some(*b),
+        Item::Node {
+            value: Value::Bool(b),
+            ..
+        } => Some(*b),
+        _ => None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! Lambda arguments (`all(x)`, `select(x)`, `iif(c, ...)`) are evaluated on each input item;
 //! other arguments on the input of the whole invocation, as the specification says.
 
-use super::eval::{Context, EvalError, Item, Items, equals};
+use super::eval::{Context, EvalError, Item, Items, equals, truth};
 use super::operators::{number, single, string};
 use super::parser::Expr;
 use regex::Regex;
@@ -74,7 +74,7 @@ impl<'a> Context<'a> {
             "allTrue" | "anyTrue" | "allFalse" | "anyFalse" => {
                 arity(0)?;
                 let wanted = name.ends_with("True");
-                let matching = |item: &Item<'_>| truth_of(item) == Some(wanted);
+                let matching = |item: &Item<'_>| truth(item) == Some(wanted);
                 boolean(if name.starts_with("all") {
                     items.iter().all(matching)
                 } else {
@@ -237,18 +237,6 @@ impl<'a> Context<'a> {
             "htmlChecks" => boolean(true),
             _ => Err(EvalError(format!("the function {name}() is not supported"))),
         }
-    }
-}
-
-/// A boolean item's value.
-fn truth_of(item: &Item<'_>) -> Option<bool> {
-    match item {
-        Item::Bool(b) => Some(*b),
-        Item::Node {
-            value: Value::Bool(b),
-            ..
-        } => Some(*b),
-        _ => None,
     }
 }
 
