@@ -33,7 +33,11 @@ pub async fn create(
         header::HeaderName::from_static("if-none-exist"),
     ) {
         state.search.catch_up(&state.store).await;
-        match state.search.matching(&resource_type, criteria)?.as_slice() {
+        match state
+            .search
+            .matching(&resource_type, criteria, &crate::search::View::All)?
+            .as_slice()
+        {
             [] => {}
             [id] => {
                 // One match: the create is not done, and the match is the answer.
@@ -217,7 +221,9 @@ pub async fn conditional(
     check_type(&resource_type)?;
     let criteria = req.query_string();
     state.search.catch_up(&state.store).await;
-    let ids = state.search.matching(&resource_type, criteria)?;
+    let ids = state
+        .search
+        .matching(&resource_type, criteria, &crate::search::View::All)?;
     if ids.len() > 1 {
         return Err(several(&resource_type, criteria).into());
     }

@@ -195,6 +195,7 @@ async fn run(
         offset,
         snapshot,
         total,
+        view: crate::search::View::All,
     })?;
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.

@@ -170,7 +170,7 @@ pub async fn process(
             },
         )) = request
         {
-            *request = match search.matching(resource_type, criteria) {
+            *request = match search.matching(resource_type, criteria, &crate::search::View::All) {
                 Ok(ids) if ids.is_empty() => continue,
                 Ok(ids) if ids.len() == 1 => Ok((
                     None,
@@ -243,7 +243,7 @@ pub async fn process(
                     ..
                 },
             )) => rewrites.apply(resource, resource_type, &|reference| {
-                search.resolve(reference)
+                search.resolve(reference, &crate::search::View::All)
             }),
             _ => Ok(()),
         };
