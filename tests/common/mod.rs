@@ -42,6 +42,10 @@ impl TestServer {
 
     /// The command [`TestServer::start_on`] runs: `fhirlake serve` on a free port, logging
     /// warnings and worse to the test's stderr. Change it and [`TestServer::spawn`] it.
+    ///
+    /// Authorization is off (`FHIRLAKE_AUTH=none`, which logs one warning): the tests of
+    /// everything but authorization drive the API without tokens. `tests/auth.rs` turns it on
+    /// with `--auth ...` in `extra` (a flag wins over the environment).
     pub fn command(data: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fhirlake"));
         command
@@ -51,6 +55,7 @@ impl TestServer {
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .env("FHIRLAKE_AUTH", "none")
             .stderr(Stdio::inherit());
         command
     }

@@ -197,6 +197,7 @@ mod tests {
         let statement = super::super::metadata::statement(
             "http://localhost/fhir",
             crate::search::registry::Registry::r4_shared(),
+            Value::Null,
         );
         let document = document_json();
         let declared = |interactions: &Value| -> BTreeSet<String> {
