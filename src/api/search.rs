@@ -135,7 +135,7 @@ pub async fn everything(
         resource_types: named_types(&params)?,
         compartment: Some((compartment.clone(), id.clone())),
     };
-    let view = access.view(Permission::Read, &target.resource_types);
+    let view = access.view(Permission::Read);
     if let Some((_, since)) = params.iter().find(|(name, _)| name == "_since") {
         let since = ("_lastUpdated".to_string(), format!("ge{since}"));
         params.retain(|(name, _)| name != "_since");

@@ -102,38 +102,36 @@ impl Access {
         Err(FhirError::forbidden(message))
     }
 
-    /// The resources of `resource_types` (every type when empty) that `permission` is
-    /// granted on; types no scope grants are simply not in it.
-    pub fn view(&self, permission: Permission, resource_types: &[String]) -> View {
+    /// Every resource `permission` is granted on, of every type. A search runs within it
+    /// whatever types it asks for, since its chains and `_has` search other types.
+    pub fn view(&self, permission: Permission) -> View {
         let Access::Token(principal) = self else {
             return View::All;
         };
-        let part = |scope: &Scope, resource_type: Option<&str>| Part {
-            resource_type: resource_type
-                .or(scope.resource_type.as_deref())
-                .map(String::from),
-            compartment: match scope.level {
-                Level::Patient => principal
-                    .patient
-                    .clone()
-                    .map(|id| ("Patient".to_string(), id)),
-                Level::User | Level::System => None,
-            },
-            params: scope.restriction.clone(),
-        };
-        let parts: Vec<Part> = if resource_types.is_empty() {
-            Self::grants(principal, permission, None)
-                .map(|scope| part(scope, None))
-                .collect()
-        } else {
-            resource_types
-                .iter()
-                .flat_map(|t| {
-                    Self::grants(principal, permission, Some(t)).map(|scope| part(scope, Some(t)))
-                })
-                .collect()
-        };
-        simplify(parts, resource_types)
+        let parts = Self::grants(principal, permission, None)
+            .map(|scope| Part {
+                resource_type: scope.resource_type.clone(),
+                compartment: match scope.level {
+                    Level::Patient => principal
+                        .patient
+                        .clone()
+                        .map(|id| ("Patient".to_string(), id)),
+                    Level::User | Level::System => None,
+                },
+                params: scope.restriction.clone(),
+            })
+            .collect();
+        simplify(parts)
+    }
+
+    /// Whether `permission` on `resource_type` is granted on part of its resources only
+    /// (a compartment, a query), so that each resource has to be judged.
+    fn confined(&self, permission: Permission, resource_type: &str) -> bool {
+        match self {
+            Access::Open => false,
+            Access::Token(principal) => !Self::grants(principal, permission, Some(resource_type))
+                .any(|scope| scope.level != Level::Patient && scope.restriction.is_empty()),
+        }
     }
 
     /// The view of a search of `resource_types` (every type when empty) for `permission`:
@@ -149,7 +147,7 @@ impl Access {
         for resource_type in resource_types {
             self.require(permission, Some(resource_type))?;
         }
-        Ok(self.view(permission, resource_types))
+        Ok(self.view(permission))
     }
 
     /// Which of `candidates` `permission` is granted on (type, compartment and query).
@@ -159,7 +157,7 @@ impl Access {
         permission: Permission,
         candidates: &[Candidate],
     ) -> Result<Vec<bool>, FhirError> {
-        engine.visible(&self.view(permission, &[]), candidates)
+        engine.visible(&self.view(permission), candidates)
     }
 
     /// Which of the stored `versions` `permission` is granted on. A deletion has no content:
@@ -251,7 +249,7 @@ impl Access {
             Action::Delete => Permission::Delete,
         };
         self.require(permission, Some(&write.resource_type))?;
-        if self.view(permission, std::slice::from_ref(&write.resource_type)) == View::All {
+        if !self.confined(permission, &write.resource_type) {
             return Ok(());
         }
         let refused = |what: &str| {
@@ -297,9 +295,9 @@ impl Access {
 }
 
 /// `parts` without redundancy: a part with no compartment and no query holds its whole type
-/// (every type when it has none), and makes the other parts of that type pointless; when the
-/// whole of what is asked is held, the view is [`View::All`].
-fn simplify(parts: Vec<Part>, resource_types: &[String]) -> View {
+/// (every type when it has none) and makes the other parts of that type pointless; a whole
+/// part of every type makes the view [`View::All`].
+fn simplify(parts: Vec<Part>) -> View {
     let whole = |p: &Part| p.compartment.is_none() && p.params.is_empty();
     if parts.iter().any(|p| whole(p) && p.resource_type.is_none()) {
         return View::All;
@@ -309,16 +307,13 @@ fn simplify(parts: Vec<Part>, resource_types: &[String]) -> View {
         .filter(|p| whole(p))
         .filter_map(|p| p.resource_type.clone())
         .collect();
-    if !resource_types.is_empty() && resource_types.iter().all(|t| whole_types.contains(t)) {
-        return View::All;
-    }
     let mut kept: Vec<Part> = Vec::new();
     for part in parts {
-        let covered = part
-            .resource_type
-            .as_ref()
-            .is_some_and(|t| whole_types.contains(t))
-            && !whole(&part);
+        let covered = !whole(&part)
+            && part
+                .resource_type
+                .as_ref()
+                .is_some_and(|t| whole_types.contains(t));
         if !covered && !kept.contains(&part) {
             kept.push(part);
         }
@@ -372,16 +367,18 @@ mod tests {
                 .diagnostics
                 .contains("no patient claim")
         );
+        assert_eq!(without.view(Permission::Read), View::Only(vec![]));
         let with = access("patient/*.rs", Some("p1"));
         assert!(with.require(Permission::Read, Some("Observation")).is_ok());
         assert_eq!(
-            with.view(Permission::Read, &types(&["Observation"])),
+            with.view(Permission::Read),
             View::Only(vec![Part {
-                resource_type: Some("Observation".into()),
+                resource_type: None,
                 compartment: Some(("Patient".into(), "p1".into())),
                 params: vec![],
             }])
         );
+        assert!(with.confined(Permission::Read, "Observation"));
     }
 
     #[test]
@@ -390,31 +387,38 @@ mod tests {
             "patient/Observation.rs?category=laboratory user/Observation.r system/Patient.rs",
             Some("p1"),
         );
-        // Reading Observations: the user scope holds them all.
-        assert_eq!(
-            token.view(Permission::Read, &types(&["Observation"])),
-            View::All
-        );
-        // Searching them: only the patient's laboratory ones.
-        let View::Only(parts) = token.view(Permission::Search, &types(&["Observation"])) else {
-            panic!("confined")
+        // Reading: the user scope holds every Observation, the patient scope nothing more.
+        let whole = |t: &str| Part {
+            resource_type: Some(t.into()),
+            compartment: None,
+            params: vec![],
         };
-        assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].params, [("category".into(), "laboratory".into())]);
-        // Every type: a part per scope; Patient whole.
-        let View::Only(parts) = token.view(Permission::Search, &[]) else {
+        assert_eq!(
+            token.view(Permission::Read),
+            View::Only(vec![whole("Observation"), whole("Patient")])
+        );
+        assert!(!token.confined(Permission::Read, "Observation"));
+        // Searching: only the patient's laboratory Observations, and every Patient.
+        let View::Only(parts) = token.view(Permission::Search) else {
             panic!("confined")
         };
         assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].params, [("category".into(), "laboratory".into())]);
+        assert!(token.confined(Permission::Search, "Observation"));
         assert!(
             token
                 .search_view(Permission::Search, &types(&["Condition"]))
                 .is_err()
         );
+        assert!(
+            token
+                .search_view(Permission::Search, &types(&["Observation", "Patient"]))
+                .is_ok()
+        );
         assert_eq!(
-            access("system/*.cruds", None).view(Permission::Delete, &[]),
+            access("system/*.cruds", None).view(Permission::Delete),
             View::All
         );
-        assert_eq!(Access::Open.view(Permission::Read, &[]), View::All);
+        assert_eq!(Access::Open.view(Permission::Read), View::All);
     }
 }

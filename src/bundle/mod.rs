@@ -176,7 +176,7 @@ pub async fn process(
             },
         )) = request
         {
-            let readable = access.view(Permission::Read, std::slice::from_ref(resource_type));
+            let readable = access.view(Permission::Read);
             *request = match search.matching(resource_type, criteria, &readable) {
                 Ok(ids) if ids.is_empty() => continue,
                 Ok(ids) if ids.len() == 1 => Ok((
@@ -250,9 +250,7 @@ pub async fn process(
                     ..
                 },
             )) => rewrites.apply(resource, resource_type, &|reference| {
-                let target = reference.split('?').next().unwrap_or(reference).to_string();
-                let readable = access.view(Permission::Read, &[target]);
-                search.resolve(reference, &readable)
+                search.resolve(reference, &access.view(Permission::Read))
             }),
             _ => Ok(()),
         };

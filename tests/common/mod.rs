@@ -28,9 +28,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a fresh temporary data directory.
     pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts a server on a fresh temporary data directory with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let data = temp.path().join("data");
-        let mut server = TestServer::start_on(&data, &[]);
+        let mut server = TestServer::start_on(&data, extra);
         server._temp = Some(temp);
         server
     }
