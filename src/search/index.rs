@@ -195,7 +195,7 @@ fn schema() -> (Schema, Fields) {
 
 /// The memory a scratch index may use: small, since it holds a page of resources at most, and
 /// tantivy sizes its term table from it.
-const SCRATCH_MEMORY: usize = 4 * 1024 * 1024;
+const SCRATCH_MEMORY: usize = 256 * 1024;
 
 /// A throwaway in-memory index of `documents` (each `Change::Upsert`), in one segment whose
 /// document `n` is `documents[n]`; what [`super::Engine::visible`] searches. Made without an

@@ -9,6 +9,7 @@ use super::fulltext::Text;
 use super::index::{Change, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
+use super::view::Wanted;
 use crate::store::Store;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,13 +19,16 @@ use tokio::sync::watch;
 const BATCH: usize = 20_000;
 
 /// The index change for a version of a resource (its current one, but for a scratch index):
-/// `body` is its JSON, `last_updated` its lastUpdated in microseconds.
+/// `body` is its JSON, `last_updated` its lastUpdated in microseconds. `wanted` keeps only
+/// some parameters and maybe no text (a scratch index holds what its query looks at); `None`
+/// keeps everything.
 pub fn document(
     registry: &Registry,
     resource_type: &str,
     id: &str,
     last_updated: i64,
     body: &[u8],
+    wanted: Option<&Wanted>,
 ) -> Option<Change> {
     let key = format!("{resource_type}/{id}");
     let resource: serde_json::Value = match serde_json::from_slice(body) {
@@ -40,6 +44,7 @@ pub fn document(
     for param in registry
         .params(resource_type)
         .filter(|p| p.code != LAST_UPDATED)
+        .filter(|p| wanted.is_none_or(|w| w.codes.contains(&p.code)))
     {
         match extract(registry, param, &resource) {
             Ok(values) => entries.add(&param.code, &values),
@@ -51,7 +56,10 @@ pub fn document(
         resource_type: resource_type.to_string(),
         last_updated,
         entries,
-        text: Text::of(&resource),
+        text: match wanted {
+            Some(wanted) if !wanted.text => Text::default(),
+            _ => Text::of(&resource),
+        },
     })
 }
 
@@ -132,6 +140,7 @@ fn index_batch(
                 &id,
                 version.last_updated,
                 &version.body,
+                None,
             ),
             _ => Some(Change::Remove {
                 key: format!("{resource_type}/{id}"),
@@ -176,6 +185,7 @@ pub fn rebuild(
             id,
             version.last_updated,
             &version.body,
+            None,
         ));
     })?;
     let count = batch.len();

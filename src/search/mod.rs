@@ -227,8 +227,8 @@ impl Engine {
     }
 
     /// [`Engine::visible`] with the definitions of `registry`: the candidates are indexed in a
-    /// scratch index, in order, and the view's query runs over it. A candidate that cannot be
-    /// indexed (not JSON) is not visible.
+    /// scratch index, in order, with the parameters the view looks at only, and the view's
+    /// query runs over it. A candidate that cannot be indexed (not JSON) is not visible.
     pub fn visible_in(
         registry: &Registry,
         view: &View,
@@ -241,10 +241,19 @@ impl Engine {
         // Document n of the scratch index is candidate `indexed[n]`.
         let mut indexed = Vec::with_capacity(candidates.len());
         let mut documents = Vec::with_capacity(candidates.len());
+        let mut wanted: HashMap<&str, view::Wanted> = HashMap::new();
         for (n, c) in candidates.iter().enumerate() {
-            if let Some(document) =
-                indexer::document(registry, c.resource_type, c.id, c.last_updated, c.body)
-            {
+            let wanted = wanted
+                .entry(c.resource_type)
+                .or_insert_with(|| view.wanted(c.resource_type));
+            if let Some(document) = indexer::document(
+                registry,
+                c.resource_type,
+                c.id,
+                c.last_updated,
+                c.body,
+                Some(wanted),
+            ) {
                 indexed.push(n);
                 documents.push(document);
             }
@@ -256,7 +265,18 @@ impl Engine {
             searcher: &searcher,
             view,
         };
-        let plan = planner.plan(&Target::default(), &[], true)?;
+        // Planned for the candidates' types only.
+        let mut resource_types: Vec<String> = candidates
+            .iter()
+            .map(|c| c.resource_type.to_string())
+            .collect();
+        resource_types.sort();
+        resource_types.dedup();
+        let target = Target {
+            resource_types,
+            compartment: None,
+        };
+        let plan = planner.plan(&target, &[], true)?;
         let found = searcher
             .search(&plan.query, &tantivy::collector::DocSetCollector)
             .map_err(failed)?;

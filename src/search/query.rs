@@ -103,7 +103,7 @@ impl Planner<'_> {
                 .map_err(|reason| FhirError::bad_request(IssueCode::NotSupported, reason))?;
             clauses.push((Occur::Must, members));
         }
-        if let Some(within) = self.view_query()? {
+        if let Some(within) = self.view_query(resource_types)? {
             clauses.push((Occur::Must, within));
         }
         let mut used = Vec::new();
@@ -311,9 +311,16 @@ fn references_query<'l>(
     code: &str,
     locals: impl IntoIterator<Item = &'l str>,
 ) -> Box<dyn Query> {
-    let terms = locals.into_iter().map(|local| {
-        Term::from_field_text(fields.terms, &terms::term(code, kind::REFERENCE, local))
-    });
+    let mut terms: Vec<Term> = locals
+        .into_iter()
+        .map(|local| {
+            Term::from_field_text(fields.terms, &terms::term(code, kind::REFERENCE, local))
+        })
+        .collect();
+    // One term needs no term set (whose automaton costs more to build than to run).
+    if terms.len() == 1 {
+        return term_query(terms.remove(0));
+    }
     Box::new(TermSetQuery::new(terms))
 }
 

@@ -13,9 +13,10 @@
 //!   judged by [`super::Engine::visible`], which indexes it in a scratch in-memory index and
 //!   runs the view's own query there: it is visible exactly when a search would find it.
 
-use super::compartment;
 use super::query::{Planner, Target};
+use super::{compartment, fulltext};
 use crate::fhir::FhirError;
+use std::collections::BTreeSet;
 use tantivy::query::{BooleanQuery, EmptyQuery, Query};
 
 /// Which resources a search may find.
@@ -39,6 +40,41 @@ pub struct Part {
     pub params: Vec<(String, String)>,
 }
 
+/// What a scratch index of one type needs for a view's query: the parameters it looks at
+/// and whether the full text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub codes: BTreeSet<String>,
+    pub text: bool,
+}
+
+impl View {
+    /// What judging resources of `resource_type` under this view looks at: the membership
+    /// parameters of the parts' compartments and the parameters of the parts' queries (the
+    /// first parameter of a chain; a modifier is not part of the code).
+    pub fn wanted(&self, resource_type: &str) -> Wanted {
+        let mut wanted = Wanted::default();
+        let View::Only(parts) = self else {
+            return wanted;
+        };
+        for part in parts {
+            if let Some((compartment, _)) = &part.compartment {
+                wanted.codes.extend(
+                    compartment::params(compartment, resource_type)
+                        .iter()
+                        .cloned(),
+                );
+            }
+            for (name, _) in &part.params {
+                let code = name.split([':', '.']).next().unwrap_or(name);
+                wanted.text |= fulltext::Source::of(code).is_some();
+                wanted.codes.insert(code.to_string());
+            }
+        }
+        wanted
+    }
+}
+
 /// A resource to judge: its type, id, lastUpdated (microseconds) and JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -49,11 +85,16 @@ pub struct Candidate<'a> {
 }
 
 impl Planner<'_> {
-    /// The clause that keeps a search within its view; `None` for [`View::All`]. The parts'
-    /// own parameters are planned without the view (they are what defines it). A part whose
+    /// The clause that keeps a search of `resource_types` (every type when empty) within its
+    /// view; `None` for [`View::All`]. Each part is planned for the types searched only (a
+    /// compartment of every type is a union over its ~60 member types), and with its own
+    /// parameters planned without the view (they are what defines it). A part whose
     /// parameters cannot be searched fails the search with 403: a view is never widened by
     /// dropping what it cannot apply.
-    pub(super) fn view_query(&self) -> Result<Option<Box<dyn Query>>, FhirError> {
+    pub(super) fn view_query(
+        &self,
+        resource_types: &[String],
+    ) -> Result<Option<Box<dyn Query>>, FhirError> {
         let View::Only(parts) = self.view else {
             return Ok(None);
         };
@@ -63,15 +104,27 @@ impl Planner<'_> {
         };
         let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         for part in parts {
-            // A part of a type that is never in its compartment holds nothing.
-            if let (Some(resource_type), Some((compartment, _))) =
-                (&part.resource_type, &part.compartment)
-                && !compartment::member_types(compartment).contains(resource_type)
-            {
-                continue;
+            let mut types: Vec<String> = match &part.resource_type {
+                Some(own) if resource_types.is_empty() || resource_types.contains(own) => {
+                    vec![own.clone()]
+                }
+                Some(_) => continue,
+                None => resource_types.to_vec(),
+            };
+            // Types that are never in the part's compartment hold nothing of it.
+            if let Some((compartment, _)) = &part.compartment {
+                let members = compartment::member_types(compartment);
+                if types.is_empty() {
+                    types = members;
+                } else {
+                    types.retain(|t| members.contains(t));
+                    if types.is_empty() {
+                        continue;
+                    }
+                }
             }
             let target = Target {
-                resource_types: part.resource_type.iter().cloned().collect(),
+                resource_types: types,
                 compartment: part.compartment.clone(),
             };
             let plan = unconfined
@@ -182,6 +235,28 @@ mod tests {
         );
         assert_eq!(visible(&View::Only(Vec::new()), &resources), [false; 5]);
         assert_eq!(visible(&View::All, &resources), [true; 5]);
+    }
+
+    #[test]
+    fn a_view_wants_what_its_query_looks_at() {
+        let view = View::Only(vec![
+            part(None, Some("a"), &[]),
+            part(
+                Some("Observation"),
+                None,
+                &[("code:text", "x"), ("_content", "y")],
+            ),
+            part(None, None, &[("subject:Patient.name", "z")]),
+        ]);
+        let wanted = view.wanted("Observation");
+        let codes: Vec<&str> = wanted.codes.iter().map(String::as_str).collect();
+        assert_eq!(codes, ["_content", "code", "performer", "subject"]);
+        assert!(wanted.text);
+        assert!(
+            !View::Only(vec![part(None, Some("a"), &[])])
+                .wanted("Patient")
+                .text
+        );
     }
 
     #[test]
