@@ -123,19 +123,36 @@ impl Planner<'_> {
                     }
                 }
             }
-            let target = Target {
-                resource_types: types,
+            let target = |resource_types: Vec<String>| Target {
+                resource_types,
                 compartment: part.compartment.clone(),
             };
-            let plan = unconfined
-                .plan(&target, &part.params, true)
-                .map_err(|error| {
-                    FhirError::forbidden(format!(
-                        "the access granted cannot be applied to this search: {}",
-                        error.diagnostics
-                    ))
-                })?;
-            alternatives.push(plan.query);
+            match unconfined.plan(&target(types.clone()), &part.params, true) {
+                Ok(plan) => alternatives.push(plan.query),
+                // A query on several types (`user/*.rs?category=laboratory`) whose parameter
+                // some of them lack: those hold nothing of the part, the others what it
+                // matches. Only when no type has it is the query an error.
+                Err(error) if part.resource_type.is_none() && !part.params.is_empty() => {
+                    let each: Vec<String> = if types.is_empty() {
+                        fhirlake_model::RESOURCE_TYPES
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect()
+                    } else {
+                        types
+                    };
+                    let planned: Vec<Box<dyn Query>> = each
+                        .into_iter()
+                        .filter_map(|t| unconfined.plan(&target(vec![t]), &part.params, true).ok())
+                        .map(|plan| plan.query)
+                        .collect();
+                    if planned.is_empty() {
+                        return Err(unusable(error));
+                    }
+                    alternatives.extend(planned);
+                }
+                Err(error) => return Err(unusable(error)),
+            }
         }
         Ok(Some(if alternatives.is_empty() {
             Box::new(EmptyQuery)
@@ -143,6 +160,14 @@ impl Planner<'_> {
             Box::new(BooleanQuery::union(alternatives))
         }))
     }
+}
+
+/// The 403 of a view part the planner cannot apply.
+fn unusable(error: FhirError) -> FhirError {
+    FhirError::forbidden(format!(
+        "the access granted cannot be applied to this search: {}",
+        error.diagnostics
+    ))
 }
 
 #[cfg(test)]
@@ -234,6 +259,12 @@ mod tests {
             [true, false, false, true, false]
         );
         assert_eq!(visible(&View::Only(Vec::new()), &resources), [false; 5]);
+        // A query on every type holds the types that have its parameter.
+        let any_laboratory = View::Only(vec![part(None, None, &[("category", "laboratory")])]);
+        assert_eq!(
+            visible(&any_laboratory, &resources),
+            [true, false, true, false, false]
+        );
         assert_eq!(visible(&View::All, &resources), [true; 5]);
     }
 
