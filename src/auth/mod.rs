@@ -223,16 +223,6 @@ impl Access {
         Ok(self.visible_versions(engine, store, permission, &[version])?[0])
     }
 
-    /// Whether `permission` is granted on one resource.
-    pub fn sees(
-        &self,
-        engine: &Engine,
-        permission: Permission,
-        candidate: Candidate,
-    ) -> Result<bool, FhirError> {
-        Ok(self.visible(engine, permission, &[candidate])?[0])
-    }
-
     /// Checks a write before it is committed: the permission on its type, then, when the
     /// token is confined to part of the type, the current version (update, delete) and the
     /// new one (create, update) against that part; the write is then pinned to the version
@@ -260,35 +250,43 @@ impl Access {
                 permission.verb()
             ))
         };
-        if !matches!(write.action, Action::Create(_)) {
-            let current = store.read(&write.resource_type, &write.id)?;
-            if let Some((_, Some(version))) = &current {
-                let before = Candidate {
-                    resource_type: &write.resource_type,
-                    id: &write.id,
-                    last_updated: version.last_updated,
-                    body: &version.body,
-                };
-                if !self.sees(engine, permission, before)? {
-                    return Err(refused("is"));
-                }
+        let current = match write.action {
+            Action::Create(_) => None,
+            Action::Update(_) | Action::Delete => {
+                let current = store.read(&write.resource_type, &write.id)?;
+                // A client's If-Match is kept: the store compares it with the current
+                // version. Version 0 stands for "does not exist" (see `store::commit`).
+                let judged = current.as_ref().map_or(0, |(state, _)| state.vid);
+                write.if_match.get_or_insert(judged);
+                current.and_then(|(_, version)| version)
             }
-            // A client's If-Match is kept: the store compares it with the current version.
-            // Version 0 stands for "does not exist" (see `store::commit`).
-            let judged = current.map_or(0, |(state, _)| state.vid);
-            write.if_match.get_or_insert(judged);
+        };
+        let after = match &write.action {
+            Action::Create(resource) | Action::Update(resource) => {
+                Some(serde_json::to_vec(resource).expect("JSON serializes"))
+            }
+            Action::Delete => None,
+        };
+        // Before and after, judged in one scratch index.
+        let candidate = |last_updated, body| Candidate {
+            resource_type: &write.resource_type,
+            id: &write.id,
+            last_updated,
+            body,
+        };
+        let mut candidates = Vec::with_capacity(2);
+        if let Some(version) = &current {
+            candidates.push(candidate(version.last_updated, &version.body));
         }
-        if let Action::Create(resource) | Action::Update(resource) = &write.action {
-            let body = serde_json::to_vec(resource).expect("JSON serializes");
-            let after = Candidate {
-                resource_type: &write.resource_type,
-                id: &write.id,
-                last_updated: crate::fhir::datetime::now(),
-                body: &body,
-            };
-            if !self.sees(engine, permission, after)? {
-                return Err(refused("would be"));
-            }
+        if let Some(body) = &after {
+            candidates.push(candidate(crate::fhir::datetime::now(), body));
+        }
+        let visible = self.visible(engine, permission, &candidates)?;
+        if current.is_some() && !visible[0] {
+            return Err(refused("is"));
+        }
+        if after.is_some() && !visible[visible.len() - 1] {
+            return Err(refused("would be"));
         }
         Ok(())
     }
