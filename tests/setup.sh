@@ -8,6 +8,7 @@
 # target/test-tools/.
 #
 # - chromium (+ fonts): the headless browser that tests/explorer.rs drives;
+# - openssl: makes the RS256 and ES256 keys of tests/auth.rs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
 # - openapi-spec-validator (tests/requirements.txt): the OpenAPI validator of tests/openapi.rs.
 set -euo pipefail
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 tools=target/test-tools
 
 missing=()
-for package in chromium fonts-liberation; do
+for package in chromium fonts-liberation openssl; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
         missing+=("$package")
 done

@@ -23,6 +23,10 @@ pub enum IssueCode {
     /// A temporary condition: the same request may succeed later.
     Transient,
     Informational,
+    /// No valid credentials: the client has to authenticate (401).
+    Login,
+    /// The credentials do not allow the request (403).
+    Forbidden,
 }
 
 impl IssueCode {
@@ -42,6 +46,8 @@ impl IssueCode {
             IssueCode::Exception => "exception",
             IssueCode::Transient => "transient",
             IssueCode::Informational => "informational",
+            IssueCode::Login => "login",
+            IssueCode::Forbidden => "forbidden",
         }
     }
 }
@@ -82,6 +88,11 @@ impl FhirError {
 
     pub fn not_supported(diagnostics: impl Into<String>) -> Self {
         FhirError::new(501, IssueCode::NotSupported, diagnostics)
+    }
+
+    /// 403: the client is known, but its token does not allow what it asked.
+    pub fn forbidden(diagnostics: impl Into<String>) -> Self {
+        FhirError::new(403, IssueCode::Forbidden, diagnostics)
     }
 
     pub fn internal(diagnostics: impl Into<String>) -> Self {

@@ -21,13 +21,13 @@
 //! is `(bone OR liver) and metastases`); quoted, they are words.
 
 use serde_json::Value;
+use tantivy::Term;
 use tantivy::query::{BooleanQuery, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
-    TextAnalyzerBuilder, Tokenizer,
+    TextAnalyzerBuilder, Tokenizer, TokenizerManager,
 };
-use tantivy::{Index, Term};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// The parameter that searches the narrative.
@@ -77,9 +77,9 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
-/// Registers [`analyzer`] in `index`: needed before any document is added to it.
-pub fn register(index: &Index) {
-    index.tokenizers().register(TOKENIZER, analyzer());
+/// Registers [`analyzer`] in an index's `tokenizers`: needed before any document is added.
+pub fn register(tokenizers: &TokenizerManager) {
+    tokenizers.register(TOKENIZER, analyzer());
 }
 
 /// How a full-text field is indexed: by [`analyzer`], with positions (for phrases), not stored.
@@ -475,7 +475,7 @@ mod tests {
     use tantivy::collector::DocSetCollector;
     use tantivy::schema::Schema;
     use tantivy::tokenizer::TokenStream;
-    use tantivy::{IndexWriter, TantivyDocument};
+    use tantivy::{Index, IndexWriter, TantivyDocument};
 
     /// An in-RAM index with one full-text field; document `n` holds the texts `docs[n]`, each
     /// a value of its own.
@@ -483,7 +483,7 @@ mod tests {
         let mut schema = Schema::builder();
         let field = schema.add_text_field("content", field_options());
         let index = Index::create_in_ram(schema.build());
-        register(&index);
+        register(index.tokenizers());
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
         for texts in docs {
             let mut doc = TantivyDocument::new();

@@ -90,19 +90,7 @@ impl SearchIndex {
     /// version of fhirlake) is removed: its checkpoint is then 0 and it must be rebuilt.
     pub fn open(dir: &Path) -> tantivy::Result<(SearchIndex, u64)> {
         std::fs::create_dir_all(dir)?;
-        let mut schema = Schema::builder();
-        let fields = Fields {
-            key: schema.add_text_field(KEY_FIELD, STRING | FAST),
-            resource_type: schema.add_text_field("type", STRING),
-            terms: schema.add_text_field("terms", STRING),
-            last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
-            sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
-            pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
-            refs: schema.add_text_field(REFS_FIELD, FAST),
-            narrative: schema.add_text_field("narrative", fulltext::field_options()),
-            content: schema.add_text_field("content", fulltext::field_options()),
-        };
-        let schema = schema.build();
+        let (schema, fields) = schema();
         let open = || {
             let directory = tantivy::directory::MmapDirectory::open(dir)?;
             Index::open_or_create(directory, schema.clone())
@@ -116,7 +104,7 @@ impl SearchIndex {
             }
             other => other?,
         };
-        fulltext::register(&index);
+        fulltext::register(index.tokenizers());
         let checkpoint = index
             .load_metas()?
             .payload
@@ -155,28 +143,9 @@ impl SearchIndex {
                     text,
                 } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
-                    let mut doc = TantivyDocument::new();
-                    doc.add_text(self.fields.key, &key);
-                    doc.add_text(self.fields.resource_type, &resource_type);
-                    doc.add_i64(self.fields.last_updated, last_updated);
-                    for term in &entries.terms {
-                        doc.add_text(self.fields.terms, term);
-                    }
-                    if !entries.sort.is_empty() {
-                        let sort: BTreeMap<String, OwnedValue> = entries
-                            .sort
-                            .into_iter()
-                            .map(|(column, value)| (column, OwnedValue::Str(value)))
-                            .collect();
-                        doc.add_object(self.fields.sort, sort);
-                    }
-                    for pair in &entries.pairs {
-                        doc.add_bytes(self.fields.pairs, pair);
-                    }
-                    for reference in &entries.refs {
-                        doc.add_text(self.fields.refs, reference);
-                    }
-                    self.add_text(&mut doc, &text);
+                    let doc =
+                        self.fields
+                            .document(&key, &resource_type, last_updated, entries, &text);
                     writer.add_document(doc)?;
                 }
             }
@@ -185,18 +154,6 @@ impl SearchIndex {
         commit.set_payload(&checkpoint.to_string());
         commit.commit()?;
         self.reader.reload()
-    }
-
-    /// Adds the narrative to both full-text fields and every other text to `content`, each
-    /// as a value of its own (a phrase does not span two values).
-    fn add_text(&self, doc: &mut TantivyDocument, text: &Text) {
-        if let Some(narrative) = &text.narrative {
-            doc.add_text(self.fields.narrative, narrative);
-            doc.add_text(self.fields.content, narrative);
-        }
-        for other in &text.other {
-            doc.add_text(self.fields.content, other);
-        }
     }
 
     /// Removes every document (for a rebuild).
@@ -214,40 +171,138 @@ impl SearchIndex {
         self.reader.searcher()
     }
 
-    /// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
-    /// which decompresses a block per document).
-    pub fn keys_of(
-        &self,
-        searcher: &Searcher,
-        addresses: &[DocAddress],
-    ) -> tantivy::Result<Vec<String>> {
-        let mut keys = vec![String::new(); addresses.len()];
-        each_str(searcher, addresses, KEY_FIELD, |n, key| {
-            keys[n] = key.to_string()
-        })?;
-        Ok(keys)
-    }
-
-    /// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
-    pub fn references_of(
-        &self,
-        searcher: &Searcher,
-        addresses: &[DocAddress],
-        param: &str,
-    ) -> tantivy::Result<Vec<String>> {
-        let prefix = reference_entry(param, "");
-        let mut references = Vec::new();
-        each_str(searcher, addresses, REFS_FIELD, |_, entry| {
-            if let Some(local) = entry.strip_prefix(&prefix) {
-                references.push(local.to_string());
-            }
-        })?;
-        Ok(references)
-    }
-
     pub fn schema(&self) -> Schema {
         self.index.schema()
     }
+}
+
+/// The schema of the index and its fields.
+fn schema() -> (Schema, Fields) {
+    let mut schema = Schema::builder();
+    let fields = Fields {
+        key: schema.add_text_field(KEY_FIELD, STRING | FAST),
+        resource_type: schema.add_text_field("type", STRING),
+        terms: schema.add_text_field("terms", STRING),
+        last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
+        sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
+        pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
+        refs: schema.add_text_field(REFS_FIELD, FAST),
+        narrative: schema.add_text_field("narrative", fulltext::field_options()),
+        content: schema.add_text_field("content", fulltext::field_options()),
+    };
+    (schema.build(), fields)
+}
+
+/// The memory a scratch index may use: small, since it holds a page of resources at most, and
+/// tantivy sizes its term table from it.
+const SCRATCH_MEMORY: usize = 256 * 1024;
+
+/// A throwaway in-memory index of `documents` (each `Change::Upsert`), in one segment whose
+/// document `n` is `documents[n]`; what [`super::Engine::visible`] searches. Made without an
+/// index writer: no threads, no files.
+pub fn scratch(documents: Vec<Change>) -> tantivy::Result<(Searcher, Fields)> {
+    let (schema, fields) = schema();
+    let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+    fulltext::register(&tokenizers);
+    // A single-segment writer on an empty RAM directory: what it needs is what it gets.
+    let mut writer = Index::builder()
+        .schema(schema)
+        .tokenizers(tokenizers)
+        .single_segment_index_writer(tantivy::directory::RamDirectory::create(), SCRATCH_MEMORY)?;
+    for document in documents {
+        if let Change::Upsert {
+            key,
+            resource_type,
+            last_updated,
+            entries,
+            text,
+        } = document
+        {
+            writer.add_document(fields.document(
+                &key,
+                &resource_type,
+                last_updated,
+                entries,
+                &text,
+            ))?;
+        }
+    }
+    let index = writer.finalize()?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok((reader.searcher(), fields))
+}
+
+impl Fields {
+    /// The document of a resource's current version.
+    fn document(
+        &self,
+        key: &str,
+        resource_type: &str,
+        last_updated: i64,
+        entries: Entries,
+        text: &Text,
+    ) -> TantivyDocument {
+        let mut doc = TantivyDocument::new();
+        doc.add_text(self.key, key);
+        doc.add_text(self.resource_type, resource_type);
+        doc.add_i64(self.last_updated, last_updated);
+        for term in &entries.terms {
+            doc.add_text(self.terms, term);
+        }
+        if !entries.sort.is_empty() {
+            let sort: BTreeMap<String, OwnedValue> = entries
+                .sort
+                .into_iter()
+                .map(|(column, value)| (column, OwnedValue::Str(value)))
+                .collect();
+            doc.add_object(self.sort, sort);
+        }
+        for pair in &entries.pairs {
+            doc.add_bytes(self.pairs, pair);
+        }
+        for reference in &entries.refs {
+            doc.add_text(self.refs, reference);
+        }
+        // The narrative goes to both full-text fields and every other text to `content`, each
+        // as a value of its own (a phrase does not span two values).
+        if let Some(narrative) = &text.narrative {
+            doc.add_text(self.narrative, narrative);
+            doc.add_text(self.content, narrative);
+        }
+        for other in &text.other {
+            doc.add_text(self.content, other);
+        }
+        doc
+    }
+}
+
+/// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
+/// which decompresses a block per document).
+pub fn keys_of(searcher: &Searcher, addresses: &[DocAddress]) -> tantivy::Result<Vec<String>> {
+    let mut keys = vec![String::new(); addresses.len()];
+    each_str(searcher, addresses, KEY_FIELD, |n, key| {
+        keys[n] = key.to_string()
+    })?;
+    Ok(keys)
+}
+
+/// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
+pub fn references_of(
+    searcher: &Searcher,
+    addresses: &[DocAddress],
+    param: &str,
+) -> tantivy::Result<Vec<String>> {
+    let prefix = reference_entry(param, "");
+    let mut references = Vec::new();
+    each_str(searcher, addresses, REFS_FIELD, |_, entry| {
+        if let Some(local) = entry.strip_prefix(&prefix) {
+            references.push(local.to_string());
+        }
+    })?;
+    Ok(references)
 }
 
 /// Calls `visit(n, value)` for every value of the string column `field` of the `n`th of

@@ -4,11 +4,12 @@
 use super::compartment;
 use super::extract::precise;
 use super::fulltext::{self, Source};
-use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD, SearchIndex};
+use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
 use super::units::Canonical;
+use super::view::View;
 use crate::fhir::datetime::{Micros, Period, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
@@ -53,13 +54,16 @@ pub struct Plan {
     pub sort: Vec<SortKey>,
 }
 
-/// What a search is planned against: the definitions, the index and the snapshot the search
-/// runs on. Chains and `_has` run their nested searches on that same snapshot, so a search
-/// sees one state of the index throughout.
+/// What a search is planned against: the definitions, the index's fields, the snapshot the
+/// search runs on and the view it is confined to. Chains and `_has` run their nested searches
+/// on that same snapshot and within that same view, so a search sees one state of the index
+/// throughout, and nothing outside its view decides what it finds.
+#[derive(Clone, Copy)]
 pub struct Planner<'a> {
     pub registry: &'a Registry,
-    pub index: &'a SearchIndex,
+    pub fields: Fields,
     pub searcher: &'a Searcher,
+    pub view: &'a View,
 }
 
 /// The resources a search looks at.
@@ -91,13 +95,16 @@ impl Planner<'_> {
         strict: bool,
     ) -> Result<Plan, FhirError> {
         let resource_types = target.resource_types.as_slice();
-        let fields = self.index.fields;
+        let fields = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         clauses.push((Occur::Must, type_filter(fields, resource_types)));
         if let Some((compartment, id)) = &target.compartment {
             let members = compartment_query(fields, compartment, id, resource_types)
                 .map_err(|reason| FhirError::bad_request(IssueCode::NotSupported, reason))?;
             clauses.push((Occur::Must, members));
+        }
+        if let Some(within) = self.view_query(resource_types)? {
+            clauses.push((Occur::Must, within));
         }
         let mut used = Vec::new();
         let mut ignored = Vec::new();
@@ -162,7 +169,7 @@ impl Planner<'_> {
             None => (name, None),
         };
         let param = shared(self.registry, resource_types, code)?;
-        let fields = self.index.fields;
+        let fields = self.fields;
         if param.code == LAST_UPDATED {
             last_updated_query(fields, modifier, value)
         } else if let Some(source) = Source::of(&param.code) {
@@ -1035,7 +1042,7 @@ mod tests {
     use super::*;
     use crate::fhir::datetime::Period;
     use crate::search::extract::IndexValue;
-    use crate::search::index::{Change, SearchIndex};
+    use crate::search::index::{Change, SearchIndex, keys_of};
     use crate::search::terms::Entries;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -1112,7 +1119,7 @@ mod tests {
             index.apply(changes, 1).unwrap();
             let (text, search) = day(searched);
             let searcher = index.searcher();
-            let planner = Planner { registry: Registry::r4_shared(), index: &index, searcher: &searcher };
+            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher, view: &View::All };
             let planned = planner.plan(
                 &Target::of_type("Observation"),
                 &[("date".to_string(), format!("{prefix}{text}"))],
@@ -1124,7 +1131,7 @@ mod tests {
                 .into_iter()
                 .collect();
             let found: BTreeSet<String> =
-                index.keys_of(&searcher, &addresses).unwrap().into_iter().collect();
+                keys_of(&searcher, &addresses).unwrap().into_iter().collect();
             let expected: BTreeSet<String> = periods
                 .iter()
                 .enumerate()
@@ -1142,8 +1149,9 @@ mod tests {
         let searcher = index.searcher();
         let planner = Planner {
             registry: Registry::r4_shared(),
-            index: &index,
+            fields: index.fields,
             searcher: &searcher,
+            view: &View::All,
         };
         let planned = |types: &[&str], name: &str, value: &str| {
             let target = Target {
