@@ -78,8 +78,8 @@ fn analyzer() -> TextAnalyzer {
 }
 
 /// Registers [`analyzer`] in `index`: needed before any document is added to it.
-pub fn register(index: &Index) {
-    index.tokenizers().register(TOKENIZER, analyzer());
+pub fn register(tokenizers: &tantivy::tokenizer::TokenizerManager) {
+    tokenizers.register(TOKENIZER, analyzer());
 }
 
 /// How a full-text field is indexed: by [`analyzer`], with positions (for phrases), not stored.
@@ -483,7 +483,7 @@ mod tests {
         let mut schema = Schema::builder();
         let field = schema.add_text_field("content", field_options());
         let index = Index::create_in_ram(schema.build());
-        register(&index);
+        register(index.tokenizers());
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
         for texts in docs {
             let mut doc = TantivyDocument::new();

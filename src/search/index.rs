@@ -66,15 +66,77 @@ impl Fields {
 /// A change to apply to the index.
 pub enum Change {
     /// The resource's current version, with its terms.
-    Upsert {
-        key: String,
-        resource_type: String,
-        last_updated: i64,
-        entries: Entries,
-        text: Text,
-    },
+    Upsert { key: String, document: Document },
     /// The resource is deleted.
     Remove { key: String },
+}
+
+/// What the index holds of one version of a resource.
+pub struct Document {
+    pub resource_type: String,
+    pub last_updated: i64,
+    pub entries: Entries,
+    pub text: Text,
+}
+
+/// The schema of the index and its fields.
+pub fn schema() -> (Schema, Fields) {
+    let mut schema = Schema::builder();
+    let fields = Fields {
+        key: schema.add_text_field(KEY_FIELD, STRING | FAST),
+        resource_type: schema.add_text_field("type", STRING),
+        terms: schema.add_text_field("terms", STRING),
+        last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
+        sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
+        pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
+        refs: schema.add_text_field(REFS_FIELD, FAST),
+        narrative: schema.add_text_field("narrative", fulltext::field_options()),
+        content: schema.add_text_field("content", fulltext::field_options()),
+    };
+    (schema.build(), fields)
+}
+
+impl Fields {
+    /// The tantivy document of `document` under `key`.
+    pub fn document(&self, key: &str, document: Document) -> TantivyDocument {
+        let Document {
+            resource_type,
+            last_updated,
+            entries,
+            text,
+        } = document;
+        let mut doc = TantivyDocument::new();
+        doc.add_text(self.key, key);
+        doc.add_text(self.resource_type, &resource_type);
+        doc.add_i64(self.last_updated, last_updated);
+        for term in &entries.terms {
+            doc.add_text(self.terms, term);
+        }
+        if !entries.sort.is_empty() {
+            let sort: BTreeMap<String, OwnedValue> = entries
+                .sort
+                .into_iter()
+                .map(|(column, value)| (column, OwnedValue::Str(value)))
+                .collect();
+            doc.add_object(self.sort, sort);
+        }
+        for pair in &entries.pairs {
+            doc.add_bytes(self.pairs, pair);
+        }
+        for reference in &entries.refs {
+            doc.add_text(self.refs, reference);
+        }
+        // The narrative goes to both full-text fields and every other text to `content`, each
+        // as a value of its own (a phrase does not span two values).
+        if let Some(narrative) = &text.narrative {
+            doc.add_text(self.narrative, narrative);
+            doc.add_text(self.content, narrative);
+        }
+        for other in &text.other {
+            doc.add_text(self.content, other);
+        }
+        doc
+    }
 }
 
 pub struct SearchIndex {
@@ -90,19 +152,7 @@ impl SearchIndex {
     /// version of fhirlake) is removed: its checkpoint is then 0 and it must be rebuilt.
     pub fn open(dir: &Path) -> tantivy::Result<(SearchIndex, u64)> {
         std::fs::create_dir_all(dir)?;
-        let mut schema = Schema::builder();
-        let fields = Fields {
-            key: schema.add_text_field(KEY_FIELD, STRING | FAST),
-            resource_type: schema.add_text_field("type", STRING),
-            terms: schema.add_text_field("terms", STRING),
-            last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
-            sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
-            pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
-            refs: schema.add_text_field(REFS_FIELD, FAST),
-            narrative: schema.add_text_field("narrative", fulltext::field_options()),
-            content: schema.add_text_field("content", fulltext::field_options()),
-        };
-        let schema = schema.build();
+        let (schema, fields) = schema();
         let open = || {
             let directory = tantivy::directory::MmapDirectory::open(dir)?;
             Index::open_or_create(directory, schema.clone())
@@ -116,7 +166,7 @@ impl SearchIndex {
             }
             other => other?,
         };
-        fulltext::register(&index);
+        fulltext::register(index.tokenizers());
         let checkpoint = index
             .load_metas()?
             .payload
@@ -147,37 +197,9 @@ impl SearchIndex {
                 Change::Remove { key } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
                 }
-                Change::Upsert {
-                    key,
-                    resource_type,
-                    last_updated,
-                    entries,
-                    text,
-                } => {
+                Change::Upsert { key, document } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
-                    let mut doc = TantivyDocument::new();
-                    doc.add_text(self.fields.key, &key);
-                    doc.add_text(self.fields.resource_type, &resource_type);
-                    doc.add_i64(self.fields.last_updated, last_updated);
-                    for term in &entries.terms {
-                        doc.add_text(self.fields.terms, term);
-                    }
-                    if !entries.sort.is_empty() {
-                        let sort: BTreeMap<String, OwnedValue> = entries
-                            .sort
-                            .into_iter()
-                            .map(|(column, value)| (column, OwnedValue::Str(value)))
-                            .collect();
-                        doc.add_object(self.fields.sort, sort);
-                    }
-                    for pair in &entries.pairs {
-                        doc.add_bytes(self.fields.pairs, pair);
-                    }
-                    for reference in &entries.refs {
-                        doc.add_text(self.fields.refs, reference);
-                    }
-                    self.add_text(&mut doc, &text);
-                    writer.add_document(doc)?;
+                    writer.add_document(self.fields.document(&key, document))?;
                 }
             }
         }
@@ -185,18 +207,6 @@ impl SearchIndex {
         commit.set_payload(&checkpoint.to_string());
         commit.commit()?;
         self.reader.reload()
-    }
-
-    /// Adds the narrative to both full-text fields and every other text to `content`, each
-    /// as a value of its own (a phrase does not span two values).
-    fn add_text(&self, doc: &mut TantivyDocument, text: &Text) {
-        if let Some(narrative) = &text.narrative {
-            doc.add_text(self.fields.narrative, narrative);
-            doc.add_text(self.fields.content, narrative);
-        }
-        for other in &text.other {
-            doc.add_text(self.fields.content, other);
-        }
     }
 
     /// Removes every document (for a rebuild).
@@ -214,40 +224,38 @@ impl SearchIndex {
         self.reader.searcher()
     }
 
-    /// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
-    /// which decompresses a block per document).
-    pub fn keys_of(
-        &self,
-        searcher: &Searcher,
-        addresses: &[DocAddress],
-    ) -> tantivy::Result<Vec<String>> {
-        let mut keys = vec![String::new(); addresses.len()];
-        each_str(searcher, addresses, KEY_FIELD, |n, key| {
-            keys[n] = key.to_string()
-        })?;
-        Ok(keys)
-    }
-
-    /// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
-    pub fn references_of(
-        &self,
-        searcher: &Searcher,
-        addresses: &[DocAddress],
-        param: &str,
-    ) -> tantivy::Result<Vec<String>> {
-        let prefix = reference_entry(param, "");
-        let mut references = Vec::new();
-        each_str(searcher, addresses, REFS_FIELD, |_, entry| {
-            if let Some(local) = entry.strip_prefix(&prefix) {
-                references.push(local.to_string());
-            }
-        })?;
-        Ok(references)
-    }
-
     pub fn schema(&self) -> Schema {
         self.index.schema()
     }
+}
+
+/// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
+/// which decompresses a block per document).
+pub fn keys_of(
+searcher: &Searcher,
+    addresses: &[DocAddress],
+) -> tantivy::Result<Vec<String>> {
+    let mut keys = vec![String::new(); addresses.len()];
+    each_str(searcher, addresses, KEY_FIELD, |n, key| {
+        keys[n] = key.to_string()
+    })?;
+    Ok(keys)
+}
+
+/// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
+pub fn references_of(
+searcher: &Searcher,
+    addresses: &[DocAddress],
+    param: &str,
+) -> tantivy::Result<Vec<String>> {
+    let prefix = reference_entry(param, "");
+    let mut references = Vec::new();
+    each_str(searcher, addresses, REFS_FIELD, |_, entry| {
+        if let Some(local) = entry.strip_prefix(&prefix) {
+            references.push(local.to_string());
+        }
+    })?;
+    Ok(references)
 }
 
 /// Calls `visit(n, value)` for every value of the string column `field` of the `n`th of

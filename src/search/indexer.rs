@@ -6,7 +6,7 @@
 
 use super::extract::extract;
 use super::fulltext::Text;
-use super::index::{Change, LAST_UPDATED, SearchIndex};
+use super::index::{Change, Document, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
 use crate::store::Store;
@@ -19,13 +19,25 @@ use tokio::sync::watch;
 const BATCH: usize = 20_000;
 
 /// The index change for a resource's current version.
-pub fn document(
+pub fn upsert(
     registry: &Registry,
     resource_type: &str,
     id: &str,
     version: &VersionRecord,
 ) -> Option<Change> {
     let key = format!("{resource_type}/{id}");
+    let document = document(registry, resource_type, &key, version)?;
+    Some(Change::Upsert { key, document })
+}
+
+/// What the index holds of `version` (of the resource `key`, for the log); None when the
+/// stored body is not JSON.
+pub fn document(
+    registry: &Registry,
+    resource_type: &str,
+    key: &str,
+    version: &VersionRecord,
+) -> Option<Document> {
     let resource: serde_json::Value = match serde_json::from_slice(&version.body) {
         Ok(resource) => resource,
         Err(error) => {
@@ -45,8 +57,7 @@ pub fn document(
             Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
         }
     }
-    Some(Change::Upsert {
-        key,
+    Some(Document {
         resource_type: resource_type.to_string(),
         last_updated: version.last_updated,
         entries,
@@ -125,7 +136,7 @@ fn index_batch(
     let mut batch = Vec::with_capacity(touched.len());
     for (resource_type, id) in touched {
         let change = match store.read(&resource_type, &id)? {
-            Some((_, Some(version))) => document(registry, &resource_type, &id, &version),
+            Some((_, Some(version))) => upsert(registry, &resource_type, &id, &version),
             _ => Some(Change::Remove {
                 key: format!("{resource_type}/{id}"),
             }),
@@ -163,7 +174,7 @@ pub fn rebuild(
     index.clear()?;
     let mut batch = Vec::new();
     let head = store.for_each_current(|resource_type, id, version| {
-        batch.extend(document(registry, resource_type, id, &version));
+        batch.extend(upsert(registry, resource_type, id, &version));
     })?;
     let count = batch.len();
     index.apply(batch, head)?;

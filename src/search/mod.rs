@@ -125,7 +125,7 @@ impl Engine {
         let searcher = self.snapshot(request.snapshot);
         let planner = Planner {
             registry: self.registry,
-            index: &self.index,
+            fields: self.index.fields,
             searcher: &searcher,
         };
         let plan = planner.plan(&request.target, &request.params, request.strict)?;
@@ -146,9 +146,7 @@ impl Engine {
         };
         let has_more = request.count > 0 && hits.len() > request.count;
         let addresses: Vec<DocAddress> = hits.into_iter().take(request.count).collect();
-        let matches = self
-            .index
-            .keys_of(&searcher, &addresses)
+        let matches = index::keys_of(&searcher, &addresses)
             .map_err(failed)?
             .into_iter()
             .filter_map(|key| {

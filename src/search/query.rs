@@ -4,7 +4,7 @@
 use super::compartment;
 use super::extract::precise;
 use super::fulltext::{self, Source};
-use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD, SearchIndex};
+use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
@@ -53,12 +53,12 @@ pub struct Plan {
     pub sort: Vec<SortKey>,
 }
 
-/// What a search is planned against: the definitions, the index and the snapshot the search
-/// runs on. Chains and `_has` run their nested searches on that same snapshot, so a search
+/// What a search is planned against: the definitions, the index's fields and the snapshot
+/// the search runs on. Chains and `_has` run their nested searches on that same snapshot, so a search
 /// sees one state of the index throughout.
 pub struct Planner<'a> {
     pub registry: &'a Registry,
-    pub index: &'a SearchIndex,
+    pub fields: Fields,
     pub searcher: &'a Searcher,
 }
 
@@ -91,7 +91,7 @@ impl Planner<'_> {
         strict: bool,
     ) -> Result<Plan, FhirError> {
         let resource_types = target.resource_types.as_slice();
-        let fields = self.index.fields;
+        let fields = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         clauses.push((Occur::Must, type_filter(fields, resource_types)));
         if let Some((compartment, id)) = &target.compartment {
@@ -162,7 +162,7 @@ impl Planner<'_> {
             None => (name, None),
         };
         let param = shared(self.registry, resource_types, code)?;
-        let fields = self.index.fields;
+        let fields = self.fields;
         if param.code == LAST_UPDATED {
             last_updated_query(fields, modifier, value)
         } else if let Some(source) = Source::of(&param.code) {
@@ -1026,7 +1026,7 @@ mod tests {
     use super::*;
     use crate::fhir::datetime::Period;
     use crate::search::extract::IndexValue;
-    use crate::search::index::{Change, SearchIndex};
+    use crate::search::index::{Change, Document, SearchIndex, keys_of};
     use crate::search::terms::Entries;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -1094,16 +1094,18 @@ mod tests {
                 entries.add("date", &values);
                 Change::Upsert {
                     key: format!("Observation/{n}"),
-                    resource_type: "Observation".into(),
-                    last_updated: n as i64,
-                    entries,
-                    text: Default::default(),
+                    document: Document {
+                        resource_type: "Observation".into(),
+                        last_updated: n as i64,
+                        entries,
+                        text: Default::default(),
+                    },
                 }
             }).collect();
             index.apply(changes, 1).unwrap();
             let (text, search) = day(searched);
             let searcher = index.searcher();
-            let planner = Planner { registry: Registry::r4_shared(), index: &index, searcher: &searcher };
+            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher };
             let planned = planner.plan(
                 &Target::of_type("Observation"),
                 &[("date".to_string(), format!("{prefix}{text}"))],
@@ -1115,7 +1117,7 @@ mod tests {
                 .into_iter()
                 .collect();
             let found: BTreeSet<String> =
-                index.keys_of(&searcher, &addresses).unwrap().into_iter().collect();
+                keys_of(&searcher, &addresses).unwrap().into_iter().collect();
             let expected: BTreeSet<String> = periods
                 .iter()
                 .enumerate()
@@ -1133,7 +1135,7 @@ mod tests {
         let searcher = index.searcher();
         let planner = Planner {
             registry: Registry::r4_shared(),
-            index: &index,
+            fields: index.fields,
             searcher: &searcher,
         };
         let planned = |types: &[&str], name: &str, value: &str| {

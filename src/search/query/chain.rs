@@ -12,6 +12,7 @@
 //! the innermost parameter.
 
 use super::{Planner, references_query, shared};
+use crate::search::index::{keys_of, references_of};
 use crate::search::registry::{ParamType, SearchParam};
 use std::collections::BTreeSet;
 use tantivy::Term;
@@ -57,15 +58,14 @@ impl Planner<'_> {
         for target in targets {
             let found = self.nested(target, &nested)?;
             keys.extend(
-                self.index
-                    .keys_of(self.searcher, &found)
+                keys_of(self.searcher, &found)
                     .map_err(|e| format!("search failed: {e}"))?,
             );
         }
         if keys.is_empty() {
             return Ok((Occur::Must, Box::new(EmptyQuery)));
         }
-        let fields = self.index.fields;
+        let fields = self.fields;
         Ok((
             Occur::Must,
             references_query(fields, code, keys.iter().map(String::as_str)),
@@ -99,9 +99,7 @@ impl Planner<'_> {
             ));
         }
         let found = self.nested(source, &[(rest.to_string(), value.to_string())])?;
-        let referred: BTreeSet<String> = self
-            .index
-            .references_of(self.searcher, &found, code)
+        let referred: BTreeSet<String> = references_of(self.searcher, &found, code)
             .map_err(|e| format!("search failed: {e}"))?
             .into_iter()
             .filter(|local| {
@@ -112,7 +110,7 @@ impl Planner<'_> {
         if referred.is_empty() {
             return Ok((Occur::Must, Box::new(EmptyQuery)));
         }
-        let key = self.index.fields.key;
+        let key = self.fields.key;
         let keys = referred.iter().map(|k| Term::from_field_text(key, k));
         Ok((Occur::Must, Box::new(TermSetQuery::new(keys))))
     }
