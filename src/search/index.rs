@@ -231,10 +231,7 @@ impl SearchIndex {
 
 /// The keys (`Type/id`) of `addresses`, read from the key column (not the document store,
 /// which decompresses a block per document).
-pub fn keys_of(
-searcher: &Searcher,
-    addresses: &[DocAddress],
-) -> tantivy::Result<Vec<String>> {
+pub fn keys_of(searcher: &Searcher, addresses: &[DocAddress]) -> tantivy::Result<Vec<String>> {
     let mut keys = vec![String::new(); addresses.len()];
     each_str(searcher, addresses, KEY_FIELD, |n, key| {
         keys[n] = key.to_string()
@@ -244,7 +241,7 @@ searcher: &Searcher,
 
 /// The local references (`Type/id`) that `param` of the documents at `addresses` holds.
 pub fn references_of(
-searcher: &Searcher,
+    searcher: &Searcher,
     addresses: &[DocAddress],
     param: &str,
 ) -> tantivy::Result<Vec<String>> {

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sort;
 pub mod terms;
 pub mod units;
+pub mod versions;
 
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};

@@ -57,10 +57,7 @@ impl Planner<'_> {
         let mut keys = Vec::new();
         for target in targets {
             let found = self.nested(target, &nested)?;
-            keys.extend(
-                keys_of(self.searcher, &found)
-                    .map_err(|e| format!("search failed: {e}"))?,
-            );
+            keys.extend(keys_of(self.searcher, &found).map_err(|e| format!("search failed: {e}"))?);
         }
         if keys.is_empty() {
             return Ok((Occur::Must, Box::new(EmptyQuery)));
