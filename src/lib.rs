@@ -13,6 +13,7 @@
 pub mod api;
 pub mod bulk;
 pub mod bundle;
+pub mod cdc;
 pub mod cli;
 pub mod config;
 pub mod fhir;

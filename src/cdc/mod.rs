@@ -1,0 +1,12 @@
+//! The change stream: the change log turned into events for consumers outside the server.
+//!
+//! - [`event`]: a committed version as a CloudEvents 1.0 event;
+//! - [`filter`]: which changes a consumer wants (types, search criteria);
+//! - [`feed`]: the fan-out to live stream consumers (SSE, WebSocket), each from its offset;
+//!
+//! Every consumer reads the change log from the store (`store::log`) by its own offset, so
+//! none can lose a change while it is away, and none slows the writers down.
+
+pub mod event;
+pub mod feed;
+pub mod filter;
