@@ -30,6 +30,8 @@ pub struct Hub {
     registry: &'static Registry,
     /// The events a consumer's buffer holds before the consumer is overrun.
     capacity: usize,
+    /// The `source` of the events.
+    source: String,
     state: Mutex<State>,
     closed: watch::Sender<bool>,
 }
@@ -49,13 +51,19 @@ struct Consumer {
 
 impl Hub {
     /// A hub offering the changes after the store's current head, with `capacity` events of
-    /// buffer per consumer; [`Hub::run`] drives it.
-    pub fn new(store: Store, registry: &'static Registry, capacity: usize) -> Arc<Hub> {
+    /// buffer per consumer, as events of `source`; [`Hub::run`] drives it.
+    pub fn new(
+        store: Store,
+        registry: &'static Registry,
+        capacity: usize,
+        source: String,
+    ) -> Arc<Hub> {
         let next = store.committed_seq() + 1;
         Arc::new(Hub {
             store,
             registry,
             capacity: capacity.max(1),
+            source,
             state: Mutex::new(State {
                 next,
                 consumers: Vec::new(),
@@ -141,6 +149,11 @@ impl Hub {
             position: after,
             live: None,
         }
+    }
+
+    /// The `source` of the events.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The number of consumers following live.
@@ -278,7 +291,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         put(&store, "Patient", "p1", "x").await;
         put(&store, "Observation", "o1", "1234-5").await;
-        let hub = Hub::new(store.clone(), Registry::r4_shared(), 2);
+        let hub = Hub::new(store.clone(), Registry::r4_shared(), 2, "/fhir".into());
         tokio::spawn(hub.clone().run());
 
         // Replay from 0, then live.

@@ -3,6 +3,9 @@
 //! - [`event`]: a committed version as a CloudEvents 1.0 event;
 //! - [`filter`]: which changes a consumer wants (types, search criteria);
 //! - [`feed`]: the fan-out to live stream consumers (SSE, WebSocket), each from its offset;
+//! - [`subscriptions`]: FHIR R4 Subscriptions (rest-hook), with retries and durable positions;
+//! - [`sink`]: the NATS JetStream sink;
+//! - [`retention`]: trimming the log, never past a consumer's checkpoint.
 //!
 //! Every consumer reads the change log from the store (`store::log`) by its own offset, so
 //! none can lose a change while it is away, and none slows the writers down.
@@ -10,3 +13,6 @@
 pub mod event;
 pub mod feed;
 pub mod filter;
+pub mod retention;
+pub mod sink;
+pub mod subscriptions;

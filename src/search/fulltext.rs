@@ -21,13 +21,13 @@
 //! is `(bone OR liver) and metastases`); quoted, they are words.
 
 use serde_json::Value;
+use tantivy::Term;
 use tantivy::query::{BooleanQuery, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
     TextAnalyzerBuilder, Tokenizer,
 };
-use tantivy::{Index, Term};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// The parameter that searches the narrative.
@@ -472,6 +472,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+    use tantivy::Index;
     use tantivy::collector::DocSetCollector;
     use tantivy::schema::Schema;
     use tantivy::tokenizer::TokenStream;
