@@ -5,6 +5,7 @@
 //! methods (405) the same way.
 
 mod bundle;
+mod changes;
 mod crud;
 mod history;
 mod http;
@@ -30,6 +31,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub search: Arc<crate::search::Engine>,
+    /// The change stream's fan-out to live consumers.
+    pub changes: Arc<crate::cdc::feed::Hub>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -48,6 +51,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/fhir")
             .service(resource("/metadata").route(web::get().to(metadata::capability_statement)))
+            .service(resource("/$changes").route(web::get().to(changes::pull)))
+            .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
+            .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
             .service(resource("/_history").route(web::get().to(history::system)))
             .service(
                 resource("")

@@ -15,8 +15,8 @@
 
 use super::StoreError;
 use super::tables::{
-    CHANGES, CHECKPOINTS, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES,
-    VERSIONS, VersionRecord,
+    CHANGES, CHECKPOINTS, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
+    VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
 use crate::fhir::resource::stamp;
@@ -431,7 +431,10 @@ fn keep_books(
     let mut trimmed = 0;
     for book in books {
         match book {
-            Bookkeeping::Checkpoint { name, seq: Some(seq) } => {
+            Bookkeeping::Checkpoint {
+                name,
+                seq: Some(seq),
+            } => {
                 checkpoints.insert(name.as_str(), seq)?;
             }
             Bookkeeping::Checkpoint { name, seq: None } => {

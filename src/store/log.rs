@@ -86,13 +86,19 @@ impl Store {
                 .take(limit)
                 .map(|item| item.map(|(seq, _)| seq.value()))
                 .collect::<Result<_, _>>()?;
-            let next = if seqs.len() == limit { seqs[limit - 1] } else { last };
+            let next = if seqs.len() == limit {
+                seqs[limit - 1]
+            } else {
+                last
+            };
             (seqs, next)
         } else {
             let by_type = txn.open_table(TYPE_CHANGES)?;
             let mut seqs = Vec::new();
             for resource_type in types {
-                let range = by_type.range((resource_type.as_str(), after + 1)..=(resource_type.as_str(), u64::MAX))?;
+                let range = by_type.range(
+                    (resource_type.as_str(), after + 1)..=(resource_type.as_str(), u64::MAX),
+                )?;
                 for item in range.take(limit) {
                     seqs.push(item?.0.value().1);
                 }
@@ -101,17 +107,27 @@ impl Store {
             seqs.dedup();
             // Each type gave its first `limit` changes, so the first `limit` of them all
             // are every change of those types up to the last of them.
-            let next = if seqs.len() >= limit { seqs[limit - 1] } else { last };
+            let next = if seqs.len() >= limit {
+                seqs[limit - 1]
+            } else {
+                last
+            };
             seqs.truncate(limit);
             (seqs, next)
         };
         let versions = txn.open_table(VERSIONS)?;
         let mut entries = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let record = changes.get(seq)?.expect("a seq listed is in the change log");
+            let record = changes
+                .get(seq)?
+                .expect("a seq listed is in the change log");
             let change = ChangeRecord::decode(seq, record.value());
             let version = versions
-                .get((change.resource_type.as_str(), change.id.as_str(), change.vid))?
+                .get((
+                    change.resource_type.as_str(),
+                    change.id.as_str(),
+                    change.vid,
+                ))?
                 .map(|record| VersionRecord::decode(record.value()))
                 .ok_or_else(|| {
                     StoreError::Schema(format!(
@@ -228,7 +244,10 @@ mod tests {
         ));
         assert_eq!(seqs(&store.log_after(2, 10, &[]).unwrap()), vec![3, 4]);
         let patients = ["Patient".to_string()];
-        assert_eq!(seqs(&store.log_after(2, 10, &patients).unwrap()), vec![3, 4]);
+        assert_eq!(
+            seqs(&store.log_after(2, 10, &patients).unwrap()),
+            vec![3, 4]
+        );
         // Too recent: nothing goes. Past the head: the last change stays.
         assert_eq!(keep(&store, vec![trim(100, 0)]), 0);
         assert_eq!(keep(&store, vec![trim(100, i64::MAX)]), 1);
