@@ -351,3 +351,68 @@ fn a_sigkill_mid_stream_loses_no_event() {
         "acknowledged writes without an event: {missing:?}"
     );
 }
+
+#[test]
+fn retention_trims_the_log_but_never_past_a_consumers_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--changes-retention", "1s", "--subscription-retry", "50ms"];
+    let fhir = Fhir::with(TestServer::start_on(&dir.path().join("data"), &args));
+    // A Subscription whose endpoint never answers holds the log from its creation (seq 1).
+    let endpoint = format!("http://127.0.0.1:{}/hook", common::changes::free_port());
+    let subscription = fhir.create(&json!({
+        "resourceType": "Subscription", "status": "active", "reason": "test",
+        "criteria": "Patient", "channel": {"type": "rest-hook", "endpoint": endpoint}
+    }));
+    for n in 0..5 {
+        fhir.create(&patient(&format!("R{n}")));
+    }
+    let trimmed = |since: u64| fhir.get(&format!("$changes?since={since}")).status == 410;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !trimmed(0) {
+        assert!(std::time::Instant::now() < deadline, "nothing was trimmed");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_outcome(&fhir.get("$changes?since=0"), 410, &["not-found"]);
+    thread::sleep(Duration::from_millis(2500));
+    let kept: Vec<u64> = fhir.get("$changes?since=1").json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(seq)
+        .collect();
+    assert_eq!(
+        kept[..5],
+        [2, 3, 4, 5, 6],
+        "the Subscription still needs them"
+    );
+    // Without it, everything older goes but the last change.
+    fhir.delete(&format!(
+        "Subscription/{}",
+        subscription["id"].as_str().unwrap()
+    ))
+    .expect(204, "delete");
+    let metrics = fhir
+        .http
+        .get(format!("{}/metrics", fhir.server.origin))
+        .send()
+        .unwrap();
+    let metrics = metrics.text().unwrap();
+    let head: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("fhirlake_changelog_head_seq "))
+        .expect("the head metric")
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !trimmed(head - 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not trimmed"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let last = fhir.get(&format!("$changes?since={}", head - 1)).json();
+    assert_eq!(last["events"][0]["type"], "fhir.Subscription.deleted");
+    let reply = fhir.get_with("$changes/stream", &[("Last-Event-ID", "1")]);
+    assert_outcome(&reply, 410, &["not-found"]);
+}

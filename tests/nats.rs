@@ -83,7 +83,10 @@ fn the_sink_publishes_every_change_once_in_order_across_restarts() {
         thread::sleep(Duration::from_millis(200));
     };
     let ids: Vec<u64> = messages.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ids, committed, "the stream holds every change once, in order");
+    assert_eq!(
+        ids, committed,
+        "the stream holds every change once, in order"
+    );
     for (id, event) in &messages {
         assert_eq!(seq(event), *id);
     }
@@ -92,7 +95,13 @@ fn the_sink_publishes_every_change_once_in_order_across_restarts() {
     // The lag metric of the sink reaches 0.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = fhir.http.get(format!("{}/metrics", server.origin)).send().unwrap().text().unwrap();
+        let metrics = fhir
+            .http
+            .get(format!("{}/metrics", server.origin))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         let line = format!("fhirlake_consumer_lag_changes{{consumer=\"sink/nats/{STREAM}\"}} 0");
         if metrics.contains(&line) {
             break;
