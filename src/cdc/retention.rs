@@ -15,7 +15,7 @@ use tokio::sync::watch;
 const TRIM: usize = 10_000;
 
 /// The highest seq every consumer has processed.
-pub fn floor(store: &Store, consumers: &[(String, watch::Receiver<u64>)]) -> u64 {
+fn floor(store: &Store, consumers: &[(String, watch::Receiver<u64>)]) -> u64 {
     consumers
         .iter()
         .map(|(_, checkpoint)| *checkpoint.borrow())
