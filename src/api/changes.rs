@@ -74,13 +74,6 @@ fn query(req: &HttpRequest, state: &AppState, paged: bool) -> Result<Query, Fhir
     })
 }
 
-fn gone(error: LogError) -> FhirError {
-    match error {
-        LogError::Trimmed { .. } => FhirError::new(410, IssueCode::NotFound, error.to_string()),
-        LogError::Store(error) => error.into(),
-    }
-}
-
 /// `GET /fhir/$changes?since=N&_count=M`: `{"events": [...], "next": N}`, the events after
 /// `since` oldest first, and the offset to ask from next (past the changes filtered out, so
 /// `next` moves even when `events` is empty).
@@ -91,7 +84,7 @@ pub async fn pull(req: HttpRequest, state: State) -> ApiResult {
     let store = &state.store;
     let page = store
         .log_after(query.since, count, query.filter.types())
-        .map_err(gone)?;
+        .map_err(FhirError::from)?;
     let batch = crate::cdc::filter::Batch::new(page.entries.into_iter().map(Into::into).collect());
     let events = query.filter.select(&batch, store, state.search.registry)?;
     let mut body = b"{\"events\":[".to_vec();
@@ -127,7 +120,7 @@ fn open(req: &HttpRequest, state: &AppState, sse: bool) -> Result<(Feed, Content
     }
     let first = state.store.first_seq()?;
     if after + 1 < first {
-        return Err(gone(LogError::Trimmed { first }));
+        return Err(LogError::Trimmed { first }.into());
     }
     Ok((state.changes.feed(query.filter, after), query.content))
 }
@@ -162,7 +155,7 @@ pub async fn stream(req: HttpRequest, state: State) -> ApiResult {
                     ),
                     Ok(Next::Closed) => return None,
                     Err(error) => {
-                        let outcome = gone(error).to_outcome().to_string();
+                        let outcome = error.to_outcome().to_string();
                         (format!("event: error\ndata: {outcome}\n\n").into_bytes(), true)
                     }
                 },
@@ -235,7 +228,7 @@ pub async fn websocket(req: HttpRequest, body: web::Payload, state: State) -> Ap
                     Ok(Next::Closed) => break Some(actix_ws::CloseCode::Restart.into()),
                     Err(error) => break Some(actix_ws::CloseReason {
                         code: actix_ws::CloseCode::Policy,
-                        description: Some(gone(error).diagnostics.chars().take(120).collect()),
+                        description: Some(error.diagnostics.chars().take(120).collect()),
                     }),
                 },
                 message = messages.next() => match message {

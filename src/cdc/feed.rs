@@ -178,9 +178,13 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// The next changes; waits for commits when there are none.
-    pub async fn next(&mut self) -> Result<Next, LogError> {
+    /// The next changes; waits for commits when there are none. Fails with 410 when
+    /// retention removed changes the feed has not read, or 500.
+    pub async fn next(&mut self) -> Result<Next, FhirError> {
         loop {
+            if *self.hub.closed.borrow() {
+                return Ok(Next::Closed);
+            }
             if let Some((buffer, overrun)) = &mut self.live {
                 let Some(first) = buffer.recv().await else {
                     return Ok(if overrun.load(Ordering::SeqCst) {
@@ -212,10 +216,7 @@ impl Feed {
                 .log_after(self.position, PAGE, self.filter.types())?;
             if page.next > self.position {
                 let batch = Batch::new(page.entries.into_iter().map(Arc::new).collect());
-                let events = self
-                    .filter
-                    .select(&batch, &hub.store, hub.registry)
-                    .map_err(internal)?;
+                let events = self.filter.select(&batch, &hub.store, hub.registry)?;
                 self.position = page.next;
                 if !events.is_empty() {
                     return Ok(Next::Events(events));
@@ -241,10 +242,6 @@ impl Feed {
             self.live = Some((receiver, overrun));
         }
     }
-}
-
-fn internal(error: FhirError) -> LogError {
-    LogError::Store(crate::store::StoreError::Schema(error.diagnostics))
 }
 
 #[cfg(test)]

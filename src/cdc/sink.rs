@@ -56,11 +56,11 @@ impl Nats {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let started = *sender.borrow();
-                if let Err(error) = self.session(&store, &sender).await {
-                    tracing::warn!(url = %self.url, stream = %self.stream, %error, "the NATS sink lost its broker; reconnecting");
-                }
-                if store.committed_seq() == 0 && !store.writer_alive() {
-                    return;
+                match self.session(&store, &sender).await {
+                    Ok(()) => return, // the store is closed
+                    Err(error) => {
+                        tracing::warn!(url = %self.url, stream = %self.stream, %error, "the NATS sink lost its broker; reconnecting");
+                    }
                 }
                 backoff = if *sender.borrow() > started {
                     Duration::from_millis(100)
@@ -73,7 +73,8 @@ impl Nats {
         Ok(receiver)
     }
 
-    /// One connection: resumes after what the stream holds, then publishes until a failure.
+    /// One connection: resumes after what the stream holds, then publishes until a failure
+    /// (an error) or until the store closes (`Ok`).
     async fn session(&self, store: &Store, checkpoint: &watch::Sender<u64>) -> anyhow::Result<()> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))

@@ -38,6 +38,20 @@ pub enum LogError {
     Store(#[from] StoreError),
 }
 
+impl From<LogError> for crate::fhir::FhirError {
+    /// A trimmed offset is the client's to fix (410 Gone); a storage failure is a 500.
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::Trimmed { .. } => crate::fhir::FhirError::new(
+                410,
+                crate::fhir::IssueCode::NotFound,
+                error.to_string(),
+            ),
+            LogError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<redb::Error> for LogError {
     fn from(error: redb::Error) -> Self {
         LogError::Store(error.into())
