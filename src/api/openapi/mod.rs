@@ -21,7 +21,7 @@ mod fhir_schemas;
 mod interactions;
 
 use actix_web::{HttpResponse, web};
-use interactions::{Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
+use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
 use std::sync::LazyLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::external_docs::ExternalDocsBuilder;
@@ -61,6 +61,13 @@ pub fn document() -> OpenApi {
             .name(SYSTEM_TAG)
             .description(Some(
                 "Interactions with the whole server: capabilities, Bundles, history.",
+            ))
+            .build(),
+        TagBuilder::new()
+            .name(CHANGES_TAG)
+            .description(Some(
+                "The change stream: every committed version as a CloudEvent, by offset \
+                 (pull), as Server-Sent Events or over a WebSocket.",
             ))
             .build(),
     ];
@@ -107,8 +114,8 @@ pub fn document() -> OpenApi {
 const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in JSON \
 (`application/fhir+json`). Bodies are described by the official FHIR R4 JSON schemas. Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
-answers other methods with 405. Search is not supported yet (`GET /fhir/{type}` answers 501); \
-`GET /fhir/metadata` states exactly what this build supports.";
+answers other methods with 405. The change stream (`/fhir/$changes`) serves every committed \
+version as a CloudEvent. `GET /fhir/metadata` states exactly what this build supports.";
 
 /// A resource type's tag, linking to its page of the specification.
 fn type_tag(resource_type: &str) -> Tag {
