@@ -221,6 +221,8 @@ impl Feed {
                 if !events.is_empty() {
                     return Ok(Next::Events(events));
                 }
+                // A long run of changes the filter leaves out must not hold the thread.
+                tokio::task::yield_now().await;
                 continue;
             }
             // Everything committed is read: join the hub, unless it has offered changes this
