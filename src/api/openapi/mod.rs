@@ -258,8 +258,8 @@ mod tests {
             .iter()
             .map(|tag| tag["name"].as_str().unwrap())
             .collect();
-        assert_eq!(tags[0], SYSTEM_TAG);
-        assert_eq!(&tags[1..], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(tags[..2], [SYSTEM_TAG, CHANGES_TAG]);
+        assert_eq!(&tags[2..], fhirlake_model::RESOURCE_TYPES);
         let patient = &document["paths"]["/fhir/Patient/{id}"];
         assert_eq!(
             patient["get"]["responses"]["200"]["content"]["application/fhir+json"]["schema"]["$ref"],
