@@ -78,6 +78,8 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "GET /fhir/Patient/{id}/_history",
         "GET /fhir/Patient/_history",
         "GET /fhir/Patient",
+        "GET /fhir/Patient/{id}/{type}",
+        "GET /fhir/Patient/{id}/$everything",
     ]);
     assert_eq!(listed, expected);
 
