@@ -266,23 +266,25 @@ fn a_sigkill_mid_stream_loses_no_event() {
     let server = TestServer::start_on(&data, &[]);
     let base = Arc::new(Mutex::new(server.base.clone()));
     let events = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let done = Arc::new(AtomicBool::new(false));
     // The consumer follows whichever server is up, resuming from the last id it holds.
     let consumer = thread::spawn({
-        let (base, events, done) = (base.clone(), events.clone(), done.clone());
+        let (base, events) = (base.clone(), events.clone());
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         move || loop {
             let url = format!("{}/$changes/stream", base.lock().unwrap());
             let last = events.lock().unwrap().last().map(seq);
-            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_sse(&url, last, |event| {
-                    let stop = event["type"] == "fhir.Basic.created";
-                    events.lock().unwrap().push(event);
-                    !stop
-                })
-            }));
-            if matches!(response, Ok(Ended::Stopped)) || done.load(Ordering::SeqCst) {
+            let ended = read_sse(&url, last, |event| {
+                let stop = event["type"] == "fhir.Basic.created";
+                events.lock().unwrap().push(event);
+                !stop
+            });
+            if ended == Ended::Stopped {
                 return;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the consumer never got to the end"
+            );
             thread::sleep(Duration::from_millis(100));
         }
     });
@@ -332,7 +334,6 @@ fn a_sigkill_mid_stream_loses_no_event() {
     let fhir = FhirClient::at(&server.base);
     fhir.create(&json!({"resourceType": "Basic", "code": {"text": "stop"}}));
     consumer.join().expect("consumer");
-    done.store(true, Ordering::SeqCst);
 
     let committed: Vec<u64> = pull_all(&fhir, "").iter().map(seq).collect();
     let head = *committed.last().unwrap();

@@ -242,4 +242,14 @@ fn subscriptions_that_cannot_be_delivered_are_set_to_error_and_off_ones_stop() {
         "an off Subscription notifies nobody"
     );
     assert_outcome(&fhir.get("Subscription/nope"), 404, &["not-found"]);
+    // The slowest Subscription's lag is a metric; nothing is pending.
+    let lag = "fhirlake_consumer_lag_changes{consumer=\"subscriptions\"} 0";
+    wait_for("no Subscription lag", || {
+        let metrics = fhir
+            .http
+            .get(format!("{}/metrics", server.origin))
+            .send()
+            .unwrap();
+        metrics.text().unwrap().contains(lag)
+    });
 }
