@@ -10,12 +10,12 @@
 //! After any failure (broker down, a refused message, fhirlake restarted) the sink connects
 //! again and asks the stream for its last message: it resumes after that message's seq (or
 //! after its own checkpoint when the stream holds less, e.g. was recreated). Its checkpoint
-//! (`sink/nats/{stream}` in the store) is kept after each acknowledged window, for retention
-//! and the lag metric.
+//! (`sink/nats/{stream}` in the store, see `cdc::checkpoint`) follows the acknowledged
+//! windows, for retention and the lag metric.
 
+use super::checkpoint::{Checkpoint, EVERY};
 use super::event::{Content, action, to_json};
 use crate::store::Store;
-use crate::store::commit::Bookkeeping;
 use crate::store::log::LogError;
 use async_nats::jetstream::{self, message::PublishMessage};
 use std::time::Duration;
@@ -43,26 +43,25 @@ impl Nats {
         format!("sink/nats/{}", self.stream)
     }
 
-    /// Starts publishing on `runtime`; the returned receiver follows the checkpoint.
+    /// Starts publishing on `runtime`; the returned receiver follows the stored checkpoint.
     pub fn start(
         self,
         runtime: &tokio::runtime::Handle,
         store: Store,
     ) -> anyhow::Result<watch::Receiver<u64>> {
-        let name = self.consumer_name();
-        let checkpoint = store.checkpoints()?.get(&name).copied().unwrap_or(0);
-        let (sender, receiver) = watch::channel(checkpoint);
+        let mut checkpoint = Checkpoint::load(&store, self.consumer_name())?;
+        let receiver = checkpoint.watch();
         runtime.spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let started = *sender.borrow();
-                match self.session(&store, &sender).await {
+                let started = checkpoint.position();
+                match self.session(&store, &mut checkpoint).await {
                     Ok(()) => return, // the store is closed
                     Err(error) => {
                         tracing::warn!(url = %self.url, stream = %self.stream, %error, "the NATS sink lost its broker; reconnecting");
                     }
                 }
-                backoff = if *sender.borrow() > started {
+                backoff = if checkpoint.position() > started {
                     Duration::from_millis(100)
                 } else {
                     (backoff * 2).min(MAX_BACKOFF)
@@ -75,7 +74,7 @@ impl Nats {
 
     /// One connection: resumes after what the stream holds, then publishes until a failure
     /// (an error) or until the store closes (`Ok`).
-    async fn session(&self, store: &Store, checkpoint: &watch::Sender<u64>) -> anyhow::Result<()> {
+    async fn session(&self, store: &Store, checkpoint: &mut Checkpoint) -> anyhow::Result<()> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(5)))
@@ -101,29 +100,31 @@ impl Nats {
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .and_then(|id| id.as_str().parse::<u64>().ok())
         };
-        let mut position = *checkpoint.borrow();
         // The message the next one must follow; none when the stream holds less than the
         // checkpoint (it was purged or recreated).
-        let mut expected = published.filter(|&seq| seq >= position);
+        let mut expected = published.filter(|&seq| seq >= checkpoint.position());
         if let Some(seq) = expected {
-            position = seq;
-            self.keep(store, checkpoint, position).await?;
+            checkpoint.moved(seq);
+            checkpoint.save(store).await?;
         }
         let mut commits = store.watch_commits();
         loop {
-            let page = match store.log_after(position, WINDOW, &[]) {
+            let page = match store.log_after(checkpoint.position(), WINDOW, &[]) {
                 Ok(page) => page,
                 Err(LogError::Trimmed { first }) => {
                     tracing::error!(first, stream = %self.stream, "changes the sink had not published were trimmed");
-                    position = first - 1;
+                    checkpoint.moved(first - 1);
                     expected = None;
                     continue;
                 }
                 Err(LogError::Store(error)) => return Err(error.into()),
             };
             if page.entries.is_empty() {
-                if commits.changed().await.is_err() {
-                    return Ok(()); // the store is closed
+                checkpoint.save_due(store).await?;
+                let unsaved = checkpoint.unsaved();
+                tokio::select! {
+                    changed = commits.changed() => if changed.is_err() { return Ok(()) },
+                    _ = tokio::time::sleep(EVERY), if unsaved => {}
                 }
                 continue;
             }
@@ -148,24 +149,8 @@ impl Nats {
             for ack in acks {
                 ack.await?;
             }
-            position = page.entries.last().map_or(position, |e| e.change.seq);
-            self.keep(store, checkpoint, position).await?;
+            checkpoint.moved(page.next);
+            checkpoint.save_due(store).await?;
         }
-    }
-
-    /// Stores the checkpoint `seq`.
-    async fn keep(
-        &self,
-        store: &Store,
-        checkpoint: &watch::Sender<u64>,
-        seq: u64,
-    ) -> anyhow::Result<()> {
-        let books = vec![Bookkeeping::Checkpoint {
-            name: self.consumer_name(),
-            seq: Some(seq),
-        }];
-        store.keep_books(books).await?;
-        checkpoint.send_replace(seq);
-        Ok(())
     }
 }

@@ -15,12 +15,13 @@
 //!   retried after `--subscription-retry`, doubling up to `--subscription-retry-max`, forever:
 //!   after [`ERROR_AFTER`] failures in a row the Subscription is set to `error` with the last
 //!   reason, and back to `active` once a notification gets through. The checkpoint is stored
-//!   after each notification, in the writer's next transaction, so after a restart delivery
-//!   resumes after the last notification that got through.
+//!   after each notification (`cdc::checkpoint`), so after a restart delivery resumes after
+//!   the last notification that got through.
 //!
 //! The manager and the workers write status changes as new versions of the Subscription,
 //! with `If-Match` on the version they judged, so a client's concurrent update wins.
 
+use super::checkpoint::{Checkpoint, EVERY};
 use super::event::{Event, http_headers};
 use super::filter::{Batch, Filter};
 use crate::search::registry::Registry;
@@ -53,10 +54,12 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// The wait after the `failures`th failure in a row.
+    /// The wait after the `failures`th failure in a row: `first`, doubling, at most `max`,
+    /// and never under 10 ms (a zero setting must not retry in a hot loop).
     fn wait(&self, failures: u32) -> Duration {
         let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(30));
-        self.first.saturating_mul(factor).min(self.max)
+        let wait = self.first.saturating_mul(factor).min(self.max);
+        wait.max(Duration::from_millis(10))
     }
 }
 
@@ -147,8 +150,8 @@ pub fn start(
     source: String,
 ) -> anyhow::Result<watch::Receiver<u64>> {
     let checkpoints = store.checkpoints()?;
-    let position = checkpoints.get(MANAGER).copied().unwrap_or(0);
-    let (floor, receiver) = watch::channel(position);
+    let checkpoint = Checkpoint::load(&store, MANAGER.into())?;
+    let (floor, receiver) = watch::channel(checkpoint.position());
     let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
     let shared = Arc::new(Shared {
         store,
@@ -160,7 +163,7 @@ pub fn start(
     let mut manager = Manager {
         shared,
         workers: HashMap::new(),
-        position,
+        checkpoint,
         floor,
     };
     // The Subscriptions being delivered at the last stop resume from their checkpoints.
@@ -191,7 +194,7 @@ struct Worker {
 struct Manager {
     shared: Arc<Shared>,
     workers: HashMap<String, Worker>,
-    position: u64,
+    checkpoint: Checkpoint,
     floor: watch::Sender<u64>,
 }
 
@@ -200,11 +203,9 @@ impl Manager {
         let runtime = tokio::runtime::Handle::current();
         let mut commits = self.shared.store.watch_commits();
         loop {
-            let page =
-                self.shared
-                    .store
-                    .log_after(self.position, PAGE, &[SUBSCRIPTION.to_string()]);
-            let page = match page {
+            let position = self.checkpoint.position();
+            let store = &self.shared.store;
+            let page = match store.log_after(position, PAGE, &[SUBSCRIPTION.to_string()]) {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(%error, "the Subscription manager could not read the log");
@@ -212,36 +213,34 @@ impl Manager {
                     continue;
                 }
             };
-            if page.next > self.position {
-                let mut books = Vec::new();
-                for entry in &page.entries {
-                    self.handle(entry, &mut books, &runtime).await;
-                }
-                books.push(Bookkeeping::Checkpoint {
-                    name: MANAGER.into(),
-                    seq: Some(page.next),
-                });
-                match self.shared.store.keep_books(books).await {
-                    Ok(_) => self.position = page.next,
-                    Err(error) => {
-                        tracing::error!(%error, "the Subscription manager could not keep its checkpoint");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
+            let mut books = Vec::new();
+            for entry in &page.entries {
+                self.handle(entry, &mut books, &runtime).await;
+            }
+            self.checkpoint.moved(page.next);
+            // Workers started or stopped: their checkpoints and this one in one transaction.
+            let saved = if books.is_empty() {
+                self.checkpoint.save_due(&self.shared.store).await
+            } else {
+                books.push(self.checkpoint.book());
+                let saved = self.shared.store.keep_books(books).await;
+                saved.map(|_| self.checkpoint.stored(page.next))
+            };
+            if let Err(error) = saved {
+                tracing::error!(%error, "the Subscription manager could not keep its checkpoint");
             }
             self.workers.retain(|_, worker| !worker.channel.is_closed());
             let floor = self
                 .workers
                 .values()
                 .map(|worker| *worker.checkpoint.borrow())
-                .fold(self.position, u64::min);
+                .fold(self.checkpoint.stored_seq(), u64::min);
             self.floor.send_replace(floor);
-            if page.next == self.position && self.shared.store.committed_seq() <= self.position {
+            if page.next == position {
                 tokio::select! {
                     changed = commits.changed() => if changed.is_err() { return },
                     // The workers' checkpoints move without commits of Subscriptions.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(EVERY) => {}
                 }
             }
         }
@@ -308,12 +307,13 @@ impl Manager {
         runtime: &tokio::runtime::Handle,
     ) {
         let (channel_sender, channel_receiver) = watch::channel(Some(channel));
-        let (checkpoint_sender, checkpoint_receiver) = watch::channel(checkpoint);
+        let checkpoint = Checkpoint::new(worker_name(&id), checkpoint);
+        let checkpoint_receiver = checkpoint.watch();
         let worker = Delivery {
             shared: self.shared.clone(),
             id: id.clone(),
             channel: channel_receiver,
-            checkpoint: checkpoint_sender,
+            checkpoint,
             failures: if failing { ERROR_AFTER } else { 0 },
         };
         runtime.spawn(worker.run());
@@ -363,7 +363,7 @@ struct Delivery {
     shared: Arc<Shared>,
     id: String,
     channel: watch::Receiver<Option<Channel>>,
-    checkpoint: watch::Sender<u64>,
+    checkpoint: Checkpoint,
     /// Failed tries in a row.
     failures: u32,
 }
@@ -375,14 +375,14 @@ impl Delivery {
             let Some(channel) = self.channel.borrow_and_update().clone() else {
                 return;
             };
-            let position = *self.checkpoint.borrow();
+            let position = self.checkpoint.position();
             let store = &self.shared.store;
             let page = match store.log_after(position, PAGE, channel.filter.types()) {
                 Ok(page) => page,
                 Err(LogError::Trimmed { first }) => {
                     // Retention keeps what a worker needs; only a removed checkpoint gets here.
                     tracing::error!(subscription = %self.id, first, "changes this Subscription needed were trimmed");
-                    self.advance(first - 1).await;
+                    self.checkpoint.moved(first - 1);
                     continue;
                 }
                 Err(LogError::Store(error)) => {
@@ -392,9 +392,12 @@ impl Delivery {
                 }
             };
             if page.next == position {
+                self.save(false).await;
+                let unsaved = self.checkpoint.unsaved();
                 tokio::select! {
                     changed = commits.changed() => if changed.is_err() { return },
                     changed = self.channel.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(EVERY), if unsaved => {}
                 }
                 continue;
             }
@@ -411,26 +414,24 @@ impl Delivery {
                 if !self.deliver(&event).await {
                     return; // off or deleted
                 }
-                self.advance(event.change.seq).await;
+                self.checkpoint.moved(event.change.seq);
+                self.save(true).await;
             }
-            self.advance(page.next).await;
+            self.checkpoint.moved(page.next);
+            self.save(false).await;
         }
     }
 
-    /// Stores the checkpoint `seq` (when it moves).
-    async fn advance(&mut self, seq: u64) {
-        if seq <= *self.checkpoint.borrow() {
-            return;
-        }
-        let books = vec![Bookkeeping::Checkpoint {
-            name: worker_name(&self.id),
-            seq: Some(seq),
-        }];
-        match self.shared.store.keep_books(books).await {
-            Ok(_) => {
-                self.checkpoint.send_replace(seq);
-            }
-            Err(error) => tracing::error!(%error, "a Subscription could not keep its checkpoint"),
+    /// Stores the checkpoint: now after a notification (`delivered`), else when due.
+    async fn save(&mut self, delivered: bool) {
+        let store = &self.shared.store;
+        let saved = if delivered {
+            self.checkpoint.save(store).await
+        } else {
+            self.checkpoint.save_due(store).await
+        };
+        if let Err(error) = saved {
+            tracing::error!(%error, subscription = %self.id, "a Subscription could not keep its checkpoint");
         }
     }
 
@@ -565,5 +566,10 @@ mod tests {
         let waits: Vec<u128> = (1..=6).map(|n| retry.wait(n).as_millis()).collect();
         assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
         assert_eq!(retry.wait(u32::MAX), Duration::from_secs(1));
+        let zero = Retry {
+            first: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(zero.wait(1), Duration::from_millis(10));
     }
 }
