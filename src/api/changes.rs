@@ -4,7 +4,8 @@
 //! All three take `_type` (comma-separated, may repeat), `criteria` (`Type?params`, matched on
 //! each change's own version) and `content` (`full`, the default, or `id-only`); the pull takes
 //! `since` and `_count`, the streams `since` or (SSE) `Last-Event-ID`. An offset is a change's
-//! seq, the `id` of its event: a consumer resumes from the last id it processed. The SSE
+//! seq, the `id` of its event: a consumer resumes from the last id it processed (an offset
+//! past the last change is 400, one removed by retention 410). The SSE
 //! stream sends a keep-alive comment, the WebSocket a ping, every [`KEEP_ALIVE`]; a consumer
 //! that falls behind by more than its buffer gets `event: reconnect` with the offset to resume
 //! from (SSE) or a close with code 1013 and `since=N` (WebSocket).
@@ -80,6 +81,7 @@ fn query(req: &HttpRequest, state: &AppState, paged: bool) -> Result<Query, Fhir
 pub async fn pull(req: HttpRequest, state: State) -> ApiResult {
     negotiate(&req)?;
     let query = query(&req, &state, true)?;
+    check_offset(&state, query.since)?;
     let count = query.count.unwrap_or(state.config.default_count).max(1);
     let store = &state.store;
     let page = store
@@ -100,6 +102,24 @@ pub async fn pull(req: HttpRequest, state: State) -> ApiResult {
         .body(body))
 }
 
+/// An offset must be one this server gave out: at most the last committed change (a larger
+/// one, from another data directory, would skip changes to come), and not removed by
+/// retention (410).
+fn check_offset(state: &AppState, after: u64) -> Result<(), FhirError> {
+    let head = state.store.committed_seq();
+    if after > head {
+        return Err(FhirError::bad_request(
+            IssueCode::Invalid,
+            format!("offset {after} is after the last change of this server, {head}"),
+        ));
+    }
+    let first = state.store.first_seq()?;
+    if after + 1 < first {
+        return Err(LogError::Trimmed { first }.into());
+    }
+    Ok(())
+}
+
 /// Checks the query of a stream and opens its feed from `since`, or from `Last-Event-ID`
 /// when `sse`.
 fn open(req: &HttpRequest, state: &AppState, sse: bool) -> Result<(Feed, Content), FhirError> {
@@ -118,10 +138,7 @@ fn open(req: &HttpRequest, state: &AppState, sse: bool) -> Result<(Feed, Content
             )
         })?;
     }
-    let first = state.store.first_seq()?;
-    if after + 1 < first {
-        return Err(LogError::Trimmed { first }.into());
-    }
+    check_offset(state, after)?;
     Ok((state.changes.feed(query.filter, after), query.content))
 }
 
