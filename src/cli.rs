@@ -1,6 +1,8 @@
 //! The `fhirlake` command line.
 
-use crate::config::{DataDir, ServeConfig};
+use crate::auth::scope::{Level, Scopes};
+use crate::auth::token::{self, Mode};
+use crate::config::{AuthConfig, DataDir, ServeConfig};
 use crate::logging::LogFormat;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,34 @@ pub enum Command {
     /// Rebuilds the search index of a data directory from the store alone. Stop the server
     /// that uses the directory first.
     Reindex(DataDir),
+    /// Mints an HS256 development token with the server's settings (`--auth-secret`, or the
+    /// secret `serve` made in the data directory; issuer and audience) and prints it alone
+    /// on the last line: `curl -H "Authorization: Bearer $(fhirlake token --scope ...)"`.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// SMART scopes, space-separated or repeated: `patient/*.rs`, `user/Observation.cruds`,
+    /// `system/*.cruds`, `patient/Observation.rs?category=laboratory`.
+    #[arg(long, required = true)]
+    pub scope: Vec<String>,
+    /// The patient whose compartment `patient/` scopes grant (the `patient` claim).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// How long the token is valid: seconds, or with a unit (`15m`, `8h`, `30d`).
+    #[arg(long, default_value = "1h", value_parser = token::parse_lifetime)]
+    pub expires: std::time::Duration,
+    /// The subject (`sub`): the user or service the token speaks for.
+    #[arg(long, default_value = "fhirlake-developer")]
+    pub subject: String,
+    /// The client (`client_id`): the app.
+    #[arg(long, default_value = "fhirlake-cli")]
+    pub client_id: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +100,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reindex(data) => reindex(data),
+        Command::Token(args) => {
+            println!("{}", mint(&args)?);
+            Ok(())
+        }
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -141,4 +175,34 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The token `fhirlake token` prints. Its scopes must all be resource scopes or SMART's other
+/// scopes, and `patient/` scopes need `--patient`: a token that would grant less than it says
+/// is refused here rather than at the server.
+fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    if args.auth.mode != Mode::Hs256 {
+        anyhow::bail!(
+            "fhirlake token mints HS256 development tokens, and the server verifies {}: get \
+             tokens from the authorization server that holds its private key",
+            args.auth.mode.as_str()
+        );
+    }
+    let scope = args.scope.join(" ");
+    let scopes = Scopes::parse(&scope);
+    if let Some(malformed) = scopes.malformed.first() {
+        anyhow::bail!("{malformed}");
+    }
+    if args.patient.is_none() && scopes.resources.iter().any(|s| s.level == Level::Patient) {
+        anyhow::bail!("patient/ scopes grant the compartment of --patient ID: give it");
+    }
+    let (secret, _) = args.auth.secret(&args.data.path, false)?;
+    let grant = token::Grant {
+        scope,
+        patient: args.patient.clone(),
+        subject: args.subject.clone(),
+        client_id: args.client_id.clone(),
+        lifetime: args.expires,
+    };
+    token::mint(&secret, &grant, &args.auth.expected())
 }

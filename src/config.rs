@@ -1,7 +1,9 @@
 //! Settings: every one is a command-line flag and an environment variable.
 
+use crate::auth::token::{Expected, KeySource, Mode, Verifier};
+use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the data lives.
@@ -80,6 +82,147 @@ pub struct ServeConfig {
     /// `STREAM.>`; each change goes to `STREAM.{type}.{created|updated|deleted}`).
     #[arg(long, env = "FHIRLAKE_SINK_STREAM", default_value = "FHIRLAKE")]
     pub sink_stream: String,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// The authorization server's authorize endpoint, announced in
+    /// `/.well-known/smart-configuration` and the CapabilityStatement.
+    #[arg(long, env = "FHIRLAKE_AUTH_AUTHORIZE_URL")]
+    pub auth_authorize_url: Option<String>,
+
+    /// The authorization server's token endpoint, announced likewise.
+    #[arg(long, env = "FHIRLAKE_AUTH_TOKEN_URL")]
+    pub auth_token_url: Option<String>,
+
+    /// The audit trail: `on` writes one `audit` log line per request (who, what, when,
+    /// outcome); `off` writes none.
+    #[arg(long, env = "FHIRLAKE_AUDIT", value_enum, default_value_t = Audit::On)]
+    pub audit: Audit,
+}
+
+/// Whether requests are audited.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audit {
+    On,
+    Off,
+}
+
+/// How requests are authorized: the settings `serve` and `token` share.
+#[derive(Args, Clone, Debug)]
+pub struct AuthConfig {
+    /// How bearer tokens are verified: `hs256` (a shared secret), `rs256` or `es256` (public
+    /// keys, PEM or JWKS), or `none` (no authorization at all: every client may read and
+    /// write everything).
+    #[arg(long = "auth", env = "FHIRLAKE_AUTH", value_enum, default_value_t = Mode::Hs256)]
+    pub mode: Mode,
+
+    /// The HS256 secret (at least 32 bytes). Without it, `serve` uses the one in
+    /// `DATA/auth-secret`, made at the first start.
+    #[arg(long, env = "FHIRLAKE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// A PEM file with the RS256 or ES256 public key tokens are checked with.
+    #[arg(long, env = "FHIRLAKE_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+
+    /// A JWKS file (JSON Web Key Set) with the RS256 or ES256 public keys tokens are checked
+    /// with; a token's `kid` picks its key.
+    #[arg(long, env = "FHIRLAKE_AUTH_JWKS")]
+    pub auth_jwks: Option<PathBuf>,
+
+    /// The issuer tokens must name (`iss`); not checked when unset.
+    #[arg(long, env = "FHIRLAKE_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The audience tokens must name (`aud`), usually the public FHIR base URL; not checked
+    /// when unset.
+    #[arg(long, env = "FHIRLAKE_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+}
+
+/// The file in a data directory that holds the generated HS256 secret.
+pub const SECRET_FILE: &str = "auth-secret";
+
+impl AuthConfig {
+    /// The issuer and audience tokens must carry.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+        }
+    }
+
+    /// The HS256 secret: `--auth-secret`, else the one in `data/auth-secret`, which `create`
+    /// makes (32 random bytes, hex, readable by the owner only) when it is not there yet.
+    /// Returns it with where it came from.
+    pub fn secret(&self, data: &Path, create: bool) -> anyhow::Result<(Vec<u8>, String)> {
+        if let Some(secret) = &self.auth_secret {
+            return Ok((secret.as_bytes().to_vec(), "--auth-secret".into()));
+        }
+        let file = data.join(SECRET_FILE);
+        let origin = file.display().to_string();
+        match std::fs::read_to_string(&file) {
+            Ok(secret) => return Ok((secret.trim().as_bytes().to_vec(), origin)),
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound || !create => {
+                anyhow::bail!(
+                    "no HS256 secret: give --auth-secret (or FHIRLAKE_AUTH_SECRET), or start \
+                     `fhirlake serve --data {}` once to make one ({origin}: {error})",
+                    data.display()
+                );
+            }
+            Err(_) => {}
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(data)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options
+            .open(&file)
+            .with_context(|| format!("writing the new HS256 secret to {origin}"))?;
+        std::io::Write::write_all(&mut out, format!("{secret}\n").as_bytes())?;
+        out.sync_all()?;
+        tracing::warn!(file = %origin, "made a new HS256 secret for development tokens");
+        Ok((secret.into_bytes(), origin))
+    }
+
+    /// The verifier of the configured mode; `None` for `none`. `create_secret`: see
+    /// [`AuthConfig::secret`].
+    pub fn verifier(&self, data: &Path, create_secret: bool) -> anyhow::Result<Option<Verifier>> {
+        let expected = self.expected();
+        let read = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|path| {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+                })
+                .transpose()
+        };
+        let verifier = match self.mode {
+            Mode::None => return Ok(None),
+            Mode::Hs256 => {
+                let (secret, origin) = self.secret(data, create_secret)?;
+                Verifier::new(self.mode, KeySource::Secret(&secret), &expected)
+                    .with_context(|| format!("the HS256 secret of {origin}"))?
+            }
+            Mode::Rs256 | Mode::Es256 => {
+                let pem = read(&self.auth_key)?;
+                let jwks = read(&self.auth_jwks)?
+                    .map(String::from_utf8)
+                    .transpose()
+                    .context("the JWKS file is not UTF-8")?;
+                let keys = KeySource::Public {
+                    pem: pem.as_deref(),
+                    jwks: jwks.as_deref(),
+                };
+                Verifier::new(self.mode, keys, &expected)?
+            }
+        };
+        Ok(Some(verifier))
+    }
 }
 
 /// A duration written as a number and a unit: `250ms`, `30s`, `5m`, `12h`, `7d`.

@@ -6,11 +6,13 @@
 //! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
 //! - [`bulk`]: `fhirlake import`;
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
+//! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
 //!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
 
 pub mod api;
+pub mod auth;
 pub mod bulk;
 pub mod bundle;
 pub mod cdc;
@@ -22,3 +24,4 @@ pub mod logging;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod validate;

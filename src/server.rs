@@ -2,8 +2,9 @@
 //! serves HTTP, and shuts everything down in order.
 
 use crate::api::{self, AppState, Metrics};
+use crate::auth::token::Mode;
 use crate::cdc;
-use crate::config::ServeConfig;
+use crate::config::{SECRET_FILE, ServeConfig};
 use crate::store::Store;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -14,6 +15,11 @@ use std::sync::Arc;
 /// their connections open), in-flight requests finish, the writer commits what it holds and
 /// the store closes.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let verifier = config
+        .auth
+        .verifier(&config.data.path, true)
+        .context("setting up authorization")?;
+    announce_auth(&config);
     let store = Store::open(&config.data.path)
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
     let search =
@@ -82,6 +88,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         metrics,
         readiness: vec![Box::new(store.clone()), Box::new(search)],
+        verifier,
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -127,5 +134,22 @@ async fn stop_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Says how requests are authorized: loudly when they are not, and how to get a token when
+/// the server checks its own HS256 secret.
+fn announce_auth(config: &ServeConfig) {
+    let data = config.data.path.display();
+    match config.auth.mode {
+        Mode::None => tracing::warn!(
+            "AUTHORIZATION IS OFF (--auth none): every client can read, change and delete \
+             every resource; use it only on a trusted machine"
+        ),
+        Mode::Hs256 if config.auth.auth_secret.is_none() => tracing::info!(
+            "requests need an HS256 bearer token signed with the secret in {data}/{SECRET_FILE}; \
+             mint one with: fhirlake token --data {data} --scope 'system/*.cruds'"
+        ),
+        mode => tracing::info!("requests need a bearer token signed with {}", mode.as_str()),
     }
 }

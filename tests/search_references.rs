@@ -67,6 +67,13 @@ fn includes_and_revincludes_follow_references_once() {
     assert_eq!(matches, std::slice::from_ref(&subject));
     assert_eq!(set(&includes), of_patient);
 
+    // Thousands: every Observation of every patient.
+    let (matches, includes) = page_modes(&fhir, "Patient?_revinclude=Observation:patient");
+    assert_eq!(matches.len(), 2);
+    let every: BTreeSet<String> = observations.iter().map(type_and_id).collect();
+    assert!(every.len() > 2000, "{}", every.len());
+    assert_eq!(set(&includes), every);
+
     // A cycle: the encounters refer back to the patient, which is a match, not an include.
     let of_encounters: BTreeSet<String> = encounters
         .iter()

@@ -3,6 +3,7 @@
 use super::http::{FHIR_JSON, negotiate, prefer_return, read_body};
 use super::interaction::Interaction;
 use super::{ApiResult, AppState};
+use crate::auth::Access;
 use crate::bundle::{self, Options};
 use crate::fhir::resource::parse_json;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 pub async fn transaction_or_batch(
     req: HttpRequest,
     state: web::Data<AppState>,
+    access: Access,
     payload: web::Payload,
 ) -> ApiResult {
     negotiate(&req)?;
@@ -22,7 +24,7 @@ pub async fn transaction_or_batch(
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),
     };
-    let processed = bundle::process(&state.store, &state.search, bundle, &options).await?;
+    let processed = bundle::process(&state.store, &state.search, &access, bundle, &options).await?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .body(bundle::render(&processed)))

@@ -12,6 +12,8 @@
 
 use super::http::{header_str, negotiate, query_pairs};
 use super::{ApiResult, AppState};
+use crate::auth::Access;
+use crate::auth::scope::Permission;
 use crate::cdc::event::{Content, to_json};
 use crate::cdc::feed::{Feed, Next};
 use crate::cdc::filter::Filter;
@@ -78,8 +80,9 @@ fn query(req: &HttpRequest, state: &AppState, paged: bool) -> Result<Query, Fhir
 /// `GET /fhir/$changes?since=N&_count=M`: `{"events": [...], "next": N}`, the events after
 /// `since` oldest first, and the offset to ask from next (past the changes filtered out, so
 /// `next` moves even when `events` is empty).
-pub async fn pull(req: HttpRequest, state: State) -> ApiResult {
+pub async fn pull(req: HttpRequest, state: State, access: Access) -> ApiResult {
     negotiate(&req)?;
+    access.require_everything(Permission::Read)?;
     let query = query(&req, &state, true)?;
     check_offset(&state, query.since)?;
     let count = query.count.unwrap_or(state.config.default_count).max(1);
@@ -144,8 +147,9 @@ fn open(req: &HttpRequest, state: &AppState, sse: bool) -> Result<(Feed, Content
 
 /// `GET /fhir/$changes/stream`: Server-Sent Events, one per change (`id:` its seq, `data:`
 /// the CloudEvent).
-pub async fn stream(req: HttpRequest, state: State) -> ApiResult {
+pub async fn stream(req: HttpRequest, state: State, access: Access) -> ApiResult {
     negotiate_sse(&req)?;
+    access.require_everything(Permission::Read)?;
     let (feed, content) = open(&req, &state, true)?;
     let source = state.changes.source().to_string();
     let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
@@ -210,7 +214,13 @@ fn negotiate_sse(req: &HttpRequest) -> Result<(), FhirError> {
 }
 
 /// `GET /fhir/$changes/websocket`: one text message per change, the CloudEvent.
-pub async fn websocket(req: HttpRequest, body: web::Payload, state: State) -> ApiResult {
+pub async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: State,
+    access: Access,
+) -> ApiResult {
+    access.require_everything(Permission::Read)?;
     let (mut feed, content) = open(&req, &state, false)?;
     let (response, mut session, messages) = actix_ws::handle(&req, body).map_err(|error| {
         FhirError::bad_request(

@@ -5,6 +5,8 @@ use super::http::{
     version_headers,
 };
 use super::{ApiResult, AppState};
+use crate::auth::scope::Permission;
+use crate::auth::{Access, Stored};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
 use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
@@ -21,19 +23,27 @@ type State = web::Data<AppState>;
 pub async fn create(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
     negotiate(&req)?;
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
+    access.require(Permission::Create, Some(&resource_type))?;
     let body = read_body(&req, payload, &state).await?;
     if let Some(criteria) = header_str(
         req.headers(),
         header::HeaderName::from_static("if-none-exist"),
     ) {
         state.search.catch_up(&state.store).await;
-        match state.search.matching(&resource_type, criteria)?.as_slice() {
+        // Only what the client may read counts as a match: the match is the answer.
+        let view = access.view(Permission::Read);
+        match state
+            .search
+            .matching(&resource_type, criteria, &view)?
+            .as_slice()
+        {
             [] => {}
             [id] => {
                 // One match: the create is not done, and the match is the answer.
@@ -57,7 +67,7 @@ pub async fn create(
         action: Action::Create(resource),
         if_match: None,
     };
-    let applied = commit_one(&state, write).await?;
+    let applied = commit_one(&state, &access, write).await?;
     Ok(written(&req, &state, applied))
 }
 
@@ -65,6 +75,7 @@ pub async fn create(
 pub async fn update(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> ApiResult {
@@ -72,6 +83,7 @@ pub async fn update(
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
+    access.require(Permission::Update, Some(&resource_type))?;
     let expected = if_match(&req)?;
     let body = read_body(&req, payload, &state).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
@@ -100,7 +112,7 @@ pub async fn update(
         action: Action::Update(resource),
         if_match: expected,
     };
-    let applied = commit_one(&state, write).await?;
+    let applied = commit_one(&state, &access, write).await?;
     Ok(written(&req, &state, applied))
 }
 
@@ -108,19 +120,21 @@ pub async fn update(
 pub async fn delete(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     negotiate(&req)?;
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
-    delete_one(&req, &state, resource_type, id).await
+    delete_one(&req, &state, &access, resource_type, id).await
 }
 
 /// Deletes one resource (a tombstone version) and answers as the delete interaction does.
 async fn delete_one(
     req: &HttpRequest,
     state: &AppState,
+    access: &Access,
     resource_type: String,
     id: String,
 ) -> ApiResult {
@@ -130,7 +144,7 @@ async fn delete_one(
         action: Action::Delete,
         if_match: if_match(req)?,
     };
-    let applied = commit_one(state, write).await?;
+    let applied = commit_one(state, access, write).await?;
     if prefer_return(req) == Return::OperationOutcome {
         let message = match applied.op {
             Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
@@ -150,15 +164,36 @@ async fn delete_one(
     Ok(response.finish())
 }
 
-/// `GET /fhir/{type}/{id}`.
-pub async fn read(req: HttpRequest, state: State, path: web::Path<(String, String)>) -> ApiResult {
+/// `GET /fhir/{type}/{id}`. A resource the client may not read is answered as one that does
+/// not exist.
+pub async fn read(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     negotiate(&req)?;
     let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
-    match state.store.read(&resource_type, &id)? {
-        None => Err(FhirError::not_found(format!("{resource_type}/{id} does not exist")).into()),
+    access.require(Permission::Read, Some(&resource_type))?;
+    let missing = || FhirError::not_found(format!("{resource_type}/{id} does not exist"));
+    let current = state.store.read(&resource_type, &id)?;
+    if let Some((at, version)) = &current {
+        let stored = Stored {
+            resource_type: &resource_type,
+            id: &id,
+            vid: at.vid,
+            last_updated: at.last_updated,
+            body: version.as_ref().map(|v| v.body.as_slice()),
+        };
+        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
+            return Err(missing().into());
+        }
+    }
+    match current {
+        None => Err(missing().into()),
         Some((current, None)) => Err(gone(&resource_type, &id, current.vid).into()),
         Some((current, Some(version))) => {
             if not_modified(&req, current.vid, current.last_updated) {
@@ -178,6 +213,7 @@ pub async fn read(req: HttpRequest, state: State, path: web::Path<(String, Strin
 pub async fn vread(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     negotiate(&req)?;
@@ -185,9 +221,23 @@ pub async fn vread(
     let (resource_type, id, vid) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
+    access.require(Permission::Read, Some(&resource_type))?;
     let missing = || FhirError::not_found(format!("{resource_type}/{id} has no version {vid}"));
     let number: u64 = vid.parse().map_err(|_| missing())?;
-    match state.store.vread(&resource_type, &id, number)? {
+    let version = state.store.vread(&resource_type, &id, number)?;
+    if let Some(version) = &version {
+        let stored = Stored {
+            resource_type: &resource_type,
+            id: &id,
+            vid: number,
+            last_updated: version.last_updated,
+            body: (version.op != Op::Delete).then_some(version.body.as_slice()),
+        };
+        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
+            return Err(missing().into());
+        }
+    }
+    match version {
         None => Err(missing().into()),
         Some(version) if version.op == Op::Delete => Err(FhirError::new(
             410,
@@ -209,21 +259,30 @@ pub async fn vread(
 pub async fn conditional(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
     negotiate(&req)?;
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
+    let permission = if req.method() == actix_web::http::Method::DELETE {
+        Permission::Delete
+    } else {
+        Permission::Update
+    };
+    access.require(permission, Some(&resource_type))?;
     let criteria = req.query_string();
     state.search.catch_up(&state.store).await;
-    let ids = state.search.matching(&resource_type, criteria)?;
+    // The criteria pick among what the client may change, and nothing else.
+    let view = access.view(permission);
+    let ids = state.search.matching(&resource_type, criteria, &view)?;
     if ids.len() > 1 {
         return Err(several(&resource_type, criteria).into());
     }
-    if req.method() == actix_web::http::Method::DELETE {
+    if permission == Permission::Delete {
         return match ids.into_iter().next() {
-            Some(id) => delete_one(&req, &state, resource_type, id).await,
+            Some(id) => delete_one(&req, &state, &access, resource_type, id).await,
             None => Ok(HttpResponse::NoContent().finish()),
         };
     }
@@ -250,7 +309,7 @@ pub async fn conditional(
         action,
         if_match: if_match(&req)?,
     };
-    let applied = commit_one(&state, write).await?;
+    let applied = commit_one(&state, &access, write).await?;
     Ok(written(&req, &state, applied))
 }
 
@@ -271,7 +330,13 @@ fn several(resource_type: &str, criteria: &str) -> FhirError {
     )
 }
 
-async fn commit_one(state: &AppState, write: Write) -> Result<Applied, super::ApiError> {
+/// Commits one write the client's access allows (see [`Access::check_write`]).
+async fn commit_one(
+    state: &AppState,
+    access: &Access,
+    mut write: Write,
+) -> Result<Applied, super::ApiError> {
+    access.check_write(&state.search, &state.store, &mut write)?;
     let mut applied = state.store.commit(vec![write]).await?;
     Ok(applied.pop().expect("one write, one result"))
 }

@@ -2,6 +2,8 @@
 
 use super::http::{base_url, etag, negotiate, query_pairs};
 use super::{ApiResult, AppState};
+use crate::auth::scope::Permission;
+use crate::auth::{Access, Stored};
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{format_instant, parse_period};
 use crate::fhir::resource::{check_id, check_type};
@@ -13,26 +15,50 @@ use actix_web::{HttpRequest, HttpResponse, web};
 type State = web::Data<AppState>;
 
 /// `GET /fhir/_history`
-pub async fn system(req: HttpRequest, state: State) -> ApiResult {
-    respond(&req, &state, Scope::System)
+pub async fn system(req: HttpRequest, state: State, access: Access) -> ApiResult {
+    access.require(Permission::Read, None)?;
+    respond(&req, &state, &access, Scope::System)
 }
 
 /// `GET /fhir/{type}/_history`
-pub async fn of_type(req: HttpRequest, state: State, path: web::Path<String>) -> ApiResult {
+pub async fn of_type(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<String>,
+) -> ApiResult {
     check_type(&path)?;
-    respond(&req, &state, Scope::Type(&path))
+    access.require(Permission::Read, Some(&path))?;
+    respond(&req, &state, &access, Scope::Type(&path))
 }
 
 /// `GET /fhir/{type}/{id}/_history`
 pub async fn instance(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
-    respond(&req, &state, Scope::Instance(&resource_type, &id))
+    access.require(Permission::Read, Some(&resource_type))?;
+    // A resource the client may not read now has no history for it either.
+    if let Some((current, version)) = state.store.read(&resource_type, &id)? {
+        let stored = Stored {
+            resource_type: &resource_type,
+            id: &id,
+            vid: current.vid,
+            last_updated: current.last_updated,
+            body: version.as_ref().map(|v| v.body.as_slice()),
+        };
+        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
+            return Err(
+                FhirError::not_found(format!("{resource_type}/{id} does not exist")).into(),
+            );
+        }
+    }
+    respond(&req, &state, &access, Scope::Instance(&resource_type, &id))
 }
 
 /// The query parameters history understands; the paging cursor is `_cursor`.
@@ -72,7 +98,9 @@ fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
     Ok(params)
 }
 
-fn respond(req: &HttpRequest, state: &AppState, scope: Scope<'_>) -> ApiResult {
+/// A page of history; the versions the client may not read are left out of it (the page is
+/// shorter, its `next` link unchanged).
+fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_>) -> ApiResult {
     negotiate(req)?;
     let params = params(req, state)?;
     let period = |name: &str, value: &Option<String>| {
@@ -91,12 +119,27 @@ fn respond(req: &HttpRequest, state: &AppState, scope: Scope<'_>) -> ApiResult {
         count: params.count,
         before: params.cursor,
     };
-    let Some(page) = state.store.history(&query)? else {
+    let Some(mut page) = state.store.history(&query)? else {
         let Scope::Instance(resource_type, id) = scope else {
             unreachable!("only an instance can be missing")
         };
         return Err(FhirError::not_found(format!("{resource_type}/{id} does not exist")).into());
     };
+    let versions: Vec<Stored> = page
+        .entries
+        .iter()
+        .map(|entry| Stored {
+            resource_type: &entry.resource_type,
+            id: &entry.id,
+            vid: entry.vid,
+            last_updated: entry.last_updated,
+            body: (entry.op != Op::Delete).then_some(entry.body.as_slice()),
+        })
+        .collect();
+    let visible =
+        access.visible_versions(&state.search, &state.store, Permission::Read, &versions)?;
+    let mut visible = visible.into_iter();
+    page.entries.retain(|_| visible.next().unwrap_or(false));
     let base = base_url(req, state);
     let body = render(&base, req, &params, &page);
     Ok(HttpResponse::Ok()

@@ -20,14 +20,15 @@ const TYPE_INTERACTIONS: &[&str] = &[
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     negotiate(&req)?;
-    let body = statement(&base_url(&req, &state), state.search.registry);
+    let security = super::auth::security(&state.config);
+    let body = statement(&base_url(&req, &state), state.search.registry, security);
     Ok(HttpResponse::Ok()
         .content_type(super::http::FHIR_JSON)
         .body(body.to_string()))
 }
 
-/// The CapabilityStatement of this build, served at `base`.
-pub fn statement(base: &str, registry: &Registry) -> Value {
+/// The CapabilityStatement of this build, served at `base`, with its `rest.security`.
+pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
         .map(|code| json!({"code": code}))
@@ -99,6 +100,7 @@ pub fn statement(base: &str, registry: &Registry) -> Value {
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
+            "security": security,
             "documentation": "Search covers the number, date, string, token, reference, \
                 quantity (UCUM units converted), uri and composite parameters listed per \
                 type and near, with :missing, :not, :text, :of-type, :exact, :contains, \
@@ -139,16 +141,43 @@ fn lower_first(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    /// The settings of `fhirlake serve ARGS`.
+    fn serve(args: &[&str]) -> crate::config::ServeConfig {
+        let args = ["fhirlake", "serve"].iter().chain(args);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve(config) => config,
+            _ => unreachable!("a serve command"),
+        }
+    }
+
     #[test]
     fn the_capability_statement_is_valid_r4() {
-        let statement = super::statement(
-            "http://localhost/fhir",
-            crate::search::registry::Registry::r4_shared(),
-        );
-        fhirlake_model::check_resource(&statement).unwrap();
-        assert_eq!(
-            statement["rest"][0]["resource"].as_array().unwrap().len(),
-            146
-        );
+        for (args, code) in [
+            (&["--auth", "none"][..], None),
+            (
+                &["--auth-token-url", "https://as.example/token"][..],
+                Some("SMART-on-FHIR"),
+            ),
+        ] {
+            let statement = super::statement(
+                "http://localhost/fhir",
+                crate::search::registry::Registry::r4_shared(),
+                crate::api::auth::security(&serve(args)),
+            );
+            fhirlake_model::check_resource(&statement).unwrap();
+            assert_eq!(
+                statement["rest"][0]["resource"].as_array().unwrap().len(),
+                146
+            );
+            let security = &statement["rest"][0]["security"];
+            assert_eq!(
+                security["service"][0]["coding"][0]["code"].as_str(),
+                code,
+                "{security}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! handlers return [`ApiError`], and the default services answer unknown paths (404) and
 //! methods (405) the same way.
 
+mod auth;
 mod bundle;
 mod changes;
 mod crud;
@@ -37,20 +38,28 @@ pub struct AppState {
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
     pub readiness: Vec<Box<dyn ReadinessCheck>>,
+    /// Verifies the bearer tokens; `None` under `--auth none`.
+    pub verifier: Option<crate::auth::token::Verifier>,
 }
 
-/// The routes: the operations endpoints, the OpenAPI description and its explorer at the
-/// root, and the FHIR API under `/fhir`. More specific paths come first: `_history` and
-/// `metadata` are not resource types or ids. Each FHIR route's interaction (for the log and
-/// the metrics) is named in [`interaction::Interaction::of_route`].
+/// The routes: the operations endpoints, the SMART configuration, the OpenAPI description and
+/// its explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
+/// (routed before the scope) needs authorization ([`auth::authenticate`]). More specific paths
+/// come first: `_history` is not a resource type or an id. Each FHIR route's interaction (for
+/// the log and the metrics) is named in [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health").route(web::get().to(operations::health)))
         .service(resource("/ready").route(web::get().to(operations::ready)))
-        .service(resource("/metrics").route(web::get().to(operations::metrics)));
+        .service(resource("/metrics").route(web::get().to(operations::metrics)))
+        .service(
+            resource("/.well-known/smart-configuration")
+                .route(web::get().to(auth::smart_configuration)),
+        );
     cfg.configure(openapi::routes);
+    cfg.service(resource("/fhir/metadata").route(web::get().to(metadata::capability_statement)));
     cfg.service(
         web::scope("/fhir")
-            .service(resource("/metadata").route(web::get().to(metadata::capability_statement)))
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .service(resource("/$changes").route(web::get().to(changes::pull)))
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))

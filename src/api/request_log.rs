@@ -5,11 +5,13 @@
 
 use super::AppState;
 use super::interaction::Interaction;
+use crate::auth::{Access, audit};
+use crate::config::Audit;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpMessage, web};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -45,8 +47,11 @@ pub async fn log_request(
             error.as_response_error().status_code().as_u16(),
         ),
     };
-    if let Some(state) = state {
+    if let Some(state) = &state {
         state.metrics.observe(interaction, status, elapsed);
+        if state.config.audit == Audit::On {
+            audit(id, interaction, status, &result);
+        }
     }
     tracing::info!(
         request_id = %id,
@@ -61,6 +66,28 @@ pub async fn log_request(
         response.headers_mut().insert(REQUEST_ID, request_id);
         response
     })
+}
+
+/// Writes the audit line of an answered request: who from its [`Access`] (none when it was
+/// refused before its token was accepted), what from its route.
+fn audit<B>(
+    request_id: &str,
+    interaction: Interaction,
+    status: u16,
+    result: &Result<ServiceResponse<B>, actix_web::Error>,
+) {
+    let request = result.as_ref().ok().map(|response| response.request());
+    let access = request.and_then(|r| r.extensions().get::<Access>().cloned());
+    let path = request.map(|r| r.match_info());
+    let segment = |name: &str| path.and_then(|p| p.get(name));
+    audit::record(&audit::Record {
+        request_id,
+        access: access.as_ref(),
+        interaction: interaction.as_str(),
+        resource_type: segment("compartment").or(segment("type")),
+        id: segment("id"),
+        status,
+    });
 }
 
 /// The client's `X-Request-Id` when it is a sane token (1 to 128 letters, digits and

@@ -8,12 +8,14 @@
 
 use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_form};
 use super::{ApiResult, AppState};
+use crate::auth::scope::Permission;
+use crate::auth::{Access, Stored};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::resource::check_type;
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
-use crate::search::{Page, Request, Target, compartment};
+use crate::search::{Candidate, Page, Request, Target, View, compartment};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
@@ -24,35 +26,44 @@ type State = web::Data<AppState>;
 pub const EVERYTHING: &[&str] = &["Patient", "Encounter"];
 
 /// `GET /fhir/{type}`
-pub async fn of_type(req: HttpRequest, state: State, path: web::Path<String>) -> ApiResult {
+pub async fn of_type(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<String>,
+) -> ApiResult {
     check_type(&path)?;
     let params = query_pairs(&req);
     let target = Target::of_type(&path);
-    run(&req, &state, target, params, false).await
+    let view = access.search_view(Permission::Search, &target.resource_types)?;
+    run(&req, &state, &access, (target, view), params, false).await
 }
 
 /// `POST /fhir/{type}/_search` with a form body (and maybe a query string too).
 pub async fn of_type_post(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
     check_type(&path)?;
+    let target = Target::of_type(&path);
+    let view = access.search_view(Permission::Search, &target.resource_types)?;
     let mut params = query_pairs(&req);
     params.extend(read_form(&req, payload, &state).await?);
-    let target = Target::of_type(&path);
-    run(&req, &state, target, params, false).await
+    run(&req, &state, &access, (target, view), params, false).await
 }
 
 /// `GET /fhir?_type=A,B&...`: all types, or those `_type` names.
-pub async fn system(req: HttpRequest, state: State) -> ApiResult {
+pub async fn system(req: HttpRequest, state: State, access: Access) -> ApiResult {
     let params = query_pairs(&req);
     let target = Target {
         resource_types: named_types(&params)?,
         compartment: None,
     };
-    run(&req, &state, target, params, false).await
+    let view = access.search_view(Permission::Search, &target.resource_types)?;
+    run(&req, &state, &access, (target, view), params, false).await
 }
 
 /// `GET /fhir/{compartment}/{id}/{type}`: the members of one type (`*`: of every type) of the
@@ -60,6 +71,7 @@ pub async fn system(req: HttpRequest, state: State) -> ApiResult {
 pub async fn compartment(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     let (compartment, id, resource_type) = path.into_inner();
@@ -74,15 +86,26 @@ pub async fn compartment(
         resource_types,
         compartment: Some((compartment, id)),
     };
-    run(&req, &state, target, query_pairs(&req), false).await
+    let view = access.search_view(Permission::Search, &target.resource_types)?;
+    run(
+        &req,
+        &state,
+        &access,
+        (target, view),
+        query_pairs(&req),
+        false,
+    )
+    .await
 }
 
 /// `GET /fhir/{Patient|Encounter}/{id}/$everything`: the resource, its compartment, and what
 /// they refer to (`search.mode` `include`), paged like a search. `_since` keeps resources
-/// updated since an instant, `_type` the types named.
+/// updated since an instant, `_type` the types named. It reads: it needs `r` on the resource,
+/// and holds only what the client may read.
 pub async fn everything(
     req: HttpRequest,
     state: State,
+    access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (compartment, id) = path.into_inner();
@@ -92,20 +115,33 @@ pub async fn everything(
         ))
         .into());
     }
-    if !matches!(state.store.read(&compartment, &id)?, Some((_, Some(_)))) {
-        return Err(FhirError::not_found(format!("{compartment}/{id} is not here")).into());
+    access.require(Permission::Read, Some(&compartment))?;
+    let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
+    let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {
+        return Err(absent().into());
+    };
+    let focal = Stored {
+        resource_type: &compartment,
+        id: &id,
+        vid: current.vid,
+        last_updated: current.last_updated,
+        body: Some(&version.body),
+    };
+    if !access.sees_stored(&state.search, &state.store, Permission::Read, focal)? {
+        return Err(absent().into());
     }
     let mut params = query_pairs(&req);
     let target = Target {
         resource_types: named_types(&params)?,
-        compartment: Some((compartment, id)),
+        compartment: Some((compartment.clone(), id.clone())),
     };
+    let view = access.view(Permission::Read);
     if let Some((_, since)) = params.iter().find(|(name, _)| name == "_since") {
         let since = ("_lastUpdated".to_string(), format!("ge{since}"));
         params.retain(|(name, _)| name != "_since");
         params.push(since);
     }
-    run(&req, &state, target, params, true).await
+    run(&req, &state, &access, (target, view), params, true).await
 }
 
 /// The types a `_type` parameter names.
@@ -131,12 +167,13 @@ fn check_compartment(compartment: &str) -> Result<(), FhirError> {
     }
 }
 
-/// Runs a search of `target`; `everything` adds what the matches refer to, as `$everything`
-/// does.
+/// Runs a search of `target` within `view`; `everything` adds what the matches refer to, as
+/// `$everything` does. Included resources are those of them the client may read.
 async fn run(
     req: &HttpRequest,
     state: &AppState,
-    target: Target,
+    access: &Access,
+    (target, view): (Target, View),
     params: Vec<(String, String)>,
     everything: bool,
 ) -> ApiResult {
@@ -195,11 +232,12 @@ async fn run(
         offset,
         snapshot,
         total,
+        view,
     })?;
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
     let mut matches = load(&state.store, &page.matches)?;
-    let included = if everything {
+    let mut included = if everything {
         let types = &target.resource_types;
         referenced(&state.store, &matches, |t| {
             types.is_empty() || types.iter().any(|k| k == t)
@@ -207,6 +245,21 @@ async fn run(
     } else {
         include(&state.search, &state.store, &directives, &matches)?
     };
+    let candidates: Vec<Candidate> = included
+        .resources
+        .iter()
+        .map(|(resource_type, id, version)| Candidate {
+            resource_type,
+            id,
+            last_updated: version.last_updated,
+            body: &version.body,
+        })
+        .collect();
+    let readable = access.visible(&state.search, Permission::Read, &candidates)?;
+    let mut readable = readable.into_iter();
+    included
+        .resources
+        .retain(|_| readable.next().unwrap_or(false));
     page.used.extend(applied);
     if let Some(subset) = &subset {
         // After the includes, which follow the references of the whole resources; included

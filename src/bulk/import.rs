@@ -9,6 +9,7 @@
 //! A rejected file, entry or line is reported and the rest goes on. Files start in name order
 //! (Synthea's `0-...` batch files first), `jobs` at a time.
 
+use crate::auth::Access;
 use crate::bundle::{self, Kind, Options};
 use crate::fhir::resource::{check_value, id_of, parse_json};
 use crate::fhir::{FhirError, Return};
@@ -219,7 +220,8 @@ async fn import_file(
                     max_entries: usize::MAX,
                     returns: Return::Minimal,
                 };
-                let processed = bundle::process(store, search, value, &options).await?;
+                let processed =
+                    bundle::process(store, search, &Access::Open, value, &options).await?;
                 for (index, entry) in processed.entries.iter().enumerate() {
                     match &entry.error {
                         Some(error) => reject(format!(" entry {index}"), error),

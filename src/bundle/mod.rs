@@ -8,9 +8,14 @@
 //! - Created entries get new ids; every reference to an entry's `fullUrl` (`urn:uuid:`,
 //!   `urn:oid:`, absolute or relative) in any resource of the Bundle is rewritten to the stored
 //!   `Type/id` first ([`references`]).
+//! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
+//!   entry fails a transaction whole, and only itself in a batch. Conditional matches
+//!   (`ifNoneExist`, conditional references) see only what the client may read.
 
 pub mod references;
 
+use crate::auth::scope::Permission;
+use crate::auth::{Access, Stored};
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{Micros, format_instant};
 use crate::fhir::resource::{check_id, check_type, check_value, id_of, parse_etag};
@@ -123,6 +128,7 @@ pub fn kind_of(bundle: &Value) -> Result<Kind, FhirError> {
 pub async fn process(
     store: &Store,
     search: &Engine,
+    access: &Access,
     mut bundle: Value,
     options: &Options,
 ) -> Result<Processed, FhirError> {
@@ -170,7 +176,8 @@ pub async fn process(
             },
         )) = request
         {
-            *request = match search.matching(resource_type, criteria) {
+            let readable = access.view(Permission::Read);
+            *request = match search.matching(resource_type, criteria, &readable) {
                 Ok(ids) if ids.is_empty() => continue,
                 Ok(ids) if ids.len() == 1 => Ok((
                     None,
@@ -243,7 +250,7 @@ pub async fn process(
                     ..
                 },
             )) => rewrites.apply(resource, resource_type, &|reference| {
-                search.resolve(reference)
+                search.resolve(reference, &access.view(Permission::Read))
             }),
             _ => Ok(()),
         };
@@ -263,7 +270,16 @@ pub async fn process(
         match request {
             Err(error) => results[index] = Some(failed(error)),
             Ok((_, request @ Request::Read { .. })) => reads.push((index, request)),
-            Ok((_, request)) => writes.push((index, to_write(request, id))),
+            Ok((_, request)) => {
+                let (order, mut write) = to_write(request, id);
+                match access.check_write(search, store, &mut write) {
+                    Ok(()) => writes.push((index, (order, write))),
+                    Err(error) if kind == Kind::Transaction => {
+                        return Err(at_entry(error, index));
+                    }
+                    Err(error) => results[index] = Some(failed(at_entry(error, index))),
+                }
+            }
         }
     }
     writes.sort_by_key(|(_, (order, _))| *order);
@@ -294,7 +310,7 @@ pub async fn process(
         }
     }
     for (index, request) in reads {
-        results[index] = Some(match read(store, request) {
+        results[index] = Some(match read(store, search, access, request) {
             Ok(result) => result,
             Err(error) => failed(at_entry(error, index)),
         });
@@ -550,7 +566,14 @@ fn failed(error: FhirError) -> EntryResult {
     }
 }
 
-fn read(store: &Store, request: Request) -> Result<EntryResult, FhirError> {
+/// A read or vread entry; a resource the client may not read is answered as one that does
+/// not exist.
+fn read(
+    store: &Store,
+    search: &Engine,
+    access: &Access,
+    request: Request,
+) -> Result<EntryResult, FhirError> {
     let Request::Read {
         resource_type,
         id,
@@ -561,22 +584,51 @@ fn read(store: &Store, request: Request) -> Result<EntryResult, FhirError> {
     else {
         unreachable!("only reads are read")
     };
+    access.require(Permission::Read, Some(&resource_type))?;
     let name = format!("{resource_type}/{id}");
+    let hidden = |vid: u64, last_updated: Micros, body: Option<&[u8]>| {
+        let stored = Stored {
+            resource_type: &resource_type,
+            id: &id,
+            vid,
+            last_updated,
+            body,
+        };
+        access
+            .sees_stored(search, store, Permission::Read, stored)
+            .map(|seen| !seen)
+    };
+    let absent = || FhirError::not_found(format!("{name} does not exist"));
     let version = match vid {
-        Some(vid) => store
-            .vread(&resource_type, &id, vid)?
-            .map(|version| (vid, version))
-            .ok_or_else(|| FhirError::not_found(format!("{name} has no version {vid}")))?,
+        Some(vid) => {
+            let no_version = || FhirError::not_found(format!("{name} has no version {vid}"));
+            let version = store
+                .vread(&resource_type, &id, vid)?
+                .ok_or_else(no_version)?;
+            let body = (version.op != Op::Delete).then_some(version.body.as_slice());
+            if hidden(vid, version.last_updated, body)? {
+                return Err(no_version());
+            }
+            (vid, version)
+        }
         None => match store.read(&resource_type, &id)? {
-            None => return Err(FhirError::not_found(format!("{name} does not exist"))),
-            Some((_, None)) => {
+            None => return Err(absent()),
+            Some((current, None)) => {
+                if hidden(current.vid, current.last_updated, None)? {
+                    return Err(absent());
+                }
                 return Err(FhirError::new(
                     410,
                     IssueCode::Deleted,
                     format!("{name} was deleted"),
                 ));
             }
-            Some((current, Some(version))) => (current.vid, version),
+            Some((current, Some(version))) => {
+                if hidden(current.vid, version.last_updated, Some(&version.body))? {
+                    return Err(absent());
+                }
+                (current.vid, version)
+            }
         },
     };
     let (vid, version) = version;

@@ -11,6 +11,8 @@ pub enum IssueCode {
     Structure,
     Required,
     Value,
+    /// A rule (a StructureDefinition invariant) does not hold.
+    Invariant,
     NotFound,
     Deleted,
     Conflict,
@@ -21,6 +23,10 @@ pub enum IssueCode {
     /// A temporary condition: the same request may succeed later.
     Transient,
     Informational,
+    /// No valid credentials: the client has to authenticate (401).
+    Login,
+    /// The credentials do not allow the request (403).
+    Forbidden,
 }
 
 impl IssueCode {
@@ -30,6 +36,7 @@ impl IssueCode {
             IssueCode::Structure => "structure",
             IssueCode::Required => "required",
             IssueCode::Value => "value",
+            IssueCode::Invariant => "invariant",
             IssueCode::NotFound => "not-found",
             IssueCode::Deleted => "deleted",
             IssueCode::Conflict => "conflict",
@@ -39,6 +46,8 @@ impl IssueCode {
             IssueCode::Exception => "exception",
             IssueCode::Transient => "transient",
             IssueCode::Informational => "informational",
+            IssueCode::Login => "login",
+            IssueCode::Forbidden => "forbidden",
         }
     }
 }
@@ -79,6 +88,11 @@ impl FhirError {
 
     pub fn not_supported(diagnostics: impl Into<String>) -> Self {
         FhirError::new(501, IssueCode::NotSupported, diagnostics)
+    }
+
+    /// 403: the client is known, but its token does not allow what it asked.
+    pub fn forbidden(diagnostics: impl Into<String>) -> Self {
+        FhirError::new(403, IssueCode::Forbidden, diagnostics)
     }
 
     pub fn internal(diagnostics: impl Into<String>) -> Self {

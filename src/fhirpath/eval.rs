@@ -1,6 +1,7 @@
 //! Evaluating parsed FHIRPath on a resource's JSON.
 
-use super::parser::Expr;
+use super::operators;
+use super::parser::{Expr, Op};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
@@ -22,7 +23,7 @@ pub enum Item<'a> {
 }
 
 impl<'a> Item<'a> {
-    fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
+    pub(super) fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
         let ty = match value.get("resourceType").and_then(Value::as_str) {
             Some(resource_type) => Some(Cow::Borrowed(resource_type)),
             None => ty,
@@ -41,11 +42,34 @@ impl<'a> Item<'a> {
         }
     }
 
-    fn is_type(&self, wanted: &str) -> bool {
-        let wanted = wanted.strip_prefix("FHIR.").unwrap_or(wanted);
-        match self.type_name() {
-            Some(ty) => ty == wanted || is_subtype(ty, wanted),
-            None => false,
+    /// Whether the item is of type `wanted` (`FHIR.` and `System.` names alike: FHIRPath's
+    /// `Boolean` is FHIR's `boolean`). Without a model, a JSON string whose type the JSON does
+    /// not tell is taken to be any of the string types (not a date or time).
+    pub(super) fn is_type(&self, wanted: &str) -> bool {
+        let wanted = wanted
+            .strip_prefix("FHIR.")
+            .or_else(|| wanted.strip_prefix("System."))
+            .unwrap_or(wanted);
+        let wanted = match wanted {
+            "Boolean" => "boolean",
+            "String" => "string",
+            "Integer" => "integer",
+            "Decimal" => "decimal",
+            "Date" => "date",
+            "DateTime" => "dateTime",
+            "Time" => "time",
+            other => other,
+        };
+        match (self.type_name(), self) {
+            (Some(ty), _) => ty == wanted || is_subtype(ty, wanted),
+            (
+                None,
+                Item::Node {
+                    value: Value::String(_),
+                    ..
+                },
+            ) => STRING_TYPES.contains(&wanted),
+            (None, _) => false,
         }
     }
 }
@@ -62,20 +86,43 @@ impl fmt::Display for EvalError {
 
 impl std::error::Error for EvalError {}
 
-type Items<'a> = Vec<Item<'a>>;
+pub(super) type Items<'a> = Vec<Item<'a>>;
 
 /// Evaluates `expr` on `resource` (its JSON), returning the items it selects.
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
-    let context = Context { root: resource };
-    context.eval(expr, &[Item::node(resource, None)])
+    evaluate_on(expr, resource, None, [resource, resource])
 }
 
-struct Context<'a> {
-    root: &'a Value,
+/// Evaluates `expr` on `element` (of FHIR type `ty` when known), an element of `resource`,
+/// itself contained in `root` (or `root` itself): how an invariant of an element is checked.
+/// `[resource, root]` are `%resource` and `%rootResource`; `%context` is `element`.
+pub fn evaluate_on<'a>(
+    expr: &Expr,
+    element: &'a Value,
+    ty: Option<&'a str>,
+    [resource, root]: [&'a Value; 2],
+) -> Result<Items<'a>, EvalError> {
+    let focus = Item::node(element, ty.map(Cow::Borrowed));
+    let context = Context {
+        resource,
+        root,
+        focus: focus.clone(),
+    };
+    context.eval(expr, &[focus])
+}
+
+pub(super) struct Context<'a> {
+    /// `%resource`.
+    resource: &'a Value,
+    /// `%rootResource`: the resource that contains `resource`, or `resource` itself; where
+    /// `#id` references are resolved.
+    pub(super) root: &'a Value,
+    /// What the evaluation started on: `%context`.
+    focus: Item<'a>,
 }
 
 impl<'a> Context<'a> {
-    fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+    pub(super) fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
         Ok(match expr {
             Expr::This => input.to_vec(),
             Expr::Str(s) => vec![Item::Str(s.clone())],
@@ -154,14 +201,27 @@ impl<'a> Context<'a> {
             }
             Expr::Call(inner, name, args) => {
                 let items = self.eval(inner, input)?;
-                self.call(name, args, items)?
+                self.call(name, args, items, input)?
             }
+            Expr::Binary(op @ (Op::Implies | Op::Xor), left, right) => {
+                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
+                operators::logical(*op, left, right)
+                    .map(Item::Bool)
+                    .into_iter()
+                    .collect()
+            }
+            Expr::Binary(op, left, right) => {
+                operators::binary(*op, self.eval(left, input)?, self.eval(right, input)?)?
+            }
+            Expr::Negate(inner) => operators::negate(self.eval(inner, input)?)?,
+            Expr::Env(name) => self.variable(name)?,
+            Expr::Empty => vec![],
         })
     }
 
     /// The singleton boolean of a collection: empty is unknown, a single boolean is itself,
     /// any other single item is true.
-    fn truth(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Option<bool>, EvalError> {
+    pub(super) fn truth(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Option<bool>, EvalError> {
         let items = self.eval(expr, input)?;
         Ok(match items.as_slice() {
             [] => None,
@@ -177,7 +237,33 @@ impl<'a> Context<'a> {
         })
     }
 
-    fn call(&self, name: &str, args: &[Expr], items: Items<'a>) -> Result<Items<'a>, EvalError> {
+    /// `%name`.
+    fn variable(&self, name: &str) -> Result<Items<'a>, EvalError> {
+        let text = |s: String| Ok(vec![Item::Str(s)]);
+        match name {
+            "resource" => Ok(vec![Item::node(self.resource, None)]),
+            "rootResource" => Ok(vec![Item::node(self.root, None)]),
+            "context" => Ok(vec![self.focus.clone()]),
+            "ucum" => text("http://unitsofmeasure.org".into()),
+            "sct" => text("http://snomed.info/sct".into()),
+            "loinc" => text("http://loinc.org".into()),
+            _ => match name.split_once('-') {
+                Some(("vs", rest)) => text(format!("http://hl7.org/fhir/ValueSet/{rest}")),
+                Some(("ext", rest)) => {
+                    text(format!("http://hl7.org/fhir/StructureDefinition/{rest}"))
+                }
+                _ => Err(EvalError(format!("unknown variable %{name}"))),
+            },
+        }
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &[Expr],
+        items: Items<'a>,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
         let arity = |n: usize| {
             if args.len() == n {
                 Ok(())
@@ -185,8 +271,18 @@ impl<'a> Context<'a> {
                 Err(EvalError(format!("{name}() takes {n} argument(s)")))
             }
         };
+        // `T`, `FHIR.T` or `System.T`.
         let type_argument = || match args {
-            [Expr::Member(inner, ty)] if matches!(**inner, Expr::This) => Ok(ty.as_str()),
+            [Expr::Member(inner, ty)] => match &**inner {
+                Expr::This => Ok(ty.as_str()),
+                Expr::Member(this, namespace)
+                    if matches!(**this, Expr::This)
+                        && matches!(namespace.as_str(), "FHIR" | "System") =>
+                {
+                    Ok(ty.as_str())
+                }
+                _ => Err(EvalError(format!("{name}() takes a type name"))),
+            },
             _ => Err(EvalError(format!("{name}() takes a type name"))),
         };
         let string_argument = || match args {
@@ -269,7 +365,7 @@ impl<'a> Context<'a> {
                 }
                 vec![Item::Bool(!out.is_empty())]
             }
-            _ => return Err(EvalError(format!("the function {name}() is not supported"))),
+            _ => return self.function(name, args, items, input),
         })
     }
 
@@ -323,8 +419,25 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
         push(value, None);
         return;
     }
+    // A primitive with only an id or extensions (`_birthDate`): the element exists.
+    if let Some(value) = object.get(&format!("_{name}")) {
+        push(value, None);
+        return;
+    }
+    if !CHOICE_NAMES.contains(&name) {
+        return;
+    }
     for (key, value) in object {
-        if let Some(suffix) = key.strip_prefix(name)
+        // `_valueString` stands for a value with only extensions, unless `valueString` is
+        // there too.
+        let (member, extension_only) = match key.strip_prefix('_') {
+            Some(member) => (member, true),
+            None => (key.as_str(), false),
+        };
+        if extension_only && object.contains_key(member) {
+            continue;
+        }
+        if let Some(suffix) = member.strip_prefix(name)
             && let Some(ty) = choice_type(suffix)
         {
             push(value, Some(ty));
@@ -344,6 +457,98 @@ fn extensions<'a>(item: &Item<'a>, url: &str, out: &mut Items<'a>) {
         );
     }
 }
+
+/// The types a JSON string of unknown type may be taken for.
+const STRING_TYPES: &[&str] = &[
+    "string",
+    "code",
+    "id",
+    "markdown",
+    "uri",
+    "url",
+    "canonical",
+    "oid",
+    "uuid",
+];
+
+/// The names of the choice elements (`value[x]`) of every R4 resource and data type: only
+/// these are read as `name` + a type suffix (`responseCode` is not `response[x]`).
+const CHOICE_NAMES: &[&str] = &[
+    "abatement",
+    "additive",
+    "age",
+    "allowed",
+    "amount",
+    "answer",
+    "asNeeded",
+    "author",
+    "born",
+    "bounds",
+    "characteristic",
+    "chargeItem",
+    "code",
+    "collected",
+    "content",
+    "created",
+    "date",
+    "deceased",
+    "defaultValue",
+    "definingSubstance",
+    "definition",
+    "detail",
+    "diagnosis",
+    "dose",
+    "doseNumber",
+    "due",
+    "effective",
+    "entity",
+    "event",
+    "example",
+    "fastingStatus",
+    "fixed",
+    "identified",
+    "indication",
+    "item",
+    "legallyBinding",
+    "location",
+    "manufacturer",
+    "maxValue",
+    "medication",
+    "minValue",
+    "minimumVolume",
+    "module",
+    "multipleBirth",
+    "name",
+    "occurred",
+    "occurrence",
+    "offset",
+    "onset",
+    "participantEffective",
+    "pattern",
+    "performed",
+    "probability",
+    "procedure",
+    "product",
+    "quantity",
+    "rate",
+    "reported",
+    "scheduled",
+    "seriesDoses",
+    "serviced",
+    "source",
+    "start",
+    "statusReason",
+    "studyEffective",
+    "subject",
+    "substance",
+    "target",
+    "time",
+    "timing",
+    "topic",
+    "used",
+    "value",
+    "when",
+];
 
 /// The FHIR data types a choice element can take, as they appear in JSON member names.
 const CHOICE_TYPES: &[&str] = &[
@@ -452,7 +657,19 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
-fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
+/// A boolean item's value; None for any other item.
+pub fn truth(item: &Item<'_>) -> Option<bool> {
+    match item {
+        Item::Bool(b) => Some(*b),
+        Item::Node {
+            value: Value::Bool(b),
+            ..
+        } => Some(*b),
+        _ => None,
+    }
+}
+
+pub(super) fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
     fn primitive(item: &Item<'_>) -> Option<Value> {
         Some(match item {
             Item::Node { value, .. } => match value {
@@ -607,7 +824,7 @@ mod tests {
 
     #[test]
     fn unknown_functions_are_errors() {
-        let expr = parse("Patient.name.select(given)").unwrap();
+        let expr = parse("Patient.name.frobnicate(given)").unwrap();
         assert!(evaluate(&expr, &json!({"resourceType": "Patient", "name": [{}]})).is_err());
     }
 }

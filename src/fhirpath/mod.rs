@@ -5,8 +5,12 @@
 //! (`Observation.value`) matches its typed JSON members (`valueQuantity`), and the type named
 //! by the member's suffix is what `is`, `as` and `ofType` test.
 
+#[cfg(test)]
+mod conformance;
 pub mod eval;
+mod functions;
+mod operators;
 mod parser;
 
-pub use eval::{EvalError, Item, evaluate};
+pub use eval::{EvalError, Item, evaluate, evaluate_on};
 pub use parser::{Expr, ParseError, parse};

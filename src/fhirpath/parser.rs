@@ -1,11 +1,13 @@
-//! The FHIRPath grammar fhirlake evaluates: what the FHIR R4 search parameters (and simple
-//! invariants) are written in.
+//! The FHIRPath grammar fhirlake evaluates: what the FHIR R4 search parameters and the
+//! invariants of the R4 StructureDefinitions are written in.
 //!
 //! Supported: member paths (`Patient.name.given`), indexers (`[0]`), function calls
-//! (`where(...)`, `as(T)`, `ofType(T)`, `exists()`, `resolve()`, `extension('url')`, ...),
-//! the operators `|` (union), `is`, `as`, `=`, `!=`, `and`, `or`, string, number and boolean
-//! literals, parentheses and `$this`. Precedence follows the FHIRPath specification: `.`
-//! and `[]` bind tightest, then `is`/`as`, `|`, `=`/`!=`, `and`, `or`.
+//! (`where(...)`, `as(T)`, `exists()`, `resolve()`, `count()`, `matches('re')`, ...), every
+//! operator (`* / div mod`, `+ - &`, `is as`, `|`, `< > <= >=`, `= ~ != !~`, `in contains`,
+//! `and`, `or xor`, `implies`, unary `-`), string, number and boolean literals, `{}`,
+//! parentheses, `$this` and environment variables (`%resource`, `%ucum`, ``%`vs-name` ``).
+//! Precedence follows the FHIRPath specification, in that order from the tightest after `.`
+//! and `[]`.
 
 use std::fmt;
 
@@ -29,9 +31,39 @@ pub enum Expr {
     Equals(Box<Expr>, Box<Expr>, bool),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
+    /// The other binary operators.
+    Binary(Op, Box<Expr>, Box<Expr>),
+    /// `-x`
+    Negate(Box<Expr>),
+    /// `%name`: an environment variable.
+    Env(String),
+    /// `{}`: the empty collection.
+    Empty,
     Str(String),
     Number(f64),
     Bool(bool),
+}
+
+/// The binary operators other than `|`, `=`, `!=`, `and` and `or`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Implies,
+    Xor,
+    In,
+    Contains,
+    /// `~` (false) and `!~` (true) are `Equivalent(negated)`.
+    Equivalent(bool),
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    Add,
+    Subtract,
+    Concatenate,
+    Multiply,
+    Divide,
+    IntegerDivide,
+    Modulo,
 }
 
 /// Why an expression could not be parsed.
@@ -50,7 +82,10 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// The operators and punctuation, longest first.
-const SYMBOLS: &[&str] = &["!=", ".", "(", ")", "[", "]", "|", "=", ","];
+const SYMBOLS: &[&str] = &[
+    "!=", "!~", "<=", ">=", ".", "(", ")", "[", "]", "{", "}", "|", "=", "~", "<", ">", ",", "+",
+    "-", "*", "/", "&",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
@@ -58,6 +93,8 @@ enum Token {
     Str(String),
     Number(f64),
     Symbol(&'static str),
+    /// `%name`, ``%`name` `` or `%'name'`.
+    Env(String),
 }
 
 fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
@@ -122,6 +159,28 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                     .map_err(|_| error(start, "bad number"))?;
                 tokens.push((start, Token::Number(number)));
             }
+            b'%' => {
+                let rest = &text[i + 1..];
+                let (name, length) = match rest.as_bytes().first() {
+                    Some(quote @ (b'`' | b'\'')) => {
+                        let end = rest[1..]
+                            .find(*quote as char)
+                            .ok_or_else(|| error(start, "unterminated %variable"))?;
+                        (&rest[1..1 + end], end + 2)
+                    }
+                    _ => {
+                        let end = rest
+                            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .unwrap_or(rest.len());
+                        (&rest[..end], end)
+                    }
+                };
+                if name.is_empty() {
+                    return Err(error(start, "expected a variable name after '%'"));
+                }
+                tokens.push((start, Token::Env(name.to_string())));
+                i += 1 + length;
+            }
             b'$' | b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 i += 1;
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
@@ -151,7 +210,7 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
         at: 0,
         end: text.len(),
     };
-    let expr = parser.or()?;
+    let expr = parser.expression()?;
     match parser.tokens.get(parser.at) {
         None => Ok(expr),
         Some((at, token)) => Err(ParseError {
@@ -209,34 +268,78 @@ impl Parser {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while self.eat_keyword("or") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+    /// A whole expression: `implies`, the loosest operator.
+    fn expression(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.or()?;
+        while self.eat_keyword("implies") {
+            left = binary(Op::Implies, left, self.or()?);
         }
         Ok(left)
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        loop {
+            if self.eat_keyword("or") {
+                left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            } else if self.eat_keyword("xor") {
+                left = binary(Op::Xor, left, self.and()?);
+            } else {
+                return Ok(left);
+            }
+        }
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.equality()?;
+        let mut left = self.membership()?;
         while self.eat_keyword("and") {
-            left = Expr::And(Box::new(left), Box::new(self.equality()?));
+            left = Expr::And(Box::new(left), Box::new(self.membership()?));
         }
         Ok(left)
     }
 
-    fn equality(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.union()?;
+    fn membership(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.equality()?;
         loop {
-            let negated = if self.eat_symbol("=") {
-                false
-            } else if self.eat_symbol("!=") {
-                true
+            let op = if self.eat_keyword("in") {
+                Op::In
+            } else if self.eat_keyword("contains") {
+                Op::Contains
             } else {
                 return Ok(left);
             };
-            left = Expr::Equals(Box::new(left), Box::new(self.union()?), negated);
+            left = binary(op, left, self.equality()?);
         }
+    }
+
+    fn equality(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.comparison()?;
+        loop {
+            left = if self.eat_symbol("=") {
+                Expr::Equals(Box::new(left), Box::new(self.comparison()?), false)
+            } else if self.eat_symbol("!=") {
+                Expr::Equals(Box::new(left), Box::new(self.comparison()?), true)
+            } else if self.eat_symbol("~") {
+                binary(Op::Equivalent(false), left, self.comparison()?)
+            } else if self.eat_symbol("!~") {
+                binary(Op::Equivalent(true), left, self.comparison()?)
+            } else {
+                return Ok(left);
+            };
+        }
+    }
+
+    fn comparison(&mut self) -> Result<Expr, ParseError> {
+        self.left_associative(
+            &[
+                ("<=", Op::LessOrEqual),
+                (">=", Op::GreaterOrEqual),
+                ("<", Op::Less),
+                (">", Op::Greater),
+            ],
+            &[],
+            Self::union,
+        )
     }
 
     fn union(&mut self) -> Result<Expr, ParseError> {
@@ -247,8 +350,54 @@ impl Parser {
         Ok(left)
     }
 
+    fn additive(&mut self) -> Result<Expr, ParseError> {
+        self.left_associative(
+            &[("+", Op::Add), ("-", Op::Subtract), ("&", Op::Concatenate)],
+            &[],
+            Self::multiplicative,
+        )
+    }
+
+    fn multiplicative(&mut self) -> Result<Expr, ParseError> {
+        self.left_associative(
+            &[("*", Op::Multiply), ("/", Op::Divide)],
+            &[("div", Op::IntegerDivide), ("mod", Op::Modulo)],
+            Self::unary,
+        )
+    }
+
+    /// `next (op next)*` for the operators written as `symbols` or as `keywords`.
+    fn left_associative(
+        &mut self,
+        symbols: &[(&str, Op)],
+        keywords: &[(&str, Op)],
+        next: fn(&mut Self) -> Result<Expr, ParseError>,
+    ) -> Result<Expr, ParseError> {
+        let mut left = next(self)?;
+        loop {
+            let op = symbols
+                .iter()
+                .find(|(symbol, _)| self.eat_symbol(symbol))
+                .or_else(|| keywords.iter().find(|(word, _)| self.eat_keyword(word)));
+            match op {
+                Some((_, op)) => left = binary(*op, left, next(self)?),
+                None => return Ok(left),
+            }
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.eat_symbol("-") {
+            return Ok(Expr::Negate(Box::new(self.unary()?)));
+        }
+        if self.eat_symbol("+") {
+            return self.unary();
+        }
+        self.postfix()
+    }
+
     fn type_expression(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.postfix()?;
+        let mut left = self.additive()?;
         loop {
             if self.eat_keyword("is") {
                 left = Expr::Is(Box::new(left), self.type_name()?);
@@ -309,7 +458,7 @@ impl Parser {
         let mut args = Vec::new();
         if !self.eat_symbol(")") {
             loop {
-                args.push(self.or()?);
+                args.push(self.expression()?);
                 if self.eat_symbol(")") {
                     break;
                 }
@@ -331,9 +480,18 @@ impl Parser {
             }
             Some(Token::Symbol("(")) => {
                 self.at += 1;
-                let inner = self.or()?;
+                let inner = self.expression()?;
                 self.expect_symbol(")")?;
                 Ok(inner)
+            }
+            Some(Token::Symbol("{")) => {
+                self.at += 1;
+                self.expect_symbol("}")?;
+                Ok(Expr::Empty)
+            }
+            Some(Token::Env(name)) => {
+                self.at += 1;
+                Ok(Expr::Env(name))
             }
             Some(Token::Ident(word)) => match word.as_str() {
                 "true" | "false" => {
@@ -349,6 +507,10 @@ impl Parser {
             _ => self.error("expected an expression"),
         }
     }
+}
+
+fn binary(op: Op, left: Expr, right: Expr) -> Expr {
+    Expr::Binary(op, Box::new(left), Box::new(right))
 }
 
 #[cfg(test)]
@@ -416,6 +578,49 @@ mod tests {
         assert!(matches!(
             parse("Bundle.entry[0].resource").unwrap(),
             Expr::Member(_, _)
+        ));
+    }
+
+    #[test]
+    fn operators_bind_as_the_specification_orders_them() {
+        // implies < or < and < = < comparison < | < is < + < *
+        let expr = parse("a implies b or c and d = e + f * g").unwrap();
+        let Expr::Binary(Op::Implies, _, right) = expr else {
+            panic!()
+        };
+        let Expr::Or(_, right) = *right else { panic!() };
+        let Expr::And(_, right) = *right else {
+            panic!()
+        };
+        let Expr::Equals(_, right, false) = *right else {
+            panic!()
+        };
+        let Expr::Binary(Op::Add, _, right) = *right else {
+            panic!()
+        };
+        assert!(matches!(*right, Expr::Binary(Op::Multiply, _, _)));
+        assert!(matches!(
+            parse("a.count() > 1 xor b <= 2").unwrap(),
+            Expr::Binary(Op::Xor, _, _)
+        ));
+        assert!(matches!(
+            parse("system = %ucum").unwrap(),
+            Expr::Equals(_, ref v, false) if **v == Expr::Env("ucum".into())
+        ));
+        assert!(matches!(
+            parse("%`vs-x` ~ {}").unwrap(),
+            Expr::Binary(Op::Equivalent(false), ref l, ref r)
+                if **l == Expr::Env("vs-x".into()) && **r == Expr::Empty
+        ));
+        assert!(
+            matches!(parse("-1 + 2").unwrap(), Expr::Binary(Op::Add, ref l, _) if matches!(**l, Expr::Negate(_)))
+        );
+        assert!(
+            matches!(parse("a in b | c").unwrap(), Expr::Binary(Op::In, _, ref r) if matches!(**r, Expr::Union(_, _)))
+        );
+        assert!(matches!(
+            parse("x.contains('.')").unwrap(),
+            Expr::Call(_, _, _)
         ));
     }
 

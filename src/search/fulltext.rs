@@ -26,7 +26,7 @@ use tantivy::query::{BooleanQuery, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
-    TextAnalyzerBuilder, Tokenizer,
+    TextAnalyzerBuilder, Tokenizer, TokenizerManager,
 };
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
@@ -77,8 +77,8 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
-/// Registers [`analyzer`] in `index`: needed before any document is added to it.
-pub fn register(tokenizers: &tantivy::tokenizer::TokenizerManager) {
+/// Registers [`analyzer`] in an index's `tokenizers`: needed before any document is added.
+pub fn register(tokenizers: &TokenizerManager) {
     tokenizers.register(TOKENIZER, analyzer());
 }
 
@@ -472,11 +472,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
-    use tantivy::Index;
     use tantivy::collector::DocSetCollector;
     use tantivy::schema::Schema;
     use tantivy::tokenizer::TokenStream;
-    use tantivy::{IndexWriter, TantivyDocument};
+    use tantivy::{Index, IndexWriter, TantivyDocument};
 
     /// An in-RAM index with one full-text field; document `n` holds the texts `docs[n]`, each
     /// a value of its own.

@@ -279,6 +279,8 @@ fn referring(
             offset: 0,
             snapshot: None,
             total: false,
+            // What is included is judged afterwards, by whoever shows it.
+            view: super::View::All,
         })?;
         found.extend(page.matches);
     }

@@ -66,77 +66,15 @@ impl Fields {
 /// A change to apply to the index.
 pub enum Change {
     /// The resource's current version, with its terms.
-    Upsert { key: String, document: Document },
+    Upsert {
+        key: String,
+        resource_type: String,
+        last_updated: i64,
+        entries: Entries,
+        text: Text,
+    },
     /// The resource is deleted.
     Remove { key: String },
-}
-
-/// What the index holds of one version of a resource.
-pub struct Document {
-    pub resource_type: String,
-    pub last_updated: i64,
-    pub entries: Entries,
-    pub text: Text,
-}
-
-/// The schema of the index and its fields.
-pub fn schema() -> (Schema, Fields) {
-    let mut schema = Schema::builder();
-    let fields = Fields {
-        key: schema.add_text_field(KEY_FIELD, STRING | FAST),
-        resource_type: schema.add_text_field("type", STRING),
-        terms: schema.add_text_field("terms", STRING),
-        last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
-        sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
-        pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
-        refs: schema.add_text_field(REFS_FIELD, FAST),
-        narrative: schema.add_text_field("narrative", fulltext::field_options()),
-        content: schema.add_text_field("content", fulltext::field_options()),
-    };
-    (schema.build(), fields)
-}
-
-impl Fields {
-    /// The tantivy document of `document` under `key`.
-    pub fn document(&self, key: &str, document: Document) -> TantivyDocument {
-        let Document {
-            resource_type,
-            last_updated,
-            entries,
-            text,
-        } = document;
-        let mut doc = TantivyDocument::new();
-        doc.add_text(self.key, key);
-        doc.add_text(self.resource_type, &resource_type);
-        doc.add_i64(self.last_updated, last_updated);
-        for term in &entries.terms {
-            doc.add_text(self.terms, term);
-        }
-        if !entries.sort.is_empty() {
-            let sort: BTreeMap<String, OwnedValue> = entries
-                .sort
-                .into_iter()
-                .map(|(column, value)| (column, OwnedValue::Str(value)))
-                .collect();
-            doc.add_object(self.sort, sort);
-        }
-        for pair in &entries.pairs {
-            doc.add_bytes(self.pairs, pair);
-        }
-        for reference in &entries.refs {
-            doc.add_text(self.refs, reference);
-        }
-        // The narrative goes to both full-text fields and every other text to `content`, each
-        // as a value of its own (a phrase does not span two values).
-        if let Some(narrative) = &text.narrative {
-            doc.add_text(self.narrative, narrative);
-            doc.add_text(self.content, narrative);
-        }
-        for other in &text.other {
-            doc.add_text(self.content, other);
-        }
-        doc
-    }
 }
 
 pub struct SearchIndex {
@@ -197,9 +135,18 @@ impl SearchIndex {
                 Change::Remove { key } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
                 }
-                Change::Upsert { key, document } => {
+                Change::Upsert {
+                    key,
+                    resource_type,
+                    last_updated,
+                    entries,
+                    text,
+                } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
-                    writer.add_document(self.fields.document(&key, document))?;
+                    let doc =
+                        self.fields
+                            .document(&key, &resource_type, last_updated, entries, &text);
+                    writer.add_document(doc)?;
                 }
             }
         }
@@ -226,6 +173,109 @@ impl SearchIndex {
 
     pub fn schema(&self) -> Schema {
         self.index.schema()
+    }
+}
+
+/// The schema of the index and its fields.
+fn schema() -> (Schema, Fields) {
+    let mut schema = Schema::builder();
+    let fields = Fields {
+        key: schema.add_text_field(KEY_FIELD, STRING | FAST),
+        resource_type: schema.add_text_field("type", STRING),
+        terms: schema.add_text_field("terms", STRING),
+        last_updated: schema.add_i64_field(LAST_UPDATED_FIELD, INDEXED | FAST),
+        sort: schema.add_json_field(SORT_FIELD, JsonObjectOptions::default().set_fast("raw")),
+        pairs: schema.add_bytes_field(PAIRS_FIELD, FAST),
+        refs: schema.add_text_field(REFS_FIELD, FAST),
+        narrative: schema.add_text_field("narrative", fulltext::field_options()),
+        content: schema.add_text_field("content", fulltext::field_options()),
+    };
+    (schema.build(), fields)
+}
+
+/// The memory a scratch index may use: small, since it holds a page of resources at most, and
+/// tantivy sizes its term table from it.
+const SCRATCH_MEMORY: usize = 256 * 1024;
+
+/// A throwaway in-memory index of `documents` (each `Change::Upsert`), in one segment whose
+/// document `n` is `documents[n]`; what [`super::Engine::visible`] searches. Made without an
+/// index writer: no threads, no files.
+pub fn scratch(documents: Vec<Change>) -> tantivy::Result<(Searcher, Fields)> {
+    let (schema, fields) = schema();
+    let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+    fulltext::register(&tokenizers);
+    // A single-segment writer on an empty RAM directory: what it needs is what it gets.
+    let mut writer = Index::builder()
+        .schema(schema)
+        .tokenizers(tokenizers)
+        .single_segment_index_writer(tantivy::directory::RamDirectory::create(), SCRATCH_MEMORY)?;
+    for document in documents {
+        if let Change::Upsert {
+            key,
+            resource_type,
+            last_updated,
+            entries,
+            text,
+        } = document
+        {
+            writer.add_document(fields.document(
+                &key,
+                &resource_type,
+                last_updated,
+                entries,
+                &text,
+            ))?;
+        }
+    }
+    let index = writer.finalize()?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok((reader.searcher(), fields))
+}
+
+impl Fields {
+    /// The document of a resource's current version.
+    fn document(
+        &self,
+        key: &str,
+        resource_type: &str,
+        last_updated: i64,
+        entries: Entries,
+        text: &Text,
+    ) -> TantivyDocument {
+        let mut doc = TantivyDocument::new();
+        doc.add_text(self.key, key);
+        doc.add_text(self.resource_type, resource_type);
+        doc.add_i64(self.last_updated, last_updated);
+        for term in &entries.terms {
+            doc.add_text(self.terms, term);
+        }
+        if !entries.sort.is_empty() {
+            let sort: BTreeMap<String, OwnedValue> = entries
+                .sort
+                .into_iter()
+                .map(|(column, value)| (column, OwnedValue::Str(value)))
+                .collect();
+            doc.add_object(self.sort, sort);
+        }
+        for pair in &entries.pairs {
+            doc.add_bytes(self.pairs, pair);
+        }
+        for reference in &entries.refs {
+            doc.add_text(self.refs, reference);
+        }
+        // The narrative goes to both full-text fields and every other text to `content`, each
+        // as a value of its own (a phrase does not span two values).
+        if let Some(narrative) = &text.narrative {
+            doc.add_text(self.narrative, narrative);
+            doc.add_text(self.content, narrative);
+        }
+        for other in &text.other {
+            doc.add_text(self.content, other);
+        }
+        doc
     }
 }
 

@@ -6,11 +6,11 @@
 
 use super::extract::extract;
 use super::fulltext::Text;
-use super::index::{Change, Document, LAST_UPDATED, SearchIndex};
+use super::index::{Change, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
+use super::view::Wanted;
 use crate::store::Store;
-use crate::store::tables::VersionRecord;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -18,27 +18,20 @@ use tokio::sync::watch;
 /// The most changes one index commit takes.
 const BATCH: usize = 20_000;
 
-/// The index change for a resource's current version.
-pub fn upsert(
-    registry: &Registry,
-    resource_type: &str,
-    id: &str,
-    version: &VersionRecord,
-) -> Option<Change> {
-    let key = format!("{resource_type}/{id}");
-    let document = document(registry, resource_type, &key, version)?;
-    Some(Change::Upsert { key, document })
-}
-
-/// What the index holds of `version` (of the resource `key`, for the log); None when the
-/// stored body is not JSON.
+/// The index change for a version of a resource (its current one, but for a scratch index):
+/// `body` is its JSON, `last_updated` its lastUpdated in microseconds. `wanted` keeps only
+/// some parameters and maybe no text (a scratch index holds what its query looks at); `None`
+/// keeps everything.
 pub fn document(
     registry: &Registry,
     resource_type: &str,
-    key: &str,
-    version: &VersionRecord,
-) -> Option<Document> {
-    let resource: serde_json::Value = match serde_json::from_slice(&version.body) {
+    id: &str,
+    last_updated: i64,
+    body: &[u8],
+    wanted: Option<&Wanted>,
+) -> Option<Change> {
+    let key = format!("{resource_type}/{id}");
+    let resource: serde_json::Value = match serde_json::from_slice(body) {
         Ok(resource) => resource,
         Err(error) => {
             tracing::error!(%key, %error, "a stored version is not JSON; not indexed");
@@ -51,17 +44,22 @@ pub fn document(
     for param in registry
         .params(resource_type)
         .filter(|p| p.code != LAST_UPDATED)
+        .filter(|p| wanted.is_none_or(|w| w.codes.contains(&p.code)))
     {
         match extract(registry, param, &resource) {
             Ok(values) => entries.add(&param.code, &values),
             Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
         }
     }
-    Some(Document {
+    Some(Change::Upsert {
+        key,
         resource_type: resource_type.to_string(),
-        last_updated: version.last_updated,
+        last_updated,
         entries,
-        text: Text::of(&resource),
+        text: match wanted {
+            Some(wanted) if !wanted.text => Text::default(),
+            _ => Text::of(&resource),
+        },
     })
 }
 
@@ -136,7 +134,14 @@ fn index_batch(
     let mut batch = Vec::with_capacity(touched.len());
     for (resource_type, id) in touched {
         let change = match store.read(&resource_type, &id)? {
-            Some((_, Some(version))) => upsert(registry, &resource_type, &id, &version),
+            Some((_, Some(version))) => document(
+                registry,
+                &resource_type,
+                &id,
+                version.last_updated,
+                &version.body,
+                None,
+            ),
             _ => Some(Change::Remove {
                 key: format!("{resource_type}/{id}"),
             }),
@@ -174,7 +179,14 @@ pub fn rebuild(
     index.clear()?;
     let mut batch = Vec::new();
     let head = store.for_each_current(|resource_type, id, version| {
-        batch.extend(upsert(registry, resource_type, id, &version));
+        batch.extend(document(
+            registry,
+            resource_type,
+            id,
+            version.last_updated,
+            &version.body,
+            None,
+        ));
     })?;
     let count = batch.len();
     index.apply(batch, head)?;

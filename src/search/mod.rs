@@ -17,6 +17,7 @@ pub mod sort;
 pub mod terms;
 pub mod units;
 pub mod versions;
+pub mod view;
 
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
@@ -33,6 +34,7 @@ use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::Query;
 use tantivy::{DocAddress, Order, Searcher};
 use tokio::sync::watch;
+pub use view::{Candidate, Part, View};
 
 /// The search index's directory inside a data directory.
 pub const INDEX_DIR: &str = "index";
@@ -58,6 +60,8 @@ pub struct Request {
     pub snapshot: Option<u64>,
     /// Count the matches (`_total` other than `none`).
     pub total: bool,
+    /// What the search may find at all (the client's access).
+    pub view: View,
 }
 
 /// One page of matches.
@@ -128,6 +132,7 @@ impl Engine {
             registry: self.registry,
             fields: self.index.fields,
             searcher: &searcher,
+            view: &request.view,
         };
         let plan = planner.plan(&request.target, &request.params, request.strict)?;
         let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
@@ -185,10 +190,15 @@ impl Engine {
         }
     }
 
-    /// The ids of up to two resources of `resource_type` matching `criteria` (a query string
-    /// such as `identifier=http://x|1`): what conditional interactions and references need.
-    /// Unknown parameters are refused, never ignored.
-    pub fn matching(&self, resource_type: &str, criteria: &str) -> Result<Vec<String>, FhirError> {
+    /// The ids of up to two resources of `resource_type` within `view` matching `criteria` (a
+    /// query string such as `identifier=http://x|1`): what conditional interactions and
+    /// references need. Unknown parameters are refused, never ignored.
+    pub fn matching(
+        &self,
+        resource_type: &str,
+        criteria: &str,
+        view: &View,
+    ) -> Result<Vec<String>, FhirError> {
         let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
             .into_owned()
             .collect();
@@ -207,8 +217,75 @@ impl Engine {
             offset: 0,
             snapshot: None,
             total: false,
+            view: view.clone(),
         })?;
         Ok(page.matches.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Which of `candidates` a search within `view` would find (see [`view`]).
+    pub fn visible(&self, view: &View, candidates: &[Candidate]) -> Result<Vec<bool>, FhirError> {
+        Self::visible_in(self.registry, view, candidates)
+    }
+
+    /// [`Engine::visible`] with the definitions of `registry`: the candidates are indexed in a
+    /// scratch index, in order, with the parameters the view looks at only, and the view's
+    /// query runs over it. A candidate that cannot be indexed (not JSON) is not visible.
+    pub fn visible_in(
+        registry: &Registry,
+        view: &View,
+        candidates: &[Candidate],
+    ) -> Result<Vec<bool>, FhirError> {
+        if *view == View::All {
+            return Ok(vec![true; candidates.len()]);
+        }
+        let failed = |e: tantivy::TantivyError| FhirError::internal(format!("access check: {e}"));
+        // Document n of the scratch index is candidate `indexed[n]`.
+        let mut indexed = Vec::with_capacity(candidates.len());
+        let mut documents = Vec::with_capacity(candidates.len());
+        let mut wanted: HashMap<&str, view::Wanted> = HashMap::new();
+        for (n, c) in candidates.iter().enumerate() {
+            let wanted = wanted
+                .entry(c.resource_type)
+                .or_insert_with(|| view.wanted(c.resource_type));
+            if let Some(document) = indexer::document(
+                registry,
+                c.resource_type,
+                c.id,
+                c.last_updated,
+                c.body,
+                Some(wanted),
+            ) {
+                indexed.push(n);
+                documents.push(document);
+            }
+        }
+        let (searcher, fields) = index::scratch(documents).map_err(failed)?;
+        let planner = Planner {
+            registry,
+            fields,
+            searcher: &searcher,
+            view,
+        };
+        // Planned for the candidates' types only.
+        let mut resource_types: Vec<String> = candidates
+            .iter()
+            .map(|c| c.resource_type.to_string())
+            .collect();
+        resource_types.sort();
+        resource_types.dedup();
+        let target = Target {
+            resource_types,
+            compartment: None,
+        };
+        let plan = planner.plan(&target, &[], true)?;
+        let found = searcher
+            .search(&plan.query, &tantivy::collector::DocSetCollector)
+            .map_err(failed)?;
+        let mut visible = vec![false; candidates.len()];
+        for address in found {
+            visible[indexed[address.doc_id as usize]] = true;
+        }
+        Ok(visible)
     }
 
     /// Waits (at most [`CATCH_UP`]) until the index holds every change committed so far;
@@ -217,11 +294,11 @@ impl Engine {
         self.wait_for(store.committed_seq(), CATCH_UP).await
     }
 
-    /// The `Type/id` a conditional reference (`Type?criteria`) names: exactly one match, or
-    /// 412 (several) or 404 (none).
-    pub fn resolve(&self, reference: &str) -> Result<String, FhirError> {
+    /// The `Type/id` a conditional reference (`Type?criteria`) names among what `view` holds:
+    /// exactly one match, or 412 (several) or 404 (none).
+    pub fn resolve(&self, reference: &str, view: &View) -> Result<String, FhirError> {
         let (resource_type, criteria) = reference.split_once('?').unwrap_or((reference, ""));
-        let ids = self.matching(resource_type, criteria)?;
+        let ids = self.matching(resource_type, criteria, view)?;
         match ids.as_slice() {
             [id] => Ok(format!("{resource_type}/{id}")),
             [] => Err(FhirError::not_found(format!(

@@ -9,6 +9,7 @@ use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
 use super::units::Canonical;
+use super::view::View;
 use crate::fhir::datetime::{Micros, Period, now, parse_period};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
@@ -53,13 +54,16 @@ pub struct Plan {
     pub sort: Vec<SortKey>,
 }
 
-/// What a search is planned against: the definitions, the index's fields and the snapshot
-/// the search runs on. Chains and `_has` run their nested searches on that same snapshot, so a search
-/// sees one state of the index throughout.
+/// What a search is planned against: the definitions, the index's fields, the snapshot the
+/// search runs on and the view it is confined to. Chains and `_has` run their nested searches
+/// on that same snapshot and within that same view, so a search sees one state of the index
+/// throughout, and nothing outside its view decides what it finds.
+#[derive(Clone, Copy)]
 pub struct Planner<'a> {
     pub registry: &'a Registry,
     pub fields: Fields,
     pub searcher: &'a Searcher,
+    pub view: &'a View,
 }
 
 /// The resources a search looks at.
@@ -98,6 +102,9 @@ impl Planner<'_> {
             let members = compartment_query(fields, compartment, id, resource_types)
                 .map_err(|reason| FhirError::bad_request(IssueCode::NotSupported, reason))?;
             clauses.push((Occur::Must, members));
+        }
+        if let Some(within) = self.view_query(resource_types)? {
+            clauses.push((Occur::Must, within));
         }
         let mut used = Vec::new();
         let mut ignored = Vec::new();
@@ -307,7 +314,16 @@ fn references_query<'l>(
     let terms = locals.into_iter().map(|local| {
         Term::from_field_text(fields.terms, &terms::term(code, kind::REFERENCE, local))
     });
-    Box::new(TermSetQuery::new(terms))
+    any_term(terms.collect())
+}
+
+/// Documents with any of `terms`: a term query for one (a term set query walks the term
+/// dictionary with an automaton, which costs more than a lookup), a term set query for more.
+fn any_term(mut terms: Vec<Term>) -> Box<dyn Query> {
+    match terms.len() {
+        1 => term_query(terms.pop().expect("one term")),
+        _ => Box::new(TermSetQuery::new(terms)),
+    }
 }
 
 fn term_query(term: Term) -> Box<dyn Query> {
@@ -1026,7 +1042,7 @@ mod tests {
     use super::*;
     use crate::fhir::datetime::Period;
     use crate::search::extract::IndexValue;
-    use crate::search::index::{Change, Document, SearchIndex, keys_of};
+    use crate::search::index::{Change, SearchIndex, keys_of};
     use crate::search::terms::Entries;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -1094,18 +1110,16 @@ mod tests {
                 entries.add("date", &values);
                 Change::Upsert {
                     key: format!("Observation/{n}"),
-                    document: Document {
-                        resource_type: "Observation".into(),
-                        last_updated: n as i64,
-                        entries,
-                        text: Default::default(),
-                    },
+                    resource_type: "Observation".into(),
+                    last_updated: n as i64,
+                    entries,
+                    text: Default::default(),
                 }
             }).collect();
             index.apply(changes, 1).unwrap();
             let (text, search) = day(searched);
             let searcher = index.searcher();
-            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher };
+            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher, view: &View::All };
             let planned = planner.plan(
                 &Target::of_type("Observation"),
                 &[("date".to_string(), format!("{prefix}{text}"))],
@@ -1137,6 +1151,7 @@ mod tests {
             registry: Registry::r4_shared(),
             fields: index.fields,
             searcher: &searcher,
+            view: &View::All,
         };
         let planned = |types: &[&str], name: &str, value: &str| {
             let target = Target {

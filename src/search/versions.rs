@@ -3,28 +3,24 @@
 //! resource is now, so a consumer that replays the log gets the same answer as one that
 //! followed it live.
 //!
-//! The versions of a batch go into a throwaway in-RAM index of the search index's own schema,
-//! built by the indexer's own extraction, and each criteria is planned and run on it by the
+//! The versions of a batch go into a scratch index (`index::scratch`, the search index's own
+//! schema, built by the indexer's own extraction), and each criteria is planned and run on it by the
 //! search planner: the same parameters, modifiers and prefixes as a search, with one answer per
 //! batch, however many consumers ask. Chains and `_has` are refused: they ask about other
 //! resources, which a single version does not hold.
 
-use super::index::{self, Fields, keys_of};
+use super::index::{Change, Fields, keys_of, scratch};
 use super::indexer::document;
 use super::query::{CONTROL, Planner, Target};
 use super::registry::Registry;
+use super::view::View;
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::tables::VersionRecord;
 use std::collections::HashSet;
 use std::sync::OnceLock;
+use tantivy::Searcher;
 use tantivy::collector::DocSetCollector;
-use tantivy::directory::RamDirectory;
-use tantivy::tokenizer::TokenizerManager;
-use tantivy::{Index, Searcher};
-
-/// The memory a batch's index may use before tantivy flushes (its minimum).
-const BATCH_MEMORY: usize = 15_000_000;
 
 /// Search criteria of one resource type, checked to plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +69,7 @@ impl Criteria {
             registry,
             fields: versions.fields,
             searcher: &versions.searcher,
+            view: &View::All,
         };
         let plan = planner.plan(&Target::of_type(&self.resource_type), &self.params, true)?;
         let failed =
@@ -103,24 +100,20 @@ impl Versions {
     ) -> Result<Versions, FhirError> {
         let failed =
             |e: tantivy::TantivyError| FhirError::internal(format!("matching failed: {e}"));
-        let (schema, fields) = index::schema();
-        let tokenizers = TokenizerManager::default();
-        super::fulltext::register(&tokenizers);
-        let mut writer = Index::builder()
-            .schema(schema)
-            .tokenizers(tokenizers)
-            .single_segment_index_writer(RamDirectory::create(), BATCH_MEMORY)
-            .map_err(failed)?;
+        let mut documents = Vec::new();
         for (number, resource_type, id, version) in versions {
-            let key = format!("{resource_type}/{id}");
-            if let Some(document) = document(registry, resource_type, &key, version) {
-                writer
-                    .add_document(fields.document(&number.to_string(), document))
-                    .map_err(failed)?;
+            let body = &version.body;
+            if let Some(mut change) =
+                document(registry, resource_type, id, version.last_updated, body, None)
+            {
+                // Keyed by the caller's number: one resource may have several versions here.
+                if let Change::Upsert { key, .. } = &mut change {
+                    *key = number.to_string();
+                }
+                documents.push(change);
             }
         }
-        let index = writer.finalize().map_err(failed)?;
-        let searcher = index.reader().map_err(failed)?.searcher();
+        let (searcher, fields) = scratch(documents).map_err(failed)?;
         Ok(Versions { fields, searcher })
     }
 

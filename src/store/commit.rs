@@ -38,6 +38,7 @@ pub struct Write {
     pub id: String,
     pub action: Action,
     /// `If-Match`: the version the client last saw; the write fails unless it is current.
+    /// Version 0 is that of a resource that does not exist (never did).
     pub if_match: Option<u64>,
 }
 
@@ -493,7 +494,7 @@ fn plan(
             .map(|guard| CurrentRecord::decode(guard.value()));
         let live = current.filter(|c| !c.deleted);
         if let Some(expected) = write.if_match
-            && current.map(|c| c.vid) != Some(expected)
+            && current.map_or(0, |c| c.vid) != expected
         {
             let found = match current {
                 Some(c) => format!("the current version is {}", c.vid),

@@ -56,7 +56,14 @@ fn main() {
     };
     let patient = first("Patient?_count=1", &|r| &r["id"]);
     let family = first("Patient?_count=1", &|r| &r["name"][0]["family"]);
-    let practitioner = first("Practitioner?_count=1", &|r| &r["name"][0]["family"]);
+    // A practitioner who saw the patient, so that the two-link chain finds something.
+    let seen_by = first(&format!("Encounter?patient={patient}&_count=1"), &|r| {
+        &r["participant"][0]["individual"]["reference"]
+    });
+    let practitioner = get(&seen_by).1["name"][0]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let queries = [
         "Observation?code=http://loinc.org|8867-4&_count=10".to_string(),
         "Observation?code=http://loinc.org|8867-4&_summary=count".to_string(),
@@ -85,6 +92,10 @@ fn main() {
         format!("Patient/{patient}/Observation?code=http://loinc.org|8867-4&_count=10"),
         format!("Patient/{patient}/$everything"),
         format!("Patient/{patient}/$everything?_count=500"),
+        "Condition?_content=hypertension&_count=10".to_string(),
+        "?_content=%22acute%20bronchitis%22&_count=10".to_string(),
+        "Patient?_text=synthea&_summary=count".to_string(),
+        "Patient?_summary=true&_count=50".to_string(),
     ];
     println!();
     println!("| query | matches | p50 | p99 |");

@@ -29,9 +29,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a fresh temporary data directory.
     pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts a server on a fresh temporary data directory with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let data = temp.path().join("data");
-        let mut server = TestServer::start_on(&data, &[]);
+        let mut server = TestServer::start_on(&data, extra);
         server._temp = Some(temp);
         server
     }
@@ -43,6 +48,10 @@ impl TestServer {
 
     /// The command [`TestServer::start_on`] runs: `fhirlake serve` on a free port, logging
     /// warnings and worse to the test's stderr. Change it and [`TestServer::spawn`] it.
+    ///
+    /// Authorization is off (`FHIRLAKE_AUTH=none`, which logs one warning): the tests of
+    /// everything but authorization drive the API without tokens. `tests/auth.rs` turns it on
+    /// with `--auth ...` in `extra` (a flag wins over the environment).
     pub fn command(data: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fhirlake"));
         command
@@ -52,6 +61,7 @@ impl TestServer {
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .env("FHIRLAKE_AUTH", "none")
             .stderr(Stdio::inherit());
         command
     }

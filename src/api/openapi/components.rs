@@ -217,6 +217,8 @@ impl Header {
 #[derive(Debug, Clone, Copy)]
 pub enum Error {
     BadRequest,
+    Unauthorized,
+    Forbidden,
     NotFound,
     NotAcceptable,
     Conflict,
@@ -228,8 +230,10 @@ pub enum Error {
 }
 
 impl Error {
-    const ALL: [Error; 9] = [
+    const ALL: [Error; 11] = [
         Error::BadRequest,
+        Error::Unauthorized,
+        Error::Forbidden,
         Error::NotFound,
         Error::NotAcceptable,
         Error::Conflict,
@@ -244,6 +248,8 @@ impl Error {
     fn name(self) -> &'static str {
         match self {
             Error::BadRequest => "BadRequest",
+            Error::Unauthorized => "Unauthorized",
+            Error::Forbidden => "Forbidden",
             Error::NotFound => "NotFound",
             Error::NotAcceptable => "NotAcceptable",
             Error::Conflict => "Conflict",
@@ -258,6 +264,8 @@ impl Error {
     pub fn status(self) -> &'static str {
         match self {
             Error::BadRequest => "400",
+            Error::Unauthorized => "401",
+            Error::Forbidden => "403",
             Error::NotFound => "404",
             Error::NotAcceptable => "406",
             Error::Conflict => "409",
@@ -280,9 +288,19 @@ impl Error {
                  issue's expression names the element at fault), the id in the URL and the \
                  body differ, or a parameter or header is malformed."
             }
+            Error::Unauthorized => {
+                "Unauthorized: no bearer token, or one that is malformed, expired, not yet \
+                 valid, badly signed, or of another issuer or audience. `WWW-Authenticate: \
+                 Bearer` says which; the token is never repeated."
+            }
+            Error::Forbidden => {
+                "Forbidden: the token's SMART scopes do not grant this interaction on this \
+                 resource type (or a Bundle entry, or a write outside the patient compartment \
+                 or the scope's query)."
+            }
             Error::NotFound => {
-                "Not found: the resource, or the version, does not exist (or the resource \
-                 type is unknown)."
+                "Not found: the resource, or the version, does not exist, or the token may \
+                 not read it (or the resource type is unknown)."
             }
             Error::NotAcceptable => {
                 "Not acceptable: `Accept` or `_format` asks for something other than FHIR \
@@ -351,8 +369,10 @@ pub fn all() -> Components {
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
                 .description(Some(
-                    "A JWT bearer token. Authorization is not enforced yet: every operation \
-                     also works without a token.",
+                    "A JWT bearer token with SMART on FHIR scopes, required by every operation \
+                     under /fhir but metadata (see /.well-known/smart-configuration). In \
+                     development, `fhirlake token --scope 'system/*.cruds'` mints one; a \
+                     server started with `--auth none` needs none.",
                 ))
                 .build(),
         ),

@@ -293,7 +293,7 @@ fn capabilities() -> Interaction {
     );
     Interaction {
         codes: &["capabilities"],
-        path: "/fhir/metadata".into(),
+        path: super::METADATA_PATH.into(),
         method: HttpMethod::Get,
         operation: errors(operation, &[Error::NotAcceptable]).build(),
     }

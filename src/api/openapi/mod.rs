@@ -42,13 +42,30 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 /// The description of this build's HTTP API.
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
-    // Every operation takes `_format` and names the FHIR interactions it implements.
+    // Every operation takes `_format` and names the FHIR interactions it implements; all but
+    // `metadata` need a bearer token, and answer 401 without a valid one and 403 without the
+    // scope.
     let mut add = |interaction: Interaction| {
         let mut operation = interaction.operation;
         operation
             .parameters
             .get_or_insert_default()
             .push(RefOr::Ref(components::Param::Format.reference()));
+        if interaction.path != METADATA_PATH {
+            operation.security = Some(vec![SecurityRequirement::new(
+                components::BEARER,
+                Vec::<String>::new(),
+            )]);
+            for error in [
+                components::Error::Unauthorized,
+                components::Error::Forbidden,
+            ] {
+                operation
+                    .responses
+                    .responses
+                    .insert(error.status().into(), RefOr::Ref(error.reference()));
+            }
+        }
         operation.extensions = Some(
             ExtensionsBuilder::new()
                 .add(INTERACTION_EXTENSION, interaction.codes)
@@ -102,11 +119,6 @@ pub fn document() -> OpenApi {
         .servers(Some([Server::new("/")]))
         .paths(paths)
         .components(Some(components::all()))
-        // Optional security: every operation works without a token, or with one.
-        .security(Some([
-            SecurityRequirement::default(),
-            SecurityRequirement::new(components::BEARER, Vec::<String>::new()),
-        ]))
         .tags(Some(tags))
         .build()
 }
@@ -114,8 +126,13 @@ pub fn document() -> OpenApi {
 const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in JSON \
 (`application/fhir+json`). Bodies are described by the official FHIR R4 JSON schemas. Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
-answers other methods with 405. The change stream (`/fhir/$changes`) serves every committed \
-version as a CloudEvent. `GET /fhir/metadata` states exactly what this build supports.";
+answers other methods with 405. Every operation but `GET /fhir/metadata` needs a JWT bearer \
+token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
+stream (`/fhir/$changes`) serves every committed version as a CloudEvent. `GET /fhir/metadata` \
+states exactly what this build supports.";
+
+/// The one operation that needs no token.
+pub(super) const METADATA_PATH: &str = "/fhir/metadata";
 
 /// A resource type's tag, linking to its page of the specification.
 fn type_tag(resource_type: &str) -> Tag {
@@ -175,7 +192,7 @@ async fn serve_json(json: &'static LazyLock<web::Bytes>) -> actix_web::Result<Ht
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use std::collections::BTreeSet;
 
     fn document_json() -> Value {
@@ -204,6 +221,7 @@ mod tests {
         let statement = super::super::metadata::statement(
             "http://localhost/fhir",
             crate::search::registry::Registry::r4_shared(),
+            Value::Null,
         );
         let document = document_json();
         let declared = |interactions: &Value| -> BTreeSet<String> {
@@ -271,5 +289,11 @@ mod tests {
             document["components"]["securitySchemes"][components::BEARER]["scheme"],
             "bearer"
         );
+        // A token for everything but the CapabilityStatement.
+        let read = &patient["get"];
+        assert_eq!(read["security"][0][components::BEARER], json!([]));
+        assert!(read["responses"]["401"].is_object() && read["responses"]["403"].is_object());
+        let metadata = &document["paths"][METADATA_PATH]["get"];
+        assert!(metadata.get("security").is_none() && metadata["responses"]["401"].is_null());
     }
 }

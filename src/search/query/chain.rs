@@ -11,12 +11,12 @@
 //! `rest` is itself a parameter name, so chains and `_has` nest; a value's commas stay ORs of
 //! the innermost parameter.
 
-use super::{Planner, references_query, shared};
-use crate::search::index::{keys_of, references_of};
+use super::{Planner, any_term, references_query, shared};
+use crate::search::index;
 use crate::search::registry::{ParamType, SearchParam};
 use std::collections::BTreeSet;
 use tantivy::Term;
-use tantivy::query::{EmptyQuery, Occur, Query, TermSetQuery};
+use tantivy::query::{EmptyQuery, Occur, Query};
 
 impl Planner<'_> {
     /// `head.rest=value`, `head` being a reference parameter with an optional type modifier.
@@ -57,7 +57,9 @@ impl Planner<'_> {
         let mut keys = Vec::new();
         for target in targets {
             let found = self.nested(target, &nested)?;
-            keys.extend(keys_of(self.searcher, &found).map_err(|e| format!("search failed: {e}"))?);
+            keys.extend(
+                index::keys_of(self.searcher, &found).map_err(|e| format!("search failed: {e}"))?,
+            );
         }
         if keys.is_empty() {
             return Ok((Occur::Must, Box::new(EmptyQuery)));
@@ -96,7 +98,7 @@ impl Planner<'_> {
             ));
         }
         let found = self.nested(source, &[(rest.to_string(), value.to_string())])?;
-        let referred: BTreeSet<String> = references_of(self.searcher, &found, code)
+        let referred: BTreeSet<String> = index::references_of(self.searcher, &found, code)
             .map_err(|e| format!("search failed: {e}"))?
             .into_iter()
             .filter(|local| {
@@ -109,7 +111,7 @@ impl Planner<'_> {
         }
         let key = self.fields.key;
         let keys = referred.iter().map(|k| Term::from_field_text(key, k));
-        Ok((Occur::Must, Box::new(TermSetQuery::new(keys))))
+        Ok((Occur::Must, any_term(keys.collect())))
     }
 }
 

@@ -1,0 +1,435 @@
+//! Authorization: who a request comes from (a verified bearer token, [`token`]) and what its
+//! SMART scopes ([`scope`]) let it do; the audit trail of every request ([`audit`]).
+//!
+//! [`Access`] is the one place that decides. Each interaction needs one permission on the
+//! resource type it touches: read, vread and history `r`, search `s`, create `c`, update `u`,
+//! delete `d` (a Bundle entry by entry). Scopes add up: a resource is allowed when any scope
+//! granting that permission on its type allows it.
+//!
+//! Invariants:
+//! - A type-level refusal (no scope grants the permission on the type) is a 403.
+//! - A `patient/` scope grants only the members of the compartment of the token's `patient`
+//!   claim (none without that claim); a scope's query (`?category=laboratory`) grants only the
+//!   resources that search matches. Both are a [`View`] that searches run within (so their
+//!   pages, totals, chains and `_has` never see past it) and that single resources are judged
+//!   by ([`Access::visible`]), with the same query.
+//! - A resource outside the view is answered as if it did not exist (404) when read, and is
+//!   left out of search pages, includes and history. A write outside it is a 403: an update or
+//!   delete is judged on the current version and, for an update, on the new one too, and the
+//!   write is pinned to the version that was judged (a concurrent change makes it a 412).
+
+pub mod audit;
+pub mod scope;
+pub mod token;
+
+use crate::fhir::FhirError;
+use crate::search::{Candidate, Engine, Part, View};
+use crate::store::Store;
+use crate::store::commit::{Action, Write};
+use scope::{Level, Permission, Scope};
+use std::sync::Arc;
+pub use token::Principal;
+
+/// A stored version to judge; `body` is `None` for a deletion.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub vid: u64,
+    pub last_updated: i64,
+    pub body: Option<&'a [u8]>,
+}
+
+/// What a request may do.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Authorization is off (`--auth none`), or an operator's command: everything.
+    Open,
+    /// The bearer of a verified token.
+    Token(Arc<Principal>),
+}
+
+impl Access {
+    /// The scopes that grant `permission` on `resource_type` (on some type when `None`). A
+    /// `patient/` scope grants nothing without a `patient` claim.
+    fn grants<'a>(
+        principal: &'a Principal,
+        permission: Permission,
+        resource_type: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Scope> + 'a {
+        principal.scopes.resources.iter().filter(move |scope| {
+            let granted = match resource_type {
+                Some(_) => scope.grants(permission, resource_type),
+                None => scope.permissions.contains(permission),
+            };
+            granted && (scope.level != Level::Patient || principal.patient.is_some())
+        })
+    }
+
+    /// 403 unless some scope grants `permission` on `resource_type` (on any type when
+    /// `None`).
+    pub fn require(
+        &self,
+        permission: Permission,
+        resource_type: Option<&str>,
+    ) -> Result<(), FhirError> {
+        let Access::Token(principal) = self else {
+            return Ok(());
+        };
+        if Self::grants(principal, permission, resource_type)
+            .next()
+            .is_some()
+        {
+            return Ok(());
+        }
+        let what = resource_type.unwrap_or("any resource type");
+        let mut message = format!(
+            "the token's scopes do not allow to {} {what}: it needs a scope such as \
+             user/{}.{}",
+            permission.verb(),
+            resource_type.unwrap_or("*"),
+            permission.letter()
+        );
+        if principal.patient.is_none()
+            && principal
+                .scopes
+                .resources
+                .iter()
+                .any(|s| s.level == Level::Patient)
+        {
+            message.push_str(" (its patient/ scopes grant nothing: it has no patient claim)");
+        }
+        Err(FhirError::forbidden(message))
+    }
+
+    /// 403 unless `permission` is granted on every resource of every type, unconfined: what a
+    /// consumer of the whole change stream needs, since it carries every version of every
+    /// resource.
+    pub fn require_everything(&self, permission: Permission) -> Result<(), FhirError> {
+        if self.view(permission) == View::All {
+            return Ok(());
+        }
+        Err(FhirError::forbidden(format!(
+            "the change stream carries every resource: it needs a scope such as system/*.{}",
+            permission.letter()
+        )))
+    }
+
+    /// Every resource `permission` is granted on, of every type. A search runs within it
+    /// whatever types it asks for, since its chains and `_has` search other types.
+    pub fn view(&self, permission: Permission) -> View {
+        let Access::Token(principal) = self else {
+            return View::All;
+        };
+        let parts = Self::grants(principal, permission, None)
+            .map(|scope| Part {
+                resource_type: scope.resource_type.clone(),
+                compartment: match scope.level {
+                    Level::Patient => principal
+                        .patient
+                        .clone()
+                        .map(|id| ("Patient".to_string(), id)),
+                    Level::User | Level::System => None,
+                },
+                params: scope.restriction.clone(),
+            })
+            .collect();
+        simplify(parts)
+    }
+
+    /// Whether `permission` on `resource_type` is granted on part of its resources only
+    /// (a compartment, a query), so that each resource has to be judged.
+    fn confined(&self, permission: Permission, resource_type: &str) -> bool {
+        match self {
+            Access::Open => false,
+            Access::Token(principal) => !Self::grants(principal, permission, Some(resource_type))
+                .any(|scope| scope.level != Level::Patient && scope.restriction.is_empty()),
+        }
+    }
+
+    /// The view of a search of `resource_types` (every type when empty) for `permission`:
+    /// 403 when a type it names (or, for every type, all of them) is not granted at all.
+    pub fn search_view(
+        &self,
+        permission: Permission,
+        resource_types: &[String],
+    ) -> Result<View, FhirError> {
+        if resource_types.is_empty() {
+            self.require(permission, None)?;
+        }
+        for resource_type in resource_types {
+            self.require(permission, Some(resource_type))?;
+        }
+        Ok(self.view(permission))
+    }
+
+    /// Which of `candidates` `permission` is granted on (type, compartment and query).
+    pub fn visible(
+        &self,
+        engine: &Engine,
+        permission: Permission,
+        candidates: &[Candidate],
+    ) -> Result<Vec<bool>, FhirError> {
+        engine.visible(&self.view(permission), candidates)
+    }
+
+    /// Which of the stored `versions` `permission` is granted on. A deletion has no content:
+    /// it is judged as the version it deleted; one that cannot be judged is not visible.
+    pub fn visible_versions(
+        &self,
+        engine: &Engine,
+        store: &Store,
+        permission: Permission,
+        versions: &[Stored],
+    ) -> Result<Vec<bool>, FhirError> {
+        if matches!(self, Access::Open) {
+            return Ok(vec![true; versions.len()]);
+        }
+        let mut deleted = Vec::with_capacity(versions.len());
+        for version in versions {
+            deleted.push(match version.body {
+                None if version.vid > 1 => {
+                    store.vread(version.resource_type, version.id, version.vid - 1)?
+                }
+                _ => None,
+            });
+        }
+        // (index in `versions`, candidate) for each version that has content to judge.
+        let (indexes, candidates): (Vec<usize>, Vec<Candidate>) = versions
+            .iter()
+            .zip(&deleted)
+            .enumerate()
+            .filter_map(|(n, (version, before))| {
+                let (last_updated, body) = match (version.body, before) {
+                    (Some(body), _) => (version.last_updated, body),
+                    (None, Some(before)) => (before.last_updated, before.body.as_slice()),
+                    (None, None) => return None,
+                };
+                let candidate = Candidate {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                    last_updated,
+                    body,
+                };
+                Some((n, candidate))
+            })
+            .unzip();
+        let mut visible = vec![false; versions.len()];
+        for (n, seen) in indexes
+            .into_iter()
+            .zip(self.visible(engine, permission, &candidates)?)
+        {
+            visible[n] = seen;
+        }
+        Ok(visible)
+    }
+
+    /// Whether `permission` is granted on one stored version (see
+    /// [`Access::visible_versions`]).
+    pub fn sees_stored(
+        &self,
+        engine: &Engine,
+        store: &Store,
+        permission: Permission,
+        version: Stored,
+    ) -> Result<bool, FhirError> {
+        Ok(self.visible_versions(engine, store, permission, &[version])?[0])
+    }
+
+    /// Checks a write before it is committed: the permission on its type, then, when the
+    /// token is confined to part of the type, the current version (update, delete) and the
+    /// new one (create, update) against that part; the write is then pinned to the version
+    /// judged (its `if_match`), so a change in between fails it instead of slipping through.
+    pub fn check_write(
+        &self,
+        engine: &Engine,
+        store: &Store,
+        write: &mut Write,
+    ) -> Result<(), FhirError> {
+        let permission = match write.action {
+            Action::Create(_) => Permission::Create,
+            Action::Update(_) => Permission::Update,
+            Action::Delete => Permission::Delete,
+        };
+        self.require(permission, Some(&write.resource_type))?;
+        if !self.confined(permission, &write.resource_type) {
+            return Ok(());
+        }
+        let refused = |what: &str| {
+            FhirError::forbidden(format!(
+                "{}/{} {what} outside what the token's scopes allow to {}",
+                write.resource_type,
+                write.id,
+                permission.verb()
+            ))
+        };
+        let current = match write.action {
+            Action::Create(_) => None,
+            Action::Update(_) | Action::Delete => {
+                let current = store.read(&write.resource_type, &write.id)?;
+                // A client's If-Match is kept: the store compares it with the current
+                // version. Version 0 stands for "does not exist" (see `store::commit`).
+                let judged = current.as_ref().map_or(0, |(state, _)| state.vid);
+                write.if_match.get_or_insert(judged);
+                current.and_then(|(_, version)| version)
+            }
+        };
+        let after = match &write.action {
+            Action::Create(resource) | Action::Update(resource) => {
+                Some(serde_json::to_vec(resource).expect("JSON serializes"))
+            }
+            Action::Delete => None,
+        };
+        // Before and after, judged in one scratch index.
+        let candidate = |last_updated, body| Candidate {
+            resource_type: &write.resource_type,
+            id: &write.id,
+            last_updated,
+            body,
+        };
+        let mut candidates = Vec::with_capacity(2);
+        if let Some(version) = &current {
+            candidates.push(candidate(version.last_updated, &version.body));
+        }
+        if let Some(body) = &after {
+            candidates.push(candidate(crate::fhir::datetime::now(), body));
+        }
+        let visible = self.visible(engine, permission, &candidates)?;
+        if current.is_some() && !visible[0] {
+            return Err(refused("is"));
+        }
+        if after.is_some() && !visible[visible.len() - 1] {
+            return Err(refused("would be"));
+        }
+        Ok(())
+    }
+}
+
+/// `parts` without redundancy: a part with no compartment and no query holds its whole type
+/// (every type when it has none) and makes the other parts of that type pointless; a whole
+/// part of every type makes the view [`View::All`].
+fn simplify(parts: Vec<Part>) -> View {
+    let whole = |p: &Part| p.compartment.is_none() && p.params.is_empty();
+    if parts.iter().any(|p| whole(p) && p.resource_type.is_none()) {
+        return View::All;
+    }
+    let whole_types: Vec<String> = parts
+        .iter()
+        .filter(|p| whole(p))
+        .filter_map(|p| p.resource_type.clone())
+        .collect();
+    let mut kept: Vec<Part> = Vec::new();
+    for part in parts {
+        let covered = !whole(&part)
+            && part
+                .resource_type
+                .as_ref()
+                .is_some_and(|t| whole_types.contains(t));
+        if !covered && !kept.contains(&part) {
+            kept.push(part);
+        }
+    }
+    View::Only(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scope::Scopes;
+
+    fn access(scopes: &str, patient: Option<&str>) -> Access {
+        Access::Token(Arc::new(Principal {
+            subject: Some("s".into()),
+            client: None,
+            patient: patient.map(String::from),
+            scopes: Scopes::parse(scopes),
+        }))
+    }
+
+    fn types(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn each_permission_needs_its_scope() {
+        let token = access("user/Observation.rs user/Patient.c", None);
+        assert!(token.require(Permission::Read, Some("Observation")).is_ok());
+        assert!(
+            token
+                .require(Permission::Search, Some("Observation"))
+                .is_ok()
+        );
+        assert!(token.require(Permission::Create, Some("Patient")).is_ok());
+        let refused = token
+            .require(Permission::Update, Some("Observation"))
+            .unwrap_err();
+        assert_eq!(refused.status, 403);
+        assert!(refused.diagnostics.contains("user/Observation.u"));
+        assert!(Access::Open.require(Permission::Delete, Some("X")).is_ok());
+    }
+
+    #[test]
+    fn patient_scopes_need_a_patient_claim() {
+        let without = access("patient/*.rs", None);
+        let refused = without.require(Permission::Read, Some("Observation"));
+        assert!(
+            refused
+                .unwrap_err()
+                .diagnostics
+                .contains("no patient claim")
+        );
+        assert_eq!(without.view(Permission::Read), View::Only(vec![]));
+        let with = access("patient/*.rs", Some("p1"));
+        assert!(with.require(Permission::Read, Some("Observation")).is_ok());
+        assert_eq!(
+            with.view(Permission::Read),
+            View::Only(vec![Part {
+                resource_type: None,
+                compartment: Some(("Patient".into(), "p1".into())),
+                params: vec![],
+            }])
+        );
+        assert!(with.confined(Permission::Read, "Observation"));
+    }
+
+    #[test]
+    fn views_add_up_and_simplify() {
+        let token = access(
+            "patient/Observation.rs?category=laboratory user/Observation.r system/Patient.rs",
+            Some("p1"),
+        );
+        // Reading: the user scope holds every Observation, the patient scope nothing more.
+        let whole = |t: &str| Part {
+            resource_type: Some(t.into()),
+            compartment: None,
+            params: vec![],
+        };
+        assert_eq!(
+            token.view(Permission::Read),
+            View::Only(vec![whole("Observation"), whole("Patient")])
+        );
+        assert!(!token.confined(Permission::Read, "Observation"));
+        // Searching: only the patient's laboratory Observations, and every Patient.
+        let View::Only(parts) = token.view(Permission::Search) else {
+            panic!("confined")
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].params, [("category".into(), "laboratory".into())]);
+        assert!(token.confined(Permission::Search, "Observation"));
+        assert!(
+            token
+                .search_view(Permission::Search, &types(&["Condition"]))
+                .is_err()
+        );
+        assert!(
+            token
+                .search_view(Permission::Search, &types(&["Observation", "Patient"]))
+                .is_ok()
+        );
+        assert_eq!(
+            access("system/*.cruds", None).view(Permission::Delete),
+            View::All
+        );
+        assert_eq!(Access::Open.view(Permission::Read), View::All);
+    }
+}

@@ -1,0 +1,311 @@
+//! Views: which resources a search may find at all, whatever it asks for; and the check of
+//! single resources against the same rule.
+//!
+//! A [`View`] is a union of [`Part`]s. A part is the resources of one type (or of every type),
+//! maybe only the members of one compartment, maybe only those matching some search
+//! parameters. The authorization layer makes a view of a token's scopes.
+//!
+//! Invariants:
+//! - The planner ANDs the view into every search it plans, the nested searches of chains and
+//!   `_has` included: a resource outside the view is never found, and never decides which
+//!   other resources match.
+//! - A resource read by id (a read, an include, a history entry, a write's before and after) is
+//!   judged by [`super::Engine::visible`], which indexes it in a scratch in-memory index and
+//!   runs the view's own query there: it is visible exactly when a search would find it.
+
+use super::query::{Planner, Target};
+use super::{compartment, fulltext};
+use crate::fhir::FhirError;
+use std::collections::BTreeSet;
+use tantivy::query::{BooleanQuery, EmptyQuery, Query};
+
+/// Which resources a search may find.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum View {
+    /// Every resource.
+    #[default]
+    All,
+    /// Only those of one of these parts: none when there are none.
+    Only(Vec<Part>),
+}
+
+/// One set of resources a view holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Part {
+    /// The type; `None` for every type.
+    pub resource_type: Option<String>,
+    /// Only the members of this compartment, `(compartment type, id)`.
+    pub compartment: Option<(String, String)>,
+    /// Only those these search parameters match (ANDed, as in a search).
+    pub params: Vec<(String, String)>,
+}
+
+/// What a scratch index of one type needs for a view's query: the parameters it looks at
+/// and whether the full text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub codes: BTreeSet<String>,
+    pub text: bool,
+}
+
+impl View {
+    /// What judging resources of `resource_type` under this view looks at: the membership
+    /// parameters of the parts' compartments and the parameters of the parts' queries (the
+    /// first parameter of a chain; a modifier is not part of the code).
+    pub fn wanted(&self, resource_type: &str) -> Wanted {
+        let mut wanted = Wanted::default();
+        let View::Only(parts) = self else {
+            return wanted;
+        };
+        for part in parts {
+            if let Some((compartment, _)) = &part.compartment {
+                wanted.codes.extend(
+                    compartment::params(compartment, resource_type)
+                        .iter()
+                        .cloned(),
+                );
+            }
+            for (name, _) in &part.params {
+                let code = name.split([':', '.']).next().unwrap_or(name);
+                wanted.text |= fulltext::Source::of(code).is_some();
+                wanted.codes.insert(code.to_string());
+            }
+        }
+        wanted
+    }
+}
+
+/// A resource to judge: its type, id, lastUpdated (microseconds) and JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub last_updated: i64,
+    pub body: &'a [u8],
+}
+
+impl Planner<'_> {
+    /// The clause that keeps a search of `resource_types` (every type when empty) within its
+    /// view; `None` for [`View::All`]. Each part is planned for the types searched only (a
+    /// compartment of every type is a union over its ~60 member types), and with its own
+    /// parameters planned without the view (they are what defines it). A part whose
+    /// parameters cannot be searched fails the search with 403: a view is never widened by
+    /// dropping what it cannot apply.
+    pub(super) fn view_query(
+        &self,
+        resource_types: &[String],
+    ) -> Result<Option<Box<dyn Query>>, FhirError> {
+        let View::Only(parts) = self.view else {
+            return Ok(None);
+        };
+        let unconfined = Planner {
+            view: &View::All,
+            ..*self
+        };
+        let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
+        for part in parts {
+            let mut types: Vec<String> = match &part.resource_type {
+                Some(own) if resource_types.is_empty() || resource_types.contains(own) => {
+                    vec![own.clone()]
+                }
+                Some(_) => continue,
+                None => resource_types.to_vec(),
+            };
+            // Types that are never in the part's compartment hold nothing of it.
+            if let Some((compartment, _)) = &part.compartment {
+                let members = compartment::member_types(compartment);
+                if types.is_empty() {
+                    types = members;
+                } else {
+                    types.retain(|t| members.contains(t));
+                    if types.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            let target = |resource_types: Vec<String>| Target {
+                resource_types,
+                compartment: part.compartment.clone(),
+            };
+            match unconfined.plan(&target(types.clone()), &part.params, true) {
+                Ok(plan) => alternatives.push(plan.query),
+                // A query on several types (`user/*.rs?category=laboratory`) whose parameter
+                // some of them lack: those hold nothing of the part, the others what it
+                // matches. Only when no type has it is the query an error.
+                Err(error) if part.resource_type.is_none() && !part.params.is_empty() => {
+                    let each: Vec<String> = if types.is_empty() {
+                        fhirlake_model::RESOURCE_TYPES
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect()
+                    } else {
+                        types
+                    };
+                    let planned: Vec<Box<dyn Query>> = each
+                        .into_iter()
+                        .filter_map(|t| unconfined.plan(&target(vec![t]), &part.params, true).ok())
+                        .map(|plan| plan.query)
+                        .collect();
+                    if planned.is_empty() {
+                        return Err(unusable(error));
+                    }
+                    alternatives.extend(planned);
+                }
+                Err(error) => return Err(unusable(error)),
+            }
+        }
+        Ok(Some(if alternatives.is_empty() {
+            Box::new(EmptyQuery)
+        } else {
+            Box::new(BooleanQuery::union(alternatives))
+        }))
+    }
+}
+
+/// The 403 of a view part the planner cannot apply.
+fn unusable(error: FhirError) -> FhirError {
+    FhirError::forbidden(format!(
+        "the access granted cannot be applied to this search: {}",
+        error.diagnostics
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Engine;
+    use serde_json::json;
+
+    fn part(resource_type: Option<&str>, patient: Option<&str>, params: &[(&str, &str)]) -> Part {
+        Part {
+            resource_type: resource_type.map(String::from),
+            compartment: patient.map(|id| ("Patient".to_string(), id.to_string())),
+            params: params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Judges `resources` (type, id, JSON) under `view`.
+    fn visible(view: &View, resources: &[(&str, &str, serde_json::Value)]) -> Vec<bool> {
+        let bodies: Vec<Vec<u8>> = resources
+            .iter()
+            .map(|(_, _, json)| serde_json::to_vec(json).unwrap())
+            .collect();
+        let candidates: Vec<Candidate> = resources
+            .iter()
+            .zip(&bodies)
+            .map(|((resource_type, id, _), body)| Candidate {
+                resource_type,
+                id,
+                last_updated: 0,
+                body,
+            })
+            .collect();
+        Engine::visible_in(
+            crate::search::registry::Registry::r4_shared(),
+            view,
+            &candidates,
+        )
+        .unwrap()
+    }
+
+    fn observation(patient: &str, category: &str) -> serde_json::Value {
+        json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}]})
+    }
+
+    #[test]
+    fn a_patient_view_holds_the_compartment_and_the_focal_patient() {
+        let view = View::Only(vec![part(None, Some("a"), &[])]);
+        let resources = [
+            ("Patient", "a", json!({"resourceType": "Patient"})),
+            ("Patient", "b", json!({"resourceType": "Patient"})),
+            ("Observation", "1", observation("a", "laboratory")),
+            ("Observation", "2", observation("b", "laboratory")),
+            // Never in a Patient compartment.
+            ("Organization", "o", json!({"resourceType": "Organization"})),
+            // The same id twice (two versions): judged one by one.
+            ("Observation", "1", observation("b", "laboratory")),
+        ];
+        assert_eq!(
+            visible(&view, &resources),
+            [true, false, true, false, false, false]
+        );
+    }
+
+    #[test]
+    fn parts_are_a_union_and_their_parameters_restrict() {
+        let view = View::Only(vec![
+            part(
+                Some("Observation"),
+                Some("a"),
+                &[("category", "laboratory")],
+            ),
+            part(Some("Organization"), None, &[]),
+        ]);
+        let resources = [
+            ("Observation", "1", observation("a", "laboratory")),
+            ("Observation", "2", observation("a", "vital-signs")),
+            ("Observation", "3", observation("b", "laboratory")),
+            ("Organization", "o", json!({"resourceType": "Organization"})),
+            ("Patient", "a", json!({"resourceType": "Patient"})),
+        ];
+        assert_eq!(
+            visible(&view, &resources),
+            [true, false, false, true, false]
+        );
+        assert_eq!(visible(&View::Only(Vec::new()), &resources), [false; 5]);
+        // A query on every type holds the types that have its parameter.
+        let any_laboratory = View::Only(vec![part(None, None, &[("category", "laboratory")])]);
+        assert_eq!(
+            visible(&any_laboratory, &resources),
+            [true, false, true, false, false]
+        );
+        assert_eq!(visible(&View::All, &resources), [true; 5]);
+    }
+
+    #[test]
+    fn a_view_wants_what_its_query_looks_at() {
+        let view = View::Only(vec![
+            part(None, Some("a"), &[]),
+            part(
+                Some("Observation"),
+                None,
+                &[("code:text", "x"), ("_content", "y")],
+            ),
+            part(None, None, &[("subject:Patient.name", "z")]),
+        ]);
+        let wanted = view.wanted("Observation");
+        let codes: Vec<&str> = wanted.codes.iter().map(String::as_str).collect();
+        assert_eq!(codes, ["_content", "code", "performer", "subject"]);
+        assert!(wanted.text);
+        assert!(
+            !View::Only(vec![part(None, Some("a"), &[])])
+                .wanted("Patient")
+                .text
+        );
+    }
+
+    #[test]
+    fn a_restriction_that_cannot_be_searched_is_refused_not_dropped() {
+        let view = View::Only(vec![part(Some("Observation"), None, &[("nonsense", "1")])]);
+        let body = serde_json::to_vec(&observation("a", "laboratory")).unwrap();
+        let candidate = Candidate {
+            resource_type: "Observation",
+            id: "1",
+            last_updated: 0,
+            body: &body,
+        };
+        let error = Engine::visible_in(
+            crate::search::registry::Registry::r4_shared(),
+            &view,
+            &[candidate],
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 403);
+    }
+}
