@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod bulk;
 pub mod bundle;
+pub mod cdc;
 pub mod cli;
 pub mod config;
 pub mod fhir;

@@ -1,7 +1,9 @@
-//! Wiring: opens the store, starts the HTTP server, and shuts both down in order.
+//! Wiring: opens the store, starts the search indexer and the change stream's consumers,
+//! serves HTTP, and shuts everything down in order.
 
 use crate::api::{self, AppState, Metrics};
 use crate::auth::token::Mode;
+use crate::cdc;
 use crate::config::{SECRET_FILE, ServeConfig};
 use crate::store::Store;
 use actix_web::{App, HttpServer, web};
@@ -9,8 +11,9 @@ use anyhow::Context;
 use std::io::Write;
 use std::sync::Arc;
 
-/// Serves the FHIR API until SIGTERM or Ctrl-C; in-flight requests finish first, then the
-/// writer commits what it holds and the store closes.
+/// Serves the FHIR API until SIGTERM or Ctrl-C. Then the change streams end (they would hold
+/// their connections open), in-flight requests finish, the writer commits what it holds and
+/// the store closes.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let verifier = config
         .auth
@@ -24,10 +27,64 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .context("opening the search index")?;
     let search = Arc::new(search);
     let mut metrics = Metrics::default();
-    metrics.register_consumer("search-indexer", search.watch_indexed());
+    let mut consumers = vec![("search-indexer".to_string(), search.watch_indexed())];
+
+    // The change stream's consumers run on a runtime of their own, away from HTTP workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fhirlake-cdc")
+        .enable_all()
+        .build()?;
+    let source = config
+        .base_url
+        .as_deref()
+        .map_or("/fhir", |base| base.trim_end_matches('/'))
+        .to_string();
+    let hub = cdc::feed::Hub::new(
+        store.clone(),
+        search.registry,
+        config.stream_buffer,
+        source.clone(),
+    );
+    runtime.spawn(hub.clone().run());
+    let retry = cdc::subscriptions::Retry {
+        first: config.subscription_retry,
+        max: config.subscription_retry_max,
+    };
+    let subscriptions = cdc::subscriptions::start(
+        runtime.handle(),
+        store.clone(),
+        search.registry,
+        retry,
+        source.clone(),
+    )?;
+    consumers.push(("subscriptions".to_string(), subscriptions));
+    if let Some(url) = &config.sink {
+        let sink = cdc::sink::Nats {
+            url: url.clone(),
+            stream: config.sink_stream.clone(),
+            source: source.clone(),
+        };
+        consumers.push((
+            sink.consumer_name(),
+            sink.start(runtime.handle(), store.clone())?,
+        ));
+    }
+    if let Some(retention) = config.changes_retention {
+        runtime.spawn(cdc::retention::run(
+            store.clone(),
+            retention,
+            consumers.clone(),
+        ));
+    }
+    for (name, checkpoint) in consumers {
+        metrics.register_consumer(&name, checkpoint);
+    }
+
     let state = web::Data::new(AppState {
         store: store.clone(),
         search: search.clone(),
+        changes: hub.clone(),
         config: Arc::new(config.clone()),
         metrics,
         readiness: vec![Box::new(store.clone()), Box::new(search)],
@@ -39,7 +96,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .wrap(actix_web::middleware::from_fn(api::log_request))
             .configure(api::routes)
     })
-    .shutdown_timeout(config.shutdown_timeout);
+    .shutdown_timeout(config.shutdown_timeout)
+    .disable_signals();
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
@@ -54,10 +112,29 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Tooling and tests wait for this line on stdout.
     println!("listening on http://{address}");
     std::io::stdout().flush()?;
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: ending the change streams, finishing requests");
+        hub.close();
+        handle.stop(true).await;
+    });
+    server.await?;
+    runtime.shutdown_background();
     store.close();
     tracing::info!("fhirlake stopped");
     Ok(())
+}
+
+/// Resolves at SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Says how requests are authorized: loudly when they are not, and how to get a token when

@@ -8,6 +8,8 @@
 # target/test-tools/.
 #
 # - chromium (+ fonts): the headless browser that tests/explorer.rs drives;
+# - nats-server: the JetStream broker that tests/nats.rs starts (on a free port, with a temporary
+#   store directory) for the change-stream sink; the package starts no service of its own;
 # - openssl: makes the RS256 and ES256 keys of tests/auth.rs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
 # - openapi-spec-validator (tests/requirements.txt): the OpenAPI validator of tests/openapi.rs.
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 tools=target/test-tools
 
 missing=()
-for package in chromium fonts-liberation openssl; do
+for package in chromium fonts-liberation nats-server openssl; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
         missing+=("$package")
 done

@@ -109,7 +109,11 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 several keys, _include and _revinclude with :iterate, chained parameters of \
                 any depth, _has (nested), compartment searches (Patient/123/Observation, \
                 Patient/123/*), $everything of a Patient or an Encounter, _summary and \
-                _elements. _filter, PATCH, conditional update and delete inside Bundles, and \
+                _elements. Subscriptions: rest-hook channels (criteria matched on each \
+                version, retried with backoff, delivered at least once in order, headers from \
+                channel.header, payload empty or application/fhir+json). The change stream: \
+                GET [base]/$changes (by offset), [base]/$changes/stream (Server-Sent Events) \
+                and [base]/$changes/websocket, CloudEvents 1.0. _filter, PATCH, conditional update and delete inside Bundles, and \
                 XML are not supported yet: they are reported (search, handling=lenient) or \
                 answered with 400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,

@@ -6,6 +6,7 @@
 
 mod auth;
 mod bundle;
+mod changes;
 mod crud;
 mod history;
 mod http;
@@ -31,6 +32,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub search: Arc<crate::search::Engine>,
+    /// The change stream's fan-out to live consumers.
+    pub changes: Arc<crate::cdc::feed::Hub>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -57,6 +60,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/fhir")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .service(resource("/$changes").route(web::get().to(changes::pull)))
+            .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
+            .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
             .service(resource("/_history").route(web::get().to(history::system)))
             .service(
                 resource("")

@@ -102,6 +102,19 @@ impl Access {
         Err(FhirError::forbidden(message))
     }
 
+    /// 403 unless `permission` is granted on every resource of every type, unconfined: what a
+    /// consumer of the whole change stream needs, since it carries every version of every
+    /// resource.
+    pub fn require_everything(&self, permission: Permission) -> Result<(), FhirError> {
+        if self.view(permission) == View::All {
+            return Ok(());
+        }
+        Err(FhirError::forbidden(format!(
+            "the change stream carries every resource: it needs a scope such as system/*.{}",
+            permission.letter()
+        )))
+    }
+
     /// Every resource `permission` is granted on, of every type. A search runs within it
     /// whatever types it asks for, since its chains and `_has` search other types.
     pub fn view(&self, permission: Permission) -> View {

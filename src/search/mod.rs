@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sort;
 pub mod terms;
 pub mod units;
+pub mod versions;
 pub mod view;
 
 use crate::fhir::resource::check_type;

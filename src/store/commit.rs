@@ -8,10 +8,14 @@
 //! before it in the group, and only when all of them hold are its writes applied. A request is
 //! answered only after the transaction holding it is durably committed; if the commit fails,
 //! every request of the group fails and nothing of it is visible.
+//!
+//! The writer also keeps the change log's books ([`Bookkeeping`]): consumer checkpoints and
+//! retention trims ride along in the same group transactions, so they neither cost an fsync of
+//! their own nor hold redb's write lock apart from the writer.
 
 use super::StoreError;
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
+    CHANGES, CHECKPOINTS, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
     VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
@@ -88,8 +92,27 @@ impl CommitError {
 
 type Reply = oneshot::Sender<Result<Vec<Applied>, CommitError>>;
 
+/// A change to the change log's books rather than to resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bookkeeping {
+    /// Sets (`Some`) or removes (`None`) the checkpoint of the consumer `name`.
+    Checkpoint { name: String, seq: Option<u64> },
+    /// Removes up to `max` of the oldest changes (and their `type_changes` entries) whose seq
+    /// is below `below` and whose lastUpdated is below `older_than`. The last change is never
+    /// removed: the writer resumes from it after a restart.
+    Trim {
+        below: u64,
+        older_than: Micros,
+        max: usize,
+    },
+}
+
+/// How many changes a [`Bookkeeping::Trim`] removed.
+type BookReply = oneshot::Sender<Result<usize, StoreError>>;
+
 enum Message {
     Commit(Vec<Write>, Reply),
+    Books(Vec<Bookkeeping>, BookReply),
     Stop,
 }
 
@@ -149,6 +172,22 @@ impl Committer {
         answer.blocking_recv().unwrap_or_else(|_| Err(closed()))
     }
 
+    /// Applies `books` in the writer's next transaction; resolves, once it is durable, to the
+    /// number of changes trimmed.
+    pub fn keep_books(
+        &self,
+        books: Vec<Bookkeeping>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.sender.send(Message::Books(books, reply));
+        async move {
+            sent.map_err(|_| StoreError::Schema("the store is closed".into()))?;
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Schema("the store is closed".into())))
+        }
+    }
+
     fn send(&self, writes: Vec<Write>, reply: Reply) -> Result<(), CommitError> {
         self.sender
             .send(Message::Commit(writes, reply))
@@ -204,16 +243,13 @@ struct Plan {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Message>) {
-        while let Ok(Message::Commit(writes, reply)) = receiver.recv() {
-            let mut group = vec![(writes, reply)];
-            let mut stop = false;
-            while group.len() < MAX_GROUP {
+        let mut first = receiver.recv();
+        while let Ok(message) = first {
+            let mut group = Group::default();
+            let mut stop = !group.add(message);
+            while !stop && group.len() < MAX_GROUP {
                 match receiver.try_recv() {
-                    Ok(Message::Commit(writes, reply)) => group.push((writes, reply)),
-                    Ok(Message::Stop) => {
-                        stop = true;
-                        break;
-                    }
+                    Ok(message) => stop = !group.add(message),
                     Err(_) => break,
                 }
             }
@@ -221,15 +257,20 @@ impl Writer {
             if stop {
                 break;
             }
+            first = receiver.recv();
         }
     }
 
-    fn commit_group(&mut self, group: Vec<(Vec<Write>, Reply)>) {
+    fn commit_group(&mut self, group: Group) {
         let time = datetime::now().max(self.position.last_time + 1);
         let start_seq = self.position.next_seq;
-        let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        match self.apply_group(requests, time) {
-            Ok(results) => {
+        let (requests, replies): (Vec<_>, Vec<_>) = group.commits.into_iter().unzip();
+        let (books, book_replies): (Vec<_>, Vec<_>) = group.books.into_iter().unzip();
+        match self.apply_group(requests, books, time) {
+            Ok((results, trimmed)) => {
+                for (reply, trimmed) in book_replies.into_iter().zip(trimmed) {
+                    let _ = reply.send(Ok(trimmed));
+                }
                 self.position.last_time = time;
                 if self.position.next_seq != start_seq {
                     self.committed.send_replace(self.position.next_seq - 1);
@@ -245,18 +286,27 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(CommitError::whole(error.clone())));
                 }
+                for reply in book_replies {
+                    let _ = reply.send(Err(StoreError::Schema(format!(
+                        "the store could not commit: {error}"
+                    ))));
+                }
             }
         }
     }
 
+    /// Applies the group's requests, then its bookkeeping, in one transaction; returns each
+    /// request's result and how many changes each bookkeeping message trimmed.
+    #[allow(clippy::type_complexity)]
     fn apply_group(
         &mut self,
         requests: Vec<Vec<Write>>,
+        books: Vec<Vec<Bookkeeping>>,
         time: Micros,
-    ) -> Result<Vec<Result<Vec<Applied>, CommitError>>, StoreError> {
+    ) -> Result<(Vec<Result<Vec<Applied>, CommitError>>, Vec<usize>), StoreError> {
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(requests.len());
-        {
+        let trimmed = {
             let mut tables = Tables {
                 versions: txn.open_table(VERSIONS)?,
                 current: txn.open_table(CURRENT)?,
@@ -270,9 +320,14 @@ impl Writer {
                 };
                 results.push(result);
             }
-        }
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            books
+                .into_iter()
+                .map(|books| keep_books(&mut tables, &mut checkpoints, books))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         txn.commit()?;
-        Ok(results)
+        Ok((results, trimmed))
     }
 
     fn apply(
@@ -343,6 +398,75 @@ impl Writer {
         }
         Ok(applied)
     }
+}
+
+/// What the writer takes into one transaction.
+#[derive(Default)]
+struct Group {
+    commits: Vec<(Vec<Write>, Reply)>,
+    books: Vec<(Vec<Bookkeeping>, BookReply)>,
+}
+
+impl Group {
+    /// Adds a message; false for [`Message::Stop`].
+    fn add(&mut self, message: Message) -> bool {
+        match message {
+            Message::Commit(writes, reply) => self.commits.push((writes, reply)),
+            Message::Books(books, reply) => self.books.push((books, reply)),
+            Message::Stop => return false,
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.commits.len() + self.books.len()
+    }
+}
+
+/// Applies one bookkeeping message; returns how many changes it trimmed.
+fn keep_books(
+    tables: &mut Tables<'_>,
+    checkpoints: &mut Table<'_, &'static str, u64>,
+    books: Vec<Bookkeeping>,
+) -> Result<usize, StoreError> {
+    let mut trimmed = 0;
+    for book in books {
+        match book {
+            Bookkeeping::Checkpoint {
+                name,
+                seq: Some(seq),
+            } => {
+                checkpoints.insert(name.as_str(), seq)?;
+            }
+            Bookkeeping::Checkpoint { name, seq: None } => {
+                checkpoints.remove(name.as_str())?;
+            }
+            Bookkeeping::Trim {
+                below,
+                older_than,
+                max,
+            } => {
+                let last = tables.changes.last()?.map_or(0, |(seq, _)| seq.value());
+                let mut doomed = Vec::new();
+                for item in tables.changes.range(..below.min(last))?.take(max) {
+                    let (seq, record) = item?;
+                    let change = ChangeRecord::decode(seq.value(), record.value());
+                    if change.last_updated >= older_than {
+                        break;
+                    }
+                    doomed.push(change);
+                }
+                for change in &doomed {
+                    tables.changes.remove(change.seq)?;
+                    tables
+                        .type_changes
+                        .remove((change.resource_type.as_str(), change.seq))?;
+                }
+                trimmed += doomed.len();
+            }
+        }
+    }
+    Ok(trimmed)
 }
 
 /// Checks every write's preconditions against the current state; the request is refused as a

@@ -5,11 +5,12 @@
 
 pub mod commit;
 pub mod history;
+pub mod log;
 pub mod schema;
 pub mod tables;
 
 use crate::fhir::FhirError;
-use commit::{Applied, CommitError, Committer, Position, Write};
+use commit::{Applied, Bookkeeping, CommitError, Committer, Position, Write};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +110,40 @@ impl Store {
         writes: Vec<Write>,
     ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
         self.committer.submit(writes)
+    }
+
+    /// Applies `books` (checkpoints, trims) in the writer's next transaction; resolves to the
+    /// number of changes trimmed once it is durable.
+    pub fn keep_books(
+        &self,
+        books: Vec<Bookkeeping>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + 'static {
+        self.committer.keep_books(books)
+    }
+
+    /// The current state of every resource of `resource_type`, with its current version
+    /// unless it is deleted.
+    pub fn current_of_type(
+        &self,
+        resource_type: &str,
+    ) -> Result<Vec<(String, Option<VersionRecord>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tables = (txn.open_table(CURRENT)?, txn.open_table(VERSIONS)?);
+        let mut ids = Vec::new();
+        for item in tables.0.range((resource_type, "")..)? {
+            let (key, _) = item?;
+            let (found_type, id) = key.value();
+            if found_type != resource_type {
+                break;
+            }
+            ids.push(id.to_string());
+        }
+        ids.into_iter()
+            .map(|id| {
+                let version = current_of(&tables, resource_type, &id)?.and_then(|(_, v)| v);
+                Ok((id, version))
+            })
+            .collect()
     }
 
     /// [`Store::commit`] outside an async runtime (import, tests).

@@ -4,13 +4,15 @@
 //! written by a newer fhirlake is refused, never opened; an older one must be upgraded with
 //! `fhirlake migrate` before the server opens it.
 
-use super::tables::{CHANGES, CURRENT, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS};
+use super::tables::{
+    CHANGES, CHECKPOINTS, CURRENT, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
+};
 use super::{DB_FILE, StoreError};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::path::Path;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// An upgrade from `from` to `from + 1`, run in one write transaction.
 struct Migration {
@@ -19,8 +21,15 @@ struct Migration {
     run: fn(&WriteTransaction) -> Result<(), StoreError>,
 }
 
-/// Every upgrade, in order. Schema 1 is the first; nothing to upgrade from yet.
-const MIGRATIONS: &[Migration] = &[];
+/// Every upgrade, in order.
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    name: "0002-checkpoints: the durable checkpoints of change-log consumers",
+    run: |txn| {
+        txn.open_table(CHECKPOINTS)?;
+        Ok(())
+    },
+}];
 
 /// Opens the database of `dir`, creating it (at [`SCHEMA_VERSION`]) when it does not exist.
 /// Fails when the directory is at another schema version.
@@ -100,6 +109,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
                 txn.open_table(CURRENT)?;
                 txn.open_table(CHANGES)?;
                 txn.open_table(TYPE_CHANGES)?;
+                txn.open_table(CHECKPOINTS)?;
                 SCHEMA_VERSION
             }
         }
@@ -111,6 +121,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::{ReadableDatabase, ReadableTableMetadata};
 
     #[test]
     fn a_new_directory_is_created_at_the_current_version_and_reopens() {
@@ -123,6 +134,29 @@ mod tests {
             (SCHEMA_VERSION, SCHEMA_VERSION)
         );
         assert!(migrated.steps.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_directory_is_refused_until_migrated_then_has_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open(dir.path()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, 1)
+                .unwrap();
+            txn.open_table(CHANGES).unwrap();
+            txn.commit().unwrap();
+        }
+        let error = open_current(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("fhirlake migrate"), "{error}");
+        let migrated = migrate(dir.path()).unwrap();
+        assert_eq!((migrated.from, migrated.to), (1, 2));
+        assert_eq!(migrated.steps.len(), 1);
+        let db = open_current(dir.path()).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(txn.open_table(CHECKPOINTS).unwrap().is_empty().unwrap());
     }
 
     #[test]

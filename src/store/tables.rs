@@ -1,12 +1,14 @@
 //! The redb tables of a data directory and the byte layout of their records.
 //!
-//! Schema version 1 (see `migrations/0001-initial.md`):
+//! Schema version 2 (see `migrations/`):
 //! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
 //! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
 //! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
 //!   from 1;
 //! - `type_changes` (type, seq) -> (): the change log by resource type, for type history;
-//! - `meta` name -> u64: the schema version.
+//! - `meta` name -> u64: the schema version;
+//! - `checkpoints` consumer name -> seq: the last change a durable consumer of the change log
+//!   (a Subscription, a sink) has processed; it needs every change after it (schema 2).
 //!
 //! All integers are little-endian. Invariant: for every `changes` entry there is exactly one
 //! `versions` entry with its (type, id, vid) and one `type_changes` entry with its (type, seq),
@@ -20,6 +22,7 @@ pub const CURRENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
 
 /// The key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";

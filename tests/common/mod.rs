@@ -4,6 +4,7 @@
 //! [`search`], what the search tests share.
 #![allow(dead_code)]
 
+pub mod changes;
 pub mod fhir;
 pub mod search;
 pub mod synthea;

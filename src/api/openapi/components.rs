@@ -307,7 +307,10 @@ impl Error {
                  JSON (XML is not supported)."
             }
             Error::Conflict => "Conflict: the resource already exists.",
-            Error::Gone => "Gone: the resource was deleted (or this version is its deletion).",
+            Error::Gone => {
+                "Gone: the resource was deleted (or this version is its deletion), or the \
+                 changes asked for were removed from the change log by retention."
+            }
             Error::PreconditionFailed => {
                 "Precondition failed: `If-Match` names a version that is not the current one."
             }

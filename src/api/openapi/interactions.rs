@@ -8,8 +8,9 @@
 
 use super::components::{Error, FHIR_JSON, Header, Param};
 use serde_json::json;
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder};
+use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterIn};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, Ref, Required, Response, ResponseBuilder};
 
 /// The tag of the interactions that are not about one resource type.
@@ -44,7 +45,13 @@ pub const SYSTEM_INTERACTIONS: &[fn() -> Interaction] = &[
     transaction_or_batch,
     history_system,
     search_system,
+    changes_pull,
+    changes_stream,
+    changes_websocket,
 ];
+
+/// The tag of the change stream's operations.
+pub const CHANGES_TAG: &str = "Change stream";
 
 /// `POST /fhir/{type}`
 fn create(resource_type: &str) -> Interaction {
@@ -482,6 +489,151 @@ fn search_system() -> Interaction {
         method: HttpMethod::Get,
         operation: search_answer(operation.parameter_ref(Param::Count.reference())).build(),
     }
+}
+
+/// `GET /fhir/$changes`
+fn changes_pull() -> Interaction {
+    let page = ObjectBuilder::new()
+        .property(
+            "events",
+            ArrayBuilder::new()
+                .items(ObjectBuilder::new().description(Some("A CloudEvents 1.0 event (JSON)."))),
+        )
+        .property(
+            "next",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .description(Some("The offset (`since`) to ask from next.")),
+        )
+        .required("events")
+        .required("next");
+    let operation = change_filters(operation(
+        CHANGES_TAG,
+        "changes".into(),
+        "$changes: the changes after an offset, oldest first".into(),
+        "A page of the change log: `events`, each committed version after `since` (a change's \
+         seq, its event `id`) as a CloudEvents 1.0 event, oldest first, and `next`, the offset \
+         to ask from next (it moves past the changes the filters leave out). Replaying from \
+         0 gives every change the log still holds.",
+    ))
+    .parameter_ref(Param::Count.reference())
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("A page of change events.")
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(page)).build(),
+            )
+            .build(),
+    );
+    Interaction {
+        codes: &[],
+        path: "/fhir/$changes".into(),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+/// `GET /fhir/$changes/stream`
+fn changes_stream() -> Interaction {
+    let operation = change_filters(operation(
+        CHANGES_TAG,
+        "changesStream".into(),
+        "$changes/stream: the changes as Server-Sent Events".into(),
+        "Every change after `since` (or `Last-Event-ID`, which wins), then every new one as it \
+         is committed: one event per change, `id:` its seq and `data:` its CloudEvent. A \
+         keep-alive comment comes every 15 s. A consumer that falls behind by more than its \
+         buffer gets `event: reconnect` with `{\"since\": N}` and the stream ends; \
+         reconnecting with `Last-Event-ID` loses nothing.",
+    ))
+    .parameter(
+        super::components::parameter(
+            "Last-Event-ID",
+            ParameterIn::Header,
+            "The id of the last event processed: the stream resumes after it.",
+            ObjectBuilder::new().schema_type(Type::String),
+        )
+        .build(),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The event stream.")
+            .content(
+                "text/event-stream",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build(),
+            )
+            .build(),
+    );
+    Interaction {
+        codes: &[],
+        path: "/fhir/$changes/stream".into(),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+/// `GET /fhir/$changes/websocket`
+fn changes_websocket() -> Interaction {
+    let operation = change_filters(operation(
+        CHANGES_TAG,
+        "changesWebSocket".into(),
+        "$changes/websocket: the changes over a WebSocket".into(),
+        "A WebSocket upgrade; then one text message per change, its CloudEvent, from `since` \
+         on, and pings every 15 s. A consumer that falls behind by more than its buffer is \
+         closed with code 1013 and the reason `since=N`, the offset to reconnect from.",
+    ))
+    .response(
+        "101",
+        ResponseBuilder::new()
+            .description("Switching Protocols: the WebSocket is open.")
+            .build(),
+    );
+    Interaction {
+        codes: &[],
+        path: "/fhir/$changes/websocket".into(),
+        method: HttpMethod::Get,
+        operation: operation.build(),
+    }
+}
+
+/// The query parameters and errors every change-stream operation shares.
+fn change_filters(mut operation: OperationBuilder) -> OperationBuilder {
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    for (name, description, schema) in [
+        (
+            "since",
+            "The offset: the seq of the last change already processed (default 0).",
+            ObjectBuilder::new().schema_type(Type::Integer),
+        ),
+        (
+            "_type",
+            "Comma-separated resource types: only their changes.",
+            text(),
+        ),
+        (
+            "criteria",
+            "FHIR search criteria, `Type?params` (no chains or `_has`): only the changes whose \
+             version matches (a deletion: whose deleted version matched).",
+            text(),
+        ),
+        (
+            "content",
+            "`full` (the default): `data` is the resource; `id-only`: a Reference to the version.",
+            text(),
+        ),
+    ] {
+        operation = operation.parameter(
+            super::components::parameter(name, ParameterIn::Query, description, schema).build(),
+        );
+    }
+    errors(
+        operation,
+        &[Error::BadRequest, Error::NotAcceptable, Error::Gone],
+    )
 }
 
 /// The searchset answer and the errors of every search.

@@ -21,7 +21,7 @@ mod fhir_schemas;
 mod interactions;
 
 use actix_web::{HttpResponse, web};
-use interactions::{Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
+use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
 use std::sync::LazyLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::external_docs::ExternalDocsBuilder;
@@ -80,6 +80,13 @@ pub fn document() -> OpenApi {
                 "Interactions with the whole server: capabilities, Bundles, history.",
             ))
             .build(),
+        TagBuilder::new()
+            .name(CHANGES_TAG)
+            .description(Some(
+                "The change stream: every committed version as a CloudEvent, by offset \
+                 (pull), as Server-Sent Events or over a WebSocket.",
+            ))
+            .build(),
     ];
     for interaction in SYSTEM_INTERACTIONS {
         add(interaction());
@@ -120,8 +127,9 @@ const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in JSON 
 (`application/fhir+json`). Bodies are described by the official FHIR R4 JSON schemas. Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
 answers other methods with 405. Every operation but `GET /fhir/metadata` needs a JWT bearer \
-token whose SMART scopes grant it (401 without a valid token, 403 without the scope); \
-`GET /fhir/metadata` states exactly what this build supports.";
+token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
+stream (`/fhir/$changes`) serves every committed version as a CloudEvent. `GET /fhir/metadata` \
+states exactly what this build supports.";
 
 /// The one operation that needs no token.
 pub(super) const METADATA_PATH: &str = "/fhir/metadata";
@@ -268,8 +276,8 @@ mod tests {
             .iter()
             .map(|tag| tag["name"].as_str().unwrap())
             .collect();
-        assert_eq!(tags[0], SYSTEM_TAG);
-        assert_eq!(&tags[1..], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(tags[..2], [SYSTEM_TAG, CHANGES_TAG]);
+        assert_eq!(&tags[2..], fhirlake_model::RESOURCE_TYPES);
         let patient = &document["paths"]["/fhir/Patient/{id}"];
         assert_eq!(
             patient["get"]["responses"]["200"]["content"]["application/fhir+json"]["schema"]["$ref"],

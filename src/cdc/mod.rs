@@ -1,0 +1,20 @@
+//! The change stream: the change log turned into events for consumers outside the server.
+//!
+//! - [`event`]: a committed version as a CloudEvents 1.0 event;
+//! - [`checkpoint`]: a durable consumer's position, stored without a transaction per commit;
+//! - [`filter`]: which changes a consumer wants (types, search criteria);
+//! - [`feed`]: the fan-out to live stream consumers (SSE, WebSocket), each from its offset;
+//! - [`subscriptions`]: FHIR R4 Subscriptions (rest-hook), with retries and durable positions;
+//! - [`sink`]: the NATS JetStream sink;
+//! - [`retention`]: trimming the log, never past a consumer's checkpoint.
+//!
+//! Every consumer reads the change log from the store (`store::log`) by its own offset, so
+//! none can lose a change while it is away, and none slows the writers down.
+
+pub mod checkpoint;
+pub mod event;
+pub mod feed;
+pub mod filter;
+pub mod retention;
+pub mod sink;
+pub mod subscriptions;

@@ -1,0 +1,255 @@
+//! FHIR R4 Subscriptions with a rest-hook channel, against a receiver of the test's own on
+//! 127.0.0.1 that fails its first calls: every matching change must arrive, in order, after
+//! retries, across a SIGKILL of the server; the Subscription's status goes to `error` (with the
+//! reason) while the receiver fails and back to `active` after.
+
+mod common;
+
+use common::TestServer;
+use common::changes::{pull_all, seq};
+use common::fhir::{FhirClient, assert_outcome};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One notification as received: its headers (lower-case names) and body.
+#[derive(Debug, Clone)]
+struct Notification {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP receiver that answers 500 to its first `fail` calls, then 200, and records the
+/// notifications it accepted.
+struct Receiver {
+    url: String,
+    accepted: Arc<Mutex<Vec<Notification>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn start(fail: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        thread::spawn({
+            let (accepted, calls) = (accepted.clone(), calls.clone());
+            move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    // Keep-alive connections: one request after the other.
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        assert!(line.starts_with("POST /hook "), "{line}");
+                        let mut headers = HashMap::new();
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).unwrap();
+                            let header = header.trim_end();
+                            if header.is_empty() {
+                                break;
+                            }
+                            let (name, value) = header.split_once(':').unwrap();
+                            headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
+                        }
+                        let length: usize = headers
+                            .get("content-length")
+                            .map_or(0, |l| l.parse().unwrap());
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let call = calls.fetch_add(1, Ordering::SeqCst);
+                        let status = if call < fail {
+                            "500 Internal Server Error"
+                        } else {
+                            accepted
+                                .lock()
+                                .unwrap()
+                                .push(Notification { headers, body });
+                            "200 OK"
+                        };
+                        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Receiver {
+            url,
+            accepted,
+            calls,
+        }
+    }
+
+    /// The `ce-id`s of the accepted notifications, in order of arrival.
+    fn ids(&self) -> Vec<u64> {
+        let accepted = self.accepted.lock().unwrap();
+        accepted
+            .iter()
+            .map(|n| n.headers["ce-id"].parse().unwrap())
+            .collect()
+    }
+}
+
+fn observation(code: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]}})
+}
+
+/// Waits until `check` holds, at most 30 s.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const RETRY: &[&str] = &[
+    "--subscription-retry",
+    "50ms",
+    "--subscription-retry-max",
+    "200ms",
+];
+
+#[test]
+fn a_rest_hook_gets_every_matching_change_after_retries_and_restarts() {
+    let receiver = Receiver::start(4);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start_on(&data, RETRY);
+    let fhir = FhirClient::at(&server.base);
+    let subscription = fhir.create(&json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "test",
+        "criteria": "Observation?code=http://loinc.org|1234-5",
+        "channel": {"type": "rest-hook", "endpoint": receiver.url,
+            "payload": "application/fhir+json", "header": ["X-Secret: s3cret"]}
+    }));
+    let path = format!("Subscription/{}", subscription["id"].as_str().unwrap());
+    wait_for("the Subscription to be active", || {
+        fhir.get(&path).json()["status"] == "active"
+    });
+    let mut written = Vec::new();
+    for n in 0..6 {
+        written.push(fhir.create(&observation(if n % 2 == 0 { "1234-5" } else { "0000-0" })));
+    }
+    // The receiver fails its first four calls: the Subscription is set to error, with why.
+    wait_for("the Subscription to be in error", || {
+        let current = fhir.get(&path).json();
+        current["status"] == "error" && current["error"].as_str().is_some_and(|e| e.contains("500"))
+    });
+    wait_for("the first notifications", || !receiver.ids().is_empty());
+    wait_for("the Subscription to be active again", || {
+        fhir.get(&path).json()["status"] == "active"
+    });
+
+    // A crash, then more changes: delivery resumes from the stored position.
+    server.kill();
+    let server = TestServer::start_on(&data, RETRY);
+    let fhir = FhirClient::at(&server.base);
+    let matching = fhir.create(&observation("1234-5"));
+    fhir.delete(&format!("Observation/{}", matching["id"].as_str().unwrap()))
+        .expect(204, "delete");
+    let expected: Vec<u64> = pull_all(
+        &fhir,
+        "&criteria=Observation%3Fcode%3Dhttp://loinc.org%7C1234-5",
+    )
+    .iter()
+    .map(seq)
+    .collect();
+    assert_eq!(
+        expected.len(),
+        5,
+        "three creates, one more create and its delete"
+    );
+    wait_for("every notification", || {
+        let mut ids = receiver.ids();
+        ids.dedup();
+        ids.len() >= expected.len()
+    });
+    let mut ids = receiver.ids();
+    // At least once: a notification may come again after the crash, never out of order.
+    ids.dedup();
+    assert_eq!(ids, expected, "the notifications, in order");
+    assert!(receiver.calls.load(Ordering::SeqCst) >= 4 + expected.len());
+    let accepted = receiver.accepted.lock().unwrap().clone();
+    for notification in &accepted {
+        assert_eq!(notification.headers["x-secret"], "s3cret");
+        assert_eq!(notification.headers["ce-specversion"], "1.0");
+        let subject = &notification.headers["ce-subject"];
+        if notification.headers["ce-type"] == "fhir.Observation.deleted" {
+            assert!(notification.body.is_empty());
+        } else {
+            let resource: Value = serde_json::from_slice(&notification.body).unwrap();
+            assert!(subject.starts_with(&format!(
+                "Observation/{}/",
+                resource["id"].as_str().unwrap()
+            )));
+        }
+    }
+}
+
+#[test]
+fn subscriptions_that_cannot_be_delivered_are_set_to_error_and_off_ones_stop() {
+    let receiver = Receiver::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&dir.path().join("data"), RETRY);
+    let fhir = FhirClient::at(&server.base);
+    let bad = fhir.create(&json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "test",
+        "criteria": "Observation?nope=1",
+        "channel": {"type": "rest-hook", "endpoint": receiver.url}
+    }));
+    let path = format!("Subscription/{}", bad["id"].as_str().unwrap());
+    wait_for("the bad Subscription to be in error", || {
+        let current = fhir.get(&path).json();
+        current["status"] == "error"
+            && current["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("nope"))
+    });
+    let good = fhir.create(&json!({
+        "resourceType": "Subscription", "status": "active", "reason": "test",
+        "criteria": "Patient",
+        "channel": {"type": "rest-hook", "endpoint": receiver.url}
+    }));
+    fhir.create(&json!({"resourceType": "Patient"}));
+    wait_for("a notification", || receiver.ids().len() == 1);
+    assert!(
+        receiver.accepted.lock().unwrap()[0].body.is_empty(),
+        "no payload asked for"
+    );
+    let mut off = good.clone();
+    off["status"] = json!("off");
+    fhir.update(&off).expect(200, "turn it off");
+    thread::sleep(Duration::from_millis(300));
+    fhir.create(&json!({"resourceType": "Patient"}));
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        receiver.ids().len(),
+        1,
+        "an off Subscription notifies nobody"
+    );
+    assert_outcome(&fhir.get("Subscription/nope"), 404, &["not-found"]);
+    // The slowest Subscription's lag is a metric; nothing is pending.
+    let lag = "fhirlake_consumer_lag_changes{consumer=\"subscriptions\"} 0";
+    wait_for("no Subscription lag", || {
+        let metrics = fhir
+            .http
+            .get(format!("{}/metrics", server.origin))
+            .send()
+            .unwrap();
+        metrics.text().unwrap().contains(lag)
+    });
+}
