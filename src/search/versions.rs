@@ -103,9 +103,14 @@ impl Versions {
         let mut documents = Vec::new();
         for (number, resource_type, id, version) in versions {
             let body = &version.body;
-            if let Some(mut change) =
-                document(registry, resource_type, id, version.last_updated, body, None)
-            {
+            if let Some(mut change) = document(
+                registry,
+                resource_type,
+                id,
+                version.last_updated,
+                body,
+                None,
+            ) {
                 // Keyed by the caller's number: one resource may have several versions here.
                 if let Change::Upsert { key, .. } = &mut change {
                     *key = number.to_string();

@@ -39,8 +39,15 @@ fn main() {
         let report = fhirlake::validate::validate(resource);
         times.push(began.elapsed());
         for issue in report.issues {
-            let key = issue.diagnostics.split(':').next().unwrap_or("").to_string();
-            *found.entry(format!("{} {key}", issue.severity.as_str())).or_default() += 1;
+            let key = issue
+                .diagnostics
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            *found
+                .entry(format!("{} {key}", issue.severity.as_str()))
+                .or_default() += 1;
         }
     }
     let total = start.elapsed();
