@@ -41,6 +41,29 @@ pub enum Command {
     /// Rebuilds the search index of a data directory from the store alone. Stop the server
     /// that uses the directory first.
     Reindex(DataDir),
+    /// Loads a terminology release into a data directory; a server uses it from its next
+    /// start (one already running keeps what it has).
+    #[command(subcommand)]
+    Terminology(TerminologyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TerminologyCommand {
+    /// Loads a SNOMED CT release in RF2: the Snapshot's concepts, English descriptions and
+    /// is-a relationships (and the language refset's preferred terms), found under the
+    /// directory given. It replaces the shipped subset of SNOMED CT.
+    LoadSnomed(ReleaseArgs),
+    /// Loads LOINC's table (`Loinc.csv` of a LOINC release). It replaces the shipped subset of
+    /// LOINC.
+    LoadLoinc(ReleaseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// The release: the RF2 directory (its root or `Snapshot/`), or the `Loinc.csv` file.
+    pub release: std::path::PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reindex(data) => reindex(data),
+        Command::Terminology(command) => load_release(command),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -141,4 +165,43 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn load_release(command: TerminologyCommand) -> anyhow::Result<()> {
+    use crate::terminology::{read_loinc_table, read_snomed_snapshot, release};
+    let start = std::time::Instant::now();
+    let (args, content) = match command {
+        TerminologyCommand::LoadSnomed(args) => {
+            let content = read_snomed_snapshot(&args.release)?;
+            (args, content)
+        }
+        TerminologyCommand::LoadLoinc(args) => {
+            let content = read_loinc_table(&args.release)?;
+            (args, content)
+        }
+    };
+    for note in &content.notes {
+        println!("note: {note}");
+    }
+    let file = release::install(&args.data.path, &content)?;
+    println!(
+        "loaded {} {} ({} concepts) from {} into {} in {:.1} s; a server started from now on \
+         uses it",
+        content.kind.name(),
+        content.version.as_deref().unwrap_or("(no version)"),
+        content.concepts.len(),
+        args.release.display(),
+        file.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
