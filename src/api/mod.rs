@@ -15,6 +15,7 @@ pub mod openapi;
 mod operations;
 mod request_log;
 mod search;
+pub mod terminology;
 
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub search: Arc<crate::search::Engine>,
+    pub terminology: Arc<crate::terminology::Terminology>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -49,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/fhir")
             .service(resource("/metadata").route(web::get().to(metadata::capability_statement)))
             .service(resource("/_history").route(web::get().to(history::system)))
+            .configure(terminology::routes)
             .service(
                 resource("")
                     .route(web::post().to(bundle::transaction_or_batch))

@@ -224,11 +224,12 @@ pub enum Error {
     PreconditionFailed,
     TooLarge,
     UnsupportedMediaType,
+    Unprocessable,
     NotImplemented,
 }
 
 impl Error {
-    const ALL: [Error; 9] = [
+    const ALL: [Error; 10] = [
         Error::BadRequest,
         Error::NotFound,
         Error::NotAcceptable,
@@ -237,6 +238,7 @@ impl Error {
         Error::PreconditionFailed,
         Error::TooLarge,
         Error::UnsupportedMediaType,
+        Error::Unprocessable,
         Error::NotImplemented,
     ];
 
@@ -251,6 +253,7 @@ impl Error {
             Error::PreconditionFailed => "PreconditionFailed",
             Error::TooLarge => "TooLarge",
             Error::UnsupportedMediaType => "UnsupportedMediaType",
+            Error::Unprocessable => "Unprocessable",
             Error::NotImplemented => "NotImplemented",
         }
     }
@@ -265,6 +268,7 @@ impl Error {
             Error::PreconditionFailed => "412",
             Error::TooLarge => "413",
             Error::UnsupportedMediaType => "415",
+            Error::Unprocessable => "422",
             Error::NotImplemented => "501",
         }
     }
@@ -300,6 +304,11 @@ impl Error {
             Error::UnsupportedMediaType => {
                 "Unsupported media type: the body is not `application/fhir+json` (or \
                  `application/json`)."
+            }
+            Error::Unprocessable => {
+                "Unprocessable: the request is well formed but cannot be answered from what the \
+                 server holds (a terminology question that depends on codes or a hierarchy not \
+                 loaded: `not-supported`; an expansion too large: `too-costly`)."
             }
             Error::NotImplemented => {
                 "Not implemented: the request needs a feature this server does not have yet \
