@@ -7,6 +7,7 @@
 //! - [`bulk`]: `fhirlake import`;
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
+//! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
 //!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
 
