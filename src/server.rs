@@ -32,11 +32,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         terminology: Arc::new(terminology),
         config: Arc::new(config.clone()),
         metrics,
-        readiness: vec![
-            Box::new(store.clone()),
-            Box::new(search),
-            Box::new(api::terminology::Ready),
-        ],
+        readiness: vec![Box::new(store.clone()), Box::new(search)],
     });
     let mut server = HttpServer::new(move || {
         App::new()

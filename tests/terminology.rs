@@ -271,6 +271,17 @@ fn validate_code_in_value_sets_and_code_systems() {
     );
     assert!(result);
     assert!(message.unwrap().contains("\"Woman\" is not a name"));
+    // The same warning as an OperationOutcome in `issues`.
+    let answer = fhir
+        .get(&format!(
+            "ValueSet/$validate-code?url={GENDER_VS}&system={GENDER}&code=female&display=Woman"
+        ))
+        .resource();
+    let issue = &params(&answer)["issues"]["resource"]["issue"][0];
+    assert_eq!(
+        (&issue["severity"], &issue["code"]),
+        (&json!("warning"), &json!("invalid"))
+    );
     // Not in the value set.
     let (result, message, _) = validate(
         &fhir,

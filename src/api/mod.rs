@@ -15,7 +15,7 @@ pub mod openapi;
 mod operations;
 mod request_log;
 mod search;
-pub mod terminology;
+mod terminology;
 
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;

@@ -13,8 +13,8 @@ use super::http::{FHIR_JSON, negotiate, query_pairs, read_body};
 use super::{ApiResult, AppState};
 use crate::fhir::{FhirError, IssueCode};
 use crate::terminology::{
-    CodeCheck, Concept, ExpandRequest, Membership, PropertyValue, SNOMED, Terminology,
-    TerminologyError, ValueSet, Verdict,
+    CodeCheck, Concept, ExpandRequest, Issue, IssueKind, Membership, PropertyValue, SNOMED,
+    Severity, Terminology, TerminologyError, ValueSet, Verdict,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
@@ -61,23 +61,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(get)
                 .route(post),
         );
-    }
-}
-
-/// The terminology is ready once its shipped content is decoded.
-pub struct Ready;
-
-impl super::ReadinessCheck for Ready {
-    fn name(&self) -> &'static str {
-        "terminology"
-    }
-
-    fn check(&self) -> Result<(), String> {
-        if Terminology::is_loaded() {
-            Ok(())
-        } else {
-            Err("the shipped terminology is loading".into())
-        }
     }
 }
 
@@ -421,21 +404,14 @@ enum Judgement {
     /// Valid (in the value set, when one is given), with the concept's display and warnings.
     Valid {
         display: Option<String>,
-        warnings: Vec<String>,
+        issues: Vec<Issue>,
     },
-    Invalid(Vec<String>),
+    /// Invalid, and why.
+    Invalid(Vec<Issue>),
     /// Why it cannot be decided.
     Undecided(String),
     /// The code system is unknown (no value set given).
     UnknownSystem(String),
-}
-
-fn messages(check: &CodeCheck) -> Vec<String> {
-    check
-        .issues
-        .iter()
-        .map(|issue| issue.message.clone())
-        .collect()
 }
 
 /// A coding checked in its code system alone.
@@ -443,9 +419,9 @@ fn judge_code(check: CodeCheck, coding: &Coding) -> Judgement {
     match check.verdict {
         Verdict::Valid => Judgement::Valid {
             display: check.concept.as_ref().and_then(|c| c.display.clone()),
-            warnings: messages(&check),
+            issues: check.issues,
         },
-        Verdict::Invalid => Judgement::Invalid(messages(&check)),
+        Verdict::Invalid => Judgement::Invalid(check.issues),
         Verdict::NotInSubset => Judgement::Undecided(first_message(&check)),
         Verdict::UnknownSystem => Judgement::UnknownSystem(coding.system.clone()),
     }
@@ -512,12 +488,16 @@ async fn validate_code(req: HttpRequest, payload: web::Payload, state: State) ->
                         Membership::Member => judge_code(check.code, coding),
                         Membership::Undecided(why) => Judgement::Undecided(why),
                         Membership::NotMember => {
-                            let mut why = vec![format!(
-                                "{} of {} is not in the value set {}",
-                                coding.code, coding.system, value_set.url
-                            )];
+                            let mut why = vec![Issue {
+                                severity: Severity::Error,
+                                kind: IssueKind::NotInValueSet,
+                                message: format!(
+                                    "{} of {} is not in the value set {}",
+                                    coding.code, coding.system, value_set.url
+                                ),
+                            }];
                             if check.code.verdict == Verdict::Invalid {
-                                why.extend(messages(&check.code));
+                                why.extend(check.code.issues);
                             }
                             Judgement::Invalid(why)
                         }
@@ -532,18 +512,18 @@ async fn validate_code(req: HttpRequest, payload: web::Payload, state: State) ->
 }
 
 /// The answer for the judgements of a request's codings: valid if one is valid, else
-/// undecided (422) if one is, else unknown system (404) if one is, else invalid.
+/// undecided (422) if one is, else unknown system (404) if one is, else invalid. The issues
+/// are in `message` (their texts) and in `issues` (an OperationOutcome, as later FHIR versions
+/// answer).
 fn validate_answer(judgements: Vec<Judgement>) -> Result<Value, FhirError> {
     let mut undecided = None;
     let mut unknown = None;
     let mut reasons = Vec::new();
     for judgement in judgements {
         match judgement {
-            Judgement::Valid { display, warnings } => {
+            Judgement::Valid { display, issues } => {
                 let mut out = vec![param("result", "valueBoolean", true)];
-                if !warnings.is_empty() {
-                    out.push(param("message", "valueString", warnings.join("; ")));
-                }
+                out.extend(issue_parameters(&issues));
                 if let Some(display) = display {
                     out.push(param("display", "valueString", display));
                 }
@@ -564,10 +544,28 @@ fn validate_answer(judgements: Vec<Judgement>) -> Result<Value, FhirError> {
     if let Some(system) = unknown {
         return Err(error(TerminologyError::UnknownSystem(system)));
     }
-    Ok(parameters_resource(vec![
-        param("result", "valueBoolean", false),
-        param("message", "valueString", reasons.join("; ")),
-    ]))
+    let mut out = vec![param("result", "valueBoolean", false)];
+    out.extend(issue_parameters(&reasons));
+    Ok(parameters_resource(out))
+}
+
+/// `message` (the issues' texts) and `issues` (an OperationOutcome), when there are issues.
+fn issue_parameters(issues: &[Issue]) -> Vec<Value> {
+    if issues.is_empty() {
+        return Vec::new();
+    }
+    let message: Vec<&str> = issues.iter().map(|i| i.message.as_str()).collect();
+    let outcome: Vec<Value> = issues
+        .iter()
+        .map(|i| {
+            json!({"severity": i.severity.as_str(), "code": i.kind.fhir_code(),
+                "diagnostics": i.message})
+        })
+        .collect();
+    vec![
+        param("message", "valueString", message.join("; ")),
+        json!({"name": "issues", "resource": {"resourceType": "OperationOutcome", "issue": outcome}}),
+    ]
 }
 
 /// `ValueSet/$expand`: the codes of a value set (`url` or `valueSet`), filtered by `filter`,

@@ -112,13 +112,15 @@ pub enum IssueKind {
     Display,
     /// The concept is inactive (retired, or inactive in its release).
     Inactive,
+    /// The code is not in the value set asked about.
+    NotInValueSet,
 }
 
 impl IssueKind {
     /// The OperationOutcome `issue.code` for it.
     pub fn fhir_code(self) -> &'static str {
         match self {
-            IssueKind::InvalidCode => "code-invalid",
+            IssueKind::InvalidCode | IssueKind::NotInValueSet => "code-invalid",
             IssueKind::NotInSubset | IssueKind::UnknownSystem => "not-found",
             IssueKind::Display => "invalid",
             IssueKind::Inactive => "business-rule",

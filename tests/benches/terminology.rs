@@ -171,16 +171,19 @@ struct Load {
 fn over_http(concurrency: usize, duration: Duration) {
     let server = common::TestServer::start();
     let client = common::client();
-    // Wait until the shipped terminology is loaded (`/ready`).
-    let ready = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{}/ready", server.origin))
+    // The first question waits until the shipped terminology is decoded.
+    let warm_up = client
+        .get(format!(
+            "{}/ValueSet/$validate-code?{}",
+            server.base, QUERIES[0]
+        ))
         .send()
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < ready, "the server did not get ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .expect("warm-up request");
+    assert!(
+        warm_up.status().is_success(),
+        "warm-up: {}",
+        warm_up.status()
+    );
     let urls: Arc<Vec<String>> = Arc::new(
         QUERIES
             .iter()

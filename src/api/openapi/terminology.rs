@@ -3,9 +3,9 @@
 //! interactions: their FHIR interaction codes are none (`x-fhir-interaction: []`); the
 //! CapabilityStatement lists them under its CodeSystem and ValueSet resources.
 
+use super::super::terminology::OPERATIONS;
 use super::components::{Error, FHIR_JSON};
 use super::interactions::{Interaction, errors, fhir_content, operation};
-use crate::api::terminology::OPERATIONS;
 use serde_json::{Value, json};
 use utoipa::openapi::ContentBuilder;
 use utoipa::openapi::path::{HttpMethod, ParameterIn};
