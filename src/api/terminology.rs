@@ -13,8 +13,8 @@ use super::http::{FHIR_JSON, negotiate, query_pairs, read_body};
 use super::{ApiResult, AppState};
 use crate::fhir::{FhirError, IssueCode};
 use crate::terminology::{
-    CodeCheck, Concept, ExpandRequest, Issue, IssueKind, Membership, PropertyValue, SNOMED,
-    Severity, Terminology, TerminologyError, ValueSet, Verdict,
+    CodeCheck, Concept, ExpandRequest, Expansion, Issue, IssueKind, Membership, PropertyValue,
+    SNOMED, Severity, Terminology, TerminologyError, ValueSet, Verdict,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
@@ -587,7 +587,7 @@ async fn expand(req: HttpRequest, payload: web::Payload, state: State) -> ApiRes
     let max = state.config.max_count;
     let count = input.number("count")?.unwrap_or(max).min(max);
     let request = ExpandRequest {
-        filter: filter.clone(),
+        filter,
         offset,
         count: Some(count),
     };
@@ -600,68 +600,80 @@ async fn expand(req: HttpRequest, payload: web::Payload, state: State) -> ApiRes
                 .ok_or_else(|| TerminologyError::UnknownValueSet(url.clone()))?,
         };
         let expansion = terminology.expand_value_set(value_set, &request)?;
-        let mut parameter = vec![
-            param("offset", "valueInteger", offset),
-            param("count", "valueInteger", count),
-        ];
-        if let Some(filter) = &filter {
-            parameter.insert(0, param("filter", "valueString", filter.as_str()));
-        }
-        let contains: Vec<Value> = expansion
-            .contains
-            .iter()
-            .map(|entry| {
-                let mut item = json!({"system": entry.system, "code": entry.code});
-                if let Some(display) = &entry.display {
-                    item["display"] = display.as_str().into();
-                }
-                if entry.inactive {
-                    item["inactive"] = true.into();
-                }
-                item
-            })
-            .collect();
-        let mut expansion_json = json!({
-            "identifier": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            "timestamp": crate::fhir::datetime::format_instant(crate::fhir::datetime::now()),
-            "total": expansion.total,
-            "offset": expansion.offset,
-            "parameter": parameter,
-        });
-        // R4 has no empty arrays.
-        if !contains.is_empty() {
-            expansion_json["contains"] = contains.into();
-        }
-        let mut out = json!({
-            "resourceType": "ValueSet",
-            "status": value_set.status.as_deref().unwrap_or("unknown"),
-            "expansion": expansion_json,
-        });
-        for (key, value) in [
-            ("url", Some(&value_set.url).filter(|u| !u.is_empty())),
-            ("version", value_set.version.as_ref()),
-            ("name", value_set.name.as_ref()),
-            ("title", value_set.title.as_ref()),
-            ("copyright", value_set.copyright.as_ref()),
-        ] {
-            if let Some(value) = value {
-                out[key] = value.as_str().into();
-            }
-        }
-        if value_set.copyright.is_none() {
-            // Codes of SNOMED CT's shipped subset come with its licence statement.
-            let copyright = expansion
-                .contains
-                .iter()
-                .find_map(|entry| terminology.system(&entry.system)?.copyright.clone());
-            if let Some(copyright) = copyright {
-                out["copyright"] = copyright.into();
-            }
-        }
-        Ok(out)
+        Ok(expanded(&terminology, value_set, &expansion, &request))
     })
     .await
     .map_err(|_| FhirError::internal("the expansion failed"))?
     .map_err(error)?;
     respond(body)
+}
+
+/// The ValueSet resource that answers `$expand`: the value set's identity, its copyright (or
+/// the licence of the shipped SNOMED CT subset its codes come from) and the expansion page.
+fn expanded(
+    terminology: &Terminology,
+    value_set: &ValueSet,
+    expansion: &Expansion,
+    request: &ExpandRequest,
+) -> Value {
+    let mut parameter = Vec::new();
+    if let Some(filter) = &request.filter {
+        parameter.push(param("filter", "valueString", filter.as_str()));
+    }
+    parameter.push(param("offset", "valueInteger", request.offset));
+    if let Some(count) = request.count {
+        parameter.push(param("count", "valueInteger", count));
+    }
+    let contains: Vec<Value> = expansion
+        .contains
+        .iter()
+        .map(|entry| {
+            let mut item = json!({"system": entry.system, "code": entry.code});
+            if let Some(display) = &entry.display {
+                item["display"] = display.as_str().into();
+            }
+            if entry.inactive {
+                item["inactive"] = true.into();
+            }
+            item
+        })
+        .collect();
+    let mut expansion_json = json!({
+        "identifier": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+        "timestamp": crate::fhir::datetime::format_instant(crate::fhir::datetime::now()),
+        "total": expansion.total,
+        "offset": expansion.offset,
+        "parameter": parameter,
+    });
+    // R4 has no empty arrays.
+    if !contains.is_empty() {
+        expansion_json["contains"] = contains.into();
+    }
+    // Codes of the shipped SNOMED CT subset come with its licence statement, when the
+    // value set has none of its own.
+    let copyright = value_set.copyright.clone().or_else(|| {
+        expansion
+            .contains
+            .iter()
+            .find_map(|entry| terminology.system(&entry.system)?.copyright.clone())
+    });
+    let mut out = Map::new();
+    out.insert("resourceType".into(), "ValueSet".into());
+    for (key, value) in [
+        ("url", Some(value_set.url.clone()).filter(|u| !u.is_empty())),
+        ("version", value_set.version.clone()),
+        ("name", value_set.name.clone()),
+        ("title", value_set.title.clone()),
+        (
+            "status",
+            value_set.status.clone().or(Some("unknown".into())),
+        ),
+        ("copyright", copyright),
+    ] {
+        if let Some(value) = value {
+            out.insert(key.into(), value.into());
+        }
+    }
+    out.insert("expansion".into(), expansion_json);
+    Value::Object(out)
 }
