@@ -347,6 +347,23 @@ fn expansions_over_partial_or_huge_systems_are_refused() {
 }
 
 #[test]
+fn an_expansion_that_would_look_at_too_many_codes_is_refused() {
+    // All of ICD-10-CM (98,147 codes), 25 times over: few codes to keep, much work.
+    let parts: Vec<_> = (0..25)
+        .map(|_| serde_json::json!({"system": ICD10CM}))
+        .collect();
+    let value_set: ValueSet = serde_json::from_value(serde_json::json!({
+        "url": "http://example.org/repeated",
+        "compose": {"include": parts},
+    }))
+    .unwrap();
+    let error = shipped()
+        .expand_value_set(&value_set, &ExpandRequest::default())
+        .unwrap_err();
+    assert!(matches!(error, TerminologyError::TooCostly(_)), "{error}");
+}
+
+#[test]
 fn every_shipped_value_set_is_answered_without_a_crash() {
     let t = shipped();
     let (mut expanded, mut refused) = (0, 0);

@@ -12,12 +12,14 @@
 //!
 //! An expansion lists every code; it fails with [`TerminologyError::Undecidable`] when some
 //! part cannot be listed (all of a subset-held system), and with
-//! [`TerminologyError::TooCostly`] past [`MAX_EXPANSION`] codes.
+//! [`TerminologyError::TooCostly`] past [`MAX_EXPANSION`] codes, or past `MAX_WORK` codes
+//! looked at to find them.
 
 use super::concept::Concept;
 use super::system::{self, CodeSource, Content};
 use super::{CodeCheck, SNOMED, Terminology, TerminologyError, shipped, snomed};
 use serde::Deserialize;
+use std::cell::Cell;
 use std::collections::HashSet;
 
 /// The most codes an expansion collects.
@@ -395,7 +397,11 @@ impl Terminology {
         value_set: &ValueSet,
         request: &ExpandRequest,
     ) -> Result<Expansion, TerminologyError> {
-        let mut entries = self.entries(value_set, 0)?;
+        let expander = Expander {
+            terminology: self,
+            work: Cell::new(0),
+        };
+        let mut entries = expander.entries(value_set, 0)?;
         if let Some(filter) = request
             .filter
             .as_deref()
@@ -417,6 +423,32 @@ impl Terminology {
             offset: request.offset,
             contains,
         })
+    }
+}
+
+/// The most codes one expansion may look at (listing a part's candidates, testing a listed
+/// code against an exclusion or an included value set): past it the expansion is too costly,
+/// however few codes it would keep. It bounds what a value set given whole can make the
+/// server do.
+const MAX_WORK: usize = 2_000_000;
+
+/// One expansion under way: the terminology it asks, and the work done so far.
+struct Expander<'a> {
+    terminology: &'a Terminology,
+    work: Cell<usize>,
+}
+
+impl Expander<'_> {
+    /// Counts `codes` more codes looked at; too costly past [`MAX_WORK`].
+    fn charge(&self, codes: usize) -> Result<(), TerminologyError> {
+        let work = self.work.get() + codes;
+        self.work.set(work);
+        if work > MAX_WORK {
+            return Err(TerminologyError::TooCostly(format!(
+                "the expansion would look at more than {MAX_WORK} codes"
+            )));
+        }
+        Ok(())
     }
 
     /// Every code of `value_set`, each once, in the order of its include parts.
@@ -445,7 +477,8 @@ impl Terminology {
         }
         for part in &value_set.compose.exclude {
             out = self.keep(out, |entry| {
-                self.part_contains(part, &entry.system, &entry.code, depth)
+                self.terminology
+                    .part_contains(part, &entry.system, &entry.code, depth)
                     .map(not)
             })?;
         }
@@ -458,6 +491,7 @@ impl Terminology {
         entries: Vec<ExpansionEntry>,
         member: impl Fn(&ExpansionEntry) -> Result<Membership, TerminologyError>,
     ) -> Result<Vec<ExpansionEntry>, TerminologyError> {
+        self.charge(entries.len())?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             match member(&entry)? {
@@ -477,7 +511,7 @@ impl Terminology {
         let (entries, others) = match (&part.system, part.value_sets.split_first()) {
             (Some(system), _) => (self.system_entries(part, system)?, &part.value_sets[..]),
             (None, Some((first, rest))) => {
-                let value_set = self.value_set(first).ok_or_else(|| {
+                let value_set = self.terminology.value_set(first).ok_or_else(|| {
                     TerminologyError::Undecidable(format!(
                         "it includes the value set {first}, which is not known here"
                     ))
@@ -488,13 +522,14 @@ impl Terminology {
         };
         let mut entries = entries;
         for url in others {
-            let value_set = self.value_set(url).ok_or_else(|| {
+            let value_set = self.terminology.value_set(url).ok_or_else(|| {
                 TerminologyError::Undecidable(format!(
                     "it includes the value set {url}, which is not known here"
                 ))
             })?;
             entries = self.keep(entries, |entry| {
-                self.contains(value_set, &entry.system, &entry.code, depth + 1)
+                self.terminology
+                    .contains(value_set, &entry.system, &entry.code, depth + 1)
             })?;
         }
         Ok(entries)
@@ -506,7 +541,7 @@ impl Terminology {
         part: &ComposePart,
         system: &str,
     ) -> Result<Vec<ExpansionEntry>, TerminologyError> {
-        let source = self.source(system);
+        let source = self.terminology.source(system);
         let entry = |concept: &Concept| ExpansionEntry {
             system: system.to_string(),
             code: concept.code.clone(),
@@ -514,6 +549,7 @@ impl Terminology {
             inactive: concept.is_inactive(),
         };
         if !part.concept.is_empty() {
+            self.charge(part.concept.len())?;
             let mut out = Vec::with_capacity(part.concept.len());
             for listed in &part.concept {
                 let concept = match source {
@@ -539,12 +575,13 @@ impl Terminology {
             None => self.all_concepts(source, "all of")?,
             Some(filter) => self.candidates(source, filter)?,
         };
+        self.charge(candidates.len())?;
         let mut out = Vec::new();
         for concept in candidates {
             match all(part
                 .filter
                 .iter()
-                .map(|filter| self.passes(source, &concept, filter)))?
+                .map(|filter| self.terminology.passes(source, &concept, filter)))?
             {
                 Member => out.push(entry(&concept)),
                 NotMember => {}
