@@ -1,8 +1,8 @@
 //! The terminology over HTTP against the real server (`$lookup`, `$subsumes`,
 //! `$validate-code`, `$expand`), the release commands (`fhirlake terminology load-snomed` and
 //! `load-loinc`, on tiny synthetic RF2 and LOINC files written here), and the report of the
-//! Synthea codes the shipped terminology does not know (`synthea_codes_unknown_to_the_shipped_terminology`,
-//! printed with `--nocapture`).
+//! Synthea codes the shipped terminology does not know
+//! (`synthea_codes_unknown_to_the_shipped_terminology`, printed with `--nocapture`).
 
 mod common;
 

@@ -288,7 +288,11 @@ fn property_param(code: &str, value: &PropertyValue) -> Value {
         PropertyValue::String(text) => ("valueString", text.as_str().into()),
         PropertyValue::Boolean(flag) => ("valueBoolean", (*flag).into()),
     };
-    json!({"name": "property", "part": [param("code", "valueCode", code), param("value", kind, value)]})
+    let part = [
+        param("code", "valueCode", code),
+        param("value", kind, value),
+    ];
+    json!({"name": "property", "part": part})
 }
 
 /// `CodeSystem/$lookup`: a concept's display, designations and properties (its parents and
@@ -564,7 +568,8 @@ fn issue_parameters(issues: &[Issue]) -> Vec<Value> {
         .collect();
     vec![
         param("message", "valueString", message.join("; ")),
-        json!({"name": "issues", "resource": {"resourceType": "OperationOutcome", "issue": outcome}}),
+        json!({"name": "issues",
+            "resource": {"resourceType": "OperationOutcome", "issue": outcome}}),
     ]
 }
 

@@ -181,7 +181,8 @@ impl Release {
         let format = meta("format")?;
         if format != FORMAT {
             return Err(failed(&format!(
-                "it is of format {format}, this fhirlake reads format {FORMAT}: load the release again"
+                "it is of format {format}, this fhirlake reads format {FORMAT}: load the \
+                 release again"
             )));
         }
         let url = meta("system")?;
