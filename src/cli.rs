@@ -47,6 +47,29 @@ pub enum Command {
     /// secret `serve` made in the data directory; issuer and audience) and prints it alone
     /// on the last line: `curl -H "Authorization: Bearer $(fhirlake token --scope ...)"`.
     Token(TokenArgs),
+    /// Loads a terminology release into a data directory; a server uses it from its next
+    /// start (one already running keeps what it has).
+    #[command(subcommand)]
+    Terminology(TerminologyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TerminologyCommand {
+    /// Loads a SNOMED CT release in RF2: the Snapshot's concepts, English descriptions and
+    /// is-a relationships (and the language refset's preferred terms), found under the
+    /// directory given. It replaces the shipped subset of SNOMED CT.
+    LoadSnomed(ReleaseArgs),
+    /// Loads LOINC's table (`Loinc.csv` of a LOINC release). It replaces the shipped subset of
+    /// LOINC.
+    LoadLoinc(ReleaseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// The release: the RF2 directory (its root or `Snapshot/`), or the `Loinc.csv` file.
+    pub release: std::path::PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", mint(&args)?);
             Ok(())
         }
+        Command::Terminology(command) => load_release(command),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -205,4 +229,43 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
         lifetime: args.expires,
     };
     token::mint(&secret, &grant, &args.auth.expected())
+}
+
+fn load_release(command: TerminologyCommand) -> anyhow::Result<()> {
+    use crate::terminology::{read_loinc_table, read_snomed_snapshot, release};
+    let start = std::time::Instant::now();
+    let (args, content) = match command {
+        TerminologyCommand::LoadSnomed(args) => {
+            let content = read_snomed_snapshot(&args.release)?;
+            (args, content)
+        }
+        TerminologyCommand::LoadLoinc(args) => {
+            let content = read_loinc_table(&args.release)?;
+            (args, content)
+        }
+    };
+    for note in &content.notes {
+        println!("note: {note}");
+    }
+    let file = release::install(&args.data.path, &content)?;
+    println!(
+        "loaded {} {} ({} concepts) from {} into {} in {:.1} s; a server started from now on \
+         uses it",
+        content.kind.name(),
+        content.version.as_deref().unwrap_or("(no version)"),
+        content.concepts.len(),
+        args.release.display(),
+        file.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

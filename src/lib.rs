@@ -8,6 +8,7 @@
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
 //! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
+//! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
 //!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
 
@@ -24,4 +25,5 @@ pub mod logging;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod terminology;
 pub mod validate;

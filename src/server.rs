@@ -26,6 +26,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         crate::search::Engine::open(&store, &config.data.path.join(crate::search::INDEX_DIR))
             .context("opening the search index")?;
     let search = Arc::new(search);
+    // The releases are opened now (cheap); the shipped content is decoded beside the start.
+    let terminology = crate::terminology::Terminology::open(&config.data.path)
+        .context("opening the terminology releases")?;
+    crate::terminology::Terminology::load_in_background();
+    for release in terminology.releases() {
+        tracing::info!(system = %release.url, holding = %release.holding, "terminology release");
+    }
     let mut metrics = Metrics::default();
     let mut consumers = vec![("search-indexer".to_string(), search.watch_indexed())];
 
@@ -85,6 +92,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         store: store.clone(),
         search: search.clone(),
         changes: hub.clone(),
+        terminology: Arc::new(terminology),
         config: Arc::new(config.clone()),
         metrics,
         readiness: vec![Box::new(store.clone()), Box::new(search)],

@@ -26,7 +26,7 @@ pub enum Interaction {
     SearchSystem,
     /// A search in a compartment (`GET /fhir/Patient/123/Observation`).
     SearchCompartment,
-    /// An operation (`$everything`, `$changes`).
+    /// An operation (`$everything`, `$changes`, `$lookup`, ...).
     Operation,
     Transaction,
     Batch,
@@ -72,13 +72,7 @@ impl Interaction {
             ("GET", "/fhir/{type}/{id}/_history/{vid}") => Interaction::Vread,
             ("GET", "/fhir/{type}/{id}/_history") => Interaction::HistoryInstance,
             ("GET", "/fhir/{type}/{id}") => Interaction::Read,
-            (
-                "GET",
-                "/fhir/{type}/{id}/$everything"
-                | "/fhir/$changes"
-                | "/fhir/$changes/stream"
-                | "/fhir/$changes/websocket",
-            ) => Interaction::Operation,
+            (_, pattern) if pattern.contains("/$") => Interaction::Operation,
             ("GET", "/fhir/{compartment}/{id}/{type}") => Interaction::SearchCompartment,
             ("PUT", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Update,
             ("DELETE", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Delete,

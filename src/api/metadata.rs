@@ -77,9 +77,17 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
             });
+            let mut operations: Vec<Value> = super::terminology::OPERATIONS
+                .iter()
+                .filter(|(resource_type, _, _)| resource_type == name)
+                .map(|(_, operation, definition)| json!({"name": operation, "definition": definition}))
+                .collect();
             if super::search::EVERYTHING.contains(name) {
-                resource["operation"] = json!([{"name": "everything",
-                    "definition": format!("http://hl7.org/fhir/OperationDefinition/{name}-everything")}]);
+                operations.push(json!({"name": "everything",
+                    "definition": format!("http://hl7.org/fhir/OperationDefinition/{name}-everything")}));
+            }
+            if !operations.is_empty() {
+                resource["operation"] = json!(operations);
             }
             // R4 has no empty arrays: a type nothing refers to has no revincludes.
             if !revincludes.is_empty() {

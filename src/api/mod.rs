@@ -17,6 +17,7 @@ pub mod openapi;
 mod operations;
 mod request_log;
 mod search;
+mod terminology;
 
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub search: Arc<crate::search::Engine>,
     /// The change stream's fan-out to live consumers.
     pub changes: Arc<crate::cdc::feed::Hub>,
+    pub terminology: Arc<crate::terminology::Terminology>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -64,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
             .service(resource("/_history").route(web::get().to(history::system)))
+            .configure(terminology::routes)
             .service(
                 resource("")
                     .route(web::post().to(bundle::transaction_or_batch))

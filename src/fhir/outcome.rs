@@ -18,6 +18,8 @@ pub enum IssueCode {
     Conflict,
     NotSupported,
     TooLong,
+    /// The request would take too much to answer (an expansion of a huge value set).
+    TooCostly,
     Processing,
     Exception,
     /// A temporary condition: the same request may succeed later.
@@ -42,6 +44,7 @@ impl IssueCode {
             IssueCode::Conflict => "conflict",
             IssueCode::NotSupported => "not-supported",
             IssueCode::TooLong => "too-long",
+            IssueCode::TooCostly => "too-costly",
             IssueCode::Processing => "processing",
             IssueCode::Exception => "exception",
             IssueCode::Transient => "transient",

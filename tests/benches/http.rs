@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::FHIR_JSON;
+use common::bench::setting;
 
 fn main() {
     let concurrency: usize = setting("FHIRLAKE_BENCH_CONCURRENCY", 16.0) as usize;
@@ -105,16 +106,6 @@ fn main() {
     }
 }
 
-/// A numeric setting from the environment.
-fn setting(name: &str, default: f64) -> f64 {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value} is not a number")),
-        Err(_) => default,
-    }
-}
-
 /// A resource to create: its type and its JSON without `id`.
 struct Resource {
     ty: String,
@@ -188,11 +179,7 @@ impl Outcome {
 
     /// The `p`th percentile latency in milliseconds.
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = (p / 100.0 * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0
+        common::bench::percentile_ms(&self.latencies, p)
     }
 }
 

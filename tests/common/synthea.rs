@@ -31,7 +31,8 @@ pub struct Providers {
     pub targets: HashMap<String, String>,
 }
 
-fn files() -> Vec<PathBuf> {
+/// Every Synthea file (shared and patient bundles), in name order.
+pub fn files() -> Vec<PathBuf> {
     let dir = super::shared_dir().join("data/synthea");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("../shared/data/synthea")

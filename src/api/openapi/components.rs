@@ -226,11 +226,12 @@ pub enum Error {
     PreconditionFailed,
     TooLarge,
     UnsupportedMediaType,
+    Unprocessable,
     NotImplemented,
 }
 
 impl Error {
-    const ALL: [Error; 11] = [
+    const ALL: [Error; 12] = [
         Error::BadRequest,
         Error::Unauthorized,
         Error::Forbidden,
@@ -241,6 +242,7 @@ impl Error {
         Error::PreconditionFailed,
         Error::TooLarge,
         Error::UnsupportedMediaType,
+        Error::Unprocessable,
         Error::NotImplemented,
     ];
 
@@ -257,6 +259,7 @@ impl Error {
             Error::PreconditionFailed => "PreconditionFailed",
             Error::TooLarge => "TooLarge",
             Error::UnsupportedMediaType => "UnsupportedMediaType",
+            Error::Unprocessable => "Unprocessable",
             Error::NotImplemented => "NotImplemented",
         }
     }
@@ -273,6 +276,7 @@ impl Error {
             Error::PreconditionFailed => "412",
             Error::TooLarge => "413",
             Error::UnsupportedMediaType => "415",
+            Error::Unprocessable => "422",
             Error::NotImplemented => "501",
         }
     }
@@ -321,6 +325,11 @@ impl Error {
             Error::UnsupportedMediaType => {
                 "Unsupported media type: the body is not `application/fhir+json` (or \
                  `application/json`)."
+            }
+            Error::Unprocessable => {
+                "Unprocessable: the request is well formed but cannot be answered from what the \
+                 server holds (a terminology question that depends on codes or a hierarchy not \
+                 loaded: `not-supported`; an expansion too large: `too-costly`)."
             }
             Error::NotImplemented => {
                 "Not implemented: the request needs a feature this server does not have yet \

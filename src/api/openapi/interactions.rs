@@ -660,7 +660,12 @@ const HISTORY: &str = "A `history` Bundle, newest version first, one entry per v
     shift.";
 
 /// The parts every operation has: its tag, id, summary and description.
-fn operation(tag: &str, id: String, summary: String, description: &str) -> OperationBuilder {
+pub(super) fn operation(
+    tag: &str,
+    id: String,
+    summary: String,
+    description: &str,
+) -> OperationBuilder {
     OperationBuilder::new()
         .tag(tag)
         .operation_id(Some(id))
@@ -684,7 +689,7 @@ fn history(operation: OperationBuilder) -> OperationBuilder {
     errors(operation, &[Error::BadRequest, Error::NotAcceptable])
 }
 
-fn errors(mut operation: OperationBuilder, errors: &[Error]) -> OperationBuilder {
+pub(super) fn errors(mut operation: OperationBuilder, errors: &[Error]) -> OperationBuilder {
     for error in errors {
         operation = operation.response(error.status(), error.reference());
     }
@@ -692,7 +697,7 @@ fn errors(mut operation: OperationBuilder, errors: &[Error]) -> OperationBuilder
 }
 
 /// A FHIR JSON body of the schema `name`.
-fn fhir_content(name: &str) -> utoipa::openapi::Content {
+pub(super) fn fhir_content(name: &str) -> utoipa::openapi::Content {
     ContentBuilder::new()
         .schema(Some(Ref::from_schema_name(name)))
         .build()

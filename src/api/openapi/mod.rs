@@ -19,6 +19,7 @@ mod components;
 mod explorer;
 mod fhir_schemas;
 mod interactions;
+mod terminology;
 
 use actix_web::{HttpResponse, web};
 use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
@@ -102,6 +103,9 @@ pub fn document() -> OpenApi {
         if super::search::EVERYTHING.contains(resource_type) {
             add(interactions::everything(resource_type));
         }
+    }
+    for operation in terminology::operations() {
+        add(operation);
     }
     OpenApiBuilder::new()
         .info(
