@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestServer;
-use common::fhir::{Fhir, FhirClient, Reply, assert_outcome, send};
+use common::fhir::{Fhir, FhirClient, Reply, assert_outcome, id_of, send};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -691,6 +691,55 @@ fn patient_writes_stay_in_the_compartment() {
         .get("Observation/oa-lab")
         .expect(200, "updated")
         .resource();
+}
+
+/// A Subscription delivers everything its criteria match: only a token that may read all of
+/// it may create or change one.
+#[test]
+fn a_subscription_needs_read_on_everything_it_matches() {
+    let server = seeded();
+    let subscription = |criteria: &str| {
+        json!({"resourceType": "Subscription", "status": "off", "reason": "test",
+            "criteria": criteria,
+            "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"}})
+    };
+    let writer = bearer(&server, &token("user/Subscription.cruds", None));
+    assert_outcome(
+        &writer.post(
+            "Subscription",
+            &subscription("Observation?category=laboratory"),
+        ),
+        403,
+        &["forbidden"],
+    );
+    let confined = bearer(
+        &server,
+        &token("user/Subscription.cruds patient/Observation.rs", Some("pa")),
+    );
+    assert_outcome(
+        &confined.post("Subscription", &subscription("Observation")),
+        403,
+        &["forbidden"],
+    );
+    let reader = bearer(
+        &server,
+        &token("user/Subscription.cruds user/Observation.rs", None),
+    );
+    let created = reader
+        .post(
+            "Subscription",
+            &subscription("Observation?category=laboratory"),
+        )
+        .expect(201, "a reader's subscription")
+        .resource();
+    // Changing it to criteria the token cannot read is refused too.
+    let mut changed = created.clone();
+    changed["criteria"] = json!("Patient");
+    assert_outcome(
+        &reader.put(&format!("Subscription/{}", id_of(&created)), &changed),
+        403,
+        &["forbidden"],
+    );
 }
 
 #[test]

@@ -102,6 +102,21 @@ impl Access {
         Err(FhirError::forbidden(message))
     }
 
+    /// 403 unless the token may read every resource of the type a Subscription's criteria
+    /// name, unconfined: a Subscription delivers each matching version to its endpoint,
+    /// whoever may read it, so writing one is reading all it matches.
+    fn require_subscribable(&self, subscription: &serde_json::Value) -> Result<(), FhirError> {
+        let criteria = subscription["criteria"].as_str().unwrap_or("");
+        let resource_type = criteria.split('?').next().unwrap_or(criteria);
+        if !self.confined(Permission::Read, resource_type) {
+            return Ok(());
+        }
+        Err(FhirError::forbidden(format!(
+            "a Subscription to '{criteria}' delivers every {resource_type} it matches: it needs \
+             a token that may read all of them, such as user/{resource_type}.r"
+        )))
+    }
+
     /// 403 unless `permission` is granted on every resource of every type, unconfined: what a
     /// consumer of the whole change stream needs, since it carries every version of every
     /// resource.
@@ -252,6 +267,11 @@ impl Access {
             Action::Delete => Permission::Delete,
         };
         self.require(permission, Some(&write.resource_type))?;
+        if let Action::Create(resource) | Action::Update(resource) = &write.action
+            && write.resource_type == "Subscription"
+        {
+            self.require_subscribable(resource)?;
+        }
         if !self.confined(permission, &write.resource_type) {
             return Ok(());
         }
