@@ -10,7 +10,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SECRET: &str = "the-test-secret-of-at-least-32-bytes!";
@@ -799,17 +798,6 @@ fn bundles_are_authorized_entry_by_entry() {
     pa.bundle(&transaction).expect(200, "transaction");
 }
 
-/// Runs openssl with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (tests/setup.sh installs it)");
-    assert!(status.success(), "openssl {args:?}");
-}
-
 /// Starts a server with `args`, checks that a token signed with `key` (and `kid`) reads, and
 /// that the public key used as an HS256 secret (the algorithm confusion attack) does not.
 fn check_public_key_server(
@@ -856,34 +844,7 @@ fn check_public_key_server(
 fn rs256_with_a_pem_key_and_es256_with_a_jwks() {
     let keys = tempfile::tempdir().unwrap();
     let dir = keys.path();
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
-    );
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "ec.pem",
-        ],
-    );
+    common::keys::make_keys(dir);
 
     let rsa_private =
         EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.pem")).unwrap()).unwrap();

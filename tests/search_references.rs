@@ -469,15 +469,22 @@ fn members(resources: &BTreeMap<String, Value>, focal: &str) -> BTreeSet<String>
         .collect()
 }
 
-#[test]
-fn compartments_hold_what_their_definitions_say() {
+/// A server with two patients loaded, what it holds, the first patient (`Patient/id`) and the
+/// members of its compartment.
+fn first_patient() -> (Fhir, BTreeMap<String, Value>, String, BTreeSet<String>) {
     let fhir = loaded(2);
     let resources = current(&fhir);
     let patient = keys_where(&resources, "Patient", |_| true)
         .pop_first()
         .unwrap();
+    let members = members(&resources, &patient);
+    (fhir, resources, patient, members)
+}
+
+#[test]
+fn compartments_hold_what_their_definitions_say() {
+    let (fhir, resources, patient, everything) = first_patient();
     let id = patient.split('/').nth(1).unwrap();
-    let everything = members(&resources, &patient);
     assert!(everything.len() > 500, "{}", everything.len());
 
     // One type, with a parameter, and all types (in pages).
@@ -555,13 +562,8 @@ fn compartments_hold_what_their_definitions_say() {
 
 #[test]
 fn everything_of_a_patient_and_an_encounter_is_complete_on_every_page() {
-    let fhir = loaded(2);
-    let resources = current(&fhir);
-    let patient = keys_where(&resources, "Patient", |_| true)
-        .pop_first()
-        .unwrap();
+    let (fhir, resources, patient, members) = first_patient();
     let id = patient.split('/').nth(1).unwrap();
-    let members = members(&resources, &patient);
 
     // Page by page: the matches are the compartment, each once; every resource a page's
     // matches refer to is on that page.

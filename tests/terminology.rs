@@ -855,23 +855,6 @@ fn malformed_release_files_are_refused_with_a_reason() {
     assert!(error.contains("LOINC_NUM"), "{error}");
 }
 
-/// Runs `fhirlake terminology ARGS` and returns its stdout; panics when it fails.
-fn fhirlake_terminology(args: &[&str], data: &Path) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirlake"))
-        .arg("terminology")
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("run fhirlake");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn releases_loaded_by_command_are_served_after_a_restart() {
     let temp = tempfile::tempdir().unwrap();
@@ -882,7 +865,10 @@ fn releases_loaded_by_command_are_served_after_a_restart() {
     write_loinc(&csv);
     // A server running meanwhile keeps what it had.
     let before = Fhir::with(TestServer::start_on(&data, &[]));
-    let printed = fhirlake_terminology(&["load-snomed", rf2.to_str().unwrap()], &data);
+    let printed = common::run_command(
+        &["terminology", "load-snomed", rf2.to_str().unwrap()],
+        &data,
+    );
     assert!(
         printed.contains("loaded SNOMED CT 20240101 (6 concepts)"),
         "{printed}"
@@ -891,7 +877,7 @@ fn releases_loaded_by_command_are_served_after_a_restart() {
         printed.contains("1 rows with malformed concept ids left out"),
         "{printed}"
     );
-    let printed = fhirlake_terminology(&["load-loinc", csv.to_str().unwrap()], &data);
+    let printed = common::run_command(&["terminology", "load-loinc", csv.to_str().unwrap()], &data);
     assert!(
         printed.contains("loaded LOINC 2.77 (3 concepts)"),
         "{printed}"

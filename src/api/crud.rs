@@ -13,7 +13,7 @@ use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resou
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode, Return};
 use crate::store::commit::{Action, Applied, Write};
-use crate::store::tables::Op;
+use crate::store::tables::{CurrentRecord, Op, VersionRecord};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -178,22 +178,8 @@ pub async fn read(
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Read, Some(&resource_type))?;
-    let missing = || FhirError::not_found(format!("{resource_type}/{id} does not exist"));
-    let current = state.store.read(&resource_type, &id)?;
-    if let Some((at, version)) = &current {
-        let stored = Stored {
-            resource_type: &resource_type,
-            id: &id,
-            vid: at.vid,
-            last_updated: at.last_updated,
-            body: version.as_ref().map(|v| v.body.as_slice()),
-        };
-        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
-            return Err(missing().into());
-        }
-    }
-    match current {
-        None => Err(missing().into()),
+    match readable_current(&state, &access, &resource_type, &id)? {
+        None => Err(missing(&resource_type, &id).into()),
         Some((current, None)) => Err(gone(&resource_type, &id, current.vid).into()),
         Some((current, Some(version))) => {
             if not_modified(&req, current.vid, current.last_updated) {
@@ -207,6 +193,34 @@ pub async fn read(
             Ok(response.body(representation(version.body, subset.as_ref())?))
         }
     }
+}
+
+/// The current state of `resource_type/id` (see `Store::read`), or 404 when the client may
+/// not read it: such a resource is answered as one that does not exist.
+pub(super) fn readable_current(
+    state: &AppState,
+    access: &Access,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, FhirError> {
+    let current = state.store.read(resource_type, id)?;
+    if let Some((at, version)) = &current {
+        let stored = Stored {
+            resource_type,
+            id,
+            vid: at.vid,
+            last_updated: at.last_updated,
+            body: version.as_ref().map(|v| v.body.as_slice()),
+        };
+        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
+            return Err(missing(resource_type, id));
+        }
+    }
+    Ok(current)
+}
+
+fn missing(resource_type: &str, id: &str) -> FhirError {
+    FhirError::not_found(format!("{resource_type}/{id} does not exist"))
 }
 
 /// `GET /fhir/{type}/{id}/_history/{vid}`.

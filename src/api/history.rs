@@ -44,20 +44,7 @@ pub async fn instance(
     check_id(&id)?;
     access.require(Permission::Read, Some(&resource_type))?;
     // A resource the client may not read now has no history for it either.
-    if let Some((current, version)) = state.store.read(&resource_type, &id)? {
-        let stored = Stored {
-            resource_type: &resource_type,
-            id: &id,
-            vid: current.vid,
-            last_updated: current.last_updated,
-            body: version.as_ref().map(|v| v.body.as_slice()),
-        };
-        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
-            return Err(
-                FhirError::not_found(format!("{resource_type}/{id} does not exist")).into(),
-            );
-        }
-    }
+    super::crud::readable_current(&state, &access, &resource_type, &id)?;
     respond(&req, &state, &access, Scope::Instance(&resource_type, &id))
 }
 

@@ -264,13 +264,7 @@ impl<'a> Context<'a> {
         items: Items<'a>,
         input: &[Item<'a>],
     ) -> Result<Items<'a>, EvalError> {
-        let arity = |n: usize| {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(EvalError(format!("{name}() takes {n} argument(s)")))
-            }
-        };
+        let arity = |n: usize| arity(name, args, n);
         // `T`, `FHIR.T` or `System.T`.
         let type_argument = || match args {
             [Expr::Member(inner, ty)] => match &**inner {
@@ -654,6 +648,15 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
         "uri" => matches!(ty, "url" | "canonical" | "oid" | "uuid"),
         "integer" => matches!(ty, "positiveInt" | "unsignedInt"),
         _ => false,
+    }
+}
+
+/// Ok when function `name` was called with `n` arguments.
+pub(super) fn arity(name: &str, args: &[Expr], n: usize) -> Result<(), EvalError> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        Err(EvalError(format!("{name}() takes {n} argument(s)")))
     }
 }
 

@@ -4,7 +4,7 @@
 //! Lambda arguments (`all(x)`, `select(x)`, `iif(c, ...)`) are evaluated on each input item;
 //! other arguments on the input of the whole invocation, as the specification says.
 
-use super::eval::{Context, EvalError, Item, Items, equals, truth};
+use super::eval::{Context, EvalError, Item, Items, arity, equals, truth};
 use super::operators::{number, single, string};
 use super::parser::Expr;
 use regex::Regex;
@@ -22,13 +22,7 @@ impl<'a> Context<'a> {
         items: Items<'a>,
         input: &[Item<'a>],
     ) -> Result<Items<'a>, EvalError> {
-        let arity = |n: usize| {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(EvalError(format!("{name}() takes {n} argument(s)")))
-            }
-        };
+        let arity = |n: usize| arity(name, args, n);
         // A non-lambda argument's value.
         let argument = |n: usize| -> Result<Items<'a>, EvalError> {
             let arg = args

@@ -22,8 +22,6 @@ use fhirlake::search::registry::Registry;
 use fhirlake::search::{Candidate, Engine};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,38 +30,7 @@ fn main() {
     let requests = setting("FHIRLAKE_BENCH_REQUESTS", 2000);
     let keys = tempfile::tempdir().expect("temp dir");
     let dir = keys.path();
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
-    );
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "ec.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"],
-    );
+    common::keys::make_keys(dir);
     let read = |name: &str| std::fs::read(dir.join(name)).expect("key file");
     let secret = b"a-benchmark-secret-of-at-least-32-bytes";
     let cases = [
@@ -290,14 +257,4 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (tests/setup.sh installs it)");
-    assert!(status.success(), "openssl {args:?}");
 }

@@ -8,24 +8,7 @@
 mod common;
 
 use common::TestServer;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn fhirlake(args: &[&str], data: &std::path::Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run fhirlake");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 fn main() {
     let repeat: usize = std::env::var("FHIRLAKE_BENCH_REPEAT")
@@ -35,8 +18,8 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
     let synthea = common::shared_dir().join("data/synthea");
-    let imported = fhirlake(&["import", "--quiet", synthea.to_str().unwrap()], &data);
-    let indexed = fhirlake(&["reindex"], &data);
+    let imported = common::run_command(&["import", "--quiet", synthea.to_str().unwrap()], &data);
+    let indexed = common::run_command(&["reindex"], &data);
     println!("{imported}\n{indexed}");
 
     let server = TestServer::start_on(&data, &[]);

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod changes;
 pub mod fhir;
+pub mod keys;
 pub mod search;
 pub mod synthea;
 
@@ -165,4 +166,22 @@ pub fn url(base: &str, path: &str) -> String {
         return format!("{base}{path}");
     }
     format!("{base}/{}", path.trim_start_matches('/'))
+}
+
+/// Runs `fhirlake ARGS --data DATA` to its end (a command, not a server) and returns its
+/// stdout, trimmed; panics with its stderr when it fails.
+pub fn run_command(args: &[&str], data: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fhirlake");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
