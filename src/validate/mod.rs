@@ -5,4 +5,4 @@
 pub mod definitions;
 pub mod structure;
 
-pub use structure::{Issue, Report, Severity, validate};
+pub use structure::{Issue, Report, Rule, Severity, validate};

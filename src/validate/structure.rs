@@ -30,11 +30,26 @@ impl Severity {
     }
 }
 
+/// Which kind of rule an issue breaks: what a validation policy decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// The contract: cardinality, types, fixed and pattern values, invariants, slicing and
+    /// profiles.
+    Structure,
+    /// A code is not in the value set of a binding of this strength (`required`,
+    /// `extensible`).
+    Binding(String),
+    /// A code and its code system (this one): the code is unknown, not in the part held, or
+    /// its display matches none of its names.
+    Code(String),
+}
+
 /// One finding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
     pub severity: Severity,
     pub code: IssueCode,
+    pub rule: Rule,
     /// Where: a FHIRPath location in the resource.
     pub expression: String,
     pub diagnostics: String,
@@ -285,6 +300,7 @@ impl<'d> Walk<'d> {
         self.report.issues.push(Issue {
             severity,
             code,
+            rule: Rule::Structure,
             expression: location.to_string(),
             diagnostics,
         });
