@@ -109,6 +109,8 @@ pub struct ImportArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub validation: crate::config::ValidationConfig,
 }
 
 /// Runs a parsed command line.
@@ -166,18 +168,22 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let summary = crate::bulk::import::run(&store, &search, &args.paths, jobs, !args.quiet);
+    let terminology = std::sync::Arc::new(crate::terminology::Terminology::open(&args.data.path)?);
+    let validator = std::sync::Arc::new(args.validation.validator(terminology)?);
+    let summary =
+        crate::bulk::import::run(&store, &search, &validator, &args.paths, jobs, !args.quiet);
     store.close();
     let summary = summary?;
     println!(
         "imported {} resources from {} files in {:.1} s ({:.0} resources/s); {} rejected \
-         resources, {} rejected files",
+         resources, {} rejected files; {} validation warnings",
         summary.stored,
         summary.files,
         summary.elapsed.as_secs_f64(),
         summary.per_second(),
         summary.rejected,
-        summary.failed_files
+        summary.failed_files,
+        summary.warnings
     );
     if summary.rejected + summary.failed_files > 0 {
         anyhow::bail!("some of the input was rejected (listed above)");

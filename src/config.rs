@@ -14,6 +14,36 @@ pub struct DataDir {
     pub path: PathBuf,
 }
 
+/// How written resources are validated (`serve` and `import`).
+#[derive(Args, Clone, Debug)]
+pub struct ValidationConfig {
+    /// The validation policy of writes: `on` (the built-in one: the contract and required
+    /// bindings reject with 422, codes and extensible bindings warn), `off`, or the path of a
+    /// policy file (JSON: actions per rule, code system and resource type; see
+    /// `src/validate/policy.rs`).
+    #[arg(long = "validation", env = "FHIRLAKE_VALIDATION", default_value = "on")]
+    pub policy: String,
+}
+
+impl ValidationConfig {
+    /// The policy this setting names.
+    pub fn policy(&self) -> anyhow::Result<crate::validate::Policy> {
+        match self.policy.as_str() {
+            "on" => Ok(crate::validate::Policy::default()),
+            "off" => Ok(crate::validate::Policy::off()),
+            path => crate::validate::Policy::read(Path::new(path)),
+        }
+    }
+
+    /// The validator of writes, with the terminology of the data directory.
+    pub fn validator(
+        &self,
+        terminology: std::sync::Arc<crate::terminology::Terminology>,
+    ) -> anyhow::Result<crate::validate::Validator> {
+        Ok(crate::validate::Validator::new(terminology, self.policy()?))
+    }
+}
+
 /// The settings of `fhirlake serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ServeConfig {
@@ -85,6 +115,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub validation: ValidationConfig,
 
     /// The authorization server's authorize endpoint, announced in
     /// `/.well-known/smart-configuration` and the CapabilityStatement.

@@ -27,8 +27,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .context("opening the search index")?;
     let search = Arc::new(search);
     // The releases are opened now (cheap); the shipped content is decoded beside the start.
-    let terminology = crate::terminology::Terminology::open(&config.data.path)
-        .context("opening the terminology releases")?;
+    let terminology = Arc::new(
+        crate::terminology::Terminology::open(&config.data.path)
+            .context("opening the terminology releases")?,
+    );
+    let validator = Arc::new(config.validation.validator(terminology.clone())?);
     crate::terminology::Terminology::load_in_background();
     for release in terminology.releases() {
         tracing::info!(system = %release.url, holding = %release.holding, "terminology release");
@@ -92,7 +95,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         store: store.clone(),
         search: search.clone(),
         changes: hub.clone(),
-        terminology: Arc::new(terminology),
+        terminology,
+        validator,
         config: Arc::new(config.clone()),
         metrics,
         readiness: vec![Box::new(store.clone()), Box::new(search)],

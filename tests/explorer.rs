@@ -80,6 +80,9 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "GET /fhir/Patient",
         "GET /fhir/Patient/{id}/{type}",
         "GET /fhir/Patient/{id}/$everything",
+        "POST /fhir/Patient/$validate",
+        "GET /fhir/Patient/{id}/$validate",
+        "POST /fhir/Patient/{id}/$validate",
     ]);
     assert_eq!(listed, expected);
 

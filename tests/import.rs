@@ -48,7 +48,8 @@ fn summary(output: &Output) -> (u64, u64, u64, u64) {
             )
         });
     let words: Vec<&str> = line.split_whitespace().collect();
-    // imported N resources from F files in S s (R resources/s); X rejected resources, Y rejected files
+    // imported N resources from F files in S s (R resources/s); X rejected resources, Y rejected
+    // files; W validation warnings
     let shape = [
         (0, "imported"),
         (2, "resources"),
@@ -60,9 +61,11 @@ fn summary(output: &Output) -> (u64, u64, u64, u64) {
         (12, "rejected"),
         (13, "resources,"),
         (15, "rejected"),
-        (16, "files"),
+        (16, "files;"),
+        (18, "validation"),
+        (19, "warnings"),
     ];
-    assert_eq!(words.len(), 17, "summary line {line:?}");
+    assert_eq!(words.len(), 20, "summary line {line:?}");
     for (at, word) in shape {
         assert_eq!(words[at], word, "summary line {line:?}");
     }
@@ -73,6 +76,7 @@ fn summary(output: &Output) -> (u64, u64, u64, u64) {
     };
     assert!(words[7].parse::<f64>().is_ok(), "seconds in {line:?}");
     assert!(words[9].starts_with('('), "rate in {line:?}");
+    number(17);
     (number(1), number(4), number(11), number(14))
 }
 

@@ -569,8 +569,11 @@ fn the_capability_statement_names_the_operations() {
             .map(|o| o["name"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(operations("CodeSystem"), ["lookup", "subsumes"]);
-    assert_eq!(operations("ValueSet"), ["validate-code", "expand"]);
+    assert_eq!(operations("CodeSystem"), ["lookup", "subsumes", "validate"]);
+    assert_eq!(
+        operations("ValueSet"),
+        ["validate-code", "expand", "validate"]
+    );
 }
 
 /// Writes an RF2 Snapshot: a root, Clinical finding, Disease, Diabetes mellitus and type 2

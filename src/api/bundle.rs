@@ -24,7 +24,15 @@ pub async fn transaction_or_batch(
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),
     };
-    let processed = bundle::process(&state.store, &state.search, &access, bundle, &options).await?;
+    let processed = bundle::process(
+        &state.store,
+        &state.search,
+        &access,
+        &state.validator,
+        bundle,
+        &options,
+    )
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .body(bundle::render(&processed)))

@@ -14,6 +14,7 @@ use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode, Return};
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::{CurrentRecord, Op, VersionRecord};
+use crate::validate::Issue;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -67,8 +68,8 @@ pub async fn create(
         action: Action::Create(resource),
         if_match: None,
     };
-    let applied = commit_one(&state, &access, write).await?;
-    Ok(written(&req, &state, applied))
+    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    Ok(written(&req, &state, applied, &warnings))
 }
 
 /// `PUT /fhir/{type}/{id}`: update, or create with the client's id.
@@ -112,8 +113,8 @@ pub async fn update(
         action: Action::Update(resource),
         if_match: expected,
     };
-    let applied = commit_one(&state, &access, write).await?;
-    Ok(written(&req, &state, applied))
+    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    Ok(written(&req, &state, applied, &warnings))
 }
 
 /// `DELETE /fhir/{type}/{id}`: a tombstone version; deleting what is not there succeeds.
@@ -144,7 +145,7 @@ async fn delete_one(
         action: Action::Delete,
         if_match: if_match(req)?,
     };
-    let applied = commit_one(state, access, write).await?;
+    let (applied, _) = commit_one(state, access, write).await?;
     if prefer_return(req) == Return::OperationOutcome {
         let message = match applied.op {
             Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
@@ -323,8 +324,8 @@ pub async fn conditional(
         action,
         if_match: if_match(&req)?,
     };
-    let applied = commit_one(&state, &access, write).await?;
-    Ok(written(&req, &state, applied))
+    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    Ok(written(&req, &state, applied, &warnings))
 }
 
 /// The body a read or vread answers with: the stored version, or the part of it that
@@ -344,20 +345,34 @@ fn several(resource_type: &str, criteria: &str) -> FhirError {
     )
 }
 
-/// Commits one write the client's access allows (see [`Access::check_write`]).
+/// Commits one write the client's access allows (see [`Access::check_write`]) and the
+/// validation policy accepts; returns it with the validator's warnings.
 async fn commit_one(
     state: &AppState,
     access: &Access,
     mut write: Write,
-) -> Result<Applied, super::ApiError> {
+) -> Result<(Applied, Vec<Issue>), super::ApiError> {
     access.check_write(&state.search, &state.store, &mut write)?;
+    let warnings = match &write.action {
+        Action::Create(resource) | Action::Update(resource) => {
+            state.validator.check_write(resource)?
+        }
+        Action::Delete => Vec::new(),
+    };
     let mut applied = state.store.commit(vec![write]).await?;
-    Ok(applied.pop().expect("one write, one result"))
+    Ok((applied.pop().expect("one write, one result"), warnings))
 }
 
 /// The answer to a create or update: 201 when the resource came into existence, 200 when it
 /// was updated, with `Location`, `ETag` and `Last-Modified`, and the body `Prefer` asks for.
-fn written(req: &HttpRequest, state: &AppState, applied: Applied) -> HttpResponse {
+/// The validator's warnings are in the OperationOutcome of `Prefer: return=OperationOutcome`,
+/// and one `X-FHIR-Request-Validation` header each whatever the body.
+fn written(
+    req: &HttpRequest,
+    state: &AppState,
+    applied: Applied,
+    warnings: &[Issue],
+) -> HttpResponse {
     let status = match applied.op {
         Some(Op::Create) => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -372,6 +387,9 @@ fn written(req: &HttpRequest, state: &AppState, applied: Applied) -> HttpRespons
     let mut response = HttpResponse::build(status);
     response.insert_header((header::LOCATION, location));
     version_headers(&mut response, applied.vid, applied.last_updated);
+    for warning in warnings.iter().take(MAX_WARNING_HEADERS) {
+        response.append_header((VALIDATION_HEADER, header_text(warning)));
+    }
     match prefer_return(req) {
         Return::Minimal => response.finish(),
         Return::Representation => response
@@ -387,11 +405,41 @@ fn written(req: &HttpRequest, state: &AppState, applied: Applied) -> HttpRespons
                 "{verb} {}/{} version {}",
                 applied.resource_type, applied.id, applied.vid
             );
+            let mut body = outcome("information", IssueCode::Informational, &message, None);
+            if let Some(issues) = body["issue"].as_array_mut() {
+                issues.extend(warnings.iter().map(Issue::to_outcome_issue));
+            }
             response
                 .content_type(super::http::FHIR_JSON)
-                .body(informational(&message))
+                .body(body.to_string())
         }
     }
+}
+
+/// The response header that carries a validation warning about the written resource, one
+/// header per warning (as HAPI FHIR's validating interceptor does).
+const VALIDATION_HEADER: &str = "X-FHIR-Request-Validation";
+
+/// At most this many warning headers; all are in `Prefer: return=OperationOutcome`'s body.
+const MAX_WARNING_HEADERS: usize = 20;
+
+/// `warning Patient.text: dom-6: ...`, in visible ASCII (what a header value may hold).
+fn header_text(issue: &Issue) -> String {
+    format!(
+        "{} {}: {}",
+        issue.severity.as_str(),
+        issue.expression,
+        issue.diagnostics
+    )
+    .chars()
+    .map(|c| {
+        if c == ' ' || c.is_ascii_graphic() {
+            c
+        } else {
+            '?'
+        }
+    })
+    .collect()
 }
 
 fn informational(message: &str) -> String {

@@ -86,9 +86,9 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 operations.push(json!({"name": "everything",
                     "definition": format!("http://hl7.org/fhir/OperationDefinition/{name}-everything")}));
             }
-            if !operations.is_empty() {
-                resource["operation"] = json!(operations);
-            }
+            operations.push(json!({"name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}));
+            resource["operation"] = json!(operations);
             // R4 has no empty arrays: a type nothing refers to has no revincludes.
             if !revincludes.is_empty() {
                 resource["searchRevInclude"] = json!(revincludes);
@@ -121,7 +121,10 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 version, retried with backoff, delivered at least once in order, headers from \
                 channel.header, payload empty or application/fhir+json). The change stream: \
                 GET [base]/$changes (by offset), [base]/$changes/stream (Server-Sent Events) \
-                and [base]/$changes/websocket, CloudEvents 1.0. _filter, PATCH, conditional update and delete inside Bundles, and \
+                and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
+                resource is checked against the R4 definitions, the profiles known here and \
+                the terminology, under the server's policy (422 with every finding, or stored \
+                with warnings); $validate reports the same findings. _filter, PATCH, conditional update and delete inside Bundles, and \
                 XML are not supported yet: they are reported (search, handling=lenient) or \
                 answered with 400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,

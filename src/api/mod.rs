@@ -18,6 +18,7 @@ mod operations;
 mod request_log;
 mod search;
 mod terminology;
+mod validate;
 
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// The change stream's fan-out to live consumers.
     pub changes: Arc<crate::cdc::feed::Hub>,
     pub terminology: Arc<crate::terminology::Terminology>,
+    /// Validates every written resource (with the same terminology) under the policy.
+    pub validator: Arc<crate::validate::Validator>,
     pub config: Arc<ServeConfig>,
     pub metrics: Metrics,
     /// What `GET /ready` checks; every part that can be unready adds its check here.
@@ -78,6 +81,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(resource("/{type}/{id}/$everything").route(web::get().to(search::everything)))
+            .service(resource("/{type}/$validate").route(web::post().to(validate::of_type)))
+            .service(
+                resource("/{type}/{id}/$validate")
+                    .route(web::get().to(validate::instance))
+                    .route(web::post().to(validate::instance)),
+            )
             .service(
                 resource("/{compartment}/{id}/{type}").route(web::get().to(search::compartment)),
             )

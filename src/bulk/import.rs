@@ -16,6 +16,7 @@ use crate::fhir::{FhirError, Return};
 use crate::search::Engine;
 use crate::store::Store;
 use crate::store::commit::{Action, Applied, CommitError, Write};
+use crate::validate::Validator;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -34,6 +35,8 @@ pub struct Summary {
     pub stored: u64,
     pub rejected: u64,
     pub failed_files: u64,
+    /// The validator's warnings about the resources stored.
+    pub warnings: u64,
     pub elapsed: Duration,
 }
 
@@ -49,12 +52,15 @@ struct Counters {
     stored: AtomicU64,
     rejected: AtomicU64,
     failed_files: AtomicU64,
+    /// The validator's warnings about the resources stored.
+    warnings: AtomicU64,
 }
 
 /// Imports `paths` (files, or directories of files) into `store`, `jobs` files at a time.
 pub fn run(
     store: &Store,
     search: &Arc<Engine>,
+    validator: &Arc<Validator>,
     paths: &[PathBuf],
     jobs: usize,
     progress: bool,
@@ -80,10 +86,11 @@ pub fn run(
         let deferred = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..jobs.max(1) {
-            let (queue, store, search, counters, bar, deferred) = (
+            let (queue, store, search, validator, counters, bar, deferred) = (
                 queue.clone(),
                 store.clone(),
                 search.clone(),
+                validator.clone(),
                 counters.clone(),
                 bar.clone(),
                 deferred.clone(),
@@ -92,7 +99,7 @@ pub fn run(
                 loop {
                     let next = queue.lock().expect("file queue").next();
                     let Some(file) = next else { break };
-                    if import_file(&store, &search, &file, &counters, &bar)
+                    if import_file(&store, &search, &validator, &file, &counters, &bar)
                         .await
                         .is_err()
                     {
@@ -112,7 +119,8 @@ pub fn run(
         while workers.join_next().await.is_some() {}
         let deferred = std::mem::take(&mut *deferred.lock().expect("deferred files"));
         for file in deferred {
-            if let Err(error) = import_file(store, search, &file, &counters, &bar).await {
+            if let Err(error) = import_file(store, search, validator, &file, &counters, &bar).await
+            {
                 counters.failed_files.fetch_add(1, Ordering::Relaxed);
                 report(&bar, format!("rejected {}: {error}", file.display()));
             }
@@ -124,6 +132,7 @@ pub fn run(
         stored: counters.stored.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
         failed_files: counters.failed_files.load(Ordering::Relaxed),
+        warnings: counters.warnings.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
     })
 }
@@ -184,6 +193,7 @@ fn open(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
 async fn import_file(
     store: &Store,
     search: &Engine,
+    validator: &Validator,
     path: &Path,
     counters: &Counters,
     bar: &ProgressBar,
@@ -208,7 +218,7 @@ async fn import_file(
                     Err(error) => reject(format!(":{}", number + 1), &error),
                 }
             }
-            store_each(store, lines, counters, &reject).await;
+            store_each(store, validator, lines, counters, &reject).await;
         }
         _ => {
             let mut text = Vec::new();
@@ -221,8 +231,12 @@ async fn import_file(
                     returns: Return::Minimal,
                 };
                 let processed =
-                    bundle::process(store, search, &Access::Open, value, &options).await?;
+                    bundle::process(store, search, &Access::Open, validator, value, &options)
+                        .await?;
                 for (index, entry) in processed.entries.iter().enumerate() {
+                    counters
+                        .warnings
+                        .fetch_add(entry.warnings.len() as u64, Ordering::Relaxed);
                     match &entry.error {
                         Some(error) => reject(format!(" entry {index}"), error),
                         None if processed.kind == Kind::Transaction || entry.status < 300 => {
@@ -243,10 +257,17 @@ async fn import_file(
                         None => reject(at, &FhirError::not_found("the entry has no resource")),
                     }
                 }
-                store_each(store, resources, counters, &reject).await;
+                store_each(store, validator, resources, counters, &reject).await;
             } else {
                 let resource = check_value(value, None)?;
-                store_each(store, vec![(String::new(), resource)], counters, &reject).await;
+                store_each(
+                    store,
+                    validator,
+                    vec![(String::new(), resource)],
+                    counters,
+                    &reject,
+                )
+                .await;
             }
         }
     }
@@ -263,6 +284,7 @@ fn take_entries(mut bundle: Value) -> Vec<Value> {
 /// Stores resources one commit request each, [`WINDOW`] in flight, so the writer groups them.
 async fn store_each(
     store: &Store,
+    validator: &Validator,
     resources: Vec<(String, Value)>,
     counters: &Counters,
     reject: &(dyn Fn(String, &FhirError) + Sync),
@@ -275,6 +297,17 @@ async fn store_each(
         Err(refused) => reject(at, &refused.error),
     };
     for (at, resource) in resources {
+        match validator.check_write(&resource) {
+            Ok(warnings) => {
+                counters
+                    .warnings
+                    .fetch_add(warnings.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                reject(at, &error);
+                continue;
+            }
+        }
         let write = match id_of(&resource).map(String::from) {
             Some(id) => Write {
                 resource_type: resource_type(&resource),

@@ -8,6 +8,10 @@
 //! - Created entries get new ids; every reference to an entry's `fullUrl` (`urn:uuid:`,
 //!   `urn:oid:`, absolute or relative) in any resource of the Bundle is rewritten to the stored
 //!   `Type/id` first ([`references`]).
+//! - Each resource written is validated under the policy ([`Validator::check_write`]) as its
+//!   entry is read: a transaction with invalid resources fails whole with every failing
+//!   entry's findings in one OperationOutcome; a batch fails only those entries. Warnings are
+//!   returned in the entry's `response.outcome`.
 //! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
 //!   entry fails a transaction whole, and only itself in a batch. Conditional matches
 //!   (`ifNoneExist`, conditional references) see only what the client may read.
@@ -24,6 +28,7 @@ use crate::search::Engine;
 use crate::store::Store;
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::Op;
+use crate::validate::{Issue, Validator};
 use references::{Rewrites, at_entry, bad_entry};
 use serde_json::Value;
 
@@ -51,6 +56,8 @@ pub struct EntryResult {
     pub last_modified: Option<Micros>,
     pub resource: Option<Vec<u8>>,
     pub error: Option<FhirError>,
+    /// The validator's warnings about the entry's resource (OperationOutcome issues).
+    pub warnings: Vec<Value>,
 }
 
 /// The outcome of a whole Bundle, entry by entry in the order of the request.
@@ -129,6 +136,7 @@ pub async fn process(
     store: &Store,
     search: &Engine,
     access: &Access,
+    validator: &Validator,
     mut bundle: Value,
     options: &Options,
 ) -> Result<Processed, FhirError> {
@@ -159,10 +167,14 @@ pub async fn process(
     }
     check_shell(bundle, &entries)?;
 
+    let mut warnings: Vec<Vec<Value>> = vec![Vec::new(); entries.len()];
     let mut requests: Vec<Result<(Option<String>, Request), FhirError>> = entries
         .into_iter()
+        .zip(&mut warnings)
         .enumerate()
-        .map(|(index, entry)| parse_entry(entry).map_err(|error| at_entry(error, index)))
+        .map(|(index, (entry, warnings))| {
+            read_entry(entry, index, validator, warnings).map_err(|error| at_entry(error, index))
+        })
         .collect();
     // Conditional creates and references resolve against everything committed before.
     search.catch_up(store).await;
@@ -201,10 +213,11 @@ pub async fn process(
             };
         }
     }
-    if kind == Kind::Transaction
-        && let Some(Err(error)) = requests.iter().find(|r| r.is_err())
-    {
-        return Err(error.clone());
+    if kind == Kind::Transaction {
+        let failures = requests.iter().filter_map(|r| r.as_ref().err().cloned());
+        if let Some(error) = all_failures(failures) {
+            return Err(error);
+        }
     }
 
     // New ids for creates, and the rewrites of references to every entry's fullUrl.
@@ -293,7 +306,8 @@ pub async fn process(
                 at_entry(refused.error, index)
             })?;
             for (index, applied) in indexes.into_iter().zip(applied) {
-                results[index] = Some(written(applied, options.returns));
+                let warnings = std::mem::take(&mut warnings[index]);
+                results[index] = Some(written(applied, options.returns, warnings));
             }
         }
         Kind::Batch => {
@@ -302,8 +316,9 @@ pub async fn process(
                 .map(|write| store.submit(vec![write]))
                 .collect();
             for (index, pending) in indexes.into_iter().zip(pending) {
+                let warnings = std::mem::take(&mut warnings[index]);
                 results[index] = Some(match pending.await {
-                    Ok(mut applied) => written(applied.remove(0), options.returns),
+                    Ok(mut applied) => written(applied.remove(0), options.returns, warnings),
                     Err(refused) => failed(at_entry(refused.error, index)),
                 });
             }
@@ -533,7 +548,44 @@ fn to_write(request: Request, new_id: Option<String>) -> (u8, Write) {
     (order, write)
 }
 
-fn written(applied: Applied, returns: Return) -> EntryResult {
+/// Reads entry `index` and validates the resource it writes, if any; the validator's warnings
+/// go to `warnings`, located in the Bundle.
+fn read_entry(
+    entry: Value,
+    index: usize,
+    validator: &Validator,
+    warnings: &mut Vec<Value>,
+) -> Result<(Option<String>, Request), FhirError> {
+    let request = parse_entry(entry)?;
+    if let (_, Request::Create { resource, .. } | Request::Update { resource, .. }) = &request {
+        *warnings = validator
+            .check_write(resource)?
+            .iter()
+            .map(|issue| entry_issue(issue, index))
+            .collect();
+    }
+    Ok(request)
+}
+
+/// One failure for a whole transaction: the first failing entry's error, with every other
+/// failing entry's issues after it. None when no entry failed.
+fn all_failures(failures: impl Iterator<Item = FhirError>) -> Option<FhirError> {
+    failures.reduce(|first, other| {
+        let issues = other.to_outcome()["issue"].as_array().cloned();
+        first.with(issues.unwrap_or_default())
+    })
+}
+
+/// A validator's finding about the resource of entry `index`, as an OperationOutcome issue
+/// located in the Bundle.
+fn entry_issue(issue: &Issue, index: usize) -> Value {
+    let mut located = issue.to_outcome_issue();
+    located["expression"] =
+        serde_json::json!([references::entry_expression(index, &issue.expression)]);
+    located
+}
+
+fn written(applied: Applied, returns: Return, warnings: Vec<Value>) -> EntryResult {
     let status = match applied.op {
         Some(Op::Create) => 201,
         Some(Op::Update) => 200,
@@ -552,6 +604,7 @@ fn written(applied: Applied, returns: Return) -> EntryResult {
         last_modified: applied.op.map(|_| applied.last_updated),
         resource: applied.body.filter(|_| returns == Return::Representation),
         error: None,
+        warnings,
     }
 }
 
@@ -563,6 +616,7 @@ fn failed(error: FhirError) -> EntryResult {
         last_modified: None,
         resource: None,
         error: Some(error),
+        warnings: Vec::new(),
     }
 }
 
@@ -648,6 +702,7 @@ fn read(
         last_modified: Some(version.last_updated),
         resource: (!unchanged).then_some(version.body),
         error: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -666,7 +721,12 @@ pub fn render(processed: &Processed) -> Vec<u8> {
                 location: entry.location.clone(),
                 etag: entry.vid.map(|vid| format!("W/\"{vid}\"")),
                 last_modified: entry.last_modified.map(format_instant),
-                outcome: entry.error.as_ref().map(FhirError::to_outcome),
+                outcome: match &entry.error {
+                    Some(error) => Some(error.to_outcome()),
+                    None if entry.warnings.is_empty() => None,
+                    None => Some(serde_json::json!({"resourceType": "OperationOutcome",
+                        "issue": entry.warnings})),
+                },
             }),
             ..Entry::default()
         });

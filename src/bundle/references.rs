@@ -141,29 +141,45 @@ pub fn is_conditional(reference: &str) -> bool {
     }
 }
 
-/// The error of one entry, prefixed with the entry it is about.
+/// The error of one entry, prefixed with the entry it is about; so are the expressions of its
+/// further issues.
 pub fn at_entry(error: FhirError, index: usize) -> FhirError {
     let diagnostics = format!("Bundle.entry[{index}]: {}", error.diagnostics);
-    let entry = format!("Bundle.entry[{index}]");
     let expression = match error.expression.as_deref() {
-        None => entry,
-        Some(path) if path.starts_with("Bundle.entry") => path.to_string(),
-        Some(path) => {
-            // `Patient.name[0]` of the entry's resource.
-            let (resource_type, rest) = path.split_once('.').unwrap_or((path, ""));
-            let rest = if rest.is_empty() {
-                String::new()
-            } else {
-                format!(".{rest}")
-            };
-            format!("{entry}.resource.ofType({resource_type}){rest}")
-        }
+        None => format!("Bundle.entry[{index}]"),
+        Some(path) => entry_expression(index, path),
     };
+    let more = error
+        .more
+        .into_iter()
+        .map(|mut issue| {
+            if let Some(Value::String(path)) = issue.pointer_mut("/expression/0") {
+                *path = entry_expression(index, path);
+            }
+            issue
+        })
+        .collect();
     FhirError {
         diagnostics,
         expression: Some(expression),
+        more,
         ..error
     }
+}
+
+/// `Patient.name[0]` of the resource of entry `index`, as a FHIRPath in the Bundle:
+/// `Bundle.entry[3].resource.ofType(Patient).name[0]`. A path already in the Bundle stays.
+pub fn entry_expression(index: usize, path: &str) -> String {
+    if path.starts_with("Bundle.entry") {
+        return path.to_string();
+    }
+    let (resource_type, rest) = path.split_once('.').unwrap_or((path, ""));
+    let rest = if rest.is_empty() {
+        String::new()
+    } else {
+        format!(".{rest}")
+    };
+    format!("Bundle.entry[{index}].resource.ofType({resource_type}){rest}")
 }
 
 /// 400 for an entry whose request cannot be understood.

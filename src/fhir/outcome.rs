@@ -64,6 +64,9 @@ pub struct FhirError {
     pub diagnostics: String,
     /// FHIRPath of the element at fault, when there is one.
     pub expression: Option<String>,
+    /// Further issues of the OperationOutcome after this one (OperationOutcome `issue`
+    /// objects): every finding of a validation, every failing entry of a transaction.
+    pub more: Vec<Value>,
 }
 
 impl FhirError {
@@ -73,6 +76,7 @@ impl FhirError {
             code,
             diagnostics: diagnostics.into(),
             expression: None,
+            more: Vec::new(),
         }
     }
 
@@ -102,14 +106,24 @@ impl FhirError {
         FhirError::new(500, IssueCode::Exception, diagnostics)
     }
 
-    /// The OperationOutcome that reports this error.
+    /// Adds further issues to report with this error.
+    pub fn with(mut self, issues: impl IntoIterator<Item = Value>) -> Self {
+        self.more.extend(issues);
+        self
+    }
+
+    /// The OperationOutcome that reports this error: its own issue first, then the others.
     pub fn to_outcome(&self) -> Value {
-        outcome(
+        let first = issue(
             "error",
             self.code,
             &self.diagnostics,
             self.expression.as_deref(),
-        )
+        );
+        let issues: Vec<Value> = std::iter::once(first)
+            .chain(self.more.iter().cloned())
+            .collect();
+        json!({"resourceType": "OperationOutcome", "issue": issues})
     }
 }
 
@@ -121,8 +135,8 @@ impl fmt::Display for FhirError {
 
 impl std::error::Error for FhirError {}
 
-/// An OperationOutcome with one issue.
-pub fn outcome(
+/// One `issue` of an OperationOutcome.
+pub fn issue(
     severity: &str,
     code: IssueCode,
     diagnostics: &str,
@@ -136,7 +150,18 @@ pub fn outcome(
     if let Some(expression) = expression {
         issue["expression"] = json!([expression]);
     }
-    json!({"resourceType": "OperationOutcome", "issue": [issue]})
+    issue
+}
+
+/// An OperationOutcome with one issue.
+pub fn outcome(
+    severity: &str,
+    code: IssueCode,
+    diagnostics: &str,
+    expression: Option<&str>,
+) -> Value {
+    json!({"resourceType": "OperationOutcome",
+        "issue": [issue(severity, code, diagnostics, expression)]})
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use serde_json::Value;
 pub enum Severity {
     Error,
     Warning,
+    /// A finding the policy drops on writes; `$validate` still tells it.
+    Information,
 }
 
 impl Severity {
@@ -26,6 +28,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Information => "information",
         }
     }
 }

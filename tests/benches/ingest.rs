@@ -1,5 +1,7 @@
 //! Ingest benchmark: every Synthea bundle of ../shared/data/synthea posted as a transaction
-//! over HTTP by concurrent clients, then the same bundles loaded with `fhirlake import`.
+//! over HTTP by concurrent clients, then the same bundles loaded with `fhirlake import`; each
+//! with validation on (the default policy) and off, alternated, to give the cost of
+//! validation as the ratio of the medians.
 //!
 //! `cargo bench --bench ingest`; FHIRLAKE_BENCH_CONCURRENCY (default 4) clients. Conditional
 //! references are resolved first (tests/common/synthea.rs), as they need search.
@@ -11,6 +13,9 @@ use common::TestServer;
 use common::synthea::{self, entry_count};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Rounds of each validation setting, alternated so that both meet the same machine state.
+const ROUNDS: usize = 2;
 
 fn main() {
     let concurrency: usize = std::env::var("FHIRLAKE_BENCH_CONCURRENCY")
@@ -34,9 +39,66 @@ fn main() {
         "{} patient bundles + shared resources: {resources} resources, {megabytes:.0} MB",
         bodies.len()
     );
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("0-shared.json"),
+        serde_json::to_vec(&data.shared).unwrap(),
+    )
+    .unwrap();
+    for (name, bundle) in &data.patients {
+        let name = name.trim_end_matches(".gz");
+        std::fs::write(input.path().join(name), serde_json::to_vec(bundle).unwrap()).unwrap();
+    }
+    let shared = serde_json::to_vec(&data.shared).unwrap();
 
-    // Over HTTP.
-    let server = TestServer::start();
+    println!();
+    println!(
+        "| validation | ingest path | resources | seconds | resources/s | per bundle p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut rates: Vec<(&str, f64, f64)> = Vec::new();
+    for _ in 0..ROUNDS {
+        for validation in ["on", "off"] {
+            let http = over_http(validation, concurrency, &shared, &bodies);
+            let import = with_import(validation, input.path(), resources);
+            rates.push((validation, http, import));
+        }
+    }
+    let median = |validation: &str, pick: fn(&(&str, f64, f64)) -> f64| {
+        let mut found: Vec<f64> = rates
+            .iter()
+            .filter(|r| r.0 == validation)
+            .map(pick)
+            .collect();
+        found.sort_by(f64::total_cmp);
+        found[found.len() / 2]
+    };
+    println!();
+    for (path, pick) in [
+        (
+            "HTTP",
+            (|r: &(&str, f64, f64)| r.1) as fn(&(&str, f64, f64)) -> f64,
+        ),
+        ("import", |r: &(&str, f64, f64)| r.2),
+    ] {
+        let (on, off) = (median("on", pick), median("off", pick));
+        println!(
+            "{path}: validation on {on:.0}/s, off {off:.0}/s: on/off = {:.3} (cost {:.1}%)",
+            on / off,
+            (1.0 - on / off) * 100.0
+        );
+    }
+}
+
+/// Posts every patient bundle as a transaction, `concurrency` clients at once, to a server
+/// with `--validation validation`; prints a row and returns the resources per second.
+fn over_http(
+    validation: &str,
+    concurrency: usize,
+    shared: &[u8],
+    bodies: &[(usize, Vec<u8>)],
+) -> f64 {
+    let server = TestServer::start_with(&["--validation", validation]);
     let client = common::client();
     let post = |body: Vec<u8>| {
         let response = client
@@ -53,8 +115,8 @@ fn main() {
             response.text().unwrap()
         );
     };
-    post(serde_json::to_vec(&data.shared).unwrap());
-    let queue = Arc::new(Mutex::new(bodies.clone().into_iter()));
+    post(shared.to_vec());
+    let queue = Arc::new(Mutex::new(bodies.iter().cloned()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     std::thread::scope(|scope| {
@@ -75,26 +137,28 @@ fn main() {
     let patient_resources: usize = bodies.iter().map(|(n, _)| n).sum();
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort();
-    let http_rate = patient_resources as f64 / http.as_secs_f64();
-    drop(server);
+    let rate = patient_resources as f64 / http.as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let percentile =
+        |p: f64| ms(latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]);
+    println!(
+        "| {validation} | HTTP, {concurrency} clients posting transactions | {patient_resources} | {:.1} | {rate:.0} | {:.0} ms / {:.0} ms |",
+        http.as_secs_f64(),
+        percentile(0.5),
+        percentile(0.99)
+    );
+    rate
+}
 
-    // With fhirlake import.
-    let input = tempfile::tempdir().unwrap();
-    std::fs::write(
-        input.path().join("0-shared.json"),
-        serde_json::to_vec(&data.shared).unwrap(),
-    )
-    .unwrap();
-    for (name, bundle) in &data.patients {
-        let name = name.trim_end_matches(".gz");
-        std::fs::write(input.path().join(name), serde_json::to_vec(bundle).unwrap()).unwrap();
-    }
+/// Loads the bundles in `input` with `fhirlake import --validation validation` into a fresh
+/// data directory; prints a row and returns the resources per second.
+fn with_import(validation: &str, input: &std::path::Path, resources: usize) -> f64 {
     let target = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirlake"))
-        .args(["import", "--quiet", "--data"])
+        .args(["import", "--quiet", "--validation", validation, "--data"])
         .arg(target.path().join("data"))
-        .arg(input.path())
+        .arg(input)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run fhirlake import");
@@ -105,23 +169,11 @@ fn main() {
         "{summary}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let import_rate = resources as f64 / import.as_secs_f64();
-
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let percentile =
-        |p: f64| ms(latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]);
-    println!("{}", summary.trim());
-    println!();
-    println!("| ingest path | resources | seconds | resources/s | per bundle p50 / p99 |");
-    println!("|---|---|---|---|---|");
+    let rate = resources as f64 / import.as_secs_f64();
     println!(
-        "| HTTP, {concurrency} clients posting transactions | {patient_resources} | {:.1} | {http_rate:.0} | {:.0} ms / {:.0} ms |",
-        http.as_secs_f64(),
-        percentile(0.5),
-        percentile(0.99)
-    );
-    println!(
-        "| `fhirlake import` (whole process) | {resources} | {:.1} | {import_rate:.0} | |",
+        "| {validation} | `fhirlake import` (whole process: {}) | {resources} | {:.1} | {rate:.0} | |",
+        summary.trim(),
         import.as_secs_f64()
     );
+    rate
 }

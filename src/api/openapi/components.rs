@@ -30,10 +30,12 @@ pub enum Param {
     IfNoneMatch,
     IfModifiedSince,
     Prefer,
+    Mode,
+    Profile,
 }
 
 impl Param {
-    const ALL: [Param; 10] = [
+    const ALL: [Param; 12] = [
         Param::Id,
         Param::Vid,
         Param::Count,
@@ -44,6 +46,8 @@ impl Param {
         Param::IfNoneMatch,
         Param::IfModifiedSince,
         Param::Prefer,
+        Param::Mode,
+        Param::Profile,
     ];
 
     /// The parameter's name, which is also its component name.
@@ -59,6 +63,8 @@ impl Param {
             Param::IfNoneMatch => "If-None-Match",
             Param::IfModifiedSince => "If-Modified-Since",
             Param::Prefer => "Prefer",
+            Param::Mode => "mode",
+            Param::Profile => "profile",
         }
     }
 
@@ -135,6 +141,20 @@ impl Param {
                 "What a successful write answers with: `return=representation` (the stored \
                  resource, the default), `return=minimal` (no body) or \
                  `return=OperationOutcome`.",
+                None,
+            ),
+            Param::Mode => (
+                ParameterIn::Query,
+                Type::String,
+                "`$validate`: `create`, `update` or `delete` (the last two at the instance \
+                 level): the token needs that interaction's permission; without a mode, read.",
+                None,
+            ),
+            Param::Profile => (
+                ParameterIn::Query,
+                Type::String,
+                "`$validate`: the canonical URL of a profile (a StructureDefinition known \
+                 here) to check against, besides the base definition.",
                 None,
             ),
         };
@@ -327,9 +347,10 @@ impl Error {
                  `application/json`)."
             }
             Error::Unprocessable => {
-                "Unprocessable: the request is well formed but cannot be answered from what the \
-                 server holds (a terminology question that depends on codes or a hierarchy not \
-                 loaded: `not-supported`; an expansion too large: `too-costly`)."
+                "Unprocessable: the request is well formed but cannot be carried out: a written \
+                 resource the validation policy refuses (every finding, each with its FHIRPath \
+                 `expression`), or a terminology question that depends on codes or a hierarchy \
+                 not loaded (`not-supported`), or an expansion too large (`too-costly`)."
             }
             Error::NotImplemented => {
                 "Not implemented: the request needs a feature this server does not have yet \

@@ -82,6 +82,7 @@ fn create(resource_type: &str) -> Interaction {
                 Error::NotAcceptable,
                 Error::TooLarge,
                 Error::UnsupportedMediaType,
+                Error::Unprocessable,
                 Error::NotImplemented,
             ],
         )
@@ -193,6 +194,7 @@ fn update(resource_type: &str) -> Interaction {
                 Error::PreconditionFailed,
                 Error::TooLarge,
                 Error::UnsupportedMediaType,
+                Error::Unprocessable,
             ],
         )
         .build(),
@@ -740,7 +742,9 @@ fn written(description: &str, resource_type: &str) -> Response {
     )
     .description(format!(
         "{description} The body is the stored resource, nothing with \
-         `Prefer: return=minimal`, or an OperationOutcome with `Prefer: return=OperationOutcome`."
+         `Prefer: return=minimal`, or an OperationOutcome with `Prefer: return=OperationOutcome` \
+         (with the validator's warnings, which also come one per `X-FHIR-Request-Validation` \
+         header)."
     ))
     .content(FHIR_JSON, fhir_content(resource_type))
     .build()

@@ -20,12 +20,14 @@ mod explorer;
 mod fhir_schemas;
 mod interactions;
 mod terminology;
+mod validate;
 
 use actix_web::{HttpResponse, web};
 use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
 use std::sync::LazyLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::external_docs::ExternalDocsBuilder;
+use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
@@ -102,6 +104,10 @@ pub fn document() -> OpenApi {
         }
         if super::search::EVERYTHING.contains(resource_type) {
             add(interactions::everything(resource_type));
+        }
+        add(validate::of_type(resource_type));
+        for method in [HttpMethod::Get, HttpMethod::Post] {
+            add(validate::instance(resource_type, method));
         }
     }
     for operation in terminology::operations() {

@@ -1,0 +1,348 @@
+//! Validation on the write path and `$validate`, over HTTP, with real Synthea resources made
+//! invalid on purpose: the default policy refuses with 422 and every finding located by its
+//! FHIRPath; warnings are stored and reported; a transaction reports every failing entry; a
+//! policy file and `--validation off` change what is refused.
+mod common;
+
+use common::fhir::{Fhir, assert_outcome};
+use serde_json::{Value, json};
+
+/// A real Patient (the first of a Synthea bundle), without its id, its US Core profile (not
+/// known here) and its narrative.
+fn patient() -> Value {
+    let mut patient = common::synthea::resources("057aa36e")
+        .into_iter()
+        .find(|r| r["resourceType"] == "Patient")
+        .expect("a Patient");
+    let object = patient.as_object_mut().unwrap();
+    for key in ["id", "meta", "text"] {
+        object.remove(key);
+    }
+    patient
+}
+
+/// A real Encounter with its references cut (they point into its Bundle).
+fn encounter() -> Value {
+    let mut encounter = common::synthea::resources("057aa36e")
+        .into_iter()
+        .find(|r| r["resourceType"] == "Encounter")
+        .expect("an Encounter");
+    let object = encounter.as_object_mut().unwrap();
+    for key in [
+        "id",
+        "meta",
+        "subject",
+        "participant",
+        "serviceProvider",
+        "location",
+    ] {
+        object.remove(key);
+    }
+    encounter
+}
+
+/// `patient` broken twice: a contact with nothing but a gender (pat-1) and a name whose
+/// period ends before it starts (per-1).
+fn broken_patient() -> Value {
+    let mut patient = patient();
+    patient["contact"] = json!([{"gender": "female"}]);
+    patient["name"][0]["period"] = json!({"start": "2020-02-01", "end": "2020-01-01"});
+    patient
+}
+
+/// The `expression`s of the issues of `outcome` with `severity`.
+fn expressions(outcome: &Value, severity: &str) -> Vec<String> {
+    outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|issue| issue["severity"] == severity)
+        .filter_map(|issue| issue["expression"][0].as_str().map(String::from))
+        .collect()
+}
+
+fn nothing_stored(fhir: &Fhir, resource_type: &str) {
+    let found = fhir
+        .get(&format!("{resource_type}?_summary=count"))
+        .expect(200, "count")
+        .json();
+    assert_eq!(found["total"], 0, "nothing may be stored: {found}");
+}
+
+#[test]
+fn an_invalid_resource_is_refused_with_every_finding_located() {
+    let fhir = Fhir::start();
+    let reply = fhir.post("Patient", &broken_patient());
+    let outcome = assert_outcome(&reply, 422, &["invariant"]);
+    let errors = expressions(&outcome, "error");
+    assert!(
+        errors.contains(&"Patient.contact[0]".to_string()),
+        "{outcome}"
+    );
+    assert!(
+        errors.contains(&"Patient.name[0].period".to_string()),
+        "{outcome}"
+    );
+    assert!(outcome.to_string().contains("pat-1"), "{outcome}");
+    assert!(outcome.to_string().contains("per-1"), "{outcome}");
+    // The warning about the missing narrative comes along.
+    assert!(
+        expressions(&outcome, "warning").contains(&"Patient".to_string()),
+        "{outcome}"
+    );
+    nothing_stored(&fhir, "Patient");
+
+    // An update and a conditional update are refused the same way, and change nothing.
+    let mut valid = patient();
+    valid["id"] = json!("p1");
+    fhir.put("Patient/p1", &valid)
+        .expect(201, "valid update-create");
+    let mut broken = broken_patient();
+    broken["id"] = json!("p1");
+    assert_outcome(&fhir.put("Patient/p1", &broken), 422, &["invariant"]);
+    assert_outcome(&fhir.put("Patient?_id=p1", &broken), 422, &["invariant"]);
+    let current = fhir.get("Patient/p1").expect(200, "read").json();
+    assert_eq!(current["meta"]["versionId"], "1", "{current}");
+}
+
+#[test]
+fn warnings_are_stored_and_reported() {
+    let fhir = Fhir::start();
+    // A valid resource without narrative: stored, and dom-6 is reported in a header.
+    let reply = fhir.post("Patient", &patient());
+    reply.expect(201, "create");
+    let header = reply
+        .header("x-fhir-request-validation")
+        .expect("a validation warning header");
+    assert!(header.starts_with("warning Patient: dom-6"), "{header}");
+    // The same in the OperationOutcome asked for with Prefer.
+    let reply = fhir.post_with(
+        "Patient",
+        &patient(),
+        &[("Prefer", "return=OperationOutcome")],
+    );
+    reply.expect(201, "create");
+    let outcome = reply.json();
+    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+    assert_eq!(expressions(&outcome, "warning"), ["Patient"], "{outcome}");
+    // A resource with narrative has nothing to report.
+    let mut narrated = patient();
+    narrated["text"] = json!({"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"});
+    let reply = fhir.post("Patient", &narrated);
+    reply.expect(201, "create");
+    assert_eq!(reply.header("x-fhir-request-validation"), None);
+}
+
+#[test]
+fn a_transaction_reports_every_failing_entry_and_writes_nothing() {
+    let fhir = Fhir::start();
+    let entry = |resource: Value| {
+        let resource_type = resource["resourceType"].as_str().unwrap().to_string();
+        json!({"resource": resource, "request": {"method": "POST", "url": resource_type}})
+    };
+    let mut bad_encounter = encounter();
+    bad_encounter["period"] =
+        json!({"start": "2021-05-02T10:00:00Z", "end": "2021-05-01T10:00:00Z"});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry(broken_patient()),
+        entry(patient()),
+        entry(bad_encounter),
+    ]});
+    let outcome = assert_outcome(&fhir.bundle(&bundle), 422, &["invariant"]);
+    let errors = expressions(&outcome, "error");
+    for expected in [
+        "Bundle.entry[0].resource.ofType(Patient).contact[0]",
+        "Bundle.entry[0].resource.ofType(Patient).name[0].period",
+        "Bundle.entry[2].resource.ofType(Encounter).period",
+    ] {
+        assert!(
+            errors.contains(&expected.to_string()),
+            "{expected}: {outcome}"
+        );
+    }
+    assert!(
+        !errors.iter().any(|e| e.starts_with("Bundle.entry[1]")),
+        "the valid entry has no error: {outcome}"
+    );
+    nothing_stored(&fhir, "Patient");
+    nothing_stored(&fhir, "Encounter");
+
+    // In a batch only the invalid entries fail; the others carry their warnings.
+    let mut batch = bundle.clone();
+    batch["type"] = json!("batch");
+    let reply = fhir.bundle(&batch).expect(200, "batch").json();
+    let statuses: Vec<&str> = reply["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "422 Unprocessable Entity",
+            "201 Created",
+            "422 Unprocessable Entity"
+        ]
+    );
+    let warned = &reply["entry"][1]["response"]["outcome"];
+    assert_eq!(
+        expressions(warned, "warning"),
+        ["Bundle.entry[1].resource.ofType(Patient)"],
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_policy_file_and_off_change_what_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let policy = temp.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        json!({"default": {"structure": "reject"},
+               "types": {"Patient": {"structure": "warn"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let fhir = Fhir::with(common::TestServer::start_with(&[
+        "--validation",
+        policy.to_str().unwrap(),
+    ]));
+    // Patient's errors are only warnings under this policy...
+    let reply = fhir.post_with(
+        "Patient",
+        &broken_patient(),
+        &[("Prefer", "return=OperationOutcome")],
+    );
+    reply.expect(201, "a warned Patient is stored");
+    let outcome = reply.json();
+    assert!(
+        expressions(&outcome, "warning").contains(&"Patient.contact[0]".to_string()),
+        "{outcome}"
+    );
+    assert!(expressions(&outcome, "error").is_empty(), "{outcome}");
+    // ...while an Encounter's still refuse.
+    let mut bad_encounter = encounter();
+    bad_encounter["period"] = json!({"start": "2021-05-02", "end": "2021-05-01"});
+    assert_outcome(&fhir.post("Encounter", &bad_encounter), 422, &["invariant"]);
+
+    // With validation off, everything the model accepts is stored, without warnings.
+    let off = Fhir::with(common::TestServer::start_with(&["--validation", "off"]));
+    let reply = off.post("Encounter", &bad_encounter);
+    reply.expect(201, "validation off");
+    assert_eq!(reply.header("x-fhir-request-validation"), None);
+
+    // A policy file with a misspelt setting stops the server at its start.
+    std::fs::write(&policy, r#"{"default": {"structures": "warn"}}"#).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--validation"])
+        .arg(&policy)
+        .arg("--data")
+        .arg(temp.path().join("data"))
+        .env("FHIRLAKE_AUTH", "none")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("structures"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn validate_reports_without_storing() {
+    let fhir = Fhir::start();
+    // Type level: the resource as the body, graded as a write would meet it.
+    let outcome = fhir
+        .post("Patient/$validate", &broken_patient())
+        .expect(200, "$validate")
+        .json();
+    let errors = expressions(&outcome, "error");
+    assert!(
+        errors.contains(&"Patient.contact[0]".to_string()),
+        "{outcome}"
+    );
+    assert!(expressions(&outcome, "warning").contains(&"Patient".to_string()));
+    nothing_stored(&fhir, "Patient");
+
+    // A Parameters body with mode; a valid resource has only its warning.
+    let parameters = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": patient()},
+        {"name": "mode", "valueCode": "create"}]});
+    let outcome = fhir
+        .post("Patient/$validate", &parameters)
+        .expect(200, "$validate with Parameters")
+        .json();
+    assert!(expressions(&outcome, "error").is_empty(), "{outcome}");
+
+    // A shape the model refuses is a finding too, at its path.
+    let mut wrong = patient();
+    wrong["birthDate"] = json!(["1990-01-01"]);
+    let outcome = fhir
+        .post("Patient/$validate", &wrong)
+        .expect(200, "$validate of a wrong shape")
+        .json();
+    assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
+    assert_eq!(
+        outcome["issue"][0]["expression"][0], "Patient.birthDate",
+        "{outcome}"
+    );
+
+    // Instance level: the stored version, an update of it, its delete.
+    let mut narrated = patient();
+    narrated["id"] = json!("p1");
+    narrated["text"] = json!({"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"});
+    fhir.put("Patient/p1", &narrated).expect(201, "create p1");
+    let outcome = fhir
+        .get("Patient/p1/$validate")
+        .expect(200, "stored")
+        .json();
+    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+    assert_eq!(outcome["issue"].as_array().unwrap().len(), 1, "{outcome}");
+    let mut broken = broken_patient();
+    broken["id"] = json!("p1");
+    let outcome = fhir
+        .post("Patient/p1/$validate?mode=update", &broken)
+        .expect(200, "update mode")
+        .json();
+    assert!(!expressions(&outcome, "error").is_empty(), "{outcome}");
+    let outcome = fhir
+        .post("Patient/p1/$validate?mode=delete", Vec::new())
+        .expect(200, "delete mode")
+        .json();
+    assert!(outcome.to_string().contains("may be deleted"), "{outcome}");
+    assert_eq!(
+        fhir.get("Patient/p1").expect(200, "still there").json()["meta"]["versionId"],
+        "1"
+    );
+
+    // Wrong requests are 400 and 404.
+    assert_outcome(
+        &fhir.post("Patient/$validate?mode=replace", &patient()),
+        400,
+        &["value"],
+    );
+    assert_outcome(
+        &fhir.post("Patient/$validate", Vec::new()),
+        400,
+        &["required"],
+    );
+    assert_outcome(
+        &fhir.post("Patient/p1/$validate", &{
+            let mut other = patient();
+            other["id"] = json!("p2");
+            other
+        }),
+        400,
+        &["invalid"],
+    );
+    assert_outcome(&fhir.get("Patient/p9/$validate"), 404, &["not-found"]);
+    assert_outcome(
+        &fhir.post("Nothing/$validate", &patient()),
+        404,
+        &["not-found"],
+    );
+}
