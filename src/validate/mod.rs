@@ -2,6 +2,7 @@
 //! (cardinality, choice types, fixed and pattern values, invariants) and its codes against the
 //! terminology, with every finding located by a FHIRPath expression.
 
+mod codes;
 pub mod definitions;
 pub mod structure;
 
@@ -25,8 +26,9 @@ impl Validator {
         &self.terminology
     }
 
-    /// Every finding about `resource`: its contract against the base definition of its type.
+    /// Every finding about `resource`: its contract against the base definition of its type,
+    /// and its codes against the terminology.
     pub fn validate(&self, resource: &serde_json::Value) -> Report {
-        validate(resource)
+        structure::walk(resource, Some(codes::Codes::new(&self.terminology)))
     }
 }
