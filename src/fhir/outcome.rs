@@ -13,6 +13,10 @@ pub enum IssueCode {
     Value,
     /// A rule (a StructureDefinition invariant) does not hold.
     Invariant,
+    /// A code is not a code of its system, or not in the value set it is bound to.
+    CodeInvalid,
+    /// A rule of use that is not about structure (a code that is inactive).
+    BusinessRule,
     NotFound,
     Deleted,
     Conflict,
@@ -39,6 +43,8 @@ impl IssueCode {
             IssueCode::Required => "required",
             IssueCode::Value => "value",
             IssueCode::Invariant => "invariant",
+            IssueCode::CodeInvalid => "code-invalid",
+            IssueCode::BusinessRule => "business-rule",
             IssueCode::NotFound => "not-found",
             IssueCode::Deleted => "deleted",
             IssueCode::Conflict => "conflict",

@@ -33,3 +33,26 @@ pub fn examples() -> Vec<Value> {
     }
     resources
 }
+
+/// Every resource of every Synthea bundle (`data/synthea/*.json.gz`), in file name order.
+pub fn synthea() -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared("data/synthea"))
+        .expect("the Synthea data in ../shared")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.to_string_lossy().ends_with(".json.gz"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|path| {
+            let file = std::fs::File::open(path).expect("a Synthea bundle");
+            let mut bundle: Value = serde_json::from_reader(flate2::read::GzDecoder::new(file))
+                .expect("a Synthea bundle is JSON");
+            match bundle["entry"].take() {
+                Value::Array(entries) => entries,
+                _ => Vec::new(),
+            }
+        })
+        .map(|mut entry| entry["resource"].take())
+        .collect()
+}

@@ -246,7 +246,9 @@ impl Terminology {
     }
 
     /// Whether `code` is a code of `system`, and whether `display` (when given) is one of its
-    /// names (ignoring case and runs of white space).
+    /// names (ignoring case and runs of white space). A SNOMED CT expression (post-coordinated
+    /// rather than one concept id) is [`TerminologyError::Undecidable`]: expressions are not
+    /// evaluated here.
     pub fn validate_code(
         &self,
         system: &str,
@@ -289,6 +291,11 @@ impl Terminology {
                 message,
             }],
         };
+        if system == SNOMED
+            && let Some(why) = snomed::unevaluated_expression(code)
+        {
+            return Err(TerminologyError::Undecidable(why));
+        }
         if system == SNOMED
             && let Err(why) = snomed::check_concept_id(code)
         {

@@ -67,6 +67,21 @@ pub fn check_concept_id(id: &str) -> Result<(), SctIdError> {
     }
 }
 
+/// Why `code` cannot be checked here when it is a SNOMED CT expression rather than a concept
+/// id: FHIR allows an expression in compositional grammar (`71341001:272741003=7771000`)
+/// wherever a SNOMED CT code goes, and expressions are not evaluated here. None for anything
+/// else (a concept id, or text that is neither).
+pub fn unevaluated_expression(code: &str) -> Option<String> {
+    let code = code.trim();
+    let starts_well = code
+        .trim_start_matches(['=', '<'])
+        .trim_start()
+        .starts_with(|c: char| c.is_ascii_digit());
+    (starts_well && code.contains([':', '+', '=', '|', '{'])).then(|| {
+        format!("{code} is a SNOMED CT expression, and expressions are not evaluated here")
+    })
+}
+
 /// A fully specified name without its semantic tag: `Asthma` for `Asthma (disorder)`; None
 /// when the name has no tag.
 pub fn without_semantic_tag(name: &str) -> Option<&str> {
@@ -111,6 +126,21 @@ mod tests {
         // Partition 10 with no room for a namespace.
         let short = with_check_digit("123410");
         assert_eq!(check_concept_id(&short), Err(SctIdError::Namespace));
+    }
+
+    #[test]
+    fn expressions_are_told_from_ids_and_text() {
+        for expression in [
+            "71341001:272741003=7771000",
+            "249943000:363698007=72098002,260868000=6934004",
+            "421720008 |Spray dose form| + 7946007 |Drug suspension|",
+            "=== 46866001 : { 363698007 = 182281004 }",
+        ] {
+            assert!(unevaluated_expression(expression).is_some(), "{expression}");
+        }
+        for other in ["138875005", "look up value", "T-15460", "a:b"] {
+            assert_eq!(unevaluated_expression(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -160,6 +160,17 @@ fn any(
     Ok(undecided.map_or(NotMember, Undecided))
 }
 
+impl Membership {
+    /// Whether a code is in a value set when any one of `items` being a member is enough (a
+    /// CodeableConcept with a coding in it): yes if one says yes, else undecided if one is,
+    /// else no.
+    pub fn any(
+        items: impl IntoIterator<Item = Result<Membership, TerminologyError>>,
+    ) -> Result<Membership, TerminologyError> {
+        any(items)
+    }
+}
+
 fn not(membership: Membership) -> Membership {
     match membership {
         Member => NotMember,
@@ -246,6 +257,67 @@ impl Terminology {
         })
     }
 
+    /// Whether `code` of `system` is in `value_set`: membership alone, the code itself
+    /// unchecked.
+    pub fn membership(
+        &self,
+        value_set: &ValueSet,
+        system: &str,
+        code: &str,
+    ) -> Result<Membership, TerminologyError> {
+        self.contains(value_set, system, code, 0)
+    }
+
+    /// Whether `code`, given without a system (an element of type `code`), is in `value_set`
+    /// with one of the code systems the value set draws from. Undecided when it draws from
+    /// none known (it only includes value sets not held here).
+    pub fn code_membership(
+        &self,
+        value_set: &ValueSet,
+        code: &str,
+    ) -> Result<Membership, TerminologyError> {
+        let systems = self.systems(value_set);
+        if systems.is_empty() {
+            return Ok(Undecided(format!(
+                "the value set {} has no code system known here",
+                value_set.url
+            )));
+        }
+        any(systems
+            .into_iter()
+            .map(|system| self.contains(value_set, system, code, 0)))
+    }
+
+    /// The code systems `value_set` draws codes from, through the value sets it includes
+    /// too (those not held here add none), each once, in the order met.
+    pub fn systems<'a>(&'a self, value_set: &'a ValueSet) -> Vec<&'a str> {
+        let mut systems = Vec::new();
+        self.collect_systems(value_set, 0, &mut systems);
+        systems
+    }
+
+    fn collect_systems<'a>(
+        &'a self,
+        value_set: &'a ValueSet,
+        depth: usize,
+        out: &mut Vec<&'a str>,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for part in &value_set.compose.include {
+            if let Some(system) = part.system.as_deref() {
+                if !out.contains(&system) {
+                    out.push(system);
+                }
+            } else {
+                for included in part.value_sets.iter().filter_map(|url| self.value_set(url)) {
+                    self.collect_systems(included, depth + 1, out);
+                }
+            }
+        }
+    }
+
     fn contains(
         &self,
         value_set: &ValueSet,
@@ -319,7 +391,7 @@ impl Terminology {
             )));
         };
         if system == SNOMED && snomed::check_concept_id(code).is_err() {
-            return Ok(NotMember);
+            return Ok(snomed::unevaluated_expression(code).map_or(NotMember, Undecided));
         }
         let Some(concept) = source.concept(code)? else {
             return Ok(match source.info().content {

@@ -3,6 +3,7 @@
 //! terminology, with every finding located by a FHIRPath expression, and sorted by a
 //! [`Policy`] into what refuses a write and what is only reported.
 
+mod codes;
 pub mod definitions;
 pub mod policy;
 pub mod structure;
@@ -34,9 +35,10 @@ impl Validator {
         &self.terminology
     }
 
-    /// Every finding about `resource`: its contract against the base definition of its type.
+    /// Every finding about `resource`: its contract against the base definition of its type,
+    /// and its codes against the terminology.
     pub fn validate(&self, resource: &Value) -> Report {
-        validate(resource)
+        structure::walk(resource, Some(codes::Codes::new(&self.terminology)))
     }
 
     /// Every finding about `resource`, graded by the policy ([`Policy::grade`]): what

@@ -9,6 +9,7 @@
 //! (`Patient.contact[0].name`), and an invariant that cannot be evaluated (a function the
 //! evaluator lacks) is never reported as a failure.
 
+use super::codes::Codes;
 use super::definitions::{Definition, Definitions, ElementDef};
 use crate::fhir::IssueCode;
 use crate::fhirpath::evaluate_on;
@@ -62,7 +63,9 @@ pub struct Issue {
 #[derive(Debug, Default)]
 pub struct Report {
     pub issues: Vec<Issue>,
-    /// Invariants that could not be evaluated, by key (not failures).
+    /// What could not be checked (not failures): invariants the evaluator cannot evaluate, by
+    /// key; bindings whose membership cannot be decided here, by value set URL; codes the
+    /// terminology failed to look up, by code system URL.
     pub unchecked: Vec<String>,
 }
 
@@ -74,8 +77,14 @@ impl Report {
 
 /// Checks `resource` against the base definition of its type.
 pub fn validate(resource: &Value) -> Report {
+    walk(resource, None)
+}
+
+/// [`validate`], and with `codes` the codes met on the way too ([`super::codes`]).
+pub(super) fn walk(resource: &Value, codes: Option<Codes>) -> Report {
     let mut walk = Walk {
         definitions: Definitions::r4(),
+        codes,
         report: Report::default(),
     };
     let type_name = resource["resourceType"].as_str().unwrap_or("Resource");
@@ -83,12 +92,13 @@ pub fn validate(resource: &Value) -> Report {
     walk.report
 }
 
-struct Walk<'d> {
+struct Walk<'d, 't> {
     definitions: &'d Definitions,
+    codes: Option<Codes<'t>>,
     report: Report,
 }
 
-impl<'d> Walk<'d> {
+impl<'d> Walk<'d, '_> {
     /// A whole resource at `location`, contained in `root` (or `root` itself): its root
     /// invariants, then its elements.
     fn resource(&mut self, resource: &Value, root: &Value, location: &str) {
@@ -236,6 +246,9 @@ impl<'d> Walk<'d> {
             );
         }
         self.invariants(element, item, ty, resources, location);
+        if let (Some(codes), Some(ty)) = (self.codes, ty) {
+            codes.check(element, ty, item, location, &mut self.report);
+        }
         if let Some(target) = &element.content_reference {
             return self.children(definition, target, item, resources, location);
         }
