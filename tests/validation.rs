@@ -41,6 +41,28 @@ fn encounter() -> Value {
     encounter
 }
 
+/// What the validator finds in [`patient`] as Synthea writes it: no narrative (dom-6), a Social
+/// Security number typed with a v2-0203 code outside the extensible identifier-type value
+/// set, and two displays that are not the codes' names ("Driver's License", "M").
+const PATIENT_WARNINGS: [&str; 4] = [
+    "Patient",
+    "Patient.identifier[2].type",
+    "Patient.identifier[3].type.coding[0]",
+    "Patient.maritalStatus.coding[0]",
+];
+
+/// [`patient`] with each warning fixed: a narrative, the displays the code systems give, and
+/// no Social Security number.
+fn clean_patient() -> Value {
+    let mut patient = patient();
+    patient["text"] = json!({"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"});
+    patient["identifier"][3]["type"]["coding"][0]["display"] = json!("Driver's license number");
+    patient["maritalStatus"]["coding"][0]["display"] = json!("Married");
+    patient["identifier"].as_array_mut().unwrap().remove(2);
+    patient
+}
+
 /// `patient` broken twice: a contact with nothing but a gender (pat-1) and a name whose
 /// period ends before it starts (per-1).
 fn broken_patient() -> Value {
@@ -92,6 +114,17 @@ fn an_invalid_resource_is_refused_with_every_finding_located() {
     );
     nothing_stored(&fhir, "Patient");
 
+    // A code outside a required value set is refused where it stands.
+    let mut patient_mal = patient();
+    patient_mal["gender"] = json!("mal");
+    let outcome = assert_outcome(&fhir.post("Patient", &patient_mal), 422, &["code-invalid"]);
+    assert_eq!(
+        expressions(&outcome, "error"),
+        ["Patient.gender"],
+        "{outcome}"
+    );
+    nothing_stored(&fhir, "Patient");
+
     // An update and a conditional update are refused the same way, and change nothing.
     let mut valid = patient();
     valid["id"] = json!("p1");
@@ -124,12 +157,13 @@ fn warnings_are_stored_and_reported() {
     reply.expect(201, "create");
     let outcome = reply.json();
     assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
-    assert_eq!(expressions(&outcome, "warning"), ["Patient"], "{outcome}");
-    // A resource with narrative has nothing to report.
-    let mut narrated = patient();
-    narrated["text"] = json!({"status": "generated",
-        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"});
-    let reply = fhir.post("Patient", &narrated);
+    assert_eq!(
+        expressions(&outcome, "warning"),
+        PATIENT_WARNINGS,
+        "{outcome}"
+    );
+    // With the warnings fixed there is nothing to report.
+    let reply = fhir.post("Patient", &clean_patient());
     reply.expect(201, "create");
     assert_eq!(reply.header("x-fhir-request-validation"), None);
 }
@@ -189,7 +223,11 @@ fn a_transaction_reports_every_failing_entry_and_writes_nothing() {
     let warned = &reply["entry"][1]["response"]["outcome"];
     assert_eq!(
         expressions(warned, "warning"),
-        ["Bundle.entry[1].resource.ofType(Patient)"],
+        PATIENT_WARNINGS.map(|path| path.replacen(
+            "Patient",
+            "Bundle.entry[1].resource.ofType(Patient)",
+            1
+        )),
         "{reply}"
     );
 }
@@ -226,6 +264,39 @@ fn a_policy_file_and_off_change_what_is_refused() {
     let mut bad_encounter = encounter();
     bad_encounter["period"] = json!({"start": "2021-05-02", "end": "2021-05-01"});
     assert_outcome(&fhir.post("Encounter", &bad_encounter), 422, &["invariant"]);
+
+    // An unknown SNOMED CT code (a wrong check digit) is a warning by default...
+    let mut miscoded = encounter();
+    miscoded["type"][0]["coding"][0]["code"] = json!("185347002");
+    let reply = fhir.post_with(
+        "Encounter",
+        &miscoded,
+        &[("Prefer", "return=OperationOutcome")],
+    );
+    reply.expect(201, "an unknown code warns by default");
+    assert!(
+        expressions(&reply.json(), "warning").contains(&"Encounter.type[0].coding[0]".to_string()),
+        "{}",
+        reply.json()
+    );
+    // ...and refused by a policy that rejects SNOMED CT codes of Encounters.
+    let strict = temp.path().join("strict.json");
+    std::fs::write(
+        &strict,
+        json!({"types": {"Encounter": {"systems": {"http://snomed.info/sct": "reject"}}}})
+            .to_string(),
+    )
+    .unwrap();
+    let strict = Fhir::with(common::TestServer::start_with(&[
+        "--validation",
+        strict.to_str().unwrap(),
+    ]));
+    let outcome = assert_outcome(&strict.post("Encounter", &miscoded), 422, &["code-invalid"]);
+    assert_eq!(
+        expressions(&outcome, "error"),
+        ["Encounter.type[0].coding[0]"],
+        "{outcome}"
+    );
 
     // With validation off, everything the model accepts is stored, without warnings.
     let off = Fhir::with(common::TestServer::start_with(&["--validation", "off"]));
@@ -291,11 +362,9 @@ fn validate_reports_without_storing() {
     );
 
     // Instance level: the stored version, an update of it, its delete.
-    let mut narrated = patient();
-    narrated["id"] = json!("p1");
-    narrated["text"] = json!({"status": "generated",
-        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"});
-    fhir.put("Patient/p1", &narrated).expect(201, "create p1");
+    let mut clean = clean_patient();
+    clean["id"] = json!("p1");
+    fhir.put("Patient/p1", &clean).expect(201, "create p1");
     let outcome = fhir
         .get("Patient/p1/$validate")
         .expect(200, "stored")
