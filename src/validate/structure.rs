@@ -211,13 +211,10 @@ impl<'d> Walk<'d> {
                     format!("{} has values of several types", element.path),
                 );
             }
-            let count: usize = members
-                .iter()
-                .map(|(key, _)| match &object[*key] {
-                    Value::Array(items) => items.len(),
-                    _ => 1,
-                })
-                .sum();
+            let mut count: usize = members.iter().map(|(key, _)| values(object, key)).sum();
+            if count < element.min as usize {
+                count += extensions_only(object, name, element);
+            }
             if count < element.min as usize {
                 self.issue(
                     Severity::Error,
@@ -498,6 +495,36 @@ fn each_value<'v, 't>(
     }
 }
 
+/// How many values the member `key` of `object` has.
+fn values(object: &Map<String, Value>, key: &str) -> usize {
+    match object.get(key) {
+        Some(Value::Array(items)) => items.len(),
+        Some(_) => 1,
+        None => 0,
+    }
+}
+
+/// How many values of `element` (named `name`) in `object` are primitives given by their
+/// extensions only (`_birthDate` without `birthDate`, as a data-absent-reason is): they are
+/// there.
+fn extensions_only(object: &Map<String, Value>, name: &str, element: &ElementDef) -> usize {
+    let only = |key: &str| {
+        if object.contains_key(key) {
+            0
+        } else {
+            values(object, &format!("_{key}"))
+        }
+    };
+    match name.strip_suffix("[x]") {
+        None => only(name),
+        Some(base) => element
+            .types
+            .iter()
+            .map(|t| only(&format!("{base}{}", capitalised(&t.code))))
+            .sum(),
+    }
+}
+
 /// The one type of an element that has one.
 fn single_type(element: &ElementDef) -> Option<&str> {
     match element.types.as_slice() {
@@ -664,6 +691,29 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("Bundle.entry[0].resource.value ")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_primitive_given_by_its_extensions_only_is_there() {
+        let absent = json!({"extension": [{"url":
+            "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]});
+        let observation = json!({"resourceType": "Observation", "_status": absent,
+            "code": {"text": "x"}});
+        assert_eq!(errors(&observation), Vec::<String>::new());
+        // A choice: Questionnaire.item.enableWhen.answer[x] is 1..1.
+        let mut questionnaire = json!({"resourceType": "Questionnaire", "status": "draft",
+            "item": [{"linkId": "1", "type": "boolean"}, {"linkId": "2", "type": "string",
+                "enableWhen": [{"question": "1", "operator": "=", "_answerBoolean": absent}]}]});
+        assert_eq!(errors(&questionnaire), Vec::<String>::new());
+        let when = &mut questionnaire["item"][1]["enableWhen"][0];
+        when.as_object_mut().unwrap().remove("_answerBoolean");
+        assert_eq!(
+            errors(&questionnaire),
+            [
+                "Questionnaire.item[1].enableWhen[0].answer Questionnaire.item.enableWhen.answer[x] \
+              needs at least 1 value(s), it has 0"
+            ]
         );
     }
 
