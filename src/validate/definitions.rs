@@ -221,6 +221,13 @@ impl Definition {
                 "{url} is not a profile (derivation 'constraint'): new types cannot be defined"
             ));
         }
+        if let Some(version) = sd["fhirVersion"].as_str()
+            && !version.starts_with("4.0")
+        {
+            return Err(format!(
+                "{url} is for FHIR {version}: only R4 (4.0) profiles are checked"
+            ));
+        }
         let type_name = sd["type"].as_str().unwrap_or_default();
         if Definitions::r4().get(type_name).is_none() {
             return Err(format!("{url} constrains '{type_name}', not an R4 type"));

@@ -556,6 +556,58 @@ mod tests {
     }
 
     #[test]
+    fn a_discriminator_path_may_run_through_nested_slices() {
+        let validator = ips_validator();
+        // As R4's bp profile slices Observation.component by `code.coding.code`, which only
+        // the slices of `code.coding` fix.
+        let element = |id: &str, min: u32, max: &str| {
+            let path: Vec<&str> = id
+                .split('.')
+                .map(|s| s.split(':').next().unwrap())
+                .collect();
+            json!({"id": id, "path": path.join("."), "min": min, "max": max})
+        };
+        let mut elements = vec![
+            element("Observation", 0, "*"),
+            element("Observation.component", 1, "*"),
+            element("Observation.component:systolic", 1, "1"),
+            element("Observation.component:systolic.code", 1, "1"),
+            element("Observation.component:systolic.code.coding", 0, "*"),
+            element("Observation.component:systolic.code.coding:loinc", 1, "1"),
+            element(
+                "Observation.component:systolic.code.coding:loinc.code",
+                1,
+                "1",
+            ),
+        ];
+        elements[1]["slicing"] = json!({"discriminator": [{"type": "value",
+            "path": "code.coding.code"}], "rules": "open"});
+        elements[2]["sliceName"] = json!("systolic");
+        elements[4]["slicing"] = json!({"discriminator": [{"type": "value", "path": "code"}],
+            "rules": "open"});
+        elements[5]["sliceName"] = json!("loinc");
+        elements[6]["fixedCode"] = json!("8480-6");
+        let profile = json!({"resourceType": "StructureDefinition",
+            "url": "http://fhirlake.test/bp", "kind": "resource", "derivation": "constraint",
+            "type": "Observation", "snapshot": {"element": elements}});
+        validator.profiles().register(&profile).unwrap();
+        let observation = |code: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                    "valueQuantity": {"value": 120}}]})
+        };
+        let against = |o: &Value| errors(&validator.validate_against(o, "http://fhirlake.test/bp"));
+        assert_eq!(against(&observation("8480-6")), Vec::<String>::new());
+        assert_eq!(
+            against(&observation("8462-4")),
+            [
+                "Observation.component Observation.component needs at least 1 value(s) in slice \
+              'systolic', it has 0 (profile http://fhirlake.test/bp)"
+            ]
+        );
+    }
+
+    #[test]
     fn an_unknown_profile_is_a_warning_in_meta_and_an_error_when_asked_for() {
         let validator = ips_validator();
         let patient = json!({"resourceType": "Patient",

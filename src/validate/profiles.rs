@@ -165,6 +165,9 @@ mod tests {
         let mut logical = patient_profile("1");
         logical["kind"] = json!("logical");
         assert!(profiles.register(&logical).unwrap_err().contains("logical"));
+        let mut r5 = patient_profile("1");
+        r5["fhirVersion"] = json!("5.0.0");
+        assert!(profiles.register(&r5).unwrap_err().contains("FHIR 5.0.0"));
         let mut specialization = patient_profile("1");
         specialization["derivation"] = json!("specialization");
         assert!(profiles.register(&specialization).is_err());

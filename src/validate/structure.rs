@@ -170,9 +170,9 @@ impl<'d> Walk<'d> {
         location: &str,
     ) {
         let root = definition.root();
-        self.report
-            .unchecked
-            .extend(definition.unparsed.iter().cloned());
+        for key in &definition.unparsed {
+            self.unchecked(key.clone());
+        }
         self.invariants(root, item, Some(&root.path), resources, location);
         self.children(definition, root.key(), item, resources, location);
     }

@@ -276,16 +276,20 @@ fn values_at<'v>(item: &'v Value, steps: &[&str]) -> Vec<&'v Value> {
     values
 }
 
-/// The element of the snapshot at `steps` below `slice`, if the snapshot details it.
+/// The element of the snapshot at `steps` below `slice`, if the snapshot details it. Below a
+/// sliced element, the snapshot may detail a step only in the slices (bp's
+/// `component:SystolicBP.code.coding:SBPCode.code`): the first slice that does is taken.
 fn element_at<'d>(
     definition: &'d Definition,
     slice: &'d ElementDef,
     steps: &[&str],
 ) -> Option<&'d ElementDef> {
-    if steps.is_empty() {
-        return Some(slice);
+    let mut element = slice;
+    for step in steps {
+        let below = |parent: &ElementDef| definition.element(&format!("{}.{step}", parent.key()));
+        element = below(element).or_else(|| definition.slices(element.key()).find_map(below))?;
     }
-    definition.element(&format!("{}.{}", slice.key(), steps.join(".")))
+    Some(element)
 }
 
 /// What a slice expects of the values at a discriminator's path.
