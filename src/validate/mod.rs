@@ -608,6 +608,64 @@ mod tests {
     }
 
     #[test]
+    fn a_value_may_conform_to_any_of_the_profiles_its_type_names() {
+        let validator = ips_validator();
+        let profile = |url: &str, type_name: &str, elements: Value| {
+            json!({"resourceType": "StructureDefinition", "url": url,
+                "kind": if type_name == "Patient" { "resource" } else { "complex-type" },
+                "derivation": "constraint", "type": type_name,
+                "snapshot": {"element": elements}})
+        };
+        let family = profile(
+            "http://fhirlake.test/family",
+            "HumanName",
+            json!([
+            {"id": "HumanName", "path": "HumanName", "min": 0, "max": "*"},
+            {"id": "HumanName.family", "path": "HumanName.family", "min": 1, "max": "1",
+                "type": [{"code": "string"}]}]),
+        );
+        let given = profile(
+            "http://fhirlake.test/given",
+            "HumanName",
+            json!([
+            {"id": "HumanName", "path": "HumanName", "min": 0, "max": "*"},
+            {"id": "HumanName.given", "path": "HumanName.given", "min": 1, "max": "*",
+                "type": [{"code": "string"}]}]),
+        );
+        let names = profile(
+            "http://fhirlake.test/names",
+            "Patient",
+            json!([
+            {"id": "Patient", "path": "Patient", "min": 0, "max": "*"},
+            {"id": "Patient.name", "path": "Patient.name", "min": 0, "max": "*",
+                "type": [{"code": "HumanName", "profile": ["http://fhirlake.test/family",
+                    "http://fhirlake.test/given"]}]}]),
+        );
+        for sd in [family, given, names] {
+            validator.profiles().register(&sd).unwrap();
+        }
+        let patient = |name: Value| json!({"resourceType": "Patient", "name": [name]});
+        let against =
+            |p: &Value| errors(&validator.validate_against(p, "http://fhirlake.test/names"));
+        assert_eq!(
+            against(&patient(json!({"family": "Lux"}))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            against(&patient(json!({"given": ["Marie"]}))),
+            Vec::<String>::new()
+        );
+        // Neither: what the first one finds.
+        assert_eq!(
+            against(&patient(json!({"text": "Marie Lux"}))),
+            [
+                "Patient.name[0].family HumanName.family needs at least 1 value(s), it has 0 \
+              (profile http://fhirlake.test/names)"
+            ]
+        );
+    }
+
+    #[test]
     fn an_unknown_profile_is_a_warning_in_meta_and_an_error_when_asked_for() {
         let validator = ips_validator();
         let patient = json!({"resourceType": "Patient",

@@ -357,11 +357,19 @@ impl<'d> Walk<'d> {
                 item
             }
         };
-        if let Some(profile) = self.type_profile(element, type_name) {
-            return match profile.kind.as_str() {
-                "resource" => self.resource_as(profile, item, root(), location),
-                _ => self.conform(profile, item, resources, location),
-            };
+        let profiles = self.type_profiles(element, type_name);
+        let profile = match profiles.as_slice() {
+            [] => None,
+            [only] => Some(*only),
+            // Any of them will do: the first the value conforms to, else the first.
+            several => several
+                .iter()
+                .find(|p| self.conforms(p, item, root(), resources))
+                .or(several.first())
+                .copied(),
+        };
+        if let Some(profile) = profile {
+            return self.profiled(profile, item, root(), resources, location);
         }
         if type_name == "Resource" {
             return self.resource(item, root(), location);
@@ -376,11 +384,13 @@ impl<'d> Walk<'d> {
         }
     }
 
-    /// The registered profile of `type_name` that `element` names, when checking a profile;
+    /// The registered profiles of `type_name` that `element` names, when checking a profile;
     /// a named profile that is not registered is listed as unchecked.
-    fn type_profile(&mut self, element: &ElementDef, type_name: &str) -> Option<&'d Definition> {
-        let profiles = self.profiles?;
-        let mut unknown = None;
+    fn type_profiles(&mut self, element: &ElementDef, type_name: &str) -> Vec<&'d Definition> {
+        let Some(profiles) = self.profiles else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
         for url in element
             .types
             .iter()
@@ -388,14 +398,43 @@ impl<'d> Walk<'d> {
             .flat_map(|t| &t.profile)
         {
             match profiles.get(url) {
-                Some(profile) => return Some(profile),
-                None => unknown = Some(url),
+                Some(profile) => found.push(profile),
+                None => self.unchecked(url.clone()),
             }
         }
-        if let Some(url) = unknown {
-            self.unchecked(url.clone());
+        found
+    }
+
+    /// A value checked against `profile`, a profile of a data type, or of a resource type
+    /// (`root` being the resource the value is contained in, or the value).
+    fn profiled(
+        &mut self,
+        profile: &'d Definition,
+        item: &Value,
+        root: &Value,
+        resources: [&Value; 2],
+        location: &str,
+    ) {
+        match profile.kind.as_str() {
+            "resource" => self.resource_as(profile, item, root, location),
+            _ => self.conform(profile, item, resources, location),
         }
-        None
+    }
+
+    /// Whether `item` conforms to `profile`: checked apart, the issues found dropped.
+    fn conforms(
+        &self,
+        profile: &'d Definition,
+        item: &Value,
+        root: &Value,
+        resources: [&Value; 2],
+    ) -> bool {
+        let mut walk = Walk {
+            report: Report::default(),
+            ..*self
+        };
+        walk.profiled(profile, item, root, resources, &profile.root().path);
+        walk.report.errors().next().is_none()
     }
 
     /// The invariants of `element` on one of its values.

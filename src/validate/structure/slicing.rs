@@ -8,7 +8,7 @@
 //! expects at the path) gives [`Fit::Unknown`], never [`Fit::No`]: a value is never held out
 //! of a slice it may be in.
 
-use super::{Report, Severity, Walk, matches_pattern};
+use super::{Severity, Walk, matches_pattern};
 use crate::fhir::IssueCode;
 use crate::validate::definitions::{Definition, Discriminator, ElementDef, Slicing};
 use serde_json::Value;
@@ -136,15 +136,7 @@ impl<'d> Walk<'d> {
         // Whether a value conforms to a profile, when the profile is known.
         let conforms = |url: &str, value: &Value| {
             let profile = self.profiles?.get(url)?;
-            let mut walk = Walk {
-                report: Report::default(),
-                ..*self
-            };
-            match profile.kind.as_str() {
-                "resource" => walk.resource_as(profile, value, value, &profile.root().path),
-                _ => walk.conform(profile, value, resources, &profile.root().path),
-            }
-            Some(walk.report.errors().next().is_none())
+            Some(self.conforms(profile, value, value, resources))
         };
         let mut fit = Fit::Yes;
         for discriminator in &slicing.discriminator {
