@@ -7,11 +7,12 @@ pub mod definitions;
 pub mod profiles;
 pub mod structure;
 
-pub use profiles::{Loaded, Profiles};
+pub use profiles::{Loaded, ProfileSet, Profiles};
 pub use structure::{Issue, Report, Rule, Severity, validate};
 
 use crate::fhir::IssueCode;
 use crate::terminology::Terminology;
+use definitions::Definitions;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -52,21 +53,16 @@ impl Validator {
             return report;
         };
         let known = self.profiles.current();
-        let type_name = resource["resourceType"].as_str().unwrap_or("Resource");
         for (n, url) in claimed.iter().enumerate() {
             let url = url.as_str().unwrap_or_default();
-            match known.get(url) {
-                Some(profile) => {
-                    let found = structure::validate_profile(resource, profile, &known);
-                    add_profile_findings(&mut report, url, found)
-                }
-                None => report.issues.push(Issue {
+            if !add_profile_findings(&mut report, resource, url, &known) {
+                report.issues.push(Issue {
                     severity: Severity::Warning,
                     code: IssueCode::NotSupported,
                     rule: Rule::Structure,
-                    expression: format!("{type_name}.meta.profile[{n}]"),
+                    expression: format!("{}.meta.profile[{n}]", type_of(resource)),
                     diagnostics: format!("profile {url} is not known here: not checked"),
-                }),
+                });
             }
         }
         report
@@ -77,31 +73,44 @@ impl Validator {
     /// that is not registered is an error (not-found).
     pub fn validate_against(&self, resource: &Value, url: &str) -> Report {
         let mut report = validate(resource);
-        let known = self.profiles.current();
-        match known.get(url) {
-            Some(profile) => {
-                let found = structure::validate_profile(resource, profile, &known);
-                add_profile_findings(&mut report, url, found)
-            }
-            None => report.issues.push(Issue {
+        if !add_profile_findings(&mut report, resource, url, &self.profiles.current()) {
+            report.issues.push(Issue {
                 severity: Severity::Error,
                 code: IssueCode::NotFound,
                 rule: Rule::Structure,
-                expression: resource["resourceType"]
-                    .as_str()
-                    .unwrap_or("Resource")
-                    .to_string(),
+                expression: type_of(resource).to_string(),
                 diagnostics: format!("profile {url} is not known here"),
-            }),
+            });
         }
         report
     }
 }
 
-/// Adds to `report` (the base definition's) what checking against the profile `url` found
-/// beyond it, each issue naming the profile: a profile's snapshot repeats the base's rules,
-/// so the issues the base definition found are found again and left out.
-fn add_profile_findings(report: &mut Report, url: &str, found: Report) {
+fn type_of(resource: &Value) -> &str {
+    resource["resourceType"].as_str().unwrap_or("Resource")
+}
+
+/// Adds to `report` (the base definition's findings) what checking `resource` against the
+/// profile `url` finds beyond them, each issue naming the profile: a profile's snapshot
+/// repeats the base's rules, so what the base definition found is found again and left out.
+/// False when `url` is not known; the base definition's own url is (checked already).
+fn add_profile_findings(
+    report: &mut Report,
+    resource: &Value,
+    url: &str,
+    known: &ProfileSet,
+) -> bool {
+    let unversioned = url.split('|').next().unwrap_or(url);
+    if Definitions::r4()
+        .get(type_of(resource))
+        .is_some_and(|base| base.url == unversioned)
+    {
+        return true;
+    }
+    let Some(profile) = known.get(url) else {
+        return false;
+    };
+    let found = structure::validate_profile(resource, profile, known);
     for mut issue in found.issues {
         if !report.issues.contains(&issue) {
             issue.diagnostics = format!("{} (profile {url})", issue.diagnostics);
@@ -113,6 +122,7 @@ fn add_profile_findings(report: &mut Report, url: &str, found: Report) {
             report.unchecked.push(what);
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -682,6 +692,15 @@ mod tests {
             (Severity::Warning, "Patient.meta.profile[0]")
         );
         assert!(warning.diagnostics.contains("not known here"));
+        // The base definition's own url is known.
+        let mut base = patient.clone();
+        base["meta"]["profile"] = json!(["http://hl7.org/fhir/StructureDefinition/Patient"]);
+        assert_eq!(validator.validate(&base).issues, []);
+        let report = validator.validate_against(
+            &patient,
+            "http://hl7.org/fhir/StructureDefinition/Patient|4.0.1",
+        );
+        assert_eq!(report.issues, []);
         let report = validator.validate_against(&patient, "http://example.org/unknown");
         assert_eq!(
             errors(&report),
