@@ -169,7 +169,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let terminology = std::sync::Arc::new(crate::terminology::Terminology::open(&args.data.path)?);
-    let validator = std::sync::Arc::new(args.validation.validator(terminology)?);
+    let validator = std::sync::Arc::new(args.validation.validator(terminology, &store)?);
     let summary =
         crate::bulk::import::run(&store, &search, &validator, &args.paths, jobs, !args.quiet);
     store.close();

@@ -23,6 +23,12 @@ pub struct ValidationConfig {
     /// `src/validate/policy.rs`).
     #[arg(long = "validation", env = "FHIRLAKE_VALIDATION", default_value = "on")]
     pub policy: String,
+
+    /// A folder of profiles: every `*.json` StructureDefinition in it (R4, a constraint on a
+    /// resource or data type, with a snapshot) is checked against the resources that name it
+    /// in `meta.profile`, as are the StructureDefinitions written to the server.
+    #[arg(long, env = "FHIRLAKE_PROFILES")]
+    pub profiles: Option<PathBuf>,
 }
 
 impl ValidationConfig {
@@ -35,12 +41,35 @@ impl ValidationConfig {
         }
     }
 
-    /// The validator of writes, with the terminology of the data directory.
+    /// The validator of writes, with the terminology of the data directory, the profiles of
+    /// the `--profiles` folder and those stored in `store` (StructureDefinitions written
+    /// before).
     pub fn validator(
         &self,
         terminology: std::sync::Arc<crate::terminology::Terminology>,
+        store: &crate::store::Store,
     ) -> anyhow::Result<crate::validate::Validator> {
-        Ok(crate::validate::Validator::new(terminology, self.policy()?))
+        let validator = crate::validate::Validator::new(terminology, self.policy()?);
+        if let Some(dir) = &self.profiles {
+            let loaded = validator
+                .profiles()
+                .load_dir(dir)
+                .with_context(|| format!("reading the profiles in {}", dir.display()))?;
+            for url in &loaded.registered {
+                tracing::info!(profile = %url, "profile");
+            }
+            for (path, why) in &loaded.refused {
+                tracing::warn!(file = %path.display(), "not a usable profile: {why}");
+            }
+        }
+        for (id, version) in store.current_of_type("StructureDefinition")? {
+            if let Some(version) = version
+                && let Some(refused) = validator.learn("StructureDefinition", &version.body)
+            {
+                tracing::debug!(id, "{}", refused.diagnostics);
+            }
+        }
+        Ok(validator)
     }
 }
 

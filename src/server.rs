@@ -31,7 +31,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         crate::terminology::Terminology::open(&config.data.path)
             .context("opening the terminology releases")?,
     );
-    let validator = Arc::new(config.validation.validator(terminology.clone())?);
+    let validator = Arc::new(config.validation.validator(terminology.clone(), &store)?);
     crate::terminology::Terminology::load_in_background();
     for release in terminology.releases() {
         tracing::info!(system = %release.url, holding = %release.holding, "terminology release");

@@ -415,3 +415,127 @@ fn validate_reports_without_storing() {
         &["not-found"],
     );
 }
+
+/// The vendored IPS profiles and examples (`tests/data/profiles/ips`).
+fn ips(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/profiles/ips")
+        .join(file);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+const IPS_PATIENT: &str = "http://hl7.org/fhir/uv/ips/StructureDefinition/Patient-uv-ips";
+
+#[test]
+fn profiles_from_a_folder_and_from_written_structure_definitions_are_enforced() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/profiles/ips");
+    let fhir = Fhir::with(common::TestServer::start_with(&[
+        "--profiles",
+        dir.to_str().unwrap(),
+    ]));
+    // The IPS example Patient conforms; without its birthDate it does not (1.. in IPS only).
+    let example = ips("examples/Patient-66033.json");
+    fhir.put("Patient/66033", &example)
+        .expect(201, "the IPS example");
+    let mut no_birth_date = example.clone();
+    no_birth_date.as_object_mut().unwrap().remove("birthDate");
+    let outcome = assert_outcome(
+        &fhir.put("Patient/66033", &no_birth_date),
+        422,
+        &["required"],
+    );
+    assert_eq!(
+        expressions(&outcome, "error"),
+        ["Patient.birthDate"],
+        "{outcome}"
+    );
+    assert!(outcome.to_string().contains(IPS_PATIENT), "{outcome}");
+    // The base definition alone does not require it.
+    let mut unclaimed = no_birth_date.clone();
+    unclaimed.as_object_mut().unwrap().remove("meta");
+    fhir.put("Patient/66033", &unclaimed)
+        .expect(200, "no profile claimed");
+    // $validate against a profile the resource does not claim, and one not known here.
+    let outcome = fhir
+        .post(
+            &format!("Patient/$validate?profile={IPS_PATIENT}"),
+            &unclaimed,
+        )
+        .expect(200, "$validate?profile")
+        .json();
+    assert_eq!(
+        expressions(&outcome, "error"),
+        ["Patient.birthDate"],
+        "{outcome}"
+    );
+    let outcome = fhir
+        .post(
+            "Patient/$validate?profile=http://example.org/nothing",
+            &unclaimed,
+        )
+        .expect(200, "$validate with an unknown profile")
+        .json();
+    assert_eq!(outcome["issue"][0]["code"], "not-found", "{outcome}");
+    // A claimed profile the server does not know is a warning only.
+    let mut elsewhere = example.clone();
+    elsewhere["meta"]["profile"] = json!(["http://example.org/StructureDefinition/other"]);
+    let reply = fhir.post_with(
+        "Patient",
+        &elsewhere,
+        &[("Prefer", "return=OperationOutcome")],
+    );
+    reply.expect(201, "an unknown profile");
+    assert_eq!(
+        expressions(&reply.json(), "warning"),
+        ["Patient.meta.profile[0]"]
+    );
+
+    // A StructureDefinition written to a server without the folder is a profile from the
+    // next request on, and still after a restart.
+    let data = tempfile::tempdir().unwrap();
+    let lab = "http://hl7.org/fhir/uv/ips/StructureDefinition/Observation-results-laboratory-pathology-uv-ips";
+    let observation = ips("examples/Observation-serum-creatinine-adult.json");
+    let mut no_category = observation.clone();
+    no_category.as_object_mut().unwrap().remove("category");
+    let check = |fhir: &Fhir| {
+        let reply = fhir.put("Observation/serum-creatinine-adult", &observation);
+        assert!(
+            [200, 201].contains(&reply.status),
+            "the IPS lab example: {}",
+            reply.text
+        );
+        let outcome = assert_outcome(
+            &fhir.put("Observation/serum-creatinine-adult", &no_category),
+            422,
+            &["required"],
+        );
+        assert!(outcome.to_string().contains(lab), "{outcome}");
+    };
+    {
+        let fhir = Fhir::on(data.path(), &[]);
+        let mut definition =
+            ips("StructureDefinition-Observation-results-laboratory-pathology-uv-ips.json");
+        definition["id"] = json!("ips-lab");
+        fhir.put("StructureDefinition/ips-lab", &definition)
+            .expect(201, "a profile written");
+        check(&fhir);
+        // One without a snapshot is stored, with a warning that it is no profile.
+        let mut bare = definition.clone();
+        bare["id"] = json!("bare");
+        bare["url"] = json!("http://example.org/StructureDefinition/bare");
+        bare.as_object_mut().unwrap().remove("snapshot");
+        let reply = fhir.put_with(
+            "StructureDefinition/bare",
+            &bare,
+            &[("Prefer", "return=OperationOutcome")],
+        );
+        reply.expect(201, "a StructureDefinition without snapshot");
+        assert!(
+            reply.json().to_string().contains("snapshot"),
+            "{}",
+            reply.json()
+        );
+    }
+    let restarted = Fhir::on(data.path(), &[]);
+    check(&restarted);
+}

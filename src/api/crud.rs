@@ -353,14 +353,18 @@ async fn commit_one(
     mut write: Write,
 ) -> Result<(Applied, Vec<Issue>), super::ApiError> {
     access.check_write(&state.search, &state.store, &mut write)?;
-    let warnings = match &write.action {
+    let mut warnings = match &write.action {
         Action::Create(resource) | Action::Update(resource) => {
             state.validator.check_write(resource)?
         }
         Action::Delete => Vec::new(),
     };
-    let mut applied = state.store.commit(vec![write]).await?;
-    Ok((applied.pop().expect("one write, one result"), warnings))
+    let applied = state.store.commit(vec![write]).await?.pop();
+    let applied = applied.expect("one write, one result");
+    if let Some(body) = &applied.body {
+        warnings.extend(state.validator.learn(&applied.resource_type, body));
+    }
+    Ok((applied, warnings))
 }
 
 /// The answer to a create or update: 201 when the resource came into existence, 200 when it

@@ -218,8 +218,7 @@ fn check(
             }];
         }
     };
-    let _ = profile;
-    state.validator.grade(&resource)
+    state.validator.grade(&resource, profile.as_deref())
 }
 
 fn information(resource_type: &str, message: String) -> Issue {

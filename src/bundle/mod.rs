@@ -306,7 +306,7 @@ pub async fn process(
                 at_entry(refused.error, index)
             })?;
             for (index, applied) in indexes.into_iter().zip(applied) {
-                let warnings = std::mem::take(&mut warnings[index]);
+                let warnings = learned(validator, &applied, index, &mut warnings[index]);
                 results[index] = Some(written(applied, options.returns, warnings));
             }
         }
@@ -316,9 +316,12 @@ pub async fn process(
                 .map(|write| store.submit(vec![write]))
                 .collect();
             for (index, pending) in indexes.into_iter().zip(pending) {
-                let warnings = std::mem::take(&mut warnings[index]);
                 results[index] = Some(match pending.await {
-                    Ok(mut applied) => written(applied.remove(0), options.returns, warnings),
+                    Ok(mut applied) => {
+                        let applied = applied.remove(0);
+                        let warnings = learned(validator, &applied, index, &mut warnings[index]);
+                        written(applied, options.returns, warnings)
+                    }
                     Err(refused) => failed(at_entry(refused.error, index)),
                 });
             }
@@ -565,6 +568,22 @@ fn read_entry(
             .collect();
     }
     Ok(request)
+}
+
+/// The warnings of entry `index` once `applied`: the validator's, and why a
+/// StructureDefinition it stored cannot be a profile ([`Validator::learn`]).
+fn learned(
+    validator: &Validator,
+    applied: &Applied,
+    index: usize,
+    warnings: &mut Vec<Value>,
+) -> Vec<Value> {
+    let mut warnings = std::mem::take(warnings);
+    if let Some(body) = &applied.body {
+        let refused = validator.learn(&applied.resource_type, body);
+        warnings.extend(refused.map(|issue| entry_issue(&issue, index)));
+    }
+    warnings
 }
 
 /// One failure for a whole transaction: the first failing entry's error, with every other

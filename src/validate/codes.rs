@@ -202,7 +202,7 @@ fn issue_code(kind: IssueKind) -> IssueCode {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Validator, validate};
+    use super::super::{Policy, Validator, validate};
     use super::*;
     use crate::fhir::test_data::{examples, synthea};
     use serde_json::json;
@@ -210,8 +210,9 @@ mod tests {
     use std::sync::{Arc, LazyLock};
 
     fn validator() -> &'static Validator {
-        static VALIDATOR: LazyLock<Validator> =
-            LazyLock::new(|| Validator::new(Arc::new(Terminology::shipped_only())));
+        static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
+            Validator::new(Arc::new(Terminology::shipped_only()), Policy::default())
+        });
         &VALIDATOR
     }
 

@@ -1,24 +1,35 @@
 //! The R4 base StructureDefinitions (resources and complex data types), compiled into
-//! `fhir-profiles/structure-definitions.json.gz` (how: `fhir-profiles/README.md`) and indexed
-//! for the validator: each definition's elements by path, with their children, and every
-//! invariant parsed once.
+//! `fhir-profiles/structure-definitions.json.gz` (how: `fhir-profiles/README.md`), and the
+//! profiles made from a StructureDefinition's snapshot at run time
+//! ([`Definition::from_structure_definition`]), both indexed the same way for the validator:
+//! each definition's elements by id, with their children and their slices, and every invariant
+//! parsed once.
 //!
-//! Invariant: every definition has its root element first, and every element path but the
-//! root's starts with the root's path and a dot, as snapshots do.
+//! Invariant: every definition has its root element first, and every element id but the
+//! root's starts with the root's id and a dot, as snapshots do. An element's id is its path
+//! but for slices and what is inside them (`Patient.extension:race.url`); the compiled base
+//! definitions have no slices, so their elements carry no id and their path is their id.
 
 use crate::fhirpath::{Expr, parse};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 const COMPILED: &[u8] = include_bytes!("../../fhir-profiles/structure-definitions.json.gz");
 
 /// One element of a snapshot.
 #[derive(Debug, Deserialize)]
 pub struct ElementDef {
+    /// Set where it differs from the path: in slices (`Observation.category:laboratory`).
+    pub id: Option<String>,
     pub path: String,
+    #[serde(rename = "sliceName")]
+    pub slice_name: Option<String>,
+    /// Set on the element whose values its slices (the elements that follow it with the same
+    /// path and a `sliceName`) share out.
+    pub slicing: Option<Slicing>,
     pub min: u32,
     /// A number, or `*`.
     pub max: String,
@@ -30,12 +41,21 @@ pub struct ElementDef {
     #[serde(rename = "contentReference")]
     pub content_reference: Option<String>,
     pub binding: Option<Binding>,
-    /// Indexes into [`Definitions::constraints`].
-    #[serde(default)]
-    pub constraints: Vec<usize>,
+    /// Indexes into the compiled invariants, turned into [`ElementDef::constraints`] when
+    /// loaded (then empty).
+    #[serde(default, rename = "constraints")]
+    numbers: Vec<usize>,
+    /// The invariants of the element, parsed; shared by every element that has the same one.
+    #[serde(skip)]
+    pub constraints: Vec<Arc<Constraint>>,
 }
 
 impl ElementDef {
+    /// What the element is known by in its definition: its id, or its path when it has none.
+    pub fn key(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.path)
+    }
+
     /// The element's name: the last segment of its path (`value[x]` for a choice).
     pub fn name(&self) -> &str {
         self.path.rsplit('.').next().unwrap_or(&self.path)
@@ -50,6 +70,9 @@ impl ElementDef {
 #[derive(Debug, Deserialize)]
 pub struct TypeRef {
     pub code: String,
+    /// The profiles a value of this type must conform to (any of them).
+    #[serde(default)]
+    pub profile: Vec<String>,
     #[serde(default, rename = "targetProfile")]
     pub target_profile: Vec<String>,
 }
@@ -59,6 +82,28 @@ pub struct Binding {
     pub strength: String,
     #[serde(rename = "valueSet")]
     pub value_set: String,
+}
+
+/// How the values of an element are shared out among its slices.
+#[derive(Debug, Deserialize)]
+pub struct Slicing {
+    #[serde(default)]
+    pub discriminator: Vec<Discriminator>,
+    /// The values come in the order of the slices.
+    #[serde(default)]
+    pub ordered: bool,
+    /// `closed` (every value is in a slice), `open` or `openAtEnd`.
+    pub rules: String,
+}
+
+/// What tells which slice a value is in.
+#[derive(Debug, Deserialize)]
+pub struct Discriminator {
+    /// `value`, `pattern`, `exists`, `type` or `profile`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A FHIRPath of the value: `$this`, `url`, `coding.code`, `resolve()`, ...
+    pub path: String,
 }
 
 /// An invariant of an element.
@@ -83,23 +128,42 @@ struct RawConstraint {
 #[derive(Debug, Deserialize)]
 pub struct Definition {
     pub url: String,
+    /// Set for profiles that have one.
+    #[serde(default)]
+    pub version: Option<String>,
     /// `resource` or `complex-type`.
     pub kind: String,
     pub elements: Vec<ElementDef>,
-    /// Element path -> the indexes of its child elements.
+    /// The keys of the invariants of a profile that do not parse: never checked.
+    #[serde(skip)]
+    pub unparsed: Vec<String>,
+    /// Element key -> the indexes of its child elements (not its slices).
     #[serde(skip)]
     children: HashMap<String, Vec<usize>>,
-    /// Element path -> its index.
+    /// Element key -> the indexes of its slices, in order.
     #[serde(skip)]
-    by_path: HashMap<String, usize>,
+    slices: HashMap<String, Vec<usize>>,
+    /// Element key -> its index.
+    #[serde(skip)]
+    by_key: HashMap<String, usize>,
 }
 
 impl Definition {
     fn index(&mut self) {
         for (n, element) in self.elements.iter().enumerate() {
-            self.by_path.insert(element.path.clone(), n);
-            if let Some((parent, _)) = element.path.rsplit_once('.') {
-                self.children.entry(parent.to_string()).or_default().push(n);
+            let key = element.key();
+            self.by_key.insert(key.to_string(), n);
+            let Some((parent, name)) = key.rsplit_once('.') else {
+                continue;
+            };
+            // A slice's last segment is `name:slice` (or `name:slice/reslice`): it belongs
+            // to the element before the last `/` or `:`.
+            match name.rfind(['/', ':']) {
+                Some(at) => {
+                    let sliced = &key[..parent.len() + 1 + at];
+                    self.slices.entry(sliced.to_string()).or_default().push(n)
+                }
+                None => self.children.entry(parent.to_string()).or_default().push(n),
             }
         }
     }
@@ -109,28 +173,203 @@ impl Definition {
         &self.elements[0]
     }
 
-    /// The child elements of the element at `path`.
-    pub fn children(&self, path: &str) -> impl Iterator<Item = &ElementDef> {
+    /// The child elements of the element known by `key`.
+    pub fn children(&self, key: &str) -> impl Iterator<Item = &ElementDef> {
         self.children
-            .get(path)
+            .get(key)
             .into_iter()
             .flatten()
             .map(|n| &self.elements[*n])
     }
 
-    pub fn has_children(&self, path: &str) -> bool {
-        self.children.contains_key(path)
+    pub fn has_children(&self, key: &str) -> bool {
+        self.children.contains_key(key)
     }
 
-    pub fn element(&self, path: &str) -> Option<&ElementDef> {
-        self.by_path.get(path).map(|n| &self.elements[*n])
+    /// The slices of the element known by `key`, in the order the definition gives them.
+    pub fn slices(&self, key: &str) -> impl Iterator<Item = &ElementDef> {
+        self.slices
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|n| &self.elements[*n])
+    }
+
+    /// The element known by `key` (its id; its path where it has no id).
+    pub fn element(&self, key: &str) -> Option<&ElementDef> {
+        self.by_key.get(key).map(|n| &self.elements[*n])
+    }
+
+    /// A profile from a StructureDefinition (derivation `constraint`, kind `resource` or
+    /// `complex-type`, with a snapshot), or why it cannot be one. Its invariants that do not
+    /// parse are left out and listed in [`Definition::unparsed`].
+    pub fn from_structure_definition(sd: &Value) -> Result<Definition, String> {
+        if sd["resourceType"] != "StructureDefinition" {
+            return Err("not a StructureDefinition".into());
+        }
+        let url = sd["url"]
+            .as_str()
+            .ok_or("a StructureDefinition without a url")?;
+        let kind = sd["kind"].as_str().unwrap_or_default();
+        if !matches!(kind, "resource" | "complex-type") {
+            return Err(format!(
+                "{url} is of kind '{kind}': only profiles of resources and complex types are checked"
+            ));
+        }
+        if sd["derivation"] != "constraint" {
+            return Err(format!(
+                "{url} is not a profile (derivation 'constraint'): new types cannot be defined"
+            ));
+        }
+        if let Some(version) = sd["fhirVersion"].as_str()
+            && !version.starts_with("4.0")
+        {
+            return Err(format!(
+                "{url} is for FHIR {version}: only R4 (4.0) profiles are checked"
+            ));
+        }
+        let type_name = sd["type"].as_str().unwrap_or_default();
+        if Definitions::r4().get(type_name).is_none() {
+            return Err(format!("{url} constrains '{type_name}', not an R4 type"));
+        }
+        let Some(snapshot) = sd["snapshot"]["element"].as_array() else {
+            return Err(format!(
+                "{url} has no snapshot: register it with its snapshot (as IG packages ship \
+                 them); generating a snapshot from a differential is not supported"
+            ));
+        };
+        let mut parsed: HashMap<String, Arc<Constraint>> = HashMap::new();
+        let mut unparsed = Vec::new();
+        let elements = snapshot
+            .iter()
+            .map(|e| snapshot_element(e, &mut parsed, &mut unparsed))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if elements.first().map(|e| e.path.as_str()) != Some(type_name) {
+            return Err(format!(
+                "{url}: the snapshot does not begin with '{type_name}'"
+            ));
+        }
+        let mut definition = Definition {
+            url: url.to_string(),
+            version: sd["version"].as_str().map(str::to_string),
+            kind: kind.to_string(),
+            elements,
+            unparsed,
+            children: HashMap::new(),
+            slices: HashMap::new(),
+            by_key: HashMap::new(),
+        };
+        definition.index();
+        Ok(definition)
     }
 }
 
-/// Every base definition, by type name, and the invariants they share.
+/// The element of a snapshot as FHIR writes it, cut to what the validator checks.
+#[derive(Deserialize)]
+struct SnapshotElement {
+    id: Option<String>,
+    path: String,
+    #[serde(rename = "sliceName")]
+    slice_name: Option<String>,
+    slicing: Option<Slicing>,
+    #[serde(default)]
+    min: u32,
+    max: Option<String>,
+    #[serde(default, rename = "type")]
+    types: Vec<TypeRef>,
+    #[serde(rename = "contentReference")]
+    content_reference: Option<String>,
+    binding: Option<SnapshotBinding>,
+    #[serde(default)]
+    constraint: Vec<SnapshotConstraint>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBinding {
+    strength: String,
+    #[serde(rename = "valueSet")]
+    value_set: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotConstraint {
+    key: String,
+    severity: String,
+    human: String,
+    /// Absent in constraints written for XPath only.
+    expression: Option<String>,
+}
+
+/// One element of a snapshot, its invariants parsed once per profile (`parsed`, by key and
+/// expression); those that do not parse go to `unparsed`.
+fn snapshot_element(
+    e: &Value,
+    parsed: &mut HashMap<String, Arc<Constraint>>,
+    unparsed: &mut Vec<String>,
+) -> Result<ElementDef, String> {
+    let raw = SnapshotElement::deserialize(e).map_err(|err| format!("an element: {err}"))?;
+    // fixed[x] and pattern[x] are one member each, named by their type.
+    let member = |prefix: &str| {
+        e.as_object()?
+            .iter()
+            .find(|(key, _)| key.starts_with(prefix))
+            .map(|(_, value)| value.clone())
+    };
+    let mut constraints = Vec::new();
+    for c in raw.constraint {
+        let Some(expression) = c.expression else {
+            continue;
+        };
+        let cache_key = format!("{}\u{0}{expression}", c.key);
+        if let Some(known) = parsed.get(&cache_key) {
+            constraints.push(known.clone());
+            continue;
+        }
+        match parse(&expression) {
+            Ok(expression) => {
+                let constraint = Arc::new(Constraint {
+                    key: c.key,
+                    severity: c.severity,
+                    human: c.human,
+                    expression,
+                });
+                parsed.insert(cache_key, constraint.clone());
+                constraints.push(constraint);
+            }
+            Err(_) => unparsed.push(c.key),
+        }
+    }
+    Ok(ElementDef {
+        id: raw.id.filter(|id| *id != raw.path),
+        slice_name: raw.slice_name,
+        slicing: raw.slicing,
+        min: raw.min,
+        max: raw.max.unwrap_or_else(|| "*".into()),
+        types: raw.types,
+        fixed: member("fixed"),
+        pattern: member("pattern"),
+        // `#Observation.referenceRange`, or with the definition's url before the `#`.
+        content_reference: raw.content_reference.map(|r| {
+            r.rsplit_once('#')
+                .map_or(r.as_str(), |(_, id)| id)
+                .to_string()
+        }),
+        binding: raw.binding.and_then(|b| {
+            Some(Binding {
+                strength: b.strength,
+                value_set: b.value_set?,
+            })
+        }),
+        numbers: Vec::new(),
+        constraints,
+        path: raw.path,
+    })
+}
+
+/// Every base definition, by type name.
 pub struct Definitions {
     pub by_type: HashMap<String, Definition>,
-    pub constraints: Vec<Constraint>,
 }
 
 #[derive(Deserialize)]
@@ -148,23 +387,30 @@ impl Definitions {
                 .read_to_string(&mut text)
                 .expect("the shipped definitions are gzipped UTF-8");
             let compiled: Compiled = serde_json::from_str(&text).expect("the shipped definitions");
-            let constraints = compiled
+            let constraints: Vec<Arc<Constraint>> = compiled
                 .constraints
                 .into_iter()
-                .map(|c| Constraint {
-                    expression: parse(&c.expression)
-                        .unwrap_or_else(|e| panic!("invariant {} does not parse: {e}", c.key)),
-                    key: c.key,
-                    severity: c.severity,
-                    human: c.human,
+                .map(|c| {
+                    Arc::new(Constraint {
+                        expression: parse(&c.expression)
+                            .unwrap_or_else(|e| panic!("invariant {} does not parse: {e}", c.key)),
+                        key: c.key,
+                        severity: c.severity,
+                        human: c.human,
+                    })
                 })
                 .collect();
             let mut by_type = compiled.definitions;
-            by_type.values_mut().for_each(Definition::index);
-            Definitions {
-                by_type,
-                constraints,
+            for definition in by_type.values_mut() {
+                for element in &mut definition.elements {
+                    element.constraints = std::mem::take(&mut element.numbers)
+                        .into_iter()
+                        .map(|n| constraints[n].clone())
+                        .collect();
+                }
+                definition.index();
             }
+            Definitions { by_type }
         });
         &R4
     }
@@ -199,7 +445,7 @@ mod tests {
             .root()
             .constraints
             .iter()
-            .map(|n| definitions.constraints[*n].key.as_str())
+            .map(|c| c.key.as_str())
             .collect();
         assert!(
             keys.contains(&"obs-6") && keys.contains(&"dom-2"),
@@ -210,5 +456,69 @@ mod tests {
                 .get("HumanName")
                 .is_some_and(|d| d.kind == "complex-type")
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_indexed_by_id_with_its_slices_apart() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/profiles/ips/StructureDefinition-Observation-results-laboratory-pathology-uv-ips.json"
+        );
+        let sd: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let profile = Definition::from_structure_definition(&sd).unwrap();
+        assert_eq!(profile.version.as_deref(), Some("2.0.0"));
+        assert!(profile.unparsed.is_empty(), "{:?}", profile.unparsed);
+        let slices: Vec<&str> = profile
+            .slices("Observation.value[x]")
+            .map(|e| e.key())
+            .collect();
+        assert_eq!(
+            slices,
+            [
+                "Observation.value[x]:valueString",
+                "Observation.value[x]:valueQuantity",
+                "Observation.value[x]:valueCodeableConcept"
+            ]
+        );
+        // Slices are not children; what a profile details of a data type is.
+        assert!(
+            profile
+                .children("Observation")
+                .all(|e| e.slice_name.is_none())
+        );
+        assert!(
+            profile
+                .children("Observation.subject")
+                .any(|e| e.name() == "reference")
+        );
+        let laboratory = profile.element("Observation.category:laboratory").unwrap();
+        assert_eq!((laboratory.min, laboratory.max()), (1, Some(1)));
+        assert!(laboratory.pattern.is_some());
+        let category = profile.element("Observation.category").unwrap();
+        let slicing = category.slicing.as_ref().unwrap();
+        assert_eq!(
+            (
+                slicing.discriminator[0].kind.as_str(),
+                slicing.discriminator[0].path.as_str()
+            ),
+            ("value", "$this")
+        );
+        // The invariants are parsed, and shared where repeated.
+        let root = profile.root();
+        assert!(root.constraints.iter().any(|c| c.key == "ips-2"));
+        let ele1 = |key: &str| {
+            profile
+                .element(key)
+                .unwrap()
+                .constraints
+                .iter()
+                .find(|c| c.key == "ele-1")
+                .unwrap()
+                .clone()
+        };
+        assert!(Arc::ptr_eq(
+            &ele1("Observation.status"),
+            &ele1("Observation.code")
+        ));
     }
 }

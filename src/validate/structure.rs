@@ -1,19 +1,25 @@
-//! Checks a resource against the base StructureDefinition of its type: cardinality, choice
-//! types, fixed and pattern values, and the invariants, recursively through backbone
-//! elements, complex data types, and contained and Bundle-entry resources.
+//! Checks a resource against the base StructureDefinition of its type, or against a profile:
+//! cardinality, choice types, fixed and pattern values, and the invariants, recursively
+//! through backbone elements, complex data types, and contained and Bundle-entry resources;
+//! against a profile, also its slicings (`structure/slicing.rs`) and the profiles its types
+//! name.
 //!
 //! The model (fhirbolt) has already rejected unknown elements and wrong JSON types when this
 //! runs, so the walk follows the definitions and never the JSON's own keys.
 //!
 //! Invariant: every issue names where it is with a FHIRPath-style location
 //! (`Patient.contact[0].name`), and an invariant that cannot be evaluated (a function the
-//! evaluator lacks) is never reported as a failure.
+//! evaluator lacks) is never reported as a failure, nor is a profile that is not registered,
+//! nor a slicing whose discriminators cannot be evaluated: they are listed as unchecked.
+
+mod slicing;
 
 use super::codes::Codes;
 use super::definitions::{Definition, Definitions, ElementDef};
+use super::profiles::ProfileSet;
 use crate::fhir::IssueCode;
 use crate::fhirpath::evaluate_on;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// How bad an issue is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +71,9 @@ pub struct Report {
     pub issues: Vec<Issue>,
     /// What could not be checked (not failures): invariants the evaluator cannot evaluate, by
     /// key; bindings whose membership cannot be decided here, by value set URL; codes the
-    /// terminology failed to look up, by code system URL.
+    /// terminology failed to look up, by code system URL; profiles named by a type but not
+    /// registered, by canonical url; slicings whose values could not all be put in a slice, as
+    /// `slicing <element id>`.
     pub unchecked: Vec<String>,
 }
 
@@ -85,6 +93,7 @@ pub(super) fn walk(resource: &Value, codes: Option<Codes>) -> Report {
     let mut walk = Walk {
         definitions: Definitions::r4(),
         codes,
+        profiles: None,
         report: Report::default(),
     };
     let type_name = resource["resourceType"].as_str().unwrap_or("Resource");
@@ -92,9 +101,35 @@ pub(super) fn walk(resource: &Value, codes: Option<Codes>) -> Report {
     walk.report
 }
 
+/// Checks `resource` against `profile`, following the profiles of its types and slices that
+/// `profiles` holds, and with `codes` its codes too (the profile's bindings included). A
+/// profile's snapshot holds the rules of the base definition, so this finds what [`validate`]
+/// finds, and more.
+pub fn validate_profile(
+    resource: &Value,
+    profile: &Definition,
+    profiles: &ProfileSet,
+    codes: Option<Codes>,
+) -> Report {
+    let mut walk = Walk {
+        definitions: Definitions::r4(),
+        codes,
+        profiles: Some(profiles),
+        report: Report::default(),
+    };
+    let location = resource["resourceType"]
+        .as_str()
+        .unwrap_or(&profile.root().path);
+    walk.resource_as(profile, resource, resource, location);
+    walk.report
+}
+
 struct Walk<'d, 't> {
     definitions: &'d Definitions,
     codes: Option<Codes<'t>>,
+    /// The profiles types and slices may name; None when checking a base definition, whose
+    /// type profiles (`SimpleQuantity`) are then not followed.
+    profiles: Option<&'d ProfileSet>,
     report: Report,
 }
 
@@ -118,22 +153,56 @@ impl<'d> Walk<'d, '_> {
                 format!("'{type_name}' is not an R4 resource type"),
             );
         };
-        let resources = [resource, root];
-        self.invariants(
-            definition.root(),
-            resource,
-            Some(type_name),
-            resources,
-            location,
-        );
-        self.children(definition, type_name, resource, resources, location);
+        self.conform(definition, resource, [resource, root], location);
     }
 
-    /// The child elements of the element at `path` of `definition`, in `value` (an object).
+    /// A resource (`root` or contained in it) checked against `profile`, a profile of its
+    /// type.
+    fn resource_as(
+        &mut self,
+        profile: &'d Definition,
+        resource: &Value,
+        root: &Value,
+        location: &str,
+    ) {
+        let type_name = profile.root().path.as_str();
+        if resource["resourceType"] != type_name {
+            return self.issue(
+                Severity::Error,
+                IssueCode::Structure,
+                location,
+                format!(
+                    "{} is a profile of {type_name}, which this is not",
+                    profile.url
+                ),
+            );
+        }
+        self.conform(profile, resource, [resource, root], location);
+    }
+
+    /// A value checked against `definition`, the definition (or a profile) of its type: the
+    /// invariants of the root, then the elements.
+    fn conform(
+        &mut self,
+        definition: &'d Definition,
+        item: &Value,
+        resources: [&Value; 2],
+        location: &str,
+    ) {
+        let root = definition.root();
+        for key in &definition.unparsed {
+            self.unchecked(key.clone());
+        }
+        self.invariants(root, item, Some(&root.path), resources, location);
+        self.children(definition, root.key(), item, resources, location);
+    }
+
+    /// The child elements of the element known by `key` in `definition`, in `value` (an
+    /// object).
     fn children(
         &mut self,
         definition: &'d Definition,
-        path: &str,
+        key: &str,
         value: &Value,
         resources: [&Value; 2],
         location: &str,
@@ -141,7 +210,7 @@ impl<'d> Walk<'d, '_> {
         let Some(object) = value.as_object() else {
             return;
         };
-        for element in definition.children(path) {
+        for element in definition.children(key) {
             let name = element.name();
             // (member name, its type when the name says it) for each JSON member of this
             // element: one for a plain element, any number of typed ones for a choice.
@@ -151,17 +220,7 @@ impl<'d> Walk<'d, '_> {
                     .map(|(key, _)| (key.as_str(), single_type(element)))
                     .into_iter()
                     .collect(),
-                Some(base) => object
-                    .keys()
-                    .filter_map(|key| {
-                        let suffix = key.strip_prefix(base)?;
-                        let ty = element
-                            .types
-                            .iter()
-                            .find(|t| capitalised(&t.code) == suffix)?;
-                        Some((key.as_str(), Some(ty.code.as_str())))
-                    })
-                    .collect(),
+                Some(base) => self.choice_members(element, base, object, location),
             };
             let here = |key: &str| format!("{location}.{key}");
             if name.ends_with("[x]") && members.len() > 1 {
@@ -172,13 +231,10 @@ impl<'d> Walk<'d, '_> {
                     format!("{} has values of several types", element.path),
                 );
             }
-            let count: usize = members
-                .iter()
-                .map(|(key, _)| match &object[*key] {
-                    Value::Array(items) => items.len(),
-                    _ => 1,
-                })
-                .sum();
+            let mut count: usize = members.iter().map(|(key, _)| values(object, key)).sum();
+            if count < element.min as usize {
+                count += extensions_only(object, name, element);
+            }
             if count < element.min as usize {
                 self.issue(
                     Severity::Error,
@@ -201,18 +257,61 @@ impl<'d> Walk<'d, '_> {
                     ),
                 );
             }
-            for (key, ty) in members {
-                match &object[key] {
-                    Value::Array(items) => {
-                        for (n, item) in items.iter().enumerate() {
-                            let at = format!("{location}.{key}[{n}]");
-                            self.value(definition, element, ty, item, resources, &at);
-                        }
-                    }
-                    item => self.value(definition, element, ty, item, resources, &here(key)),
+            match &element.slicing {
+                Some(slicing) if self.profiles.is_some() => {
+                    let mut values = Vec::new();
+                    each_value(object, &members, location, |ty, item, at| {
+                        values.push((ty, item, at))
+                    });
+                    let at = here(name.trim_end_matches("[x]"));
+                    self.sliced(definition, element, slicing, values, resources, &at);
                 }
+                _ => each_value(object, &members, location, |ty, item, at| {
+                    self.value(definition, element, ty, item, resources, &at)
+                }),
             }
         }
+    }
+
+    /// The JSON members of a choice element in `object` (`valueQuantity`, ...), each with
+    /// its type. A member of a type the element does not allow (a profile narrows the types
+    /// of the base) is an issue.
+    fn choice_members<'v>(
+        &mut self,
+        element: &'d ElementDef,
+        base: &str,
+        object: &'v Map<String, Value>,
+        location: &str,
+    ) -> Vec<(&'v str, Option<&'d str>)> {
+        let mut members = Vec::new();
+        for key in object.keys() {
+            let Some(suffix) = key.strip_prefix(base) else {
+                continue;
+            };
+            match element
+                .types
+                .iter()
+                .find(|t| capitalised(&t.code) == suffix)
+            {
+                Some(ty) => members.push((key.as_str(), Some(ty.code.as_str()))),
+                None if self.is_type_name(suffix) => self.issue(
+                    Severity::Error,
+                    IssueCode::Structure,
+                    &format!("{location}.{key}"),
+                    format!("{} does not allow the type {suffix}", element.path),
+                ),
+                None => {}
+            }
+        }
+        members
+    }
+
+    /// Whether `name`, capitalised, is an R4 data type (`Quantity`, `DateTime`).
+    fn is_type_name(&self, name: &str) -> bool {
+        self.definitions
+            .get(name)
+            .is_some_and(|d| d.kind == "complex-type")
+            || PRIMITIVE_TYPES.iter().any(|p| capitalised(p) == name)
     }
 
     /// One value of `element`, of type `ty` when known.
@@ -252,27 +351,113 @@ impl<'d> Walk<'d, '_> {
         if let Some(target) = &element.content_reference {
             return self.children(definition, target, item, resources, location);
         }
-        if definition.has_children(&element.path) {
-            return self.children(definition, &element.path, item, resources, location);
+        if definition.has_children(element.key()) {
+            return self.children(definition, element.key(), item, resources, location);
         }
-        match ty {
-            // A contained resource's root is its container's; a resource in a Bundle entry
-            // or a Parameters part is a root itself.
-            Some("Resource") if element.name() == "contained" => {
-                self.resource(item, resources[1], location)
+        if let Some(type_name) = ty {
+            self.typed(element, type_name, item, resources, location);
+        }
+    }
+
+    /// A value of `element` of type `type_name` that its definition does not detail: checked
+    /// against the profile of the type the element names (when checking a profile and that
+    /// one is registered), else against the base definition of the type. The type's own
+    /// invariants (`per-1` of Period) are on its root.
+    fn typed(
+        &mut self,
+        element: &'d ElementDef,
+        type_name: &str,
+        item: &Value,
+        resources: [&Value; 2],
+        location: &str,
+    ) {
+        // A contained resource's root is its container's; a resource in a Bundle entry or a
+        // Parameters part is a root itself.
+        let root = || {
+            if element.name() == "contained" {
+                resources[1]
+            } else {
+                item
             }
-            Some("Resource") => self.resource(item, item, location),
-            Some(type_name) => {
-                if let Some(data_type) = self.definitions.get(type_name)
-                    && data_type.kind == "complex-type"
-                {
-                    // The type's own invariants (`per-1` of Period) are on its root only.
-                    self.invariants(data_type.root(), item, ty, resources, location);
-                    self.children(data_type, type_name, item, resources, location);
-                }
+        };
+        let profiles = self.type_profiles(element, type_name);
+        let profile = match profiles.as_slice() {
+            [] => None,
+            [only] => Some(*only),
+            // Any of them will do: the first the value conforms to, else the first.
+            several => several
+                .iter()
+                .find(|p| self.conforms(p, item, root(), resources))
+                .or(several.first())
+                .copied(),
+        };
+        if let Some(profile) = profile {
+            return self.profiled(profile, item, root(), resources, location);
+        }
+        if type_name == "Resource" {
+            return self.resource(item, root(), location);
+        }
+        match self.definitions.get(type_name) {
+            Some(data_type) if data_type.kind == "complex-type" => {
+                self.conform(data_type, item, resources, location)
             }
+            // The resource type a profile's slice names.
+            Some(_) => self.resource(item, root(), location),
             None => {}
         }
+    }
+
+    /// The registered profiles of `type_name` that `element` names, when checking a profile;
+    /// a named profile that is not registered is listed as unchecked.
+    fn type_profiles(&mut self, element: &ElementDef, type_name: &str) -> Vec<&'d Definition> {
+        let Some(profiles) = self.profiles else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for url in element
+            .types
+            .iter()
+            .filter(|t| t.code == type_name)
+            .flat_map(|t| &t.profile)
+        {
+            match profiles.get(url) {
+                Some(profile) => found.push(profile),
+                None => self.unchecked(url.clone()),
+            }
+        }
+        found
+    }
+
+    /// A value checked against `profile`, a profile of a data type, or of a resource type
+    /// (`root` being the resource the value is contained in, or the value).
+    fn profiled(
+        &mut self,
+        profile: &'d Definition,
+        item: &Value,
+        root: &Value,
+        resources: [&Value; 2],
+        location: &str,
+    ) {
+        match profile.kind.as_str() {
+            "resource" => self.resource_as(profile, item, root, location),
+            _ => self.conform(profile, item, resources, location),
+        }
+    }
+
+    /// Whether `item` conforms to `profile`: checked apart, the issues found dropped.
+    fn conforms(
+        &self,
+        profile: &'d Definition,
+        item: &Value,
+        root: &Value,
+        resources: [&Value; 2],
+    ) -> bool {
+        let mut walk = Walk {
+            report: Report::default(),
+            ..*self
+        };
+        walk.profiled(profile, item, root, resources, &profile.root().path);
+        walk.report.errors().next().is_none()
     }
 
     /// The invariants of `element` on one of its values.
@@ -284,8 +469,7 @@ impl<'d> Walk<'d, '_> {
         resources: [&Value; 2],
         location: &str,
     ) {
-        for n in &element.constraints {
-            let constraint = &self.definitions.constraints[*n];
+        for constraint in &element.constraints {
             match evaluate_on(&constraint.expression, item, ty, resources) {
                 Err(_) => self.report.unchecked.push(constraint.key.clone()),
                 Ok(result) => {
@@ -312,6 +496,13 @@ impl<'d> Walk<'d, '_> {
         }
     }
 
+    /// Lists what could not be checked, once.
+    fn unchecked(&mut self, what: String) {
+        if !self.report.unchecked.contains(&what) {
+            self.report.unchecked.push(what);
+        }
+    }
+
     fn issue(&mut self, severity: Severity, code: IssueCode, location: &str, diagnostics: String) {
         self.report.issues.push(Issue {
             severity,
@@ -320,6 +511,79 @@ impl<'d> Walk<'d, '_> {
             expression: location.to_string(),
             diagnostics,
         });
+    }
+}
+
+/// The R4 primitive types a choice element may take.
+const PRIMITIVE_TYPES: &[&str] = &[
+    "base64Binary",
+    "boolean",
+    "canonical",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "id",
+    "instant",
+    "integer",
+    "markdown",
+    "oid",
+    "positiveInt",
+    "string",
+    "time",
+    "unsignedInt",
+    "uri",
+    "url",
+    "uuid",
+];
+
+/// Each value of the JSON `members` of one element in `object` (an array member gives one
+/// per item), with its type when known and its location below `location`.
+fn each_value<'v, 't>(
+    object: &'v Map<String, Value>,
+    members: &[(&str, Option<&'t str>)],
+    location: &str,
+    mut f: impl FnMut(Option<&'t str>, &'v Value, String),
+) {
+    for (key, ty) in members {
+        match &object[*key] {
+            Value::Array(items) => {
+                for (n, item) in items.iter().enumerate() {
+                    f(*ty, item, format!("{location}.{key}[{n}]"))
+                }
+            }
+            item => f(*ty, item, format!("{location}.{key}")),
+        }
+    }
+}
+
+/// How many values the member `key` of `object` has.
+fn values(object: &Map<String, Value>, key: &str) -> usize {
+    match object.get(key) {
+        Some(Value::Array(items)) => items.len(),
+        Some(_) => 1,
+        None => 0,
+    }
+}
+
+/// How many values of `element` (named `name`) in `object` are primitives given by their
+/// extensions only (`_birthDate` without `birthDate`, as a data-absent-reason is): they are
+/// there.
+fn extensions_only(object: &Map<String, Value>, name: &str, element: &ElementDef) -> usize {
+    let only = |key: &str| {
+        if object.contains_key(key) {
+            0
+        } else {
+            values(object, &format!("_{key}"))
+        }
+    };
+    match name.strip_suffix("[x]") {
+        None => only(name),
+        Some(base) => element
+            .types
+            .iter()
+            .map(|t| only(&format!("{base}{}", capitalised(&t.code))))
+            .sum(),
     }
 }
 
@@ -489,6 +753,29 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("Bundle.entry[0].resource.value ")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_primitive_given_by_its_extensions_only_is_there() {
+        let absent = json!({"extension": [{"url":
+            "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]});
+        let observation = json!({"resourceType": "Observation", "_status": absent,
+            "code": {"text": "x"}});
+        assert_eq!(errors(&observation), Vec::<String>::new());
+        // A choice: Questionnaire.item.enableWhen.answer[x] is 1..1.
+        let mut questionnaire = json!({"resourceType": "Questionnaire", "status": "draft",
+            "item": [{"linkId": "1", "type": "boolean"}, {"linkId": "2", "type": "string",
+                "enableWhen": [{"question": "1", "operator": "=", "_answerBoolean": absent}]}]});
+        assert_eq!(errors(&questionnaire), Vec::<String>::new());
+        let when = &mut questionnaire["item"][1]["enableWhen"][0];
+        when.as_object_mut().unwrap().remove("_answerBoolean");
+        assert_eq!(
+            errors(&questionnaire),
+            [
+                "Questionnaire.item[1].enableWhen[0].answer Questionnaire.item.enableWhen.answer[x] \
+              needs at least 1 value(s), it has 0"
+            ]
         );
     }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use fhirlake::terminology::Terminology;
-use fhirlake::validate::{Report, Rule, Validator};
+use fhirlake::validate::{Policy, Report, Rule, Validator};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn main() {
         })
         .collect();
     measure("structure", &resources, fhirlake::validate::validate);
-    let validator = Validator::new(Arc::new(Terminology::shipped_only()));
+    let validator = Validator::new(Arc::new(Terminology::shipped_only()), Policy::default());
     measure("structure and codes", &resources, |resource| {
         validator.validate(resource)
     });
