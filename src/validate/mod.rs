@@ -279,7 +279,16 @@ mod tests {
         ] {
             let resource = example(name);
             let report = validator.validate(&resource);
-            assert!(report.issues.is_empty(), "{name}: {:#?}", report.issues);
+            // Only the RxNorm codes outside the part held may be told (warnings).
+            let told: Vec<&Issue> = report
+                .issues
+                .iter()
+                .filter(|i| {
+                    i.severity == Severity::Error
+                        || i.rule != Rule::Code(crate::terminology::RXNORM.into())
+                })
+                .collect();
+            assert!(told.is_empty(), "{name}: {told:#?}");
         }
     }
 
