@@ -151,14 +151,8 @@ impl<'a> Context<'a> {
             }
             Expr::Union(left, right) => {
                 // `|` removes duplicate values (by `=`), from either side.
-                let mut out: Items<'a> = Vec::new();
                 let left = self.eval(left, input)?;
-                for item in left.into_iter().chain(self.eval(right, input)?) {
-                    if !out.iter().any(|seen| equals(seen, &item)) {
-                        out.push(item);
-                    }
-                }
-                out
+                distinct(left.into_iter().chain(self.eval(right, input)?))
             }
             Expr::Is(inner, ty) => {
                 let items = self.eval(inner, input)?;
@@ -672,27 +666,74 @@ pub fn truth(item: &Item<'_>) -> Option<bool> {
     }
 }
 
+/// A primitive value, borrowed: equality never copies what it compares.
+#[derive(PartialEq)]
+enum Primitive<'a> {
+    Null,
+    Bool(bool),
+    Str(&'a str),
+    Number(f64),
+}
+
+/// The primitive value of `item`; None for an object, an array or a resolved reference.
+fn primitive<'a>(item: &'a Item<'_>) -> Option<Primitive<'a>> {
+    Some(match item {
+        Item::Node { value, .. } => match value {
+            Value::Null => Primitive::Null,
+            Value::Bool(b) => Primitive::Bool(*b),
+            Value::String(s) => Primitive::Str(s),
+            Value::Number(n) => Primitive::Number(n.as_f64()?),
+            Value::Object(_) | Value::Array(_) => return None,
+        },
+        Item::Bool(b) => Primitive::Bool(*b),
+        Item::Str(s) => Primitive::Str(s),
+        Item::Number(n) if n.is_finite() => Primitive::Number(*n),
+        Item::Number(_) | Item::Resolved(_) => return None,
+    })
+}
+
+/// FHIRPath `=` of two single items: primitives by value (numbers as numbers), elements by
+/// their JSON.
 pub(super) fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
-    fn primitive(item: &Item<'_>) -> Option<Value> {
-        Some(match item {
-            Item::Node { value, .. } => match value {
-                Value::Object(_) | Value::Array(_) => return None,
-                value => (*value).clone(),
-            },
-            Item::Bool(b) => Value::Bool(*b),
-            Item::Str(s) => Value::String(s.clone()),
-            Item::Number(n) => serde_json::Number::from_f64(*n).map(Value::Number)?,
-            Item::Resolved(_) => return None,
-        })
-    }
     match (primitive(a), primitive(b)) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
         (Some(x), Some(y)) => x == y,
         _ => match (a, b) {
             (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => x == y,
             _ => false,
         },
     }
+}
+
+/// A hash that items [`equals`] calls equal share: of the value for a primitive, one for all
+/// others (which are compared one by one).
+fn equality_hash(item: &Item<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match primitive(item) {
+        None => 0u8.hash(&mut hasher),
+        Some(Primitive::Null) => 1u8.hash(&mut hasher),
+        Some(Primitive::Bool(b)) => (2u8, b).hash(&mut hasher),
+        Some(Primitive::Str(s)) => (3u8, s).hash(&mut hasher),
+        // -0.0 and 0.0 are equal: both hash as 0.0.
+        Some(Primitive::Number(n)) => (4u8, (n + 0.0).to_bits()).hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// `items` without repeated values (by `=`), in order. Only items whose
+/// [`equality_hash`] is the same are compared, so a collection of primitives (the
+/// references of a whole resource) takes linear time.
+pub(super) fn distinct<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Items<'a> {
+    let mut out: Items<'a> = Vec::new();
+    let mut buckets: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for item in items {
+        let bucket = buckets.entry(equality_hash(&item)).or_default();
+        if !bucket.iter().any(|&n| equals(&out[n], &item)) {
+            bucket.push(out.len());
+            out.push(item);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Lambda arguments (`all(x)`, `select(x)`, `iif(c, ...)`) are evaluated on each input item;
 //! other arguments on the input of the whole invocation, as the specification says.
 
-use super::eval::{Context, EvalError, Item, Items, arity, equals, truth};
+use super::eval::{Context, EvalError, Item, Items, arity, distinct, equals, truth};
 use super::operators::{number, single, string};
 use super::parser::Expr;
 use regex::Regex;
@@ -180,15 +180,14 @@ impl<'a> Context<'a> {
                 let count = items.len();
                 boolean(distinct(items).len() == count)
             }
-            "union" => Ok(distinct(items.into_iter().chain(argument(0)?).collect())),
+            "union" => Ok(distinct(items.into_iter().chain(argument(0)?))),
             "combine" => Ok(items.into_iter().chain(argument(0)?).collect()),
             "intersect" => {
                 let other = argument(0)?;
                 Ok(distinct(
                     items
                         .into_iter()
-                        .filter(|i| other.iter().any(|o| equals(i, o)))
-                        .collect(),
+                        .filter(|i| other.iter().any(|o| equals(i, o))),
                 ))
             }
             "exclude" => {
@@ -232,17 +231,6 @@ impl<'a> Context<'a> {
             _ => Err(EvalError(format!("the function {name}() is not supported"))),
         }
     }
-}
-
-/// `items` without repeated values (by `=`), in order.
-fn distinct(items: Items<'_>) -> Items<'_> {
-    let mut out: Items<'_> = Vec::new();
-    for item in items {
-        if !out.iter().any(|seen| equals(seen, &item)) {
-            out.push(item);
-        }
-    }
-    out
 }
 
 /// The child elements of an element, array items one by one (a primitive's `_name` sibling
