@@ -227,17 +227,28 @@ impl Engine {
         Self::visible_in(self.registry, view, candidates)
     }
 
-    /// [`Engine::visible`] with the definitions of `registry`: the candidates are indexed in a
-    /// scratch index, in order, with the parameters the view looks at only, and the view's
-    /// query runs over it. A candidate that cannot be indexed (not JSON) is not visible.
+    /// [`Engine::visible`] with the definitions of `registry`: straight from the membership
+    /// references when the view has no search parameters ([`View::judge_by_membership`]),
+    /// otherwise in a scratch index ([`Engine::visible_by_index`]).
     pub fn visible_in(
         registry: &Registry,
         view: &View,
         candidates: &[Candidate],
     ) -> Result<Vec<bool>, FhirError> {
-        if *view == View::All {
-            return Ok(vec![true; candidates.len()]);
+        match view.judge_by_membership(registry, candidates) {
+            Some(judged) => Ok(judged),
+            None => Self::visible_by_index(registry, view, candidates),
         }
+    }
+
+    /// The candidates indexed in a scratch index, in order, with the parameters the view
+    /// looks at only, and the view's query run over it. A candidate that cannot be indexed
+    /// (not JSON) is not visible.
+    fn visible_by_index(
+        registry: &Registry,
+        view: &View,
+        candidates: &[Candidate],
+    ) -> Result<Vec<bool>, FhirError> {
         let failed = |e: tantivy::TantivyError| FhirError::internal(format!("access check: {e}"));
         // Document n of the scratch index is candidate `indexed[n]`.
         let mut indexed = Vec::with_capacity(candidates.len());

@@ -11,9 +11,14 @@
 //!   other resources match.
 //! - A resource read by id (a read, an include, a history entry, a write's before and after) is
 //!   judged by [`super::Engine::visible`], which indexes it in a scratch in-memory index and
-//!   runs the view's own query there: it is visible exactly when a search would find it.
+//!   runs the view's own query there: it is visible exactly when a search would find it. A
+//!   view without search parameters (types and compartments only: a `patient/` scope) is
+//!   judged without an index, by [`View::judge_by_membership`], which reads the same
+//!   membership references the compartment query matches, with the same rules.
 
+use super::extract::{IndexValue, extract};
 use super::query::{Planner, Target};
+use super::registry::Registry;
 use super::{compartment, fulltext};
 use crate::fhir::FhirError;
 use std::collections::BTreeSet;
@@ -72,6 +77,76 @@ impl View {
             }
         }
         wanted
+    }
+}
+
+impl View {
+    /// Judges `candidates` without a scratch index when no part of the view has search
+    /// parameters: a candidate is visible when a part takes its type and, for a part with a
+    /// compartment, it is the focal resource or one of its membership parameters refers to
+    /// the focal resource (`Patient/a`, or a URL or versioned reference whose local part is
+    /// that), which is what the compartment query matches in the index. A body that is not
+    /// JSON is not visible, as it could not be indexed. None when a part has parameters.
+    pub(super) fn judge_by_membership(
+        &self,
+        registry: &Registry,
+        candidates: &[Candidate],
+    ) -> Option<Vec<bool>> {
+        let View::Only(parts) = self else {
+            return Some(vec![true; candidates.len()]);
+        };
+        if parts.iter().any(|part| !part.params.is_empty()) {
+            return None;
+        }
+        let judged = candidates.iter().map(|candidate| {
+            let Ok(resource) = serde_json::from_slice::<serde_json::Value>(candidate.body) else {
+                return false;
+            };
+            parts
+                .iter()
+                .any(|part| part.holds(registry, candidate, &resource))
+        });
+        Some(judged.collect())
+    }
+}
+
+impl Part {
+    /// Whether this part (without parameters) holds `candidate`, whose JSON is `resource`.
+    fn holds(
+        &self,
+        registry: &Registry,
+        candidate: &Candidate,
+        resource: &serde_json::Value,
+    ) -> bool {
+        if self
+            .resource_type
+            .as_deref()
+            .is_some_and(|own| own != candidate.resource_type)
+        {
+            return false;
+        }
+        let Some((compartment, id)) = &self.compartment else {
+            return true;
+        };
+        if candidate.resource_type == compartment && candidate.id == id {
+            return true;
+        }
+        let focal = format!("{compartment}/{id}");
+        compartment::params(compartment, candidate.resource_type)
+            .iter()
+            .filter_map(|code| registry.get(candidate.resource_type, code))
+            .filter_map(|param| extract(registry, param, resource).ok())
+            .flatten()
+            .any(|value| match value {
+                IndexValue::Reference {
+                    reference: Some(reference),
+                    ..
+                } => {
+                    reference == focal
+                        || crate::fhir::reference::local(&reference) == Some(focal.as_str())
+                }
+                _ => false,
+            })
     }
 }
 
@@ -288,6 +363,110 @@ mod tests {
                 .wanted("Patient")
                 .text
         );
+    }
+
+    /// The membership judgement and the scratch index agree on 3,000 Synthea resources (the
+    /// first patient bundles), for the compartments of a Patient, of an Encounter and of no
+    /// one, with and without a type.
+    #[test]
+    fn membership_is_judged_as_the_index_judges_it() {
+        let registry = crate::search::registry::Registry::r4_shared();
+        let mut resources: Vec<serde_json::Value> = crate::fhir::test_data::synthea()
+            .into_iter()
+            .skip_while(|r| r["resourceType"] != "Patient")
+            .take(3_000)
+            .collect();
+        // Within its Bundle a resource refers to another by `urn:uuid:{id}`: stored, that is
+        // `Type/id`.
+        let types: std::collections::HashMap<String, String> = resources
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["resourceType"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        fn rewrite(
+            value: &mut serde_json::Value,
+            types: &std::collections::HashMap<String, String>,
+        ) {
+            match value {
+                serde_json::Value::Object(members) => {
+                    for (key, member) in members.iter_mut() {
+                        if let (true, Some(id)) = (
+                            key == "reference",
+                            member.as_str().and_then(|r| r.strip_prefix("urn:uuid:")),
+                        ) && let Some(resource_type) = types.get(id)
+                        {
+                            *member = serde_json::json!(format!("{resource_type}/{id}"));
+                        } else {
+                            rewrite(member, types);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|i| rewrite(i, types)),
+                _ => {}
+            }
+        }
+        resources.iter_mut().for_each(|r| rewrite(r, &types));
+        let bodies: Vec<Vec<u8>> = resources
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap())
+            .collect();
+        let candidates: Vec<Candidate> = resources
+            .iter()
+            .zip(&bodies)
+            .map(|(resource, body)| Candidate {
+                resource_type: resource["resourceType"].as_str().unwrap(),
+                id: resource["id"].as_str().unwrap(),
+                last_updated: 0,
+                body,
+            })
+            .collect();
+        let first = |resource_type: &str| {
+            candidates
+                .iter()
+                .find(|c| c.resource_type == resource_type)
+                .map(|c| c.id.to_string())
+                .unwrap()
+        };
+        let compartment = |compartment: &str, id: String| Some((compartment.to_string(), id));
+        // (view, whether it holds any of the candidates, when that is known)
+        let mut views = Vec::new();
+        for (name, id, holds) in [
+            ("Patient", first("Patient"), true),
+            ("Encounter", first("Encounter"), true),
+            ("Patient", "nobody".to_string(), false),
+        ] {
+            let whole = View::Only(vec![Part {
+                resource_type: None,
+                compartment: compartment(name, id.clone()),
+                params: Vec::new(),
+            }]);
+            views.push((whole, Some(holds)));
+            let typed = View::Only(vec![
+                Part {
+                    resource_type: Some("Observation".into()),
+                    compartment: compartment(name, id),
+                    params: Vec::new(),
+                },
+                Part {
+                    resource_type: Some("Organization".into()),
+                    compartment: None,
+                    params: Vec::new(),
+                },
+            ]);
+            views.push((typed, None));
+        }
+        for (view, holds) in &views {
+            let by_membership = view.judge_by_membership(registry, &candidates).unwrap();
+            let by_index = Engine::visible_by_index(registry, view, &candidates).unwrap();
+            if let Some(holds) = holds {
+                assert_eq!(by_membership.iter().any(|v| *v), *holds, "{view:?}");
+            }
+            assert_eq!(by_membership, by_index, "{view:?}");
+        }
     }
 
     #[test]
