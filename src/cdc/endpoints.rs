@@ -413,6 +413,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deliveries_follow_no_redirect() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = url(&format!("http://{}/hook", listener.local_addr().unwrap()));
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0; 4096]);
+            let moved = "HTTP/1.1 307 Temporary Redirect\r\nlocation: \
+                http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\n\r\n";
+            stream.write_all(moved.as_bytes()).unwrap();
+        });
+        let allowed = vec![Prefix::parse(endpoint.as_str()).unwrap()];
+        let clients = Clients::new(allowed, Duration::from_secs(10)).unwrap();
+        let client = clients.client(&endpoint).unwrap();
+        let answer = client.post(endpoint.clone()).send().await.unwrap();
+        assert_eq!(answer.status(), 307);
+    }
+
+    #[tokio::test]
     async fn writes_refuse_names_that_resolve_to_refused_addresses() {
         let why = check(&[], &url("http://localhost:1/")).await.unwrap_err();
         assert!(why.contains("loopback"), "{why}");
