@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Runs the FHIR server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Upgrades a data directory to this fhirlake's schema version.
     Migrate(DataDir),
     /// Loads Bundles (transaction, batch, collection), single resources and NDJSON files
@@ -117,7 +117,7 @@ pub struct ImportArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
-            actix_web::rt::System::new().block_on(crate::server::serve(config))
+            actix_web::rt::System::new().block_on(crate::server::serve(*config))
         }
         Command::Import(args) => import(args),
         Command::Openapi => {

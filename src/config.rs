@@ -1,6 +1,7 @@
 //! Settings: every one is a command-line flag and an environment variable.
 
 use crate::auth::token::{Expected, KeySource, Mode, Verifier};
+use crate::cdc::endpoints::Prefix;
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,14 @@ pub struct ServeConfig {
     /// The longest wait between two tries of a rest-hook notification.
     #[arg(long, env = "FHIRLAKE_SUBSCRIPTION_RETRY_MAX", value_parser = parse_duration, default_value = "5m")]
     pub subscription_retry_max: Duration,
+
+    /// The rest-hook endpoints allowed whatever their address, as comma-separated URL
+    /// prefixes (`https://hooks.example.org/,http://127.0.0.1:9000/`): an endpoint with a
+    /// prefix's scheme, host and port, under its path. Any other endpoint may only reach
+    /// public addresses (no loopback, private, link-local or metadata address), checked when
+    /// a Subscription is written and at every notification.
+    #[arg(long, env = "FHIRLAKE_SUBSCRIPTION_ENDPOINTS", value_delimiter = ',', value_parser = Prefix::parse)]
+    pub subscription_endpoints: Vec<Prefix>,
 
     /// Publishes every change to NATS JetStream at this URL (`nats://127.0.0.1:4222`).
     #[arg(long, env = "FHIRLAKE_SINK")]

@@ -67,6 +67,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         search.registry,
         retry,
         source.clone(),
+        config.subscription_endpoints.clone(),
     )?;
     consumers.push(("subscriptions".to_string(), subscriptions));
     if let Some(url) = &config.sink {

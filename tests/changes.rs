@@ -356,10 +356,17 @@ fn a_sigkill_mid_stream_loses_no_event() {
 #[test]
 fn retention_trims_the_log_but_never_past_a_consumers_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--changes-retention", "1s", "--subscription-retry", "50ms"];
-    let fhir = Fhir::with(TestServer::start_on(&dir.path().join("data"), &args));
     // A Subscription whose endpoint never answers holds the log from its creation (seq 1).
     let endpoint = format!("http://127.0.0.1:{}/hook", common::changes::free_port());
+    let args = [
+        "--changes-retention",
+        "1s",
+        "--subscription-retry",
+        "50ms",
+        "--subscription-endpoints",
+        &endpoint,
+    ];
+    let fhir = Fhir::with(TestServer::start_on(&dir.path().join("data"), &args));
     let subscription = fhir.create(&json!({
         "resourceType": "Subscription", "status": "active", "reason": "test",
         "criteria": "Patient", "channel": {"type": "rest-hook", "endpoint": endpoint}

@@ -1,7 +1,9 @@
 //! FHIR R4 Subscriptions with a rest-hook channel, against a receiver of the test's own on
 //! 127.0.0.1 that fails its first calls: every matching change must arrive, in order, after
 //! retries, across a SIGKILL of the server; the Subscription's status goes to `error` (with the
-//! reason) while the receiver fails and back to `active` after.
+//! reason) while the receiver fails and back to `active` after. The receiver's endpoint is on
+//! loopback, so the servers allow it with `--subscription-endpoints`; without that, endpoints
+//! on refused addresses are refused when written and fail when delivered.
 
 mod common;
 
@@ -123,12 +125,17 @@ const RETRY: &[&str] = &[
     "200ms",
 ];
 
+/// The server's arguments: quick retries, and `endpoints` allowed whatever their address.
+fn allowing(endpoints: &str) -> Vec<&str> {
+    [RETRY, &["--subscription-endpoints", endpoints]].concat()
+}
+
 #[test]
 fn a_rest_hook_gets_every_matching_change_after_retries_and_restarts() {
     let receiver = Receiver::start(4);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = TestServer::start_on(&data, RETRY);
+    let mut server = TestServer::start_on(&data, &allowing(&receiver.url));
     let fhir = FhirClient::at(&server.base);
     let subscription = fhir.create(&json!({
         "resourceType": "Subscription", "status": "requested", "reason": "test",
@@ -156,7 +163,7 @@ fn a_rest_hook_gets_every_matching_change_after_retries_and_restarts() {
 
     // A crash, then more changes: delivery resumes from the stored position.
     server.kill();
-    let server = TestServer::start_on(&data, RETRY);
+    let server = TestServer::start_on(&data, &allowing(&receiver.url));
     let fhir = FhirClient::at(&server.base);
     let matching = fhir.create(&observation("1234-5"));
     fhir.delete(&format!("Observation/{}", matching["id"].as_str().unwrap()))
@@ -204,7 +211,7 @@ fn a_rest_hook_gets_every_matching_change_after_retries_and_restarts() {
 fn subscriptions_that_cannot_be_delivered_are_set_to_error_and_off_ones_stop() {
     let receiver = Receiver::start(0);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_on(&dir.path().join("data"), RETRY);
+    let server = TestServer::start_on(&dir.path().join("data"), &allowing(&receiver.url));
     let fhir = FhirClient::at(&server.base);
     let bad = fhir.create(&json!({
         "resourceType": "Subscription", "status": "requested", "reason": "test",
@@ -252,4 +259,87 @@ fn subscriptions_that_cannot_be_delivered_are_set_to_error_and_off_ones_stop() {
             .unwrap();
         metrics.text().unwrap().contains(lag)
     });
+}
+
+fn rest_hook(endpoint: &str) -> Value {
+    json!({"resourceType": "Subscription", "status": "active", "reason": "test",
+        "criteria": "Patient", "channel": {"type": "rest-hook", "endpoint": endpoint}})
+}
+
+#[test]
+fn endpoints_on_refused_addresses_are_refused_when_written_and_delivered_unless_allowed() {
+    let receiver = Receiver::start(0);
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let by_name = format!("http://localhost:{port}/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // Allowed: the receiver, by address and by name.
+    let allowed = format!("{},{by_name}", receiver.url);
+    let mut server = TestServer::start_on(&data, &allowing(&allowed));
+    let fhir = FhirClient::at(&server.base);
+    let by_address = fhir.create(&rest_hook(&receiver.url));
+    let by_name = fhir.create(&rest_hook(&by_name));
+    // Listed is exact: another port of the same host is not.
+    let other_port = fhir.post("Subscription", &rest_hook("http://127.0.0.1:1/hook"));
+    assert_outcome(&other_port, 422, &["business-rule"]);
+    server.kill();
+
+    // Not allowed: every loopback, link-local or metadata endpoint is refused as written,
+    // alone or in a transaction.
+    let server = TestServer::start_on(&data, RETRY);
+    let fhir = FhirClient::at(&server.base);
+    for endpoint in [
+        receiver.url.as_str(),
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:80/",
+        "http://localhost:1/",
+    ] {
+        let outcome = assert_outcome(
+            &fhir.post("Subscription", &rest_hook(endpoint)),
+            422,
+            &["business-rule"],
+        );
+        assert_eq!(
+            outcome["issue"][0]["expression"][0], "Subscription.channel.endpoint",
+            "{endpoint}"
+        );
+    }
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": rest_hook("http://127.0.0.1:1/"),
+            "request": {"method": "POST", "url": "Subscription"}}]});
+    assert_outcome(&fhir.bundle(&transaction), 422, &["business-rule"]);
+
+    // The ones written while allowed are not delivered any more: each is set to error with
+    // why, and the receiver hears nothing.
+    fhir.create(&json!({"resourceType": "Patient"}));
+    for (subscription, why) in [
+        (&by_address, "127.0.0.1 is a loopback address"),
+        (&by_name, "resolves to no public address"),
+    ] {
+        let path = format!("Subscription/{}", subscription["id"].as_str().unwrap());
+        wait_for(why, || {
+            let current = fhir.get(&path).json();
+            current["status"] == "error"
+                && current["error"].as_str().is_some_and(|e| e.contains(why))
+        });
+    }
+    assert_eq!(receiver.calls.load(Ordering::SeqCst), 0);
+    // One whose endpoint is refused can still be turned off.
+    let mut off = fhir
+        .get(&format!(
+            "Subscription/{}",
+            by_address["id"].as_str().unwrap()
+        ))
+        .json();
+    off["status"] = json!("off");
+    fhir.update(&off).expect(200, "turn it off");
 }

@@ -23,6 +23,7 @@ pub async fn transaction_or_batch(
     let options = Options {
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),
+        subscription_endpoints: Some(state.config.subscription_endpoints.clone()),
     };
     let processed = bundle::process(
         &state.store,

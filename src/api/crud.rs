@@ -7,6 +7,7 @@ use super::http::{
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
+use crate::cdc::subscriptions;
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
 use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
@@ -353,6 +354,7 @@ async fn commit_one(
     mut write: Write,
 ) -> Result<(Applied, Vec<Issue>), super::ApiError> {
     access.check_write(&state.search, &state.store, &mut write)?;
+    subscriptions::check_write(&state.config.subscription_endpoints, &write).await?;
     let mut warnings = match &write.action {
         Action::Create(resource) | Action::Update(resource) => {
             state.validator.check_write(resource)?

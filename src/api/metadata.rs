@@ -159,7 +159,7 @@ mod tests {
     fn serve(args: &[&str]) -> crate::config::ServeConfig {
         let args = ["fhirlake", "serve"].iter().chain(args);
         match Cli::try_parse_from(args).unwrap().command {
-            Command::Serve(config) => config,
+            Command::Serve(config) => *config,
             _ => unreachable!("a serve command"),
         }
     }

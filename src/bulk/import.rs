@@ -229,6 +229,7 @@ async fn import_file(
                 let options = Options {
                     max_entries: usize::MAX,
                     returns: Return::Minimal,
+                    subscription_endpoints: None,
                 };
                 let processed =
                     bundle::process(store, search, &Access::Open, validator, value, &options)

@@ -20,6 +20,8 @@ pub mod references;
 
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
+use crate::cdc::endpoints::Prefix;
+use crate::cdc::subscriptions;
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{Micros, format_instant};
 use crate::fhir::resource::{check_id, check_type, check_value, id_of, parse_etag};
@@ -39,12 +41,16 @@ pub enum Kind {
 }
 
 /// How a Bundle is processed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// The most entries a Bundle may have (413 beyond).
     pub max_entries: usize,
     /// What each entry's response carries (`Prefer: return=...`).
     pub returns: Return,
+    /// The prefixes a Subscription's endpoint is checked with as it is written
+    /// ([`subscriptions::check_write`]); `None` checks none (the `import` command: the
+    /// operator's data, and deliveries are guarded anyway).
+    pub subscription_endpoints: Option<Vec<Prefix>>,
 }
 
 /// The outcome of one entry.
@@ -285,7 +291,14 @@ pub async fn process(
             Ok((_, request @ Request::Read { .. })) => reads.push((index, request)),
             Ok((_, request)) => {
                 let (order, mut write) = to_write(request, id);
-                match access.check_write(search, store, &mut write) {
+                let checked = match access.check_write(search, store, &mut write) {
+                    Ok(()) => match &options.subscription_endpoints {
+                        Some(allowed) => subscriptions::check_write(allowed, &write).await,
+                        None => Ok(()),
+                    },
+                    refused => refused,
+                };
+                match checked {
                     Ok(()) => writes.push((index, (order, write))),
                     Err(error) if kind == Kind::Transaction => {
                         return Err(at_entry(error, index));

@@ -5,6 +5,8 @@
 //! - [`filter`]: which changes a consumer wants (types, search criteria);
 //! - [`feed`]: the fan-out to live stream consumers (SSE, WebSocket), each from its offset;
 //! - [`subscriptions`]: FHIR R4 Subscriptions (rest-hook), with retries and durable positions;
+//! - [`endpoints`]: where rest-hook notifications may go (no loopback, private or metadata
+//!   addresses unless allowed);
 //! - [`sink`]: the NATS JetStream sink;
 //! - [`retention`]: trimming the log, never past a consumer's checkpoint.
 //!
@@ -12,6 +14,7 @@
 //! none can lose a change while it is away, and none slows the writers down.
 
 pub mod checkpoint;
+pub mod endpoints;
 pub mod event;
 pub mod feed;
 pub mod filter;

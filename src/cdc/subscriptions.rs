@@ -18,17 +18,26 @@
 //!   after each notification (`cdc::checkpoint`), so after a restart delivery resumes after
 //!   the last notification that got through.
 //!
+//! Endpoints are guarded ([`endpoints`]): a Subscription whose endpoint fhirlake may not POST
+//! to (a loopback, private or link-local address, unless `--subscription-endpoints` lists
+//! it) is refused as it is written ([`check_write`]), and a notification that would go to
+//! such an address at delivery (the name now resolves elsewhere, the list changed) fails like
+//! any other, with the reason in `error`.
+//!
 //! The manager and the workers write status changes as new versions of the Subscription,
 //! with `If-Match` on the version they judged, so a client's concurrent update wins.
 
 use super::checkpoint::{Checkpoint, EVERY};
+use super::endpoints::{self, Clients, Prefix};
 use super::event::{Event, http_headers};
 use super::filter::{Batch, Filter};
+use crate::fhir::{FhirError, IssueCode};
 use crate::search::registry::Registry;
 use crate::store::Store;
 use crate::store::commit::{Action, Bookkeeping, Write};
 use crate::store::log::LogError;
 use crate::store::tables::Op;
+use reqwest::Url;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,7 +76,8 @@ impl Retry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Channel {
     filter: Filter,
-    endpoint: String,
+    /// An http(s) URL.
+    endpoint: Url,
     headers: Vec<(String, String)>,
     /// Whether the body is the resource.
     payload: bool,
@@ -94,12 +104,10 @@ fn channel(registry: &Registry, resource: &Value) -> Result<Option<Channel>, Str
         }
     }
     let endpoint = text(&channel["endpoint"]).ok_or("a rest-hook channel needs an endpoint")?;
-    if reqwest::Url::parse(&endpoint)
-        .map(|url| !matches!(url.scheme(), "http" | "https"))
-        .unwrap_or(true)
-    {
-        return Err(format!("the endpoint {endpoint} is not an http(s) URL"));
-    }
+    let endpoint = Url::parse(&endpoint)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| format!("the endpoint {endpoint} is not an http(s) URL"))?;
     let payload = match channel["payload"].as_str() {
         None => false,
         Some("application/fhir+json" | "application/json" | "application/json+fhir") => true,
@@ -131,34 +139,61 @@ fn channel(registry: &Registry, resource: &Value) -> Result<Option<Channel>, Str
     }))
 }
 
+/// Refuses (422) the write of a rest-hook Subscription whose endpoint fhirlake may not POST
+/// to ([`endpoints::check`], with the `allowed` prefixes), unless it is `off`: an off one
+/// delivers nothing, and a client must be able to stop one whose endpoint became refused.
+/// The rest of the channel is judged as the Subscription is delivered: one that cannot be is
+/// set to `error`.
+pub async fn check_write(allowed: &[Prefix], write: &Write) -> Result<(), FhirError> {
+    let (SUBSCRIPTION, Action::Create(resource) | Action::Update(resource)) =
+        (write.resource_type.as_str(), &write.action)
+    else {
+        return Ok(());
+    };
+    let channel = &resource["channel"];
+    let endpoint = channel["endpoint"]
+        .as_str()
+        .and_then(|e| Url::parse(e).ok());
+    match endpoint {
+        Some(endpoint) if channel["type"] == "rest-hook" && resource["status"] != "off" => {
+            endpoints::check(allowed, &endpoint).await.map_err(|why| {
+                FhirError::new(422, IssueCode::BusinessRule, why)
+                    .at("Subscription.channel.endpoint")
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What the manager and the workers share.
 struct Shared {
     store: Store,
     registry: &'static Registry,
     retry: Retry,
     source: String,
-    client: reqwest::Client,
+    clients: Clients,
 }
 
 /// Starts the manager on `runtime`; the returned receiver follows the lowest checkpoint of
 /// the manager and every worker (the Subscriptions' lag, and the floor of retention).
+/// Endpoints under the `allowed` prefixes may have any address; others public ones only.
 pub fn start(
     runtime: &tokio::runtime::Handle,
     store: Store,
     registry: &'static Registry,
     retry: Retry,
     source: String,
+    allowed: Vec<Prefix>,
 ) -> anyhow::Result<watch::Receiver<u64>> {
     let checkpoints = store.checkpoints()?;
     let checkpoint = Checkpoint::load(&store, MANAGER.into())?;
     let (floor, receiver) = watch::channel(checkpoint.position());
-    let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
     let shared = Arc::new(Shared {
         store,
         registry,
         retry,
         source,
-        client,
+        clients: Clients::new(allowed, TIMEOUT)?,
     });
     let mut manager = Manager {
         shared,
@@ -466,7 +501,8 @@ impl Delivery {
     }
 
     async fn post(&self, channel: &Channel, event: &Event) -> Result<(), String> {
-        let mut request = self.shared.client.post(&channel.endpoint);
+        let client = self.shared.clients.client(&channel.endpoint)?;
+        let mut request = client.post(channel.endpoint.clone());
         for (name, value) in http_headers(event, &self.shared.source) {
             request = request.header(name, value);
         }
@@ -479,11 +515,10 @@ impl Delivery {
                 .body(event.version.body.clone());
         }
         let response = request.send().await.map_err(|e| {
-            format!(
-                "POST {} failed: {}",
-                channel.endpoint,
-                std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
-            )
+            // The innermost cause says why: refused by the resolver, connection refused, ...
+            let causes = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source());
+            let cause = causes.last().map(ToString::to_string).unwrap_or_default();
+            format!("POST {} failed: {cause}", channel.endpoint)
         })?;
         let status = response.status();
         if status.is_success() {
