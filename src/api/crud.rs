@@ -12,7 +12,7 @@ use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
 use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
 use crate::fhir::summary::{self, Subset};
-use crate::fhir::{FhirError, IssueCode, Return};
+use crate::fhir::{FhirError, IssueCode, Return, Severity};
 use crate::store::commit::{Action, Applied, Write};
 use crate::store::tables::{CurrentRecord, Op, VersionRecord};
 use crate::validate::Issue;
@@ -411,7 +411,12 @@ fn written(
                 "{verb} {}/{} version {}",
                 applied.resource_type, applied.id, applied.vid
             );
-            let mut body = outcome("information", IssueCode::Informational, &message, None);
+            let mut body = outcome(
+                Severity::Information,
+                IssueCode::Informational,
+                &message,
+                None,
+            );
             if let Some(issues) = body["issue"].as_array_mut() {
                 issues.extend(warnings.iter().map(Issue::to_outcome_issue));
             }
@@ -449,7 +454,13 @@ fn header_text(issue: &Issue) -> String {
 }
 
 fn informational(message: &str) -> String {
-    outcome("information", IssueCode::Informational, message, None).to_string()
+    outcome(
+        Severity::Information,
+        IssueCode::Informational,
+        message,
+        None,
+    )
+    .to_string()
 }
 
 fn gone(resource_type: &str, id: &str, vid: u64) -> FhirError {

@@ -9,7 +9,7 @@ pub mod summary;
 #[cfg(test)]
 pub(crate) mod test_data;
 
-pub use outcome::{FhirError, IssueCode};
+pub use outcome::{FhirError, IssueCode, Severity};
 
 /// What a client wants back after a write (`Prefer: return=...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -61,6 +61,25 @@ impl IssueCode {
     }
 }
 
+/// How serious an OperationOutcome `issue` is (`issue.severity`; fhirlake does not use
+/// `fatal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+    Information,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Information => "information",
+        }
+    }
+}
+
 /// An error a request caused, with the HTTP status it is answered with. It always reaches the
 /// client as an OperationOutcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +140,7 @@ impl FhirError {
     /// The OperationOutcome that reports this error: its own issue first, then the others.
     pub fn to_outcome(&self) -> Value {
         let first = issue(
-            "error",
+            Severity::Error,
             self.code,
             &self.diagnostics,
             self.expression.as_deref(),
@@ -143,13 +162,13 @@ impl std::error::Error for FhirError {}
 
 /// One `issue` of an OperationOutcome.
 pub fn issue(
-    severity: &str,
+    severity: Severity,
     code: IssueCode,
     diagnostics: &str,
     expression: Option<&str>,
 ) -> Value {
     let mut issue = json!({
-        "severity": severity,
+        "severity": severity.as_str(),
         "code": code.as_str(),
         "diagnostics": diagnostics,
     });
@@ -161,7 +180,7 @@ pub fn issue(
 
 /// An OperationOutcome with one issue.
 pub fn outcome(
-    severity: &str,
+    severity: Severity,
     code: IssueCode,
     diagnostics: &str,
     expression: Option<&str>,

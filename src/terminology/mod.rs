@@ -81,23 +81,8 @@ pub enum Verdict {
     UnknownSystem,
 }
 
-/// How serious an [`Issue`] is, as OperationOutcome's `issue.severity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-    Information,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Information => "information",
-        }
-    }
-}
+/// How serious an [`Issue`] is: OperationOutcome's `issue.severity`.
+pub use crate::fhir::Severity;
 
 /// What an [`Issue`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@
 use super::definitions::{Binding, ElementDef};
 use super::structure::{Issue, Report, Rule, Severity};
 use crate::fhir::IssueCode;
-use crate::terminology::{self, IssueKind, Membership, Terminology};
+use crate::terminology::{IssueKind, Membership, Terminology};
 use serde_json::Value;
 
 /// What the codes of resources are checked against.
@@ -86,11 +86,10 @@ impl<'t> Codes<'t> {
             Ok(check) => report
                 .issues
                 .extend(check.issues.into_iter().map(|issue| Issue {
+                    // What the terminology only tells is a warning about the resource.
                     severity: match issue.severity {
-                        terminology::Severity::Error => Severity::Error,
-                        terminology::Severity::Warning | terminology::Severity::Information => {
-                            Severity::Warning
-                        }
+                        Severity::Error => Severity::Error,
+                        Severity::Warning | Severity::Information => Severity::Warning,
                     },
                     code: issue_code(issue.kind),
                     rule: Rule::Code(system.to_string()),
@@ -205,6 +204,7 @@ mod tests {
     use super::super::{Policy, Validator, validate};
     use super::*;
     use crate::fhir::test_data::{examples, synthea};
+    use crate::terminology;
     use serde_json::json;
     use std::collections::BTreeMap;
     use std::sync::{Arc, LazyLock};

@@ -193,7 +193,7 @@ impl Issue {
     /// This finding as an OperationOutcome `issue`.
     pub fn to_outcome_issue(&self) -> Value {
         crate::fhir::outcome::issue(
-            self.severity.as_str(),
+            self.severity,
             self.code,
             &self.diagnostics,
             Some(&self.expression),
@@ -205,7 +205,7 @@ impl Issue {
 pub fn outcome_of(issues: &[Issue]) -> Value {
     if issues.is_empty() {
         return crate::fhir::outcome::outcome(
-            "information",
+            Severity::Information,
             IssueCode::Informational,
             "no issues found",
             None,

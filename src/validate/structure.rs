@@ -18,27 +18,9 @@ use super::codes::Codes;
 use super::definitions::{Definition, Definitions, ElementDef};
 use super::profiles::ProfileSet;
 use crate::fhir::IssueCode;
+pub use crate::fhir::Severity;
 use crate::fhirpath::evaluate_on;
 use serde_json::{Map, Value};
-
-/// How bad an issue is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-    /// A finding the policy drops on writes; `$validate` still tells it.
-    Information,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Information => "information",
-        }
-    }
-}
 
 /// Which kind of rule an issue breaks: what a validation policy decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
