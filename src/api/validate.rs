@@ -90,7 +90,7 @@ pub async fn of_type(
         &state,
         resource,
         &resource_type,
-        &asked.profile,
+        asked.profile.as_deref(),
     )))
 }
 
@@ -143,7 +143,7 @@ pub async fn instance(
         &state,
         resource,
         &resource_type,
-        &asked.profile,
+        asked.profile.as_deref(),
     )))
 }
 
@@ -202,7 +202,7 @@ fn check(
     state: &AppState,
     resource: Value,
     resource_type: &str,
-    profile: &Option<String>,
+    profile: Option<&str>,
 ) -> Vec<Issue> {
     let resource = match check_value(resource, Some(resource_type)) {
         Ok(resource) => resource,
@@ -218,7 +218,7 @@ fn check(
             }];
         }
     };
-    state.validator.grade(&resource, profile.as_deref())
+    state.validator.grade(&resource, profile)
 }
 
 fn information(resource_type: &str, message: String) -> Issue {

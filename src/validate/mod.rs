@@ -10,7 +10,7 @@ pub mod policy;
 pub mod profiles;
 pub mod structure;
 
-pub use policy::{Action, Judgement, Policy};
+pub use policy::Policy;
 pub use profiles::{Loaded, ProfileSet, Profiles};
 pub use structure::{Issue, Report, Rule, Severity, validate};
 
@@ -122,19 +122,15 @@ impl Validator {
         self.policy.grade(type_of(resource), report)
     }
 
-    /// The policy's judgement of `resource`, as a write would get it.
-    pub fn judge(&self, resource: &Value) -> Judgement {
+    /// Checks a resource about to be written, as the policy judges it: 422 with every
+    /// finding when it rejects the resource, otherwise the warnings to report with the write.
+    /// Not validated at all when the policy drops every finding about its type.
+    pub fn check_write(&self, resource: &Value) -> Result<Vec<Issue>, FhirError> {
         let resource_type = type_of(resource);
         if self.policy.is_off_for(resource_type) {
-            return Judgement::default();
+            return Ok(Vec::new());
         }
-        self.policy.judge(resource_type, self.validate(resource))
-    }
-
-    /// Checks a resource about to be written: 422 with every finding when the policy rejects
-    /// it, otherwise the warnings to report with the write.
-    pub fn check_write(&self, resource: &Value) -> Result<Vec<Issue>, FhirError> {
-        let judgement = self.judge(resource);
+        let judgement = self.policy.judge(resource_type, self.validate(resource));
         match judgement.rejections.split_first() {
             None => Ok(judgement.warnings),
             Some((first, others)) => Err(FhirError::new(422, first.code, &first.diagnostics)

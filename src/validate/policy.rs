@@ -50,13 +50,14 @@ struct Rules {
 }
 
 impl Rules {
-    /// This level's action for `rule`, if it has one.
+    /// This level's action for `rule`, if it has one; for a code, its `codes` setting (the
+    /// code systems' own settings are weighed by [`Policy::action`]).
     fn action(&self, rule: &Rule) -> Option<Action> {
         match rule {
             Rule::Structure => self.structure,
             Rule::Binding(strength) if strength == "required" => self.required_bindings,
             Rule::Binding(_) => self.extensible_bindings,
-            Rule::Code(system) => self.systems.get(system).copied().or(self.codes),
+            Rule::Code(_) => self.codes,
         }
     }
 
@@ -132,30 +133,24 @@ impl Policy {
     }
 
     /// Is every finding about a resource of `resource_type` dropped (so that validating it
-    /// would be wasted)?
+    /// would be wasted)? Every kind of rule is asked about, codes for each code system named
+    /// and for one named nowhere (`Rule::Code("")`).
     pub fn is_off_for(&self, resource_type: &str) -> bool {
+        let named = self
+            .types
+            .get(resource_type)
+            .into_iter()
+            .chain([&self.default])
+            .flat_map(|level| level.systems.keys());
         [
             Rule::Structure,
             Rule::Binding("required".into()),
             Rule::Binding("extensible".into()),
+            Rule::Code(String::new()),
         ]
-        .iter()
-        .all(|rule| self.action(resource_type, rule) == Action::Off)
-            && self.codes_off(resource_type)
-    }
-
-    /// Are the findings about codes of every system dropped for `resource_type`?
-    fn codes_off(&self, resource_type: &str) -> bool {
-        let typed = self.types.get(resource_type);
-        let levels = typed.into_iter().chain([&self.default]);
-        let codes = typed
-            .and_then(|t| t.codes)
-            .or(self.default.codes)
-            .unwrap_or(Action::Warn);
-        codes == Action::Off
-            && levels
-                .flat_map(|level| level.systems.values())
-                .all(|action| *action == Action::Off)
+        .into_iter()
+        .chain(named.map(|system| Rule::Code(system.clone())))
+        .all(|rule| self.action(resource_type, &rule) == Action::Off)
     }
 
     /// The findings of `report` about a resource of `resource_type`, each with the severity
