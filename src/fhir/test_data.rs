@@ -34,6 +34,28 @@ pub fn examples() -> Vec<Value> {
     resources
 }
 
+/// The official examples (all of them: more than 5,000) for which `errors` finds something,
+/// by `Type/id`, with what it found.
+pub fn failing_examples(
+    errors: impl Fn(&Value) -> Vec<String>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let all = examples();
+    assert!(all.len() > 5000, "{}", all.len());
+    let mut failing = std::collections::BTreeMap::new();
+    for example in &all {
+        let found = errors(example);
+        if !found.is_empty() {
+            let name = format!(
+                "{}/{}",
+                example["resourceType"].as_str().unwrap_or(""),
+                example["id"].as_str().unwrap_or("")
+            );
+            failing.insert(name, found);
+        }
+    }
+    failing
+}
+
 /// Every resource of every Synthea bundle (`data/synthea/*.json.gz`), in file name order.
 pub fn synthea() -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(shared("data/synthea"))
