@@ -56,8 +56,9 @@ pub fn failing_examples(
     failing
 }
 
-/// Every resource of every Synthea bundle (`data/synthea/*.json.gz`), in file name order.
-pub fn synthea() -> Vec<Value> {
+/// Every resource of every Synthea bundle (`data/synthea/*.json.gz`), in file name order,
+/// read a bundle at a time as the iterator is drained (a test that takes a few reads a few).
+pub fn synthea() -> impl Iterator<Item = Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(shared("data/synthea"))
         .expect("the Synthea data in ../shared")
         .map(|entry| entry.expect("a directory entry").path())
@@ -65,9 +66,9 @@ pub fn synthea() -> Vec<Value> {
         .collect();
     files.sort();
     files
-        .iter()
+        .into_iter()
         .flat_map(|path| {
-            let file = std::fs::File::open(path).expect("a Synthea bundle");
+            let file = std::fs::File::open(&path).expect("a Synthea bundle");
             let mut bundle: Value = serde_json::from_reader(flate2::read::GzDecoder::new(file))
                 .expect("a Synthea bundle is JSON");
             match bundle["entry"].take() {
@@ -76,5 +77,4 @@ pub fn synthea() -> Vec<Value> {
             }
         })
         .map(|mut entry| entry["resource"].take())
-        .collect()
 }

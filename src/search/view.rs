@@ -372,7 +372,6 @@ mod tests {
     fn membership_is_judged_as_the_index_judges_it() {
         let registry = crate::search::registry::Registry::r4_shared();
         let mut resources: Vec<serde_json::Value> = crate::fhir::test_data::synthea()
-            .into_iter()
             .skip_while(|r| r["resourceType"] != "Patient")
             .take(3_000)
             .collect();

@@ -301,7 +301,7 @@ mod tests {
     /// code system, and the cost of the checks, printed (`--nocapture`).
     #[test]
     fn synthea_codes_are_known_but_one_cut_short() {
-        let resources = synthea();
+        let resources: Vec<Value> = synthea().collect();
         // Warm: the definitions, the terminology.
         validator().validate(&resources[0]);
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
