@@ -119,7 +119,9 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 Patient/123/*), $everything of a Patient or an Encounter, _summary and \
                 _elements. Subscriptions: rest-hook channels (criteria matched on each \
                 version, retried with backoff, delivered at least once in order, headers from \
-                channel.header, payload empty or application/fhir+json). The change stream: \
+                channel.header, payload empty or application/fhir+json; endpoints must reach \
+                public addresses unless the server allows them, redirects are not followed). \
+                The change stream: \
                 GET [base]/$changes (by offset), [base]/$changes/stream (Server-Sent Events) \
                 and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
                 resource is checked against the R4 definitions, the profiles known here and \
