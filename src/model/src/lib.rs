@@ -8,7 +8,7 @@
 //! Two known fhirbolt 0.4 defects are contained here:
 //! - an empty JSON array panics inside its deserializer: [`check_resource`] rejects empty
 //!   arrays (which FHIR forbids anyway) before parsing and runs the parser under
-//!   `catch_unwind` all the same;
+//!   `catch_unwind` all the same (callers drop empty elements first with [`drop_empty`]);
 //! - parsing into a concrete resource type fails when fields follow `contained`: parsing always
 //!   goes through the `Resource` enum.
 //!
@@ -17,12 +17,14 @@
 //! serializes the parsed resource again and compares it with the input: any difference is an
 //! element whose type or cardinality is wrong, and is reported with its path.
 
+mod empty;
 mod shape;
 
 use fhirbolt::model::r4::Resource;
 use serde_json::Value;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+pub use empty::drop_empty;
 pub use shape::{Problem, ProblemKind};
 
 /// Every concrete resource type of FHIR R4 4.0.1, sorted by name.
@@ -333,6 +335,52 @@ mod tests {
             "component": [{"code": {"text": "a"}}, {"valueString": "b"}]
         }));
         assert_eq!(p.path, "Observation.component[1].code");
+    }
+
+    #[test]
+    fn a_missing_element_is_reported_on_the_object_that_lacks_it() {
+        let identifier = json!([{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:1"}]);
+        for (input, path) in [
+            (
+                json!({"resourceType": "DocumentReference", "identifier": identifier,
+                    "content": [{"attachment": {"contentType": "text/plain"}}]}),
+                "DocumentReference.status",
+            ),
+            (
+                json!({"resourceType": "DocumentReference", "status": "current",
+                    "content": [{"format": {"code": "x"}}]}),
+                "DocumentReference.content[0].attachment",
+            ),
+            (
+                json!({"resourceType": "Observation", "identifier": identifier,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}),
+                "Observation.status",
+            ),
+            (
+                json!({"resourceType": "Encounter", "status": "finished",
+                    "identifier": identifier, "type": [{"text": "visit"}]}),
+                "Encounter.class",
+            ),
+            (
+                json!({"resourceType": "MedicationRequest", "status": "active",
+                    "intent": "order", "medicationCodeableConcept": {"text": "x"},
+                    "dosageInstruction": [{"text": "once"}]}),
+                "MedicationRequest.subject",
+            ),
+            (
+                json!({"resourceType": "Condition", "identifier": identifier,
+                    "code": {"coding": [{"code": "x"}]}}),
+                "Condition.subject",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "collection", "entry": [
+                    {"resource": {"resourceType": "Observation", "identifier": identifier,
+                        "code": {"text": "x"}}}]}),
+                "Bundle.entry[0].resource.ofType(Observation).status",
+            ),
+        ] {
+            assert_eq!(problem(input.clone()).path, path, "{input}");
+        }
     }
 
     #[test]

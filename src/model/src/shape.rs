@@ -38,7 +38,7 @@ impl fmt::Display for Problem {
 }
 
 /// The path of the resource itself: its type name, or `Resource` when it has none.
-pub fn root_path(value: &Value) -> String {
+pub(crate) fn root_path(value: &Value) -> String {
     value
         .get("resourceType")
         .and_then(Value::as_str)
@@ -46,23 +46,25 @@ pub fn root_path(value: &Value) -> String {
         .to_string()
 }
 
-fn child(path: &str, key: &str) -> String {
+pub(crate) fn child(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-fn item(path: &str, index: usize) -> String {
+pub(crate) fn item(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }
 
 /// The path below a resource's root for a JSON member: `_given` (a primitive's extensions and
 /// id) is reported as `given`, the element it belongs to.
-fn member_path(path: &str, key: &str) -> String {
+pub(crate) fn member_path(path: &str, key: &str) -> String {
     child(path, key.strip_prefix('_').unwrap_or(key))
 }
 
 /// Checks the resource type and that no array, object or string anywhere is empty (FHIR JSON
 /// forbids empty elements, and an empty array crashes fhirbolt). `null` is allowed only inside
 /// arrays, where it aligns a primitive array with its `_name` partner.
+///
+/// [`drop_empty`] removes what this refuses; this stays as the parser's own guard.
 pub fn check_no_empty(value: &Value) -> Result<(), Problem> {
     let Some(object) = value.as_object() else {
         return Err(Problem::new(
@@ -190,8 +192,14 @@ enum Step {
 
 /// Finds the element a parse error is about. The parser reads the document in order, so the
 /// error is raised by the first node, in post-order, whose document cut just after it (every
-/// later member and item removed) fails with the same message: for a wrong type or an unknown
-/// element that is the element itself, for a missing element the object that lacks it.
+/// later member and item removed) fails with the same message while the document cut just
+/// before it does not: for a wrong type or an unknown element that is the element itself.
+///
+/// A missing element is raised by the object that lacks it when the object ends, so every
+/// object inside it that lacks the element too passes the first test; an object is the one
+/// only if its type has the element at all (given the element, the parser does not call it
+/// unknown) and the cut before it does not fail alike (an object inside it whose type has
+/// the element as an optional one).
 fn locate(
     value: &Value,
     message: &str,
@@ -216,9 +224,39 @@ fn locate(
         .find(|(steps, _)| {
             let raises =
                 |cut: Option<Value>| cut.and_then(|cut| parse(&cut)).as_deref() == Some(message);
-            raises(Some(cut(value, steps, true))) && !raises(cut_before(value, steps))
+            let after = cut(value, steps, true);
+            if !raises(Some(after.clone())) {
+                return false;
+            }
+            if let Some(name) = missing
+                && !has_element(after, steps, name, parse)
+            {
+                return false;
+            }
+            !raises(cut_before(value, steps))
         })
         .map(|(_, path)| path)
+}
+
+/// Whether the object at `steps` in `document` is of a type that has the element `name`: the
+/// parser does not call it unknown once the object has it (with any value).
+fn has_element(
+    mut document: Value,
+    steps: &[Step],
+    name: &str,
+    parse: &dyn Fn(&Value) -> Option<String>,
+) -> bool {
+    let target = steps
+        .iter()
+        .try_fold(&mut document, |node, step| match step {
+            Step::Member(key) => node.get_mut(key),
+            Step::Item(index) => node.get_mut(index),
+        });
+    if let Some(Value::Object(object)) = target {
+        object.insert(name.to_string(), Value::Bool(true));
+    }
+    let unknown = format!("unknown field `{name}`");
+    !parse(&document).is_some_and(|message| message.starts_with(&unknown))
 }
 
 fn node_at<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
@@ -288,13 +326,14 @@ fn cut(value: &Value, steps: &[Step], keep: bool) -> Value {
     }
 }
 
-/// The document cut just before the node at `steps`; None when that leaves an empty array or
-/// object, which is no valid document to try.
+/// The document cut just before the node at `steps`, without the arrays and objects that
+/// removing it left empty (the parser takes no empty element); None for the root.
 fn cut_before(value: &Value, steps: &[Step]) -> Option<Value> {
     if steps.is_empty() {
         return None;
     }
-    let before = cut(value, steps, false);
+    let mut before = cut(value, steps, false);
+    crate::drop_empty(&mut before);
     check_no_empty(&before).ok().map(|()| before)
 }
 
