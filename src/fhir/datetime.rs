@@ -4,7 +4,6 @@
 //! precision (a year, a day, a second...) stands for the whole [`Period`] it names, as the FHIR
 //! search page says: `2020` is all of 2020, `2020-03-01T10:00:00Z` is that one second.
 
-use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
@@ -61,115 +60,245 @@ pub fn parse_http_date(text: &str) -> Option<Micros> {
         .map(|t| to_micros(t.assume_utc()))
 }
 
-/// Parses a FHIR date, dateTime or instant at any precision (`2020`, `2020-03`, `2020-03-01`,
-/// `2020-03-01T10:00`, `2020-03-01T10:00:00`, `2020-03-01T10:00:00.123+02:00`) into the period
-/// it names. A time without an offset is taken as UTC.
-pub fn parse_period(text: &str) -> Result<Period, String> {
-    let invalid = || format!("'{text}' is not a valid FHIR date or dateTime");
+/// A FHIR date, dateTime, instant or time of day as written, at the precision it was written,
+/// every field checked against the calendar and the clock: a year 0001-9999, a day of that
+/// month of that year, hours 00-23, minutes 00-59, seconds 00-60 (60: a leap second), and an
+/// offset from -14:00 to +14:00 (at most 13:59 but for 14:00 itself, as R4 writes it).
+///
+/// [`parse_written`] is the one parser of dates and times of fhirlake: the periods of search
+/// and FHIRPath ([`parse_period`]) and the checks of the primitive types ([`check_temporal`])
+/// are made from what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub year: u16,
+    pub month: Option<u8>,
+    pub day: Option<u8>,
+    pub clock: Option<Clock>,
+    /// The offset from UTC in seconds; None when no zone is written (`Z` is `Some(0)`).
+    pub offset: Option<i32>,
+}
+
+/// A time of day as written (`hh:mm`, `hh:mm:ss`, `hh:mm:ss.fraction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub hour: u8,
+    pub minute: u8,
+    pub second: Option<u8>,
+    /// The fraction of the second: its first six digits in microseconds, and the width of the
+    /// last digit kept (a tenth of a second for `.5`, a microsecond from six digits on).
+    pub fraction: Option<(i64, i64)>,
+}
+
+/// Reads a date (`2020`, `2020-03`, `2020-03-01`), optionally followed by `T` and a time of day
+/// with or without a zone (`Z`, `+hh:mm`, `-hh:mm`). None when it is not one, or names no day
+/// of the calendar or no time of the clock.
+pub fn parse_written(text: &str) -> Option<Written> {
     let (date_part, time_part) = match text.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
+        Some((date, time)) => (date, Some(time)),
         None => (text, None),
     };
     let mut fields = date_part.split('-');
-    let year = number(fields.next(), 4).ok_or_else(invalid)?;
-    let mut next_field = || match fields.next() {
-        Some(text) => number(Some(text), 2).map(Some).ok_or_else(invalid),
-        None => Ok(None),
+    let year = number(fields.next(), 4)? as u16;
+    let month = match fields.next() {
+        None => None,
+        Some(m) => Some(number(Some(m), 2).filter(|m| (1..=12).contains(m))? as u8),
     };
-    let month = next_field()?;
-    let day = next_field()?;
-    if next_field().is_ok_and(|extra| extra.is_some()) || date_part.matches('-').count() > 2 {
-        return Err(invalid());
-    }
-    let date = |m: u32, d: u32| {
-        Month::try_from(m as u8)
-            .ok()
-            .and_then(|m| Date::from_calendar_date(year as i32, m, d as u8).ok())
+    // A day only follows a month.
+    let day = match (month, fields.next()) {
+        (Some(m), Some(d)) => {
+            let last = Month::try_from(m).ok()?.length(year as i32);
+            Some(number(Some(d), 2).filter(|d| (1..=last as u32).contains(d))? as u8)
+        }
+        _ => None,
     };
-    let at_midnight = |d: Date| to_micros(d.midnight().assume_utc());
-    match (month, day, time_part) {
-        (None, None, None) => {
-            let start = date(1, 1).ok_or_else(invalid)?;
-            let end = date(1, 1)
-                .and_then(|d| d.replace_year(year as i32 + 1).ok())
-                .ok_or_else(invalid)?;
-            Ok(Period {
-                start: at_midnight(start),
-                end: at_midnight(end),
-            })
-        }
-        (Some(m), None, None) => {
-            let start = date(m, 1).ok_or_else(invalid)?;
-            let end = if m == 12 {
-                Date::from_calendar_date(year as i32 + 1, Month::January, 1).ok()
-            } else {
-                date(m + 1, 1)
-            }
-            .ok_or_else(invalid)?;
-            Ok(Period {
-                start: at_midnight(start),
-                end: at_midnight(end),
-            })
-        }
-        (Some(m), Some(d), None) => {
-            let start = at_midnight(date(m, d).ok_or_else(invalid)?);
-            Ok(Period {
-                start,
-                end: start + 86_400_000_000,
-            })
-        }
-        (Some(m), Some(d), Some(time)) => {
-            let day = date(m, d).ok_or_else(invalid)?;
-            parse_time(day, time).ok_or_else(invalid)
-        }
-        _ => Err(invalid()),
+    if year == 0 || fields.next().is_some() {
+        return None;
     }
+    let (clock, offset) = match time_part {
+        None => (None, None),
+        Some(_) if day.is_none() => return None,
+        Some(text) => {
+            let split = text.find(['Z', '+', '-']).unwrap_or(text.len());
+            let (clock, zone) = text.split_at(split);
+            (Some(parse_clock(clock)?), parse_zone(zone)?)
+        }
+    };
+    Some(Written {
+        year,
+        month,
+        day,
+        clock,
+        offset,
+    })
 }
 
-/// `hh:mm[:ss[.fraction]][Z|+hh:mm|-hh:mm]` on `day`.
-fn parse_time(day: Date, text: &str) -> Option<Period> {
-    let split = text.find(['Z', '+', '-']).unwrap_or(text.len());
-    let (clock, zone) = text.split_at(split);
-    let offset = match zone {
-        "" | "Z" => UtcOffset::UTC,
-        _ => {
-            let sign: i8 = if zone.starts_with('-') { -1 } else { 1 };
-            let (h, m) = zone[1..].split_once(':')?;
-            let (h, m) = (number(Some(h), 2)? as i8, number(Some(m), 2)? as i8);
-            UtcOffset::from_hms(sign * h, sign * m, 0).ok()?
-        }
-    };
-    let mut parts = clock.split(':');
-    let hour = number(parts.next(), 2)?;
-    let minute = number(parts.next(), 2)?;
+/// `hh:mm[:ss[.fraction]]`.
+fn parse_clock(text: &str) -> Option<Clock> {
+    let mut parts = text.split(':');
+    let hour = number(parts.next(), 2).filter(|h| *h < 24)? as u8;
+    let minute = number(parts.next(), 2).filter(|m| *m < 60)? as u8;
     let (second, fraction) = match parts.next() {
-        Some(s) => match s.split_once('.') {
-            Some((s, f)) => (Some(number(Some(s), 2)?), Some(f)),
-            None => (Some(number(Some(s), 2)?), None),
-        },
         None => (None, None),
+        Some(s) => {
+            let (s, fraction) = match s.split_once('.') {
+                Some((s, f)) => (s, Some(fraction(f)?)),
+                None => (s, None),
+            };
+            (
+                Some(number(Some(s), 2).filter(|s| *s <= 60)? as u8),
+                fraction,
+            )
+        }
     };
     if parts.next().is_some() {
         return None;
     }
-    let time = Time::from_hms(hour as u8, minute as u8, second.unwrap_or(0) as u8).ok()?;
+    Some(Clock {
+        hour,
+        minute,
+        second,
+        fraction,
+    })
+}
+
+/// The digits after a second's decimal point, as (microseconds, width of the last digit kept).
+fn fraction(digits: &str) -> Option<(i64, i64)> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let kept = &digits[..digits.len().min(6)];
+    let unit = 10i64.pow(6 - kept.len() as u32);
+    Some((kept.parse::<i64>().ok()? * unit, unit))
+}
+
+/// `""` (no zone: `Some(None)`), `Z`, or `+hh:mm` / `-hh:mm` up to 14:00; None when invalid.
+fn parse_zone(zone: &str) -> Option<Option<i32>> {
+    let sign = match zone.as_bytes().first() {
+        None => return Some(None),
+        Some(b'Z') if zone.len() == 1 => return Some(Some(0)),
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        Some(_) => return None,
+    };
+    let (h, m) = zone[1..].split_once(':')?;
+    let (h, m) = (number(Some(h), 2)?, number(Some(m), 2)?);
+    if m >= 60 || h > 14 || (h == 14 && m != 0) {
+        return None;
+    }
+    Some(Some(sign * (h as i32 * 3600 + m as i32 * 60)))
+}
+
+/// Parses a FHIR date, dateTime or instant at any precision (`2020`, `2020-03`, `2020-03-01`,
+/// `2020-03-01T10:00`, `2020-03-01T10:00:00`, `2020-03-01T10:00:00.123+02:00`) into the period
+/// it names. A time without an offset is taken as UTC; a leap second (`23:59:60`) as the
+/// second before it.
+pub fn parse_period(text: &str) -> Result<Period, String> {
+    let invalid = || format!("'{text}' is not a valid FHIR date or dateTime");
+    let written = parse_written(text).ok_or_else(invalid)?;
+    let year = written.year as i32;
+    let date = |m: u8, d: u8| {
+        Month::try_from(m)
+            .ok()
+            .and_then(|m| Date::from_calendar_date(year, m, d).ok())
+    };
+    let at_midnight = |d: Date| to_micros(d.midnight().assume_utc());
+    let next_year = || Date::from_calendar_date(year + 1, Month::January, 1).ok();
+    let (start, end) = match (written.month, written.day, written.clock) {
+        (None, _, _) => (date(1, 1), next_year()),
+        (Some(m), None, _) => (
+            date(m, 1),
+            if m == 12 { next_year() } else { date(m + 1, 1) },
+        ),
+        (Some(m), Some(d), None) => {
+            let start = at_midnight(date(m, d).ok_or_else(invalid)?);
+            return Ok(Period {
+                start,
+                end: start + 86_400_000_000,
+            });
+        }
+        (Some(m), Some(d), Some(clock)) => {
+            let day = date(m, d).ok_or_else(invalid)?;
+            return clock_period(day, clock, written.offset.unwrap_or(0)).ok_or_else(invalid);
+        }
+    };
+    match (start, end) {
+        (Some(start), Some(end)) => Ok(Period {
+            start: at_midnight(start),
+            end: at_midnight(end),
+        }),
+        _ => Err(invalid()),
+    }
+}
+
+/// The period a time of day on `day` at `offset` seconds from UTC names: its minute, second or
+/// fraction of a second.
+fn clock_period(day: Date, clock: Clock, offset: i32) -> Option<Period> {
+    let offset = UtcOffset::from_whole_seconds(offset).ok()?;
+    let second = clock.second.unwrap_or(0).min(59);
+    let time = Time::from_hms(clock.hour, clock.minute, second).ok()?;
     let start = to_micros(PrimitiveDateTime::new(day, time).assume_offset(offset));
-    let (start, width) = match (second, fraction) {
+    let (start, width) = match (clock.second, clock.fraction) {
         (None, _) => (start, 60_000_000),
         (Some(_), None) => (start, 1_000_000),
-        (Some(_), Some(f)) => {
-            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let digits = &f[..f.len().min(6)];
-            let unit = 10i64.pow(6 - digits.len() as u32);
-            (start + digits.parse::<i64>().ok()? * unit, unit)
-        }
+        (Some(_), Some((micros, unit))) => (start + micros, unit),
     };
     Some(Period {
         start,
         end: start + width,
     })
+}
+
+/// The FHIR primitive types of dates and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporal {
+    /// `date`: a year, a month or a day; no time.
+    Date,
+    /// `dateTime`: a `date`, or a day with a time to the second and a zone.
+    DateTime,
+    /// `instant`: a day with a time to the second and a zone.
+    Instant,
+    /// `time`: a time of day to the second, without a zone.
+    Time,
+}
+
+/// Checks `text` as a value of the primitive type `kind`: R4's regular expression of the type
+/// and the calendar ([`Written`]). The error says what is wrong, for a client to read.
+pub fn check_temporal(kind: Temporal, text: &str) -> Result<(), &'static str> {
+    let full = |clock: &Clock| clock.second.is_some();
+    match kind {
+        Temporal::Time => match parse_clock(text) {
+            Some(clock) if full(&clock) => Ok(()),
+            _ => Err("a time is hh:mm:ss, with an optional fraction of a second and no zone"),
+        },
+        Temporal::Date => match parse_written(text) {
+            Some(written) if written.clock.is_none() => Ok(()),
+            _ => Err("a date is YYYY, YYYY-MM or YYYY-MM-DD, a day of the calendar"),
+        },
+        Temporal::DateTime => match parse_written(text) {
+            Some(Written { clock: None, .. }) => Ok(()),
+            Some(Written {
+                clock: Some(clock),
+                offset: Some(_),
+                ..
+            }) if full(&clock) => Ok(()),
+            _ => Err(
+                "a dateTime is YYYY, YYYY-MM, YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with an optional \
+                 fraction of a second and a zone (Z or +hh:mm), of the calendar",
+            ),
+        },
+        Temporal::Instant => match parse_written(text) {
+            Some(Written {
+                day: Some(_),
+                clock: Some(clock),
+                offset: Some(_),
+                ..
+            }) if full(&clock) => Ok(()),
+            _ => Err(
+                "an instant is YYYY-MM-DDThh:mm:ss with an optional fraction of a second and a \
+                 zone (Z or +hh:mm), of the calendar",
+            ),
+        },
+    }
 }
 
 /// A run of exactly `width` ASCII digits.
@@ -178,11 +307,6 @@ fn number(text: Option<&str>, width: usize) -> Option<u32> {
     (text.len() == width && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
         .flatten()
-}
-
-/// Is `text` a valid RFC 3339 timestamp? (Used where FHIR requires a full `instant`.)
-pub fn is_instant(text: &str) -> bool {
-    OffsetDateTime::parse(text, &Rfc3339).is_ok()
 }
 
 #[cfg(test)]
@@ -246,7 +370,7 @@ mod tests {
         #[test]
         fn every_instant_reads_back_as_its_own_microsecond(micros in 0i64..4_102_444_800_000_000) {
             let text = format_instant(micros);
-            prop_assert!(is_instant(&text));
+            prop_assert_eq!(check_temporal(Temporal::Instant, &text), Ok(()));
             let p = parse_period(&text).unwrap();
             prop_assert_eq!(p, Period { start: micros, end: micros + 1 });
         }
