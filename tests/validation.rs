@@ -4,7 +4,7 @@
 //! policy file and `--validation off` change what is refused.
 mod common;
 
-use common::fhir::{Fhir, assert_outcome};
+use common::fhir::{Fhir, assert_outcome, expressions};
 use serde_json::{Value, json};
 
 /// A real Patient (the first of a Synthea bundle), without its id, its US Core profile (not
@@ -70,17 +70,6 @@ fn broken_patient() -> Value {
     patient["contact"] = json!([{"gender": "female"}]);
     patient["name"][0]["period"] = json!({"start": "2020-02-01", "end": "2020-01-01"});
     patient
-}
-
-/// The `expression`s of the issues of `outcome` with `severity`.
-fn expressions(outcome: &Value, severity: &str) -> Vec<String> {
-    outcome["issue"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|issue| issue["severity"] == severity)
-        .filter_map(|issue| issue["expression"][0].as_str().map(String::from))
-        .collect()
 }
 
 fn nothing_stored(fhir: &Fhir, resource_type: &str) {

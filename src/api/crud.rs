@@ -62,14 +62,14 @@ pub async fn create(
             _ => return Err(several(&resource_type, criteria).into()),
         }
     }
-    let resource = parse_resource(&body, Some(&resource_type))?;
+    let intake = parse_resource(&body, Some(&resource_type))?;
     let write = Write {
         resource_type,
         id: uuid::Uuid::new_v4().to_string(),
-        action: Action::Create(resource),
+        action: Action::Create(intake.resource),
         if_match: None,
     };
-    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    let (applied, warnings) = commit_one(&state, &access, write, &intake.dropped).await?;
     Ok(written(&req, &state, applied, &warnings))
 }
 
@@ -88,7 +88,8 @@ pub async fn update(
     access.require(Permission::Update, Some(&resource_type))?;
     let expected = if_match(&req)?;
     let body = read_body(&req, payload, &state).await?;
-    let resource = parse_resource(&body, Some(&resource_type))?;
+    let intake = parse_resource(&body, Some(&resource_type))?;
+    let resource = intake.resource;
     match id_of(&resource) {
         Some(found) if found == id => {}
         Some(found) => {
@@ -114,7 +115,7 @@ pub async fn update(
         action: Action::Update(resource),
         if_match: expected,
     };
-    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    let (applied, warnings) = commit_one(&state, &access, write, &intake.dropped).await?;
     Ok(written(&req, &state, applied, &warnings))
 }
 
@@ -146,7 +147,7 @@ async fn delete_one(
         action: Action::Delete,
         if_match: if_match(req)?,
     };
-    let (applied, _) = commit_one(state, access, write).await?;
+    let (applied, _) = commit_one(state, access, write, &[]).await?;
     if prefer_return(req) == Return::OperationOutcome {
         let message = match applied.op {
             Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
@@ -303,7 +304,8 @@ pub async fn conditional(
         };
     }
     let body = read_body(&req, payload, &state).await?;
-    let resource = parse_resource(&body, Some(&resource_type))?;
+    let intake = parse_resource(&body, Some(&resource_type))?;
+    let resource = intake.resource;
     let (id, action) = match (ids.into_iter().next(), id_of(&resource).map(String::from)) {
         (Some(id), Some(given)) if given != id => {
             return Err(FhirError::bad_request(
@@ -325,7 +327,7 @@ pub async fn conditional(
         action,
         if_match: if_match(&req)?,
     };
-    let (applied, warnings) = commit_one(&state, &access, write).await?;
+    let (applied, warnings) = commit_one(&state, &access, write, &intake.dropped).await?;
     Ok(written(&req, &state, applied, &warnings))
 }
 
@@ -347,17 +349,19 @@ fn several(resource_type: &str, criteria: &str) -> FhirError {
 }
 
 /// Commits one write the client's access allows (see [`Access::check_write`]) and the
-/// validation policy accepts; returns it with the validator's warnings.
+/// validation policy accepts (with `dropped`, the empty elements taken out of its resource);
+/// returns it with the validator's warnings.
 async fn commit_one(
     state: &AppState,
     access: &Access,
     mut write: Write,
+    dropped: &[String],
 ) -> Result<(Applied, Vec<Issue>), super::ApiError> {
     access.check_write(&state.search, &state.store, &mut write)?;
     subscriptions::check_write(&state.config.subscription_endpoints, &write).await?;
     let mut warnings = match &write.action {
         Action::Create(resource) | Action::Update(resource) => {
-            state.validator.check_write(resource)?
+            state.validator.check_write(resource, dropped)?
         }
         Action::Delete => Vec::new(),
     };

@@ -160,8 +160,7 @@ fn bad(diagnostics: impl Into<String>) -> FhirError {
 
 /// The parameters of a Parameters body: (name, value) with each `value[x]` or `resource`.
 fn parameters(body: &[u8]) -> Result<Vec<(String, Value)>, FhirError> {
-    let json: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let json = crate::fhir::resource::parse_json(body)?;
     if json.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
         return Err(bad("the body must be a Parameters resource"));
     }

@@ -204,8 +204,8 @@ fn check(
     resource_type: &str,
     profile: Option<&str>,
 ) -> Vec<Issue> {
-    let resource = match check_value(resource, Some(resource_type)) {
-        Ok(resource) => resource,
+    let intake = match check_value(resource, Some(resource_type)) {
+        Ok(intake) => intake,
         Err(error) => {
             return vec![Issue {
                 severity: Severity::Error,
@@ -218,7 +218,9 @@ fn check(
             }];
         }
     };
-    state.validator.grade(&resource, profile)
+    state
+        .validator
+        .grade(&intake.resource, &intake.dropped, profile)
 }
 
 fn information(resource_type: &str, message: String) -> Issue {

@@ -11,7 +11,7 @@
 
 use crate::auth::Access;
 use crate::bundle::{self, Kind, Options};
-use crate::fhir::resource::{check_value, id_of, parse_json};
+use crate::fhir::resource::{Intake, check_value, id_of, parse_json};
 use crate::fhir::{FhirError, Return};
 use crate::search::Engine;
 use crate::store::Store;
@@ -286,7 +286,7 @@ fn take_entries(mut bundle: Value) -> Vec<Value> {
 async fn store_each(
     store: &Store,
     validator: &Validator,
-    resources: Vec<(String, Value)>,
+    resources: Vec<(String, Intake)>,
     counters: &Counters,
     reject: &(dyn Fn(String, &FhirError) + Sync),
 ) {
@@ -297,8 +297,8 @@ async fn store_each(
         }
         Err(refused) => reject(at, &refused.error),
     };
-    for (at, resource) in resources {
-        match validator.check_write(&resource) {
+    for (at, Intake { resource, dropped }) in resources {
+        match validator.check_write(&resource, &dropped) {
             Ok(warnings) => {
                 counters
                     .warnings

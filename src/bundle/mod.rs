@@ -24,7 +24,7 @@ use crate::cdc::endpoints::Prefix;
 use crate::cdc::subscriptions;
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{Micros, format_instant};
-use crate::fhir::resource::{check_id, check_type, check_value, id_of, parse_etag};
+use crate::fhir::resource::{Intake, check_id, check_type, check_value, id_of, parse_etag};
 use crate::fhir::{FhirError, IssueCode, Return};
 use crate::search::Engine;
 use crate::store::Store;
@@ -79,6 +79,8 @@ enum Request {
     Create {
         resource_type: String,
         resource: Value,
+        /// The empty elements taken out of `resource` ([`crate::fhir::resource::Intake`]).
+        dropped: Vec<String>,
         /// `ifNoneExist`: create only when nothing matches these criteria.
         if_none_exist: Option<String>,
     },
@@ -86,6 +88,7 @@ enum Request {
         resource_type: String,
         id: String,
         resource: Value,
+        dropped: Vec<String>,
         if_match: Option<u64>,
     },
     Delete {
@@ -148,13 +151,8 @@ pub async fn process(
 ) -> Result<Processed, FhirError> {
     let kind = kind_of(&bundle)?;
     let entries = match bundle.get_mut("entry").map(Value::take) {
+        // An empty array is an empty element: as if there were none.
         None => Vec::new(),
-        Some(Value::Array(entries)) if entries.is_empty() => {
-            return Err(bad_entry(
-                "Bundle.entry must not be an empty array: leave it out for an empty Bundle",
-            )
-            .at("Bundle.entry"));
-        }
         Some(Value::Array(entries)) => entries,
         Some(_) => {
             return Err(bad_entry("Bundle.entry must be an array").at("Bundle.entry"));
@@ -171,6 +169,10 @@ pub async fn process(
             ),
         ));
     }
+    // The Bundle's own empty elements (never stored) go without a word; its resources' are
+    // reported with their entries.
+    fhirlake_model::drop_empty(&mut bundle);
+    let entries: Vec<Value> = entries.into_iter().map(without_empty_elements).collect();
     check_shell(bundle, &entries)?;
 
     let mut warnings: Vec<Vec<Value>> = vec![Vec::new(); entries.len()];
@@ -355,6 +357,17 @@ pub async fn process(
     })
 }
 
+/// `entry` without the empty elements of its own (`request.ifNoneExist: ""`), its resource
+/// left as it is: its empty elements are taken out and reported when it is checked.
+fn without_empty_elements(mut entry: Value) -> Value {
+    let resource = entry.get_mut("resource").map(Value::take);
+    fhirlake_model::drop_empty(&mut entry);
+    if let (Some(resource), Value::Object(members)) = (resource, &mut entry) {
+        members.insert("resource".into(), resource);
+    }
+    entry
+}
+
 /// Checks the Bundle itself (every element but the entries' resources, which each entry checks
 /// on its own so that one bad resource fails only its entry in a batch).
 fn check_shell(mut bundle: Value, entries: &[Value]) -> Result<(), FhirError> {
@@ -433,8 +446,10 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
     let request = match (method, segments.as_slice(), query) {
         ("POST", [resource_type], None) => {
             check_type(resource_type)?;
+            let intake = resource_of(resource, resource_type)?;
             Request::Create {
-                resource: resource_of(resource, resource_type)?,
+                resource: intake.resource,
+                dropped: intake.dropped,
                 resource_type: resource_type.to_string(),
                 if_none_exist: text("ifNoneExist").map(String::from),
             }
@@ -442,7 +457,7 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
         ("PUT", [resource_type, id], None) => {
             check_type(resource_type)?;
             check_id(id)?;
-            let resource = resource_of(resource, resource_type)?;
+            let Intake { resource, dropped } = resource_of(resource, resource_type)?;
             if id_of(&resource) != Some(id) {
                 return Err(bad_entry(format!(
                     "the resource's id must be '{id}', the id in request.url"
@@ -453,6 +468,7 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
                 resource_type: resource_type.to_string(),
                 id: id.to_string(),
                 resource,
+                dropped,
                 if_match: version("ifMatch")?,
             }
         }
@@ -543,6 +559,7 @@ fn to_write(request: Request, new_id: Option<String>) -> (u8, Write) {
             id,
             resource,
             if_match,
+            ..
         } => Write {
             resource_type,
             id,
@@ -573,9 +590,18 @@ fn read_entry(
     warnings: &mut Vec<Value>,
 ) -> Result<(Option<String>, Request), FhirError> {
     let request = parse_entry(entry)?;
-    if let (_, Request::Create { resource, .. } | Request::Update { resource, .. }) = &request {
+    if let (
+        _,
+        Request::Create {
+            resource, dropped, ..
+        }
+        | Request::Update {
+            resource, dropped, ..
+        },
+    ) = &request
+    {
         *warnings = validator
-            .check_write(resource)?
+            .check_write(resource, dropped)?
             .iter()
             .map(|issue| entry_issue(issue, index))
             .collect();

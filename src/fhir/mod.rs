@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod datetime;
+pub mod json;
 pub mod outcome;
 pub mod reference;
 pub mod resource;

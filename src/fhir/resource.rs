@@ -2,8 +2,9 @@
 //! server-set `id` and `meta` of a stored version.
 
 use super::datetime::{Micros, format_instant};
+use super::json::{JsonError, parse_strict};
 use super::outcome::{FhirError, IssueCode};
-use fhirlake_model::{ProblemKind, check_resource};
+use fhirlake_model::{ProblemKind, check_resource, drop_empty};
 use serde_json::{Map, Value};
 
 /// Is `id` a valid FHIR logical id: 1 to 64 of `A-Z a-z 0-9 - .`?
@@ -44,30 +45,52 @@ pub fn parse_etag(text: &str) -> Option<u64> {
     text.trim_matches('"').parse().ok()
 }
 
-/// Parses a request body as JSON, or answers 400.
+/// Parses a request body as JSON, or answers 400: every JSON body a client sends is read
+/// here (resources, Bundles, Parameters), and a member name given twice in one object is
+/// refused, named with its place ([`super::json`]).
 pub fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
-    serde_json::from_slice(body).map_err(|e| {
-        FhirError::bad_request(
+    parse_strict(body).map_err(|error| match error {
+        JsonError::Syntax(message) => FhirError::bad_request(
             IssueCode::Structure,
-            format!("the body is not valid JSON: {e}"),
-        )
+            format!("the body is not valid JSON: {message}"),
+        ),
+        JsonError::Duplicate { key, path } => {
+            let place = match path.rsplit_once('.') {
+                Some((object, _)) => format!("in {object}"),
+                None if path.contains('[') => format!("in {path}"),
+                None => "at the top level".to_string(),
+            };
+            FhirError::bad_request(
+                IssueCode::Structure,
+                format!(
+                    "the member '{key}' is given twice {place}: a JSON object must not repeat a \
+                     name"
+                ),
+            )
+            .at(path)
+        }
     })
 }
 
-/// Parses a request body as a resource of type `expected` (when given) and checks its
-/// structure with the typed R4 model. Returns the resource in canonical member order.
-pub fn parse_resource(body: &[u8], expected: Option<&str>) -> Result<Value, FhirError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        FhirError::bad_request(
-            IssueCode::Structure,
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    check_value(value, expected)
+/// A resource as a write takes it in: checked by the typed R4 model, in canonical member
+/// order, and without the empty elements the client sent, whose locations are in `dropped`
+/// (for the validation policy to judge: they are never stored).
+#[derive(Debug)]
+pub struct Intake {
+    pub resource: Value,
+    pub dropped: Vec<String>,
 }
 
-/// [`parse_resource`] for a resource that is already a JSON value (a Bundle entry).
-pub fn check_value(value: Value, expected: Option<&str>) -> Result<Value, FhirError> {
+/// Parses a request body as a resource of type `expected` (when given) and takes it in
+/// ([`check_value`]).
+pub fn parse_resource(body: &[u8], expected: Option<&str>) -> Result<Intake, FhirError> {
+    check_value(parse_json(body)?, expected)
+}
+
+/// Takes in a resource that is already a JSON value (a body, a Bundle entry): its type is
+/// `expected` (when given), its empty elements are dropped, and the rest must be what the typed
+/// R4 model takes, with a valid id; or 400.
+pub fn check_value(mut value: Value, expected: Option<&str>) -> Result<Intake, FhirError> {
     if let (Some(expected), Some(found)) =
         (expected, value.get("resourceType").and_then(Value::as_str))
         && found != expected
@@ -78,6 +101,7 @@ pub fn check_value(value: Value, expected: Option<&str>) -> Result<Value, FhirEr
         )
         .at(format!("{found}.resourceType")));
     }
+    let dropped = drop_empty(&mut value);
     let canonical = check_resource(&value).map_err(|problem| {
         let code = match problem.kind {
             ProblemKind::ResourceType => IssueCode::Invalid,
@@ -91,7 +115,10 @@ pub fn check_value(value: Value, expected: Option<&str>) -> Result<Value, FhirEr
         let kind = canonical["resourceType"].as_str().unwrap_or("Resource");
         return Err(check_id(id).unwrap_err().at(format!("{kind}.id")));
     }
-    Ok(canonical)
+    Ok(Intake {
+        resource: canonical,
+        dropped,
+    })
 }
 
 /// The `id` element of a resource, if it has one.
@@ -178,6 +205,44 @@ mod tests {
         let error = parse_resource(br#"{"resourceType":"Patient","id":"a_b"}"#, None).unwrap_err();
         assert_eq!(error.expression.as_deref(), Some("Patient.id"));
         assert_eq!(parse_resource(b"{", None).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn empty_elements_are_taken_out_and_told() {
+        let intake = parse_resource(
+            br#"{"resourceType":"Patient","meta":{},"name":[{"family":"Lux","given":[""]}]}"#,
+            Some("Patient"),
+        )
+        .unwrap();
+        assert_eq!(
+            intake.resource,
+            json!({"resourceType": "Patient", "name": [{"family": "Lux"}]})
+        );
+        assert_eq!(intake.dropped, ["Patient.meta", "Patient.name[0].given"]);
+        // A resource that is nothing but empty elements is no resource.
+        let error = parse_resource(br#"{"resourceType":"","meta":{}}"#, None).unwrap_err();
+        assert_eq!(error.status, 400);
+    }
+
+    #[test]
+    fn a_duplicate_member_is_refused_with_its_place() {
+        let error =
+            parse_json(br#"{"resourceType":"Patient","gender":"male","gender":"x"}"#).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert_eq!(error.expression.as_deref(), Some("Patient.gender"));
+        assert!(
+            error
+                .diagnostics
+                .contains("'gender' is given twice in Patient"),
+            "{}",
+            error.diagnostics
+        );
+        let error = parse_json(br#"{"a":1,"a":2}"#).unwrap_err();
+        assert!(
+            error.diagnostics.contains("at the top level"),
+            "{}",
+            error.diagnostics
+        );
     }
 
     proptest! {

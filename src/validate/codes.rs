@@ -309,11 +309,7 @@ mod tests {
         let start = std::time::Instant::now();
         for resource in &resources {
             for issue in validator().validate(resource).issues {
-                let rule = match &issue.rule {
-                    Rule::Structure => "structure".to_string(),
-                    Rule::Binding(strength) => format!("binding {strength}"),
-                    Rule::Code(system) => format!("code {system}"),
-                };
+                let rule = issue.rule.to_string();
                 *counts
                     .entry(format!("{} {rule}", issue.severity.as_str()))
                     .or_default() += 1;

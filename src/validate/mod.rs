@@ -7,6 +7,7 @@
 mod codes;
 pub mod definitions;
 pub mod policy;
+pub mod primitives;
 pub mod profiles;
 pub mod structure;
 
@@ -113,24 +114,34 @@ impl Validator {
     }
 
     /// Every finding about `resource` (and against the profile `profile`, when given), graded
-    /// by the policy ([`Policy::grade`]): what `$validate` reports.
-    pub fn grade(&self, resource: &Value, profile: Option<&str>) -> Vec<Issue> {
-        let report = match profile {
+    /// by the policy ([`Policy::grade`]): what `$validate` reports. `dropped` are the empty
+    /// elements taken out of it ([`crate::fhir::resource::Intake`]).
+    pub fn grade(&self, resource: &Value, dropped: &[String], profile: Option<&str>) -> Vec<Issue> {
+        let mut report = match profile {
             Some(url) => self.validate_against(resource, url),
             None => self.validate(resource),
         };
+        report.issues.splice(0..0, empty_elements(dropped));
         self.policy.grade(type_of(resource), report)
     }
 
     /// Checks a resource about to be written, as the policy judges it: 422 with every
     /// finding when it rejects the resource, otherwise the warnings to report with the write.
-    /// Not validated at all when the policy drops every finding about its type.
-    pub fn check_write(&self, resource: &Value) -> Result<Vec<Issue>, FhirError> {
+    /// `dropped` are the empty elements taken out of it, judged by the `empty-elements` rule.
+    /// Not walked at all when the policy drops every finding of the walk about its type.
+    pub fn check_write(
+        &self,
+        resource: &Value,
+        dropped: &[String],
+    ) -> Result<Vec<Issue>, FhirError> {
         let resource_type = type_of(resource);
-        if self.policy.is_off_for(resource_type) {
-            return Ok(Vec::new());
-        }
-        let judgement = self.policy.judge(resource_type, self.validate(resource));
+        let mut report = if self.policy.is_off_for(resource_type) {
+            Report::default()
+        } else {
+            self.validate(resource)
+        };
+        report.issues.splice(0..0, empty_elements(dropped));
+        let judgement = self.policy.judge(resource_type, report);
         match judgement.rejections.split_first() {
             None => Ok(judgement.warnings),
             Some((first, others)) => Err(FhirError::new(422, first.code, &first.diagnostics)
@@ -179,6 +190,20 @@ impl Validator {
         }
         true
     }
+}
+
+/// One error per empty element a write dropped, at its location: the policy's `empty-elements`
+/// decides what becomes of it.
+fn empty_elements(dropped: &[String]) -> impl Iterator<Item = Issue> + '_ {
+    dropped.iter().map(|expression| Issue {
+        severity: Severity::Error,
+        code: IssueCode::Structure,
+        rule: Rule::EmptyElement,
+        expression: expression.clone(),
+        diagnostics: "an empty element (an empty object, array or string, or null) is not valid \
+                      FHIR: it was left out"
+            .into(),
+    })
 }
 
 fn type_of(resource: &Value) -> &str {

@@ -12,11 +12,15 @@
 //!
 //! ```json
 //! {"default": {"structure": "reject", "required-bindings": "reject",
-//!              "extensible-bindings": "warn", "codes": "warn",
+//!              "extensible-bindings": "warn", "codes": "warn", "empty-elements": "warn",
 //!              "systems": {"http://loinc.org": "reject"}},
 //!  "types": {"Basic": {"structure": "warn"},
 //!            "Observation": {"systems": {"http://snomed.info/sct": "reject"}}}}
 //! ```
+//!
+//! `empty-elements` decides on the empty elements (`{}`, `[]`, `""`, `null`) a write carries:
+//! they are never stored, and `warn` reports each, `reject` refuses the write, `off` drops them
+//! without a word.
 //!
 //! Invariant: a setting left out falls back to the next level, and finally to the built-in
 //! defaults of [`Policy::default`]: the contract and required bindings reject, everything else
@@ -45,6 +49,7 @@ struct Rules {
     extensible_bindings: Option<Action>,
     /// Codes of every system without a setting of its own.
     codes: Option<Action>,
+    empty_elements: Option<Action>,
     #[serde(default)]
     systems: HashMap<String, Action>,
 }
@@ -58,6 +63,7 @@ impl Rules {
             Rule::Binding(strength) if strength == "required" => self.required_bindings,
             Rule::Binding(_) => self.extensible_bindings,
             Rule::Code(_) => self.codes,
+            Rule::EmptyElement => self.empty_elements,
         }
     }
 
@@ -67,6 +73,7 @@ impl Rules {
             required_bindings: Some(action),
             extensible_bindings: Some(action),
             codes: Some(action),
+            empty_elements: Some(action),
             systems: HashMap::new(),
         }
     }
@@ -114,7 +121,7 @@ impl Policy {
         let built_in = match rule {
             Rule::Structure => Action::Reject,
             Rule::Binding(strength) if strength == "required" => Action::Reject,
-            Rule::Binding(_) | Rule::Code(_) => Action::Warn,
+            Rule::Binding(_) | Rule::Code(_) | Rule::EmptyElement => Action::Warn,
         };
         let typed = self.types.get(resource_type);
         // A type's code system setting wins over the default's, which wins over the type's
@@ -132,9 +139,10 @@ impl Policy {
             .unwrap_or(built_in)
     }
 
-    /// Is every finding about a resource of `resource_type` dropped (so that validating it
-    /// would be wasted)? Every kind of rule is asked about, codes for each code system named
-    /// and for one named nowhere (`Rule::Code("")`).
+    /// Is every finding of the validator's walk about a resource of `resource_type` dropped
+    /// (so that walking it would be wasted)? Every kind of rule the walk checks is asked about,
+    /// codes for each code system named and for one named nowhere (`Rule::Code("")`); empty
+    /// elements are found before the walk, and judged all the same.
     pub fn is_off_for(&self, resource_type: &str) -> bool {
         let named = self
             .types
@@ -222,6 +230,29 @@ mod tests {
         }
         assert!(!policy.is_off_for("Patient"));
         assert!(Policy::off().is_off_for("Patient"));
+        assert_eq!(policy.action("Patient", &Rule::EmptyElement), Action::Warn);
+        assert_eq!(
+            Policy::off().action("Patient", &Rule::EmptyElement),
+            Action::Off
+        );
+    }
+
+    #[test]
+    fn empty_elements_may_be_refused_or_dropped_silently_per_type() {
+        let policy = parse(json!({"default": {"empty-elements": "reject"},
+            "types": {"Patient": {"empty-elements": "off"}}}));
+        assert_eq!(
+            policy.action("Observation", &Rule::EmptyElement),
+            Action::Reject
+        );
+        assert_eq!(policy.action("Patient", &Rule::EmptyElement), Action::Off);
+        assert_eq!(policy.action("Patient", &Rule::Structure), Action::Reject);
+        // Rejecting empty elements alone leaves the walk off.
+        let only = parse(json!({"default": {"structure": "off", "codes": "off",
+            "required-bindings": "off", "extensible-bindings": "off",
+            "empty-elements": "reject"}}));
+        assert!(only.is_off_for("Patient"));
+        assert_eq!(only.action("Patient", &Rule::EmptyElement), Action::Reject);
     }
 
     #[test]

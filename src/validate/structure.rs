@@ -1,6 +1,7 @@
 //! Checks a resource against the base StructureDefinition of its type, or against a profile:
-//! cardinality, choice types, fixed and pattern values, and the invariants, recursively
-//! through backbone elements, complex data types, and contained and Bundle-entry resources;
+//! cardinality, choice types, fixed and pattern values, the invariants, and the format of
+//! every primitive value ([`primitives`]), recursively through backbone elements, complex data
+//! types, the extensions of primitives (`_birthDate`), and contained and Bundle-entry resources;
 //! against a profile, also its slicings (`structure/slicing.rs`) and the profiles its types
 //! name.
 //!
@@ -16,6 +17,7 @@ mod slicing;
 
 use super::codes::Codes;
 use super::definitions::{Definition, Definitions, ElementDef};
+use super::primitives;
 use super::profiles::ProfileSet;
 use crate::fhir::IssueCode;
 pub use crate::fhir::Severity;
@@ -34,6 +36,21 @@ pub enum Rule {
     /// A code and its code system (this one): the code is unknown, not in the part held, or
     /// its display matches none of its names.
     Code(String),
+    /// An empty element (`{}`, `[]`, `""`, `null`) the write took in and dropped.
+    EmptyElement,
+}
+
+impl std::fmt::Display for Rule {
+    /// The rule as a policy names it (`structure`, `binding required`, `code <system>`,
+    /// `empty-elements`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Structure => write!(f, "structure"),
+            Rule::Binding(strength) => write!(f, "binding {strength}"),
+            Rule::Code(system) => write!(f, "code {system}"),
+            Rule::EmptyElement => write!(f, "empty-elements"),
+        }
+    }
 }
 
 /// One finding.
@@ -253,6 +270,36 @@ impl<'d> Walk<'d, '_> {
                 }),
             }
         }
+        self.primitive_extensions(object, resources, location);
+    }
+
+    /// The id and extensions of the primitive values in `object` (`_birthDate`, `_given`, with
+    /// `null` for a value that has none): each checked as an element of its own, located at
+    /// its value (`Patient.name[0].given[1].extension[0]`).
+    fn primitive_extensions(
+        &mut self,
+        object: &Map<String, Value>,
+        resources: [&Value; 2],
+        location: &str,
+    ) {
+        let Some(element) = self.definitions.get("BackboneElement") else {
+            return;
+        };
+        for (key, partner) in object {
+            let Some(name) = key.strip_prefix('_') else {
+                continue;
+            };
+            let at = format!("{location}.{name}");
+            match partner {
+                Value::Array(items) => {
+                    for (n, item) in items.iter().enumerate() {
+                        let at = format!("{at}[{n}]");
+                        self.children(element, &element.root().path, item, resources, &at);
+                    }
+                }
+                item => self.children(element, &element.root().path, item, resources, &at),
+            }
+        }
     }
 
     /// The JSON members of a choice element in `object` (`valueQuantity`, ...), each with
@@ -306,6 +353,12 @@ impl<'d> Walk<'d, '_> {
         resources: [&Value; 2],
         location: &str,
     ) {
+        if let Some(ty) = ty
+            && let Some((severity, message)) =
+                primitives::check(primitive_type(definition, element, ty), item)
+        {
+            self.issue(severity, IssueCode::Value, location, message);
+        }
         if let Some(fixed) = &element.fixed
             && fixed != item
         {
@@ -519,8 +572,30 @@ const PRIMITIVE_TYPES: &[&str] = &[
     "uuid",
 ];
 
+/// The type code of a value of `element` of type `code`, for [`primitives::check`]: R4's
+/// snapshots give `id` elements and `Extension.url` the FHIRPath type `System.String`, which
+/// stands for `string` but for an extension's url (`uri`) and a resource's id (`id`).
+fn primitive_type<'a>(definition: &Definition, element: &ElementDef, code: &'a str) -> &'a str {
+    if code != "http://hl7.org/fhirpath/System.String" {
+        return code;
+    }
+    let own_id = element
+        .path
+        .strip_prefix(definition.root().path.as_str())
+        .is_some_and(|rest| rest == ".id");
+    if element.path == "Extension.url" {
+        "uri"
+    } else if definition.kind == "resource" && own_id {
+        "id"
+    } else {
+        "string"
+    }
+}
+
 /// Each value of the JSON `members` of one element in `object` (an array member gives one
-/// per item), with its type when known and its location below `location`.
+/// per item, but for the `null`s that align a primitive array with its extensions: no value
+/// there, its extensions are walked with the others), with its type when known and its
+/// location below `location`.
 fn each_value<'v, 't>(
     object: &'v Map<String, Value>,
     members: &[(&str, Option<&'t str>)],
@@ -530,7 +605,7 @@ fn each_value<'v, 't>(
     for (key, ty) in members {
         match &object[*key] {
             Value::Array(items) => {
-                for (n, item) in items.iter().enumerate() {
+                for (n, item) in items.iter().enumerate().filter(|(_, i)| !i.is_null()) {
                     f(*ty, item, format!("{location}.{key}[{n}]"))
                 }
             }
@@ -648,6 +723,10 @@ mod tests {
         (
             "SearchParameter/codesystem-extensions-CodeSystem-workflow",
             "no base",
+        ),
+        (
+            "SearchParameter/questionnaireresponse-extensions-QuestionnaireResponse-item-subject",
+            "its id has 67 characters: an id has at most 64",
         ),
         (
             "SearchParameter/valueset-extensions-ValueSet-author",

@@ -377,6 +377,17 @@ pub fn assert_issue_code(outcome: &Value, codes: &[&str], what: &str) {
     );
 }
 
+/// The `expression`s of the issues of `outcome` with `severity`, in order.
+pub fn expressions(outcome: &Value, severity: &str) -> Vec<String> {
+    outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|issue| issue["severity"] == severity)
+        .filter_map(|issue| issue["expression"][0].as_str().map(String::from))
+        .collect()
+}
+
 // ---- JSON helpers ---------------------------------------------------------------------------
 
 /// A small valid Patient with the family name `family`.
