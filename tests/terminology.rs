@@ -152,10 +152,11 @@ fn lookup_errors_are_operation_outcomes() {
         400,
         &["invalid"],
     );
+    // A body that is no JSON is a structure error, as for every other body.
     assert_outcome(
         &fhir.post("CodeSystem/$lookup", "not json".to_string()),
         400,
-        &["invalid"],
+        &["structure"],
     );
     assert_outcome(
         &post_parameters(
