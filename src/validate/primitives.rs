@@ -212,11 +212,11 @@ fn is_base64(text: &str) -> bool {
     for byte in text.bytes() {
         match byte {
             b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'/' | b'=' => count += 1,
-            space if is_xsd_space(space) && count % 4 == 0 => {}
+            space if is_xsd_space(space) && count.is_multiple_of(4) => {}
             _ => return false,
         }
     }
-    count > 0 && count % 4 == 0
+    count > 0 && count.is_multiple_of(4)
 }
 
 #[cfg(test)]
@@ -293,7 +293,8 @@ mod tests {
     /// The calendar, independently of [`crate::fhir::datetime`]: the days of a month of the
     /// Gregorian calendar.
     fn days_in_month(year: u32, month: u32) -> u32 {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap =
+            (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         match month {
             2 if leap => 29,
             2 => 28,
