@@ -64,11 +64,19 @@ impl ValidationConfig {
             }
         }
         for (id, version) in store.current_of_type("StructureDefinition")? {
-            if let Some(version) = version
-                && let Some(refused) = validator.learn("StructureDefinition", &version.body)
-            {
-                tracing::debug!(id, "{}", refused.diagnostics);
+            let Some(definition) = version.and_then(|v| serde_json::from_slice(&v.body).ok())
+            else {
+                continue;
+            };
+            let source = format!("StructureDefinition/{id}");
+            if let Err(why) = validator.profiles().restore(&definition, source) {
+                tracing::debug!(id, "not a usable profile: {why}");
             }
+        }
+        for skipped in validator.profiles().skipped() {
+            tracing::error!(source = %skipped.source, url = %skipped.url,
+                "profile skipped, resources that claim it are not checked against it: {}",
+                skipped.why);
         }
         Ok(validator)
     }

@@ -32,6 +32,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .context("opening the terminology releases")?,
     );
     let validator = Arc::new(config.validation.validator(terminology.clone(), &store)?);
+    let profiles = validator.clone();
     crate::terminology::Terminology::load_in_background();
     for release in terminology.releases() {
         tracing::info!(system = %release.url, holding = %release.holding, "terminology release");
@@ -100,7 +101,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         validator,
         config: Arc::new(config.clone()),
         metrics,
-        readiness: vec![Box::new(store.clone()), Box::new(search)],
+        readiness: vec![
+            Box::new(store.clone()),
+            Box::new(search),
+            Box::new(profiles),
+        ],
         verifier,
     });
     let mut server = HttpServer::new(move || {

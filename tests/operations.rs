@@ -94,7 +94,8 @@ fn health_and_ready() {
     ready.expect(200, "GET /ready");
     assert_eq!(
         ready.json(),
-        json!({"status": "pass", "checks": {"store": "pass", "search-index": "pass"}})
+        json!({"status": "pass", "checks":
+            {"store": "pass", "search-index": "pass", "profiles": "pass"}})
     );
     let post = send(fhir.http.post(format!("{}/health", fhir.server.origin)));
     assert_outcome(&post, 405, &["not-supported"]);

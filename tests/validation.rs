@@ -528,3 +528,157 @@ fn profiles_from_a_folder_and_from_written_structure_definitions_are_enforced() 
     let restarted = Fhir::on(data.path(), &[]);
     check(&restarted);
 }
+
+/// Expressions the FHIRPath engine must survive: each, as an invariant of a profile, once
+/// crashed the server on the write and again at every start.
+fn hostile_invariants() -> Vec<(&'static str, String)> {
+    let nested = |open: &str, inner: &str, close: &str, n: usize| {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    vec![
+        ("escape", "'\\é'.exists()".to_string()),
+        ("parens", nested("(", "true", ")", 20_000)),
+        ("minus", format!("{}1 = 1", "-".repeat(50_000))),
+        ("where", nested("name.where(", "true", ")", 1_000)),
+        ("chain", vec!["1"; 5_000].join("+")),
+        ("repeat", "1.repeat($this + 1).exists()".to_string()),
+        (
+            "replace",
+            format!("'a'{}.exists()", ".replace('a', 'aaaaaaaaaa')".repeat(10)),
+        ),
+        ("regex", "''.matches('a{1000}{1000}')".to_string()),
+    ]
+}
+
+/// The IPS Patient profile at a url of its own (`http://fhirlake.test/{id}`), with `expression`
+/// as one more invariant of its root.
+fn profile_with_invariant(id: &str, expression: &str) -> Value {
+    let mut definition = ips("StructureDefinition-Patient-uv-ips.json");
+    definition["id"] = json!(id);
+    definition["url"] = json!(format!("http://fhirlake.test/{id}"));
+    definition["snapshot"]["element"][0]["constraint"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"key": "hostile-1", "severity": "error", "human": "hostile",
+            "expression": expression}),
+        );
+    definition
+}
+
+#[test]
+fn a_profile_with_a_hostile_invariant_is_stored_unused_and_never_stops_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let invariants = hostile_invariants();
+    {
+        let fhir = Fhir::on(data.path(), &[]);
+        for (id, expression) in &invariants {
+            let reply = fhir.put_with(
+                &format!("StructureDefinition/{id}"),
+                &profile_with_invariant(id, expression),
+                &[("Prefer", "return=OperationOutcome")],
+            );
+            reply.expect(201, id);
+            let outcome = reply.json();
+            let told = outcome["issue"].as_array().unwrap().iter().any(|issue| {
+                let said = issue["diagnostics"].as_str().unwrap_or_default();
+                issue["severity"] == "warning"
+                    && said.contains("not usable as a profile")
+                    && said.contains("hostile-1")
+            });
+            assert!(told, "{id}: {outcome}");
+        }
+        // Not enforced: a Patient that claims one is stored, told the profile is not known.
+        let mut patient = clean_patient();
+        patient["meta"] = json!({"profile": ["http://fhirlake.test/repeat"]});
+        let reply = fhir.post_with(
+            "Patient",
+            &patient,
+            &[("Prefer", "return=OperationOutcome")],
+        );
+        reply.expect(201, "a Patient claiming a refused profile");
+        assert_eq!(
+            expressions(&reply.json(), "warning"),
+            ["Patient.meta.profile[0]"]
+        );
+    }
+    // The server starts again on the same data, skips each, and says so.
+    let restarted = Fhir::on(data.path(), &[]);
+    let ready = restarted.get("../ready");
+    ready.expect(200, "ready with skipped profiles");
+    let ready = ready.json();
+    assert_eq!(ready["status"], "warn", "{ready}");
+    assert_eq!(ready["checks"]["profiles"], "warn", "{ready}");
+    let warnings = ready["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), invariants.len(), "{ready}");
+    for (id, _) in &invariants {
+        let named = format!("http://fhirlake.test/{id} (StructureDefinition/{id})");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains(&named)),
+            "{named}: {ready}"
+        );
+        restarted
+            .get(&format!("StructureDefinition/{id}"))
+            .expect(200, "still stored");
+    }
+    // A fixed version of one is a profile again, and no longer a warning.
+    restarted
+        .put(
+            "StructureDefinition/repeat",
+            &profile_with_invariant("repeat", "name.exists()"),
+        )
+        .expect(200, "the fixed profile");
+    let ready = restarted.get("../ready").json();
+    assert_eq!(
+        ready["warnings"].as_array().unwrap().len(),
+        invariants.len() - 1,
+        "{ready}"
+    );
+    let mut patient = clean_patient();
+    patient["meta"] = json!({"profile": ["http://fhirlake.test/repeat"]});
+    patient.as_object_mut().unwrap().remove("birthDate");
+    let outcome = assert_outcome(&restarted.post("Patient", &patient), 422, &["required"]);
+    assert_eq!(
+        expressions(&outcome, "error"),
+        ["Patient.birthDate"],
+        "{outcome}"
+    );
+}
+
+#[test]
+fn narrative_with_scripts_is_refused_at_its_div() {
+    let fhir = Fhir::start();
+    let div = |inner: &str| format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{inner}</div>");
+    for inner in [
+        "<script>alert(1)</script>Marie",
+        "<img src=\"x\" onerror=\"alert(1)\"/>Marie",
+        "<a href=\"javascript:alert(1)\">Marie</a>",
+        "<p>unclosed",
+    ] {
+        let mut patient = clean_patient();
+        patient["text"]["div"] = json!(div(inner));
+        let outcome = assert_outcome(&fhir.post("Patient", &patient), 422, &["invariant"]);
+        // txt-1 and txt-2 are both `htmlChecks()` in R4: both fail.
+        assert_eq!(
+            expressions(&outcome, "error"),
+            ["Patient.text.div", "Patient.text.div"],
+            "{inner}: {outcome}"
+        );
+        assert!(outcome.to_string().contains("txt-1"), "{outcome}");
+    }
+    // Whitespace only is no narrative (txt-2).
+    let mut patient = clean_patient();
+    patient["text"]["div"] = json!(div(" "));
+    let outcome = assert_outcome(&fhir.post("Patient", &patient), 422, &["invariant"]);
+    assert!(outcome.to_string().contains("txt-2"), "{outcome}");
+    nothing_stored(&fhir, "Patient");
+    // Formatting, a link and an image are narrative.
+    let mut patient = clean_patient();
+    patient["text"]["div"] = json!(div(
+        "<p><b>Marie</b> <a href=\"https://example.org\">Lux</a><img src=\"#photo\" alt=\"\"/></p>"
+    ));
+    fhir.post("Patient", &patient)
+        .expect(201, "a narrative with formatting");
+}

@@ -19,6 +19,31 @@ pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// Ok when ready; otherwise why not, for the operator.
     fn check(&self) -> Result<(), String>;
+    /// What an operator should know though the server is ready (`status: warn`, still 200).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Ready whatever profiles it has; a profile skipped at start-up (its invariants could not be
+/// checked safely) is a warning, so that the operator learns which resources go unchecked
+/// without the server being taken out of service for it.
+impl ReadinessCheck for Arc<crate::validate::Validator> {
+    fn name(&self) -> &'static str {
+        "profiles"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.profiles()
+            .skipped()
+            .into_iter()
+            .map(|s| format!("profile {} ({}) skipped: {}", s.url, s.source, s.why))
+            .collect()
+    }
 }
 
 /// The search index is ready once it holds every change committed before the server started
@@ -61,8 +86,9 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "pass"}))
 }
 
-/// Readiness: 200 with every check's result while all pass; 503 with an OperationOutcome
-/// naming the ones that fail otherwise.
+/// Readiness: 200 with every check's result while all pass (`status` is `warn` and
+/// `warnings` says why when a check has warnings); 503 with an OperationOutcome naming the
+/// ones that fail otherwise.
 pub async fn ready(state: web::Data<AppState>) -> ApiResult {
     let body = readiness(&state.readiness)?;
     Ok(HttpResponse::Ok().json(body))
@@ -72,16 +98,22 @@ pub async fn ready(state: web::Data<AppState>) -> ApiResult {
 fn readiness(checks: &[Box<dyn ReadinessCheck>]) -> Result<Value, FhirError> {
     let mut passed = Map::new();
     let mut failures = Vec::new();
+    let mut warnings = Vec::new();
     for check in checks {
         match check.check() {
             Ok(()) => {
-                passed.insert(check.name().into(), "pass".into());
+                let found = check.warnings();
+                let status = if found.is_empty() { "pass" } else { "warn" };
+                passed.insert(check.name().into(), status.into());
+                warnings.extend(found.into_iter().map(|w| format!("{}: {w}", check.name())));
             }
             Err(why) => failures.push(format!("{}: {why}", check.name())),
         }
     }
-    if failures.is_empty() {
+    if failures.is_empty() && warnings.is_empty() {
         Ok(json!({"status": "pass", "checks": passed}))
+    } else if failures.is_empty() {
+        Ok(json!({"status": "warn", "checks": passed, "warnings": warnings}))
     } else {
         Err(FhirError::new(
             503,
@@ -114,6 +146,38 @@ mod tests {
         fn check(&self) -> Result<(), String> {
             self.1.clone()
         }
+    }
+
+    struct Warning;
+
+    impl ReadinessCheck for Warning {
+        fn name(&self) -> &'static str {
+            "profiles"
+        }
+
+        fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn warnings(&self) -> Vec<String> {
+            vec!["profile x skipped".into()]
+        }
+    }
+
+    #[test]
+    fn warnings_keep_the_server_ready_and_are_told() {
+        let pass = Box::new(Fixed("store", Ok(()))) as Box<dyn ReadinessCheck>;
+        let report = readiness(&[pass, Box::new(Warning)]).unwrap();
+        assert_eq!(
+            report,
+            json!({"status": "warn", "checks": {"store": "pass", "profiles": "warn"},
+                "warnings": ["profiles: profile x skipped"]})
+        );
+        let fail = Box::new(Fixed("index", Err("behind".into()))) as Box<dyn ReadinessCheck>;
+        assert_eq!(
+            readiness(&[fail, Box::new(Warning)]).unwrap_err().status,
+            503
+        );
     }
 
     #[test]

@@ -135,4 +135,4 @@ fn the_official_fhirpath_suite_passes_at_least_its_floor() {
 }
 
 /// The number of tests passed when this floor was last raised.
-const FLOOR: usize = 447;
+const FLOOR: usize = 450;

@@ -1,5 +1,7 @@
 //! Evaluating parsed FHIRPath on a resource's JSON.
 
+use super::budget::{Budget, Limits};
+use super::functions::LAMBDAS;
 use super::operators;
 use super::parser::{Expr, Op};
 use serde_json::Value;
@@ -76,11 +78,19 @@ impl<'a> Item<'a> {
 
 /// Why an expression could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvalError(pub String);
+pub enum EvalError {
+    /// Not on this input: a function not supported here, an operand of the wrong type, more
+    /// than one item where one is expected.
+    Invalid(String),
+    /// The evaluation went beyond its [`Limits`]: the expression is too costly for this input.
+    Exceeded(String),
+}
 
 impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            EvalError::Invalid(why) | EvalError::Exceeded(why) => f.write_str(why),
+        }
     }
 }
 
@@ -88,15 +98,29 @@ impl std::error::Error for EvalError {}
 
 pub(super) type Items<'a> = Vec<Item<'a>>;
 
-/// Evaluates `expr` on `resource` (its JSON), returning the items it selects.
+/// Evaluates `expr` on `resource` (its JSON) within the default [`Limits`], returning the
+/// items it selects.
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
     evaluate_on(expr, resource, None, [resource, resource])
 }
 
 /// Evaluates `expr` on `element` (of FHIR type `ty` when known), an element of `resource`,
-/// itself contained in `root` (or `root` itself): how an invariant of an element is checked.
-/// `[resource, root]` are `%resource` and `%rootResource`; `%context` is `element`.
+/// itself contained in `root` (or `root` itself), within the default [`Limits`]: how an
+/// invariant of an element is checked. `[resource, root]` are `%resource` and
+/// `%rootResource`; `%context` is `element`.
 pub fn evaluate_on<'a>(
+    expr: &Expr,
+    element: &'a Value,
+    ty: Option<&'a str>,
+    resources: [&'a Value; 2],
+) -> Result<Items<'a>, EvalError> {
+    evaluate_within(&Limits::DEFAULT, expr, element, ty, resources)
+}
+
+/// [`evaluate_on`] within `limits`: past them, [`EvalError::Exceeded`], whatever the
+/// expression and the input.
+pub fn evaluate_within<'a>(
+    limits: &Limits,
     expr: &Expr,
     element: &'a Value,
     ty: Option<&'a str>,
@@ -107,6 +131,7 @@ pub fn evaluate_on<'a>(
         resource,
         root,
         focus: focus.clone(),
+        budget: Budget::new(*limits),
     };
     context.eval(expr, &[focus])
 }
@@ -119,98 +144,197 @@ pub(super) struct Context<'a> {
     pub(super) root: &'a Value,
     /// What the evaluation started on: `%context`.
     focus: Item<'a>,
+    /// What is left of the evaluation's limits.
+    pub(super) budget: Budget,
 }
 
 impl<'a> Context<'a> {
+    /// `expr` on `input`: one step, one level deeper. Each kind of node is evaluated by a
+    /// function of its own, so that the stack frames a deep expression piles up are each only
+    /// as large as their own kind needs.
     pub(super) fn eval(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
-        Ok(match expr {
-            Expr::This => input.to_vec(),
-            Expr::Str(s) => vec![Item::Str(s.clone())],
-            Expr::Number(n) => vec![Item::Number(*n)],
-            Expr::Bool(b) => vec![Item::Bool(*b)],
-            Expr::Member(inner, name) => {
-                let at_start = matches!(**inner, Expr::This);
-                let items = self.eval(inner, input)?;
-                let mut out = Vec::new();
-                for item in &items {
-                    if at_start && starts_upper(name) {
-                        // A type name at the start of a path selects the context if it is
-                        // of that type: `Patient.name` on a Patient.
-                        if item.is_type(name) {
-                            out.push(item.clone());
-                        }
-                        continue;
-                    }
-                    member(item, name, &mut out);
+        self.budget.enter()?;
+        let result = self.eval_node(expr, input);
+        self.budget.leave();
+        result
+    }
+
+    fn eval_node(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        match expr {
+            Expr::Member(inner, name) => self.members(inner, name, input),
+            Expr::Index(inner, index) => self.index(inner, *index, input),
+            Expr::Is(inner, ty) => self.is(inner, ty, input),
+            Expr::As(inner, ty) => self.cast(inner, ty, input),
+            Expr::Union(left, right) => self.union(left, right, input),
+            Expr::Equals(left, right, negated) => self.equality(left, right, *negated, input),
+            Expr::And(..) | Expr::Or(..) | Expr::Binary(Op::Implies | Op::Xor, ..) => {
+                self.logic(expr, input)
+            }
+            Expr::Call(inner, name, args) => self.invoke(inner, name, args, input),
+            Expr::Binary(op, left, right) => self.operation(*op, left, right, input),
+            Expr::Negate(inner) => self.negate(inner, input),
+            _ => self.leaf(expr, input),
+        }
+    }
+
+    /// A literal, `$this`, a variable or `{}`.
+    fn leaf(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        match expr {
+            Expr::This => {
+                self.budget.spend(input.len())?;
+                Ok(input.to_vec())
+            }
+            Expr::Str(s) => {
+                self.budget.write(s.len())?;
+                Ok(vec![Item::Str(s.clone())])
+            }
+            Expr::Number(n) => Ok(vec![Item::Number(*n)]),
+            Expr::Bool(b) => Ok(vec![Item::Bool(*b)]),
+            Expr::Env(name) => self.variable(name),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// `inner[index]`.
+    fn index(
+        &self,
+        inner: &Expr,
+        index: usize,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        Ok(self
+            .eval(inner, input)?
+            .into_iter()
+            .nth(index)
+            .into_iter()
+            .collect())
+    }
+
+    /// `inner as ty`.
+    fn cast(&self, inner: &Expr, ty: &str, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        let mut items = self.eval(inner, input)?;
+        items.retain(|item| item.is_type(ty));
+        Ok(items)
+    }
+
+    /// `inner.name(args)`.
+    fn invoke(
+        &self,
+        inner: &Expr,
+        name: &str,
+        args: &[Expr],
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        let items = self.eval(inner, input)?;
+        self.call(name, args, items, input)
+    }
+
+    /// `-inner`.
+    fn negate(&self, inner: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        operators::negate(self.eval(inner, input)?)
+    }
+
+    /// `inner.name`.
+    fn members(
+        &self,
+        inner: &Expr,
+        name: &str,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        let at_start = matches!(inner, Expr::This);
+        let items = self.eval(inner, input)?;
+        let mut out = Vec::new();
+        for item in &items {
+            if at_start && starts_upper(name) {
+                // A type name at the start of a path selects the context if it is of that
+                // type: `Patient.name` on a Patient.
+                if item.is_type(name) {
+                    out.push(item.clone());
                 }
-                out
+                continue;
             }
-            Expr::Index(inner, index) => {
-                let items = self.eval(inner, input)?;
-                items.into_iter().nth(*index).into_iter().collect()
+            let before = out.len();
+            member(item, name, &mut out);
+            self.budget.spend(1 + out.len() - before)?;
+        }
+        Ok(out)
+    }
+
+    /// `inner is ty`.
+    fn is(&self, inner: &Expr, ty: &str, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        match self.eval(inner, input)?.as_slice() {
+            [] => Ok(vec![]),
+            [item] => Ok(vec![Item::Bool(item.is_type(ty))]),
+            _ => Err(EvalError::Invalid("'is' needs a single item".into())),
+        }
+    }
+
+    /// `left | right`: without duplicate values (by `=`), from either side.
+    fn union(&self, left: &Expr, right: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        let left = self.eval(left, input)?;
+        let right = self.eval(right, input)?;
+        distinct(left.into_iter().chain(right), &self.budget)
+    }
+
+    /// `left = right` or (`negated`) `left != right`.
+    fn equality(
+        &self,
+        left: &Expr,
+        right: &Expr,
+        negated: bool,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        let left = self.eval(left, input)?;
+        let right = self.eval(right, input)?;
+        if left.is_empty() || right.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut equal = left.len() == right.len();
+        for (a, b) in left.iter().zip(&right) {
+            if !equal {
+                break;
             }
-            Expr::Union(left, right) => {
-                // `|` removes duplicate values (by `=`), from either side.
-                let left = self.eval(left, input)?;
-                distinct(left.into_iter().chain(self.eval(right, input)?))
-            }
-            Expr::Is(inner, ty) => {
-                let items = self.eval(inner, input)?;
-                match items.as_slice() {
-                    [] => vec![],
-                    [item] => vec![Item::Bool(item.is_type(ty))],
-                    _ => return Err(EvalError("'is' needs a single item".into())),
-                }
-            }
-            Expr::As(inner, ty) => self
-                .eval(inner, input)?
-                .into_iter()
-                .filter(|item| item.is_type(ty))
-                .collect(),
-            Expr::Equals(left, right, negated) => {
-                let (left, right) = (self.eval(left, input)?, self.eval(right, input)?);
-                if left.is_empty() || right.is_empty() {
-                    vec![]
-                } else {
-                    let equal = left.len() == right.len()
-                        && left.iter().zip(&right).all(|(a, b)| equals(a, b));
-                    vec![Item::Bool(equal != *negated)]
-                }
-            }
-            Expr::And(left, right) => {
-                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
-                match (left, right) {
-                    (Some(false), _) | (_, Some(false)) => vec![Item::Bool(false)],
-                    (Some(true), Some(true)) => vec![Item::Bool(true)],
-                    _ => vec![],
-                }
-            }
-            Expr::Or(left, right) => {
-                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
-                match (left, right) {
-                    (Some(true), _) | (_, Some(true)) => vec![Item::Bool(true)],
-                    (Some(false), Some(false)) => vec![Item::Bool(false)],
-                    _ => vec![],
-                }
-            }
-            Expr::Call(inner, name, args) => {
-                let items = self.eval(inner, input)?;
-                self.call(name, args, items, input)?
-            }
-            Expr::Binary(op @ (Op::Implies | Op::Xor), left, right) => {
-                let (left, right) = (self.truth(left, input)?, self.truth(right, input)?);
-                operators::logical(*op, left, right)
-                    .map(Item::Bool)
-                    .into_iter()
-                    .collect()
-            }
-            Expr::Binary(op, left, right) => {
-                operators::binary(*op, self.eval(left, input)?, self.eval(right, input)?)?
-            }
-            Expr::Negate(inner) => operators::negate(self.eval(inner, input)?)?,
-            Expr::Env(name) => self.variable(name)?,
-            Expr::Empty => vec![],
-        })
+            equal = equals(a, b, &self.budget)?;
+        }
+        Ok(vec![Item::Bool(equal != negated)])
+    }
+
+    /// `and`, `or`, `xor` and `implies`, on their operands' truth values.
+    fn logic(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        let (Expr::And(left, right) | Expr::Or(left, right) | Expr::Binary(_, left, right)) = expr
+        else {
+            unreachable!("logic() is called on logical operators only")
+        };
+        let left = self.truth(left, input)?;
+        let right = self.truth(right, input)?;
+        let value = match expr {
+            Expr::And(..) => match (left, right) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Expr::Or(..) => match (left, right) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            Expr::Binary(op, ..) => operators::logical(*op, left, right),
+            _ => None,
+        };
+        Ok(value.map(Item::Bool).into_iter().collect())
+    }
+
+    /// The other binary operators.
+    fn operation(
+        &self,
+        op: Op,
+        left: &Expr,
+        right: &Expr,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        let left = self.eval(left, input)?;
+        let right = self.eval(right, input)?;
+        operators::binary(op, left, right, &self.budget)
     }
 
     /// The singleton boolean of a collection: empty is unknown, a single boolean is itself,
@@ -227,7 +351,7 @@ impl<'a> Context<'a> {
                 },
             ] => Some(*b),
             [_] => Some(true),
-            _ => return Err(EvalError("a boolean needs a single item".into())),
+            _ => return Err(EvalError::Invalid("a boolean needs a single item".into())),
         })
     }
 
@@ -246,11 +370,13 @@ impl<'a> Context<'a> {
                 Some(("ext", rest)) => {
                     text(format!("http://hl7.org/fhir/StructureDefinition/{rest}"))
                 }
-                _ => Err(EvalError(format!("unknown variable %{name}"))),
+                _ => Err(EvalError::Invalid(format!("unknown variable %{name}"))),
             },
         }
     }
 
+    /// A function call on `items`, with arguments evaluated on `input` (but lambdas, types and
+    /// urls).
     fn call(
         &self,
         name: &str,
@@ -258,7 +384,21 @@ impl<'a> Context<'a> {
         items: Items<'a>,
         input: &[Item<'a>],
     ) -> Result<Items<'a>, EvalError> {
-        let arity = |n: usize| arity(name, args, n);
+        if LAMBDAS.contains(&name) {
+            return self.lambda(name, args, items);
+        }
+        if WRITTEN.contains(&name) {
+            return self.written(name, args, items);
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for arg in args {
+            values.push(self.eval(arg, input)?);
+        }
+        self.function(name, &values, items)
+    }
+
+    /// The functions of [`WRITTEN`], whose argument is read as written.
+    fn written(&self, name: &str, args: &[Expr], items: Items<'a>) -> Result<Items<'a>, EvalError> {
         // `T`, `FHIR.T` or `System.T`.
         let type_argument = || match args {
             [Expr::Member(inner, ty)] => match &**inner {
@@ -269,58 +409,15 @@ impl<'a> Context<'a> {
                 {
                     Ok(ty.as_str())
                 }
-                _ => Err(EvalError(format!("{name}() takes a type name"))),
+                _ => Err(EvalError::Invalid(format!("{name}() takes a type name"))),
             },
-            _ => Err(EvalError(format!("{name}() takes a type name"))),
+            _ => Err(EvalError::Invalid(format!("{name}() takes a type name"))),
         };
         let string_argument = || match args {
             [Expr::Str(s)] => Ok(s.as_str()),
-            _ => Err(EvalError(format!("{name}() takes a string"))),
+            _ => Err(EvalError::Invalid(format!("{name}() takes a string"))),
         };
         Ok(match name {
-            "where" => {
-                arity(1)?;
-                let mut out = Vec::new();
-                for item in items {
-                    if self.truth(&args[0], std::slice::from_ref(&item))? == Some(true) {
-                        out.push(item);
-                    }
-                }
-                out
-            }
-            "exists" => {
-                let found = match args {
-                    [] => !items.is_empty(),
-                    [criteria] => {
-                        let mut found = false;
-                        for item in &items {
-                            if self.truth(criteria, std::slice::from_ref(item))? == Some(true) {
-                                found = true;
-                                break;
-                            }
-                        }
-                        found
-                    }
-                    _ => return Err(EvalError("exists() takes 0 or 1 argument".into())),
-                };
-                vec![Item::Bool(found)]
-            }
-            "empty" => {
-                arity(0)?;
-                vec![Item::Bool(items.is_empty())]
-            }
-            "not" => {
-                arity(0)?;
-                match items.as_slice() {
-                    [] => vec![],
-                    [Item::Bool(b)] => vec![Item::Bool(!b)],
-                    _ => return Err(EvalError("not() needs a single boolean".into())),
-                }
-            }
-            "first" => {
-                arity(0)?;
-                items.into_iter().take(1).collect()
-            }
             "as" | "ofType" => {
                 let ty = type_argument()?;
                 items.into_iter().filter(|item| item.is_type(ty)).collect()
@@ -330,52 +427,51 @@ impl<'a> Context<'a> {
                 match items.as_slice() {
                     [] => vec![],
                     [item] => vec![Item::Bool(item.is_type(ty))],
-                    _ => return Err(EvalError("is() needs a single item".into())),
+                    _ => return Err(EvalError::Invalid("is() needs a single item".into())),
                 }
             }
-            "resolve" => {
-                arity(0)?;
-                items.iter().filter_map(|item| self.resolve(item)).collect()
-            }
-            "extension" => {
+            "extension" | "hasExtension" => {
                 let url = string_argument()?;
                 let mut out = Vec::new();
                 for item in &items {
-                    extensions(item, url, &mut out);
+                    self.budget.spend(extensions(item, url, &mut out))?;
                 }
-                out
-            }
-            "hasExtension" => {
-                let url = string_argument()?;
-                let mut out = Vec::new();
-                for item in &items {
-                    extensions(item, url, &mut out);
+                match name {
+                    "extension" => out,
+                    _ => vec![Item::Bool(!out.is_empty())],
                 }
-                vec![Item::Bool(!out.is_empty())]
             }
-            _ => return self.function(name, args, items, input),
+            _ => return Err(EvalError::Invalid(format!("{name}() is not known"))),
         })
     }
 
     /// The target of a Reference (or of a canonical/uri string), known by its type: a
     /// contained resource for `#id`, else the type named in the reference.
-    fn resolve(&self, item: &Item<'a>) -> Option<Item<'a>> {
+    pub(super) fn resolve(&self, item: &Item<'a>) -> Result<Option<Item<'a>>, EvalError> {
         let Item::Node { value, .. } = item else {
-            return None;
+            return Ok(None);
         };
         let reference = match value {
-            Value::String(s) => s.as_str(),
-            Value::Object(object) => object.get("reference")?.as_str()?,
-            _ => return None,
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(object) => object.get("reference").and_then(Value::as_str),
+            _ => None,
         };
+        let Some(reference) = reference else {
+            return Ok(None);
+        };
+        self.budget.read(reference.len())?;
         if let Some(id) = reference.strip_prefix('#') {
-            let contained = self.root.get("contained")?.as_array()?;
-            return contained
+            let Some(contained) = self.root.get("contained").and_then(Value::as_array) else {
+                return Ok(None);
+            };
+            self.budget.spend(contained.len())?;
+            return Ok(contained
                 .iter()
                 .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
-                .map(|c| Item::node(c, None));
+                .map(|c| Item::node(c, None)));
         }
-        crate::fhir::reference::resource_type(reference).map(|ty| Item::Resolved(ty.to_string()))
+        Ok(crate::fhir::reference::resource_type(reference)
+            .map(|ty| Item::Resolved(ty.to_string())))
     }
 }
 
@@ -433,17 +529,21 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
     }
 }
 
-fn extensions<'a>(item: &Item<'a>, url: &str, out: &mut Items<'a>) {
-    if let Item::Node { value, .. } = item
-        && let Some(Value::Array(extensions)) = value.get("extension")
-    {
-        out.extend(
-            extensions
-                .iter()
-                .filter(|e| e.get("url").and_then(Value::as_str) == Some(url))
-                .map(|e| Item::node(e, Some(Cow::Borrowed("Extension")))),
-        );
-    }
+/// Adds the extensions of `item` with `url` to `out`; how many extensions it looked at.
+fn extensions<'a>(item: &Item<'a>, url: &str, out: &mut Items<'a>) -> usize {
+    let Item::Node { value, .. } = item else {
+        return 0;
+    };
+    let Some(Value::Array(extensions)) = value.get("extension") else {
+        return 0;
+    };
+    out.extend(
+        extensions
+            .iter()
+            .filter(|e| e.get("url").and_then(Value::as_str) == Some(url))
+            .map(|e| Item::node(e, Some(Cow::Borrowed("Extension")))),
+    );
+    extensions.len()
 }
 
 /// The types a JSON string of unknown type may be taken for.
@@ -645,12 +745,17 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
-/// Ok when function `name` was called with `n` arguments.
-pub(super) fn arity(name: &str, args: &[Expr], n: usize) -> Result<(), EvalError> {
-    if args.len() == n {
+/// The functions whose argument is read as written: a type name or a url.
+const WRITTEN: &[&str] = &["as", "ofType", "is", "extension", "hasExtension"];
+
+/// Ok when function `name` was called with `n` arguments (it was with `count`).
+pub(super) fn arity(name: &str, count: usize, n: usize) -> Result<(), EvalError> {
+    if count == n {
         Ok(())
     } else {
-        Err(EvalError(format!("{name}() takes {n} argument(s)")))
+        Err(EvalError::Invalid(format!(
+            "{name}() takes {n} argument(s)"
+        )))
     }
 }
 
@@ -693,47 +798,168 @@ fn primitive<'a>(item: &'a Item<'_>) -> Option<Primitive<'a>> {
 }
 
 /// FHIRPath `=` of two single items: primitives by value (numbers as numbers), elements by
-/// their JSON.
-pub(super) fn equals(a: &Item<'_>, b: &Item<'_>) -> bool {
+/// their JSON. Each value compared is a step, each 64 bytes of text compared another.
+pub(super) fn equals(a: &Item<'_>, b: &Item<'_>, budget: &Budget) -> Result<bool, EvalError> {
     match (primitive(a), primitive(b)) {
-        (Some(x), Some(y)) => x == y,
+        (Some(x), Some(y)) => {
+            match (&x, &y) {
+                (Primitive::Str(x), Primitive::Str(y)) => budget.read(x.len().min(y.len()))?,
+                _ => budget.spend(1)?,
+            }
+            Ok(x == y)
+        }
         _ => match (a, b) {
-            (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => x == y,
-            _ => false,
+            (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => same_json(x, y, budget),
+            _ => budget.spend(1).map(|()| false),
         },
     }
 }
 
-/// A hash that items [`equals`] calls equal share: of the value for a primitive, one for all
-/// others (which are compared one by one).
-fn equality_hash(item: &Item<'_>) -> u64 {
+/// Whether two JSON values are equal, member by member without recursion, each value
+/// compared spending a step (the same value, as two items from one resource often are, is
+/// one step).
+fn same_json(a: &Value, b: &Value, budget: &Budget) -> Result<bool, EvalError> {
+    let mut pending = vec![(a, b)];
+    while let Some((a, b)) = pending.pop() {
+        if std::ptr::eq(a, b) {
+            budget.spend(1)?;
+            continue;
+        }
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                budget.spend(1 + x.len())?;
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (key, value) in x {
+                    match y.get(key) {
+                        Some(other) => pending.push((value, other)),
+                        None => return Ok(false),
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                budget.spend(1 + x.len())?;
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                pending.extend(x.iter().zip(y));
+            }
+            (Value::String(x), Value::String(y)) => {
+                budget.read(x.len().min(y.len()))?;
+                if x != y {
+                    return Ok(false);
+                }
+            }
+            _ => {
+                budget.spend(1)?;
+                if a != b {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A hash that items [`equals`] calls equal share: of the value of a primitive, of the
+/// member names and primitive members of an object, of the length of an array. Hashing
+/// spends what reading the value costs.
+fn equality_hash(item: &Item<'_>, budget: &Budget) -> Result<u64, EvalError> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     match primitive(item) {
-        None => 0u8.hash(&mut hasher),
-        Some(Primitive::Null) => 1u8.hash(&mut hasher),
-        Some(Primitive::Bool(b)) => (2u8, b).hash(&mut hasher),
-        Some(Primitive::Str(s)) => (3u8, s).hash(&mut hasher),
+        None => match item {
+            Item::Node {
+                value: Value::Object(object),
+                ..
+            } => {
+                budget.spend(1 + object.len())?;
+                0u8.hash(&mut hasher);
+                for (key, value) in object {
+                    key.hash(&mut hasher);
+                    match value {
+                        Value::String(s) => {
+                            budget.read(s.len())?;
+                            s.hash(&mut hasher);
+                        }
+                        Value::Bool(b) => b.hash(&mut hasher),
+                        Value::Number(n) => n.as_f64().map(f64::to_bits).hash(&mut hasher),
+                        Value::Array(a) => a.len().hash(&mut hasher),
+                        Value::Object(_) | Value::Null => {}
+                    }
+                }
+            }
+            Item::Node {
+                value: Value::Array(array),
+                ..
+            } => {
+                budget.spend(1)?;
+                (5u8, array.len()).hash(&mut hasher);
+            }
+            _ => {
+                budget.spend(1)?;
+                6u8.hash(&mut hasher);
+            }
+        },
+        Some(Primitive::Null) => {
+            budget.spend(1)?;
+            1u8.hash(&mut hasher)
+        }
+        Some(Primitive::Bool(b)) => {
+            budget.spend(1)?;
+            (2u8, b).hash(&mut hasher)
+        }
+        Some(Primitive::Str(s)) => {
+            budget.read(s.len())?;
+            (3u8, s).hash(&mut hasher)
+        }
         // -0.0 and 0.0 are equal: both hash as 0.0.
-        Some(Primitive::Number(n)) => (4u8, (n + 0.0).to_bits()).hash(&mut hasher),
-    }
-    hasher.finish()
-}
-
-/// `items` without repeated values (by `=`), in order. Only items whose
-/// [`equality_hash`] is the same are compared, so a collection of primitives (the
-/// references of a whole resource) takes linear time.
-pub(super) fn distinct<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Items<'a> {
-    let mut out: Items<'a> = Vec::new();
-    let mut buckets: std::collections::HashMap<u64, Vec<usize>> = Default::default();
-    for item in items {
-        let bucket = buckets.entry(equality_hash(&item)).or_default();
-        if !bucket.iter().any(|&n| equals(&out[n], &item)) {
-            bucket.push(out.len());
-            out.push(item);
+        Some(Primitive::Number(n)) => {
+            budget.spend(1)?;
+            (4u8, (n + 0.0).to_bits()).hash(&mut hasher)
         }
     }
-    out
+    Ok(hasher.finish())
+}
+
+/// A collection without repeated values (by `=`), in the order they were added. Only items
+/// whose [`equality_hash`] is the same are compared, so a collection of primitives (the
+/// references of a whole resource) takes linear time.
+#[derive(Default)]
+pub(super) struct Distinct<'a> {
+    pub(super) items: Items<'a>,
+    buckets: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl<'a> Distinct<'a> {
+    /// Adds `item` unless an equal one is there; whether it was added.
+    pub(super) fn add(&mut self, item: Item<'a>, budget: &Budget) -> Result<bool, EvalError> {
+        let bucket = self
+            .buckets
+            .entry(equality_hash(&item, budget)?)
+            .or_default();
+        for &n in bucket.iter() {
+            if equals(&self.items[n], &item, budget)? {
+                return Ok(false);
+            }
+        }
+        bucket.push(self.items.len());
+        self.items.push(item);
+        Ok(true)
+    }
+}
+
+/// `items` without repeated values (by `=`), in order.
+pub(super) fn distinct<'a>(
+    items: impl IntoIterator<Item = Item<'a>>,
+    budget: &Budget,
+) -> Result<Items<'a>, EvalError> {
+    let mut distinct = Distinct::default();
+    for item in items {
+        distinct.add(item, budget)?;
+    }
+    Ok(distinct.items)
 }
 
 #[cfg(test)]

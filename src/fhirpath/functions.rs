@@ -1,69 +1,187 @@
 //! The FHIRPath functions beyond those search needs: what the R4 invariants call (`count()`,
 //! `all()`, `hasValue()`, `matches()`, `select()`, `iif()`, `descendants()`, ...).
 //!
-//! Lambda arguments (`all(x)`, `select(x)`, `iif(c, ...)`) are evaluated on each input item;
-//! other arguments on the input of the whole invocation, as the specification says.
+//! Lambda arguments (`all(x)`, `select(x)`, `iif(c, ...)`) are evaluated on each input item
+//! ([`Context::lambda`]); other arguments on the input of the whole invocation, as the
+//! specification says, before the function is called ([`Context::function`]).
+//!
+//! Invariant: only [`Context::lambda`] (small) evaluates expressions; the large dispatch of
+//! [`Context::function`] does not, so its stack frame (large in a debug build) is never among
+//! those a deeply nested expression piles up.
 
-use super::eval::{Context, EvalError, Item, Items, arity, distinct, equals, truth};
+use super::eval::{Context, Distinct, EvalError, Item, Items, arity, distinct, equals, truth};
 use super::operators::{number, single, string};
 use super::parser::Expr;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
+/// The functions whose arguments are lambdas, evaluated on each input item.
+pub(super) const LAMBDAS: &[&str] = &["where", "exists", "all", "select", "repeat", "iif"];
+
 impl<'a> Context<'a> {
-    /// The functions not handled in `eval.rs`: `items` is the invocation's input, `input` what
-    /// its arguments are evaluated on.
-    pub(super) fn function(
+    /// The functions of [`LAMBDAS`] on `items`, each a function of its own (they recurse).
+    pub(super) fn lambda(
         &self,
         name: &str,
         args: &[Expr],
         items: Items<'a>,
-        input: &[Item<'a>],
     ) -> Result<Items<'a>, EvalError> {
-        let arity = |n: usize| arity(name, args, n);
-        // A non-lambda argument's value.
+        match (name, args) {
+            ("where", [criteria]) => self.filter(criteria, items),
+            ("exists", []) => Ok(vec![Item::Bool(!items.is_empty())]),
+            ("exists" | "all", [criteria]) => self.quantify(name == "all", criteria, &items),
+            ("select", [projection]) => self.select(projection, &items),
+            ("repeat", [projection]) => self.repeat(projection, items),
+            ("iif", [criterion, then, otherwise @ ..]) if otherwise.len() <= 1 => {
+                let chosen = if self.truth(criterion, &items)? == Some(true) {
+                    Some(then)
+                } else {
+                    otherwise.first()
+                };
+                chosen.map_or(Ok(vec![]), |e| self.eval(e, &items))
+            }
+            _ => Err(EvalError::Invalid(format!(
+                "{name}() does not take {} argument(s)",
+                args.len()
+            ))),
+        }
+    }
+
+    /// `where(criteria)`.
+    fn filter(&self, criteria: &Expr, items: Items<'a>) -> Result<Items<'a>, EvalError> {
+        let mut out = Vec::new();
+        for item in items {
+            if self.truth(criteria, std::slice::from_ref(&item))? == Some(true) {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `all(criteria)` or `exists(criteria)`.
+    fn quantify(
+        &self,
+        all: bool,
+        criteria: &Expr,
+        items: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        for item in items {
+            let holds = self.truth(criteria, std::slice::from_ref(item))? == Some(true);
+            if holds != all {
+                return Ok(vec![Item::Bool(!all)]);
+            }
+        }
+        Ok(vec![Item::Bool(all)])
+    }
+
+    /// `select(projection)`.
+    fn select(&self, projection: &Expr, items: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        let mut out = Vec::new();
+        for item in items {
+            let selected = self.eval(projection, std::slice::from_ref(item))?;
+            self.budget.spend(selected.len())?;
+            out.extend(selected);
+        }
+        Ok(out)
+    }
+
+    /// `repeat(projection)`: the projection applied to the input, then to what it made, and so
+    /// on, as long as it makes items not made before (by `=`). It ends on any resource; a
+    /// projection that makes new values forever runs out of budget.
+    fn repeat(&self, projection: &Expr, items: Items<'a>) -> Result<Items<'a>, EvalError> {
+        let mut found = Distinct::default();
+        let mut level = items;
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for item in &level {
+                for made in self.eval(projection, std::slice::from_ref(item))? {
+                    if found.add(made.clone(), &self.budget)? {
+                        next.push(made);
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(found.items)
+    }
+
+    /// The functions but [`LAMBDAS`] and those whose argument is a type or a url as written:
+    /// `items` is the invocation's input, `args` the values of its arguments.
+    pub(super) fn function(
+        &self,
+        name: &str,
+        args: &[Items<'a>],
+        items: Items<'a>,
+    ) -> Result<Items<'a>, EvalError> {
+        let arity = |n: usize| arity(name, args.len(), n);
+        // An argument's value.
         let argument = |n: usize| -> Result<Items<'a>, EvalError> {
-            let arg = args
-                .get(n)
-                .ok_or_else(|| EvalError(format!("{name}() needs argument {}", n + 1)))?;
-            self.eval(arg, input)
+            args.get(n)
+                .cloned()
+                .ok_or_else(|| EvalError::Invalid(format!("{name}() needs argument {}", n + 1)))
         };
         let text_argument = |n: usize| -> Result<String, EvalError> {
-            single(&argument(n)?)?
+            let text = single(&argument(n)?)?
                 .and_then(string)
-                .ok_or_else(|| EvalError(format!("{name}() takes a string")))
+                .ok_or_else(|| EvalError::Invalid(format!("{name}() takes a string")))?;
+            self.budget.read(text.len())?;
+            Ok(text)
         };
         let integer_argument = |n: usize| -> Result<usize, EvalError> {
             single(&argument(n)?)?
                 .and_then(number)
                 .filter(|n| *n >= 0.0)
                 .map(|n| n as usize)
-                .ok_or_else(|| EvalError(format!("{name}() takes a whole number")))
+                .ok_or_else(|| EvalError::Invalid(format!("{name}() takes a whole number")))
         };
         let boolean = |b: bool| Ok(vec![Item::Bool(b)]);
-        // A string function of the single input string; empty for an empty input.
+        // A string function of the single input string; empty for an empty input. Reading
+        // the string is paid for; what the function makes, by the function.
         let on_string = |f: &dyn Fn(&str) -> Result<Items<'a>, EvalError>| match single(&items)? {
             None => Ok(vec![]),
             Some(item) => match string(item) {
-                Some(text) => f(&text),
-                None => Err(EvalError(format!("{name}() needs a string"))),
+                Some(text) => {
+                    self.budget.read(text.len())?;
+                    f(&text)
+                }
+                None => Err(EvalError::Invalid(format!("{name}() needs a string"))),
             },
+        };
+        // A string made by a function, within the budget.
+        let made = |text: String| -> Result<Items<'a>, EvalError> {
+            self.budget.write(text.len())?;
+            Ok(vec![Item::Str(text)])
         };
         match name {
             "count" => {
                 arity(0)?;
                 Ok(vec![Item::Number(items.len() as f64)])
             }
-            "all" => {
-                arity(1)?;
-                for item in &items {
-                    if self.truth(&args[0], std::slice::from_ref(item))? != Some(true) {
-                        return boolean(false);
-                    }
+            "empty" => {
+                arity(0)?;
+                boolean(items.is_empty())
+            }
+            "not" => {
+                arity(0)?;
+                match items.as_slice() {
+                    [] => Ok(vec![]),
+                    [Item::Bool(b)] => boolean(!b),
+                    _ => Err(EvalError::Invalid("not() needs a single boolean".into())),
                 }
-                boolean(true)
+            }
+            "first" => {
+                arity(0)?;
+                Ok(items.into_iter().take(1).collect())
+            }
+            "resolve" => {
+                arity(0)?;
+                let mut out = Vec::new();
+                for item in &items {
+                    out.extend(self.resolve(item)?);
+                }
+                Ok(out)
             }
             "allTrue" | "anyTrue" | "allFalse" | "anyFalse" => {
                 arity(0)?;
@@ -93,9 +211,13 @@ impl<'a> Context<'a> {
                 let pattern = regex(&text_argument(0)?)?;
                 let substitute = text_argument(1)?;
                 on_string(&|text| {
-                    Ok(vec![Item::Str(
-                        pattern.replace_all(text, substitute.as_str()).into_owned(),
-                    )])
+                    // The most it can make: every match (one at each position, for a pattern
+                    // that matches the empty string) replaced by the whole substitute.
+                    let matches = pattern.find_iter(text).count();
+                    self.budget.read(text.len())?;
+                    let most = matches.saturating_mul(substitute.len().saturating_add(1));
+                    self.budget.write(text.len().saturating_add(most))?;
+                    made(pattern.replace_all(text, substitute.as_str()).into_owned())
                 })
             }
             "startsWith" => {
@@ -121,7 +243,16 @@ impl<'a> Context<'a> {
             }
             "replace" => {
                 let (from, to) = (text_argument(0)?, text_argument(1)?);
-                on_string(&|text| Ok(vec![Item::Str(text.replace(&from, &to))]))
+                on_string(&|text| {
+                    // An empty `from` matches between every two characters.
+                    let matches = match from.is_empty() {
+                        true => text.chars().count() + 1,
+                        false => text.matches(from.as_str()).count(),
+                    };
+                    let most = matches.saturating_mul(to.len());
+                    self.budget.write(text.len().saturating_add(most))?;
+                    made(text.replace(&from, &to))
+                })
             }
             "substring" => {
                 let start = integer_argument(0)?;
@@ -135,14 +266,15 @@ impl<'a> Context<'a> {
                     if start >= chars.len() {
                         return Ok(vec![]);
                     }
-                    let end = length.map_or(chars.len(), |l| (start + l).min(chars.len()));
-                    Ok(vec![Item::Str(chars[start..end].iter().collect())])
+                    let end =
+                        length.map_or(chars.len(), |l| start.saturating_add(l).min(chars.len()));
+                    made(chars[start..end].iter().collect())
                 })
             }
             "length" => on_string(&|text| Ok(vec![Item::Number(text.chars().count() as f64)])),
-            "lower" => on_string(&|text| Ok(vec![Item::Str(text.to_lowercase())])),
-            "upper" => on_string(&|text| Ok(vec![Item::Str(text.to_uppercase())])),
-            "toString" => on_string(&|text| Ok(vec![Item::Str(text.to_string())])),
+            "lower" => on_string(&|text| made(text.to_lowercase())),
+            "upper" => on_string(&|text| made(text.to_uppercase())),
+            "toString" => on_string(&|text| made(text.to_string())),
             "toInteger" | "toDecimal" => Ok(match single(&items)? {
                 None => vec![],
                 Some(item) => number(item)
@@ -157,45 +289,36 @@ impl<'a> Context<'a> {
             "skip" => Ok(items.into_iter().skip(integer_argument(0)?).collect()),
             "take" => Ok(items.into_iter().take(integer_argument(0)?).collect()),
             "single" => Ok(single(&items)?.cloned().into_iter().collect()),
-            "select" => {
-                arity(1)?;
-                let mut out = Vec::new();
-                for item in &items {
-                    out.extend(self.eval(&args[0], std::slice::from_ref(item))?);
-                }
-                Ok(out)
-            }
-            "iif" => {
-                if !(2..=3).contains(&args.len()) {
-                    return Err(EvalError("iif() takes 2 or 3 arguments".into()));
-                }
-                if self.truth(&args[0], &items)? == Some(true) {
-                    self.eval(&args[1], &items)
-                } else {
-                    args.get(2).map_or(Ok(vec![]), |e| self.eval(e, &items))
-                }
-            }
-            "distinct" => Ok(distinct(items)),
+            "distinct" => distinct(items, &self.budget),
             "isDistinct" => {
                 let count = items.len();
-                boolean(distinct(items).len() == count)
+                boolean(distinct(items, &self.budget)?.len() == count)
             }
-            "union" => Ok(distinct(items.into_iter().chain(argument(0)?))),
-            "combine" => Ok(items.into_iter().chain(argument(0)?).collect()),
+            "union" => distinct(items.into_iter().chain(argument(0)?), &self.budget),
+            "combine" => {
+                let other = argument(0)?;
+                self.budget.spend(items.len() + other.len())?;
+                Ok(items.into_iter().chain(other).collect())
+            }
             "intersect" => {
                 let other = argument(0)?;
-                Ok(distinct(
-                    items
-                        .into_iter()
-                        .filter(|i| other.iter().any(|o| equals(i, o))),
-                ))
+                let mut kept = Vec::new();
+                for item in items {
+                    if self.any_equal(&item, &other)? {
+                        kept.push(item);
+                    }
+                }
+                distinct(kept, &self.budget)
             }
             "exclude" => {
                 let other = argument(0)?;
-                Ok(items
-                    .into_iter()
-                    .filter(|i| !other.iter().any(|o| equals(i, o)))
-                    .collect())
+                let mut kept = Vec::new();
+                for item in items {
+                    if !self.any_equal(&item, &other)? {
+                        kept.push(item);
+                    }
+                }
+                Ok(kept)
             }
             "subsetOf" | "supersetOf" => {
                 let other = argument(0)?;
@@ -204,14 +327,21 @@ impl<'a> Context<'a> {
                 } else {
                     (&other, &items)
                 };
-                boolean(small.iter().all(|i| large.iter().any(|o| equals(i, o))))
+                for item in small {
+                    if !self.any_equal(item, large)? {
+                        return boolean(false);
+                    }
+                }
+                boolean(true)
             }
             // A debugging aid: its input, unchanged.
             "trace" => Ok(items),
             "children" => {
                 arity(0)?;
                 let mut out = Vec::new();
-                items.iter().for_each(|item| children(item, &mut out));
+                for item in &items {
+                    self.children(item, &mut out)?;
+                }
                 Ok(out)
             }
             "descendants" => {
@@ -220,48 +350,110 @@ impl<'a> Context<'a> {
                 let mut level = items;
                 while !level.is_empty() {
                     let mut next = Vec::new();
-                    level.iter().for_each(|item| children(item, &mut next));
+                    for item in &level {
+                        self.children(item, &mut next)?;
+                    }
+                    self.budget.spend(next.len())?;
                     out.extend(next.iter().cloned());
                     level = next;
                 }
                 Ok(out)
             }
-            // The narrative's XHTML is checked by the model when a resource is parsed.
-            "htmlChecks" => boolean(true),
-            _ => Err(EvalError(format!("the function {name}() is not supported"))),
+            // The narrative's rules, on an XHTML string (`Narrative.div`); empty on anything
+            // else. Paid for by its length, as any reading of text.
+            "htmlChecks" => {
+                arity(0)?;
+                match single(&items)? {
+                    Some(
+                        Item::Str(xhtml)
+                        | Item::Node {
+                            value: Value::String(xhtml),
+                            ..
+                        },
+                    ) => {
+                        self.budget.read(xhtml.len())?;
+                        boolean(super::html::check_narrative(xhtml).is_ok())
+                    }
+                    _ => Ok(vec![]),
+                }
+            }
+            _ => Err(EvalError::Invalid(format!(
+                "the function {name}() is not supported"
+            ))),
         }
     }
 }
 
-/// The child elements of an element, array items one by one (a primitive's `_name` sibling
-/// included, as the element it extends).
-fn children<'a>(item: &Item<'a>, out: &mut Items<'a>) {
-    let Item::Node {
-        value: Value::Object(object),
-        ..
-    } = item
-    else {
-        return;
-    };
-    for value in object.values() {
-        match value {
-            Value::Array(items) => out.extend(items.iter().map(|v| Item::node(v, None))),
-            value => out.push(Item::node(value, None)),
+impl<'a> Context<'a> {
+    /// Adds the child elements of an element to `out`, array items one by one (a primitive's
+    /// `_name` sibling included, as the element it extends), paying for each.
+    fn children(&self, item: &Item<'a>, out: &mut Items<'a>) -> Result<(), EvalError> {
+        let Item::Node {
+            value: Value::Object(object),
+            ..
+        } = item
+        else {
+            return self.budget.spend(1);
+        };
+        let before = out.len();
+        for value in object.values() {
+            match value {
+                Value::Array(items) => out.extend(items.iter().map(|v| Item::node(v, None))),
+                value => out.push(Item::node(value, None)),
+            }
         }
+        self.budget.spend(1 + out.len() - before)
+    }
+
+    /// Whether `collection` holds an item equal to `item`.
+    fn any_equal(&self, item: &Item<'a>, collection: &[Item<'a>]) -> Result<bool, EvalError> {
+        for other in collection {
+            if equals(item, other, &self.budget)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
+
+/// The longest regular expression `matches()` and `replaceMatches()` take, in bytes: a pattern
+/// may come from the resource (`matches(%resource.x)`), not only from the expression.
+const MAX_PATTERN: usize = 4096;
+
+/// The most patterns the cache keeps; past it, it starts again empty.
+const CACHED_PATTERNS: usize = 512;
 
 /// The compiled `pattern`, from a process-wide cache: invariants run the same few patterns
-/// on every resource.
+/// on every resource. The `regex` crate matches in time linear in the text (no backtracking);
+/// what compiling one pattern may cost is bounded by its length, its nesting and the size of
+/// the compiled program.
 fn regex(pattern: &str) -> Result<Arc<Regex>, EvalError> {
     static CACHE: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
-    let mut cache = CACHE.lock().expect("regex cache");
-    if let Some(regex) = cache.get(pattern) {
+    if pattern.len() > MAX_PATTERN {
+        return Err(EvalError::Exceeded(format!(
+            "a pattern of {} bytes; at most {MAX_PATTERN} are compiled",
+            pattern.len()
+        )));
+    }
+    if let Some(regex) = CACHE.lock().expect("regex cache").get(pattern) {
         return Ok(regex.clone());
     }
-    let regex = Arc::new(
-        Regex::new(pattern).map_err(|e| EvalError(format!("bad pattern '{pattern}': {e}")))?,
-    );
+    let compiled = RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .nest_limit(50)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => {
+                EvalError::Exceeded(format!("the pattern '{pattern}' compiles too big"))
+            }
+            e => EvalError::Invalid(format!("bad pattern '{pattern}': {e}")),
+        })?;
+    let regex = Arc::new(compiled);
+    let mut cache = CACHE.lock().expect("regex cache");
+    if cache.len() >= CACHED_PATTERNS {
+        cache.clear();
+    }
     cache.insert(pattern.to_string(), regex.clone());
     Ok(regex)
 }

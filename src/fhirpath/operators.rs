@@ -4,6 +4,7 @@
 //! Every operator follows the specification's empty-collection rules: an arithmetic or
 //! comparison operand that is empty makes the result empty; more than one item is an error.
 
+use super::budget::Budget;
 use super::eval::{EvalError, Item, equals};
 use super::parser::Op;
 use crate::fhir::datetime::parse_period;
@@ -12,21 +13,40 @@ use std::cmp::Ordering;
 
 type Items<'a> = Vec<Item<'a>>;
 
-/// The result of `left op right`, both already evaluated; `implies` and `xor` receive their
-/// operands' truth values (None for empty).
-pub fn binary<'a>(op: Op, left: Items<'a>, right: Items<'a>) -> Result<Items<'a>, EvalError> {
+/// The result of `left op right`, both already evaluated, paid for from `budget`; `implies`
+/// and `xor` receive their operands' truth values (None for empty).
+pub fn binary<'a>(
+    op: Op,
+    left: Items<'a>,
+    right: Items<'a>,
+    budget: &Budget,
+) -> Result<Items<'a>, EvalError> {
     Ok(match op {
-        Op::In => membership(&left, &right)?,
-        Op::Contains => membership(&right, &left)?,
+        Op::In => membership(&left, &right, budget)?,
+        Op::Contains => membership(&right, &left, budget)?,
         Op::Equivalent(negated) => {
-            let same = left.len() == right.len()
-                && left.iter().all(|a| right.iter().any(|b| equivalent(a, b)));
+            let mut same = left.len() == right.len();
+            for a in &left {
+                if !same {
+                    break;
+                }
+                let mut found = false;
+                for b in &right {
+                    budget.read(text_length(a).min(text_length(b)))?;
+                    if equivalent(a, b, budget)? {
+                        found = true;
+                        break;
+                    }
+                }
+                same = found;
+            }
             vec![Item::Bool(same != negated)]
         }
         Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
             let (Some(a), Some(b)) = (single(&left)?, single(&right)?) else {
                 return Ok(vec![]);
             };
+            budget.read(text_length(a).min(text_length(b)))?;
             match compare(a, b) {
                 None => vec![],
                 Some(ordering) => vec![Item::Bool(match op {
@@ -38,15 +58,16 @@ pub fn binary<'a>(op: Op, left: Items<'a>, right: Items<'a>) -> Result<Items<'a>
             }
         }
         Op::Concatenate => {
-            let text = |items: &Items<'a>| -> Result<String, EvalError> {
-                Ok(single(items)?.and_then(string).unwrap_or_default())
-            };
-            vec![Item::Str(text(&left)? + &text(&right)?)]
+            let (a, b) = (single(&left)?, single(&right)?);
+            budget.write(a.map_or(0, text_length) + b.map_or(0, text_length))?;
+            let text = |item: Option<&Item<'a>>| item.and_then(string).unwrap_or_default();
+            vec![Item::Str(text(a) + &text(b))]
         }
         Op::Add | Op::Subtract | Op::Multiply | Op::Divide | Op::IntegerDivide | Op::Modulo => {
             let (Some(a), Some(b)) = (single(&left)?, single(&right)?) else {
                 return Ok(vec![]);
             };
+            budget.write(text_length(a) + text_length(b))?;
             arithmetic(op, a, b)?
         }
         Op::Implies | Op::Xor => unreachable!("logical operators take truth values"),
@@ -70,7 +91,7 @@ pub fn negate<'a>(items: Items<'a>) -> Result<Items<'a>, EvalError> {
     Ok(match single(&items)?.map(number) {
         None => vec![],
         Some(Some(n)) => vec![Item::Number(-n)],
-        Some(None) => return Err(EvalError("'-' needs a number".into())),
+        Some(None) => return Err(EvalError::Invalid("'-' needs a number".into())),
     })
 }
 
@@ -79,7 +100,7 @@ pub fn single<'i, 'a>(items: &'i [Item<'a>]) -> Result<Option<&'i Item<'a>>, Eva
     match items {
         [] => Ok(None),
         [item] => Ok(Some(item)),
-        _ => Err(EvalError(
+        _ => Err(EvalError::Invalid(
             "an operand with more than one item where one is expected".into(),
         )),
     }
@@ -119,26 +140,51 @@ pub fn string(item: &Item<'_>) -> Option<String> {
     }
 }
 
+/// The length of the text an item holds; 0 for any other item.
+fn text_length(item: &Item<'_>) -> usize {
+    match item {
+        Item::Str(s)
+        | Item::Node {
+            value: Value::String(s),
+            ..
+        } => s.len(),
+        _ => 0,
+    }
+}
+
 /// `item in collection`: each item of `left` (one at most) is in `right`.
-fn membership<'a>(left: &Items<'a>, right: &Items<'a>) -> Result<Items<'a>, EvalError> {
+fn membership<'a>(
+    left: &Items<'a>,
+    right: &Items<'a>,
+    budget: &Budget,
+) -> Result<Items<'a>, EvalError> {
     Ok(match single(left)? {
         None => vec![],
-        Some(item) => vec![Item::Bool(right.iter().any(|r| equals(item, r)))],
+        Some(item) => {
+            let mut found = false;
+            for other in right {
+                if equals(item, other, budget)? {
+                    found = true;
+                    break;
+                }
+            }
+            vec![Item::Bool(found)]
+        }
     })
 }
 
 /// `~`: equality that ignores case and surrounding whitespace of strings.
-fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
-    match (number(a), number(b)) {
+fn equivalent(a: &Item<'_>, b: &Item<'_>, budget: &Budget) -> Result<bool, EvalError> {
+    Ok(match (number(a), number(b)) {
         (Some(x), Some(y)) => x == y,
         _ => match (string(a), string(b)) {
             (Some(x), Some(y)) => {
                 let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
                 normal(&x).to_lowercase() == normal(&y).to_lowercase()
             }
-            _ => equals(a, b),
+            _ => equals(a, b, budget)?,
         },
-    }
+    })
 }
 
 /// The order of two values: numbers, dates and times (None when their precisions leave it
@@ -178,7 +224,7 @@ fn arithmetic<'a>(op: Op, a: &Item<'a>, b: &Item<'a>) -> Result<Items<'a>, EvalE
         return Ok(vec![Item::Str(x + &y)]);
     }
     let (Some(x), Some(y)) = (number(a), number(b)) else {
-        return Err(EvalError("arithmetic needs numbers".into()));
+        return Err(EvalError::Invalid("arithmetic needs numbers".into()));
     };
     let result = match op {
         Op::Add => x + y,
@@ -209,6 +255,11 @@ fn string_only(item: &Item<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::binary`] within the default budget.
+    fn binary<'a>(op: Op, left: Items<'a>, right: Items<'a>) -> Result<Items<'a>, EvalError> {
+        super::binary(op, left, right, &Budget::default())
+    }
 
     fn n(x: f64) -> Items<'static> {
         vec![Item::Number(x)]

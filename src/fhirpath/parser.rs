@@ -66,6 +66,21 @@ pub enum Op {
     Modulo,
 }
 
+/// The longest expression [`parse`] reads, in bytes. The longest invariant of R4 is 366 bytes
+/// long and the longest search parameter expression 1,386; an expression is a rule written
+/// by a person, not data.
+pub const MAX_LENGTH: usize = 16 * 1024;
+
+/// How deeply an expression may nest: the depth of the parsed tree (`a.b.c` is 4 deep:
+/// `$this.a.b.c`; `-(-1)` 3, `1 + 2 + 3` 3), and the nesting of parentheses and function
+/// arguments. The deepest R4 invariant is 15 deep, the deepest search parameter expression
+/// 35 (a union of the paths of 34 resource types). The parser and the
+/// evaluator recurse once per level (a few stack frames each), so this bounds the stack
+/// either uses: at this depth, under 512 KiB in a debug build (`fhirpath::hostile` runs the
+/// deepest shapes on such a stack), a fraction of that in a release build; an HTTP worker
+/// has 2 MiB.
+pub const MAX_DEPTH: usize = 64;
+
 /// Why an expression could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -80,6 +95,13 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+fn error<T>(at: usize, message: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError {
+        at,
+        message: message.into(),
+    })
+}
 
 /// The operators and punctuation, longest first.
 const SYMBOLS: &[&str] = &[
@@ -101,49 +123,21 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     let bytes = text.as_bytes();
     let mut tokens = Vec::new();
     let mut i = 0;
-    let error = |at: usize, message: &str| ParseError {
-        at,
-        message: message.to_string(),
-    };
     while i < bytes.len() {
-        let c = bytes[i];
         let start = i;
-        match c {
+        match bytes[i] {
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            b'\'' => {
-                let mut value = String::new();
-                i += 1;
-                loop {
-                    match bytes.get(i) {
-                        None => return Err(error(start, "unterminated string")),
-                        Some(b'\'') => break,
-                        Some(b'\\') => {
-                            let escaped =
-                                *bytes.get(i + 1).ok_or_else(|| error(i, "bad escape"))?;
-                            value.push(match escaped {
-                                b'n' => '\n',
-                                b't' => '\t',
-                                b'r' => '\r',
-                                other => other as char,
-                            });
-                            i += 2;
-                        }
-                        Some(_) => {
-                            let ch = text[i..].chars().next().expect("a char");
-                            value.push(ch);
-                            i += ch.len_utf8();
-                        }
-                    }
-                }
-                i += 1;
-                tokens.push((start, Token::Str(value)));
-            }
-            b'`' => {
-                let end = text[i + 1..]
-                    .find('`')
-                    .ok_or_else(|| error(start, "unterminated `identifier`"))?;
-                tokens.push((start, Token::Ident(text[i + 1..i + 1 + end].to_string())));
-                i += end + 2;
+            quote @ (b'\'' | b'`') => {
+                let (value, end) = quoted(text, i)?;
+                tokens.push((
+                    start,
+                    if quote == b'\'' {
+                        Token::Str(value)
+                    } else {
+                        Token::Ident(value)
+                    },
+                ));
+                i = end;
             }
             b'0'..=b'9' => {
                 while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
@@ -154,32 +148,27 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                     }
                     i += 1;
                 }
-                let number = text[start..i]
-                    .parse()
-                    .map_err(|_| error(start, "bad number"))?;
+                let Ok(number) = text[start..i].parse() else {
+                    return error(start, "bad number");
+                };
                 tokens.push((start, Token::Number(number)));
             }
             b'%' => {
-                let rest = &text[i + 1..];
-                let (name, length) = match rest.as_bytes().first() {
-                    Some(quote @ (b'`' | b'\'')) => {
-                        let end = rest[1..]
-                            .find(*quote as char)
-                            .ok_or_else(|| error(start, "unterminated %variable"))?;
-                        (&rest[1..1 + end], end + 2)
-                    }
+                let (name, end) = match bytes.get(i + 1) {
+                    Some(b'`' | b'\'') => quoted(text, i + 1)?,
                     _ => {
-                        let end = rest
+                        let rest = &text[i + 1..];
+                        let length = rest
                             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                             .unwrap_or(rest.len());
-                        (&rest[..end], end)
+                        (rest[..length].to_string(), i + 1 + length)
                     }
                 };
                 if name.is_empty() {
-                    return Err(error(start, "expected a variable name after '%'"));
+                    return error(start, "expected a variable name after '%'");
                 }
-                tokens.push((start, Token::Env(name.to_string())));
-                i += 1 + length;
+                tokens.push((start, Token::Env(name)));
+                i = end;
             }
             b'$' | b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 i += 1;
@@ -189,11 +178,11 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                 tokens.push((start, Token::Ident(text[start..i].to_string())));
             }
             _ => {
-                let symbol = SYMBOLS
-                    .iter()
-                    .copied()
-                    .find(|s| text[i..].starts_with(s))
-                    .ok_or_else(|| error(start, &format!("unexpected '{}'", c as char)))?;
+                let Some(symbol) = SYMBOLS.iter().copied().find(|s| text[i..].starts_with(s))
+                else {
+                    let c = text[i..].chars().next().unwrap_or_default();
+                    return error(start, format!("unexpected '{c}'"));
+                };
                 i += symbol.len();
                 tokens.push((start, Token::Symbol(symbol)));
             }
@@ -202,28 +191,170 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     Ok(tokens)
 }
 
-/// Parses a FHIRPath expression.
+/// The string or delimited identifier quoted by the (ASCII) quote at byte `start` of `text`,
+/// with its escapes replaced, and the byte after its closing quote. The escapes are the
+/// specification's: `\'`, `\"`, `` \` ``, `\\`, `\/`, `\f`, `\n`, `\r`, `\t` and `\uXXXX`
+/// (a UTF-16 unit: a surrogate pair makes one character); any other is an error.
+fn quoted(text: &str, start: usize) -> Result<(String, usize), ParseError> {
+    let quote = char::from(text.as_bytes()[start]);
+    let mut value = String::new();
+    let mut chars = text[start + 1..]
+        .char_indices()
+        .map(|(at, c)| (start + 1 + at, c));
+    // A high surrogate waiting for its low half, and where it was.
+    let mut high: Option<(u16, usize)> = None;
+    loop {
+        let Some((at, c)) = chars.next() else {
+            return error(start, "unterminated string");
+        };
+        if c == quote || c != '\\' {
+            if let Some((_, at)) = high {
+                return error(at, "a lone surrogate in \\u escapes");
+            }
+            if c == quote {
+                return Ok((value, at + 1));
+            }
+            value.push(c);
+            continue;
+        }
+        let escaped = match chars.next() {
+            None => return error(at, "unterminated string"),
+            Some((_, c)) => c,
+        };
+        let unit = match escaped {
+            'u' => {
+                let mut unit = 0u16;
+                for _ in 0..4 {
+                    let digit = chars.next().and_then(|(_, c)| c.to_digit(16));
+                    let Some(digit) = digit else {
+                        return error(at, "\\u needs 4 hexadecimal digits");
+                    };
+                    unit = unit * 16 + digit as u16;
+                }
+                unit
+            }
+            _ => {
+                if let Some((_, at)) = high {
+                    return error(at, "a lone surrogate in \\u escapes");
+                }
+                value.push(match escaped {
+                    '\'' | '"' | '`' | '\\' | '/' => escaped,
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    other => return error(at, format!("unknown escape '\\{other}'")),
+                });
+                continue;
+            }
+        };
+        match (high.take(), unit) {
+            (None, 0xD800..=0xDBFF) => high = Some((unit, at)),
+            (Some((first, _)), 0xDC00..=0xDFFF) => {
+                let c = char::decode_utf16([first, unit]).next();
+                value.push(c.and_then(Result::ok).unwrap_or_default());
+            }
+            (None, _) => match char::from_u32(u32::from(unit)) {
+                Some(c) => value.push(c),
+                None => return error(at, "a lone surrogate in \\u escapes"),
+            },
+            (Some((_, at)), _) => return error(at, "a lone surrogate in \\u escapes"),
+        }
+    }
+}
+
+/// Parses a FHIRPath expression: at most [`MAX_LENGTH`] bytes long and [`MAX_DEPTH`] deep.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
+    if text.len() > MAX_LENGTH {
+        return error(
+            MAX_LENGTH,
+            format!(
+                "the expression is {} bytes long; at most {MAX_LENGTH} are read",
+                text.len()
+            ),
+        );
+    }
     let tokens = tokenize(text)?;
     let mut parser = Parser {
         tokens,
         at: 0,
         end: text.len(),
+        nesting: 0,
     };
-    let expr = parser.expression()?;
+    let tree = parser.expression()?;
     match parser.tokens.get(parser.at) {
-        None => Ok(expr),
-        Some((at, token)) => Err(ParseError {
-            at: *at,
-            message: format!("unexpected {token:?}"),
-        }),
+        None => Ok(tree.expr),
+        Some((at, token)) => error(*at, format!("unexpected {token:?}")),
     }
 }
 
+/// A parsed expression and the depth of its tree.
+struct Tree {
+    expr: Expr,
+    depth: usize,
+}
+
+/// How an infix operator builds its expression.
+#[derive(Clone, Copy)]
+enum Infix {
+    Op(Op),
+    And,
+    Or,
+    Union,
+    /// `=` (false) or `!=` (true).
+    Equals(bool),
+    /// `is` (false) or `as` (true): the right operand is a type name.
+    Type(bool),
+}
+
+/// The infix operators by how tightly they bind, loosest first, as the specification orders
+/// them; each level is left-associative. A word is a keyword, anything else a symbol.
+const LEVELS: &[&[(&str, Infix)]] = &[
+    &[("implies", Infix::Op(Op::Implies))],
+    &[("or", Infix::Or), ("xor", Infix::Op(Op::Xor))],
+    &[("and", Infix::And)],
+    &[
+        ("in", Infix::Op(Op::In)),
+        ("contains", Infix::Op(Op::Contains)),
+    ],
+    &[
+        ("=", Infix::Equals(false)),
+        ("!=", Infix::Equals(true)),
+        ("~", Infix::Op(Op::Equivalent(false))),
+        ("!~", Infix::Op(Op::Equivalent(true))),
+    ],
+    &[
+        ("<=", Infix::Op(Op::LessOrEqual)),
+        (">=", Infix::Op(Op::GreaterOrEqual)),
+        ("<", Infix::Op(Op::Less)),
+        (">", Infix::Op(Op::Greater)),
+    ],
+    &[("|", Infix::Union)],
+    &[("is", Infix::Type(false)), ("as", Infix::Type(true))],
+    &[
+        ("+", Infix::Op(Op::Add)),
+        ("-", Infix::Op(Op::Subtract)),
+        ("&", Infix::Op(Op::Concatenate)),
+    ],
+    &[
+        ("*", Infix::Op(Op::Multiply)),
+        ("/", Infix::Op(Op::Divide)),
+        ("div", Infix::Op(Op::IntegerDivide)),
+        ("mod", Infix::Op(Op::Modulo)),
+    ],
+];
+
+/// A precedence-climbing parser. It recurses into a parenthesis or a function argument
+/// ([`Parser::expression`], counted: at most [`MAX_DEPTH`] deep) and into the right operand of
+/// a tighter operator (at most one call per level of `LEVELS` between two parentheses);
+/// left-associative chains and prefix signs are loops. The tree it builds is at most
+/// [`MAX_DEPTH`] deep too.
 struct Parser {
     tokens: Vec<(usize, Token)>,
     at: usize,
     end: usize,
+    /// How many parentheses and function arguments enclose the current token.
+    nesting: usize,
 }
 
 impl Parser {
@@ -236,191 +367,149 @@ impl Parser {
     }
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError {
-            at: self.position(),
-            message: message.into(),
-        })
+        error(self.position(), message)
     }
 
-    fn eat_symbol(&mut self, symbol: &str) -> bool {
-        if matches!(self.peek(), Some(Token::Symbol(s)) if *s == symbol) {
-            self.at += 1;
-            true
-        } else {
-            false
+    fn too_deep<T>(&self) -> Result<T, ParseError> {
+        self.error(format!("the expression nests deeper than {MAX_DEPTH}"))
+    }
+
+    /// Whether the next token is the symbol or keyword `word`.
+    fn next_is(&self, word: &str) -> bool {
+        match self.peek() {
+            Some(Token::Symbol(s)) => *s == word,
+            Some(Token::Ident(name)) => name == word && word.starts_with(char::is_alphabetic),
+            _ => false,
         }
     }
 
-    fn eat_keyword(&mut self, keyword: &str) -> bool {
-        if matches!(self.peek(), Some(Token::Ident(word)) if word == keyword) {
+    /// The next token, taken when it is the symbol or keyword `word`.
+    fn eat(&mut self, word: &str) -> bool {
+        let found = self.next_is(word);
+        if found {
             self.at += 1;
-            true
-        } else {
-            false
         }
+        found
     }
 
-    fn expect_symbol(&mut self, symbol: &str) -> Result<(), ParseError> {
-        if self.eat_symbol(symbol) {
+    fn expect(&mut self, symbol: &str) -> Result<(), ParseError> {
+        if self.eat(symbol) {
             Ok(())
         } else {
             self.error(format!("expected '{symbol}'"))
         }
     }
 
-    /// A whole expression: `implies`, the loosest operator.
-    fn expression(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.or()?;
-        while self.eat_keyword("implies") {
-            left = binary(Op::Implies, left, self.or()?);
+    /// `expr` with children `depth` deep: an error when it would be deeper than allowed.
+    fn node(&self, expr: Expr, depth: usize) -> Result<Tree, ParseError> {
+        if depth >= MAX_DEPTH {
+            return self.too_deep();
         }
-        Ok(left)
+        Ok(Tree {
+            expr,
+            depth: depth + 1,
+        })
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        loop {
-            if self.eat_keyword("or") {
-                left = Expr::Or(Box::new(left), Box::new(self.and()?));
-            } else if self.eat_keyword("xor") {
-                left = binary(Op::Xor, left, self.and()?);
-            } else {
-                return Ok(left);
-            }
+    /// A whole expression (at the top, in parentheses or as a function argument).
+    fn expression(&mut self) -> Result<Tree, ParseError> {
+        if self.nesting >= MAX_DEPTH {
+            return self.too_deep();
         }
+        self.nesting += 1;
+        let tree = self.binary(0);
+        self.nesting -= 1;
+        tree
     }
 
-    fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.membership()?;
-        while self.eat_keyword("and") {
-            left = Expr::And(Box::new(left), Box::new(self.membership()?));
-        }
-        Ok(left)
-    }
-
-    fn membership(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.equality()?;
-        loop {
-            let op = if self.eat_keyword("in") {
-                Op::In
-            } else if self.eat_keyword("contains") {
-                Op::Contains
-            } else {
-                return Ok(left);
-            };
-            left = binary(op, left, self.equality()?);
-        }
-    }
-
-    fn equality(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.comparison()?;
-        loop {
-            left = if self.eat_symbol("=") {
-                Expr::Equals(Box::new(left), Box::new(self.comparison()?), false)
-            } else if self.eat_symbol("!=") {
-                Expr::Equals(Box::new(left), Box::new(self.comparison()?), true)
-            } else if self.eat_symbol("~") {
-                binary(Op::Equivalent(false), left, self.comparison()?)
-            } else if self.eat_symbol("!~") {
-                binary(Op::Equivalent(true), left, self.comparison()?)
-            } else {
-                return Ok(left);
+    /// Operands joined by the operators of `LEVELS[min..]`. (The work that does not recurse
+    /// is in functions of its own, to keep this frame small: it is on the stack once per
+    /// level of nesting.)
+    fn binary(&mut self, min: usize) -> Result<Tree, ParseError> {
+        let mut left = self.unary()?;
+        while let Some((level, infix)) = self.operator(min) {
+            left = match infix {
+                Infix::Type(cast) => self.type_test(left, cast)?,
+                _ => {
+                    let right = self.binary(level + 1)?;
+                    self.infix(infix, left, right)?
+                }
             };
         }
-    }
-
-    fn comparison(&mut self) -> Result<Expr, ParseError> {
-        self.left_associative(
-            &[
-                ("<=", Op::LessOrEqual),
-                (">=", Op::GreaterOrEqual),
-                ("<", Op::Less),
-                (">", Op::Greater),
-            ],
-            &[],
-            Self::union,
-        )
-    }
-
-    fn union(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.type_expression()?;
-        while self.eat_symbol("|") {
-            left = Expr::Union(Box::new(left), Box::new(self.type_expression()?));
-        }
         Ok(left)
     }
 
-    fn additive(&mut self) -> Result<Expr, ParseError> {
-        self.left_associative(
-            &[("+", Op::Add), ("-", Op::Subtract), ("&", Op::Concatenate)],
-            &[],
-            Self::multiplicative,
-        )
-    }
-
-    fn multiplicative(&mut self) -> Result<Expr, ParseError> {
-        self.left_associative(
-            &[("*", Op::Multiply), ("/", Op::Divide)],
-            &[("div", Op::IntegerDivide), ("mod", Op::Modulo)],
-            Self::unary,
-        )
-    }
-
-    /// `next (op next)*` for the operators written as `symbols` or as `keywords`.
-    fn left_associative(
-        &mut self,
-        symbols: &[(&str, Op)],
-        keywords: &[(&str, Op)],
-        next: fn(&mut Self) -> Result<Expr, ParseError>,
-    ) -> Result<Expr, ParseError> {
-        let mut left = next(self)?;
-        loop {
-            let op = symbols
+    /// The operator of `LEVELS[min..]` that comes next, taken, with its level.
+    fn operator(&mut self, min: usize) -> Option<(usize, Infix)> {
+        let found = (min..LEVELS.len()).find_map(|level| {
+            LEVELS[level]
                 .iter()
-                .find(|(symbol, _)| self.eat_symbol(symbol))
-                .or_else(|| keywords.iter().find(|(word, _)| self.eat_keyword(word)));
-            match op {
-                Some((_, op)) => left = binary(*op, left, next(self)?),
-                None => return Ok(left),
-            }
+                .find(|(word, _)| self.next_is(word))
+                .map(|&(_, infix)| (level, infix))
+        });
+        if found.is_some() {
+            self.at += 1;
         }
+        found
     }
 
-    fn unary(&mut self) -> Result<Expr, ParseError> {
-        if self.eat_symbol("-") {
-            return Ok(Expr::Negate(Box::new(self.unary()?)));
-        }
-        if self.eat_symbol("+") {
-            return self.unary();
-        }
-        self.postfix()
+    /// `left is T` or (`cast`) `left as T`.
+    fn type_test(&mut self, left: Tree, cast: bool) -> Result<Tree, ParseError> {
+        let ty = self.type_name()?;
+        let l = Box::new(left.expr);
+        let expr = if cast {
+            Expr::As(l, ty)
+        } else {
+            Expr::Is(l, ty)
+        };
+        self.node(expr, left.depth)
     }
 
-    fn type_expression(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.additive()?;
+    /// `left infix right`.
+    fn infix(&self, infix: Infix, left: Tree, right: Tree) -> Result<Tree, ParseError> {
+        let depth = left.depth.max(right.depth);
+        let (l, r) = (Box::new(left.expr), Box::new(right.expr));
+        let expr = match infix {
+            Infix::Op(op) => Expr::Binary(op, l, r),
+            Infix::And => Expr::And(l, r),
+            Infix::Or => Expr::Or(l, r),
+            Infix::Union => Expr::Union(l, r),
+            Infix::Equals(negated) => Expr::Equals(l, r, negated),
+            Infix::Type(_) => unreachable!("a type test is read by type_test()"),
+        };
+        self.node(expr, depth)
+    }
+
+    /// Prefix signs (`-` negates, `+` does nothing), then a term with its invocations.
+    fn unary(&mut self) -> Result<Tree, ParseError> {
+        let mut negations = 0usize;
         loop {
-            if self.eat_keyword("is") {
-                left = Expr::Is(Box::new(left), self.type_name()?);
-            } else if self.eat_keyword("as") {
-                left = Expr::As(Box::new(left), self.type_name()?);
-            } else {
-                return Ok(left);
+            if self.eat("-") {
+                negations += 1;
+            } else if !self.eat("+") {
+                break;
             }
         }
+        let mut tree = self.postfix()?;
+        for _ in 0..negations {
+            tree = self.node(Expr::Negate(Box::new(tree.expr)), tree.depth)?;
+        }
+        Ok(tree)
     }
 
     /// `Name` or `FHIR.Name` / `System.Name`.
     fn type_name(&mut self) -> Result<String, ParseError> {
         let mut name = self.identifier()?;
-        while self.eat_symbol(".") {
+        while self.eat(".") {
             name = self.identifier()?;
         }
         Ok(name)
     }
 
     fn identifier(&mut self) -> Result<String, ParseError> {
-        match self.peek().cloned() {
+        match self.peek() {
             Some(Token::Ident(name)) => {
+                let name = name.clone();
                 self.at += 1;
                 Ok(name)
             }
@@ -428,89 +517,94 @@ impl Parser {
         }
     }
 
-    fn postfix(&mut self) -> Result<Expr, ParseError> {
-        let mut expr = self.term()?;
+    fn postfix(&mut self) -> Result<Tree, ParseError> {
+        let mut tree = self.term()?;
         loop {
-            if self.eat_symbol(".") {
-                expr = self.invocation(expr)?;
-            } else if self.eat_symbol("[") {
-                let index = match self.peek().cloned() {
-                    Some(Token::Number(n)) if n >= 0.0 && n.fract() == 0.0 => {
-                        self.at += 1;
-                        n as usize
-                    }
-                    _ => return self.error("expected an index"),
-                };
-                self.expect_symbol("]")?;
-                expr = Expr::Index(Box::new(expr), index);
+            if self.eat(".") {
+                tree = self.invocation(tree)?;
+            } else if self.eat("[") {
+                tree = self.index(tree)?;
             } else {
-                return Ok(expr);
+                return Ok(tree);
             }
         }
+    }
+
+    /// `input[n]`, after the `[`.
+    fn index(&mut self, input: Tree) -> Result<Tree, ParseError> {
+        let index = match self.peek() {
+            Some(Token::Number(n)) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
+            _ => return self.error("expected an index"),
+        };
+        self.at += 1;
+        self.expect("]")?;
+        self.node(Expr::Index(Box::new(input.expr), index), input.depth)
     }
 
     /// `name` or `name(args)` applied to `input`.
-    fn invocation(&mut self, input: Expr) -> Result<Expr, ParseError> {
+    fn invocation(&mut self, input: Tree) -> Result<Tree, ParseError> {
         let name = self.identifier()?;
-        if !self.eat_symbol("(") {
-            return Ok(Expr::Member(Box::new(input), name));
+        if !self.eat("(") {
+            return self.node(Expr::Member(Box::new(input.expr), name), input.depth);
         }
         let mut args = Vec::new();
-        if !self.eat_symbol(")") {
+        let mut depth = input.depth;
+        if !self.eat(")") {
             loop {
-                args.push(self.expression()?);
-                if self.eat_symbol(")") {
+                let arg = self.expression()?;
+                depth = depth.max(arg.depth);
+                args.push(arg.expr);
+                if self.eat(")") {
                     break;
                 }
-                self.expect_symbol(",")?;
+                self.expect(",")?;
             }
         }
-        Ok(Expr::Call(Box::new(input), name, args))
+        self.node(Expr::Call(Box::new(input.expr), name, args), depth)
     }
 
-    fn term(&mut self) -> Result<Expr, ParseError> {
-        match self.peek().cloned() {
-            Some(Token::Str(value)) => {
-                self.at += 1;
-                Ok(Expr::Str(value))
-            }
-            Some(Token::Number(value)) => {
-                self.at += 1;
-                Ok(Expr::Number(value))
-            }
-            Some(Token::Symbol("(")) => {
-                self.at += 1;
-                let inner = self.expression()?;
-                self.expect_symbol(")")?;
-                Ok(inner)
-            }
-            Some(Token::Symbol("{")) => {
-                self.at += 1;
-                self.expect_symbol("}")?;
-                Ok(Expr::Empty)
-            }
-            Some(Token::Env(name)) => {
-                self.at += 1;
-                Ok(Expr::Env(name))
-            }
-            Some(Token::Ident(word)) => match word.as_str() {
-                "true" | "false" => {
-                    self.at += 1;
-                    Ok(Expr::Bool(word == "true"))
-                }
-                "$this" => {
-                    self.at += 1;
-                    Ok(Expr::This)
-                }
-                _ => self.invocation(Expr::This),
-            },
-            _ => self.error("expected an expression"),
+    /// A literal, a variable, `$this`, `{}`, a parenthesis or an invocation on `$this`.
+    fn term(&mut self) -> Result<Tree, ParseError> {
+        if let Some(leaf) = self.leaf() {
+            self.at += 1;
+            return Ok(Tree {
+                expr: leaf,
+                depth: 1,
+            });
         }
+        if self.eat("(") {
+            let inner = self.expression()?;
+            self.expect(")")?;
+            return Ok(inner);
+        }
+        if self.eat("{") {
+            self.expect("}")?;
+            return Ok(Tree {
+                expr: Expr::Empty,
+                depth: 1,
+            });
+        }
+        if !matches!(self.peek(), Some(Token::Ident(_))) {
+            return self.error("expected an expression");
+        }
+        // `name` is `$this.name`: two levels, as the evaluator recurses.
+        self.invocation(Tree {
+            expr: Expr::This,
+            depth: 1,
+        })
     }
-}
 
-fn binary(op: Op, left: Expr, right: Expr) -> Expr {
-    Expr::Binary(op, Box::new(left), Box::new(right))
+    /// The next token as a literal, a variable or `$this`, when it is one (not taken).
+    fn leaf(&self) -> Option<Expr> {
+        Some(match self.peek()? {
+            Token::Str(value) => Expr::Str(value.clone()),
+            Token::Number(value) => Expr::Number(*value),
+            Token::Env(name) => Expr::Env(name.clone()),
+            Token::Ident(word) if word == "true" || word == "false" => Expr::Bool(word == "true"),
+            Token::Ident(word) if word == "$this" => Expr::This,
+            _ => return None,
+        })
+    }
 }
 
 #[cfg(test)]

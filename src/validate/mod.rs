@@ -11,8 +11,9 @@ pub mod primitives;
 pub mod profiles;
 pub mod structure;
 
+pub use definitions::Refusal;
 pub use policy::Policy;
-pub use profiles::{Loaded, ProfileSet, Profiles};
+pub use profiles::{Loaded, ProfileSet, Profiles, Skipped};
 pub use structure::{Issue, Report, Rule, Severity, validate};
 
 use crate::fhir::{FhirError, IssueCode};
@@ -101,7 +102,7 @@ impl Validator {
             return None;
         }
         let why = match serde_json::from_slice::<Value>(body) {
-            Ok(definition) => self.profiles.register(&definition).err()?,
+            Ok(definition) => self.profiles.register(&definition).err()?.to_string(),
             Err(error) => error.to_string(),
         };
         Some(Issue {
@@ -792,6 +793,35 @@ mod tests {
                 "Patient.name[0].family HumanName.family needs at least 1 value(s), it has 0 \
               (profile http://fhirlake.test/names)"
             ]
+        );
+    }
+
+    #[test]
+    fn an_invariant_too_costly_for_a_resource_does_not_let_it_pass() {
+        let validator = Validator::new(Arc::new(Terminology::shipped_only()), Policy::default());
+        // Cheap on an empty Patient, so registered; quadratic in the identifiers.
+        let profile = json!({"resourceType": "StructureDefinition",
+            "url": "http://fhirlake.test/costly", "kind": "resource",
+            "derivation": "constraint", "type": "Patient", "snapshot": {"element": [
+                {"id": "Patient", "path": "Patient", "min": 0, "max": "*", "constraint": [
+                    {"key": "costly-1", "severity": "error", "human": "costly",
+                        "expression": "identifier.all(%resource.identifier.count() > 0)"}]}]}});
+        validator.profiles().register(&profile).unwrap();
+        let patient = |n: usize| {
+            let identifiers: Vec<Value> = (0..n).map(|i| json!({"value": i.to_string()})).collect();
+            json!({"resourceType": "Patient", "meta": {"profile": ["http://fhirlake.test/costly"]},
+                "identifier": identifiers})
+        };
+        assert_eq!(validator.validate(&patient(10)).errors().count(), 0);
+        let report = validator.validate(&patient(5_000));
+        let found: Vec<&Issue> = report.errors().collect();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].code, IssueCode::TooCostly);
+        assert_eq!(found[0].expression, "Patient");
+        assert!(
+            found[0]
+                .diagnostics
+                .starts_with("costly-1: cannot be checked here")
         );
     }
 

@@ -5,7 +5,7 @@
 //! validation holds the lock only to clone an `Arc`, sees one consistent set from start to
 //! end, and the next validation sees the new profile.
 
-use super::definitions::Definition;
+use super::definitions::{Definition, Refusal};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,19 @@ impl ProfileSet {
 #[derive(Default)]
 pub struct Profiles {
     current: RwLock<Arc<ProfileSet>>,
+    /// The profiles refused at start-up for their invariants, by canonical url: what they are
+    /// (a file, a stored StructureDefinition) and why. A later registration of the url takes
+    /// it off the list.
+    skipped: RwLock<Vec<Skipped>>,
+}
+
+/// A profile refused when the server started ([`Profiles::skip`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub url: String,
+    /// Where it came from: `StructureDefinition/{id}`, or a file's path.
+    pub source: String,
+    pub why: String,
 }
 
 /// What [`Profiles::load_dir`] did with a folder.
@@ -48,7 +61,8 @@ pub struct Profiles {
 pub struct Loaded {
     /// The canonical urls registered (`url|version` when versioned).
     pub registered: Vec<String>,
-    /// The StructureDefinitions (or unreadable files) refused, and why.
+    /// The StructureDefinitions (or unreadable files) refused as no profile, and why; those
+    /// refused for their invariants are [`Profiles::skipped`].
     pub refused: Vec<(PathBuf, String)>,
 }
 
@@ -63,9 +77,14 @@ impl Profiles {
 
     /// Registers one StructureDefinition (a POSTed or PUT resource, or a file), replacing
     /// any with the same url and version; its canonical url (`url|version` when versioned),
-    /// or why it is refused (not a profile, no snapshot, ...).
-    pub fn register(&self, structure_definition: &Value) -> Result<String, String> {
+    /// or why it is refused (not a profile, no snapshot, an invariant that cannot be checked,
+    /// ...).
+    pub fn register(&self, structure_definition: &Value) -> Result<String, Refusal> {
         let profile = Arc::new(Definition::from_structure_definition(structure_definition)?);
+        self.skipped
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|skipped| skipped.url != profile.url);
         let canonical = match &profile.version {
             Some(version) => format!("{}|{version}", profile.url),
             None => profile.url.clone(),
@@ -77,6 +96,39 @@ impl Profiles {
         versions.push(profile);
         *current = Arc::new(next);
         Ok(canonical)
+    }
+
+    /// Registers a profile the server had before it started (a file of `--profiles`, a
+    /// stored StructureDefinition), from `source`. One refused for its invariants (or whose
+    /// registration fails in any way) is skipped: [`Profiles::skipped`] lists it until its url
+    /// is registered. Never panics, so no profile can stop a start.
+    pub fn restore(&self, structure_definition: &Value, source: String) -> Result<String, Refusal> {
+        let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.register(structure_definition)
+        }))
+        .unwrap_or_else(|_| Err(Refusal::Invariant("registering it failed".into())));
+        if let Err(why @ Refusal::Invariant(_)) = &registered {
+            self.skipped
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Skipped {
+                    url: structure_definition["url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    source,
+                    why: why.to_string(),
+                });
+        }
+        registered
+    }
+
+    /// The profiles refused at start-up and not registered since.
+    pub fn skipped(&self) -> Vec<Skipped> {
+        self.skipped
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Registers every StructureDefinition among the `*.json` files of `dir` (an unpacked
@@ -97,9 +149,10 @@ impl Profiles {
                 });
             match read {
                 Ok(resource) if resource["resourceType"] != "StructureDefinition" => {}
-                Ok(resource) => match self.register(&resource) {
+                Ok(resource) => match self.restore(&resource, path.display().to_string()) {
                     Ok(canonical) => loaded.registered.push(canonical),
-                    Err(why) => loaded.refused.push((path, why)),
+                    Err(Refusal::Invariant(_)) => {}
+                    Err(why) => loaded.refused.push((path, why.to_string())),
                 },
                 Err(why) => loaded.refused.push((path, why)),
             }
@@ -118,8 +171,8 @@ mod tests {
             "version": version, "kind": "resource", "derivation": "constraint",
             "type": "Patient", "snapshot": {"element": [
                 {"id": "Patient", "path": "Patient", "min": 0, "max": "*",
-                    "constraint": [{"key": "bad-1", "severity": "error", "human": "no parse",
-                        "expression": "name.where("}]},
+                    "constraint": [{"key": "p-1", "severity": "error", "human": "a name",
+                        "expression": "name.exists()"}]},
                 {"id": "Patient.name", "path": "Patient.name", "min": 1, "max": "*",
                     "type": [{"code": "HumanName"}]}]}})
     }
@@ -146,10 +199,88 @@ mod tests {
         );
         assert!(known.get("http://example.org/p|1").is_some());
         assert!(known.get("http://example.org/p|3").is_none());
-        // The invariant that does not parse is kept out, and listed.
         let profile = known.get("http://example.org/p|1").unwrap();
-        assert_eq!(profile.unparsed, ["bad-1"]);
-        assert!(profile.root().constraints.is_empty());
+        assert_eq!(profile.root().constraints[0].key, "p-1");
+    }
+
+    /// [`patient_profile`] with one more invariant, `expression`, on Patient.name.
+    fn with_invariant(expression: &str) -> Value {
+        let mut sd = patient_profile("1");
+        sd["snapshot"]["element"][1]["constraint"] = json!([{"key": "x-1",
+            "severity": "error", "human": "x", "expression": expression}]);
+        sd
+    }
+
+    #[test]
+    fn a_profile_whose_invariant_cannot_be_checked_safely_is_refused() {
+        let profiles = Profiles::default();
+        let nested = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        for (expression, why) in [
+            ("name.where(".to_string(), "does not parse"),
+            ("'\\é'.exists()".to_string(), "unknown escape"),
+            (nested(20_000), "bytes long"),
+            (nested(5_000), "nests deeper"),
+            ("-".repeat(50_000), "bytes long"),
+            (vec!["1"; 5_000].join("+"), "nests deeper"),
+            ("1.repeat($this + 1)".to_string(), "within the limits"),
+            (
+                format!("'a'{}", ".replace('a', 'aaaaaaaaaa')".repeat(8)),
+                "within the limits",
+            ),
+            (
+                "''.matches('a{1000}{1000}')".to_string(),
+                "within the limits",
+            ),
+        ] {
+            let refused = profiles.register(&with_invariant(&expression)).unwrap_err();
+            assert!(
+                matches!(&refused, Refusal::Invariant(w) if w.contains("x-1") && w.contains(why)),
+                "{}: {refused}",
+                &expression[..expression.len().min(40)]
+            );
+        }
+        assert!(profiles.current().get("http://example.org/p").is_none());
+        // What the engine cannot evaluate on an empty Patient is no danger: registered (and
+        // unchecked where it cannot be evaluated).
+        for expression in ["name.frobnicate()", "name.given.single()", "%unknown"] {
+            assert!(profiles.register(&with_invariant(expression)).is_ok());
+        }
+        // More invariants than any real profile has.
+        let mut many = patient_profile("1");
+        let invariants: Vec<Value> = (0..1_001)
+            .map(|n| {
+                json!({"key": format!("k-{n}"), "severity": "error", "human": "x",
+                "expression": "name.exists()"})
+            })
+            .collect();
+        many["snapshot"]["element"][1]["constraint"] = json!(invariants);
+        assert!(matches!(
+            profiles.register(&many),
+            Err(Refusal::Invariant(why)) if why.contains("at most 1000")
+        ));
+    }
+
+    #[test]
+    fn a_profile_refused_at_start_is_skipped_until_registered_again() {
+        let profiles = Profiles::default();
+        let bad = with_invariant("1.repeat($this + 1)");
+        let refused = profiles.restore(&bad, "StructureDefinition/p".into());
+        assert!(matches!(refused, Err(Refusal::Invariant(_))));
+        let skipped = profiles.skipped();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(
+            (skipped[0].url.as_str(), skipped[0].source.as_str()),
+            ("http://example.org/p", "StructureDefinition/p")
+        );
+        assert!(skipped[0].why.contains("x-1"), "{:?}", skipped[0]);
+        // What is no profile is not skipped: it never was one.
+        let mut logical = patient_profile("1");
+        logical["kind"] = json!("logical");
+        assert!(profiles.restore(&logical, "x".into()).is_err());
+        assert_eq!(profiles.skipped().len(), 1);
+        // A fixed profile of the same url clears the warning.
+        profiles.register(&patient_profile("1")).unwrap();
+        assert_eq!(profiles.skipped(), []);
     }
 
     #[test]
@@ -159,15 +290,17 @@ mod tests {
         no_snapshot.as_object_mut().unwrap().remove("snapshot");
         no_snapshot["differential"] =
             json!({"element": [{"id": "Patient.name", "path": "Patient.name", "min": 1}]});
-        let refused = profiles.register(&no_snapshot).unwrap_err();
+        let refused = profiles.register(&no_snapshot).unwrap_err().to_string();
         assert!(refused.contains("has no snapshot"), "{refused}");
         assert!(refused.contains("not supported"), "{refused}");
         let mut logical = patient_profile("1");
         logical["kind"] = json!("logical");
-        assert!(profiles.register(&logical).unwrap_err().contains("logical"));
+        let refused = profiles.register(&logical).unwrap_err();
+        assert!(matches!(refused, Refusal::NotAProfile(w) if w.contains("logical")));
         let mut r5 = patient_profile("1");
         r5["fhirVersion"] = json!("5.0.0");
-        assert!(profiles.register(&r5).unwrap_err().contains("FHIR 5.0.0"));
+        let refused = profiles.register(&r5).unwrap_err().to_string();
+        assert!(refused.contains("FHIR 5.0.0"));
         let mut specialization = patient_profile("1");
         specialization["derivation"] = json!("specialization");
         assert!(profiles.register(&specialization).is_err());
