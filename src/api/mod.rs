@@ -114,6 +114,8 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 async fn not_found(req: HttpRequest) -> ApiResult {
+    let last = req.path().rsplit('/').next().unwrap_or_default();
+    crate::panics::inject(crate::panics::Fault::Handler, last);
     Err(FhirError::not_found(format!("there is nothing at {}", req.path())).into())
 }
 
