@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod datetime;
+pub mod nesting;
 pub mod outcome;
 pub mod reference;
 pub mod resource;
