@@ -882,6 +882,23 @@ fn a_valid_host_is_used_in_locations() {
             "{host}: {location}"
         );
     }
+    // A proxy's forwarded host and scheme (any case) are used likewise.
+    let reply = Connection::open(&fhir.server).send(&request(
+        "POST",
+        b"/fhir/Patient",
+        &[
+            ("x-forwarded-host", "public.example"),
+            ("x-forwarded-proto", "HTTPS"),
+            ("content-type", FHIR_JSON),
+        ],
+        body.as_bytes(),
+    ));
+    assert_eq!(reply.status, 201);
+    let location = reply.header("location").expect("Location");
+    assert!(
+        location.starts_with("https://public.example/fhir/Patient/"),
+        "{location}"
+    );
 }
 
 /// Nested as deep as the JSON parser allows (127 levels, with `--max-json-depth 127`), every

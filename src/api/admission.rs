@@ -158,12 +158,13 @@ fn check_host(req: &ServiceRequest, config: &ServeConfig) -> Result<(), FhirErro
                 info.host(),
             ));
         }
-        if !matches!(info.scheme(), "http" | "https") {
+        let scheme = info.scheme();
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
             return Err(FhirError::bad_request(
                 IssueCode::Value,
                 format!(
                     "the scheme '{}' of Forwarded or X-Forwarded-Proto is not http or https",
-                    info.scheme().escape_debug()
+                    scheme.escape_debug()
                 ),
             ));
         }

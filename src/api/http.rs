@@ -200,7 +200,9 @@ pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
         Some(base) => base.trim_end_matches('/').to_string(),
         None => {
             let info = req.connection_info();
-            format!("{}://{}/fhir", info.scheme(), info.host())
+            // Checked by admission: http or https in any case, and a valid host[:port].
+            let scheme = info.scheme().to_ascii_lowercase();
+            format!("{scheme}://{}/fhir", info.host())
         }
     }
 }
