@@ -101,9 +101,35 @@ pub struct ServeConfig {
     #[arg(long, env = "FHIRLAKE_MAX_BODY", default_value_t = 32 * 1024 * 1024)]
     pub max_body: usize,
 
-    /// The most entries a batch or transaction Bundle may have; more get 413.
+    /// The most entries a batch or transaction Bundle may have, counting those of the Bundles
+    /// inside its entries; more get 413.
     #[arg(long, env = "FHIRLAKE_MAX_BUNDLE_ENTRIES", default_value_t = 25_000)]
     pub max_bundle_entries: usize,
+
+    /// The longest request target (path and query) accepted, in bytes; longer ones get 414.
+    /// (Over 65,534 bytes the HTTP layer refuses a request itself, with an empty 400.)
+    #[arg(long, env = "FHIRLAKE_MAX_URL", default_value_t = 32 * 1024)]
+    pub max_url: usize,
+
+    /// The most parameters a request may have, in its query and, for `POST _search`, its
+    /// form body together; more get 400.
+    #[arg(long, env = "FHIRLAKE_MAX_PARAMS", default_value_t = 200)]
+    pub max_params: usize,
+
+    /// The most header fields a request may have; more get 431. (Over 96 the HTTP layer
+    /// refuses a request itself, with an empty 431.)
+    #[arg(long, env = "FHIRLAKE_MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+
+    /// The most bytes of header names and values a request may have; more get 431. (A request
+    /// head over 128 KiB is refused by the HTTP layer itself, with an empty 431.)
+    #[arg(long, env = "FHIRLAKE_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// How deeply arrays and objects may nest in a JSON request body; deeper gets 400. (The
+    /// JSON parser refuses more than 127 levels whatever this says.)
+    #[arg(long, env = "FHIRLAKE_MAX_JSON_DEPTH", default_value_t = 100)]
+    pub max_json_depth: usize,
 
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FHIRLAKE_WORKERS")]

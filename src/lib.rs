@@ -10,7 +10,8 @@
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
-//!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model.
+//!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model;
+//! - [`panics`]: how a caught panic is described and logged (for every layer that catches one).
 
 pub mod api;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod fhir;
 pub mod fhirpath;
 pub mod logging;
+pub mod panics;
 pub mod search;
 pub mod server;
 pub mod store;

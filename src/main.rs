@@ -3,6 +3,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = fhirlake::cli::Cli::parse();
     fhirlake::logging::init(cli.log_format);
+    fhirlake::panics::log_panics();
     match fhirlake::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

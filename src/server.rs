@@ -111,6 +111,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(api::admit))
             .wrap(actix_web::middleware::from_fn(api::log_request))
             .configure(api::routes)
     })

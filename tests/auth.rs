@@ -771,6 +771,7 @@ fn bundles_are_authorized_entry_by_entry() {
         .map(|e| &e["response"]["status"].as_str().unwrap()[..3])
         .collect();
     assert_eq!(statuses, ["200", "404", "201", "403", "403", "403"]);
+    assert_eq!(reply["entry"][3]["response"]["status"], "403 Forbidden");
     let outcome = &reply["entry"][3]["response"]["outcome"];
     assert_eq!(outcome["issue"][0]["code"], "forbidden");
 

@@ -2,7 +2,9 @@
 //! headers, `Prefer`, the base URL and response headers.
 
 use super::AppState;
+use super::admission::{check_params, check_utf8, count_params};
 use crate::fhir::datetime::{Micros, format_http_date};
+use crate::fhir::nesting::check_depth;
 use crate::fhir::resource::parse_etag;
 use crate::fhir::{FhirError, IssueCode, Return};
 use actix_web::http::header::{self, HeaderMap};
@@ -74,7 +76,9 @@ pub fn negotiate(req: &HttpRequest) -> Result<(), FhirError> {
     }
 }
 
-/// Reads a request body of FHIR JSON, at most `--max-body` bytes.
+/// Reads a request body of FHIR JSON, at most `--max-body` bytes (413 beyond, with or without
+/// a `Content-Length`), nested at most `--max-json-depth` levels (400 beyond). Every handler
+/// that takes a JSON body reads it here.
 pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
@@ -114,7 +118,10 @@ pub async fn read_body(
         return Err(too_large());
     }
     match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok(body),
+        Ok(Ok(body)) => {
+            check_depth(&body, state.config.max_json_depth)?;
+            Ok(body)
+        }
         Err(_) => Err(too_large()),
         Ok(Err(error)) => Err(FhirError::bad_request(
             IssueCode::Invalid,
@@ -123,7 +130,9 @@ pub async fn read_body(
     }
 }
 
-/// Reads a form body (`application/x-www-form-urlencoded`), as `POST .../_search` sends.
+/// Reads a form body (`application/x-www-form-urlencoded`), as `POST .../_search` sends: at
+/// most `--max-body` bytes (413), UTF-8 once decoded, and at most `--max-params` parameters
+/// with those of the query (400).
 pub async fn read_form(
     req: &HttpRequest,
     payload: web::Payload,
@@ -147,6 +156,9 @@ pub async fn read_form(
                 format!("the form could not be read: {e}"),
             )
         })?;
+    let params = count_params(req.query_string().as_bytes()) + count_params(&body);
+    check_params(params, state.config.max_params)?;
+    check_utf8("form body", &body)?;
     Ok(form_urlencoded::parse(&body).into_owned().collect())
 }
 
@@ -188,9 +200,45 @@ pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
         Some(base) => base.trim_end_matches('/').to_string(),
         None => {
             let info = req.connection_info();
-            format!("{}://{}/fhir", info.scheme(), info.host())
+            // Checked by admission: http or https in any case, and a valid host[:port].
+            let scheme = info.scheme().to_ascii_lowercase();
+            format!("{scheme}://{}/fhir", info.host())
         }
     }
+}
+
+/// Is `text` a `host[:port]` fit for a URL: a host name (labels of letters, digits, `-` and
+/// `_`, dot-separated, at most 253 bytes; IPv4 addresses are such names) or an IPv6 address in
+/// brackets, then maybe `:` and a port (0 to 65535). No user info, no other characters.
+pub fn valid_authority(text: &str) -> bool {
+    let (host_ok, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let (host, port) = text.find(':').map_or((text, ""), |at| text.split_at(at));
+            (is_host_name(host), port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            (1..=5).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u32>().is_ok_and(|port| port <= 65_535)
+        });
+    host_ok && port_ok
+}
+
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (1..=253).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// `ETag` and `Last-Modified` of a version.
@@ -202,4 +250,46 @@ pub fn version_headers(builder: &mut HttpResponseBuilder, vid: u64, last_updated
 
 pub fn etag(vid: u64) -> String {
     format!("W/\"{vid}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_are_host_and_port_only() {
+        for good in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:0",
+            "fhir.example.org",
+            "fhir.example.org.",
+            "compose_service:80",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "a:65535",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.example\"<script>",
+            "user@host",
+            "host:",
+            "host:65536",
+            "host:80:80",
+            "host/path",
+            "a..b",
+            ".a",
+            "[::1",
+            "[nothost]",
+            "[::1]x",
+            "h\u{e9}te",
+            "host name",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
 }

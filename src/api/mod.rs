@@ -4,6 +4,7 @@
 //! handlers return [`ApiError`], and the default services answer unknown paths (404) and
 //! methods (405) the same way.
 
+mod admission;
 mod auth;
 mod bundle;
 mod changes;
@@ -20,6 +21,7 @@ mod search;
 mod terminology;
 mod validate;
 
+pub use admission::admit;
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
 pub use request_log::log_request;
@@ -114,6 +116,8 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 async fn not_found(req: HttpRequest) -> ApiResult {
+    let last = req.path().rsplit('/').next().unwrap_or_default();
+    crate::panics::inject(crate::panics::Fault::Handler, last);
     Err(FhirError::not_found(format!("there is nothing at {}", req.path())).into())
 }
 

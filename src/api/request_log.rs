@@ -2,16 +2,25 @@
 //! a span carrying that id (so whatever is logged meanwhile can be traced to the request), then
 //! writes the request log line, counts the request in the metrics and returns the id in
 //! `X-Request-Id`.
+//!
+//! It is also the handler boundary for panics: a panic anywhere below it (middleware, routing,
+//! handler) is caught here and answered 500 with an OperationOutcome that names the request id,
+//! on the same connection; the panic itself is logged in the request's span
+//! ([`crate::panics::log_panics`]).
 
 use super::AppState;
+use super::http::FHIR_JSON;
 use super::interaction::Interaction;
 use crate::auth::{Access, audit};
 use crate::config::Audit;
+use crate::fhir::{FhirError, IssueCode};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -22,7 +31,8 @@ const MAX_REQUEST_ID: usize = 128;
 
 /// The request log and metrics: one line per request with its id, method, path, interaction,
 /// status and duration. Errors from inner services (there are none: every handler answers
-/// with a response) are logged and counted as `other`, and leave without the id header.
+/// with a response, but a panic becomes a [`Panicked`] error) are logged and counted as
+/// `other`.
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -35,7 +45,19 @@ pub async fn log_request(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     // ERROR level: the span is there whenever anything at all is logged inside it.
     let span = tracing::error_span!("request", request_id = %id);
-    let result = next.call(req).instrument(span).await;
+    // The request is moved into the call, so after a panic there is no request left to answer
+    // with a response: the answer is an error, which actix turns into the response.
+    let result = match AssertUnwindSafe(next.call(req))
+        .catch_unwind()
+        .instrument(span)
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(Panicked {
+            request_id: request_id.clone(),
+        }
+        .into()),
+    };
     let elapsed = start.elapsed();
     let (interaction, status) = match &result {
         Ok(response) => (
@@ -66,6 +88,37 @@ pub async fn log_request(
         response.headers_mut().insert(REQUEST_ID, request_id);
         response
     })
+}
+
+/// A request that panicked: 500, with an OperationOutcome and the `X-Request-Id` header naming
+/// the request (the panic's own log line carries the same id).
+#[derive(Debug)]
+struct Panicked {
+    request_id: HeaderValue,
+}
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.request_id.to_str().unwrap_or_default();
+        write!(
+            f,
+            "an internal error (a panic) ended this request; it is logged with request id {id}"
+        )
+    }
+}
+
+impl ResponseError for Panicked {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let outcome = FhirError::new(500, IssueCode::Exception, self.to_string()).to_outcome();
+        HttpResponse::InternalServerError()
+            .content_type(FHIR_JSON)
+            .insert_header((REQUEST_ID, self.request_id.clone()))
+            .body(outcome.to_string())
+    }
 }
 
 /// Writes the audit line of an answered request: who from its [`Access`] (none when it was

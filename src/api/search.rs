@@ -11,7 +11,7 @@ use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
 use crate::fhir::bundle::{BundleWriter, Entry};
-use crate::fhir::resource::check_type;
+use crate::fhir::resource::{check_id, check_type};
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
@@ -76,6 +76,7 @@ pub async fn compartment(
 ) -> ApiResult {
     let (compartment, id, resource_type) = path.into_inner();
     check_compartment(&compartment)?;
+    check_id(&id)?;
     let resource_types = if resource_type == "*" {
         Vec::new()
     } else {
@@ -115,6 +116,7 @@ pub async fn everything(
         ))
         .into());
     }
+    check_id(&id)?;
     access.require(Permission::Read, Some(&compartment))?;
     let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
     let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {

@@ -158,12 +158,14 @@ pub async fn process(
             return Err(bad_entry("Bundle.entry must be an array").at("Bundle.entry"));
         }
     };
-    if entries.len() > options.max_entries {
+    let nested = nested_entries(&entries);
+    if entries.len() + nested > options.max_entries {
         return Err(FhirError::new(
             413,
             IssueCode::TooLong,
             format!(
-                "the Bundle has {} entries; this server takes at most {}",
+                "the Bundle has {} entries and the Bundles inside them {nested}; this server \
+                 takes at most {} in all",
                 entries.len(),
                 options.max_entries
             ),
@@ -366,6 +368,28 @@ fn without_empty_elements(mut entry: Value) -> Value {
         members.insert("resource".into(), resource);
     }
     entry
+}
+
+/// How many entries the Bundles inside `values` hold, at any depth: a Bundle as an entry's
+/// resource, inside a Parameters, contained, or inside another of them.
+fn nested_entries(values: &[Value]) -> usize {
+    let mut count = 0;
+    let mut pending: Vec<&Value> = values.iter().collect();
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(members) => {
+                if members.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                    && let Some(Value::Array(entries)) = members.get("entry")
+                {
+                    count += entries.len();
+                }
+                pending.extend(members.values());
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Checks the Bundle itself (every element but the entries' resources, which each entry checks
@@ -792,24 +816,64 @@ pub fn render(processed: &Processed) -> Vec<u8> {
     bundle.finish()
 }
 
-/// `201 Created`: the status line an entry's `response.status` carries.
+/// `201 Created`: the status line an entry's `response.status` carries, with the status's own
+/// reason phrase (RFC 9110's, as the `http` crate lists them).
 fn status_line(status: u16) -> String {
-    let reason = match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        410 => "Gone",
-        412 => "Precondition Failed",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("Unknown Status");
     format!("{status} {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_status_an_entry_can_get_has_its_own_reason() {
+        for (status, line) in [
+            (200, "200 OK"),
+            (201, "201 Created"),
+            (204, "204 No Content"),
+            (304, "304 Not Modified"),
+            (400, "400 Bad Request"),
+            (401, "401 Unauthorized"),
+            (403, "403 Forbidden"),
+            (404, "404 Not Found"),
+            (405, "405 Method Not Allowed"),
+            (409, "409 Conflict"),
+            (410, "410 Gone"),
+            (412, "412 Precondition Failed"),
+            (413, "413 Payload Too Large"),
+            (415, "415 Unsupported Media Type"),
+            (422, "422 Unprocessable Entity"),
+            (500, "500 Internal Server Error"),
+            (501, "501 Not Implemented"),
+            (503, "503 Service Unavailable"),
+        ] {
+            assert_eq!(status_line(status), line);
+        }
+        assert_eq!(status_line(599), "599 Unknown Status");
+    }
+
+    #[test]
+    fn entries_of_bundles_inside_entries_count() {
+        let bundle = |entries: Vec<Value>| {
+            serde_json::json!({"resourceType": "Bundle", "type": "collection",
+                "entry": entries.into_iter().map(|r| serde_json::json!({"resource": r}))
+                    .collect::<Vec<_>>()})
+        };
+        let patient = serde_json::json!({"resourceType": "Patient"});
+        let inner = bundle(vec![patient.clone(), patient.clone()]);
+        let middle = bundle(vec![inner.clone(), patient.clone()]);
+        let entries = vec![
+            serde_json::json!({"resource": patient}),
+            serde_json::json!({"resource": middle}),
+            serde_json::json!({"resource": {"resourceType": "Parameters",
+                "parameter": [{"name": "b", "resource": inner}]}}),
+        ];
+        assert_eq!(nested_entries(&entries), 2 + 2 + 2);
+        assert_eq!(nested_entries(&entries[..1]), 0);
+    }
 }

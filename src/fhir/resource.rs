@@ -7,12 +7,16 @@ use super::outcome::{FhirError, IssueCode};
 use fhirlake_model::{ProblemKind, check_resource, drop_empty};
 use serde_json::{Map, Value};
 
-/// Is `id` a valid FHIR logical id: 1 to 64 of `A-Z a-z 0-9 - .`?
+/// Is `id` a valid FHIR logical id: 1 to 64 of `A-Z a-z 0-9 - .`, but not `.` or `..`? Those
+/// two match FHIR's pattern, but as a path segment they mean "here" and "up" (`Patient/..` is
+/// the base), so no URL could name such a resource.
 pub fn is_valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && id != "."
+        && id != ".."
 }
 
 /// Checks that `id` is a valid logical id, or answers 400.
@@ -22,7 +26,10 @@ pub fn check_id(id: &str) -> Result<(), FhirError> {
     } else {
         Err(FhirError::bad_request(
             IssueCode::Value,
-            format!("'{id}' is not a valid resource id: use 1 to 64 of A-Z, a-z, 0-9, '-' and '.'"),
+            format!(
+                "'{id}' is not a valid resource id: use 1 to 64 of A-Z, a-z, 0-9, '-' and '.' \
+                 (but not '.' or '..')"
+            ),
         ))
     }
 }
@@ -173,6 +180,10 @@ mod tests {
         assert!(!is_valid_id("a_b"));
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id("ä"));
+        assert!(!is_valid_id("."));
+        assert!(!is_valid_id(".."));
+        assert!(is_valid_id("..."));
+        assert!(is_valid_id(".a"));
     }
 
     #[test]
@@ -248,7 +259,7 @@ mod tests {
     proptest! {
         #[test]
         fn generated_valid_ids_pass_and_any_other_byte_fails(
-            id in "[A-Za-z0-9.-]{1,64}",
+            id in "[A-Za-z0-9.-]{1,64}".prop_filter("dot segments", |id| id != "." && id != ".."),
             bad in "[^A-Za-z0-9.-]",
         ) {
             prop_assert!(is_valid_id(&id));

@@ -11,7 +11,7 @@ use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use tantivy::columnar::StrColumn;
 use tantivy::schema::{FAST, Field, INDEXED, JsonObjectOptions, OwnedValue, STRING, Schema};
 use tantivy::{
@@ -126,10 +126,25 @@ impl SearchIndex {
         ))
     }
 
+    /// The index writer. When a panic interrupted the last holder (the indexer retries its
+    /// batch), what that attempt staged is rolled back first, so the retry starts clean.
+    fn writer(&self) -> tantivy::Result<MutexGuard<'_, IndexWriter>> {
+        match self.writer.lock() {
+            Ok(writer) => Ok(writer),
+            Err(poisoned) => {
+                let mut writer = poisoned.into_inner();
+                tracing::warn!("an index commit was interrupted by a panic; rolling it back");
+                writer.rollback()?;
+                self.writer.clear_poison();
+                Ok(writer)
+            }
+        }
+    }
+
     /// Applies `changes` and commits them with `checkpoint` as the new checkpoint; searches
     /// see them once this returns.
     pub fn apply(&self, changes: Vec<Change>, checkpoint: u64) -> tantivy::Result<()> {
-        let mut writer = self.writer.lock().expect("index writer");
+        let mut writer = self.writer()?;
         for change in changes {
             match change {
                 Change::Remove { key } => {
@@ -142,6 +157,8 @@ impl SearchIndex {
                     entries,
                     text,
                 } => {
+                    let id = key.split_once('/').map_or("", |(_, id)| id);
+                    crate::panics::inject(crate::panics::Fault::IndexCommit, id);
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
                     let doc =
                         self.fields
@@ -158,7 +175,7 @@ impl SearchIndex {
 
     /// Removes every document (for a rebuild).
     pub fn clear(&self) -> tantivy::Result<()> {
-        let mut writer = self.writer.lock().expect("index writer");
+        let mut writer = self.writer()?;
         writer.delete_all_documents()?;
         let mut commit = writer.prepare_commit()?;
         commit.set_payload("0");

@@ -3,6 +3,12 @@
 //! It follows the store's committed seq, reads the changes after its checkpoint in batches,
 //! turns each touched resource's current state into an index change, and commits the batch
 //! with the new checkpoint. Under load the batches grow, so tantivy commits stay few.
+//!
+//! Panics cost as little as they can: a parameter whose extraction panics is left out of that
+//! resource's document (an error log line names both), and so is the full text; a batch that
+//! panics otherwise is retried like one that failed, after the index writer rolled back what
+//! the failed attempt had staged ([`SearchIndex::apply`]). The thread never ends but with the
+//! store.
 
 use super::extract::extract;
 use super::fulltext::Text;
@@ -10,8 +16,10 @@ use super::index::{Change, LAST_UPDATED, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
 use super::view::Wanted;
+use crate::panics::{self, Fault};
 use crate::store::Store;
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -46,21 +54,41 @@ pub fn document(
         .filter(|p| p.code != LAST_UPDATED)
         .filter(|p| wanted.is_none_or(|w| w.codes.contains(&p.code)))
     {
-        match extract(registry, param, &resource) {
-            Ok(values) => entries.add(&param.code, &values),
-            Err(error) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
+        let extracted = contained(&key, &param.code, || {
+            panics::inject(Fault::Extract, id);
+            extract(registry, param, &resource)
+        });
+        match extracted {
+            Some(Ok(values)) => entries.add(&param.code, &values),
+            Some(Err(error)) => tracing::warn!(%key, param = %param.code, %error, "not extracted"),
+            None => {}
         }
     }
+    let text = match wanted {
+        Some(wanted) if !wanted.text => None,
+        _ => contained(&key, "_content", || Text::of(&resource)),
+    };
     Some(Change::Upsert {
         key,
         resource_type: resource_type.to_string(),
         last_updated,
         entries,
-        text: match wanted {
-            Some(wanted) if !wanted.text => Text::default(),
-            _ => Text::of(&resource),
-        },
+        text: text.unwrap_or_default(),
     })
+}
+
+/// Runs `part` of indexing the resource `key`; `None` when it panicked (logged with both).
+fn contained<T>(key: &str, part: &str, run: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(run))
+        .inspect_err(|panic| {
+            tracing::error!(
+                %key,
+                part,
+                panic = panics::message(&**panic),
+                "indexing this part panicked; it is left out of the resource's document"
+            );
+        })
+        .ok()
 }
 
 /// Starts the indexer thread from `checkpoint`, or from a rebuild of the index when
@@ -103,7 +131,11 @@ fn run(
             }
             continue;
         }
-        match index_batch(&store, &index, registry, checkpoint) {
+        let batch = catch_unwind(AssertUnwindSafe(|| {
+            index_batch(&store, &index, registry, checkpoint)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("a panic: {}", panics::message(&*panic))));
+        match batch {
             Ok(next) => {
                 checkpoint = next;
                 indexed.send_replace(checkpoint);
@@ -156,7 +188,9 @@ fn index_batch(
 fn rebuilt(store: &Store, index: &SearchIndex, registry: &Registry) -> u64 {
     loop {
         tracing::warn!("rebuilding the search index from the store");
-        match rebuild(store, index, registry) {
+        let rebuilt = catch_unwind(AssertUnwindSafe(|| rebuild(store, index, registry)))
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("a panic: {}", panics::message(&*panic))));
+        match rebuilt {
             Ok((count, head)) => {
                 tracing::info!(count, head, "the search index is rebuilt");
                 return head;

@@ -12,6 +12,11 @@
 //! The writer also keeps the change log's books ([`Bookkeeping`]): consumer checkpoints and
 //! retention trims ride along in the same group transactions, so they neither cost an fsync of
 //! their own nor hold redb's write lock apart from the writer.
+//!
+//! A panic while a group is applied fails that group like a failed commit (every request of it
+//! gets a 500, nothing of it is stored) and the writer goes on with the next one: redb drops
+//! the unfinished write transaction (its pages leak until the next commit reclaims them), so
+//! the store stays usable and no waiting client is left without an answer.
 
 use super::StoreError;
 use super::tables::{
@@ -24,6 +29,7 @@ use crate::fhir::{FhirError, IssueCode};
 use redb::{Database, ReadableTable, Table};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
 use tokio::sync::{oneshot, watch};
@@ -266,7 +272,13 @@ impl Writer {
         let start_seq = self.position.next_seq;
         let (requests, replies): (Vec<_>, Vec<_>) = group.commits.into_iter().unzip();
         let (books, book_replies): (Vec<_>, Vec<_>) = group.books.into_iter().unzip();
-        match self.apply_group(requests, books, time) {
+        let applied = catch_unwind(AssertUnwindSafe(|| self.apply_group(requests, books, time)))
+            .unwrap_or_else(|panic| {
+                Err(StoreError::Panicked(
+                    crate::panics::message(&*panic).to_string(),
+                ))
+            });
+        match applied {
             Ok((results, trimmed)) => {
                 for (reply, trimmed) in book_replies.into_iter().zip(trimmed) {
                     let _ = reply.send(Ok(trimmed));
@@ -362,6 +374,7 @@ impl Writer {
                 Action::Update(resource) => (Method::Put, Some(stamp(resource, &id, vid, time))),
                 Action::Delete => (Method::Delete, None),
             };
+            crate::panics::inject(crate::panics::Fault::Writer, &id);
             let seq = self.position.next_seq;
             self.position.next_seq += 1;
             let record = VersionRecord::encode(op, method, time, body.as_deref().unwrap_or(&[]));

@@ -27,6 +27,9 @@ pub enum StoreError {
     Storage(#[from] redb::Error),
     #[error("{0}")]
     Schema(String),
+    /// A defect of fhirlake showed while the store was working (the panic's message).
+    #[error("an internal error (a panic): {0}")]
+    Panicked(String),
     #[error("cannot use the data directory {path}: {source}")]
     Directory {
         path: PathBuf,

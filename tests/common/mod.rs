@@ -106,6 +106,14 @@ impl TestServer {
         url(&self.base, path)
     }
 
+    /// Whether the server process is still running (it has not exited, by a crash or
+    /// otherwise, since it started).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("poll fhirlake").is_none())
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

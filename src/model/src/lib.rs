@@ -191,7 +191,53 @@ pub fn is_resource_type(name: &str) -> bool {
 /// `resourceType`, `id` and `meta` first, as the FHIR specification lists elements).
 ///
 /// It does not check primitive formats (dates, ids), bindings, invariants or profiles.
+///
+/// fhirbolt's generated deserializer recurses with large stack frames (up to ~24 KiB per level
+/// of JSON nesting in a debug build): a resource nested deeper than [`INLINE_DEPTH`] is checked
+/// on a thread of its own whose stack is sized for its depth, so that no depth the JSON parser
+/// lets through can overflow the caller's stack (an HTTP worker has 2 MiB).
 pub fn check_resource(value: &Value) -> Result<Value, Problem> {
+    let depth = depth(value);
+    if depth <= INLINE_DEPTH {
+        return check(value);
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("fhirlake-model".into())
+            .stack_size(BASE_STACK + depth * STACK_PER_LEVEL)
+            .spawn_scoped(scope, || check(value))
+            .expect("a thread to check a deeply nested resource")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The deepest JSON nesting checked on the caller's stack: the deepest official R4 example
+/// resource nests 22 levels, Synthea's 11.
+pub const INLINE_DEPTH: usize = 24;
+/// The stack of a checking thread: this, plus [`STACK_PER_LEVEL`] per level of nesting.
+const BASE_STACK: usize = 1024 * 1024;
+/// More than twice the most one level of nesting was measured to take.
+const STACK_PER_LEVEL: usize = 64 * 1024;
+
+/// How deeply arrays and objects nest in `value` (a scalar is 0, `[]` is 1); iterative, so any
+/// value can be measured.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, above)) = pending.pop() {
+        let level = above + 1;
+        match value {
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, level))),
+            Value::Object(members) => pending.extend(members.values().map(|item| (item, level))),
+            _ => continue,
+        }
+        deepest = deepest.max(level);
+    }
+    deepest
+}
+
+fn check(value: &Value) -> Result<Value, Problem> {
     shape::check_no_empty(value)?;
     let resource = match parse(value) {
         Ok(Ok(resource)) => resource,
