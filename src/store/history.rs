@@ -22,8 +22,8 @@ use std::fmt;
 /// A version that may belong to a page: (seq, or vid for one resource; type, id, vid).
 type Candidate = (u64, String, String, u64);
 
-/// The fewest candidates judged at once, so that a client who may read little of a long
-/// history does not cost a judgement per version.
+/// The fewest candidates judged at once after a first batch left the page short, so that a
+/// client who may read little of a long history does not cost a judgement per version.
 const MIN_BATCH: usize = 64;
 
 /// Whose history.
@@ -154,8 +154,13 @@ impl Store {
         let mut candidates = tables.candidates(query.scope, before)?;
         let mut kept = Vec::new();
         let mut exhausted = false;
+        let mut first = true;
         while !exhausted && kept.len() <= query.count && query.count > 0 {
-            let wanted = (query.count + 1 - kept.len()).max(MIN_BATCH);
+            // The page and one more (whether there is a next page); more when some were
+            // not kept.
+            let needed = query.count + 1 - kept.len();
+            let wanted = if first { needed } else { needed.max(MIN_BATCH) };
+            first = false;
             let mut batch = Vec::with_capacity(wanted);
             while batch.len() < wanted {
                 let Some(candidate) = candidates.next() else {
