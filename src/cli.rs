@@ -161,9 +161,11 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
              POST the Bundles to it instead)"
         )
     })?;
+    // The index keeps the base the server built it with.
     let search = std::sync::Arc::new(crate::search::Engine::open(
         &store,
         &args.data.path.join(crate::search::INDEX_DIR),
+        None,
     )?);
     let jobs = args
         .jobs
@@ -194,8 +196,10 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 fn reindex(data: DataDir) -> anyhow::Result<()> {
     let store = crate::store::Store::open(&data.path)?;
     let dir = data.path.join(crate::search::INDEX_DIR);
-    let (index, _) = crate::search::index::SearchIndex::open(&dir)?;
-    let registry = crate::search::registry::Registry::r4_shared();
+    // References are read as the server read them when it built the index.
+    let base = crate::search::index::recorded_base(&dir).unwrap_or_default();
+    let (index, _) = crate::search::index::SearchIndex::open(&dir, &base)?;
+    let registry = crate::search::registry::Registry::r4_with_base(base);
     let start = std::time::Instant::now();
     let count = crate::search::indexer::rebuild(&store, &index, registry);
     store.close();

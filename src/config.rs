@@ -93,7 +93,9 @@ pub struct ServeConfig {
     pub data: DataDir,
 
     /// The public FHIR base URL, for `Location` and `fullUrl` (e.g. behind a proxy);
-    /// by default `http://HOST/fhir` from the request's Host header.
+    /// by default `http://HOST/fhir` from the request's Host header. Absolute references
+    /// under it are this server's (searches, compartments, authorization); without it only
+    /// relative ones are.
     #[arg(long, env = "FHIRLAKE_BASE_URL")]
     pub base_url: Option<String>,
 

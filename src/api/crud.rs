@@ -6,7 +6,7 @@ use super::http::{
 };
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
-use crate::auth::{Access, Stored};
+use crate::auth::{Access, Decision, Stored};
 use crate::cdc::subscriptions;
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
@@ -198,31 +198,30 @@ pub async fn read(
     }
 }
 
-/// The current state of `resource_type/id` (see `Store::read`), or 404 when the client may
-/// not read it: such a resource is answered as one that does not exist.
+/// The current state of `resource_type/id` (see `Store::read`), or `None` when it does not
+/// exist or the client may not read it: such a resource is answered as one that does not
+/// exist.
 pub(super) fn readable_current(
     state: &AppState,
     access: &Access,
     resource_type: &str,
     id: &str,
 ) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, FhirError> {
-    let current = state.store.read(resource_type, id)?;
-    if let Some((at, version)) = &current {
-        let stored = Stored {
-            resource_type,
-            id,
-            vid: at.vid,
-            last_updated: at.last_updated,
-            body: version.as_ref().map(|v| v.body.as_slice()),
-        };
-        if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
-            return Err(missing(resource_type, id));
-        }
-    }
-    Ok(current)
+    let Some((at, version)) = state.store.read(resource_type, id)? else {
+        return Ok(None);
+    };
+    let stored = Stored {
+        resource_type,
+        id,
+        vid: at.vid,
+        last_updated: at.last_updated,
+        body: version.as_ref().map(|v| v.body.as_slice()),
+    };
+    let seen = access.sees_stored(&state.search, &state.store, Permission::Read, stored)?;
+    Ok(seen.then_some((at, version)))
 }
 
-fn missing(resource_type: &str, id: &str) -> FhirError {
+pub(super) fn missing(resource_type: &str, id: &str) -> FhirError {
     FhirError::not_found(format!("{resource_type}/{id} does not exist"))
 }
 
@@ -357,7 +356,11 @@ async fn commit_one(
     mut write: Write,
     dropped: &[String],
 ) -> Result<(Applied, Vec<Issue>), super::ApiError> {
-    access.check_write(&state.search, &state.store, &mut write)?;
+    if let Decision::Absent(applied) =
+        access.check_write(&state.search, &state.store, &mut write)?
+    {
+        return Ok((applied, Vec::new()));
+    }
     subscriptions::check_write(&state.config.subscription_endpoints, &write).await?;
     let mut warnings = match &write.action {
         Action::Create(resource) | Action::Update(resource) => {

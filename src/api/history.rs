@@ -8,7 +8,7 @@ use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{format_instant, parse_period};
 use crate::fhir::resource::{check_id, check_type};
 use crate::fhir::{FhirError, IssueCode};
-use crate::store::history::{Page, Query, Scope};
+use crate::store::history::{Cursor, Entry as Version, Page, Query, Scope};
 use crate::store::tables::{Method, Op};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -44,7 +44,9 @@ pub async fn instance(
     check_id(&id)?;
     access.require(Permission::Read, Some(&resource_type))?;
     // A resource the client may not read now has no history for it either.
-    super::crud::readable_current(&state, &access, &resource_type, &id)?;
+    if super::crud::readable_current(&state, &access, &resource_type, &id)?.is_none() {
+        return Err(super::crud::missing(&resource_type, &id).into());
+    }
     respond(&req, &state, &access, Scope::Instance(&resource_type, &id))
 }
 
@@ -53,7 +55,7 @@ struct Params {
     count: usize,
     since: Option<String>,
     at: Option<String>,
-    cursor: Option<u64>,
+    cursor: Option<Cursor>,
 }
 
 fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
@@ -77,7 +79,8 @@ fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
             "_since" => params.since = Some(value),
             "_at" => params.at = Some(value),
             "_cursor" => {
-                params.cursor = Some(value.parse().map_err(|_| invalid("not a paging cursor"))?)
+                params.cursor =
+                    Some(Cursor::parse(&value).ok_or_else(|| invalid("not a paging cursor"))?)
             }
             _ => {}
         }
@@ -85,8 +88,8 @@ fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
     Ok(params)
 }
 
-/// A page of history; the versions the client may not read are left out of it (the page is
-/// shorter, its `next` link unchanged).
+/// A page of history, of the versions the client may read only: pages are filled with them,
+/// and links and cursors depend on them alone (see `store::history`).
 fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_>) -> ApiResult {
     negotiate(req)?;
     let params = params(req, state)?;
@@ -104,29 +107,27 @@ fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_
         since: period("_since", &params.since)?.map(|p| p.start),
         at: period("_at", &params.at)?,
         count: params.count,
-        before: params.cursor,
+        after: params.cursor.clone(),
     };
-    let Some(mut page) = state.store.history(&query)? else {
+    let readable = |entries: &[Version]| {
+        let versions: Vec<Stored> = entries
+            .iter()
+            .map(|entry| Stored {
+                resource_type: &entry.resource_type,
+                id: &entry.id,
+                vid: entry.vid,
+                last_updated: entry.last_updated,
+                body: (entry.op != Op::Delete).then_some(entry.body.as_slice()),
+            })
+            .collect();
+        access.visible_versions(&state.search, &state.store, Permission::Read, &versions)
+    };
+    let Some(page) = state.store.history(&query, readable)? else {
         let Scope::Instance(resource_type, id) = scope else {
             unreachable!("only an instance can be missing")
         };
-        return Err(FhirError::not_found(format!("{resource_type}/{id} does not exist")).into());
+        return Err(super::crud::missing(resource_type, id).into());
     };
-    let versions: Vec<Stored> = page
-        .entries
-        .iter()
-        .map(|entry| Stored {
-            resource_type: &entry.resource_type,
-            id: &entry.id,
-            vid: entry.vid,
-            last_updated: entry.last_updated,
-            body: (entry.op != Op::Delete).then_some(entry.body.as_slice()),
-        })
-        .collect();
-    let visible =
-        access.visible_versions(&state.search, &state.store, Permission::Read, &versions)?;
-    let mut visible = visible.into_iter();
-    page.entries.retain(|_| visible.next().unwrap_or(false));
     let base = base_url(req, state);
     let body = render(&base, req, &params, &page);
     Ok(HttpResponse::Ok()
@@ -140,7 +141,7 @@ fn render(base: &str, req: &HttpRequest, params: &Params, page: &Page) -> Vec<u8
         "self",
         format!("{base}{path}{}", query_suffix(req.query_string())),
     )];
-    if let Some(next) = page.next {
+    if let Some(next) = &page.next {
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("_count", &params.count.to_string());
         if let Some(since) = &params.since {

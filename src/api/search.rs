@@ -15,7 +15,7 @@ use crate::fhir::resource::{check_id, check_type};
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
-use crate::search::{Candidate, Page, Request, Target, View, compartment};
+use crate::search::{Page, Request, Target, View, compartment};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
@@ -239,29 +239,22 @@ async fn run(
     page.ignored.extend(ignored);
     // A resource deleted since the snapshot was taken is left out.
     let mut matches = load(&state.store, &page.matches)?;
-    let mut included = if everything {
+    // Included resources are those the client may read: judged as they are found, so that
+    // nothing it may not read is followed further.
+    let readable = access.view(Permission::Read);
+    let included = if everything {
         let types = &target.resource_types;
-        referenced(&state.store, &matches, |t| {
-            types.is_empty() || types.iter().any(|k| k == t)
-        })?
+        let keep = |t: &str| types.is_empty() || types.iter().any(|k| k == t);
+        referenced(&state.search, &state.store, &matches, keep, &readable)?
     } else {
-        include(&state.search, &state.store, &directives, &matches)?
+        include(
+            &state.search,
+            &state.store,
+            &directives,
+            &matches,
+            &readable,
+        )?
     };
-    let candidates: Vec<Candidate> = included
-        .resources
-        .iter()
-        .map(|(resource_type, id, version)| Candidate {
-            resource_type,
-            id,
-            last_updated: version.last_updated,
-            body: &version.body,
-        })
-        .collect();
-    let readable = access.visible(&state.search, Permission::Read, &candidates)?;
-    let mut readable = readable.into_iter();
-    included
-        .resources
-        .retain(|_| readable.next().unwrap_or(false));
     page.used.extend(applied);
     if let Some(subset) = &subset {
         // After the includes, which follow the references of the whole resources; included

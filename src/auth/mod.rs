@@ -14,18 +14,24 @@
 //!   pages, totals, chains and `_has` never see past it) and that single resources are judged
 //!   by ([`Access::visible`]), with the same query.
 //! - A resource outside the view is answered as if it did not exist (404) when read, and is
-//!   left out of search pages, includes and history. A write outside it is a 403: an update or
-//!   delete is judged on the current version and, for an update, on the new one too, and the
-//!   write is pinned to the version that was judged (a concurrent change makes it a 412).
+//!   left out of search pages, includes and history.
+//! - A confined write (create, update, delete, each Bundle entry, conditional or not) must
+//!   keep to what the token holds alone ([`Engine::owned`]): under a `patient/` scope, every
+//!   patient the resource belongs to, before and after, is the token's patient (and it
+//!   belongs to one, or is that Patient). An update or delete of a resource the token cannot
+//!   read is answered as one of a resource that does not exist (see [`Access::check_write`]);
+//!   one it can read but not write is a 403. The write is pinned to the version that was
+//!   judged (a concurrent change makes it a 412).
 
 pub mod audit;
 pub mod scope;
 pub mod token;
 
 use crate::fhir::FhirError;
+use crate::fhir::IssueCode;
 use crate::search::{Candidate, Engine, Part, View};
 use crate::store::Store;
-use crate::store::commit::{Action, Write};
+use crate::store::commit::{Action, Applied, Write, delete_of_nothing};
 use scope::{Level, Permission, Scope};
 use std::sync::Arc;
 pub use token::Principal;
@@ -197,46 +203,13 @@ impl Access {
         permission: Permission,
         versions: &[Stored],
     ) -> Result<Vec<bool>, FhirError> {
-        if matches!(self, Access::Open) {
+        let view = self.view(permission);
+        if view == View::All {
             return Ok(vec![true; versions.len()]);
         }
-        let mut deleted = Vec::with_capacity(versions.len());
-        for version in versions {
-            deleted.push(match version.body {
-                None if version.vid > 1 => {
-                    store.vread(version.resource_type, version.id, version.vid - 1)?
-                }
-                _ => None,
-            });
-        }
-        // (index in `versions`, candidate) for each version that has content to judge.
-        let (indexes, candidates): (Vec<usize>, Vec<Candidate>) = versions
-            .iter()
-            .zip(&deleted)
-            .enumerate()
-            .filter_map(|(n, (version, before))| {
-                let (last_updated, body) = match (version.body, before) {
-                    (Some(body), _) => (version.last_updated, body),
-                    (None, Some(before)) => (before.last_updated, before.body.as_slice()),
-                    (None, None) => return None,
-                };
-                let candidate = Candidate {
-                    resource_type: version.resource_type,
-                    id: version.id,
-                    last_updated,
-                    body,
-                };
-                Some((n, candidate))
-            })
-            .unzip();
-        let mut visible = vec![false; versions.len()];
-        for (n, seen) in indexes
-            .into_iter()
-            .zip(self.visible(engine, permission, &candidates)?)
-        {
-            visible[n] = seen;
-        }
-        Ok(visible)
+        judge_versions(store, versions, |candidates| {
+            engine.visible(&view, candidates)
+        })
     }
 
     /// Whether `permission` is granted on one stored version (see
@@ -253,14 +226,22 @@ impl Access {
 
     /// Checks a write before it is committed: the permission on its type, then, when the
     /// token is confined to part of the type, the current version (update, delete) and the
-    /// new one (create, update) against that part; the write is then pinned to the version
-    /// judged (its `if_match`), so a change in between fails it instead of slipping through.
+    /// new one (create, update): each must be the token's alone ([`Engine::owned`]: for a
+    /// `patient/` scope, it belongs to the token's patient and to no other). The write is
+    /// then pinned to the version judged (its `if_match`), so a change in between fails it
+    /// instead of slipping through.
+    ///
+    /// A resource the token cannot read (absent, or hidden from it) is written as one that
+    /// does not exist, whichever it is: a delete changes nothing ([`Decision::Absent`]), an
+    /// update is refused with 405 as an update-as-create (a confined token cannot choose the
+    /// id of what it creates: the id may be taken by what it cannot see). A resource it can
+    /// read but not write is a 403.
     pub fn check_write(
         &self,
         engine: &Engine,
         store: &Store,
         write: &mut Write,
-    ) -> Result<(), FhirError> {
+    ) -> Result<Decision, FhirError> {
         let permission = match write.action {
             Action::Create(_) => Permission::Create,
             Action::Update(_) => Permission::Update,
@@ -272,57 +253,143 @@ impl Access {
         {
             self.require_subscribable(resource)?;
         }
+        let Access::Token(principal) = self else {
+            return Ok(Decision::Commit);
+        };
         if !self.confined(permission, &write.resource_type) {
-            return Ok(());
+            return Ok(Decision::Commit);
         }
+        let writable = self.view(permission);
         let refused = |what: &str| {
-            FhirError::forbidden(format!(
+            let mut message = format!(
                 "{}/{} {what} outside what the token's scopes allow to {}",
                 write.resource_type,
                 write.id,
                 permission.verb()
-            ))
-        };
-        let current = match write.action {
-            Action::Create(_) => None,
-            Action::Update(_) | Action::Delete => {
-                let current = store.read(&write.resource_type, &write.id)?;
-                // A client's If-Match is kept: the store compares it with the current
-                // version. Version 0 stands for "does not exist" (see `store::commit`).
-                let judged = current.as_ref().map_or(0, |(state, _)| state.vid);
-                write.if_match.get_or_insert(judged);
-                current.and_then(|(_, version)| version)
+            );
+            if let Some(patient) = &principal.patient {
+                message.push_str(&format!(
+                    ": a patient/ scope allows what belongs to Patient/{patient} and to no \
+                     other patient"
+                ));
             }
+            FhirError::forbidden(message)
         };
-        let after = match &write.action {
-            Action::Create(resource) | Action::Update(resource) => {
-                Some(serde_json::to_vec(resource).expect("JSON serializes"))
+        if matches!(write.action, Action::Update(_) | Action::Delete) {
+            let current = store.read(&write.resource_type, &write.id)?;
+            let Some((state, version)) = current else {
+                return written_as_absent(write);
+            };
+            let before = Stored {
+                resource_type: &write.resource_type,
+                id: &write.id,
+                vid: state.vid,
+                last_updated: state.last_updated,
+                body: version.as_ref().map(|v| v.body.as_slice()),
+            };
+            let owned = judge_versions(store, &[before], |candidates| {
+                engine.owned(&writable, candidates)
+            })?[0];
+            if !owned {
+                if self.sees_stored(engine, store, Permission::Read, before)? {
+                    return Err(refused("is"));
+                }
+                return written_as_absent(write);
             }
-            Action::Delete => None,
-        };
-        // Before and after, judged in one scratch index.
-        let candidate = |last_updated, body| Candidate {
-            resource_type: &write.resource_type,
-            id: &write.id,
-            last_updated,
-            body,
-        };
-        let mut candidates = Vec::with_capacity(2);
-        if let Some(version) = &current {
-            candidates.push(candidate(version.last_updated, &version.body));
+            // A client's If-Match is kept: the store compares it with the current version.
+            write.if_match.get_or_insert(state.vid);
         }
-        if let Some(body) = &after {
-            candidates.push(candidate(crate::fhir::datetime::now(), body));
+        if let Action::Create(resource) | Action::Update(resource) = &write.action {
+            let body = serde_json::to_vec(resource).expect("JSON serializes");
+            let after = Candidate {
+                resource_type: &write.resource_type,
+                id: &write.id,
+                last_updated: crate::fhir::datetime::now(),
+                body: &body,
+            };
+            if !engine.owned(&writable, &[after])?[0] {
+                return Err(refused("would be"));
+            }
         }
-        let visible = self.visible(engine, permission, &candidates)?;
-        if current.is_some() && !visible[0] {
-            return Err(refused("is"));
-        }
-        if after.is_some() && !visible[visible.len() - 1] {
-            return Err(refused("would be"));
-        }
-        Ok(())
+        Ok(Decision::Commit)
     }
+}
+
+/// What [`Access::check_write`] decided about a write it allows.
+#[derive(Debug)]
+pub enum Decision {
+    /// Commit it.
+    Commit,
+    /// It is about a resource the token cannot see, and is answered as about one that does
+    /// not exist, without the store: this is its result.
+    Absent(Applied),
+}
+
+/// The answer to a confined write of a resource the token cannot see, the same whether it is
+/// hidden or absent (see [`Access::check_write`]).
+fn written_as_absent(write: &Write) -> Result<Decision, FhirError> {
+    let nothing = || Write {
+        resource_type: write.resource_type.clone(),
+        id: write.id.clone(),
+        action: Action::Delete,
+        if_match: write.if_match,
+    };
+    match write.action {
+        Action::Delete => Ok(Decision::Absent(delete_of_nothing(nothing())?)),
+        Action::Update(_) | Action::Create(_) => Err(FhirError::new(
+            405,
+            IssueCode::NotSupported,
+            format!(
+                "there is no {}/{} this token may update, and a token confined to part of {} \
+                 cannot create one with an id of its choosing (update as create): create it \
+                 with POST",
+                write.resource_type, write.id, write.resource_type
+            ),
+        )),
+    }
+}
+
+/// Judges stored `versions` with `judge`: a deletion has no content and is judged as the
+/// version it deleted; one that cannot be judged (no version before it) is false.
+fn judge_versions(
+    store: &Store,
+    versions: &[Stored],
+    judge: impl FnOnce(&[Candidate]) -> Result<Vec<bool>, FhirError>,
+) -> Result<Vec<bool>, FhirError> {
+    let mut deleted = Vec::with_capacity(versions.len());
+    for version in versions {
+        deleted.push(match version.body {
+            None if version.vid > 1 => {
+                store.vread(version.resource_type, version.id, version.vid - 1)?
+            }
+            _ => None,
+        });
+    }
+    // (index in `versions`, candidate) for each version that has content to judge.
+    let (indexes, candidates): (Vec<usize>, Vec<Candidate>) = versions
+        .iter()
+        .zip(&deleted)
+        .enumerate()
+        .filter_map(|(n, (version, before))| {
+            let (last_updated, body) = match (version.body, before) {
+                (Some(body), _) => (version.last_updated, body),
+                (None, Some(before)) => (before.last_updated, before.body.as_slice()),
+                (None, None) => return None,
+            };
+            let candidate = Candidate {
+                resource_type: version.resource_type,
+                id: version.id,
+                last_updated,
+                body,
+            };
+            Some((n, candidate))
+        })
+        .unzip();
+    let mut judged = vec![false; versions.len()];
+    for (n, verdict) in indexes.into_iter().zip(judge(&candidates)?) {
+        judged[n] = verdict;
+    }
+    Ok(judged)
 }
 
 /// `parts` without redundancy: a part with no compartment and no query holds its whole type

@@ -19,7 +19,7 @@
 pub mod references;
 
 use crate::auth::scope::Permission;
-use crate::auth::{Access, Stored};
+use crate::auth::{Access, Decision, Stored};
 use crate::cdc::endpoints::Prefix;
 use crate::cdc::subscriptions;
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
@@ -296,11 +296,16 @@ pub async fn process(
             Ok((_, request)) => {
                 let (order, mut write) = to_write(request, id);
                 let checked = match access.check_write(search, store, &mut write) {
-                    Ok(()) => match &options.subscription_endpoints {
+                    Ok(Decision::Commit) => match &options.subscription_endpoints {
                         Some(allowed) => subscriptions::check_write(allowed, &write).await,
                         None => Ok(()),
                     },
-                    refused => refused,
+                    // Answered without the store, as a write of what does not exist.
+                    Ok(Decision::Absent(applied)) => {
+                        results[index] = Some(written(applied, options.returns, Vec::new()));
+                        continue;
+                    }
+                    Err(refused) => Err(refused),
                 };
                 match checked {
                     Ok(()) => writes.push((index, (order, write))),

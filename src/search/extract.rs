@@ -3,6 +3,7 @@
 
 use super::registry::{ParamType, Registry, SearchParam};
 use crate::fhir::datetime::{Micros, Period, parse_period};
+use crate::fhir::reference::Base;
 use crate::fhirpath::{EvalError, Item, evaluate};
 use serde_json::Value;
 
@@ -55,7 +56,10 @@ pub enum IndexValue {
     },
 }
 
-/// The values `param` extracts from `resource`.
+/// The values `param` extracts from `resource`. A reference under this server's base (the
+/// registry's [`Base`](crate::fhir::reference::Base)) comes relative (`Patient/1`), so that
+/// whoever reads the values (the index, compartments, includes, authorization) takes every
+/// absolute URL left for another server's.
 pub fn extract(
     registry: &Registry,
     param: &SearchParam,
@@ -76,14 +80,14 @@ pub fn extract(
                 let mut part = Vec::new();
                 if let Item::Node { value, .. } = item {
                     for sub in evaluate(&component.expression, value)? {
-                        convert(kind, &sub, &mut part);
+                        convert(registry, kind, &sub, &mut part);
                     }
                 }
                 parts.push(part);
             }
             values.push(IndexValue::Composite(parts));
         } else {
-            convert(param.kind, item, &mut values);
+            convert(registry, param.kind, item, &mut values);
         }
     }
     Ok(values)
@@ -103,7 +107,7 @@ fn strings<'v>(value: &'v Value, name: &str) -> impl Iterator<Item = &'v str> {
 }
 
 /// Converts one selected item to the values of a parameter of type `kind`.
-fn convert(kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {
+fn convert(registry: &Registry, kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {
     let value = match item {
         Item::Node { value, .. } => *value,
         Item::Bool(b) => {
@@ -121,7 +125,7 @@ fn convert(kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {
     match kind {
         ParamType::Token => token(value, out),
         ParamType::String => string(value, out),
-        ParamType::Reference => reference(value, out),
+        ParamType::Reference => reference(value, &registry.base, out),
         ParamType::Date => date(value, out),
         ParamType::Number => {
             if let Some((value, low, high)) = number(value) {
@@ -241,17 +245,19 @@ fn string(value: &Value, out: &mut Vec<IndexValue>) {
     }
 }
 
-fn reference(value: &Value, out: &mut Vec<IndexValue>) {
+/// A reference's values, relative to `base` when under it.
+fn reference(value: &Value, base: &Base, out: &mut Vec<IndexValue>) {
+    let relative = |reference: &str| base.relative_to(reference).to_string();
     match value {
         Value::String(uri) => out.push(IndexValue::Reference {
-            reference: Some(uri.clone()),
+            reference: Some(relative(uri)),
             identifier: None,
         }),
         Value::Object(_) => {
             let identifier = value
                 .get("identifier")
                 .and_then(|id| Some((text(id, "system"), text(id, "value")?)));
-            let reference = text(value, "reference");
+            let reference = text(value, "reference").map(|r| relative(&r));
             if reference.is_some() || identifier.is_some() {
                 out.push(IndexValue::Reference {
                     reference,

@@ -1,12 +1,13 @@
 //! `_include` and `_revinclude`: the resources a page's matches refer to, and those referring
 //! to them, with `:iterate` following the included resources in turn.
 //!
-//! Invariants: a resource appears once in a page (a match is never also an include), and the
-//! includes are never silently cut: past [`MAX_INCLUDES`] the result says it was truncated.
+//! Invariants: a resource appears once in a page (a match is never also an include), the
+//! includes are never silently cut (past [`MAX_INCLUDES`] the result says it was truncated),
+//! and only what the client's view holds is included, followed or counted.
 
 use super::extract::{IndexValue, extract};
 use super::registry::{ParamType, Registry};
-use super::{Engine, Request, Target};
+use super::{Candidate, Engine, Request, Target, View};
 use crate::fhir::reference;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
@@ -110,12 +111,15 @@ pub struct Included {
 }
 
 /// Follows `directives` from `matches`: each directive once from the matches, then the
-/// iterating ones from what was included, until nothing new comes.
+/// iterating ones from what was included, until nothing new comes. Only what `view` holds is
+/// included, and only that is followed further: a resource outside it never decides what else
+/// is included, nor whether the includes were cut.
 pub fn include(
     engine: &Engine,
     store: &Store,
     directives: &[Directive],
     matches: &[Found],
+    view: &View,
 ) -> Result<Included, FhirError> {
     let mut seen = keys_of(matches);
     let mut out = Included {
@@ -130,14 +134,14 @@ pub fn include(
         let mut new = Vec::new();
         for directive in directives.iter().filter(|d| round == 0 || d.iterate) {
             let keys = if directive.reverse {
-                referring(engine, directive, sources)?
+                referring(engine, directive, sources, view)?
             } else {
-                referred(engine.registry, directive, sources)?
+                referred(directive, sources, engine.registry)?
             };
-            out.truncated |= admit(&mut seen, keys, out.resources.len(), &mut new);
+            unseen(&mut seen, keys, &mut new);
         }
         let start = out.resources.len();
-        out.resources.extend(load(store, &new)?);
+        out.truncated = admit(engine, store, view, &new, &mut out.resources)?;
         if out.resources.len() == start || out.truncated {
             break;
         }
@@ -147,18 +151,25 @@ pub fn include(
 }
 
 /// Every resource that `matches` refer to anywhere in their JSON (not only through search
-/// parameters) and whose type `keep` accepts: what `$everything` adds to its matches.
+/// parameters), that is this server's, whose type `keep` accepts and that `view` holds: what
+/// `$everything` adds to its matches.
 pub fn referenced(
+    engine: &Engine,
     store: &Store,
     matches: &[Found],
     keep: impl Fn(&str) -> bool,
+    view: &View,
 ) -> Result<Included, FhirError> {
     let mut keys = Vec::new();
     for (_, _, version) in matches {
         let resource: serde_json::Value = serde_json::from_slice(&version.body)
             .map_err(|e| FhirError::internal(format!("a stored version is not JSON: {e}")))?;
         reference::each_in(&resource, &mut |text| {
-            if let Some((target_type, id)) = reference::local(text).and_then(|l| l.split_once('/'))
+            if let Some((target_type, id)) = engine
+                .registry
+                .base
+                .local(text)
+                .and_then(|l| l.split_once('/'))
                 && keep(target_type)
             {
                 keys.push((target_type.to_string(), id.to_string()));
@@ -166,9 +177,11 @@ pub fn referenced(
         });
     }
     let mut new = Vec::new();
-    let truncated = admit(&mut keys_of(matches), keys, 0, &mut new);
+    unseen(&mut keys_of(matches), keys, &mut new);
+    let mut resources = Vec::new();
+    let truncated = admit(engine, store, view, &new, &mut resources)?;
     Ok(Included {
-        resources: load(store, &new)?,
+        resources,
         truncated,
     })
 }
@@ -180,33 +193,61 @@ fn keys_of(found: &[Found]) -> HashSet<(String, String)> {
         .collect()
 }
 
-/// Moves the `keys` not yet `seen` to `new`, while `included` (already taken) plus `new` stay
-/// within [`MAX_INCLUDES`]; true when some were cut.
-fn admit(
+/// Moves the `keys` not yet `seen` to `new`, each once.
+fn unseen(
     seen: &mut HashSet<(String, String)>,
     keys: Vec<(String, String)>,
-    included: usize,
     new: &mut Vec<(String, String)>,
-) -> bool {
+) {
     for key in keys {
-        if seen.contains(&key) {
-            continue;
+        if seen.insert(key.clone()) {
+            new.push(key);
         }
-        if included + new.len() >= MAX_INCLUDES {
-            return true;
-        }
-        seen.insert(key.clone());
-        new.push(key);
     }
-    false
+}
+
+/// Reads the resources of `keys` (missing and deleted ones are left out) and adds those
+/// `view` holds to `included`, while it stays within [`MAX_INCLUDES`]; true when some were
+/// cut.
+fn admit(
+    engine: &Engine,
+    store: &Store,
+    view: &View,
+    keys: &[(String, String)],
+    included: &mut Vec<Found>,
+) -> Result<bool, FhirError> {
+    // A few hundred at a time: one scratch index each when the view needs one.
+    for chunk in keys.chunks(512) {
+        let found = load(store, chunk)?;
+        let candidates: Vec<Candidate> = found
+            .iter()
+            .map(|(resource_type, id, version)| Candidate {
+                resource_type,
+                id,
+                last_updated: version.last_updated,
+                body: &version.body,
+            })
+            .collect();
+        let visible = engine.visible(view, &candidates)?;
+        for (resource, seen) in found.into_iter().zip(visible) {
+            if !seen {
+                continue;
+            }
+            if included.len() == MAX_INCLUDES {
+                return Ok(true);
+            }
+            included.push(resource);
+        }
+    }
+    Ok(false)
 }
 
 /// The keys of the resources that `sources` of the directive's type refer to through its
 /// parameter.
 fn referred(
-    registry: &Registry,
     directive: &Directive,
     sources: &[Found],
+    registry: &Registry,
 ) -> Result<Vec<(String, String)>, FhirError> {
     let params: Vec<_> = registry
         .params(&directive.source)
@@ -232,7 +273,7 @@ fn referred(
                     continue;
                 };
                 let Some((target_type, id)) =
-                    reference::local(&target).and_then(|l| l.split_once('/'))
+                    reference::relative(&target).and_then(|l| l.split_once('/'))
                 else {
                     continue;
                 };
@@ -250,12 +291,13 @@ fn referred(
     Ok(keys)
 }
 
-/// The keys of the resources of the directive's type whose parameter refers to one of
-/// `sources`.
+/// The keys of the resources of the directive's type within `view` whose parameter refers to
+/// one of `sources`.
 fn referring(
     engine: &Engine,
     directive: &Directive,
     sources: &[Found],
+    view: &View,
 ) -> Result<Vec<(String, String)>, FhirError> {
     let targets: Vec<String> = sources
         .iter()
@@ -279,8 +321,7 @@ fn referring(
             offset: 0,
             snapshot: None,
             total: false,
-            // What is included is judged afterwards, by whoever shows it.
-            view: super::View::All,
+            view: view.clone(),
         })?;
         found.extend(page.matches);
     }

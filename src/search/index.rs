@@ -6,9 +6,14 @@
 //! The index is derived state: it is fed from the change log by the indexer, and the seq of
 //! the last change it holds is stored in each commit's payload, so after a crash it resumes
 //! from its own checkpoint, and `fhirlake reindex` rebuilds it from the store alone.
+//!
+//! What a reference means depends on the server's base (`fhir::reference::Base`): the index
+//! records the base it was built with ([`READING_FILE`]), and an index built with another base
+//! (or by an older fhirlake, which read references otherwise) is rebuilt.
 
 use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};
+use crate::fhir::reference::Base;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +35,28 @@ pub const REFS_FIELD: &str = "refs";
 pub const LAST_UPDATED_FIELD: &str = "lastUpdated";
 /// The search parameter served by that field instead of by terms.
 pub const LAST_UPDATED: &str = "_lastUpdated";
+
+/// The file in the index's directory that says how its references were read:
+/// [`READING_VERSION`], then the base (see [`reading`]).
+pub const READING_FILE: &str = "fhirlake-references";
+
+/// The version of the rules by which references are read; a change rebuilds every index.
+const READING_VERSION: u32 = 1;
+
+fn reading(base: &Base) -> String {
+    format!("{READING_VERSION}\n{}\n", base.url().unwrap_or(""))
+}
+
+/// The base the index in `dir` was built with, when it says (for the commands that run on
+/// a data directory without the server's settings: they keep the server's reading).
+pub fn recorded_base(dir: &Path) -> Option<Base> {
+    let text = std::fs::read_to_string(dir.join(READING_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != READING_VERSION.to_string() {
+        return None;
+    }
+    Some(Base::new(lines.next()))
+}
 
 /// The memory the index writer may buffer before it flushes a segment.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
@@ -87,9 +114,21 @@ pub struct SearchIndex {
 impl SearchIndex {
     /// Opens the index in `dir` (creating it when missing) and returns it with its checkpoint:
     /// the seq of the last change it holds. An index of another schema (written by another
-    /// version of fhirlake) is removed: its checkpoint is then 0 and it must be rebuilt.
-    pub fn open(dir: &Path) -> tantivy::Result<(SearchIndex, u64)> {
+    /// version of fhirlake) or whose references were read with another `base` is removed: its
+    /// checkpoint is then 0 and it must be rebuilt.
+    pub fn open(dir: &Path, base: &Base) -> tantivy::Result<(SearchIndex, u64)> {
+        let reading = reading(base);
+        if dir.exists()
+            && std::fs::read_to_string(dir.join(READING_FILE)).ok() != Some(reading.clone())
+        {
+            tracing::warn!(
+                base = base.url().unwrap_or("(none)"),
+                "the search index was built with another reading of references; rebuilding it"
+            );
+            std::fs::remove_dir_all(dir)?;
+        }
         std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(READING_FILE), &reading)?;
         let (schema, fields) = schema();
         let open = || {
             let directory = tantivy::directory::MmapDirectory::open(dir)?;

@@ -19,6 +19,7 @@ pub mod units;
 pub mod versions;
 pub mod view;
 
+use crate::fhir::reference::Base;
 use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
@@ -88,9 +89,15 @@ pub struct Engine {
 impl Engine {
     /// Opens the index in `dir` and starts the indexer from its checkpoint. An index ahead of
     /// the store (a replaced data directory), or empty beside a store that is not, is rebuilt.
-    pub fn open(store: &Store, dir: &Path) -> anyhow::Result<Engine> {
-        let registry = Registry::r4_shared();
-        let (index, checkpoint) = SearchIndex::open(dir)?;
+    /// `base` is the server's public base (which references are its own, see [`Base`]);
+    /// `None` keeps the base the index was built with (for the commands that run without the
+    /// server's settings).
+    pub fn open(store: &Store, dir: &Path, base: Option<Base>) -> anyhow::Result<Engine> {
+        let base = base
+            .or_else(|| index::recorded_base(dir))
+            .unwrap_or_default();
+        let (index, checkpoint) = SearchIndex::open(dir, &base)?;
+        let registry = Registry::r4_with_base(base);
         let index = Arc::new(index);
         let head = store.committed_seq();
         // Ahead of the store: a replaced data directory. Empty beside a store that is not: a
@@ -225,6 +232,26 @@ impl Engine {
     /// Which of `candidates` a search within `view` would find (see [`view`]).
     pub fn visible(&self, view: &View, candidates: &[Candidate]) -> Result<Vec<bool>, FhirError> {
         Self::visible_in(self.registry, view, candidates)
+    }
+
+    /// Which of `candidates` a confined write may leave in place or put there: those a part of
+    /// `view` holds alone. For a part with a compartment, the candidate is a member of that
+    /// compartment (or its focal resource) and of no other compartment of its type: a
+    /// `patient/` token writes what belongs to its patient and to no other patient. A part's
+    /// parameters must match too, as in [`Engine::visible`].
+    pub fn owned(&self, view: &View, candidates: &[Candidate]) -> Result<Vec<bool>, FhirError> {
+        Self::owned_in(self.registry, view, candidates)
+    }
+
+    /// [`Engine::owned`] with the definitions of `registry`.
+    pub fn owned_in(
+        registry: &Registry,
+        view: &View,
+        candidates: &[Candidate],
+    ) -> Result<Vec<bool>, FhirError> {
+        view.judge_owned(registry, candidates, |view, candidates| {
+            Self::visible_by_index(registry, view, candidates)
+        })
     }
 
     /// [`Engine::visible`] with the definitions of `registry`: straight from the membership

@@ -11,6 +11,7 @@ use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
 use super::units::Canonical;
 use super::view::View;
 use crate::fhir::datetime::{Micros, Period, now, parse_period};
+use crate::fhir::reference::{self, Base};
 use crate::fhir::{FhirError, IssueCode};
 use std::ops::Bound;
 use tantivy::collector::DocSetCollector;
@@ -19,7 +20,8 @@ use tantivy::query::doc_predicate_query::{
     DocPredicateQuery, FunctionPredicate, SegmentDocPredicate,
 };
 use tantivy::query::{
-    AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, Searcher, SegmentReader, Term};
@@ -530,7 +532,7 @@ fn param_query(
         alternatives.push(if param.kind == ParamType::Composite {
             composite_query(registry, scope, param, modifier, &value)?
         } else {
-            value_query(scope, param.kind, modifier, &value)?
+            value_query(&registry.base, scope, param.kind, modifier, &value)?
         });
     }
     let any: Box<dyn Query> = Box::new(BooleanQuery::union(alternatives));
@@ -633,6 +635,7 @@ fn composite_query(
     }
     let last = parts.last().expect("parts");
     value_query(
+        &registry.base,
         Scope {
             prefix: &prefix,
             ..scope
@@ -666,7 +669,10 @@ fn prefix_form(kind: ParamType, value: &str) -> Result<String, String> {
     })
 }
 
+/// The query of one value; a reference value is read with `base` (which references are this
+/// server's), as the indexed ones are.
 fn value_query(
+    base: &Base,
     scope: Scope<'_>,
     param_kind: ParamType,
     modifier: Option<&str>,
@@ -738,13 +744,24 @@ fn value_query(
                     Some((system, id)) => t(kind::IDENTIFIER, &format!("{system}|{id}")),
                     None => t(kind::IDENTIFIER_VALUE, &value),
                 }),
+                // An id, or this server's reference of that type; another server's matches
+                // nothing of this type.
                 Some(target) if fhirlake_model::is_resource_type(target) => {
-                    let id = value.rsplit('/').next().unwrap_or(&value);
-                    Ok(t(kind::REFERENCE, &format!("{target}/{id}")))
+                    if !value.contains('/') {
+                        return Ok(t(kind::REFERENCE, &format!("{target}/{value}")));
+                    }
+                    Ok(match base.local(&value) {
+                        Some(local) if reference::resource_type(local) == Some(target) => {
+                            t(kind::REFERENCE, local)
+                        }
+                        _ => Box::new(EmptyQuery),
+                    })
                 }
+                // A reference as written (another server's is indexed as written), and this
+                // server's by its `Type/id`, whatever its form.
                 None => Ok(if value.contains('/') {
                     let mut options = vec![t(kind::REFERENCE, &value)];
-                    if let Some(local) = crate::fhir::reference::local(&value)
+                    if let Some(local) = base.local(&value)
                         && local != value
                     {
                         options.push(t(kind::REFERENCE, local));
@@ -1095,7 +1112,7 @@ mod tests {
             searched in 0i64..20,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let (index, _) = SearchIndex::open(dir.path()).unwrap();
+            let (index, _) = SearchIndex::open(dir.path(), &Default::default()).unwrap();
             let hour = DAY / 24;
             let periods: Vec<Vec<Period>> = resources
                 .iter()
@@ -1145,7 +1162,7 @@ mod tests {
     #[test]
     fn full_text_parameters_search_any_type_and_take_no_modifier() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = SearchIndex::open(dir.path()).unwrap();
+        let (index, _) = SearchIndex::open(dir.path(), &Default::default()).unwrap();
         let searcher = index.searcher();
         let planner = Planner {
             registry: Registry::r4_shared(),

@@ -4,8 +4,13 @@
 //! Each parameter keeps its FHIRPath expression specialised per resource type: the shared
 //! definitions (`Patient.name | Person.name | ...`) are cut to the branches of that type, so
 //! extraction evaluates only what can match.
+//!
+//! A registry also knows which references are this server's ([`Base`]): what reference
+//! parameters index, match and include, and what puts a resource in a compartment, all read
+//! references through it.
 
 use super::fulltext;
+use crate::fhir::reference::Base;
 use crate::fhirpath::{self, Expr};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -85,13 +90,15 @@ pub struct SearchParam {
 }
 
 /// Every search parameter, by resource type and code.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     by_type: HashMap<String, BTreeMap<String, Arc<SearchParam>>>,
     by_url: HashMap<String, Arc<SearchParam>>,
     /// Definitions that could not be used, with the reason (reported in the
     /// CapabilityStatement).
     pub unsupported: Vec<(String, String)>,
+    /// Which references are this server's.
+    pub base: Base,
 }
 
 impl Registry {
@@ -199,6 +206,18 @@ impl Registry {
     pub fn r4_shared() -> &'static Registry {
         static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
         REGISTRY.get_or_init(Registry::r4)
+    }
+
+    /// The R4 registry of a server whose public base is `base`: [`Registry::r4_shared`] when
+    /// there is none, else a copy of it made once per call and kept for the process (one per
+    /// server: the definitions are shared, only the base differs).
+    pub fn r4_with_base(base: Base) -> &'static Registry {
+        if base.url().is_none() {
+            return Registry::r4_shared();
+        }
+        let mut registry = Registry::r4_shared().clone();
+        registry.base = base;
+        Box::leak(Box::new(registry))
     }
 
     /// The parameters of `resource_type` that search supports: the full-text ones (`_text`,

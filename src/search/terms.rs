@@ -143,7 +143,7 @@ impl Entries {
                 reference: Some(reference),
                 ..
             } = value
-                && let Some(local) = reference::local(reference)
+                && let Some(local) = reference::relative(reference)
             {
                 self.refs.push(reference_entry(param, local));
             }
@@ -272,7 +272,7 @@ fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
         } => {
             if let Some(reference) = reference {
                 push(kind::REFERENCE, reference.clone());
-                if let Some(local) = reference::local(reference) {
+                if let Some(local) = reference::relative(reference) {
                     if local != reference {
                         push(kind::REFERENCE, local.to_string());
                     }

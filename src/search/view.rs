@@ -9,18 +9,22 @@
 //! - The planner ANDs the view into every search it plans, the nested searches of chains and
 //!   `_has` included: a resource outside the view is never found, and never decides which
 //!   other resources match.
-//! - A resource read by id (a read, an include, a history entry, a write's before and after) is
-//!   judged by [`super::Engine::visible`], which indexes it in a scratch in-memory index and
-//!   runs the view's own query there: it is visible exactly when a search would find it. A
-//!   view without search parameters (types and compartments only: a `patient/` scope) is
-//!   judged without an index, by [`View::judge_by_membership`], which reads the same
-//!   membership references the compartment query matches, with the same rules.
+//! - A resource read by id (a read, an include, a history entry) is judged by
+//!   [`super::Engine::visible`], which indexes it in a scratch in-memory index and runs the
+//!   view's own query there: it is visible exactly when a search would find it. A view without
+//!   search parameters (types and compartments only: a `patient/` scope) is judged without an
+//!   index, by [`View::judge_by_membership`], which reads the same membership references the
+//!   compartment query matches, with the same rules.
+//! - A write's before and after are judged stricter, by [`View::judge_owned`]: a part with a
+//!   compartment holds a resource only when it is a member of no other compartment of that
+//!   type (a patient's token writes what belongs to its patient alone).
 
 use super::extract::{IndexValue, extract};
 use super::query::{Planner, Target};
 use super::registry::Registry;
 use super::{compartment, fulltext};
 use crate::fhir::FhirError;
+use crate::fhir::reference;
 use std::collections::BTreeSet;
 use tantivy::query::{BooleanQuery, EmptyQuery, Query};
 
@@ -110,44 +114,122 @@ impl View {
     }
 }
 
+impl View {
+    /// Judges `candidates` as a confined write must keep to them (see
+    /// [`super::Engine::owned`]): a candidate is owned when a part holds it alone
+    /// ([`Part::holds_alone`]) and, for a part with parameters, that part's query matches it,
+    /// as `matches` judges it (a view of the part without its compartment). A body that is not
+    /// JSON is owned by no part.
+    pub(super) fn judge_owned(
+        &self,
+        registry: &Registry,
+        candidates: &[Candidate],
+        matches: impl Fn(&View, &[Candidate]) -> Result<Vec<bool>, FhirError>,
+    ) -> Result<Vec<bool>, FhirError> {
+        let View::Only(parts) = self else {
+            return Ok(vec![true; candidates.len()]);
+        };
+        let resources: Vec<Option<serde_json::Value>> = candidates
+            .iter()
+            .map(|c| serde_json::from_slice(c.body).ok())
+            .collect();
+        let mut owned = vec![false; candidates.len()];
+        for part in parts {
+            let mut held: Vec<bool> = candidates
+                .iter()
+                .zip(&resources)
+                .map(|(c, r)| r.as_ref().is_some_and(|r| part.holds_alone(registry, c, r)))
+                .collect();
+            if !part.params.is_empty() && held.contains(&true) {
+                let query = View::Only(vec![Part {
+                    compartment: None,
+                    ..part.clone()
+                }]);
+                for (held, matched) in held.iter_mut().zip(matches(&query, candidates)?) {
+                    *held &= matched;
+                }
+            }
+            for (owned, held) in owned.iter_mut().zip(held) {
+                *owned |= held;
+            }
+        }
+        Ok(owned)
+    }
+}
+
 impl Part {
-    /// Whether this part (without parameters) holds `candidate`, whose JSON is `resource`.
+    /// Whether this part (without parameters) holds `candidate`, whose JSON is `resource`:
+    /// its type, and for a part with a compartment, the focal resource itself or a member.
     fn holds(
         &self,
         registry: &Registry,
         candidate: &Candidate,
         resource: &serde_json::Value,
     ) -> bool {
-        if self
-            .resource_type
-            .as_deref()
-            .is_some_and(|own| own != candidate.resource_type)
-        {
+        if !self.takes(candidate) {
             return false;
         }
         let Some((compartment, id)) = &self.compartment else {
             return true;
         };
-        if candidate.resource_type == compartment && candidate.id == id {
-            return true;
-        }
         let focal = format!("{compartment}/{id}");
-        compartment::params(compartment, candidate.resource_type)
-            .iter()
-            .filter_map(|code| registry.get(candidate.resource_type, code))
-            .filter_map(|param| extract(registry, param, resource).ok())
-            .flatten()
-            .any(|value| match value {
-                IndexValue::Reference {
-                    reference: Some(reference),
-                    ..
-                } => {
-                    reference == focal
-                        || crate::fhir::reference::local(&reference) == Some(focal.as_str())
-                }
-                _ => false,
-            })
+        candidate.key_is(compartment, id)
+            || members_of(registry, compartment, candidate, resource).any(|m| m == focal)
     }
+
+    /// Whether this part (its parameters aside) holds `candidate` alone: its type, and for a
+    /// part with a compartment, the focal resource or a member, and a member of no other
+    /// compartment of that type (what a confined write must keep to, see
+    /// [`super::Engine::owned`]).
+    fn holds_alone(
+        &self,
+        registry: &Registry,
+        candidate: &Candidate,
+        resource: &serde_json::Value,
+    ) -> bool {
+        if !self.takes(candidate) {
+            return false;
+        }
+        let Some((compartment, id)) = &self.compartment else {
+            return true;
+        };
+        let focal = format!("{compartment}/{id}");
+        let mut members = members_of(registry, compartment, candidate, resource).peekable();
+        let any = members.peek().is_some();
+        (any || candidate.key_is(compartment, id)) && members.all(|m| m == focal)
+    }
+
+    fn takes(&self, candidate: &Candidate) -> bool {
+        self.resource_type
+            .as_deref()
+            .is_none_or(|own| own == candidate.resource_type)
+    }
+}
+
+/// The `Type/id` of every compartment of type `compartment` that `resource` (`candidate`'s
+/// JSON) is a member of, by the compartment's membership parameters: their references to this
+/// server's resources of that type, each as often as it appears. The candidate's own
+/// compartment (when it is of that type) is not among them.
+fn members_of<'a>(
+    registry: &'a Registry,
+    compartment: &'a str,
+    candidate: &'a Candidate,
+    resource: &'a serde_json::Value,
+) -> impl Iterator<Item = String> + 'a {
+    compartment::params(compartment, candidate.resource_type)
+        .iter()
+        .filter_map(|code| registry.get(candidate.resource_type, code))
+        .filter_map(|param| extract(registry, param, resource).ok())
+        .flatten()
+        .filter_map(move |value| match value {
+            IndexValue::Reference {
+                reference: Some(reference),
+                ..
+            } => reference::relative(&reference)
+                .filter(|local| reference::resource_type(local) == Some(compartment))
+                .map(String::from),
+            _ => None,
+        })
 }
 
 /// A resource to judge: its type, id, lastUpdated (microseconds) and JSON.
@@ -157,6 +239,12 @@ pub struct Candidate<'a> {
     pub id: &'a str,
     pub last_updated: i64,
     pub body: &'a [u8],
+}
+
+impl Candidate<'_> {
+    fn key_is(&self, resource_type: &str, id: &str) -> bool {
+        self.resource_type == resource_type && self.id == id
+    }
 }
 
 impl Planner<'_> {
@@ -341,6 +429,80 @@ mod tests {
             [true, false, true, false, false]
         );
         assert_eq!(visible(&View::All, &resources), [true; 5]);
+    }
+
+    /// Judges `resources` as a confined write must keep to them, under `view`.
+    fn owned(view: &View, resources: &[(&str, &str, serde_json::Value)]) -> Vec<bool> {
+        let bodies: Vec<Vec<u8>> = resources
+            .iter()
+            .map(|(_, _, json)| serde_json::to_vec(json).unwrap())
+            .collect();
+        let candidates: Vec<Candidate> = resources
+            .iter()
+            .zip(&bodies)
+            .map(|((resource_type, id, _), body)| Candidate {
+                resource_type,
+                id,
+                last_updated: 0,
+                body,
+            })
+            .collect();
+        Engine::owned_in(
+            crate::search::registry::Registry::r4_shared(),
+            view,
+            &candidates,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_write_keeps_to_what_belongs_to_the_patient_alone() {
+        let mut shared = observation("a", "laboratory");
+        shared["performer"] = json!([{"reference": "Patient/b"}]);
+        let mut by_a_doctor = observation("a", "laboratory");
+        by_a_doctor["performer"] = json!([{"reference": "Practitioner/d"},
+            {"reference": "Patient/a/_history/2"}]);
+        let linked = json!({"resourceType": "Patient",
+            "link": [{"other": {"reference": "Patient/b"}, "type": "seealso"}]});
+        let resources = [
+            ("Observation", "1", observation("a", "laboratory")),
+            ("Observation", "2", shared),
+            ("Observation", "3", observation("b", "laboratory")),
+            ("Observation", "4", by_a_doctor),
+            (
+                "Observation",
+                "5",
+                observation("x/../Patient/a", "laboratory"),
+            ),
+            ("Patient", "a", json!({"resourceType": "Patient"})),
+            ("Patient", "a", linked),
+            ("Patient", "b", json!({"resourceType": "Patient"})),
+            ("Organization", "o", json!({"resourceType": "Organization"})),
+        ];
+        let patient = View::Only(vec![part(None, Some("a"), &[])]);
+        assert_eq!(
+            owned(&patient, &resources),
+            [true, false, false, true, false, true, false, false, false]
+        );
+        // What a read sees of the same: every member.
+        assert_eq!(
+            visible(&patient, &resources),
+            [true, true, false, true, false, true, true, false, false]
+        );
+        // A part's query narrows it further; a part without a compartment takes its type.
+        let vitals_only = View::Only(vec![
+            part(
+                Some("Observation"),
+                Some("a"),
+                &[("category", "vital-signs")],
+            ),
+            part(Some("Organization"), None, &[]),
+        ]);
+        assert_eq!(
+            owned(&vitals_only, &resources),
+            [false, false, false, false, false, false, false, false, true]
+        );
+        assert_eq!(owned(&View::All, &resources), [true; 9]);
     }
 
     #[test]

@@ -482,6 +482,65 @@ fn keep_books(
     Ok(trimmed)
 }
 
+/// What `write` does to a resource whose current state is `current` (`None`: it never
+/// existed): the version it makes and how (`None`: nothing changes), or why it is refused
+/// (`If-Match` naming another version: 412; a create of an id that exists: 409).
+fn precondition(
+    write: &Write,
+    current: Option<CurrentRecord>,
+) -> Result<(u64, Option<Op>), FhirError> {
+    let name = || format!("{}/{}", write.resource_type, write.id);
+    let live = current.filter(|c| !c.deleted);
+    if let Some(expected) = write.if_match
+        && current.map_or(0, |c| c.vid) != expected
+    {
+        let found = match current {
+            Some(c) => format!("the current version is {}", c.vid),
+            None => "it does not exist".to_string(),
+        };
+        return Err(FhirError::new(
+            412,
+            IssueCode::Conflict,
+            format!(
+                "{}: If-Match asked for version {expected}, but {found}",
+                name()
+            ),
+        ));
+    }
+    let next = current.map_or(1, |c| c.vid + 1);
+    Ok(match (&write.action, live) {
+        (Action::Create(_), Some(_)) => {
+            return Err(FhirError::new(
+                409,
+                IssueCode::Conflict,
+                format!("{} already exists", name()),
+            ));
+        }
+        (Action::Create(_), None) => (next, Some(Op::Create)),
+        (Action::Update(_), Some(_)) => (next, Some(Op::Update)),
+        (Action::Update(_), None) => (next, Some(Op::Create)),
+        (Action::Delete, Some(_)) => (next, Some(Op::Delete)),
+        (Action::Delete, None) => (current.map_or(0, |c| c.vid), None),
+    })
+}
+
+/// What a delete of a resource that does not exist answers (nothing changes, or 412 for an
+/// `If-Match` naming a version), without the store: how a delete of a resource hidden from the
+/// client is answered, so that it cannot be told from one of a resource that never existed.
+pub fn delete_of_nothing(write: Write) -> Result<Applied, FhirError> {
+    debug_assert!(matches!(write.action, Action::Delete));
+    let (vid, op) = precondition(&write, None)?;
+    Ok(Applied {
+        resource_type: write.resource_type,
+        id: write.id,
+        vid,
+        op,
+        last_updated: datetime::now(),
+        body: None,
+        seq: None,
+    })
+}
+
 /// Checks every write's preconditions against the current state; the request is refused as a
 /// whole at its first failing write. A request may touch each resource once.
 fn plan(
@@ -505,36 +564,9 @@ fn plan(
             .current
             .get((write.resource_type.as_str(), write.id.as_str()))?
             .map(|guard| CurrentRecord::decode(guard.value()));
-        let live = current.filter(|c| !c.deleted);
-        if let Some(expected) = write.if_match
-            && current.map_or(0, |c| c.vid) != expected
-        {
-            let found = match current {
-                Some(c) => format!("the current version is {}", c.vid),
-                None => "it does not exist".to_string(),
-            };
-            return Ok(Err(CommitError::at(
-                entry,
-                FhirError::new(
-                    412,
-                    IssueCode::Conflict,
-                    format!("{name}: If-Match asked for version {expected}, but {found}"),
-                ),
-            )));
-        }
-        let next = current.map_or(1, |c| c.vid + 1);
-        let (vid, op) = match (&write.action, live) {
-            (Action::Create(_), Some(_)) => {
-                return Ok(Err(CommitError::at(
-                    entry,
-                    FhirError::new(409, IssueCode::Conflict, format!("{name} already exists")),
-                )));
-            }
-            (Action::Create(_), None) => (next, Some(Op::Create)),
-            (Action::Update(_), Some(_)) => (next, Some(Op::Update)),
-            (Action::Update(_), None) => (next, Some(Op::Create)),
-            (Action::Delete, Some(_)) => (next, Some(Op::Delete)),
-            (Action::Delete, None) => (current.map_or(0, |c| c.vid), None),
+        let (vid, op) = match precondition(&write, current) {
+            Ok(planned) => planned,
+            Err(error) => return Ok(Err(CommitError::at(entry, error))),
         };
         plans.push(Plan { write, vid, op });
     }

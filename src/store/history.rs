@@ -1,18 +1,30 @@
 //! History queries: the versions of one resource, of one type, or of the whole system, newest
-//! first, filtered by `_since` and `_at`, in pages.
+//! first, filtered by `_since` and `_at`, in pages of the versions a judge keeps (those the
+//! client may read).
 //!
-//! Pages are cut by a cursor (a change-log seq, or a vid for one resource) that only moves to
-//! older entries, so new writes during paging never shift or repeat a page.
+//! Invariants:
+//! - Pages are cut by a [`Cursor`] that only moves to older entries, so new writes during
+//!   paging never shift or repeat a page.
+//! - A page holds `count` kept versions unless it is the last; whether there is a next page,
+//!   and the cursor of it, depend on the kept versions only. A cursor names the last version
+//!   of its page (its lastUpdated, type, id and version), never a position in the change log,
+//!   whose numbering counts every version, kept or not. A cursor naming a version the judge
+//!   does not keep (made up by a client) pages as one naming no version at all.
 
 use super::tables::{
     CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
-use redb::{ReadOnlyTable, ReadableDatabase};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+use std::fmt;
 
-/// A version that may belong to a page: (cursor, type, id, vid).
+/// A version that may belong to a page: (seq, or vid for one resource; type, id, vid).
 type Candidate = (u64, String, String, u64);
+
+/// The fewest candidates judged at once after a first batch left the page short, so that a
+/// client who may read little of a long history does not cost a judgement per version.
+const MIN_BATCH: usize = 64;
 
 /// Whose history.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +42,54 @@ pub struct Query<'a> {
     /// `_at`: only versions that were current at some time within the period.
     pub at: Option<Period>,
     pub count: usize,
-    /// Only entries older than this cursor (from a previous page's `next`).
-    pub before: Option<u64>,
+    /// Only entries older than the one this cursor names (from a previous page's `next`).
+    pub after: Option<Cursor>,
+}
+
+/// Where the next page starts: after the version a page ended with. Written
+/// `{lastUpdated µs}_{type}_{id}_{vid}` (neither types nor ids hold `_`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub last_updated: Micros,
+    pub resource_type: String,
+    pub id: String,
+    pub vid: u64,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let mut parts = text.split('_');
+        let cursor = Cursor {
+            last_updated: parts.next()?.parse().ok()?,
+            resource_type: parts.next()?.to_string(),
+            id: parts.next()?.to_string(),
+            vid: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(cursor)
+    }
+
+    fn of(entry: &Entry) -> Cursor {
+        Cursor {
+            last_updated: entry.last_updated,
+            resource_type: entry.resource_type.clone(),
+            id: entry.id.clone(),
+            vid: entry.vid,
+        }
+    }
+
+    fn names(&self, resource_type: &str, id: &str, vid: u64) -> bool {
+        self.resource_type == resource_type && self.id == id && self.vid == vid
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}_{}",
+            self.last_updated, self.resource_type, self.id, self.vid
+        )
+    }
 }
 
 /// One version in a history page.
@@ -51,25 +109,112 @@ pub struct Entry {
 pub struct Page {
     pub entries: Vec<Entry>,
     /// The cursor of the next page, when there are more entries.
-    pub next: Option<u64>,
+    pub next: Option<Cursor>,
+}
+
+/// The tables a history reads, in one read transaction.
+struct Tables {
+    versions: ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
+    changes: ReadOnlyTable<u64, &'static [u8]>,
+    type_changes: ReadOnlyTable<(&'static str, u64), ()>,
 }
 
 impl Store {
-    /// One page of history. `Ok(None)` when the scope is one resource that does not exist.
-    pub fn history(&self, query: &Query<'_>) -> Result<Option<Page>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let versions = txn.open_table(VERSIONS)?;
-        let changes = txn.open_table(CHANGES)?;
-        let index = txn.open_table(TYPE_CHANGES)?;
-        let before = query.before.unwrap_or(u64::MAX);
-        // Candidates, newest first, as (cursor, type, id, vid).
-        let candidates: Box<dyn Iterator<Item = Result<Candidate, StoreError>>> = match query.scope
-        {
-            Scope::Instance(resource_type, id) => {
-                if txn.open_table(CURRENT)?.get((resource_type, id))?.is_none() {
-                    return Ok(None);
+    /// One page of history: the versions `keep` keeps (it judges a batch of versions at a
+    /// time, in order), `query.count` of them at most. `Ok(None)` when the scope is one
+    /// resource that does not exist.
+    pub fn history<E: From<StoreError>>(
+        &self,
+        query: &Query<'_>,
+        mut keep: impl FnMut(&[Entry]) -> Result<Vec<bool>, E>,
+    ) -> Result<Option<Page>, E> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let open = || -> Result<Tables, StoreError> {
+            Ok(Tables {
+                versions: txn.open_table(VERSIONS)?,
+                changes: txn.open_table(CHANGES)?,
+                type_changes: txn.open_table(TYPE_CHANGES)?,
+            })
+        };
+        let tables = open()?;
+        if let Scope::Instance(resource_type, id) = query.scope {
+            let current = txn.open_table(CURRENT).map_err(StoreError::from)?;
+            if current
+                .get((resource_type, id))
+                .map_err(StoreError::from)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+        }
+        let before = match &query.after {
+            None => u64::MAX,
+            Some(cursor) => tables.resume(query.scope, cursor, &mut keep)?,
+        };
+        let mut candidates = tables.candidates(query.scope, before)?;
+        let mut kept = Vec::new();
+        let mut exhausted = false;
+        let mut first = true;
+        while !exhausted && kept.len() <= query.count && query.count > 0 {
+            // The page and one more (whether there is a next page); more when some were
+            // not kept.
+            let needed = query.count + 1 - kept.len();
+            let wanted = if first { needed } else { needed.max(MIN_BATCH) };
+            first = false;
+            let mut batch = Vec::with_capacity(wanted);
+            while batch.len() < wanted {
+                let Some(candidate) = candidates.next() else {
+                    exhausted = true;
+                    break;
+                };
+                match tables.entry(query, candidate?)? {
+                    Step::Entry(entry) => batch.push(entry),
+                    Step::Skip => {}
+                    Step::Stop => {
+                        exhausted = true;
+                        break;
+                    }
                 }
-                let range = versions.range((resource_type, id, 0)..(resource_type, id, before))?;
+            }
+            let verdicts = keep(&batch)?;
+            kept.extend(
+                batch
+                    .into_iter()
+                    .zip(verdicts)
+                    .filter_map(|(entry, kept)| kept.then_some(entry)),
+            );
+        }
+        let next = (kept.len() > query.count).then(|| Cursor::of(&kept[query.count - 1]));
+        kept.truncate(query.count);
+        Ok(Some(Page {
+            entries: kept,
+            next,
+        }))
+    }
+}
+
+/// What a candidate is to a page.
+enum Step {
+    Entry(Entry),
+    /// Filtered out (`_at`).
+    Skip,
+    /// Older than `_since`: so is every candidate after it.
+    Stop,
+}
+
+impl Tables {
+    /// The candidates of `scope` below `before` (a seq, or a vid for one resource), newest
+    /// first.
+    fn candidates<'t>(
+        &'t self,
+        scope: Scope<'t>,
+        before: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<Candidate, StoreError>> + 't>, StoreError> {
+        Ok(match scope {
+            Scope::Instance(resource_type, id) => {
+                let range = self
+                    .versions
+                    .range((resource_type, id, 0)..(resource_type, id, before))?;
                 Box::new(range.rev().map(move |item| {
                     let (key, _) = item?;
                     let vid = key.value().2;
@@ -77,70 +222,317 @@ impl Store {
                 }))
             }
             Scope::Type(resource_type) => {
-                let range = index.range((resource_type, 0)..(resource_type, before))?;
+                let range = self
+                    .type_changes
+                    .range((resource_type, 0)..(resource_type, before))?;
                 Box::new(range.rev().map(|item| {
                     let (key, _) = item?;
-                    change(&changes, key.value().1)
+                    self.change(key.value().1)
                 }))
             }
             Scope::System => {
-                let range = changes.range(..before)?;
+                let range = self.changes.range(..before)?;
                 Box::new(range.rev().map(|item| {
                     let (seq, record) = item?;
                     let c = ChangeRecord::decode(seq.value(), record.value());
                     Ok((c.seq, c.resource_type, c.id, c.vid))
                 }))
             }
+        })
+    }
+
+    fn change(&self, seq: u64) -> Result<Candidate, StoreError> {
+        let record = self
+            .changes
+            .get(seq)?
+            .ok_or_else(|| StoreError::Schema(format!("change {seq} is indexed but missing")))?;
+        let c = ChangeRecord::decode(seq, record.value());
+        Ok((c.seq, c.resource_type, c.id, c.vid))
+    }
+
+    /// The version of `candidate`, filtered by the query's `_since` and `_at`.
+    fn entry(&self, query: &Query<'_>, candidate: Candidate) -> Result<Step, StoreError> {
+        let (_, resource_type, id, vid) = candidate;
+        let Some(record) = self
+            .versions
+            .get((resource_type.as_str(), id.as_str(), vid))?
+        else {
+            return Ok(Step::Skip);
         };
-        let mut entries = Vec::new();
-        let mut next = None;
-        for candidate in candidates {
-            let (cursor, resource_type, id, vid) = candidate?;
-            let Some(record) = versions.get((resource_type.as_str(), id.as_str(), vid))? else {
+        let last_updated = VersionRecord::last_updated_of(record.value());
+        if query.since.is_some_and(|since| last_updated < since) {
+            return Ok(Step::Stop); // lastUpdated only grows with seq and vid.
+        }
+        let record = VersionRecord::decode(record.value());
+        if let Some(at) = query.at {
+            let ended = self
+                .versions
+                .get((resource_type.as_str(), id.as_str(), vid + 1))?
+                .map(|next| VersionRecord::last_updated_of(next.value()));
+            if record.op == Op::Delete
+                || last_updated >= at.end
+                || ended.is_some_and(|end| end <= at.start)
+            {
+                return Ok(Step::Skip);
+            }
+        }
+        Ok(Step::Entry(Entry {
+            resource_type,
+            id,
+            vid,
+            op: record.op,
+            method: record.method,
+            last_updated,
+            body: record.body,
+        }))
+    }
+
+    /// The bound (exclusive, as in [`Tables::candidates`]) below which the page after
+    /// `cursor` starts. Of one resource: below the cursor's version. Otherwise: after the
+    /// version the cursor names among those of its lastUpdated when `keep` keeps it, else
+    /// below all of them (so that a cursor naming a version the client may not see pages as
+    /// one naming nothing).
+    fn resume<E: From<StoreError>>(
+        &self,
+        scope: Scope<'_>,
+        cursor: &Cursor,
+        keep: &mut impl FnMut(&[Entry]) -> Result<Vec<bool>, E>,
+    ) -> Result<u64, E> {
+        if let Scope::Instance(..) = scope {
+            return Ok(cursor.vid);
+        }
+        // The changes up to the cursor's lastUpdated, newest first, while they have it.
+        let last = self.last_seq_at_or_before(cursor.last_updated)?;
+        let mut bound = last.map_or(0, |seq| seq + 1);
+        for candidate in self.candidates(scope, bound)? {
+            let (seq, resource_type, id, vid) = candidate?;
+            let Some(record) = self
+                .versions
+                .get((resource_type.as_str(), id.as_str(), vid))
+                .map_err(StoreError::from)?
+            else {
                 continue;
             };
-            let last_updated = VersionRecord::last_updated_of(record.value());
-            if query.since.is_some_and(|since| last_updated < since) {
-                break; // lastUpdated only grows with seq and vid: nothing older matches.
-            }
-            if let Some(at) = query.at {
-                let ended = versions
-                    .get((resource_type.as_str(), id.as_str(), vid + 1))?
-                    .map(|next| VersionRecord::last_updated_of(next.value()));
-                let deleted = VersionRecord::decode(record.value()).op == Op::Delete;
-                if deleted || last_updated >= at.end || ended.is_some_and(|end| end <= at.start) {
-                    continue;
-                }
-            }
-            if entries.len() == query.count {
-                next = entries.last().map(|e: &(u64, Entry)| e.0);
+            if VersionRecord::last_updated_of(record.value()) != cursor.last_updated {
                 break;
             }
-            let record = VersionRecord::decode(record.value());
-            entries.push((
-                cursor,
-                Entry {
+            bound = seq;
+            if cursor.names(&resource_type, &id, vid) {
+                let record = VersionRecord::decode(record.value());
+                let named = Entry {
+                    last_updated: cursor.last_updated,
                     resource_type,
                     id,
                     vid,
                     op: record.op,
                     method: record.method,
-                    last_updated,
                     body: record.body,
-                },
-            ));
+                };
+                if keep(std::slice::from_ref(&named))?[0] {
+                    return Ok(seq);
+                }
+            }
         }
-        Ok(Some(Page {
-            entries: entries.into_iter().map(|(_, entry)| entry).collect(),
-            next,
-        }))
+        Ok(bound)
+    }
+
+    /// The last change whose lastUpdated is at or before `at` (lastUpdated never decreases
+    /// along the change log): a binary search over the seqs kept.
+    fn last_seq_at_or_before(&self, at: Micros) -> Result<Option<u64>, StoreError> {
+        let (Some(first), Some(last)) = (self.changes.first()?, self.changes.last()?) else {
+            return Ok(None);
+        };
+        let time_of = |record: &[u8]| ChangeRecord::decode(0, record).last_updated;
+        let (mut low, mut high) = (first.0.value(), last.0.value());
+        if time_of(first.1.value()) > at {
+            return Ok(None);
+        }
+        // Invariant: the change at or after `low` (the first kept) is at or before `at`.
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            let found = self.changes.range(middle..)?.next().transpose()?;
+            match found {
+                Some((seq, record)) if time_of(record.value()) <= at => low = seq.value(),
+                _ => high = middle - 1,
+            }
+        }
+        Ok(Some(low))
     }
 }
 
-fn change(changes: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> Result<Candidate, StoreError> {
-    let record = changes
-        .get(seq)?
-        .ok_or_else(|| StoreError::Schema(format!("change {seq} is indexed but missing")))?;
-    let c = ChangeRecord::decode(seq, record.value());
-    Ok((c.seq, c.resource_type, c.id, c.vid))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::commit::{Action, Write};
+    use serde_json::json;
+
+    /// Commits each group of `(type, id)` in one transaction (the versions of a group share
+    /// their lastUpdated).
+    fn write(store: &Store, groups: &[&[(&str, &str)]]) {
+        for group in groups {
+            let writes = group
+                .iter()
+                .map(|(resource_type, id)| Write {
+                    resource_type: resource_type.to_string(),
+                    id: id.to_string(),
+                    action: Action::Update(json!({"resourceType": resource_type, "id": id})),
+                    if_match: None,
+                })
+                .collect();
+            store.commit_blocking(writes).unwrap();
+        }
+    }
+
+    /// Every page of `scope`, `count` at a time, keeping the ids `kept` accepts: each page's
+    /// `Type/id/vid`s.
+    fn pages(
+        store: &Store,
+        scope: Scope<'_>,
+        count: usize,
+        kept: impl Fn(&str) -> bool,
+    ) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query {
+                scope,
+                since: None,
+                at: None,
+                count,
+                after: after.take(),
+            };
+            let page = store
+                .history(&query, |entries: &[Entry]| {
+                    Ok::<_, StoreError>(entries.iter().map(|e| kept(&e.id)).collect())
+                })
+                .unwrap()
+                .unwrap();
+            pages.push(
+                page.entries
+                    .iter()
+                    .map(|e| format!("{}/{}/{}", e.resource_type, e.id, e.vid))
+                    .collect(),
+            );
+            // A cursor goes through its text form, as a client sends it back.
+            match page.next {
+                Some(next) => after = Some(Cursor::parse(&next.to_string()).unwrap()),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_hold_kept_versions_only_and_cursors_name_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write(
+            &store,
+            &[
+                &[("Patient", "a1")],
+                &[("Patient", "h1"), ("Patient", "a2"), ("Patient", "h2")],
+                &[("Observation", "h3")],
+                &[("Patient", "a1")],
+                &[("Patient", "h1")],
+            ],
+        );
+        let mine = |id: &str| id.starts_with('a');
+        let expected = [
+            vec!["Patient/a1/2"],
+            vec!["Patient/a2/1"],
+            vec!["Patient/a1/1"],
+        ];
+        assert_eq!(pages(&store, Scope::System, 1, mine), expected);
+        assert_eq!(pages(&store, Scope::Type("Patient"), 1, mine), expected);
+        assert_eq!(
+            pages(&store, Scope::System, 2, mine),
+            [vec!["Patient/a1/2", "Patient/a2/1"], vec!["Patient/a1/1"]]
+        );
+        assert_eq!(
+            pages(&store, Scope::Instance("Patient", "a1"), 1, mine),
+            [vec!["Patient/a1/2"], vec!["Patient/a1/1"]]
+        );
+        // Nothing kept: one empty page, no next.
+        assert_eq!(
+            pages(&store, Scope::System, 1, |_| false),
+            [Vec::<String>::new()]
+        );
+        // Everything, through the transaction's shared lastUpdated.
+        let all = pages(&store, Scope::System, 1, |_| true);
+        assert_eq!(all.len(), 7);
+        assert_eq!(
+            all[3..6],
+            [
+                vec!["Patient/h2/1"],
+                vec!["Patient/a2/1"],
+                vec!["Patient/h1/1"]
+            ]
+        );
+        store.close();
+    }
+
+    #[test]
+    fn a_cursor_naming_what_is_not_kept_pages_as_one_naming_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write(
+            &store,
+            &[
+                &[("Patient", "a0")],
+                &[("Patient", "a1"), ("Patient", "h1"), ("Patient", "a2")],
+            ],
+        );
+        let mine = |id: &str| id.starts_with('a');
+        let first = store
+            .history(
+                &Query {
+                    scope: Scope::System,
+                    since: None,
+                    at: None,
+                    count: 1,
+                    after: None,
+                },
+                |e: &[Entry]| Ok::<_, StoreError>(e.iter().map(|e| mine(&e.id)).collect()),
+            )
+            .unwrap()
+            .unwrap();
+        let at = first.next.unwrap().last_updated;
+        let after = |id: &str| {
+            let query = Query {
+                scope: Scope::System,
+                since: None,
+                at: None,
+                count: 10,
+                after: Some(Cursor {
+                    last_updated: at,
+                    resource_type: "Patient".into(),
+                    id: id.into(),
+                    vid: 1,
+                }),
+            };
+            let page = store
+                .history(&query, |e: &[Entry]| {
+                    Ok::<_, StoreError>(e.iter().map(|e| mine(&e.id)).collect())
+                })
+                .unwrap()
+                .unwrap();
+            page.entries
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(after("a2"), ["a1", "a0"]);
+        assert_eq!(after("h1"), ["a0"]);
+        assert_eq!(after("nothing"), ["a0"]);
+        assert_eq!(Cursor::parse("1_Patient_a-1.b_2").unwrap().id, "a-1.b");
+        for bad in [
+            "",
+            "1_Patient_a",
+            "x_Patient_a_1",
+            "1_Patient_a_1_2",
+            "1_Patient_a_x",
+        ] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+        store.close();
+    }
 }

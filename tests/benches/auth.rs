@@ -4,9 +4,14 @@
 //!    RS256 with a 2048-bit key, ES256 on P-256), and what a confined token (a `patient/`
 //!    scope) adds per resource it reads: judging it in a scratch index (`Engine::visible`),
 //!    for one resource (a read) and for a page of 50 (included resources, history).
+//!    And what a confined write adds: judging its before or after as the token's alone
+//!    (`Engine::owned`).
 //! 2. Over HTTP, `GET /fhir/Observation/{id}` one request after the other on one connection,
 //!    against the release server with `--auth none`, `hs256`, `rs256`, and `hs256` with a
-//!    `patient/` scope: the whole difference a client sees.
+//!    `patient/` scope: the whole difference a client sees. Then, with `system/*.cruds` and
+//!    with `patient/*.cruds`: `PUT /fhir/Observation/{id}` (a confined update judges the
+//!    version before and after) and `GET /fhir/_history?_count=50` over 400 versions of which
+//!    half are another patient's (a confined page is filled with readable versions only).
 //!
 //! Keys come from the `openssl` command (tests/setup.sh installs it). Settings (environment):
 //! `FHIRLAKE_BENCH_ITERATIONS` (per in-process case, default 2000), `FHIRLAKE_BENCH_REQUESTS`
@@ -103,6 +108,27 @@ fn main() {
             micros(per) / page as f64
         );
     }
+    let writer = Access::Token(Arc::new(Principal {
+        subject: Some("bench".into()),
+        client: None,
+        patient: Some("p1".into()),
+        scopes: Scopes::parse("patient/*.cruds"),
+    }));
+    let writable = writer.view(Permission::Update);
+    let candidate = [Candidate {
+        resource_type: "Observation",
+        id: "o1",
+        last_updated: 0,
+        body: &body,
+    }];
+    let per = time(iterations, || {
+        let owned = Engine::owned_in(registry, &writable, &candidate).expect("judged");
+        assert!(owned[0]);
+    });
+    println!(
+        "| judge a write (before or after) for a patient/ scope | {:.1} |",
+        micros(per)
+    );
 
     println!();
     println!(
@@ -142,20 +168,64 @@ fn main() {
         ),
     ];
     for (name, args, token) in http_cases {
-        let latencies = http(&args, token.as_deref(), secret, requests);
-        let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
-        println!(
-            "| {name} | {requests} | {:.0} | {:.0} | {:.0} |",
-            micros(mean),
-            micros(latencies[latencies.len() / 2]),
-            micros(latencies[latencies.len() * 99 / 100])
-        );
+        let latencies = http(&args, token.as_deref(), secret, requests, Work::Read);
+        print_latencies(name, requests, &latencies);
+    }
+
+    println!();
+    println!("| --auth hs256, sequential, one connection | requests | mean µs | p50 µs | p99 µs |");
+    println!("|---|---:|---:|---:|---:|");
+    let hs256 = ["--auth", "hs256", "--auth-secret", secret_text];
+    let signed = |scope: &str, patient: Option<&str>| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &self::claims(scope, patient),
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("sign")
+    };
+    for (work, what) in [
+        (Work::Update, "PUT Observation/{id}"),
+        (Work::History, "GET _history?_count=50"),
+    ] {
+        for (scope, patient) in [("system/*.cruds", None), ("patient/*.cruds", Some("p1"))] {
+            let token = signed(scope, patient);
+            let latencies = http(&hs256, Some(&token), secret, requests, work);
+            print_latencies(&format!("{what}, {scope}"), requests, &latencies);
+        }
     }
 }
 
-/// Sorted latencies of `requests` reads of one Observation (of patient `p1`) on a server
-/// started with `args`, each sent with `token`.
-fn http(args: &[&str], token: Option<&str>, secret: &[u8], requests: usize) -> Vec<Duration> {
+fn print_latencies(name: &str, requests: usize, latencies: &[Duration]) {
+    let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
+    println!(
+        "| {name} | {requests} | {:.0} | {:.0} | {:.0} |",
+        micros(mean),
+        micros(latencies[latencies.len() / 2]),
+        micros(latencies[latencies.len() * 99 / 100])
+    );
+}
+
+/// What a timed request does.
+#[derive(Clone, Copy)]
+enum Work {
+    /// `GET Observation/o1`.
+    Read,
+    /// `PUT Observation/o1`, the same body each time.
+    Update,
+    /// `GET _history?_count=50` over 200 versions of `p1`'s and 200 of `p2`'s, interleaved.
+    History,
+}
+
+/// Sorted latencies of `requests` requests doing `work` on the Observation `o1` (of patient
+/// `p1`) of a server started with `args`, each sent with `token`.
+fn http(
+    args: &[&str],
+    token: Option<&str>,
+    secret: &[u8],
+    requests: usize,
+    work: Work,
+) -> Vec<Duration> {
     let server = common::TestServer::start_with(args);
     let http = common::client();
     // The resources are written with an all-powerful token made here (or none).
@@ -174,14 +244,26 @@ fn http(args: &[&str], token: Option<&str>, secret: &[u8], requests: usize) -> V
     } else {
         Some(admin.as_str())
     };
-    for (path, body) in [
-        ("Patient/p1", json!({"resourceType": "Patient", "id": "p1"})),
-        ("Observation/o1", {
-            let mut o = observation("p1");
-            o["id"] = "o1".into();
-            o
-        }),
-    ] {
+    let with_id = |patient: &str, id: &str| {
+        let mut o = observation(patient);
+        o["id"] = id.into();
+        o
+    };
+    let mut seed = vec![
+        (
+            "Patient/p1".to_string(),
+            json!({"resourceType": "Patient", "id": "p1"}),
+        ),
+        ("Observation/o1".to_string(), with_id("p1", "o1")),
+    ];
+    if let Work::History = work {
+        for n in 0..400 {
+            let (patient, id) = (["p1", "p2"][n % 2], format!("h{n}"));
+            seed.push((format!("Observation/{id}"), with_id(patient, &id)));
+        }
+    }
+    for (path, body) in seed {
+        let path = path.as_str();
         let response = authorized(http.put(server.url(path)), writer)
             .header("content-type", common::FHIR_JSON)
             .body(body.to_string())
@@ -194,11 +276,25 @@ fn http(args: &[&str], token: Option<&str>, secret: &[u8], requests: usize) -> V
         );
     }
     let url = server.url("Observation/o1");
+    let history = server.url("_history?_count=50");
+    let update = with_id("p1", "o1").to_string();
     let mut latencies = Vec::with_capacity(requests);
     for n in 0..requests + 100 {
         let start = Instant::now();
-        let response = authorized(http.get(&url), token).send().expect("GET");
-        assert!(response.status().is_success(), "GET: {}", response.status());
+        let request = match work {
+            Work::Read => http.get(&url),
+            Work::Update => http
+                .put(&url)
+                .header("content-type", common::FHIR_JSON)
+                .body(update.clone()),
+            Work::History => http.get(&history),
+        };
+        let response = authorized(request, token).send().expect("request");
+        assert!(
+            response.status().is_success(),
+            "request: {}",
+            response.status()
+        );
         response.bytes().expect("body");
         if n >= 100 {
             latencies.push(start.elapsed());

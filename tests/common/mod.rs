@@ -1,9 +1,11 @@
 //! The harness every integration test shares: a real `fhirlake serve` child process on a free
 //! 127.0.0.1 port with its own temporary data directory, stopped when the test ends; [`fhir`],
 //! the HTTP client and checks the tests drive it with; [`synthea`], the shared Synthea data;
-//! [`search`], what the search tests share; [`bench`], what the benchmarks share.
+//! [`search`], what the search tests share; [`auth`], what the authorization tests share;
+//! [`bench`], what the benchmarks share.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod changes;
 pub mod fhir;

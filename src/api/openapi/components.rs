@@ -240,6 +240,7 @@ pub enum Error {
     Unauthorized,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     NotAcceptable,
     Conflict,
     Gone,
@@ -251,11 +252,12 @@ pub enum Error {
 }
 
 impl Error {
-    const ALL: [Error; 12] = [
+    const ALL: [Error; 13] = [
         Error::BadRequest,
         Error::Unauthorized,
         Error::Forbidden,
         Error::NotFound,
+        Error::MethodNotAllowed,
         Error::NotAcceptable,
         Error::Conflict,
         Error::Gone,
@@ -273,6 +275,7 @@ impl Error {
             Error::Unauthorized => "Unauthorized",
             Error::Forbidden => "Forbidden",
             Error::NotFound => "NotFound",
+            Error::MethodNotAllowed => "MethodNotAllowed",
             Error::NotAcceptable => "NotAcceptable",
             Error::Conflict => "Conflict",
             Error::Gone => "Gone",
@@ -290,6 +293,7 @@ impl Error {
             Error::Unauthorized => "401",
             Error::Forbidden => "403",
             Error::NotFound => "404",
+            Error::MethodNotAllowed => "405",
             Error::NotAcceptable => "406",
             Error::Conflict => "409",
             Error::Gone => "410",
@@ -319,12 +323,19 @@ impl Error {
             }
             Error::Forbidden => {
                 "Forbidden: the token's SMART scopes do not grant this interaction on this \
-                 resource type (or a Bundle entry, or a write outside the patient compartment \
-                 or the scope's query)."
+                 resource type (or a Bundle entry), or a write of what is not the token's alone: \
+                 under a patient/ scope, a resource that belongs to another patient too, or to \
+                 none; under a scope's query, one it does not match."
             }
             Error::NotFound => {
                 "Not found: the resource, or the version, does not exist, or the token may \
                  not read it (or the resource type is unknown)."
+            }
+            Error::MethodNotAllowed => {
+                "Method not allowed: an update of a resource that does not exist, by a token \
+                 confined to part of the type (a patient/ scope, a scope's query): it cannot \
+                 create with an id of its choosing, since the id may be taken by what it may not \
+                 see. It creates with POST."
             }
             Error::NotAcceptable => {
                 "Not acceptable: `Accept` or `_format` asks for something other than FHIR \

@@ -167,8 +167,9 @@ fn update(resource_type: &str) -> Interaction {
         format!("update{resource_type}"),
         format!("update: replace a {resource_type}, or create it with this id"),
         "The body's `id` must be the id in the URL. A resource that does not exist (or was \
-         deleted) is created with the client's id: 201. With `If-Match` the update happens \
-         only if the current version is the one named.",
+         deleted) is created with the client's id: 201, unless the token is confined to part \
+         of the type (405). With `If-Match` the update happens only if the current version is \
+         the one named.",
     )
     .parameter_ref(Param::Id.reference())
     .parameter_ref(Param::IfMatch.reference())
@@ -190,6 +191,7 @@ fn update(resource_type: &str) -> Interaction {
             operation,
             &[
                 Error::BadRequest,
+                Error::MethodNotAllowed,
                 Error::NotAcceptable,
                 Error::PreconditionFailed,
                 Error::TooLarge,
@@ -209,7 +211,7 @@ fn delete(resource_type: &str) -> Interaction {
         format!("delete: delete a {resource_type}"),
         "Deleting adds a version that marks the resource deleted: reads answer 410 Gone \
          afterwards, history and vread still show every version. Deleting what does not \
-         exist succeeds too.",
+         exist (or what the token may not read) succeeds too, and changes nothing.",
     )
     .parameter_ref(Param::Id.reference())
     .parameter_ref(Param::IfMatch.reference())
