@@ -351,7 +351,10 @@ mod tests {
         for entry in entries {
             let definition = &entry["resource"];
             let id = definition["id"].as_str().unwrap();
-            assert!(!id.starts_with("example"), "{id} is an example, not a definition");
+            assert!(
+                !id.starts_with("example"),
+                "{id} is an example, not a definition"
+            );
             let code = definition["code"].as_str().unwrap();
             for resource_type in types_of(definition) {
                 if let Some(first) = seen.insert((resource_type, code), id) {
