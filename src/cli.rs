@@ -164,6 +164,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let search = std::sync::Arc::new(crate::search::Engine::open(
         &store,
         &args.data.path.join(crate::search::INDEX_DIR),
+        crate::search::Limits::default(),
     )?);
     let jobs = args
         .jobs

@@ -22,9 +22,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     announce_auth(&config);
     let store = Store::open(&config.data.path)
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
-    let search =
-        crate::search::Engine::open(&store, &config.data.path.join(crate::search::INDEX_DIR))
-            .context("opening the search index")?;
+    let search = crate::search::Engine::open(
+        &store,
+        &config.data.path.join(crate::search::INDEX_DIR),
+        config.search.limits(),
+    )
+    .context("opening the search index")?;
     let search = Arc::new(search);
     // The releases are opened now (cheap); the shipped content is decoded beside the start.
     let terminology = Arc::new(
