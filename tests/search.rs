@@ -851,6 +851,10 @@ fn pages_without_sort_neither_repeat_nor_lose_matches() {
         .iter()
         .map(|q| keys_in_order(&fhir, &format!("{q}&_count=1000")))
         .collect();
+    for (query, keys) in queries.iter().zip(&whole) {
+        let unique: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{query}: a match repeats");
+    }
     assert_eq!(
         whole[0]
             .iter()

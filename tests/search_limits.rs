@@ -92,6 +92,33 @@ fn searches_past_their_limits_are_refused_and_the_server_stays_up() {
             what,
         );
     }
+    // Values whose parsing or matching could grow without bound: refused (400), never a
+    // crash.
+    let long = "a".repeat(200_000);
+    let nested = format!("{}a{}", "(".repeat(10_000), ")".repeat(10_000));
+    let huge = format!("1{}", "0".repeat(100_000));
+    let cursor = "ab".repeat(100_000);
+    for (name, value) in [
+        ("family:contains", long.as_str()),
+        ("_content", nested.as_str()),
+        ("birthdate", huge.as_str()),
+        ("_cursor", cursor.as_str()),
+        (
+            "_sort",
+            "-_lastUpdated,_id,-family,birthdate,gender,-address,name",
+        ),
+    ] {
+        let reply = fhir.post_form("Patient/_search", &[(name, value)]);
+        assert!(
+            reply.status == 200 || reply.status == 400,
+            "{name}: {}",
+            reply.status
+        );
+        if reply.status == 400 {
+            common::fhir::assert_outcome_for(&reply, 400, &["invalid", "too-costly"], name);
+        }
+        still_up(&fhir, &id);
+    }
     // A chain without a type may fan out to every type a reference may name: one nested
     // search each (Provenance.target names any type).
     too_costly(

@@ -357,7 +357,7 @@ impl SegmentCollector for SegmentSort {
             return;
         }
         self.rows.push((self.row.clone().into_boxed_slice(), doc));
-        if self.rows.len() >= 2 * self.limit {
+        if self.rows.len() >= self.limit.saturating_mul(2) {
             self.cut();
         }
     }
