@@ -166,6 +166,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         &store,
         &args.data.path.join(crate::search::INDEX_DIR),
         None,
+        crate::search::Limits::default(),
     )?);
     let jobs = args
         .jobs

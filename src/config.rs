@@ -2,6 +2,7 @@
 
 use crate::auth::token::{Expected, KeySource, Mode, Verifier};
 use crate::cdc::endpoints::Prefix;
+use crate::search::Limits;
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -141,13 +142,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FHIRLAKE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
 
-    /// The page size of history when the client gives no `_count`.
+    /// The page size of history and search when the client gives no `_count`.
     #[arg(long, env = "FHIRLAKE_DEFAULT_COUNT", default_value_t = 50)]
     pub default_count: usize,
 
-    /// The largest `_count` a client may ask for.
+    /// The largest page of history and search: a larger `_count` gets pages of this size.
     #[arg(long, env = "FHIRLAKE_MAX_COUNT", default_value_t = 1000)]
     pub max_count: usize,
+
+    #[command(flatten)]
+    pub search: SearchLimits,
 
     /// How many events a live change-stream consumer (SSE, WebSocket) may have waiting; one
     /// that falls further behind is told to reconnect from its offset.
@@ -206,6 +210,54 @@ pub struct ServeConfig {
     /// outcome); `off` writes none.
     #[arg(long, env = "FHIRLAKE_AUDIT", value_enum, default_value_t = Audit::On)]
     pub audit: Audit,
+}
+
+/// What one search may ask for (see `search::Limits`); past a limit a search gets 400.
+#[derive(Args, Clone, Debug)]
+pub struct SearchLimits {
+    /// The most parameters that select resources in one search (its ANDs), each repetition
+    /// counted.
+    #[arg(long = "search-max-params", env = "FHIRLAKE_SEARCH_MAX_PARAMS", default_value_t = Limits::default().params)]
+    pub params: usize,
+
+    /// The most comma-separated values (ORs) of one search parameter; also the most `_sort`
+    /// keys and words of one full-text value.
+    #[arg(long = "search-max-values", env = "FHIRLAKE_SEARCH_MAX_VALUES", default_value_t = Limits::default().values)]
+    pub values: usize,
+
+    /// The most links of one chain or nesting of `_has`.
+    #[arg(long = "search-max-depth", env = "FHIRLAKE_SEARCH_MAX_DEPTH", default_value_t = Limits::default().depth)]
+    pub depth: usize,
+
+    /// The most nested searches the chains and `_has` of one search may run.
+    #[arg(long = "search-max-joins", env = "FHIRLAKE_SEARCH_MAX_JOINS", default_value_t = Limits::default().joins)]
+    pub joins: usize,
+
+    /// The largest `_offset` (next links page with a cursor instead, at any depth).
+    #[arg(long = "search-max-offset", env = "FHIRLAKE_SEARCH_MAX_OFFSET", default_value_t = Limits::default().offset)]
+    pub offset: usize,
+
+    /// The most `_include` and `_revinclude` parameters of one search.
+    #[arg(long = "search-max-includes", env = "FHIRLAKE_SEARCH_MAX_INCLUDES", default_value_t = Limits::default().includes)]
+    pub includes: usize,
+
+    /// The most rounds of `_include:iterate` and `_revinclude:iterate`.
+    #[arg(long = "search-max-iterations", env = "FHIRLAKE_SEARCH_MAX_ITERATIONS", default_value_t = Limits::default().iterations)]
+    pub iterations: usize,
+}
+
+impl SearchLimits {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            params: self.params,
+            values: self.values,
+            depth: self.depth,
+            joins: self.joins,
+            offset: self.offset,
+            includes: self.includes,
+            iterations: self.iterations,
+        }
+    }
 }
 
 /// Whether requests are audited.

@@ -27,6 +27,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         &store,
         &config.data.path.join(crate::search::INDEX_DIR),
         Some(base),
+        config.search.limits(),
     )
     .context("opening the search index")?;
     let search = Arc::new(search);

@@ -237,13 +237,27 @@ fn every_type_is_searched_and_malformed_values_are_refused() {
         &["not-supported"],
     );
 
-    // Malformed values and modifiers: 400 under handling=strict, else ignored and reported.
-    let conditions = all(&fhir, "Condition");
+    // Malformed values: 400 in either handling.
     for (param, value) in [
         ("_content", "\"acute"),
         ("_content", "(acute OR"),
-        ("_content", ""),
+        ("_content", "+++"),
         ("_text", "acute AND"),
+    ] {
+        let path = query("Condition", &[(param, value)]);
+        for headers in [&strict[..], &[]] {
+            let outcome = assert_outcome(&fhir.get_with(&path, headers), 400, &["invalid"]);
+            let reason = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+            assert!(reason.starts_with(param), "{path}: {reason}");
+        }
+    }
+    // An empty value is ignored.
+    let conditions = all(&fhir, "Condition");
+    let empty = query("Condition", &[("_content", "")]);
+    assert_eq!(search(&fhir, &empty).len(), conditions.len());
+    // Modifiers and sorts full text does not have: 400 under handling=strict, else ignored and
+    // reported.
+    for (param, value) in [
         ("_content:not", "acute"),
         ("_text:exact", "acute"),
         ("_sort", "_content"),

@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::fhir::{Fhir, assert_outcome, id_of, instant, link, patient, version_of};
+use common::fhir::{Fhir, assert_outcome, id_of, instant, link, patient, type_and_id, version_of};
 use common::search::{all, codings, ids, loaded, ordered, search};
 use common::synthea;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
@@ -734,14 +736,374 @@ fn near_finds_locations_within_a_distance() {
         within_10.len() < locations.len(),
         "not every Location is that near"
     );
-    for bad in ["91|0|1|km", "x|0", "42|-71|1|kg"] {
+    // A malformed position is refused in either handling.
+    for bad in ["91|0|1|km", "x|0", "42|-71|1|kg", "42|-71|1e400"] {
         assert_outcome(
-            &fhir.get_with(
-                &format!("Location?near={bad}"),
-                &[("Prefer", "handling=strict")],
-            ),
+            &fhir.get(&format!("Location?near={bad}")),
             400,
-            &["not-supported"],
+            &["invalid"],
+        );
+    }
+    // Huge and negative distances are distances.
+    for distance in ["1e300", "-5", "0"] {
+        fhir.get(&format!(
+            "Location?near={}|{}|{distance}",
+            centre.0, centre.1
+        ))
+        .expect(200, distance);
+    }
+}
+
+/// The parameters of the query of `url` (or of a relative search).
+fn query_of(url: &str) -> Vec<(String, String)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The keys (`Type/id`) of the matches of a search across its pages, in order.
+fn keys_in_order(fhir: &Fhir, query: &str) -> Vec<String> {
+    ordered(fhir, query).iter().map(type_and_id).collect()
+}
+
+#[test]
+fn malformed_values_of_known_parameters_are_refused_and_empty_values_ignored() {
+    let fhir = loaded(3);
+    let patients = all(&fhir, "Patient");
+    let strict = [("Prefer", "handling=strict")];
+    // A bad value of a known parameter is a 400 in either handling, never a search of
+    // everything; fhirclient's `>=` is not FHIR's prefix syntax.
+    for query in [
+        "Patient?birthdate=garbage",
+        "Patient?birthdate=%3E%3D1985-01-01",
+        "Patient?birthdate=ge1985-13-01",
+        "Patient?gender:missing=maybe",
+        "Observation?value-quantity=lots",
+        "Observation?value-quantity=5|a|b|c",
+        "Observation?code=a|b|c",
+        "Observation?component-code-value-quantity=8480-6",
+        "Observation?_lastUpdated=yesterday",
+        "Location?near=91|0",
+        "Patient?_content=%22unclosed",
+        "Observation?subject:Patient.birthdate=garbage",
+        "Patient?_has:Observation:patient:date=garbage",
+    ] {
+        assert_outcome(&fhir.get(query), 400, &["invalid"]);
+        assert_outcome(&fhir.get_with(query, &strict), 400, &["invalid"]);
+    }
+    let born = |p: &Value| p["birthDate"].as_str().unwrap().to_string();
+    let expected = ids(&patients, |p| born(p).as_str() >= "1985-01-01");
+    assert!(!expected.is_empty() && expected.len() < patients.len());
+    assert_eq!(search(&fhir, "Patient?birthdate=ge1985-01-01"), expected);
+
+    // An empty value is ignored; so are the empty values of an OR list, the others apply.
+    let every = ids(&patients, |_| true);
+    let male = ids(&patients, |p| p["gender"] == "male");
+    assert!(!male.is_empty() && male.len() < every.len());
+    assert_eq!(search(&fhir, "Patient?gender=male,"), male);
+    assert_eq!(search(&fhir, "Patient?gender=,male"), male);
+    assert_eq!(search(&fhir, "Patient?gender=male,,female"), every);
+    assert_eq!(search(&fhir, "Patient?gender="), every);
+    assert_eq!(search(&fhir, "Patient?gender=,"), every);
+    let strict_empty = fhir
+        .get_with("Patient?gender=&_count=1", &strict)
+        .expect(200, "an empty value under strict handling")
+        .resource();
+    assert_eq!(strict_empty["total"], every.len());
+    let observations = all(&fhir, "Observation");
+    let encounter = observations[0]["encounter"]["reference"].as_str().unwrap();
+    let of_encounter = ids(&observations, |o| o["encounter"]["reference"] == encounter);
+    assert!(of_encounter.len() < observations.len());
+    assert_eq!(
+        search(&fhir, &format!("Observation?encounter={encounter},")),
+        of_encounter
+    );
+    // Unknown parameters stay lenient.
+    assert_eq!(search(&fhir, "Patient?unknown=1&gender=male"), male);
+}
+
+#[test]
+fn pages_without_sort_neither_repeat_nor_lose_matches() {
+    let fhir = loaded(3);
+    let observations = all(&fhir, "Observation");
+    // Every resource of a patient's transaction shares one lastUpdated: ties everywhere.
+    // (The report's query was `date=lt2010` on every patient; these ones start later: the
+    // day a third of their observations precede.)
+    let mut dates: Vec<OffsetDateTime> = observations.iter().map(effective).collect();
+    dates.sort();
+    let third = dates[dates.len() / 3];
+    let day = third.replace_time(time::Time::MIDNIGHT);
+    let before = ids(&observations, |o| effective(o) < day);
+    assert!(before.len() > 100, "{}", before.len());
+    let lt = format!("lt{}", &day.format(&Rfc3339).unwrap()[..10]);
+    let patient = type_and_id(&all(&fhir, "Patient")[0]);
+    let queries = [
+        format!("Observation?date={lt}"),
+        format!("Observation?date={lt}&_sort=code"),
+        format!("Observation?date={lt}&_sort=-status"),
+        format!("{patient}/Observation?date={lt}"),
+        format!("{patient}/*?_type=Observation,Encounter"),
+        format!("{patient}/$everything?_type=Observation,Encounter"),
+    ];
+    // The same order, whatever the page size: one total order.
+    let whole: Vec<Vec<String>> = queries
+        .iter()
+        .map(|q| keys_in_order(&fhir, &format!("{q}&_count=1000")))
+        .collect();
+    for (query, keys) in queries.iter().zip(&whole) {
+        let unique: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{query}: a match repeats");
+    }
+    assert_eq!(
+        whole[0]
+            .iter()
+            .map(|k| k[12..].to_string())
+            .collect::<BTreeSet<_>>(),
+        before
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 8,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = (0..queries.len(), prop_oneof![1usize..20, 20usize..300]);
+    runner
+        .run(&case, |(n, count)| {
+            let paged = keys_in_order(&fhir, &format!("{}&_count={count}", queries[n]));
+            prop_assert_eq!(&paged, &whole[n], "{} at _count={}", queries[n], count);
+            Ok(())
+        })
+        .unwrap();
+    // The query of the report: at every count from 272 to 285 (a few of them).
+    for count in [272, 279, 285] {
+        let paged = keys_in_order(&fhir, &format!("{}&_count={count}", queries[0]));
+        assert_eq!(paged, whole[0], "_count={count}");
+    }
+}
+
+#[test]
+fn paging_is_bounded_and_deep_pages_use_cursors() {
+    let fhir = Fhir::start();
+    for n in 0..7 {
+        fhir.create(&patient(&format!("Pager{n}")));
+    }
+    // Offsets past the limit are refused (they used to allocate 480 GB, or panic).
+    for offset in ["10000000000", "4611686018427387904", "10001"] {
+        assert_outcome(
+            &fhir.get(&format!("Patient?_offset={offset}")),
+            400,
+            &["too-costly"],
+        );
+    }
+    assert_outcome(
+        &fhir.get("Patient?_offset=99999999999999999999999"),
+        400,
+        &["invalid"],
+    );
+    fhir.get("Patient?_offset=10000")
+        .expect(200, "the largest offset");
+    fhir.get("Patient?_count=10000000000")
+        .expect(200, "a page size is cut, not refused");
+    // A huge _count gets the largest page, and says so.
+    let cut = fhir
+        .get("Patient?_count=5000")
+        .expect(200, "cut")
+        .resource();
+    assert!(link(&cut, "self").unwrap().contains("_count=1000"));
+    assert!(cut.to_string().contains("pages hold at most 1000"));
+    // Next links page with a cursor; an offset still works and has a previous link.
+    let first = fhir
+        .get("Patient?_count=3")
+        .expect(200, "page 1")
+        .resource();
+    let next = link(&first, "next").unwrap();
+    assert!(
+        next.contains("_cursor=") && !next.contains("_offset"),
+        "{next}"
+    );
+    let second = fhir.new_client().get_absolute(&next);
+    assert!(link(&second, "previous").is_none());
+    let at_offset = fhir
+        .get("Patient?_count=3&_offset=3")
+        .expect(200, "offset")
+        .resource();
+    let ids_of = |bundle: &Value| -> Vec<String> {
+        bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| id_of(&e["resource"]))
+            .collect()
+    };
+    assert_eq!(ids_of(&at_offset), ids_of(&second));
+    assert!(link(&at_offset, "previous").is_some());
+    // A cursor that is not one, or of another search, is a 400.
+    assert_outcome(&fhir.get("Patient?_cursor=zz"), 400, &["invalid"]);
+    let foreign = next
+        .split("_cursor=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert_outcome(
+        &fhir.get(&format!("Patient?_sort=family&_cursor={foreign}")),
+        400,
+        &["invalid"],
+    );
+    // A cursor still works when its snapshot is gone: on the current index.
+    assert_eq!(
+        ids_of(
+            &fhir
+                .get(&format!("Patient?_count=3&_cursor={foreign}"))
+                .expect(200, "no snapshot")
+                .resource()
+        ),
+        ids_of(&second)
+    );
+}
+
+#[test]
+fn system_search_takes_a_trailing_slash_and_links_repeat_the_search() {
+    let fhir = loaded(1);
+    let patients = all(&fhir, "Patient");
+    let conditions = all(&fhir, "Condition");
+    // fhir-kit-client's systemSearch sends `GET /fhir/?_type=...`.
+    let bundle = fhir
+        .get("/?_type=Patient")
+        .expect(200, "trailing slash")
+        .resource();
+    assert_eq!(bundle["total"], patients.len());
+    assert_eq!(
+        search(&fhir, "/?_type=Patient,Condition&_count=7"),
+        ids(&patients, |_| true)
+            .union(&ids(&conditions, |_| true))
+            .cloned()
+            .collect()
+    );
+
+    // The self link reproduces the search: following it gives the same page.
+    let patient = id_of(&patients[0]);
+    for query in [
+        format!("Condition?patient={patient}&_summary=true&_total=none&_count=4"),
+        format!("Condition?patient={patient}&_elements=code,subject&_count=4&_sort=-onset-date"),
+        format!("Condition?patient={patient}&_include=Condition:patient&_count=2"),
+        format!("Condition?patient={patient}&_summary=count"),
+        format!("Condition?patient={patient}&_total=accurate&_count=3&_offset=2"),
+        "?_type=Condition&_count=2".to_string(),
+    ] {
+        let bundle = fhir.get(&query).expect(200, &query).resource();
+        let own = link(&bundle, "self").unwrap();
+        let linked = query_of(&own);
+        for pair in query_of(&query) {
+            assert!(
+                linked.contains(&pair),
+                "{query}: self link {own} lacks {pair:?}"
+            );
+        }
+        let again = fhir.new_client().get_absolute(&own);
+        assert_eq!(again["entry"], bundle["entry"], "{query}: {own}");
+        assert_eq!(again.get("total"), bundle.get("total"), "{query}");
+        // The next page of a `_type` search keeps to its types.
+        if let Some(next) = link(&bundle, "next") {
+            assert!(
+                next.contains("_type=Condition") || !query.contains("_type"),
+                "{next}"
+            );
+            let page = fhir.new_client().get_absolute(&next);
+            for entry in page["entry"].as_array().into_iter().flatten() {
+                if entry["search"]["mode"] == "match" {
+                    assert_eq!(entry["resource"]["resourceType"], "Condition", "{next}");
+                }
+            }
+        }
+    }
+    // Ignored parameters are left out of the links, whatever their position.
+    let bundle = fhir
+        .get("Condition?unknown=1&_sort=nonsense&_count=2&_include=Condition:nonsense")
+        .expect(200, "ignored")
+        .resource();
+    let own = link(&bundle, "self").unwrap();
+    assert!(
+        !own.contains("unknown") && !own.contains("nonsense"),
+        "{own}"
+    );
+}
+
+#[test]
+fn lists_and_canonical_versions_select_what_they_name() {
+    let fhir = loaded(1);
+    let conditions = all(&fhir, "Condition");
+    let chosen: Vec<String> = conditions.iter().take(3).map(type_and_id).collect();
+    let list = fhir.create(&json!({
+        "resourceType": "List", "status": "current", "mode": "working",
+        "entry": chosen.iter().map(|r| json!({"item": {"reference": r}})).collect::<Vec<_>>()
+    }));
+    let list_id = id_of(&list);
+    let expected: BTreeSet<String> = chosen.iter().map(|k| k[10..].to_string()).collect();
+    assert_eq!(
+        search(&fhir, &format!("Condition?_list={list_id}")),
+        expected
+    );
+    assert!(search(&fhir, &format!("Patient?_list={list_id}")).is_empty());
+    assert!(search(&fhir, "Condition?_list=nothing").is_empty());
+    // With another parameter, and in a system search.
+    let first = &conditions[0];
+    let code = &codings(&first["code"])[0].1;
+    let both = ids(&conditions[..3], |c| {
+        codings(&c["code"]).iter().any(|(_, k)| k == code)
+    });
+    assert_eq!(
+        search(&fhir, &format!("Condition?_list={list_id}&code={code}")),
+        both
+    );
+
+    // A canonical URL with its version.
+    let questionnaire = |version: &str| {
+        fhir.create(&json!({
+            "resourceType": "Questionnaire", "status": "active",
+            "url": "http://example.org/Questionnaire/intake", "version": version
+        }))
+    };
+    let (one, two) = (questionnaire("1.0"), questionnaire("2.0"));
+    assert_eq!(
+        search(
+            &fhir,
+            "Questionnaire?url=http://example.org/Questionnaire/intake|2.0"
+        ),
+        BTreeSet::from([id_of(&two)])
+    );
+    assert_eq!(
+        search(
+            &fhir,
+            "Questionnaire?url=http://example.org/Questionnaire/intake"
+        ),
+        BTreeSet::from([id_of(&one), id_of(&two)])
+    );
+    assert!(
+        search(
+            &fhir,
+            "Questionnaire?url=http://example.org/Questionnaire/intake|3"
+        )
+        .is_empty()
+    );
+    // A canonical reference with a version is found by its URL alone, and with the version.
+    let response = fhir.create(&json!({
+        "resourceType": "QuestionnaireResponse", "status": "completed",
+        "questionnaire": "http://example.org/Questionnaire/intake|2.0"
+    }));
+    for value in [
+        "http://example.org/Questionnaire/intake",
+        "http://example.org/Questionnaire/intake|2.0",
+    ] {
+        assert_eq!(
+            search(
+                &fhir,
+                &format!("QuestionnaireResponse?questionnaire={value}")
+            ),
+            BTreeSet::from([id_of(&response)]),
+            "{value}"
         );
     }
 }

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::fhir::{Fhir, assert_outcome, id_of, link, references, type_and_id};
+use common::fhir::{Fhir, assert_outcome, id_of, instant, link, references, type_and_id};
 use common::search::{all, codings, loaded, ordered, page_modes, set};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
 
 #[test]
 fn includes_and_revincludes_follow_references_once() {
@@ -214,13 +215,29 @@ fn found(fhir: &Fhir, query: &str) -> BTreeSet<String> {
     set(&keys)
 }
 
+/// The family name of a Patient or Practitioner (its first name's).
+fn family_of(resource: &Value) -> String {
+    resource["name"][0]["family"].as_str().unwrap().to_string()
+}
+
+/// The Patients on the server in the order of their family names (content, not their
+/// server-assigned ids, which are random).
+fn patients_by_family(resources: &BTreeMap<String, Value>) -> Vec<&Value> {
+    let mut patients: Vec<&Value> = keys_where(resources, "Patient", |_| true)
+        .iter()
+        .map(|key| &resources[key])
+        .collect();
+    patients.sort_by_key(|p| (family_of(p), p["birthDate"].as_str().map(String::from)));
+    patients
+}
+
 #[test]
 fn chains_follow_references_of_any_depth_and_type() {
     let fhir = loaded(3);
     let resources = current(&fhir);
-    let patients = keys_where(&resources, "Patient", |_| true);
-    let patient = &resources[patients.first().unwrap()];
-    let family = patient["name"][0]["family"].as_str().unwrap().to_string();
+    let patients = patients_by_family(&resources);
+    let patient = patients[0];
+    let family = family_of(patient);
 
     // One link, with and without the type modifier, and an OR of two names.
     let subject_named = |value: &str| {
@@ -245,10 +262,11 @@ fn chains_follow_references_of_any_depth_and_type() {
         ),
         expected
     );
-    let other = resources[patients.last().unwrap()]["name"][0]["family"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = patients
+        .iter()
+        .map(|p| family_of(p))
+        .find(|name| !name_matches(patient, name) && !subject_named(name).is_empty())
+        .expect("a patient of another family");
     let both = subject_named(&format!("{family},{other}"));
     assert!(both.len() > expected.len());
     assert_eq!(
@@ -263,21 +281,45 @@ fn chains_follow_references_of_any_depth_and_type() {
     // participant may be a Practitioner, a PractitionerRole or a RelatedPerson): the
     // observations, and the reports of observations, of encounters with a practitioner of
     // this name.
-    let encounter = keys_where(&resources, "Encounter", |e| {
-        e["subject"]["reference"] == format!("Patient/{}", id_of(patient)).as_str()
-    })
-    .pop_first()
-    .unwrap();
-    let individual = &resources[&encounter]["participant"][0]["individual"];
-    let gp = resolve(&resources, individual).expect("the encounter's practitioner");
-    let gp_name = gp["name"][0]["family"].as_str().unwrap().to_string();
-    let attended = |encounter: &Value| {
+    // The practitioner: of those who saw this patient, the first by name who has reports of
+    // observations made in their encounters (chosen by content: a practitioner's encounter
+    // need not have any observation).
+    let subject = format!("Patient/{}", id_of(patient));
+    let encounters_of_patient = keys_where(&resources, "Encounter", |e| {
+        e["subject"]["reference"] == subject.as_str()
+    });
+    let mut seen_by: Vec<String> = encounters_of_patient
+        .iter()
+        .flat_map(|e| {
+            resources[e]["participant"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| resolve(&resources, &p["individual"]).map(family_of))
+        .collect();
+    seen_by.sort();
+    seen_by.dedup();
+    let attended_by = |name: &str, encounter: &Value| {
         resolve(&resources, encounter).is_some_and(|e| {
             e["participant"].as_array().into_iter().flatten().any(|p| {
-                resolve(&resources, &p["individual"]).is_some_and(|i| name_matches(i, &gp_name))
+                resolve(&resources, &p["individual"]).is_some_and(|i| name_matches(i, name))
             })
         })
     };
+    let reports_of =
+        |name: &str| {
+            keys_where(&resources, "DiagnosticReport", |d| {
+                d["result"].as_array().into_iter().flatten().any(|r| {
+                    resolve(&resources, r).is_some_and(|o| attended_by(name, &o["encounter"]))
+                })
+            })
+        };
+    let gp_name = seen_by
+        .into_iter()
+        .find(|name| !reports_of(name).is_empty())
+        .expect("a practitioner with reports");
+    let attended = |encounter: &Value| attended_by(&gp_name, encounter);
     let observations = keys_where(&resources, "Observation", |o| attended(&o["encounter"]));
     assert!(!observations.is_empty());
     for chain in [
@@ -292,13 +334,7 @@ fn chains_follow_references_of_any_depth_and_type() {
             observations
         );
     }
-    let reports = keys_where(&resources, "DiagnosticReport", |d| {
-        d["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| resolve(&resources, r).is_some_and(|o| attended(&o["encounter"])))
-    });
+    let reports = reports_of(&gp_name);
     assert!(!reports.is_empty());
     assert_eq!(
         found(
@@ -327,6 +363,58 @@ fn chains_follow_references_of_any_depth_and_type() {
         expected
     );
 
+    // Through a Condition's subject, which may be a Patient or a Group (the specification's
+    // example SearchParameter that made it an Organization is no definition), and two links
+    // from a Procedure's reason.
+    let of_family = |condition: &Value| {
+        resolve(&resources, &condition["subject"]).is_some_and(|p| {
+            p["name"].as_array().into_iter().flatten().any(|n| {
+                n["family"]
+                    .as_str()
+                    .is_some_and(|f| fold(f).starts_with(&fold(&family)))
+            })
+        })
+    };
+    let conditions = keys_where(&resources, "Condition", of_family);
+    assert!(!conditions.is_empty());
+    assert_eq!(
+        found(
+            &fhir,
+            &format!("Condition?subject.family={family}&_count=1000")
+        ),
+        conditions
+    );
+    // (The family with the most such procedures: Synthea gives reasons to some only.)
+    let procedures_of = |family: &str| {
+        keys_where(&resources, "Procedure", |p| {
+            p["reasonReference"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| {
+                    resolve(&resources, r).is_some_and(|c| {
+                        resolve(&resources, &c["subject"]).is_some_and(|p| name_matches(p, family))
+                    })
+                })
+        })
+    };
+    let reasoned = patients
+        .iter()
+        .map(|p| family_of(p))
+        .max_by_key(|f| (procedures_of(f).len(), std::cmp::Reverse(f.clone())))
+        .unwrap();
+    let procedures = procedures_of(&reasoned);
+    assert!(!procedures.is_empty());
+    assert_eq!(
+        found(
+            &fhir,
+            &format!(
+                "Procedure?reason-reference:Condition.subject:Patient.family={reasoned}&_count=1000"
+            )
+        ),
+        procedures
+    );
+
     // A chain that matches nothing, and chains that cannot be: refused under strict handling,
     // reported otherwise.
     assert!(found(&fhir, "Observation?subject.name=Nobodyatall").is_empty());
@@ -345,7 +433,8 @@ fn reverse_chains_find_what_is_referred_to_nested() {
     let fhir = loaded(3);
     let resources = current(&fhir);
     let patients = keys_where(&resources, "Patient", |_| true);
-    // A condition code that some of the patients have and some do not.
+    // A condition code that some of the patients have and some do not (the first in code
+    // order).
     let conditions = keys_where(&resources, "Condition", |_| true);
     let with_code = |code: &str| -> BTreeSet<String> {
         conditions
@@ -355,10 +444,13 @@ fn reverse_chains_find_what_is_referred_to_nested() {
             .map(|c| c["subject"]["reference"].as_str().unwrap().to_string())
             .collect()
     };
-    let code = conditions
+    let codes: BTreeSet<String> = conditions
         .iter()
         .flat_map(|k| codings(&resources[k]["code"]))
         .map(|(_, code)| code)
+        .collect();
+    let code = codes
+        .into_iter()
         .find(|code| {
             let having = with_code(code);
             !having.is_empty() && having.len() < patients.len()
@@ -412,13 +504,9 @@ fn reverse_chains_find_what_is_referred_to_nested() {
     );
 
     // `_has` whose inner parameter is a chain, and `_has` with another parameter.
-    let family = resources[patients.first().unwrap()]["name"][0]["family"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let gender = resources[patients.first().unwrap()]["gender"]
-        .as_str()
-        .unwrap();
+    let first = patients_by_family(&resources)[0];
+    let family = family_of(first);
+    let gender = first["gender"].as_str().unwrap();
     let expected = keys_where(&resources, "Patient", |p| {
         name_matches(p, &family) && p["gender"] == gender
     });
@@ -434,7 +522,7 @@ fn reverse_chains_find_what_is_referred_to_nested() {
     for query in [
         "Patient?_has:Observation:code:code=x",
         "Organization?_has:Observation:patient:code=x",
-        "Patient?_has:Observation",
+        "Patient?_has:Observation=x",
         "Patient?_has:Nothing:patient:code=x",
     ] {
         assert_outcome(&fhir.get_with(query, &strict), 400, &["not-supported"]);
@@ -469,16 +557,38 @@ fn members(resources: &BTreeMap<String, Value>, focal: &str) -> BTreeSet<String>
         .collect()
 }
 
-/// A server with two patients loaded, what it holds, the first patient (`Patient/id`) and the
-/// members of its compartment.
+/// A server with two patients loaded, what it holds, the patient with the larger record
+/// (`Patient/id`) and the members of its compartment.
 fn first_patient() -> (Fhir, BTreeMap<String, Value>, String, BTreeSet<String>) {
     let fhir = loaded(2);
     let resources = current(&fhir);
-    let patient = keys_where(&resources, "Patient", |_| true)
-        .pop_first()
+    let (patient, members) = keys_where(&resources, "Patient", |_| true)
+        .into_iter()
+        .map(|patient| {
+            let members = members(&resources, &patient);
+            (patient, members)
+        })
+        .max_by_key(|(patient, members)| (members.len(), family_of(&resources[patient])))
         .unwrap();
-    let members = members(&resources, &patient);
     (fhir, resources, patient, members)
+}
+
+/// Of the members of a compartment, the Encounter whose own compartment is the largest (ties:
+/// the earliest), with a participant.
+fn busiest_encounter(resources: &BTreeMap<String, Value>, members: &BTreeSet<String>) -> String {
+    members
+        .iter()
+        .filter(|k| k.starts_with("Encounter/"))
+        .filter(|k| resources[*k]["participant"][0]["individual"]["reference"].is_string())
+        .max_by_key(|k| {
+            let start = resources[*k]["period"]["start"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (self::members(resources, k).len(), std::cmp::Reverse(start))
+        })
+        .expect("an encounter with a participant")
+        .clone()
 }
 
 #[test]
@@ -522,7 +632,7 @@ fn compartments_hold_what_their_definitions_say() {
     assert_eq!(all_types, everything);
 
     // An Encounter's compartment, and a Practitioner's.
-    let encounter = of_type("Encounter").pop_first().unwrap();
+    let encounter = busiest_encounter(&resources, &everything);
     let (_, encounter_id) = encounter.split_once('/').unwrap();
     let in_encounter: BTreeSet<String> =
         ordered(&fhir, &format!("Encounter/{encounter_id}/*?_count=200"))
@@ -619,10 +729,11 @@ fn everything_of_a_patient_and_an_encounter_is_complete_on_every_page() {
     );
 
     // A resource of the compartment written again is all that changed since its new
-    // lastUpdated (the loaded bundles each share one instant).
+    // lastUpdated (the loaded bundles each share one instant): the earliest condition.
     let condition = members
         .iter()
-        .find(|k| k.starts_with("Condition/"))
+        .filter(|k| k.starts_with("Condition/"))
+        .min_by_key(|k| resources[*k]["onsetDateTime"].as_str().map(instant))
         .unwrap();
     let mut changed = resources[condition].clone();
     changed["note"] = serde_json::json!([{"text": "seen again"}]);
@@ -636,11 +747,7 @@ fn everything_of_a_patient_and_an_encounter_is_complete_on_every_page() {
 
     // An Encounter's everything: the encounter, what is in its compartment, and what they
     // refer to (the patient among them).
-    let encounter = members
-        .iter()
-        .find(|k| k.starts_with("Encounter/"))
-        .unwrap()
-        .clone();
+    let encounter = busiest_encounter(&resources, &members);
     let (matches, includes) = page_modes(&fhir, &format!("{encounter}/$everything?_count=1000"));
     let matches = set(&matches);
     assert!(matches.contains(&encounter));
@@ -649,4 +756,123 @@ fn everything_of_a_patient_and_an_encounter_is_complete_on_every_page() {
     // Only Patient and Encounter have it, and only for what exists.
     assert_outcome(&fhir.get("Observation/x/$everything"), 404, &["not-found"]);
     assert_outcome(&fhir.get("Patient/nobody/$everything"), 404, &["not-found"]);
+}
+
+/// The instants `[start, end)` of a FHIR dateTime at second precision, or of a Period (an
+/// open end runs on).
+fn span_of(value: &Value) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let second = time::Duration::seconds(1);
+    if let Some(text) = value.as_str() {
+        let at = instant(text);
+        return Some((at, at + second));
+    }
+    let start = value["start"].as_str().map(instant)?;
+    let end = value["end"].as_str().map_or(
+        OffsetDateTime::now_utc() + time::Duration::days(36_500),
+        |e| instant(e) + second,
+    );
+    Some((start, end))
+}
+
+#[test]
+fn everything_of_a_patient_keeps_the_care_of_a_period() {
+    let (fhir, resources, patient, members) = first_patient();
+    let id = patient.split('/').nth(1).unwrap();
+    // The year with the most encounters (the earliest of those).
+    let mut years = BTreeMap::new();
+    for key in members.iter().filter(|k| k.starts_with("Encounter/")) {
+        if let Some((start, _)) = span_of(&resources[key]["period"]) {
+            *years.entry(start.year()).or_insert(0) += 1;
+        }
+    }
+    let (year, _) = years
+        .into_iter()
+        .max_by_key(|(year, count)| (*count, std::cmp::Reverse(*year)))
+        .unwrap();
+    let window = (
+        time::Date::from_calendar_date(year, time::Month::January, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc(),
+        time::Date::from_calendar_date(year + 1, time::Month::January, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc(),
+    );
+    let overlaps = |value: &Value| {
+        span_of(value).is_some_and(|(start, end)| start < window.1 && end > window.0)
+    };
+    // The dates of care of these types: Observation.effective, Encounter.period,
+    // Condition.onset and .abatement; a Patient has none and is kept.
+    let in_period = |key: &String| {
+        let resource = &resources[key];
+        match key.split('/').next().unwrap() {
+            "Observation" => resource
+                .get("effectiveDateTime")
+                .or(resource.get("effectivePeriod"))
+                .is_none_or(overlaps),
+            "Encounter" => resource.get("period").is_none_or(overlaps),
+            "Condition" => {
+                let dates: Vec<&Value> = ["onsetDateTime", "abatementDateTime"]
+                    .iter()
+                    .filter_map(|name| resource.get(*name))
+                    .collect();
+                dates.is_empty() || dates.into_iter().any(overlaps)
+            }
+            _ => true,
+        }
+    };
+    let types = ["Patient", "Observation", "Encounter", "Condition"];
+    let of_types: BTreeSet<String> = members
+        .iter()
+        .filter(|k| types.iter().any(|t| k.starts_with(&format!("{t}/"))))
+        .cloned()
+        .collect();
+    let expected: BTreeSet<String> = of_types.iter().filter(|k| in_period(k)).cloned().collect();
+    assert!(
+        expected.len() > 5 && expected.len() < of_types.len(),
+        "{} of {}",
+        expected.len(),
+        of_types.len()
+    );
+    let query = format!(
+        "Patient/{id}/$everything?_type={}&start={year}-01-01&end={year}-12-31&_count=100",
+        types.join(",")
+    );
+    let matched: Vec<String> = ordered(&fhir, &query).iter().map(type_and_id).collect();
+    assert_eq!(set(&matched), expected);
+    // Open on one side: from the start on, and up to the end.
+    let after: BTreeSet<String> = ordered(
+        &fhir,
+        &format!(
+            "Patient/{id}/$everything?_type=Encounter&start={}-01-01&_count=500",
+            year + 1
+        ),
+    )
+    .iter()
+    .map(type_and_id)
+    .collect();
+    let expected_after: BTreeSet<String> = of_types
+        .iter()
+        .filter(|k| k.starts_with("Encounter/"))
+        .filter(|k| span_of(&resources[*k]["period"]).is_some_and(|(_, end)| end > window.1))
+        .cloned()
+        .collect();
+    assert!(!expected_after.is_empty());
+    assert_eq!(after, expected_after);
+    // A malformed date is a 400; an Encounter's $everything has no start or end in R4.
+    assert_outcome(
+        &fhir.get(&format!("Patient/{id}/$everything?start=soon")),
+        400,
+        &["invalid"],
+    );
+    let encounter = busiest_encounter(&resources, &members);
+    assert_outcome(
+        &fhir.get_with(
+            &format!("{encounter}/$everything?start=2000-01-01"),
+            &[("Prefer", "handling=strict")],
+        ),
+        400,
+        &["not-supported"],
+    );
 }

@@ -67,7 +67,7 @@ impl Interaction {
         match (method.as_str(), pattern) {
             ("GET", "/fhir/metadata") => Interaction::Capabilities,
             ("GET", "/fhir/_history") => Interaction::HistorySystem,
-            ("GET", "/fhir") => Interaction::SearchSystem,
+            ("GET", "/fhir" | "/fhir/") => Interaction::SearchSystem,
             ("GET", "/fhir/{type}/_history") => Interaction::HistoryType,
             ("GET", "/fhir/{type}/{id}/_history/{vid}") => Interaction::Vread,
             ("GET", "/fhir/{type}/{id}/_history") => Interaction::HistoryInstance,

@@ -116,8 +116,10 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 \"phrases\", AND, OR and parentheses; case and accents ignored), _sort on \
                 several keys, _include and _revinclude with :iterate, chained parameters of \
                 any depth, _has (nested), compartment searches (Patient/123/Observation, \
-                Patient/123/*), $everything of a Patient or an Encounter, _summary and \
-                _elements. Subscriptions: rest-hook channels (criteria matched on each \
+                Patient/123/*), $everything of a Patient (with start and end) or an \
+                Encounter, _list, url=...|version, _summary and _elements; a malformed value \
+                of a known parameter is a 400, and the sizes and depths of a search are \
+                bounded (too-costly). Subscriptions: rest-hook channels (criteria matched on each \
                 version, retried with backoff, delivered at least once in order, headers from \
                 channel.header, payload empty or application/fhir+json; endpoints must reach \
                 public addresses unless the server allows them, redirects are not followed). \

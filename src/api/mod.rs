@@ -77,7 +77,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(bundle::transaction_or_batch))
                     .route(web::get().to(search::system)),
             )
-            .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
+            // The base with a trailing slash, as some clients send it (fhir-kit-client's
+            // system search).
+            .service(
+                resource("/")
+                    .route(web::post().to(bundle::transaction_or_batch))
+                    .route(web::get().to(search::system)),
+            )
             .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
             .service(resource("/{type}/_search").route(web::post().to(search::of_type_post)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))

@@ -69,16 +69,6 @@ impl Subset {
             )),
         }
     }
-
-    /// The query parameter that asks for this subset, for a search's `self` link.
-    pub fn query(&self) -> (&'static str, String) {
-        match self {
-            Subset::Summary => ("_summary", "true".into()),
-            Subset::Text => ("_summary", "text".into()),
-            Subset::Data => ("_summary", "data".into()),
-            Subset::Elements(names) => ("_elements", names.join(",")),
-        }
-    }
 }
 
 /// An element of `_elements`: `name` or `Type.name`, a name being a letter then letters and
@@ -529,15 +519,6 @@ mod tests {
         ] {
             let error = parse(refused).unwrap_err();
             assert_eq!(error.status, 400, "{refused:?}");
-        }
-        for subset in [
-            Subset::Summary,
-            Subset::Text,
-            Subset::Data,
-            elements(&["a", "Patient.b"]),
-        ] {
-            let (name, value) = subset.query();
-            assert_eq!(parse(&[(name, &value)]), Ok(Some(subset)));
         }
     }
 

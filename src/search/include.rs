@@ -2,8 +2,9 @@
 //! to them, with `:iterate` following the included resources in turn.
 //!
 //! Invariants: a resource appears once in a page (a match is never also an include), the
-//! includes are never silently cut (past [`MAX_INCLUDES`] the result says it was truncated),
-//! and only what the client's view holds is included, followed or counted.
+//! includes are never silently cut (past [`MAX_INCLUDES`], or when `:iterate` still finds new
+//! resources after its last round (`Limits::iterations`), the result says so), and only what
+//! the client's view holds is included, followed or counted.
 
 use super::extract::{IndexValue, extract};
 use super::registry::{ParamType, Registry};
@@ -16,9 +17,6 @@ use std::collections::HashSet;
 
 /// The most resources one page includes.
 pub const MAX_INCLUDES: usize = 10_000;
-
-/// The most rounds of `:iterate`.
-const MAX_ROUNDS: usize = 16;
 
 /// One `_include` or `_revinclude` value: `Source:param[:Target]`, `param` maybe `*`.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,12 +106,15 @@ pub struct Included {
     pub resources: Vec<Found>,
     /// True when [`MAX_INCLUDES`] cut the includes short.
     pub truncated: bool,
+    /// True when `:iterate` was stopped after its last round with new resources to follow.
+    pub unfinished: bool,
 }
 
 /// Follows `directives` from `matches`: each directive once from the matches, then the
-/// iterating ones from what was included, until nothing new comes. Only what `view` holds is
-/// included, and only that is followed further: a resource outside it never decides what else
-/// is included, nor whether the includes were cut.
+/// iterating ones from what was included, until nothing new comes or for the engine's
+/// `iterations` rounds. Only what `view` holds is included, and only that is followed
+/// further: a resource outside it never decides what else is included, nor whether the
+/// includes were cut.
 pub fn include(
     engine: &Engine,
     store: &Store,
@@ -125,10 +126,12 @@ pub fn include(
     let mut out = Included {
         resources: Vec::new(),
         truncated: false,
+        unfinished: false,
     };
+    let iterating = directives.iter().any(|d| d.iterate);
     // The sources of this round: the matches, then what the last round added.
     let mut from = None;
-    for round in 0..MAX_ROUNDS {
+    for round in 0..=engine.limits.iterations {
         let sources = from.map_or(matches, |start| &out.resources[start..]);
         // Keys first: a resource many sources refer to is read from the store once.
         let mut new = Vec::new();
@@ -143,10 +146,11 @@ pub fn include(
         let start = out.resources.len();
         out.truncated = admit(engine, store, view, &new, &mut out.resources)?;
         if out.resources.len() == start || out.truncated {
-            break;
+            return Ok(out);
         }
         from = Some(start);
     }
+    out.unfinished = iterating;
     Ok(out)
 }
 
@@ -183,6 +187,7 @@ pub fn referenced(
     Ok(Included {
         resources,
         truncated,
+        unfinished: false,
     })
 }
 
@@ -311,14 +316,20 @@ fn referring(
         ));
     };
     let mut found = Vec::new();
-    // A few hundred references per query keep each query small.
-    for chunk in targets.chunks(256) {
+    // A few hundred references per query keep each query small (and within the values a
+    // parameter may have). Past MAX_INCLUDES the rest would be cut anyway.
+    let chunk = engine.limits.values.clamp(1, 256);
+    for chunk in targets.chunks(chunk) {
+        if found.len() > MAX_INCLUDES {
+            break;
+        }
         let page = engine.search(&Request {
             target: Target::of_type(&directive.source),
             params: vec![(code.clone(), chunk.join(","))],
             strict: true,
             count: MAX_INCLUDES + 1,
             offset: 0,
+            after: None,
             snapshot: None,
             total: false,
             view: view.clone(),

@@ -11,6 +11,7 @@ pub mod fulltext;
 pub mod include;
 pub mod index;
 pub mod indexer;
+pub mod limits;
 pub mod query;
 pub mod registry;
 pub mod sort;
@@ -24,16 +25,18 @@ use crate::fhir::resource::check_type;
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
 use index::SearchIndex;
+pub use limits::Limits;
 use query::Planner;
-pub use query::Target;
+pub use query::{Ignored, Target};
 use registry::Registry;
+use sort::{Cursor, SortCollector};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tantivy::collector::{Collector, Count, TopDocs};
+use tantivy::collector::{Collector, Count};
 use tantivy::query::Query;
-use tantivy::{DocAddress, Order, Searcher};
+use tantivy::{DocAddress, Searcher};
 use tokio::sync::watch;
 pub use view::{Candidate, Part, View};
 
@@ -56,7 +59,10 @@ pub struct Request {
     /// `Prefer: handling=strict`.
     pub strict: bool,
     pub count: usize,
+    /// How many matches to skip, after `after` when given.
     pub offset: usize,
+    /// Start after this match (`_cursor`, from a next link).
+    pub after: Option<Cursor>,
     /// The snapshot of an earlier page.
     pub snapshot: Option<u64>,
     /// Count the matches (`_total` other than `none`).
@@ -70,15 +76,17 @@ pub struct Page {
     /// `(type, id)` of each match, in order.
     pub matches: Vec<(String, String)>,
     pub total: Option<usize>,
-    pub used: Vec<(String, String)>,
-    pub ignored: Vec<(String, String)>,
+    pub ignored: Vec<Ignored>,
     /// The snapshot the next pages use.
     pub snapshot: u64,
-    pub has_more: bool,
+    /// Where the next page starts, when there are more matches.
+    pub next: Option<Cursor>,
 }
 
 pub struct Engine {
     pub registry: &'static Registry,
+    /// What one search may ask for.
+    pub limits: Limits,
     /// The store's committed seq when the engine opened: the index is ready once it holds it.
     pub opened_at: u64,
     index: Arc<SearchIndex>,
@@ -91,8 +99,13 @@ impl Engine {
     /// the store (a replaced data directory), or empty beside a store that is not, is rebuilt.
     /// `base` is the server's public base (which references are its own, see [`Base`]);
     /// `None` keeps the base the index was built with (for the commands that run without the
-    /// server's settings).
-    pub fn open(store: &Store, dir: &Path, base: Option<Base>) -> anyhow::Result<Engine> {
+    /// server's settings). Its searches are held to `limits`.
+    pub fn open(
+        store: &Store,
+        dir: &Path,
+        base: Option<Base>,
+        limits: Limits,
+    ) -> anyhow::Result<Engine> {
         let base = base
             .or_else(|| index::recorded_base(dir))
             .unwrap_or_default();
@@ -107,6 +120,7 @@ impl Engine {
         let indexed = indexer::start(store.clone(), index.clone(), registry, checkpoint, rebuild);
         Ok(Engine {
             registry,
+            limits,
             opened_at: store.committed_seq(),
             index,
             indexed,
@@ -132,7 +146,7 @@ impl Engine {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Runs a search.
+    /// Runs a search: its page of matches in the search's total order (see [`sort`]).
     pub fn search(&self, request: &Request) -> Result<Page, FhirError> {
         let searcher = self.snapshot(request.snapshot);
         let planner = Planner {
@@ -140,25 +154,26 @@ impl Engine {
             fields: self.index.fields,
             searcher: &searcher,
             view: &request.view,
+            limits: &self.limits,
         };
         let plan = planner.plan(&request.target, &request.params, request.strict)?;
         let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
-        let (hits, total): (Vec<DocAddress>, Option<usize>) = if plan.sort.is_empty() {
-            let top = TopDocs::with_limit(request.count + 1)
-                .and_offset(request.offset)
-                .order_by_fast_field::<i64>(index::LAST_UPDATED_FIELD, Order::Asc);
-            let (hits, total) = self.collect(&searcher, &plan.query, top, request.total)?;
-            (hits.into_iter().map(|(_, a)| a).collect(), total)
+        let limit = request
+            .offset
+            .saturating_add(request.count)
+            .saturating_add(1);
+        let sorted = SortCollector::new(&plan.sort, limit, request.after.clone())
+            .map_err(|reason| FhirError::bad_request(IssueCode::Invalid, reason))?;
+        let (rows, total) = self.collect(&searcher, &plan.query, sorted, request.total)?;
+        let mut rows: Vec<_> = rows.into_iter().skip(request.offset).collect();
+        let next = if request.count > 0 && rows.len() > request.count {
+            rows.truncate(request.count);
+            rows.last().map(|(values, _)| Cursor::new(values.clone()))
         } else {
-            let sorted = sort::SortCollector {
-                keys: plan.sort.clone(),
-                limit: request.offset + request.count + 1,
-            };
-            let (hits, total) = self.collect(&searcher, &plan.query, sorted, request.total)?;
-            (hits.into_iter().skip(request.offset).collect(), total)
+            rows.truncate(request.count);
+            None
         };
-        let has_more = request.count > 0 && hits.len() > request.count;
-        let addresses: Vec<DocAddress> = hits.into_iter().take(request.count).collect();
+        let addresses: Vec<DocAddress> = rows.into_iter().map(|(_, address)| address).collect();
         let matches = index::keys_of(&searcher, &addresses)
             .map_err(failed)?
             .into_iter()
@@ -171,10 +186,9 @@ impl Engine {
         Ok(Page {
             matches,
             total,
-            used: plan.used,
             ignored: plan.ignored,
             snapshot,
-            has_more,
+            next,
         })
     }
 
@@ -222,6 +236,7 @@ impl Engine {
             strict: true,
             count: 2,
             offset: 0,
+            after: None,
             snapshot: None,
             total: false,
             view: view.clone(),
@@ -303,6 +318,7 @@ impl Engine {
             fields,
             searcher: &searcher,
             view,
+            limits: &Limits::default(),
         };
         // Planned for the candidates' types only.
         let mut resource_types: Vec<String> = candidates
@@ -313,7 +329,7 @@ impl Engine {
         resource_types.dedup();
         let target = Target {
             resource_types,
-            compartment: None,
+            ..Target::default()
         };
         let plan = planner.plan(&target, &[], true)?;
         let found = searcher

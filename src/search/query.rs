@@ -1,10 +1,17 @@
 //! From FHIR search parameters to a tantivy query, per the FHIR search page: AND across
 //! repeated parameters, OR across comma-separated values, modifiers and prefixes.
+//!
+//! What a parameter that cannot be applied does depends on why (see [`Refusal`]): an unknown
+//! or unsupported parameter is ignored and reported (or 400 under `handling=strict`); a known
+//! parameter with a malformed value, or a search past its [`Limits`], is a 400 in either
+//! handling. An empty value (`gender=`) is ignored, as are the empty values of an OR list
+//! (`gender=male,` is `gender=male`).
 
 use super::compartment;
 use super::extract::precise;
 use super::fulltext::{self, Source};
 use super::index::{Fields, LAST_UPDATED, PAIRS_FIELD};
+use super::limits::{Limits, too_costly};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::sort::SortKey;
 use super::terms::{self, encode_f64, encode_i64, fold, kind, words};
@@ -13,6 +20,7 @@ use super::view::View;
 use crate::fhir::datetime::{Micros, Period, now, parse_period};
 use crate::fhir::reference::{self, Base};
 use crate::fhir::{FhirError, IssueCode};
+use std::cell::Cell;
 use std::ops::Bound;
 use tantivy::collector::DocSetCollector;
 use tantivy::columnar::BytesColumn;
@@ -33,6 +41,7 @@ mod near;
 pub const CONTROL: &[&str] = &[
     "_count",
     "_offset",
+    "_cursor",
     "_snapshot",
     "_sort",
     "_total",
@@ -48,24 +57,60 @@ pub const CONTROL: &[&str] = &[
 /// A planned search.
 pub struct Plan {
     pub query: Box<dyn Query>,
-    /// The parameters that were applied, for the `self` link.
-    pub used: Vec<(String, String)>,
-    /// Parameters that were not understood or are not supported, with the reason.
-    pub ignored: Vec<(String, String)>,
+    /// Parameters that were not understood or are not supported.
+    pub ignored: Vec<Ignored>,
     /// The `_sort` keys; empty for the default order (lastUpdated, oldest first).
     pub sort: Vec<SortKey>,
 }
 
+/// A parameter a lenient search ignored, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ignored {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Why a parameter is not applied.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The parameter, its modifier or what it asks is unknown or not supported: ignored and
+    /// reported, or 400 under strict handling.
+    Unsupported(String),
+    /// A known parameter with a malformed value: 400 in either handling.
+    Invalid(String),
+    /// The search fails with this error (a limit passed, a nested search's error).
+    Fails(FhirError),
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal::Unsupported(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Refusal {
+        Refusal::Unsupported(reason.to_string())
+    }
+}
+
+/// A malformed value.
+fn invalid(reason: impl Into<String>) -> Refusal {
+    Refusal::Invalid(reason.into())
+}
+
 /// What a search is planned against: the definitions, the index's fields, the snapshot the
-/// search runs on and the view it is confined to. Chains and `_has` run their nested searches
-/// on that same snapshot and within that same view, so a search sees one state of the index
-/// throughout, and nothing outside its view decides what it finds.
+/// search runs on, the view it is confined to and its limits. Chains and `_has` run their
+/// nested searches on that same snapshot and within that same view, so a search sees one
+/// state of the index throughout, and nothing outside its view decides what it finds.
 #[derive(Clone, Copy)]
 pub struct Planner<'a> {
     pub registry: &'a Registry,
     pub fields: Fields,
     pub searcher: &'a Searcher,
     pub view: &'a View,
+    pub limits: &'a Limits,
 }
 
 /// The resources a search looks at.
@@ -75,6 +120,9 @@ pub struct Target {
     pub resource_types: Vec<String>,
     /// A compartment, `(compartment type, id)`: only its members are searched.
     pub compartment: Option<(String, String)>,
+    /// Only resources with care in this period `[start, end)` (microseconds), or without a
+    /// date of care (see [`care_dates`]): `$everything`'s `start` and `end`.
+    pub care: Option<Period>,
 }
 
 impl Target {
@@ -82,7 +130,7 @@ impl Target {
     pub fn of_type(resource_type: &str) -> Target {
         Target {
             resource_types: vec![resource_type.to_string()],
-            compartment: None,
+            ..Target::default()
         }
     }
 }
@@ -96,8 +144,47 @@ impl Planner<'_> {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<Plan, FhirError> {
+        // The parameters that select resources: the ANDs (the others are bounded apart, or
+        // cost nothing, and links add paging parameters).
+        let selecting = params
+            .iter()
+            .filter(|(name, _)| !CONTROL.contains(&name.split(':').next().unwrap_or(name)))
+            .count();
+        if selecting > self.limits.params {
+            return Err(too_costly(format!(
+                "a search has at most {} parameters that select resources (--search-max-params)",
+                self.limits.params
+            )));
+        }
+        let joins = Cell::new(self.limits.joins);
+        let planning = Planning {
+            planner: *self,
+            depth: 0,
+            joins: &joins,
+        };
+        planning.plan(target, params, strict)
+    }
+}
+
+/// One planning of a search: the planner, how deep in chains and `_has` it is, and how many
+/// nested searches the search may still run.
+#[derive(Clone, Copy)]
+struct Planning<'a> {
+    planner: Planner<'a>,
+    depth: usize,
+    joins: &'a Cell<usize>,
+}
+
+impl Planning<'_> {
+    fn plan(
+        &self,
+        target: &Target,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> Result<Plan, FhirError> {
+        let planner = &self.planner;
         let resource_types = target.resource_types.as_slice();
-        let fields = self.fields;
+        let fields = planner.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         clauses.push((Occur::Must, type_filter(fields, resource_types)));
         if let Some((compartment, id)) = &target.compartment {
@@ -105,10 +192,15 @@ impl Planner<'_> {
                 .map_err(|reason| FhirError::bad_request(IssueCode::NotSupported, reason))?;
             clauses.push((Occur::Must, members));
         }
-        if let Some(within) = self.view_query(resource_types)? {
+        if let Some(care) = target.care {
+            clauses.push((
+                Occur::Must,
+                care_query(planner.registry, fields, target, care),
+            ));
+        }
+        if let Some(within) = planner.view_query(resource_types)? {
             clauses.push((Occur::Must, within));
         }
-        let mut used = Vec::new();
         let mut ignored = Vec::new();
         let mut sort = Vec::new();
         let mut refuse = |name: &str, value: &str, reason: String| {
@@ -118,48 +210,54 @@ impl Planner<'_> {
                     format!("{name}={value}: {reason}"),
                 ));
             }
-            ignored.push((name.to_string(), reason));
+            ignored.push(Ignored {
+                name: name.to_string(),
+                value: value.to_string(),
+                reason,
+            });
             Ok(())
         };
         for (name, value) in params {
+            let Some(value) = or_values(value, planner.limits)? else {
+                continue; // An empty value: ignored.
+            };
             if name == "_sort" {
-                match sort_keys(self.registry, resource_types, value) {
-                    Ok(keys) => {
-                        sort = keys;
-                        used.retain(|(n, _): &(String, String)| n != "_sort");
-                        used.push((name.clone(), value.clone()));
-                    }
-                    Err(reason) => refuse(name, value, reason)?,
+                match sort_keys(planner.registry, resource_types, &value) {
+                    Ok(keys) => sort = keys,
+                    Err(reason) => refuse(name, &value, reason)?,
                 }
                 continue;
             }
             if CONTROL.contains(&name.split(':').next().unwrap_or(name)) {
                 continue;
             }
-            match self.param(resource_types, name, value) {
-                Ok(query) => {
-                    clauses.push(query);
-                    used.push((name.clone(), value.clone()));
+            match self.param(resource_types, name, &value) {
+                Ok(query) => clauses.push(query),
+                Err(Refusal::Unsupported(reason)) => refuse(name, &value, reason)?,
+                Err(Refusal::Invalid(reason)) => {
+                    return Err(FhirError::bad_request(
+                        IssueCode::Invalid,
+                        format!("{name}={value}: {reason}"),
+                    ));
                 }
-                Err(reason) => refuse(name, value, reason)?,
+                Err(Refusal::Fails(error)) => return Err(error),
             }
         }
         Ok(Plan {
             query: Box::new(BooleanQuery::new(clauses)),
-            used,
             ignored,
             sort,
         })
     }
 
     /// The clause of one parameter `name=value`: a reverse chain (`_has:...`), a chain
-    /// (`subject:Patient.name`), or a parameter with an optional modifier.
+    /// (`subject:Patient.name`), `_list`, or a parameter with an optional modifier.
     fn param(
         &self,
         resource_types: &[String],
         name: &str,
         value: &str,
-    ) -> Result<(Occur, Box<dyn Query>), String> {
+    ) -> Result<(Occur, Box<dyn Query>), Refusal> {
         if let Some(rest) = name.strip_prefix("_has:") {
             return self.reverse_chain(resource_types, rest, value);
         }
@@ -170,34 +268,102 @@ impl Planner<'_> {
             Some((code, modifier)) => (code, Some(modifier)),
             None => (name, None),
         };
-        let param = shared(self.registry, resource_types, code)?;
-        let fields = self.fields;
+        if code == "_list" && modifier.is_none() {
+            return self.list(resource_types, value);
+        }
+        let registry = self.planner.registry;
+        let param = shared(registry, resource_types, code)?;
+        let scope = Scope {
+            fields: self.planner.fields,
+            code: &param.code,
+            prefix: "",
+            parts: self.planner.limits.values,
+        };
         if param.code == LAST_UPDATED {
-            last_updated_query(fields, modifier, value)
+            last_updated_query(scope.fields, modifier, value)
         } else if let Some(source) = Source::of(&param.code) {
-            fulltext_query(fields, source, modifier, value)
+            fulltext_query(scope, source, modifier, value)
         } else {
-            param_query(self.registry, fields, param, modifier, value)
+            param_query(registry, scope, param, modifier, value)
         }
     }
 
     /// Every match of `params` on `resource_type` in this snapshot: the nested search of a
-    /// chain or `_has`, always strict (a nested parameter that is not understood fails the
-    /// parameter it is part of).
+    /// chain, `_has` or `_list`, one level deeper, always strict (a nested parameter that is
+    /// not understood fails the parameter it is part of).
     fn nested(
         &self,
         resource_type: &str,
         params: &[(String, String)],
-    ) -> Result<Vec<DocAddress>, String> {
-        let plan = self
+    ) -> Result<Vec<DocAddress>, Refusal> {
+        let limits = self.planner.limits;
+        if self.depth >= limits.depth {
+            return Err(Refusal::Fails(too_costly(format!(
+                "chains and _has go at most {} links deep (--search-max-depth)",
+                limits.depth
+            ))));
+        }
+        let Some(left) = self.joins.get().checked_sub(1) else {
+            return Err(Refusal::Fails(too_costly(format!(
+                "the chains and _has of a search run at most {} nested searches \
+                 (--search-max-joins); name the target types (subject:Patient.name)",
+                limits.joins
+            ))));
+        };
+        self.joins.set(left);
+        let deeper = Planning {
+            depth: self.depth + 1,
+            ..*self
+        };
+        let plan = deeper
             .plan(&Target::of_type(resource_type), params, true)
-            .map_err(|e| e.diagnostics)?;
+            .map_err(|e| {
+                if e.status == 400 && e.code == IssueCode::NotSupported {
+                    Refusal::Unsupported(e.diagnostics)
+                } else {
+                    Refusal::Fails(e)
+                }
+            })?;
         let found = self
+            .planner
             .searcher
             .search(&plan.query, &DocSetCollector)
-            .map_err(|e| format!("search failed: {e}"))?;
+            .map_err(|e| Refusal::Fails(FhirError::internal(format!("search failed: {e}"))))?;
         Ok(found.into_iter().collect())
     }
+}
+
+/// `value` without its empty OR values (`male,` is `male`), as written (escapes kept); None
+/// when nothing is left. More values than the limit is a 400.
+fn or_values(value: &str, limits: &Limits) -> Result<Option<String>, FhirError> {
+    let values: Vec<&str> = split_raw(value, ',')
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .collect();
+    if values.len() > limits.values {
+        return Err(too_costly(format!(
+            "a parameter has at most {} values (--search-max-values)",
+            limits.values
+        )));
+    }
+    Ok((!values.is_empty()).then(|| values.join(",")))
+}
+
+/// Splits `value` on `separator` where it is not escaped with `\`, keeping the escapes.
+fn split_raw(value: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut chars = value.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c == '\\' {
+            chars.next();
+        } else if c == separator {
+            parts.push(&value[start..at]);
+            start = at + c.len_utf8();
+        }
+    }
+    parts.push(&value[start..]);
+    parts
 }
 
 /// The keys of `_sort=a,-b`: each a parameter of every type searched, `-` for descending.
@@ -307,6 +473,85 @@ fn compartment_query(
     Ok(Box::new(BooleanQuery::union(members)))
 }
 
+/// The date parameters that say when a resource's care happened: every date parameter of its
+/// type but those about the record (`_lastUpdated`, `issued`, `recorded`...), about a person
+/// (`birthdate`, `death-date`) or about something other than the care (`value-date`,
+/// `reaction-date`...).
+fn care_dates<'r>(registry: &'r Registry, resource_type: &str) -> Vec<&'r str> {
+    const NOT_CARE: &[&str] = &[
+        LAST_UPDATED,
+        "birthdate",
+        "death-date",
+        "entered-date",
+        "issued",
+        "last-date",
+        "payment-date",
+        "reaction-date",
+        "recorded",
+        "recorded-date",
+        "value-date",
+    ];
+    registry
+        .params(resource_type)
+        .filter(|p| p.kind == ParamType::Date && p.expression.is_some())
+        .map(|p| p.code.as_str())
+        .filter(|code| !NOT_CARE.contains(code))
+        .collect()
+}
+
+/// The resources of the target's types (or of its compartment's member types) with care in
+/// `period`: a value of one of their type's [`care_dates`] overlaps it. A resource without
+/// any such value (a Patient, a Medication, an Observation without an effective date) is kept:
+/// nothing says its care lies outside.
+fn care_query(
+    registry: &Registry,
+    fields: Fields,
+    target: &Target,
+    period: Period,
+) -> Box<dyn Query> {
+    let types = match (&target.resource_types[..], &target.compartment) {
+        ([], Some((compartment, _))) => compartment::member_types(compartment),
+        (types, _) => types.to_vec(),
+    };
+    let mut kept: Vec<Box<dyn Query>> = Vec::new();
+    let mut undated = Vec::new();
+    for resource_type in &types {
+        let codes = care_dates(registry, resource_type);
+        if codes.is_empty() {
+            undated.push(resource_type.clone());
+            continue;
+        }
+        let scope = |code| Scope {
+            fields,
+            code,
+            prefix: "",
+            parts: 0,
+        };
+        let mut ways: Vec<Box<dyn Query>> = codes
+            .iter()
+            .map(|code| overlap_query(scope(code), period))
+            .collect();
+        let mut none: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(AllQuery))];
+        none.extend(
+            codes
+                .iter()
+                .map(|code| (Occur::MustNot, scope(code).term(kind::EXISTS, ""))),
+        );
+        ways.push(Box::new(BooleanQuery::new(none)));
+        kept.push(Box::new(BooleanQuery::intersection(vec![
+            type_filter(fields, std::slice::from_ref(resource_type)),
+            Box::new(BooleanQuery::union(ways)),
+        ])));
+    }
+    if types.is_empty() {
+        return Box::new(AllQuery); // Every type: nothing to tell them apart by.
+    }
+    if !undated.is_empty() {
+        kept.push(type_filter(fields, &undated));
+    }
+    Box::new(BooleanQuery::union(kept))
+}
+
 /// Resources whose reference parameter `code` refers to one of `locals` (`Type/id`).
 fn references_query<'l>(
     fields: Fields,
@@ -341,6 +586,9 @@ struct Scope<'a> {
     code: &'a str,
     /// What precedes every value in the terms.
     prefix: &'a str,
+    /// The most parts one value may have (words of `:text`, segments of `:above`): the
+    /// search's [`Limits::values`].
+    parts: usize,
 }
 
 impl Scope<'_> {
@@ -506,29 +754,21 @@ impl SegmentDocPredicate for PairCheck {
 /// The clause of one parameter occurrence: the OR of its comma-separated values.
 fn param_query(
     registry: &Registry,
-    fields: Fields,
+    scope: Scope<'_>,
     param: &SearchParam,
     modifier: Option<&str>,
     value: &str,
-) -> Result<(Occur, Box<dyn Query>), String> {
-    let scope = Scope {
-        fields,
-        code: &param.code,
-        prefix: "",
-    };
+) -> Result<(Occur, Box<dyn Query>), Refusal> {
     if modifier == Some("missing") {
         let exists = scope.term(kind::EXISTS, "");
         return match value {
             "true" => Ok((Occur::MustNot, exists)),
             "false" => Ok((Occur::Must, exists)),
-            _ => Err("':missing' takes true or false".into()),
+            _ => Err(invalid("':missing' takes true or false")),
         };
     }
     let mut alternatives = Vec::new();
     for value in split_unescaped(value, ',') {
-        if value.is_empty() {
-            return Err("an empty value".into());
-        }
         alternatives.push(if param.kind == ParamType::Composite {
             composite_query(registry, scope, param, modifier, &value)?
         } else {
@@ -550,7 +790,7 @@ fn last_updated_query(
     fields: Fields,
     modifier: Option<&str>,
     value: &str,
-) -> Result<(Occur, Box<dyn Query>), String> {
+) -> Result<(Occur, Box<dyn Query>), Refusal> {
     if modifier.is_some() {
         return Err("_lastUpdated takes no modifier".into());
     }
@@ -561,7 +801,7 @@ fn last_updated_query(
     let mut alternatives = Vec::new();
     for value in split_unescaped(value, ',') {
         let (prefix, text) = split_prefix(&value);
-        let Period { start, end } = parse_period(text)?;
+        let Period { start, end } = parse_period(text).map_err(invalid)?;
         alternatives.push(match prefix {
             "ne" => Box::new(BooleanQuery::union(vec![
                 range(Bound::Unbounded, Bound::Excluded(start)),
@@ -587,20 +827,34 @@ fn last_updated_query(
 /// `_text` or `_content`: the OR of its comma-separated values, each a full-text query (see
 /// `fulltext`).
 fn fulltext_query(
-    fields: Fields,
+    scope: Scope<'_>,
     source: Source,
     modifier: Option<&str>,
     value: &str,
-) -> Result<(Occur, Box<dyn Query>), String> {
+) -> Result<(Occur, Box<dyn Query>), Refusal> {
     if let Some(modifier) = modifier {
         return Err(format!(
             "the modifier ':{modifier}' is not supported on a full-text parameter"
-        ));
+        )
+        .into());
     }
-    let field = fields.text(source);
+    let field = scope.fields.text(source);
     let alternatives = split_unescaped(value, ',')
         .iter()
-        .map(|value| fulltext::query(field, value))
+        .map(|value| {
+            // At least as many as the words the analyzer makes of it.
+            let words = value
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .count();
+            if words > scope.parts {
+                return Err(Refusal::Fails(too_costly(format!(
+                    "a full-text value has at most {} words (--search-max-values)",
+                    scope.parts
+                ))));
+            }
+            fulltext::query(field, value).map_err(invalid)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((Occur::Must, Box::new(BooleanQuery::union(alternatives))))
 }
@@ -613,16 +867,16 @@ fn composite_query(
     param: &SearchParam,
     modifier: Option<&str>,
     value: &str,
-) -> Result<Box<dyn Query>, String> {
+) -> Result<Box<dyn Query>, Refusal> {
     if modifier.is_some() {
         return Err("composite parameters take no modifier".into());
     }
     let parts = split_unescaped(value, '$');
     if parts.len() != param.components.len() {
-        return Err(format!(
+        return Err(invalid(format!(
             "'{value}' needs {} parts separated by '$'",
             param.components.len()
-        ));
+        )));
     }
     let kinds = registry
         .composite_kinds(param)
@@ -630,7 +884,7 @@ fn composite_query(
     let (last_kind, leading_kinds) = kinds.split_last().expect("components");
     let mut prefix = String::new();
     for (part, kind) in parts.iter().zip(leading_kinds) {
-        prefix.push_str(&prefix_form(*kind, part)?);
+        prefix.push_str(&prefix_form(*kind, part).map_err(invalid)?);
         prefix.push(terms::COMPOSITE_SEPARATOR);
     }
     let last = parts.last().expect("parts");
@@ -677,31 +931,43 @@ fn value_query(
     param_kind: ParamType,
     modifier: Option<&str>,
     value: &str,
-) -> Result<Box<dyn Query>, String> {
+) -> Result<Box<dyn Query>, Refusal> {
     let t = |kind: char, v: &str| scope.term(kind, v);
     let unsupported = || {
-        Err(format!(
+        Err(Refusal::Unsupported(format!(
             "the modifier ':{}' is not supported on a {} parameter",
             modifier.unwrap_or(""),
             param_kind.as_str()
-        ))
+        )))
+    };
+    let at_most = |parts: usize, what: &str| {
+        if parts > scope.parts {
+            Err(Refusal::Fails(too_costly(format!(
+                "a value has at most {} {what} (--search-max-values)",
+                scope.parts
+            ))))
+        } else {
+            Ok(())
+        }
     };
     match param_kind {
         ParamType::Token => {
             match modifier {
                 None | Some("not") => {}
                 Some("text") => {
+                    let words = words(value);
+                    at_most(words.len(), "words")?;
                     let words: Vec<Box<dyn Query>> =
-                        words(value).iter().map(|w| t(kind::TEXT_WORD, w)).collect();
+                        words.iter().map(|w| t(kind::TEXT_WORD, w)).collect();
                     if words.is_empty() {
-                        return Err("':text' needs words".into());
+                        return Err(invalid("':text' needs words"));
                     }
                     return Ok(Box::new(BooleanQuery::intersection(words)));
                 }
                 Some("of-type") => {
                     let parts = split_unescaped(value, '|');
                     let [system, type_code, id] = parts.as_slice() else {
-                        return Err("':of-type' takes system|code|value".into());
+                        return Err(invalid("':of-type' takes system|code|value"));
                     };
                     return Ok(t(kind::OF_TYPE, &format!("{system}|{type_code}|{id}")));
                 }
@@ -716,7 +982,7 @@ fn value_query(
                 [system, code] if system.is_empty() => t(kind::CODE_WITHOUT_SYSTEM, code),
                 [system, code] if code.is_empty() => t(kind::SYSTEM, system),
                 [system, code] => t(kind::SYSTEM_CODE, &format!("{system}|{code}")),
-                _ => return Err("a token is code, system|code, |code or system|".into()),
+                _ => return Err(invalid("a token is code, system|code, |code or system|")),
             })
         }
         ParamType::String => {
@@ -732,7 +998,7 @@ fn value_query(
                     );
                     RegexQuery::from_pattern(&pattern, scope.fields.terms)
                         .map(|q| Box::new(q) as Box<dyn Query>)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| invalid(e.to_string()))
                 }
                 _ => unsupported(),
             }
@@ -774,11 +1040,30 @@ fn value_query(
             }
         }
         ParamType::Uri => {
+            if modifier.is_none()
+                && scope.code == "url"
+                && let [url, version] = split_unescaped(value, '|').as_slice()
+            {
+                // A canonical URL with its version: the resource's `version` too.
+                let versions = Scope {
+                    code: "version",
+                    ..scope
+                };
+                let version: Box<dyn Query> = Box::new(BooleanQuery::union(vec![
+                    versions.term(kind::CODE, version),
+                    versions.term(kind::CODE_WITHOUT_SYSTEM, version),
+                ]));
+                return Ok(Box::new(BooleanQuery::intersection(vec![
+                    t(kind::URI, url),
+                    version,
+                ])));
+            }
             let value = unescape(value);
             match modifier {
                 None => Ok(t(kind::URI, &value)),
                 Some("below") => Ok(scope.starting_with(kind::URI, &value)),
                 Some("above") => {
+                    at_most(value.matches('/').count() + 1, "segments")?;
                     let mut options = Vec::new();
                     let mut end = value.len();
                     while end > 0 {
@@ -792,12 +1077,12 @@ fn value_query(
         }
         ParamType::Date if modifier.is_none() => {
             let (prefix, text) = split_prefix(value);
-            let period = parse_period(text)?;
+            let period = parse_period(text).map_err(invalid)?;
             Ok(date_query(scope, prefix, period.start, period.end))
         }
         ParamType::Number if modifier.is_none() => {
             let (prefix, text) = split_prefix(value);
-            let (exact, low, high) = number(text)?;
+            let (exact, low, high) = number(text).map_err(invalid)?;
             let ranges = Ranges {
                 scope,
                 bounds: None,
@@ -817,9 +1102,9 @@ fn value_query(
                     format!("s:{system}|{code}"),
                     Canonical::of(Some(system), code),
                 ),
-                _ => return Err("a quantity is [prefix]number[|system|code]".into()),
+                _ => return Err(invalid("a quantity is [prefix]number[|system|code]")),
             };
-            let (mut exact, mut low, mut high) = number(number_text)?;
+            let (mut exact, mut low, mut high) = number(number_text).map_err(invalid)?;
             // A UCUM unit is searched in base units: it finds every commensurable unit.
             let unit_key = match canonical {
                 Some(canonical) => {
@@ -843,12 +1128,11 @@ fn value_query(
         }
         ParamType::Date | ParamType::Number | ParamType::Quantity => unsupported(),
         ParamType::Special if modifier.is_none() && scope.code == "near" => {
-            near::query(scope, value)
+            near::query(scope, value).map_err(invalid)
         }
-        ParamType::Composite | ParamType::Special => Err(format!(
-            "{} parameters are not supported here",
-            param_kind.as_str()
-        )),
+        ParamType::Composite | ParamType::Special => {
+            Err(format!("{} parameters are not supported here", param_kind.as_str()).into())
+        }
     }
 }
 
@@ -987,6 +1271,31 @@ fn date_query(scope: Scope<'_>, prefix: &str, start: Micros, end: Micros) -> Box
         }
         _ => within(),
     }
+}
+
+/// A date parameter with a value `[low, high)` that overlaps `period`: it starts before the
+/// period ends and ends after it starts.
+fn overlap_query(scope: Scope<'_>, period: Period) -> Box<dyn Query> {
+    let ranges = Ranges {
+        scope,
+        bounds: Some((kind::LOW, kind::HIGH)),
+        points: false,
+        key: String::new(),
+    };
+    both(
+        ranges.span(
+            kind::LOW,
+            Bound::Unbounded,
+            Bound::Excluded(period.end),
+            encode_i64,
+        ),
+        ranges.span(
+            kind::HIGH,
+            Bound::Excluded(period.start),
+            Bound::Unbounded,
+            encode_i64,
+        ),
+    )
 }
 
 fn bound<T>(bound: Bound<T>, encode: impl Fn(T) -> String) -> Bound<String> {
@@ -1136,7 +1445,7 @@ mod tests {
             index.apply(changes, 1).unwrap();
             let (text, search) = day(searched);
             let searcher = index.searcher();
-            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher, view: &View::All };
+            let planner = Planner { registry: Registry::r4_shared(), fields: index.fields, searcher: &searcher, view: &View::All, limits: &Limits::default() };
             let planned = planner.plan(
                 &Target::of_type("Observation"),
                 &[("date".to_string(), format!("{prefix}{text}"))],
@@ -1169,29 +1478,93 @@ mod tests {
             fields: index.fields,
             searcher: &searcher,
             view: &View::All,
+            limits: &Limits::default(),
         };
         let planned = |types: &[&str], name: &str, value: &str| {
             let target = Target {
                 resource_types: types.iter().map(|t| t.to_string()).collect(),
-                compartment: None,
+                ..Target::default()
             };
             let params = [(name.to_string(), value.to_string())];
-            planner.plan(&target, &params, true).map(|p| p.used)
+            planner.plan(&target, &params, true).map(|_| ())
         };
-        assert_eq!(
-            planned(&[], "_content", "cancer OR tumour,x")
-                .unwrap()
-                .len(),
-            1
-        );
+        assert!(planned(&[], "_content", "cancer OR tumour,x").is_ok());
         assert!(planned(&["Patient", "Observation"], "_text", "\"acute bronchitis\"").is_ok());
         // Bundle, Binary and Parameters are no DomainResources: they have no narrative.
         assert!(planned(&["Bundle"], "_text", "x").is_err());
         assert!(planned(&["Bundle"], "_content", "x").is_ok());
         assert!(planned(&[], "_content:not", "x").is_err());
         assert!(planned(&[], "_text", "\"unclosed").is_err());
-        assert!(planned(&[], "_text", "a,").is_err());
+        assert!(planned(&[], "_text", "a,").is_ok());
         assert!(planned(&[], "_sort", "_content").is_err());
+    }
+
+    /// Unknown parameters are the client's risk (ignored unless strict); a malformed value of
+    /// a known one, or a search past its limits, is refused either way.
+    #[test]
+    fn refusals_depend_on_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path(), &Default::default()).unwrap();
+        let searcher = index.searcher();
+        let limits = Limits {
+            depth: 2,
+            values: 3,
+            params: 4,
+            ..Limits::default()
+        };
+        let planner = Planner {
+            registry: Registry::r4_shared(),
+            fields: index.fields,
+            searcher: &searcher,
+            view: &View::All,
+            limits: &limits,
+        };
+        let lenient = |params: &[(&str, &str)]| {
+            let params: Vec<(String, String)> = params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            planner.plan(&Target::of_type("Patient"), &params, false)
+        };
+        let code = |params: &[(&str, &str)]| lenient(params).err().map(|e| e.code);
+        assert_eq!(lenient(&[("nonsense", "1")]).unwrap().ignored.len(), 1);
+        assert_eq!(
+            lenient(&[("gender:nonsense", "x")]).unwrap().ignored.len(),
+            1
+        );
+        assert_eq!(code(&[("birthdate", "garbage")]), Some(IssueCode::Invalid));
+        assert_eq!(
+            code(&[("birthdate", ">=1985-01-01")]),
+            Some(IssueCode::Invalid)
+        );
+        assert_eq!(
+            code(&[("gender:missing", "maybe")]),
+            Some(IssueCode::Invalid)
+        );
+        assert_eq!(
+            code(&[("link:Patient.birthdate", "x")]),
+            Some(IssueCode::Invalid)
+        );
+        // Empty values are ignored, not reported; empty ORs are dropped.
+        let plan = lenient(&[("gender", ""), ("gender", "male,,"), ("birthdate", ",")]).unwrap();
+        assert!(plan.ignored.is_empty());
+        // Limits.
+        assert_eq!(code(&[("gender", "a,b,c,d")]), Some(IssueCode::TooCostly));
+        assert_eq!(
+            code(&[("_sort", "gender,birthdate,name,family")]),
+            Some(IssueCode::TooCostly)
+        );
+        assert_eq!(code(&[("_content", "a b c d")]), Some(IssueCode::TooCostly));
+        assert_eq!(code(&[("gender", "x"); 5]), Some(IssueCode::TooCostly));
+        assert!(lenient(&[("link:Patient.link:Patient.gender", "x")]).is_ok());
+        assert_eq!(
+            code(&[("link:Patient.link:Patient.link:Patient.gender", "x")]),
+            Some(IssueCode::TooCostly)
+        );
+        let deep = format!("{}gender", "_has:Patient:link:".repeat(1500));
+        assert_eq!(code(&[(&deep, "x")]), Some(IssueCode::TooCostly));
+        let deep = format!("{}gender", "link:Patient.".repeat(2000));
+        assert_eq!(code(&[(&deep, "x")]), Some(IssueCode::TooCostly));
     }
 
     #[test]

@@ -165,23 +165,7 @@ impl Registry {
             .flatten()
             .filter_map(|t| t.as_str().map(String::from))
             .collect();
-        let bases: Vec<&str> = definition["base"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let mut types: Vec<&str> = Vec::new();
-        for base in bases {
-            if base == "Resource" || base == "DomainResource" {
-                types.extend(fhirlake_model::RESOURCE_TYPES.iter().copied().filter(|t| {
-                    base == "Resource" || !matches!(*t, "Bundle" | "Binary" | "Parameters")
-                }));
-            } else {
-                types.push(base);
-            }
-        }
-        for resource_type in types {
+        for resource_type in types_of(definition) {
             let param = Arc::new(SearchParam {
                 code: code.to_string(),
                 url: url.clone(),
@@ -274,6 +258,27 @@ impl Registry {
     }
 }
 
+/// The resource types a definition applies to: its bases, `Resource` standing for every type
+/// and `DomainResource` for every type but Bundle, Binary and Parameters.
+fn types_of(definition: &Value) -> Vec<&str> {
+    let mut types: Vec<&str> = Vec::new();
+    for base in definition["base"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if base == "Resource" || base == "DomainResource" {
+            types.extend(fhirlake_model::RESOURCE_TYPES.iter().copied().filter(|t| {
+                base == "Resource" || !matches!(*t, "Bundle" | "Binary" | "Parameters")
+            }));
+        } else {
+            types.push(base);
+        }
+    }
+    types
+}
+
 /// `expr` cut to the union branches that can match `resource_type`: a branch whose path starts
 /// with another resource type's name is dropped.
 fn specialise(expr: &Expr, resource_type: &str) -> Expr {
@@ -351,6 +356,35 @@ mod tests {
             "{:?}",
             registry.unsupported
         );
+    }
+
+    /// A second definition of a code would silently replace the first (the specification's
+    /// example `example-reference` redefined `Condition.subject` as a reference to
+    /// Organizations): the shipped definitions hold exactly one per type and code, and the
+    /// examples are not among them.
+    #[test]
+    fn every_type_and_code_is_defined_once() {
+        let bundle: Value = serde_json::from_str(R4_PARAMETERS).unwrap();
+        let mut seen: HashMap<(&str, &str), &str> = HashMap::new();
+        let entries = bundle["entry"].as_array().unwrap();
+        for entry in entries {
+            let definition = &entry["resource"];
+            let id = definition["id"].as_str().unwrap();
+            assert!(
+                !id.starts_with("example"),
+                "{id} is an example, not a definition"
+            );
+            let code = definition["code"].as_str().unwrap();
+            for resource_type in types_of(definition) {
+                if let Some(first) = seen.insert((resource_type, code), id) {
+                    panic!("{resource_type}.{code} is defined by {first} and by {id}");
+                }
+            }
+        }
+        assert_eq!(entries.len(), 1397);
+        let registry = Registry::r4();
+        let subject = registry.get("Condition", "subject").unwrap();
+        assert_eq!(subject.targets, ["Group", "Patient"]);
     }
 
     #[test]

@@ -272,6 +272,10 @@ fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
         } => {
             if let Some(reference) = reference {
                 push(kind::REFERENCE, reference.clone());
+                // A canonical with its version (`url|1.0`) is found by its URL alone too.
+                if let Some((url, _)) = reference.split_once('|') {
+                    push(kind::REFERENCE, url.to_string());
+                }
                 if let Some(local) = reference::relative(reference) {
                     if local != reference {
                         push(kind::REFERENCE, local.to_string());

@@ -11,6 +11,7 @@
 
 use super::index::{Change, Fields, keys_of, scratch};
 use super::indexer::document;
+use super::limits::Limits;
 use super::query::{CONTROL, Planner, Target};
 use super::registry::Registry;
 use super::view::View;
@@ -70,6 +71,7 @@ impl Criteria {
             fields: versions.fields,
             searcher: &versions.searcher,
             view: &View::All,
+            limits: &Limits::default(),
         };
         let plan = planner.plan(&Target::of_type(&self.resource_type), &self.params, true)?;
         let failed =

@@ -289,6 +289,7 @@ impl Planner<'_> {
             let target = |resource_types: Vec<String>| Target {
                 resource_types,
                 compartment: part.compartment.clone(),
+                ..Target::default()
             };
             match unconfined.plan(&target(types.clone()), &part.params, true) {
                 Ok(plan) => alternatives.push(plan.query),

@@ -1,6 +1,8 @@
 //! Search benchmark: all Synthea bundles of ../shared/data/synthea imported unchanged, the
 //! index rebuilt (`fhirlake reindex`, the indexing rate), then a fixed set of queries over
 //! HTTP, each run `FHIRLAKE_BENCH_REPEAT` times (default 50) by one client: median and p99.
+//! Among them the cost of paging on a total order: large pages, the largest `_offset`, and a
+//! page deep in the results through its cursor.
 //!
 //! `cargo bench --bench search`
 
@@ -47,7 +49,29 @@ fn main() {
         .as_str()
         .unwrap()
         .to_string();
+    // A page deep in the default order, reached through the next links (each starts after
+    // the last match of the one before): page 201 of Observation at 50 a page.
+    let mut deep = "Observation?_count=50".to_string();
+    for _ in 0..200 {
+        let next = get(&deep).1["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string())
+            .expect("a next page");
+        deep = next
+            .strip_prefix(&format!("{}/", server.base))
+            .unwrap()
+            .to_string();
+    }
     let queries = [
+        // The total order (lastUpdated, then the key as a tie-breaker) on large pages, at the
+        // largest offset, and deep through a cursor; the page size of the paging report.
+        "Observation?_count=1000".to_string(),
+        "Observation?date=lt2010&_count=285".to_string(),
+        "Observation?_count=50&_offset=10000".to_string(),
+        deep.clone(),
         "Observation?code=http://loinc.org|8867-4&_count=10".to_string(),
         "Observation?code=http://loinc.org|8867-4&_summary=count".to_string(),
         "Patient?name=smi".to_string(),
@@ -75,6 +99,7 @@ fn main() {
         format!("Patient/{patient}/Observation?code=http://loinc.org|8867-4&_count=10"),
         format!("Patient/{patient}/$everything"),
         format!("Patient/{patient}/$everything?_count=500"),
+        format!("Patient/{patient}/$everything?start=2015-01-01&end=2015-12-31"),
         "Condition?_content=hypertension&_count=10".to_string(),
         "?_content=%22acute%20bronchitis%22&_count=10".to_string(),
         "Patient?_text=synthea&_summary=count".to_string(),
@@ -98,6 +123,7 @@ fn main() {
         println!(
             "| `{}` | {total} | {:.2} ms | {:.2} ms |",
             query
+                .replace(&deep, "Observation?_count=50&_cursor=(page 201)")
                 .replace(&patient, "x")
                 .replace(&family, "Family")
                 .replace(&practitioner, "Family"),

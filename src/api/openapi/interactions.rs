@@ -455,11 +455,36 @@ pub fn everything(resource_type: &str) -> Interaction {
         format!("$everything: a {resource_type}, its compartment and what they refer to"),
         "A `searchset` Bundle: the resource and every resource in its compartment (matches), \
          and on each page every resource the page's matches refer to (includes). `_since` \
-         keeps what changed since an instant, `_type` the types named; pages as in search.",
+         keeps what changed since an instant, `_type` the types named, a Patient's `start` \
+         and `end` what has care in that period; pages as in search.",
     )
     .parameter_ref(Param::Id.reference())
     .parameter_ref(Param::Count.reference())
     .parameter_ref(Param::Since.reference());
+    // R4 gives `start` and `end` to Patient's $everything only.
+    let operation = if resource_type == "Patient" {
+        let date = |name: &str, what: &str| {
+            super::components::parameter(
+                name,
+                utoipa::openapi::path::ParameterIn::Query,
+                what,
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            )
+            .build()
+        };
+        operation
+            .parameter(date(
+                "start",
+                "Only resources with care from this date on (or without a date of care).",
+            ))
+            .parameter(date(
+                "end",
+                "Only resources with care up to this date (or without a date of care).",
+            ))
+    } else {
+        operation
+    };
     let operation = errors(search_answer(operation), &[Error::NotFound]);
     Interaction {
         codes: &[],
