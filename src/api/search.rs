@@ -6,7 +6,8 @@
 //! writes, at most `search::CATCH_UP`); past that it runs anyway and says the results may be
 //! stale. Pages after the first reuse the first page's index snapshot.
 
-use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_form};
+use super::get::Get;
+use super::http::{FHIR_JSON, negotiate, read_form};
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
@@ -16,7 +17,6 @@ use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, load, referenced};
 use crate::search::{Candidate, Page, Request, Target, View, compartment};
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -25,6 +25,23 @@ type State = web::Data<AppState>;
 /// The types with a `$everything` operation.
 pub const EVERYTHING: &[&str] = &["Patient", "Encounter"];
 
+/// Which search: of a type, of every type (`_type` may name some), of a compartment, or
+/// `$everything` of a Patient or an Encounter.
+pub(super) enum Search {
+    Type(String),
+    System,
+    /// The members of one type (`*`: of every type) of the compartment of `compartment/id`.
+    Compartment {
+        compartment: String,
+        id: String,
+        resource_type: String,
+    },
+    Everything {
+        resource_type: String,
+        id: String,
+    },
+}
+
 /// `GET /fhir/{type}`
 pub async fn of_type(
     req: HttpRequest,
@@ -32,11 +49,8 @@ pub async fn of_type(
     access: Access,
     path: web::Path<String>,
 ) -> ApiResult {
-    check_type(&path)?;
-    let params = query_pairs(&req);
-    let target = Target::of_type(&path);
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(&req, &state, &access, (target, view), params, false).await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, Search::Type(path.into_inner())).await
 }
 
 /// `POST /fhir/{type}/_search` with a form body (and maybe a query string too).
@@ -47,23 +61,17 @@ pub async fn of_type_post(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    check_type(&path)?;
-    let target = Target::of_type(&path);
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    let mut params = query_pairs(&req);
-    params.extend(read_form(&req, payload, &state).await?);
-    run(&req, &state, &access, (target, view), params, false).await
+    let resource_type = path.into_inner();
+    check_type(&resource_type)?;
+    let mut get = Get::of(&req, &state);
+    get.params.extend(read_form(&req, payload, &state).await?);
+    respond(&req, &state, &access, get, Search::Type(resource_type)).await
 }
 
 /// `GET /fhir?_type=A,B&...`: all types, or those `_type` names.
 pub async fn system(req: HttpRequest, state: State, access: Access) -> ApiResult {
-    let params = query_pairs(&req);
-    let target = Target {
-        resource_types: named_types(&params)?,
-        compartment: None,
-    };
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(&req, &state, &access, (target, view), params, false).await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, Search::System).await
 }
 
 /// `GET /fhir/{compartment}/{id}/{type}`: the members of one type (`*`: of every type) of the
@@ -75,27 +83,13 @@ pub async fn compartment(
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     let (compartment, id, resource_type) = path.into_inner();
-    check_compartment(&compartment)?;
-    let resource_types = if resource_type == "*" {
-        Vec::new()
-    } else {
-        check_type(&resource_type)?;
-        vec![resource_type]
+    let what = Search::Compartment {
+        compartment,
+        id,
+        resource_type,
     };
-    let target = Target {
-        resource_types,
-        compartment: Some((compartment, id)),
-    };
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(
-        &req,
-        &state,
-        &access,
-        (target, view),
-        query_pairs(&req),
-        false,
-    )
-    .await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, what).await
 }
 
 /// `GET /fhir/{Patient|Encounter}/{id}/$everything`: the resource, its compartment, and what
@@ -108,40 +102,116 @@ pub async fn everything(
     access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    let (compartment, id) = path.into_inner();
-    if !EVERYTHING.contains(&compartment.as_str()) {
-        return Err(FhirError::not_found(format!(
-            "$everything is an operation of Patient and Encounter, not of {compartment}"
-        ))
-        .into());
-    }
-    access.require(Permission::Read, Some(&compartment))?;
-    let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
-    let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {
-        return Err(absent().into());
+    let (resource_type, id) = path.into_inner();
+    let get = Get::of(&req, &state);
+    let what = Search::Everything { resource_type, id };
+    respond(&req, &state, &access, get, what).await
+}
+
+/// Answers a search over HTTP once the index holds the writes before it (read your writes).
+async fn respond(
+    req: &HttpRequest,
+    state: &AppState,
+    access: &Access,
+    get: Get,
+    what: Search,
+) -> ApiResult {
+    negotiate(req)?;
+    let caught_up = state.search.catch_up(&state.store).await;
+    let body = searchset(state, access, &get, what, caught_up)?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
+}
+
+/// The searchset Bundle (a page of it) of the search `what` with `get`'s parameters, within
+/// what `access` may search (for `$everything`, read); `caught_up` says whether the index held
+/// every earlier write. The HTTP endpoints and the GET entries of Bundles both come here.
+pub(super) fn searchset(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    what: Search,
+    caught_up: bool,
+) -> Result<Vec<u8>, FhirError> {
+    let mut params = get.params.clone();
+    let (target, view, everything) = match what {
+        Search::Type(resource_type) => {
+            check_type(&resource_type)?;
+            let target = Target::of_type(&resource_type);
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            (target, view, false)
+        }
+        Search::System => {
+            let target = Target {
+                resource_types: named_types(&params)?,
+                compartment: None,
+            };
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            (target, view, false)
+        }
+        Search::Compartment {
+            compartment,
+            id,
+            resource_type,
+        } => {
+            check_compartment(&compartment)?;
+            let resource_types = if resource_type == "*" {
+                Vec::new()
+            } else {
+                check_type(&resource_type)?;
+                vec![resource_type]
+            };
+            let target = Target {
+                resource_types,
+                compartment: Some((compartment, id)),
+            };
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            (target, view, false)
+        }
+        Search::Everything {
+            resource_type: compartment,
+            id,
+        } => {
+            if !EVERYTHING.contains(&compartment.as_str()) {
+                return Err(FhirError::not_found(format!(
+                    "$everything is an operation of Patient and Encounter, not of {compartment}"
+                )));
+            }
+            access.require(Permission::Read, Some(&compartment))?;
+            let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
+            let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {
+                return Err(absent());
+            };
+            let focal = Stored {
+                resource_type: &compartment,
+                id: &id,
+                vid: current.vid,
+                last_updated: current.last_updated,
+                body: Some(&version.body),
+            };
+            if !access.sees_stored(&state.search, &state.store, Permission::Read, focal)? {
+                return Err(absent());
+            }
+            let target = Target {
+                resource_types: named_types(&params)?,
+                compartment: Some((compartment.clone(), id.clone())),
+            };
+            if let Some((_, since)) = params.iter().find(|(name, _)| name == "_since") {
+                let since = ("_lastUpdated".to_string(), format!("ge{since}"));
+                params.retain(|(name, _)| name != "_since");
+                params.push(since);
+            }
+            (target, access.view(Permission::Read), true)
+        }
     };
-    let focal = Stored {
-        resource_type: &compartment,
-        id: &id,
-        vid: current.vid,
-        last_updated: current.last_updated,
-        body: Some(&version.body),
-    };
-    if !access.sees_stored(&state.search, &state.store, Permission::Read, focal)? {
-        return Err(absent().into());
-    }
-    let mut params = query_pairs(&req);
-    let target = Target {
-        resource_types: named_types(&params)?,
-        compartment: Some((compartment.clone(), id.clone())),
-    };
-    let view = access.view(Permission::Read);
-    if let Some((_, since)) = params.iter().find(|(name, _)| name == "_since") {
-        let since = ("_lastUpdated".to_string(), format!("ge{since}"));
-        params.retain(|(name, _)| name != "_since");
-        params.push(since);
-    }
-    run(&req, &state, &access, (target, view), params, true).await
+    run(
+        state,
+        access,
+        get,
+        (target, view),
+        params,
+        everything,
+        caught_up,
+    )
 }
 
 /// The types a `_type` parameter names.
@@ -169,15 +239,15 @@ fn check_compartment(compartment: &str) -> Result<(), FhirError> {
 
 /// Runs a search of `target` within `view`; `everything` adds what the matches refer to, as
 /// `$everything` does. Included resources are those of them the client may read.
-async fn run(
-    req: &HttpRequest,
+fn run(
     state: &AppState,
     access: &Access,
+    get: &Get,
     (target, view): (Target, View),
     params: Vec<(String, String)>,
     everything: bool,
-) -> ApiResult {
-    negotiate(req)?;
+    caught_up: bool,
+) -> Result<Vec<u8>, FhirError> {
     let subset = Subset::parse(&params)?;
     let control = |name: &str| {
         params
@@ -201,8 +271,7 @@ async fn run(
     let snapshot = control("_snapshot").and_then(|v| v.parse().ok());
     let summary_count = control("_summary") == Some("count");
     let total = control("_total") != Some("none") || summary_count;
-    let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
-    let strict = prefer.split(',').any(|p| p.trim() == "handling=strict");
+    let strict = get.strict;
 
     let (mut directives, mut applied, mut ignored) = (Vec::new(), Vec::new(), Vec::new());
     for (name, value) in &params {
@@ -216,14 +285,12 @@ async fn run(
                 return Err(FhirError::bad_request(
                     IssueCode::NotSupported,
                     format!("{name}={value}: {reason}"),
-                )
-                .into());
+                ));
             }
             Some(Err(reason)) => ignored.push((name.clone(), reason)),
         }
     }
 
-    let caught_up = state.search.catch_up(&state.store).await;
     let mut page = state.search.search(&Request {
         target: target.clone(),
         params: params.clone(),
@@ -270,24 +337,19 @@ async fn run(
         let (name, value) = subset.query();
         page.used.push((name.to_string(), value));
     }
-    let base = base_url(req, state);
-    let body = render(
-        &base,
-        req,
+    Ok(render(
+        get,
         &page,
         (&matches, &included),
         count,
         offset,
         caught_up,
         summary_count,
-    );
-    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
+    ))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn render(
-    base: &str,
-    req: &HttpRequest,
+    get: &Get,
     page: &Page,
     (matches, included): (&[Found], &Included),
     count: usize,
@@ -295,8 +357,7 @@ fn render(
     caught_up: bool,
     summary_count: bool,
 ) -> Vec<u8> {
-    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
-    let path = path.strip_suffix("/_search").unwrap_or(path);
+    let path = get.path.strip_suffix("/_search").unwrap_or(&get.path);
     let link = |offset: usize, with_snapshot: bool| {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (name, value) in &page.used {
@@ -309,7 +370,7 @@ fn render(
         if with_snapshot {
             query.append_pair("_snapshot", &page.snapshot.to_string());
         }
-        format!("{base}{path}?{}", query.finish())
+        get.url(path, &query.finish())
     };
     let mut bundle = BundleWriter::new("searchset");
     if let Some(total) = page.total {
@@ -328,7 +389,7 @@ fn render(
         found.chain(included.resources.iter().map(|f| (f, "include")))
     {
         bundle.entry(Entry {
-            full_url: Some(format!("{base}/{resource_type}/{id}")),
+            full_url: Some(format!("{}/{resource_type}/{id}", get.base)),
             resource: Some(&version.body),
             search_mode: Some(mode),
             ..Entry::default()

@@ -1,15 +1,17 @@
 //! History queries: the versions of one resource, of one type, or of the whole system, newest
-//! first, filtered by `_since` and `_at`, in pages.
+//! first, filtered by `_since` and `_at`, in pages, and how many there are in all
+//! ([`Store::history_total`]).
 //!
 //! Pages are cut by a cursor (a change-log seq, or a vid for one resource) that only moves to
 //! older entries, so new writes during paging never shift or repeat a page.
 
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+    CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
+    VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
-use redb::{ReadOnlyTable, ReadableDatabase};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTableMetadata};
 
 /// A version that may belong to a page: (cursor, type, id, vid).
 type Candidate = (u64, String, String, u64);
@@ -61,61 +63,29 @@ impl Store {
         let versions = txn.open_table(VERSIONS)?;
         let changes = txn.open_table(CHANGES)?;
         let index = txn.open_table(TYPE_CHANGES)?;
-        let before = query.before.unwrap_or(u64::MAX);
-        // Candidates, newest first, as (cursor, type, id, vid).
-        let candidates: Box<dyn Iterator<Item = Result<Candidate, StoreError>>> = match query.scope
+        if let Scope::Instance(resource_type, id) = query.scope
+            && txn.open_table(CURRENT)?.get((resource_type, id))?.is_none()
         {
-            Scope::Instance(resource_type, id) => {
-                if txn.open_table(CURRENT)?.get((resource_type, id))?.is_none() {
-                    return Ok(None);
-                }
-                let range = versions.range((resource_type, id, 0)..(resource_type, id, before))?;
-                Box::new(range.rev().map(move |item| {
-                    let (key, _) = item?;
-                    let vid = key.value().2;
-                    Ok((vid, resource_type.to_string(), id.to_string(), vid))
-                }))
-            }
-            Scope::Type(resource_type) => {
-                let range = index.range((resource_type, 0)..(resource_type, before))?;
-                Box::new(range.rev().map(|item| {
-                    let (key, _) = item?;
-                    change(&changes, key.value().1)
-                }))
-            }
-            Scope::System => {
-                let range = changes.range(..before)?;
-                Box::new(range.rev().map(|item| {
-                    let (seq, record) = item?;
-                    let c = ChangeRecord::decode(seq.value(), record.value());
-                    Ok((c.seq, c.resource_type, c.id, c.vid))
-                }))
-            }
-        };
+            return Ok(None);
+        }
+        let before = query.before.unwrap_or(u64::MAX);
         let mut entries = Vec::new();
         let mut next = None;
-        for candidate in candidates {
+        for candidate in candidates(query.scope, before, &versions, &changes, &index)? {
             let (cursor, resource_type, id, vid) = candidate?;
             let Some(record) = versions.get((resource_type.as_str(), id.as_str(), vid))? else {
                 continue;
             };
-            let last_updated = VersionRecord::last_updated_of(record.value());
-            if query.since.is_some_and(|since| last_updated < since) {
-                break; // lastUpdated only grows with seq and vid: nothing older matches.
-            }
-            if let Some(at) = query.at {
-                let ended = versions
-                    .get((resource_type.as_str(), id.as_str(), vid + 1))?
-                    .map(|next| VersionRecord::last_updated_of(next.value()));
-                let deleted = VersionRecord::decode(record.value()).op == Op::Delete;
-                if deleted || last_updated >= at.end || ended.is_some_and(|end| end <= at.start) {
-                    continue;
-                }
+            match verdict(query, &versions, (&resource_type, &id, vid), record.value())? {
+                Verdict::Keep => {}
+                Verdict::Skip => continue,
+                Verdict::Stop => break,
             }
             if entries.len() == query.count {
                 next = entries.last().map(|e: &(u64, Entry)| e.0);
                 break;
             }
+            let last_updated = VersionRecord::last_updated_of(record.value());
             let record = VersionRecord::decode(record.value());
             entries.push((
                 cursor,
@@ -135,9 +105,115 @@ impl Store {
             next,
         }))
     }
+
+    /// How many entries the history of `query` lists over all its pages (`count` and
+    /// `before` aside). Type and system history read the change log, so after retention
+    /// trimmed it they count the changes it kept; an instance's history counts its versions.
+    pub fn history_total(&self, query: &Query<'_>) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let versions = txn.open_table(VERSIONS)?;
+        let changes = txn.open_table(CHANGES)?;
+        let index = txn.open_table(TYPE_CHANGES)?;
+        if query.since.is_none() && query.at.is_none() {
+            // Every entry counts: no version needs to be looked at.
+            return Ok(match query.scope {
+                Scope::System => changes.len()?,
+                Scope::Type(resource_type) => index
+                    .range((resource_type, 0)..=(resource_type, u64::MAX))?
+                    .count() as u64,
+                Scope::Instance(resource_type, id) => txn
+                    .open_table(CURRENT)?
+                    .get((resource_type, id))?
+                    .map_or(0, |current| CurrentRecord::decode(current.value()).vid),
+            });
+        }
+        let mut total = 0;
+        for candidate in candidates(query.scope, u64::MAX, &versions, &changes, &index)? {
+            let (_, resource_type, id, vid) = candidate?;
+            let Some(record) = versions.get((resource_type.as_str(), id.as_str(), vid))? else {
+                continue;
+            };
+            match verdict(query, &versions, (&resource_type, &id, vid), record.value())? {
+                Verdict::Keep => total += 1,
+                Verdict::Skip => {}
+                Verdict::Stop => break,
+            }
+        }
+        Ok(total)
+    }
 }
 
-fn change(changes: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> Result<Candidate, StoreError> {
+/// The versions of `scope` older than the cursor `before`, newest first, as (cursor, type, id,
+/// vid): of one resource from its versions, of a type or the system from the change log.
+fn candidates<'t>(
+    scope: Scope<'t>,
+    before: u64,
+    versions: &'t Versions,
+    changes: &'t Changes,
+    index: &'t ReadOnlyTable<(&'static str, u64), ()>,
+) -> Result<Box<dyn Iterator<Item = Result<Candidate, StoreError>> + 't>, StoreError> {
+    Ok(match scope {
+        Scope::Instance(resource_type, id) => {
+            let range = versions.range((resource_type, id, 0)..(resource_type, id, before))?;
+            Box::new(range.rev().map(move |item| {
+                let (key, _) = item?;
+                let vid = key.value().2;
+                Ok((vid, resource_type.to_string(), id.to_string(), vid))
+            }))
+        }
+        Scope::Type(resource_type) => {
+            let range = index.range((resource_type, 0)..(resource_type, before))?;
+            Box::new(range.rev().map(|item| {
+                let (key, _) = item?;
+                change(changes, key.value().1)
+            }))
+        }
+        Scope::System => {
+            let range = changes.range(..before)?;
+            Box::new(range.rev().map(|item| {
+                let (seq, record) = item?;
+                let c = ChangeRecord::decode(seq.value(), record.value());
+                Ok((c.seq, c.resource_type, c.id, c.vid))
+            }))
+        }
+    })
+}
+
+/// Whether a candidate belongs to the history of `query`.
+enum Verdict {
+    Keep,
+    Skip,
+    /// Neither it nor any older candidate does.
+    Stop,
+}
+
+/// The [`Verdict`] on version `(type, id, vid)`, stored as `record`, under `_since` and `_at`.
+fn verdict(
+    query: &Query<'_>,
+    versions: &Versions,
+    (resource_type, id, vid): (&str, &str, u64),
+    record: &[u8],
+) -> Result<Verdict, StoreError> {
+    let last_updated = VersionRecord::last_updated_of(record);
+    if query.since.is_some_and(|since| last_updated < since) {
+        return Ok(Verdict::Stop); // lastUpdated only grows with seq and vid: nothing older matches.
+    }
+    if let Some(at) = query.at {
+        let ended = versions
+            .get((resource_type, id, vid + 1))?
+            .map(|next| VersionRecord::last_updated_of(next.value()));
+        let deleted = VersionRecord::decode(record).op == Op::Delete;
+        if deleted || last_updated >= at.end || ended.is_some_and(|end| end <= at.start) {
+            return Ok(Verdict::Skip);
+        }
+    }
+    Ok(Verdict::Keep)
+}
+
+type Versions = ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>;
+type Changes = ReadOnlyTable<u64, &'static [u8]>;
+
+fn change(changes: &Changes, seq: u64) -> Result<Candidate, StoreError> {
     let record = changes
         .get(seq)?
         .ok_or_else(|| StoreError::Schema(format!("change {seq} is indexed but missing")))?;
