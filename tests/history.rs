@@ -547,7 +547,7 @@ fn history_bundles_carry_their_total_on_every_page() {
     let since = a["meta"]["lastUpdated"].as_str().expect("lastUpdated");
     let of_a = format!("Patient/{}/_history", id_of(&a));
     let of_b = format!("Patient/{}/_history", id_of(&b));
-    let cases: [Case; 11] = [
+    let cases: [Case; 14] = [
         (&of_a, &[], 3),
         (&of_a, &[("_count", "1")], 3),
         (&of_b, &[], 2),
@@ -559,6 +559,9 @@ fn history_bundles_carry_their_total_on_every_page() {
         (&of_a, &[("_since", since)], 1),
         (&of_a, &[("_at", since)], 1),
         ("Patient/_history", &[("_at", since)], 1),
+        ("_history", &[("_since", "2999-01-01")], 0),
+        ("Patient/_history", &[("_since", "2000")], 5),
+        (&of_b, &[("_since", since)], 2),
     ];
     for (path, query, expected) in cases {
         let (page_totals, listed) = totals(&fhir, path, query);

@@ -11,7 +11,7 @@ use super::tables::{
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
-use redb::{ReadOnlyTable, ReadableDatabase, ReadableTableMetadata};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 /// A version that may belong to a page: (cursor, type, id, vid).
 type Candidate = (u64, String, String, u64);
@@ -109,23 +109,42 @@ impl Store {
     /// How many entries the history of `query` lists over all its pages (`count` and
     /// `before` aside). Type and system history read the change log, so after retention
     /// trimmed it they count the changes it kept; an instance's history counts its versions.
+    ///
+    /// Without `_at` no version is read: `_since` is a seq of the change log (found by
+    /// bisection, lastUpdated never decreasing along it), so a system history's total costs
+    /// a few lookups and a type's one count of its `type_changes` keys, however often a client
+    /// polls `_history?_since=...`. With `_at` every candidate is judged, as pages are.
     pub fn history_total(&self, query: &Query<'_>) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let versions = txn.open_table(VERSIONS)?;
         let changes = txn.open_table(CHANGES)?;
         let index = txn.open_table(TYPE_CHANGES)?;
-        if query.since.is_none() && query.at.is_none() {
-            // Every entry counts: no version needs to be looked at.
-            return Ok(match query.scope {
-                Scope::System => changes.len()?,
-                Scope::Type(resource_type) => index
-                    .range((resource_type, 0)..=(resource_type, u64::MAX))?
-                    .count() as u64,
-                Scope::Instance(resource_type, id) => txn
-                    .open_table(CURRENT)?
-                    .get((resource_type, id))?
-                    .map_or(0, |current| CurrentRecord::decode(current.value()).vid),
-            });
+        if query.at.is_none() {
+            let from = match query.since {
+                Some(since) => first_change_since(&changes, since)?,
+                None => 0,
+            };
+            match query.scope {
+                Scope::System => {
+                    let kept = changes.len()?;
+                    let last = changes.last()?.map_or(0, |(seq, _)| seq.value());
+                    // The kept changes are the seqs up to `last`, gap-free.
+                    return Ok(match from {
+                        0 => kept,
+                        from => (last + 1).saturating_sub(from).min(kept),
+                    });
+                }
+                Scope::Type(resource_type) => {
+                    let range = index.range((resource_type, from)..=(resource_type, u64::MAX))?;
+                    return Ok(range.count() as u64);
+                }
+                Scope::Instance(resource_type, id) if query.since.is_none() => {
+                    let current = txn.open_table(CURRENT)?.get((resource_type, id))?;
+                    // Its versions are 1 to the current one.
+                    return Ok(current.map_or(0, |c| CurrentRecord::decode(c.value()).vid));
+                }
+                Scope::Instance(..) => {}
+            }
         }
         let mut total = 0;
         for candidate in candidates(query.scope, u64::MAX, &versions, &changes, &index)? {
@@ -141,6 +160,28 @@ impl Store {
         }
         Ok(total)
     }
+}
+
+/// The seq of the oldest kept change made at or after `since` (`u64::MAX` when there is
+/// none), by bisection: the kept seqs are gap-free and lastUpdated never decreases along
+/// them.
+fn first_change_since(changes: &Changes, since: Micros) -> Result<u64, StoreError> {
+    let (Some((first, _)), Some((last, _))) = (changes.first()?, changes.last()?) else {
+        return Ok(u64::MAX);
+    };
+    let (mut low, mut high) = (first.value(), last.value() + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let record = changes
+            .get(middle)?
+            .ok_or_else(|| StoreError::Schema(format!("change {middle} is missing")))?;
+        if ChangeRecord::decode(middle, record.value()).last_updated < since {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(if low > last.value() { u64::MAX } else { low })
 }
 
 /// The versions of `scope` older than the cursor `before`, newest first, as (cursor, type, id,
