@@ -1,6 +1,9 @@
 //! Settings: every one is a command-line flag and an environment variable.
 
 use crate::auth::token::{Expected, KeySource, Mode, Verifier};
+use crate::bundle::conditional::{
+    ConditionalDelete, DEFAULT_DELETE_LIMIT, Deletes, MAX_DELETE_LIMIT,
+};
 use crate::cdc::endpoints::Prefix;
 use crate::search::Limits;
 use anyhow::Context;
@@ -134,6 +137,17 @@ pub struct ServeConfig {
     #[arg(long, env = "FHIRLAKE_MAX_JSON_DEPTH", default_value_t = 100)]
     pub max_json_depth: usize,
 
+    /// What a conditional delete (`DELETE [base]/Type?criteria`, also in a transaction) does
+    /// when its criteria match several resources: `multiple` deletes them all in one commit,
+    /// `single` refuses with 412 (the CapabilityStatement's `conditionalDelete`).
+    #[arg(long, env = "FHIRLAKE_CONDITIONAL_DELETE", value_enum, default_value_t = ConditionalDelete::Multiple)]
+    pub conditional_delete: ConditionalDelete,
+
+    /// The most resources one conditional delete deletes (1 to 100000); more matches are 412
+    /// and nothing is deleted.
+    #[arg(long, env = "FHIRLAKE_CONDITIONAL_DELETE_LIMIT", value_parser = parse_delete_limit, default_value_t = DEFAULT_DELETE_LIMIT)]
+    pub conditional_delete_limit: usize,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FHIRLAKE_WORKERS")]
     pub workers: Option<usize>,
@@ -256,6 +270,16 @@ impl SearchLimits {
             offset: self.offset,
             includes: self.includes,
             iterations: self.iterations,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// How conditional deletes treat several matches.
+    pub fn deletes(&self) -> Deletes {
+        Deletes {
+            mode: self.conditional_delete,
+            limit: self.conditional_delete_limit,
         }
     }
 }
@@ -384,6 +408,17 @@ impl AuthConfig {
     }
 }
 
+/// `--conditional-delete-limit`: a whole number from 1 to [`MAX_DELETE_LIMIT`] (one commit
+/// holds every deletion, and the matches are collected in memory first).
+fn parse_delete_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=MAX_DELETE_LIMIT).contains(&limit) => Ok(limit),
+        _ => Err(format!(
+            "'{text}' is not a whole number from 1 to {MAX_DELETE_LIMIT}"
+        )),
+    }
+}
+
 /// A duration written as a number and a unit: `250ms`, `30s`, `5m`, `12h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -418,6 +453,15 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         for bad in ["", "5", "m", "5w", "-1s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_conditional_delete_limit_is_bounded() {
+        assert_eq!(parse_delete_limit("1"), Ok(1));
+        assert_eq!(parse_delete_limit("100000"), Ok(MAX_DELETE_LIMIT));
+        for bad in ["0", "100001", "-1", "", "1e3", "18446744073709551616"] {
+            assert!(parse_delete_limit(bad).is_err(), "{bad}");
         }
     }
 }

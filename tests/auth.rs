@@ -252,6 +252,7 @@ fn without_a_valid_token_every_interaction_is_401() {
     let statement = anonymous.get("metadata").expect(200, "metadata").resource();
     let security = &statement["rest"][0]["security"];
     assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+    anonymous.get("$versions").expect(200, "$versions");
     for path in [
         "/health",
         "/ready",
@@ -478,6 +479,11 @@ fn patient_scopes_confine_everything_to_the_compartment() {
         ])
     );
     assert_eq!(keys(&search("Observation/_history")).len(), 3);
+    // Their total would count the versions the token may not see: it is left out.
+    assert!(history.get("total").is_none(), "{history}");
+    let admin = bearer(&server, &token("system/*.rs", None));
+    let all = admin.get("_history").expect(200, "history").resource();
+    assert_eq!(all["total"], 7);
 
     // Writes are not granted at all (rs).
     assert_outcome(
@@ -698,6 +704,65 @@ fn bundles_are_authorized_entry_by_entry() {
         entry("POST", "Observation", Some(allowed)),
     ]});
     pa.bundle(&transaction).expect(200, "transaction");
+}
+
+/// GET entries run within the token's view like the endpoints they stand for, and the
+/// criteria of conditional entries match only what the token may change.
+#[test]
+fn bundle_searches_and_conditional_entries_stay_in_the_view() {
+    let server = seeded();
+    let pa = bearer(
+        &server,
+        &token("patient/Observation.cruds patient/Patient.rs", Some("pa")),
+    );
+    let entry = |method: &str, url: &str| json!({"request": {"method": method, "url": url}});
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        entry("GET", "Observation?category=laboratory"),
+        entry("GET", "Observation/_history"),
+        entry("GET", "Patient/pb"),
+        entry("GET", "Practitioner/dr"),
+    ]});
+    let reply = pa.bundle(&batch).expect(200, "batch").resource();
+    let entries = reply["entry"].as_array().unwrap();
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| &e["response"]["status"].as_str().unwrap()[..3])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "404", "403"]);
+    let found = &entries[0]["resource"];
+    assert_eq!(
+        keys(found),
+        set(&["Observation/oa-lab", "Observation/oa-shared"])
+    );
+    assert_eq!(found["total"], 2);
+    let history = &entries[1]["resource"];
+    assert_eq!(keys(history).len(), 3);
+    assert!(history.get("total").is_none(), "{history}");
+    // A conditional delete takes its own laboratory results, not the other patient's.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        entry("DELETE", "Observation?category=laboratory"),
+    ]});
+    let reply = pa.bundle(&batch).expect(200, "batch").resource();
+    assert_eq!(reply["entry"][0]["response"]["status"], "204 No Content");
+    let admin = bearer(&server, &token("system/*.cruds", None));
+    admin.get("Observation/ob-lab").expect(200, "not pa's");
+    for id in ["oa-lab", "oa-shared"] {
+        assert_eq!(admin.get(&format!("Observation/{id}")).status, 410, "{id}");
+    }
+    admin
+        .get("Observation/oa-vital")
+        .expect(200, "not laboratory");
+    // A token that may not delete gets 403 for a conditional delete, matches or not.
+    let reader = bearer(&server, &token("patient/Observation.rs", Some("pa")));
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        entry("DELETE", "Observation?category=vital-signs"),
+        entry("DELETE", "Observation?category=nothing"),
+    ]});
+    let reply = reader.bundle(&batch).expect(200, "batch").resource();
+    for entry in reply["entry"].as_array().unwrap() {
+        assert_eq!(entry["response"]["status"], "403 Forbidden", "{entry}");
+    }
+    admin.get("Observation/oa-vital").expect(200, "not deleted");
 }
 
 /// Starts a server with `args`, checks that a token signed with `key` (and `kid`) reads, and

@@ -1,11 +1,12 @@
 //! Batch and transaction Bundles over `POST /fhir`: a whole Synthea patient as one transaction
 //! (with its conditional references resolved by the test), atomicity, per-entry batch
-//! outcomes, reference rewriting between entries, processing order, limits, `Prefer` and the
-//! interactions that need search (501).
+//! outcomes, reference rewriting between entries, processing order, limits, `Prefer`, GET
+//! entries answered by the endpoints' own code (searches, reads, history, capabilities),
+//! conditional update and delete entries, and conditional deletes of several resources.
 mod common;
 
 use common::fhir::{
-    Fhir, assert_issue, assert_outcome, check_references, id_of, map_references, patient,
+    Fhir, assert_issue, assert_outcome, check_references, id_of, link, map_references, patient,
     references, truncated, version_of,
 };
 use common::synthea;
@@ -948,7 +949,7 @@ fn assert_entry_is_501(fhir: &Fhir, failing: &Value) {
 }
 
 #[test]
-fn conditional_update_delete_search_and_patch_entries_are_501() {
+fn patch_entries_and_if_none_match_on_put_are_501() {
     let fhir = Fhir::start();
     let existing = fhir.create(&patient("Patchme"));
     let id = id_of(&existing);
@@ -973,12 +974,6 @@ fn conditional_update_delete_search_and_patch_entries_are_501() {
     assert_eq!(version_of(&unpatched), "1");
     assert_eq!(unpatched["active"], true);
 
-    let conditional_update = entry(
-        None,
-        Some(patient("CondUpdate")),
-        json!({"method": "PUT", "url": "Patient?identifier=http://example.org|1"}),
-    );
-    assert_entry_is_501(&fhir, &conditional_update);
     let mut if_none_match = patient("IfNoneMatch");
     if_none_match["id"] = json!("inm");
     let if_none_match = entry(
@@ -987,18 +982,6 @@ fn conditional_update_delete_search_and_patch_entries_are_501() {
         json!({"method": "PUT", "url": "Patient/inm", "ifNoneMatch": "*"}),
     );
     assert_entry_is_501(&fhir, &if_none_match);
-    let conditional_delete = entry(
-        None,
-        None,
-        json!({"method": "DELETE", "url": "Patient?identifier=http://example.org|1"}),
-    );
-    assert_entry_is_501(&fhir, &conditional_delete);
-    let search = entry(
-        None,
-        None,
-        json!({"method": "GET", "url": "Patient?name=Patchme"}),
-    );
-    assert_entry_is_501(&fhir, &search);
     fhir.get(&format!("Patient/{id}"))
         .expect(200, "still there")
         .resource();
@@ -1042,4 +1025,716 @@ fn conditional_references_resolve_to_their_one_match() {
         )],
     );
     assert_refused(&fhir, &nothing, 404, &["not-found"], Some(0));
+}
+
+fn get_entry(method: &str, url: &str) -> Value {
+    entry(None, None, json!({"method": method, "url": url}))
+}
+
+/// A Patient with the family name `family` and the identifier `http://example.org/mrn|value`.
+fn identified(family: &str, value: &str) -> Value {
+    let mut resource = patient(family);
+    resource["identifier"] = json!([{"system": "http://example.org/mrn", "value": value}]);
+    resource
+}
+
+/// `url` without its `_snapshot` parameter (which names the search snapshot of one request).
+fn without_snapshot(url: &str) -> String {
+    match url.split_once('?') {
+        None => url.to_string(),
+        Some((path, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !pair.starts_with("_snapshot="))
+                .collect();
+            format!("{path}?{}", kept.join("&"))
+        }
+    }
+}
+
+/// An answer without what differs from one request to the next: a Bundle's id, a
+/// CapabilityStatement's date, the search snapshot in links.
+fn comparable(mut answer: Value) -> Value {
+    if let Some(object) = answer.as_object_mut() {
+        match object.get("resourceType").and_then(Value::as_str) {
+            Some("Bundle") => object.remove("id"),
+            Some("CapabilityStatement") => object.remove("date"),
+            _ => None,
+        };
+    }
+    for link in answer["link"].as_array_mut().into_iter().flatten() {
+        let url = without_snapshot(link["url"].as_str().expect("link url"));
+        link["url"] = json!(url);
+    }
+    answer
+}
+
+/// GET entries of every kind answer what their endpoints answer: searches (paging links,
+/// `_include`, `_summary=count`), system and compartment searches, `$everything`, read, vread,
+/// the three histories, the CapabilityStatement and `$versions`; a HEAD entry the same without
+/// the resource. Failing ones fail with the endpoint's status, alone.
+#[test]
+fn batch_get_entries_answer_as_their_endpoints_do() {
+    let fhir = Fhir::start();
+    let ids: Vec<String> = (0..3)
+        .map(|_| id_of(&fhir.create(&patient("Batchsearch"))))
+        .collect();
+    let id = &ids[0];
+    let mut changed = fhir
+        .get(&format!("Patient/{id}"))
+        .expect(200, "read")
+        .resource();
+    changed["active"] = json!(false);
+    fhir.update(&changed).expect(200, "update");
+    let observed = fhir.create(&observation(&format!("Patient/{id}")));
+
+    let urls = [
+        "Patient?family=Batchsearch&_count=2".to_string(),
+        format!("Observation?subject=Patient/{id}&_include=Observation:subject"),
+        "Patient?family=Batchsearch&_summary=count".into(),
+        "?_type=Patient&family=Batchsearch".into(),
+        format!("Patient/{id}/Observation"),
+        format!("Patient/{id}/$everything"),
+        format!("Patient/{id}"),
+        format!("Patient/{id}/_history/1"),
+        format!("Patient/{id}/_history"),
+        "Patient/_history?_count=2".into(),
+        "_history".into(),
+        "metadata".into(),
+        "$versions".into(),
+    ];
+    let failing = [
+        "Patient?_count=many".to_string(),
+        "Patient/nobody".into(),
+        format!("Patient/{id}/_history/9"),
+        format!("Patient/{id}/_history?_count=-1"),
+        "NoSuchType/1".into(),
+    ];
+    let mut entries: Vec<Value> = urls.iter().map(|url| get_entry("GET", url)).collect();
+    entries.push(get_entry("HEAD", &format!("Patient/{id}")));
+    entries.extend(failing.iter().map(|url| get_entry("GET", url)));
+    let count = entries.len();
+    let response = fhir
+        .bundle(&bundle("batch", entries))
+        .expect(200, "batch")
+        .resource();
+    let answers = response_entries(&response, "batch-response", count);
+    for (url, answer) in urls.iter().zip(&answers) {
+        assert_eq!(status_of(answer), "200 OK", "GET {url}: {answer}");
+        let direct = fhir.get(url).expect(200, url).resource();
+        assert_eq!(
+            comparable(answer["resource"].clone()),
+            comparable(direct),
+            "GET {url} in a batch"
+        );
+    }
+    for (url, answer) in failing.iter().zip(&answers[urls.len() + 1..]) {
+        let direct = fhir.get(url);
+        assert!(direct.status >= 400, "GET {url}: {}", direct.status);
+        assert_eq!(
+            status_of(answer)[..3],
+            direct.status.to_string(),
+            "GET {url}: {answer}"
+        );
+        let code = direct.json()["issue"][0]["code"].clone();
+        assert_eq!(answer["response"]["outcome"]["issue"][0]["code"], code);
+        assert!(answer["resource"].is_null(), "{answer}");
+    }
+
+    // Reads carry their version's ETag and lastModified; HEAD the same without the resource.
+    let read = &answers[6];
+    assert_eq!(read["response"]["etag"], "W/\"2\"");
+    assert_eq!(
+        read["response"]["lastModified"],
+        read["resource"]["meta"]["lastUpdated"]
+    );
+    assert_eq!(answers[7]["response"]["etag"], "W/\"1\"");
+    let head = &answers[urls.len()];
+    assert_eq!(status_of(head), "200 OK", "{head}");
+    assert_eq!(head["response"]["etag"], "W/\"2\"");
+    assert!(head["resource"].is_null(), "{head}");
+
+    // The searchset's paging links lead on; _include adds the subject.
+    let first = &answers[0]["resource"];
+    assert_eq!(first["type"], "searchset");
+    assert_eq!(first["total"], 3);
+    let next = link(first, "next").expect("a next link");
+    let second = fhir.get_absolute(&next);
+    let mut seen: Vec<String> = [first, &second]
+        .iter()
+        .flat_map(|page| page["entry"].as_array().cloned().unwrap_or_default())
+        .map(|entry| id_of(&entry["resource"]))
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let included = answers[1]["resource"]["entry"].as_array().expect("entries");
+    let modes: Vec<(&str, String)> = included
+        .iter()
+        .map(|e| {
+            (
+                e["search"]["mode"].as_str().expect("mode"),
+                id_of(&e["resource"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [("match", id_of(&observed)), ("include", id.clone())]
+    );
+    assert_eq!(answers[2]["resource"]["total"], 3);
+    let versions = &answers[12]["resource"];
+    assert_eq!(versions["resourceType"], "Parameters");
+}
+
+/// In a transaction, GET and HEAD entries run after the writes (DELETE, POST, PUT) whatever
+/// their place, and see them: the search finds what the transaction created and not what it
+/// deleted, the history lists the transaction's changes.
+#[test]
+fn transaction_get_entries_run_after_the_writes_and_see_them() {
+    let fhir = Fhir::start();
+    let doomed = id_of(&fhir.create(&patient("Ordered")));
+    let transaction = bundle(
+        "transaction",
+        vec![
+            get_entry("GET", "Patient?family=Ordered"),
+            get_entry("GET", "Patient/_history"),
+            get_entry("HEAD", &format!("Patient/{doomed}")),
+            post_entry(
+                "urn:uuid:6d6d6d6d-0000-4000-8000-000000000001",
+                patient("Ordered"),
+            ),
+            get_entry("DELETE", &format!("Patient/{doomed}")),
+        ],
+    );
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
+    let entries = response_entries(&response, "transaction-response", 5);
+    let created = location_of(&entries[3], "Patient");
+    assert_eq!(status_of(&entries[4]), "204 No Content");
+
+    let found = &entries[0]["resource"];
+    assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["entry"][0]["fullUrl"],
+        json!(format!("{}/{created}", fhir.base))
+    );
+    let history = &entries[1]["resource"];
+    assert_eq!(history["total"], 3, "{history}");
+    let methods: Vec<&str> = history["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["request"]["method"].as_str().expect("method"))
+        .collect();
+    assert_eq!(methods, ["POST", "DELETE", "POST"]);
+    assert_eq!(status_of(&entries[2]), "410 Gone", "{}", entries[2]);
+}
+
+/// Conditional update and delete entries behave as `PUT|DELETE [base]/Type?criteria` do: 0
+/// matches creates (update) or does nothing (delete), 1 updates or deletes it, more is 412
+/// for an update. In a transaction the criteria are matched against the state before it, all
+/// its writes land in one commit, and two entries resolving to one resource are refused.
+#[test]
+fn conditional_update_and_delete_entries() {
+    let fhir = Fhir::start();
+    let one = id_of(&fhir.create(&identified("One", "c1")));
+    fhir.create(&identified("TwinA", "twin"));
+    fhir.create(&identified("TwinB", "twin"));
+    let gone = id_of(&fhir.create(&identified("Gone", "c3")));
+    let criteria = |value: &str| format!("Patient?identifier=http://example.org/mrn|{value}");
+    let put = |value: &str, resource: Value| {
+        entry(
+            None,
+            Some(resource),
+            json!({"method": "PUT", "url": criteria(value)}),
+        )
+    };
+    let delete = |value: &str| get_entry("DELETE", &criteria(value));
+
+    let batch = bundle(
+        "batch",
+        vec![
+            put("c1", identified("OneUpdated", "c1")),
+            put("new", identified("New", "new")),
+            put("twin", identified("Twin", "twin")),
+            delete("c3"),
+            delete("nothing"),
+        ],
+    );
+    let response = fhir.bundle(&batch).expect(200, "batch").resource();
+    let entries = response_entries(&response, "batch-response", 5);
+    assert_eq!(status_of(&entries[0]), "200 OK", "{}", entries[0]);
+    assert_eq!(
+        entries[0]["response"]["location"],
+        json!(format!("Patient/{one}/_history/2"))
+    );
+    assert_patient(&fhir, &one, "2", "OneUpdated");
+    assert_eq!(status_of(&entries[1]), "201 Created", "{}", entries[1]);
+    let created = location_of(&entries[1], "Patient");
+    assert_ne!(created, format!("Patient/{one}"));
+    assert_eq!(status_of(&entries[2]), "412 Precondition Failed");
+    assert_issue(
+        &entries[2]["response"]["outcome"],
+        &["conflict", "multiple-matches"],
+        "several matches",
+    );
+    assert_eq!(status_of(&entries[3]), "204 No Content", "{}", entries[3]);
+    assert_eq!(fhir.get(&format!("Patient/{gone}")).status, 410);
+    assert_eq!(status_of(&entries[4]), "204 No Content", "{}", entries[4]);
+
+    // A stale ifMatch fails the conditional update; the resource's own id must be the match's.
+    let mut stale = put("c1", identified("Stale", "c1"));
+    stale["request"]["ifMatch"] = json!("W/\"1\"");
+    let mut wrong_id = identified("WrongId", "c1");
+    wrong_id["id"] = json!("not-the-match");
+    let response = fhir
+        .bundle(&bundle("batch", vec![stale, put("c1", wrong_id)]))
+        .expect(200, "batch")
+        .resource();
+    let entries = response_entries(&response, "batch-response", 2);
+    assert_eq!(status_of(&entries[0]), "412 Precondition Failed");
+    assert_eq!(status_of(&entries[1]), "400 Bad Request", "{}", entries[1]);
+    assert_patient(&fhir, &one, "2", "OneUpdated");
+
+    // Transactions: several matches, or two entries on one resource, refuse the whole.
+    let twin = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:7e7e7e7e-0000-4000-8000-000000000001",
+                patient("NotStored"),
+            ),
+            put("twin", identified("Twin", "twin")),
+        ],
+    );
+    assert_refused(
+        &fhir,
+        &twin,
+        412,
+        &["conflict", "multiple-matches"],
+        Some(1),
+    );
+    let overlap = bundle(
+        "transaction",
+        vec![delete("c1"), put("c1", identified("Overlap", "c1"))],
+    );
+    assert_refused(&fhir, &overlap, 400, &["invalid"], None);
+
+    // The criteria see the state before the transaction, and references to a conditional
+    // entry's fullUrl point at the resource it resolved to.
+    let updated_urn = "urn:uuid:7e7e7e7e-0000-4000-8000-000000000002";
+    let created_urn = "urn:uuid:7e7e7e7e-0000-4000-8000-000000000003";
+    let mut update = put("c1", identified("OneAgain", "c1"));
+    update["fullUrl"] = json!(updated_urn);
+    let mut create = put("fresh", identified("Fresh", "fresh"));
+    create["fullUrl"] = json!(created_urn);
+    let transaction = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:7e7e7e7e-0000-4000-8000-000000000004",
+                observation(updated_urn),
+            ),
+            update,
+            post_entry(
+                "urn:uuid:7e7e7e7e-0000-4000-8000-000000000005",
+                observation(created_urn),
+            ),
+            create,
+            delete("new"),
+            // Created by this transaction: not there before it, so nothing to delete.
+            delete("fresh"),
+        ],
+    );
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
+    let entries = response_entries(&response, "transaction-response", 6);
+    assert_eq!(status_of(&entries[1]), "200 OK");
+    assert_patient(&fhir, &one, "3", "OneAgain");
+    assert_eq!(status_of(&entries[3]), "201 Created");
+    let fresh = location_of(&entries[3], "Patient");
+    for (index, target) in [(0, format!("Patient/{one}")), (2, fresh.clone())] {
+        let stored = fhir
+            .get(&location_of(&entries[index], "Observation"))
+            .expect(200, "observation")
+            .resource();
+        assert_eq!(stored["subject"]["reference"], json!(target));
+    }
+    assert_eq!(status_of(&entries[4]), "204 No Content");
+    assert_eq!(fhir.get(&created).status, 410);
+    assert_eq!(status_of(&entries[5]), "204 No Content");
+    fhir.get(&fresh).expect(200, "created by the transaction");
+}
+
+/// The deletion entries of the system history, as (`Type/id`, lastModified).
+fn deletions(fhir: &Fhir) -> Vec<(String, String)> {
+    fhir.system_history()
+        .iter()
+        .filter(|e| e["request"]["method"] == "DELETE")
+        .map(|e| {
+            (
+                e["request"]["url"].as_str().expect("url").to_string(),
+                e["response"]["lastModified"]
+                    .as_str()
+                    .expect("lastModified")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `DELETE [base]/Type?criteria` matching several resources deletes them all in one commit
+/// (`conditionalDelete: multiple`, the default), over REST and in a transaction; more than
+/// `--conditional-delete-limit` matches, or any several under `--conditional-delete single`,
+/// is 412 and deletes nothing.
+#[test]
+fn conditional_delete_of_several_deletes_them_all_in_one_commit() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let fhir = Fhir::on(
+        &temp.path().join("data"),
+        &["--conditional-delete-limit", "3"],
+    );
+    let capability = fhir.get("metadata").expect(200, "metadata").resource();
+    assert_eq!(
+        capability["rest"][0]["resource"][0]["conditionalDelete"],
+        "multiple"
+    );
+    let many: Vec<String> = (0..3)
+        .map(|_| id_of(&fhir.create(&patient("Many"))))
+        .collect();
+    let kept = id_of(&fhir.create(&patient("Kept")));
+    fhir.delete("Patient?family=Many")
+        .expect(204, "conditional delete of three");
+    for id in &many {
+        assert_eq!(fhir.get(&format!("Patient/{id}")).status, 410, "{id}");
+    }
+    fhir.get(&format!("Patient/{kept}")).expect(200, "kept");
+    let deleted = deletions(&fhir);
+    assert_eq!(deleted.len(), 3);
+    assert!(
+        deleted.iter().all(|(_, at)| *at == deleted[0].1),
+        "one commit: {deleted:?}"
+    );
+
+    // Over the limit: 412, nothing deleted.
+    for _ in 0..4 {
+        fhir.create(&patient("TooMany"));
+    }
+    assert_outcome(
+        &fhir.delete("Patient?family=TooMany"),
+        412,
+        &["conflict", "too-costly", "multiple-matches"],
+    );
+    let transaction = bundle(
+        "transaction",
+        vec![get_entry("DELETE", "Patient?family=TooMany")],
+    );
+    assert_refused(
+        &fhir,
+        &transaction,
+        412,
+        &["conflict", "too-costly", "multiple-matches"],
+        Some(0),
+    );
+    assert_eq!(deletions(&fhir).len(), 3);
+
+    // In a transaction, beside other writes, in its one commit.
+    let two: Vec<String> = (0..2)
+        .map(|_| id_of(&fhir.create(&patient("ManyTx"))))
+        .collect();
+    let transaction = bundle(
+        "transaction",
+        vec![
+            post_entry(
+                "urn:uuid:8f8f8f8f-0000-4000-8000-000000000001",
+                patient("Beside"),
+            ),
+            get_entry("DELETE", "Patient?family=ManyTx"),
+        ],
+    );
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "transaction")
+        .resource();
+    let entries = response_entries(&response, "transaction-response", 2);
+    assert_eq!(status_of(&entries[1]), "204 No Content");
+    let posted = fhir
+        .get(&location_of(&entries[0], "Patient"))
+        .expect(200, "posted")
+        .resource();
+    for id in &two {
+        assert_eq!(fhir.get(&format!("Patient/{id}")).status, 410);
+    }
+    let deleted = deletions(&fhir);
+    assert_eq!(deleted.len(), 5);
+    assert!(deleted[..2].iter().all(|(_, at)| *at == deleted[0].1));
+    assert_eq!(posted["meta"]["lastUpdated"], json!(deleted[0].1));
+
+    // Under `single`, several matches are 412.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let single = Fhir::on(
+        &temp.path().join("data"),
+        &["--conditional-delete", "single"],
+    );
+    let capability = single.get("metadata").expect(200, "metadata").resource();
+    assert_eq!(
+        capability["rest"][0]["resource"][0]["conditionalDelete"],
+        "single"
+    );
+    let pair: Vec<String> = (0..2)
+        .map(|_| id_of(&single.create(&patient("Pair"))))
+        .collect();
+    assert_outcome(
+        &single.delete("Patient?family=Pair"),
+        412,
+        &["conflict", "multiple-matches"],
+    );
+    for id in &pair {
+        single
+            .get(&format!("Patient/{id}"))
+            .expect(200, "not deleted");
+    }
+}
+
+/// What real clients put in Bundles: absolute `request.url`s and `fullUrl`s of this server,
+/// `ifModifiedSince` and `ifNoneMatch` on GET entries, and `Prefer: return=...` for every
+/// entry; each response entry carries its location, ETag and lastModified.
+#[test]
+fn real_client_bundles_absolute_urls_conditions_and_prefer() {
+    let fhir = Fhir::start();
+    let base = fhir.base.clone();
+    let existing = fhir.create(&identified("Existing", "e1"));
+    let existing_id = id_of(&existing);
+
+    // Absolute URLs of this server, in request.url and fullUrl.
+    let mut put = identified("PutAbsolute", "abs");
+    put["id"] = json!("abs-1");
+    let transaction = bundle(
+        "transaction",
+        vec![
+            entry(
+                Some(&format!("{base}/Patient/abs-1")),
+                Some(put),
+                json!({"method": "PUT", "url": format!("{base}/Patient/abs-1")}),
+            ),
+            entry(
+                Some("urn:uuid:9b9b9b9b-0000-4000-8000-000000000001"),
+                Some(observation(&format!("{base}/Patient/abs-1"))),
+                json!({"method": "POST", "url": format!("{base}/Observation")}),
+            ),
+            get_entry("GET", &format!("{base}/Patient/{existing_id}")),
+            get_entry("GET", &format!("{base}/metadata")),
+        ],
+    );
+    let response = fhir
+        .bundle(&transaction)
+        .expect(200, "absolute URLs")
+        .resource();
+    let entries = response_entries(&response, "transaction-response", 4);
+    assert_eq!(location_of(&entries[0], "Patient"), "Patient/abs-1");
+    let stored = fhir
+        .get(&location_of(&entries[1], "Observation"))
+        .expect(200, "observation")
+        .resource();
+    assert_eq!(stored["subject"]["reference"], "Patient/abs-1");
+    assert_eq!(status_of(&entries[2]), "200 OK", "{}", entries[2]);
+    assert_eq!(
+        entries[3]["resource"]["resourceType"],
+        "CapabilityStatement"
+    );
+
+    // Every written entry: location, ETag and lastModified of its version.
+    for entry in &entries[..2] {
+        let resource = &entry["resource"];
+        assert_eq!(
+            entry["response"]["etag"],
+            json!(format!("W/\"{}\"", version_of(resource)))
+        );
+        assert_eq!(
+            entry["response"]["lastModified"],
+            resource["meta"]["lastUpdated"]
+        );
+    }
+
+    // GET conditions: ifNoneMatch and ifModifiedSince give 304 without the resource; a bad
+    // one is 400.
+    let last_modified = existing["meta"]["lastUpdated"].as_str().expect("instant");
+    let conditional = |name: &str, value: &str| {
+        entry(
+            None,
+            None,
+            json!({"method": "GET", "url": format!("Patient/{existing_id}"), name: value}),
+        )
+    };
+    let response = fhir
+        .bundle(&bundle(
+            "batch",
+            vec![
+                conditional("ifNoneMatch", "W/\"1\""),
+                conditional("ifNoneMatch", "W/\"7\""),
+                conditional("ifModifiedSince", last_modified),
+                conditional("ifModifiedSince", "2001-01-01T00:00:00Z"),
+                conditional("ifModifiedSince", "yesterday"),
+            ],
+        ))
+        .expect(200, "conditional reads")
+        .resource();
+    let entries = response_entries(&response, "batch-response", 5);
+    let statuses: Vec<&str> = entries.iter().map(|e| &status_of(e)[..3]).collect();
+    assert_eq!(statuses, ["304", "200", "304", "200", "400"]);
+    assert!(entries[0]["resource"].is_null());
+    assert_eq!(entries[0]["response"]["etag"], "W/\"1\"");
+
+    // A condition the entry's method does not take is refused, not ignored.
+    let mut misplaced = vec![
+        post_entry(
+            "urn:uuid:9b9b9b9b-0000-4000-8000-000000000004",
+            patient("IfMatchOnPost"),
+        ),
+        get_entry("GET", &format!("Patient/{existing_id}")),
+        put_entry({
+            let mut resource = existing.clone();
+            resource["active"] = json!(false);
+            resource
+        }),
+    ];
+    misplaced[0]["request"]["ifMatch"] = json!("W/\"1\"");
+    misplaced[1]["request"]["ifMatch"] = json!("W/\"1\"");
+    misplaced[2]["request"]["ifNoneExist"] = json!("identifier=http://example.org/mrn|e1");
+    let response = fhir
+        .bundle(&bundle("batch", misplaced))
+        .expect(200, "misplaced conditions")
+        .resource();
+    for entry in response_entries(&response, "batch-response", 3) {
+        assert_eq!(status_of(&entry), "501 Not Implemented", "{entry}");
+    }
+
+    // A matched ifNoneExist says where the match is.
+    let mut matched = post_entry(
+        "urn:uuid:9b9b9b9b-0000-4000-8000-000000000002",
+        identified("Again", "e1"),
+    );
+    matched["request"]["ifNoneExist"] = json!("identifier=http://example.org/mrn|e1");
+    let response = fhir
+        .bundle(&bundle("batch", vec![matched.clone()]))
+        .expect(200, "ifNoneExist")
+        .resource();
+    let entries = response_entries(&response, "batch-response", 1);
+    assert_eq!(status_of(&entries[0]), "200 OK");
+    assert_eq!(
+        entries[0]["response"]["location"],
+        json!(format!("Patient/{existing_id}/_history/1"))
+    );
+    assert_eq!(entries[0]["response"]["etag"], "W/\"1\"");
+
+    // Prefer: return=OperationOutcome gives every written entry an outcome and no resource;
+    // return=minimal neither (but the validator's warnings, which are always reported).
+    let writes = || {
+        bundle(
+            "batch",
+            vec![
+                post_entry(
+                    "urn:uuid:9b9b9b9b-0000-4000-8000-000000000003",
+                    patient("Preferred"),
+                ),
+                matched.clone(),
+                get_entry("DELETE", "Patient/abs-1"),
+                get_entry("GET", &format!("Patient/{existing_id}")),
+            ],
+        )
+    };
+    let response = fhir
+        .post_with("", &writes(), &[("prefer", "return=OperationOutcome")])
+        .expect(200, "return=OperationOutcome")
+        .resource();
+    let entries = response_entries(&response, "batch-response", 4);
+    for entry in &entries[..3] {
+        assert!(entry["resource"].is_null(), "{entry}");
+        let outcome = &entry["response"]["outcome"];
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{entry}");
+        assert_eq!(outcome["issue"][0]["severity"], "information", "{entry}");
+    }
+    assert_eq!(entries[3]["resource"]["id"], json!(existing_id));
+    let response = fhir
+        .post_with("", &writes(), &[("prefer", "return=minimal")])
+        .expect(200, "return=minimal")
+        .resource();
+    let entries = response_entries(&response, "batch-response", 4);
+    for entry in &entries[..3] {
+        assert!(entry["resource"].is_null(), "{entry}");
+        let issues = entry["response"]["outcome"]["issue"].as_array().cloned();
+        assert!(
+            issues
+                .unwrap_or_default()
+                .iter()
+                .all(|issue| issue["severity"] == "warning"),
+            "{entry}"
+        );
+    }
+    assert_eq!(entries[3]["resource"]["id"], json!(existing_id));
+}
+
+/// `GET [base]/$versions`: the FHIR versions this server speaks, without a token like
+/// `metadata`, and listed in the CapabilityStatement.
+#[test]
+fn versions_operation_names_r4() {
+    let fhir = Fhir::start();
+    let versions = fhir.get("$versions").expect(200, "$versions").resource();
+    assert_eq!(
+        versions,
+        json!({"resourceType": "Parameters", "parameter": [
+            {"name": "version", "valueCode": "4.0"},
+            {"name": "default", "valueCode": "4.0"}
+        ]})
+    );
+    let capability = fhir.get("metadata").expect(200, "metadata").resource();
+    let operations = capability["rest"][0]["operation"]
+        .as_array()
+        .expect("system operations");
+    assert!(
+        operations.iter().any(|o| o["name"] == "versions"),
+        "{operations:?}"
+    );
+}
+
+/// The GET entries of one Bundle answer about `--max-body` bytes together: once their answers
+/// pass it, the ones left are refused (422 `too-costly`) without being run.
+#[test]
+fn get_entries_answer_a_bounded_response() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let limit = 3_000_000;
+    let fhir = Fhir::on(&temp.path().join("data"), &["--max-body", "3000000"]);
+    let statement = fhir.get("metadata").expect(200, "metadata").text.len();
+    assert!(statement < limit / 2, "the test needs a smaller statement");
+    let count = 8;
+    let batch = bundle(
+        "batch",
+        (0..count).map(|_| get_entry("GET", "metadata")).collect(),
+    );
+    let response = fhir.bundle(&batch).expect(200, "batch").resource();
+    let entries = response_entries(&response, "batch-response", count);
+    let answered = limit / statement + 1;
+    for (index, entry) in entries.iter().enumerate() {
+        if index < answered {
+            assert_eq!(status_of(entry), "200 OK", "entry {index}");
+        } else {
+            assert_eq!(
+                status_of(entry),
+                "422 Unprocessable Entity",
+                "entry {index}"
+            );
+            assert_issue(
+                &entry["response"]["outcome"],
+                &["too-costly"],
+                "past the limit",
+            );
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! Instance, type and system history: order, entries, paging (also while writes arrive),
-//! `_since` and `_at`.
+//! `_since`, `_at` and `total`.
 mod common;
 
 use common::fhir::{
-    Fhir, FhirClient, assert_issue_code, entry_version, id_of, instant, last_updated,
+    Fhir, FhirClient, assert_issue_code, entry_version, id_of, instant, last_updated, link, send,
     version_number,
 };
 use serde_json::{Value, json};
@@ -513,4 +513,94 @@ fn bad_count_is_400() {
         let entries = fhir.history(path, &[("_count", "1000")], Some(1000));
         assert_eq!(entries.len(), 1, "_count=1000 is allowed");
     }
+}
+
+/// Pages through the history at `path` with `query`: each page's `total`, and how many entries
+/// all the pages list.
+fn totals(fhir: &FhirClient, path: &str, query: &[(&str, &str)]) -> (Vec<Option<u64>>, usize) {
+    let mut reply = fhir.get_query(path, query);
+    let (mut totals, mut listed) = (Vec::new(), 0);
+    loop {
+        let page = reply.expect(200, path).resource();
+        totals.push(page["total"].as_u64());
+        listed += page["entry"].as_array().map_or(0, Vec::len);
+        match link(&page, "next") {
+            Some(next) => reply = send(fhir.http.get(next)),
+            None => return (totals, listed),
+        }
+    }
+}
+
+/// A history path, its query, and how many entries it lists.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+
+/// Every page of a history carries `total`: the number of entries all its pages list, with
+/// `_since` and `_at` applied.
+#[test]
+fn history_bundles_carry_their_total_on_every_page() {
+    let fhir = Fhir::start();
+    let a = patient_with_versions(&fhir, "TotalA", 3);
+    let b = fhir.create(&patient("TotalB"));
+    fhir.delete(&format!("Patient/{}", id_of(&b)))
+        .expect(204, "delete");
+    fhir.create(&observation("total"));
+    let since = a["meta"]["lastUpdated"].as_str().expect("lastUpdated");
+    let of_a = format!("Patient/{}/_history", id_of(&a));
+    let of_b = format!("Patient/{}/_history", id_of(&b));
+    let cases: [Case; 14] = [
+        (&of_a, &[], 3),
+        (&of_a, &[("_count", "1")], 3),
+        (&of_b, &[], 2),
+        ("Patient/_history", &[("_count", "2")], 5),
+        ("Observation/_history", &[], 1),
+        ("_history", &[("_count", "4")], 6),
+        ("_history", &[("_since", since)], 4),
+        ("Patient/_history", &[("_since", since), ("_count", "1")], 3),
+        (&of_a, &[("_since", since)], 1),
+        (&of_a, &[("_at", since)], 1),
+        ("Patient/_history", &[("_at", since)], 1),
+        ("_history", &[("_since", "2999-01-01")], 0),
+        ("Patient/_history", &[("_since", "2000")], 5),
+        (&of_b, &[("_since", since)], 2),
+    ];
+    for (path, query, expected) in cases {
+        let (page_totals, listed) = totals(&fhir, path, query);
+        assert_eq!(listed, expected, "{path} {query:?}");
+        assert!(
+            page_totals.iter().all(|t| *t == Some(expected as u64)),
+            "{path} {query:?}: totals {page_totals:?}, expected {expected}"
+        );
+    }
+}
+
+/// After retention trimmed the change log, type and system history (which read it) list what
+/// it kept, and their total says so; an instance's history keeps every version.
+#[test]
+fn history_total_counts_what_retention_kept() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let fhir = Fhir::on(&temp.path().join("data"), &["--changes-retention", "1s"]);
+    let a = patient_with_versions(&fhir, "Retained", 3);
+    for n in 0..3 {
+        fhir.create(&observation(&format!("trimmed {n}")));
+    }
+    let last = fhir.create(&patient("Last"));
+    // Retention removes everything older than a second but the last change.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while totals(&fhir, "_history", &[]).1 > 1 {
+        assert!(Instant::now() < deadline, "the log was not trimmed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let system = fhir.get("_history").expect(200, "history").resource();
+    assert_eq!(system["total"], 1);
+    assert_eq!(
+        keys(&fhir.base, system["entry"].as_array().unwrap()),
+        vec![key_of(&last)]
+    );
+    assert_eq!(totals(&fhir, "Patient/_history", &[]), (vec![Some(1)], 1));
+    assert_eq!(
+        totals(&fhir, "Observation/_history", &[]),
+        (vec![Some(0)], 0)
+    );
+    let of_a = format!("Patient/{}/_history", id_of(&a));
+    assert_eq!(totals(&fhir, &of_a, &[]), (vec![Some(3)], 3));
 }

@@ -309,7 +309,7 @@ fn normalized(reply: &Reply) -> String {
 }
 
 /// `text` with instants, HTTP dates, UUIDs (server-assigned ids, request ids), search snapshot
-/// ids and the instant of a history cursor replaced by placeholders.
+/// ids and the instant of a history or search cursor replaced by placeholders.
 fn normalize(text: &str) -> String {
     static RULES: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
         [
@@ -328,6 +328,9 @@ fn normalize(text: &str) -> String {
             (r"_snapshot=\d+", "_snapshot=<snapshot>"),
             // A history cursor starts with the lastUpdated (µs) of the last entry shown.
             (r"_cursor=\d+_", "_cursor=<instant>_"),
+            // A search cursor starts with the sort key of the last match shown: by default its
+            // lastUpdated, 8 bytes in hex.
+            (r"_cursor=[0-9a-f]{16}\.", "_cursor=<instant>."),
         ]
         .into_iter()
         .map(|(pattern, placeholder)| (Regex::new(pattern).unwrap(), placeholder))

@@ -1,7 +1,7 @@
 //! Authorization at the HTTP edge: the middleware that verifies the bearer token of every
-//! request under `/fhir` (`/fhir/metadata` is routed outside it), the [`Access`] extractor the
-//! handlers take, `/.well-known/smart-configuration`, and the CapabilityStatement's
-//! `rest.security`.
+//! request under `/fhir` (`/fhir/metadata` and `/fhir/$versions` are routed outside it), the
+//! [`Access`] extractor the handlers take, `/.well-known/smart-configuration`, and the
+//! CapabilityStatement's `rest.security`.
 //!
 //! Invariants: a request under `/fhir` reaches its handler only with an [`Access`] (a verified
 //! token's, or [`Access::Open`] under `--auth none`); a missing, malformed, expired or badly
@@ -189,10 +189,10 @@ pub fn security(config: &ServeConfig) -> Value {
             "text": "OAuth2 bearer tokens (JWT) with SMART on FHIR v1 and v2 scopes",
         }],
         "description": format!(
-            "Every request under the FHIR base but metadata needs Authorization: Bearer <JWT>, \
-             signed with {}. SMART scopes (patient/, user/, system/; cruds; v1 read/write) \
-             grant each interaction: read, vread and history r, search s, create c, update u, \
-             delete d, Bundles entry by entry. patient/ scopes grant the compartment of the \
+            "Every request under the FHIR base but metadata and $versions needs Authorization: \
+             Bearer <JWT>, signed with {}. SMART scopes (patient/, user/, system/; cruds; v1 \
+             read/write) grant each interaction: read, vread and history r, search s, create \
+             c, update u, delete d, Bundles entry by entry. patient/ scopes grant the compartment of the \
              token's patient claim only; a scope's query (?category=laboratory) restricts it \
              further. See /.well-known/smart-configuration.",
             config.auth.mode.as_str()

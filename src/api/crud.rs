@@ -1,19 +1,19 @@
 //! The instance-level interactions: create, read, vread, update, delete.
 
+use super::get::{Answer, Get};
 use super::http::{
-    base_url, etag, header_str, if_match, negotiate, prefer_return, query_pairs, read_body,
-    version_headers,
+    base_url, etag, header_str, if_match, negotiate, prefer_return, read_body, version_headers,
 };
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Decision, Stored};
+use crate::bundle::conditional;
 use crate::cdc::subscriptions;
-use crate::fhir::datetime::parse_http_date;
 use crate::fhir::outcome::outcome;
-use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
+use crate::fhir::resource::{check_id, check_type, id_of, parse_resource};
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode, Return, Severity};
-use crate::store::commit::{Action, Applied, Write};
+use crate::store::commit::{Action, Applied, Write, describe};
 use crate::store::tables::{CurrentRecord, Op, VersionRecord};
 use crate::validate::Issue;
 use actix_web::http::{StatusCode, header};
@@ -59,7 +59,7 @@ pub async fn create(
                 version_headers(&mut response, current.vid, current.last_updated);
                 return Ok(response.body(version.body));
             }
-            _ => return Err(several(&resource_type, criteria).into()),
+            _ => return Err(conditional::several(&resource_type, criteria).into()),
         }
     }
     let intake = parse_resource(&body, Some(&resource_type))?;
@@ -130,45 +130,55 @@ pub async fn delete(
     let (resource_type, id) = path.into_inner();
     check_type(&resource_type)?;
     check_id(&id)?;
-    delete_one(&req, &state, &access, resource_type, id).await
-}
-
-/// Deletes one resource (a tombstone version) and answers as the delete interaction does.
-async fn delete_one(
-    req: &HttpRequest,
-    state: &AppState,
-    access: &Access,
-    resource_type: String,
-    id: String,
-) -> ApiResult {
     let write = Write {
         resource_type,
         id,
         action: Action::Delete,
-        if_match: if_match(req)?,
+        if_match: if_match(&req)?,
     };
-    let (applied, _) = commit_one(state, access, write, &[]).await?;
-    if prefer_return(req) == Return::OperationOutcome {
-        let message = match applied.op {
-            Some(_) => format!("deleted {}/{}", applied.resource_type, applied.id),
-            None => format!("{}/{} did not exist", applied.resource_type, applied.id),
-        };
-        let mut response = HttpResponse::Ok();
-        response.content_type(super::http::FHIR_JSON);
-        if applied.op.is_some() {
-            response.insert_header((header::ETAG, etag(applied.vid)));
-        }
-        return Ok(response.body(informational(&message)));
-    }
-    let mut response = HttpResponse::NoContent();
-    if applied.op.is_some() {
-        response.insert_header((header::ETAG, etag(applied.vid)));
-    }
-    Ok(response.finish())
+    delete_all(&req, &state, &access, vec![write]).await
 }
 
-/// `GET /fhir/{type}/{id}`. A resource the client may not read is answered as one that does
-/// not exist.
+/// Deletes the resources of `writes` (tombstone versions) in one commit and answers as the
+/// delete interaction does: 204 (200 with an OperationOutcome for `Prefer:
+/// return=OperationOutcome`), with the deletion's `ETag` when it deleted one resource.
+async fn delete_all(
+    req: &HttpRequest,
+    state: &AppState,
+    access: &Access,
+    writes: Vec<Write>,
+) -> ApiResult {
+    // What the client may not see is deleted as what does not exist: nothing is committed.
+    let mut applied = Vec::new();
+    let mut commit = Vec::new();
+    for mut write in writes {
+        match access.check_write(&state.search, &state.store, &mut write)? {
+            Decision::Absent(nothing) => applied.push(nothing),
+            Decision::Commit => commit.push(write),
+        }
+    }
+    if !commit.is_empty() {
+        applied.extend(state.store.commit(commit).await?);
+    }
+    let outcome = prefer_return(req) == Return::OperationOutcome;
+    let mut response = if outcome {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::NoContent()
+    };
+    if let [one] = applied.as_slice()
+        && one.op.is_some()
+    {
+        response.insert_header((header::ETAG, etag(one.vid)));
+    }
+    if !outcome {
+        return Ok(response.finish());
+    }
+    response.content_type(super::http::FHIR_JSON);
+    Ok(response.body(informational(&describe(&applied))))
+}
+
+/// `GET /fhir/{type}/{id}`.
 pub async fn read(
     req: HttpRequest,
     state: State,
@@ -176,24 +186,34 @@ pub async fn read(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     negotiate(&req)?;
-    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id) = path.into_inner();
-    check_type(&resource_type)?;
-    check_id(&id)?;
-    access.require(Permission::Read, Some(&resource_type))?;
-    match readable_current(&state, &access, &resource_type, &id)? {
-        None => Err(missing(&resource_type, &id).into()),
-        Some((current, None)) => Err(gone(&resource_type, &id, current.vid).into()),
+    let get = Get::of(&req, &state);
+    Ok(read_answer(&state, &access, &get, &resource_type, &id)?.respond())
+}
+
+/// The read of `resource_type/id`: the current version (or the part `_summary` or `_elements`
+/// asks for), 304 when the client has it, 410 when deleted. A resource the client may not
+/// read is answered as one that does not exist.
+pub(super) fn read_answer(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    resource_type: &str,
+    id: &str,
+) -> Result<Answer, FhirError> {
+    let subset = Subset::parse(&get.params)?;
+    check_type(resource_type)?;
+    check_id(id)?;
+    access.require(Permission::Read, Some(resource_type))?;
+    match readable_current(state, access, resource_type, id)? {
+        None => Err(missing(resource_type, id)),
+        Some((current, None)) => Err(gone(resource_type, id, current.vid)),
         Some((current, Some(version))) => {
-            if not_modified(&req, current.vid, current.last_updated) {
-                let mut response = HttpResponse::NotModified();
-                version_headers(&mut response, current.vid, current.last_updated);
-                return Ok(response.finish());
+            if get.not_modified(current.vid, current.last_updated) {
+                return Ok(Answer::not_modified(current.vid, current.last_updated));
             }
-            let mut response = HttpResponse::Ok();
-            response.content_type(super::http::FHIR_JSON);
-            version_headers(&mut response, current.vid, current.last_updated);
-            Ok(response.body(representation(version.body, subset.as_ref())?))
+            let body = representation(version.body, subset.as_ref())?;
+            Ok(Answer::version(current.vid, current.last_updated, body))
         }
     }
 }
@@ -233,45 +253,62 @@ pub async fn vread(
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     negotiate(&req)?;
-    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id, vid) = path.into_inner();
-    check_type(&resource_type)?;
-    check_id(&id)?;
-    access.require(Permission::Read, Some(&resource_type))?;
+    let get = Get::of(&req, &state);
+    Ok(vread_answer(&state, &access, &get, &resource_type, &id, &vid)?.respond())
+}
+
+/// The vread of version `vid` of `resource_type/id` (or the part `_summary` or `_elements`
+/// asks for), 304 when the client has it, 410 for a deletion. A version the client may not
+/// read is answered as one that does not exist.
+pub(super) fn vread_answer(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    resource_type: &str,
+    id: &str,
+    vid: &str,
+) -> Result<Answer, FhirError> {
+    let subset = Subset::parse(&get.params)?;
+    check_type(resource_type)?;
+    check_id(id)?;
+    access.require(Permission::Read, Some(resource_type))?;
     let missing = || FhirError::not_found(format!("{resource_type}/{id} has no version {vid}"));
     let number: u64 = vid.parse().map_err(|_| missing())?;
-    let version = state.store.vread(&resource_type, &id, number)?;
+    let version = state.store.vread(resource_type, id, number)?;
     if let Some(version) = &version {
         let stored = Stored {
-            resource_type: &resource_type,
-            id: &id,
+            resource_type,
+            id,
             vid: number,
             last_updated: version.last_updated,
             body: (version.op != Op::Delete).then_some(version.body.as_slice()),
         };
         if !access.sees_stored(&state.search, &state.store, Permission::Read, stored)? {
-            return Err(missing().into());
+            return Err(missing());
         }
     }
     match version {
-        None => Err(missing().into()),
+        None => Err(missing()),
         Some(version) if version.op == Op::Delete => Err(FhirError::new(
             410,
             IssueCode::Deleted,
             format!("version {vid} of {resource_type}/{id} is its deletion"),
-        )
-        .into()),
+        )),
+        Some(version) if get.not_modified(number, version.last_updated) => {
+            Ok(Answer::not_modified(number, version.last_updated))
+        }
         Some(version) => {
-            let mut response = HttpResponse::Ok();
-            response.content_type(super::http::FHIR_JSON);
-            version_headers(&mut response, number, version.last_updated);
-            Ok(response.body(representation(version.body, subset.as_ref())?))
+            let body = representation(version.body, subset.as_ref())?;
+            Ok(Answer::version(number, version.last_updated, body))
         }
     }
 }
 
 /// Conditional update and delete, `PUT|DELETE /fhir/{type}?criteria`: the criteria pick the
-/// resource. No match: an update creates, a delete does nothing; several: 412.
+/// resources ([`conditional`], shared with Bundle entries). No match: an update creates, a
+/// delete does nothing; several: 412 for an update, all deleted (or 412) for a delete as
+/// `--conditional-delete` says.
 pub async fn conditional(
     req: HttpRequest,
     state: State,
@@ -282,50 +319,37 @@ pub async fn conditional(
     negotiate(&req)?;
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
-    let permission = if req.method() == actix_web::http::Method::DELETE {
+    let delete = req.method() == actix_web::http::Method::DELETE;
+    let permission = if delete {
         Permission::Delete
     } else {
         Permission::Update
     };
     access.require(permission, Some(&resource_type))?;
     let criteria = req.query_string();
+    let expected = if_match(&req)?;
     state.search.catch_up(&state.store).await;
-    // The criteria pick among what the client may change, and nothing else.
-    let view = access.view(permission);
-    let ids = state.search.matching(&resource_type, criteria, &view)?;
-    if ids.len() > 1 {
-        return Err(several(&resource_type, criteria).into());
-    }
-    if permission == Permission::Delete {
-        return match ids.into_iter().next() {
-            Some(id) => delete_one(&req, &state, &access, resource_type, id).await,
-            None => Ok(HttpResponse::NoContent().finish()),
-        };
+    if delete {
+        let writes = conditional::delete(
+            &state.search,
+            &access,
+            &resource_type,
+            criteria,
+            expected,
+            state.config.deletes(),
+        )?;
+        return delete_all(&req, &state, &access, writes).await;
     }
     let body = read_body(&req, payload, &state).await?;
     let intake = parse_resource(&body, Some(&resource_type))?;
-    let resource = intake.resource;
-    let (id, action) = match (ids.into_iter().next(), id_of(&resource).map(String::from)) {
-        (Some(id), Some(given)) if given != id => {
-            return Err(FhirError::bad_request(
-                IssueCode::Invalid,
-                format!(
-                    "the criteria match {resource_type}/{id}, but the resource's id is '{given}'"
-                ),
-            )
-            .at(format!("{resource_type}.id"))
-            .into());
-        }
-        (Some(id), _) => (id, Action::Update(resource)),
-        (None, Some(given)) => (given, Action::Update(resource)),
-        (None, None) => (uuid::Uuid::new_v4().to_string(), Action::Create(resource)),
-    };
-    let write = Write {
-        resource_type,
-        id,
-        action,
-        if_match: if_match(&req)?,
-    };
+    let write = conditional::update(
+        &state.search,
+        &access,
+        &resource_type,
+        criteria,
+        intake.resource,
+        expected,
+    )?;
     let (applied, warnings) = commit_one(&state, &access, write, &intake.dropped).await?;
     Ok(written(&req, &state, applied, &warnings))
 }
@@ -337,14 +361,6 @@ fn representation(stored: Vec<u8>, subset: Option<&Subset>) -> Result<Vec<u8>, F
         Some(subset) => summary::subset(&stored, subset),
         None => Ok(stored),
     }
-}
-
-fn several(resource_type: &str, criteria: &str) -> FhirError {
-    FhirError::new(
-        412,
-        IssueCode::Conflict,
-        format!("the criteria '{criteria}' match more than one {resource_type}"),
-    )
 }
 
 /// Commits one write the client's access allows (see [`Access::check_write`]) and the
@@ -409,19 +425,10 @@ fn written(
             .content_type(super::http::FHIR_JSON)
             .body(applied.body.unwrap_or_default()),
         Return::OperationOutcome => {
-            let verb = if status == StatusCode::CREATED {
-                "created"
-            } else {
-                "updated"
-            };
-            let message = format!(
-                "{verb} {}/{} version {}",
-                applied.resource_type, applied.id, applied.vid
-            );
             let mut body = outcome(
                 Severity::Information,
                 IssueCode::Informational,
-                &message,
+                &applied.describe(),
                 None,
             );
             if let Some(issues) = body["issue"].as_array_mut() {
@@ -476,17 +483,4 @@ fn gone(resource_type: &str, id: &str, vid: u64) -> FhirError {
         IssueCode::Deleted,
         format!("{resource_type}/{id} was deleted (version {vid})"),
     )
-}
-
-/// `If-None-Match` naming the current version, or `If-Modified-Since` not before it.
-fn not_modified(req: &HttpRequest, vid: u64, last_updated: i64) -> bool {
-    let headers = req.headers();
-    if let Some(tags) = header_str(headers, header::IF_NONE_MATCH) {
-        return tags
-            .split(',')
-            .any(|tag| tag.trim() == "*" || parse_etag(tag) == Some(vid));
-    }
-    header_str(headers, header::IF_MODIFIED_SINCE)
-        .and_then(parse_http_date)
-        .is_some_and(|since| last_updated < since + 1_000_000)
 }

@@ -1,6 +1,8 @@
-//! The history interactions: of one resource, of a type, of the whole system.
+//! The history interactions: of one resource, of a type, of the whole system; over HTTP and
+//! as GET entries of Bundles ([`bundle`]).
 
-use super::http::{base_url, etag, negotiate, query_pairs};
+use super::get::Get;
+use super::http::{etag, negotiate};
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
@@ -8,6 +10,7 @@ use crate::fhir::bundle::{BundleWriter, Entry, Response};
 use crate::fhir::datetime::{format_instant, parse_period};
 use crate::fhir::resource::{check_id, check_type};
 use crate::fhir::{FhirError, IssueCode};
+use crate::search::View;
 use crate::store::history::{Cursor, Entry as Version, Page, Query, Scope};
 use crate::store::tables::{Method, Op};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,7 +19,6 @@ type State = web::Data<AppState>;
 
 /// `GET /fhir/_history`
 pub async fn system(req: HttpRequest, state: State, access: Access) -> ApiResult {
-    access.require(Permission::Read, None)?;
     respond(&req, &state, &access, Scope::System)
 }
 
@@ -27,8 +29,6 @@ pub async fn of_type(
     access: Access,
     path: web::Path<String>,
 ) -> ApiResult {
-    check_type(&path)?;
-    access.require(Permission::Read, Some(&path))?;
     respond(&req, &state, &access, Scope::Type(&path))
 }
 
@@ -40,14 +40,15 @@ pub async fn instance(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (resource_type, id) = path.into_inner();
-    check_type(&resource_type)?;
-    check_id(&id)?;
-    access.require(Permission::Read, Some(&resource_type))?;
-    // A resource the client may not read now has no history for it either.
-    if super::crud::readable_current(&state, &access, &resource_type, &id)?.is_none() {
-        return Err(super::crud::missing(&resource_type, &id).into());
-    }
     respond(&req, &state, &access, Scope::Instance(&resource_type, &id))
+}
+
+fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_>) -> ApiResult {
+    negotiate(req)?;
+    let body = bundle(state, access, &Get::of(req, state), scope)?;
+    Ok(HttpResponse::Ok()
+        .content_type(super::http::FHIR_JSON)
+        .body(body))
 }
 
 /// The query parameters history understands; the paging cursor is `_cursor`.
@@ -58,14 +59,14 @@ struct Params {
     cursor: Option<Cursor>,
 }
 
-fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
+fn params(get: &Get, state: &AppState) -> Result<Params, FhirError> {
     let mut params = Params {
         count: state.config.default_count,
         since: None,
         at: None,
         cursor: None,
     };
-    for (name, value) in query_pairs(req) {
+    for (name, value) in get.params.iter().cloned() {
         let invalid = |what: &str| {
             FhirError::bad_request(IssueCode::Invalid, format!("{name}={value}: {what}"))
         };
@@ -79,8 +80,7 @@ fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
             "_since" => params.since = Some(value),
             "_at" => params.at = Some(value),
             "_cursor" => {
-                params.cursor =
-                    Some(Cursor::parse(&value).ok_or_else(|| invalid("not a paging cursor"))?)
+                params.cursor = Some(Cursor::parse(&value).ok_or_else(|| invalid("not a paging cursor"))?)
             }
             _ => {}
         }
@@ -88,11 +88,34 @@ fn params(req: &HttpRequest, state: &AppState) -> Result<Params, FhirError> {
     Ok(params)
 }
 
-/// A page of history, of the versions the client may read only: pages are filled with them,
-/// and links and cursors depend on them alone (see `store::history`).
-fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_>) -> ApiResult {
-    negotiate(req)?;
-    let params = params(req, state)?;
+/// A page of the history of `scope`, the Bundle the HTTP endpoints and the GET entries of
+/// Bundles answer with: of the versions the client may read only, pages are filled with them,
+/// and links and cursors depend on them alone (see `store::history`). `total` counts the
+/// entries of every page, and is left out when the client's view hides some (it would count
+/// them).
+pub(super) fn bundle(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    scope: Scope<'_>,
+) -> Result<Vec<u8>, FhirError> {
+    match scope {
+        Scope::System => access.require(Permission::Read, None)?,
+        Scope::Type(resource_type) => {
+            check_type(resource_type)?;
+            access.require(Permission::Read, Some(resource_type))?;
+        }
+        Scope::Instance(resource_type, id) => {
+            check_type(resource_type)?;
+            check_id(id)?;
+            access.require(Permission::Read, Some(resource_type))?;
+            // A resource the client may not read now has no history for it either.
+            if super::crud::readable_current(state, access, resource_type, id)?.is_none() {
+                return Err(super::crud::missing(resource_type, id));
+            }
+        }
+    }
+    let params = params(get, state)?;
     let period = |name: &str, value: &Option<String>| {
         value
             .as_deref()
@@ -126,21 +149,25 @@ fn respond(req: &HttpRequest, state: &AppState, access: &Access, scope: Scope<'_
         let Scope::Instance(resource_type, id) = scope else {
             unreachable!("only an instance can be missing")
         };
-        return Err(super::crud::missing(resource_type, id).into());
+        return Err(super::crud::missing(resource_type, id));
     };
-    let base = base_url(req, state);
-    let body = render(&base, req, &params, &page);
-    Ok(HttpResponse::Ok()
-        .content_type(super::http::FHIR_JSON)
-        .body(body))
+    let unconfined = match scope {
+        Scope::System => access.view(Permission::Read) == View::All,
+        Scope::Type(resource_type) | Scope::Instance(resource_type, _) => {
+            !access.confined(Permission::Read, resource_type)
+        }
+    };
+    let total = if unconfined {
+        Some(state.store.history_total(&query)?)
+    } else {
+        None
+    };
+    Ok(render(get, &params, &page, total))
 }
 
-fn render(base: &str, req: &HttpRequest, params: &Params, page: &Page) -> Vec<u8> {
-    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
-    let mut links = vec![(
-        "self",
-        format!("{base}{path}{}", query_suffix(req.query_string())),
-    )];
+fn render(get: &Get, params: &Params, page: &Page, total: Option<u64>) -> Vec<u8> {
+    let base = &get.base;
+    let mut links = vec![("self", get.url(&get.path, &get.query))];
     if let Some(next) = &page.next {
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("_count", &params.count.to_string());
@@ -151,9 +178,12 @@ fn render(base: &str, req: &HttpRequest, params: &Params, page: &Page) -> Vec<u8
             query.append_pair("_at", at);
         }
         query.append_pair("_cursor", &next.to_string());
-        links.push(("next", format!("{base}{path}?{}", query.finish())));
+        links.push(("next", get.url(&get.path, &query.finish())));
     }
     let mut bundle = BundleWriter::new("history");
+    if let Some(total) = total {
+        bundle.total(total);
+    }
     bundle.links(&links);
     for entry in &page.entries {
         let instance = format!("{}/{}", entry.resource_type, entry.id);
@@ -181,12 +211,4 @@ fn render(base: &str, req: &HttpRequest, params: &Params, page: &Page) -> Vec<u8
         });
     }
     bundle.finish()
-}
-
-fn query_suffix(query: &str) -> String {
-    if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    }
 }

@@ -1,9 +1,12 @@
-//! `GET /fhir/metadata`: the CapabilityStatement, which states exactly what this server does.
+//! `GET /fhir/metadata`: the CapabilityStatement, which states exactly what this server does;
+//! `GET /fhir/$versions`: the FHIR versions it speaks.
 
-use super::http::{base_url, negotiate};
+use super::get::{Answer, Get};
+use super::http::negotiate;
 use super::{ApiResult, AppState};
+use crate::bundle::ConditionalDelete;
 use crate::search::registry::{ParamType, Registry};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, web};
 use serde_json::{Value, json};
 
 /// The interactions every resource type supports.
@@ -18,17 +21,49 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
+/// The definition of the `$versions` operation.
+const VERSIONS: &str = "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions";
+
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     negotiate(&req)?;
-    let security = super::auth::security(&state.config);
-    let body = statement(&base_url(&req, &state), state.search.registry, security);
-    Ok(HttpResponse::Ok()
-        .content_type(super::http::FHIR_JSON)
-        .body(body.to_string()))
+    Ok(capabilities(&state, &Get::of(&req, &state)).respond())
 }
 
-/// The CapabilityStatement of this build, served at `base`, with its `rest.security`.
-pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
+/// The answer to `GET metadata`, over HTTP or as a Bundle entry.
+pub(super) fn capabilities(state: &AppState, get: &Get) -> Answer {
+    let security = super::auth::security(&state.config);
+    let body = statement(
+        &get.base,
+        state.search.registry,
+        security,
+        state.config.conditional_delete,
+    );
+    Answer::ok(body.to_string().into_bytes())
+}
+
+/// `GET /fhir/$versions`: like `metadata`, it needs no token.
+pub async fn versions_operation(req: HttpRequest) -> ApiResult {
+    negotiate(&req)?;
+    Ok(versions().respond())
+}
+
+/// The answer to `$versions`: R4 (`4.0`) is the one version, and the default.
+pub(super) fn versions() -> Answer {
+    let parameters = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "version", "valueCode": "4.0"},
+        {"name": "default", "valueCode": "4.0"},
+    ]});
+    Answer::ok(parameters.to_string().into_bytes())
+}
+
+/// The CapabilityStatement of this build, served at `base`, with its `rest.security` and
+/// what its conditional deletes do with several matches.
+pub fn statement(
+    base: &str,
+    registry: &Registry,
+    security: Value,
+    conditional_delete: ConditionalDelete,
+) -> Value {
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
         .map(|code| json!({"code": code}))
@@ -75,7 +110,7 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 "conditionalCreate": true,
                 "conditionalRead": "modified-since",
                 "conditionalUpdate": true,
-                "conditionalDelete": "single",
+                "conditionalDelete": conditional_delete.code(),
             });
             let mut operations: Vec<Value> = super::terminology::OPERATIONS
                 .iter()
@@ -128,9 +163,13 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
                 resource is checked against the R4 definitions, the profiles known here and \
                 the terminology, under the server's policy (422 with every finding, or stored \
-                with warnings); $validate reports the same findings. _filter, PATCH, conditional update and delete inside Bundles, and \
-                XML are not supported yet: they are reported (search, handling=lenient) or \
-                answered with 400, 501 or 406/415 OperationOutcomes.",
+                with warnings); $validate reports the same findings. Batches and \
+                transactions take every interaction's entries, GET and HEAD ones (searches, \
+                reads, histories, metadata) answered as their endpoints answer; conditional \
+                deletes delete every match (up to a limit) or refuse several, as \
+                conditionalDelete says. _filter, PATCH and XML are not supported yet: they \
+                are reported (search, handling=lenient) or answered with 400, 501 or 406/415 \
+                OperationOutcomes.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
@@ -141,6 +180,7 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 {"code": "history-system"},
                 {"code": "search-system"},
             ],
+            "operation": [{"name": "versions", "definition": VERSIONS}],
         }],
     })
 }
@@ -177,10 +217,12 @@ mod tests {
                 Some("SMART-on-FHIR"),
             ),
         ] {
+            let config = serve(args);
             let statement = super::statement(
                 "http://localhost/fhir",
                 crate::search::registry::Registry::r4_shared(),
-                crate::api::auth::security(&serve(args)),
+                crate::api::auth::security(&config),
+                config.conditional_delete,
             );
             fhirlake_model::check_resource(&statement).unwrap();
             assert_eq!(

@@ -9,6 +9,7 @@ mod auth;
 mod bundle;
 mod changes;
 mod crud;
+mod get;
 mod history;
 mod http;
 mod interaction;
@@ -51,7 +52,7 @@ pub struct AppState {
 
 /// The routes: the operations endpoints, the SMART configuration, the OpenAPI description and
 /// its explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
-/// (routed before the scope) needs authorization ([`auth::authenticate`]). More specific paths
+/// and `$versions` (routed before the scope) needs authorization ([`auth::authenticate`]). More specific paths
 /// come first: `_history` is not a resource type or an id. Each FHIR route's interaction (for
 /// the log and the metrics) is named in [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -63,7 +64,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(auth::smart_configuration)),
         );
     cfg.configure(openapi::routes);
-    cfg.service(resource("/fhir/metadata").route(web::get().to(metadata::capability_statement)));
+    cfg.service(resource("/fhir/metadata").route(web::get().to(metadata::capability_statement)))
+        .service(resource("/fhir/$versions").route(web::get().to(metadata::versions_operation)));
     cfg.service(
         web::scope("/fhir")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))

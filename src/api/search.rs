@@ -10,7 +10,8 @@
 //! Links repeat the search: the client's parameters but those ignored (and empty), with the
 //! page's `_count` and position.
 
-use super::http::{FHIR_JSON, base_url, header_str, negotiate, query_pairs, read_form};
+use super::get::Get;
+use super::http::{FHIR_JSON, negotiate, read_form};
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
@@ -23,7 +24,6 @@ use crate::search::include::{Directive, Found, Included, MAX_INCLUDES, include, 
 use crate::search::limits::too_costly;
 use crate::search::sort::Cursor;
 use crate::search::{Ignored, Page, Request, Target, View, compartment};
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -32,6 +32,23 @@ type State = web::Data<AppState>;
 /// The types with a `$everything` operation.
 pub const EVERYTHING: &[&str] = &["Patient", "Encounter"];
 
+/// Which search: of a type, of every type (`_type` may name some), of a compartment, or
+/// `$everything` of a Patient or an Encounter.
+pub(super) enum Search {
+    Type(String),
+    System,
+    /// The members of one type (`*`: of every type) of the compartment of `compartment/id`.
+    Compartment {
+        compartment: String,
+        id: String,
+        resource_type: String,
+    },
+    Everything {
+        resource_type: String,
+        id: String,
+    },
+}
+
 /// `GET /fhir/{type}`
 pub async fn of_type(
     req: HttpRequest,
@@ -39,16 +56,8 @@ pub async fn of_type(
     access: Access,
     path: web::Path<String>,
 ) -> ApiResult {
-    check_type(&path)?;
-    let target = Target::of_type(&path);
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(
-        &req,
-        &state,
-        &access,
-        Search::of(target, view, query_pairs(&req)),
-    )
-    .await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, Search::Type(path.into_inner())).await
 }
 
 /// `POST /fhir/{type}/_search` with a form body (and maybe a query string too).
@@ -59,23 +68,17 @@ pub async fn of_type_post(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    check_type(&path)?;
-    let target = Target::of_type(&path);
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    let mut params = query_pairs(&req);
-    params.extend(read_form(&req, payload, &state).await?);
-    run(&req, &state, &access, Search::of(target, view, params)).await
+    let resource_type = path.into_inner();
+    check_type(&resource_type)?;
+    let mut get = Get::of(&req, &state);
+    get.params.extend(read_form(&req, payload, &state).await?);
+    respond(&req, &state, &access, get, Search::Type(resource_type)).await
 }
 
 /// `GET /fhir?_type=A,B&...` (and `GET /fhir/?...`): all types, or those `_type` names.
 pub async fn system(req: HttpRequest, state: State, access: Access) -> ApiResult {
-    let params = query_pairs(&req);
-    let target = Target {
-        resource_types: named_types(&params)?,
-        ..Target::default()
-    };
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(&req, &state, &access, Search::of(target, view, params)).await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, Search::System).await
 }
 
 /// `GET /fhir/{compartment}/{id}/{type}`: the members of one type (`*`: of every type) of the
@@ -87,27 +90,13 @@ pub async fn compartment(
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
     let (compartment, id, resource_type) = path.into_inner();
-    check_compartment(&compartment)?;
-    check_id(&id)?;
-    let resource_types = if resource_type == "*" {
-        Vec::new()
-    } else {
-        check_type(&resource_type)?;
-        vec![resource_type]
+    let what = Search::Compartment {
+        compartment,
+        id,
+        resource_type,
     };
-    let target = Target {
-        resource_types,
-        compartment: Some((compartment, id)),
-        ..Target::default()
-    };
-    let view = access.search_view(Permission::Search, &target.resource_types)?;
-    run(
-        &req,
-        &state,
-        &access,
-        Search::of(target, view, query_pairs(&req)),
-    )
-    .await
+    let get = Get::of(&req, &state);
+    respond(&req, &state, &access, get, what).await
 }
 
 /// `GET /fhir/{Patient|Encounter}/{id}/$everything`: the resource, its compartment, and what
@@ -121,18 +110,99 @@ pub async fn everything(
     access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    let (compartment, id) = path.into_inner();
+    let (resource_type, id) = path.into_inner();
+    let get = Get::of(&req, &state);
+    let what = Search::Everything { resource_type, id };
+    respond(&req, &state, &access, get, what).await
+}
+
+/// Answers a search over HTTP once the index holds the writes before it (read your writes).
+async fn respond(
+    req: &HttpRequest,
+    state: &AppState,
+    access: &Access,
+    get: Get,
+    what: Search,
+) -> ApiResult {
+    negotiate(req)?;
+    let caught_up = state.search.catch_up(&state.store).await;
+    let body = searchset(state, access, &get, what, caught_up)?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
+}
+
+/// The searchset Bundle (a page of it) of the search `what` with `get`'s parameters, within
+/// what `access` may search (for `$everything`, read); `caught_up` says whether the index held
+/// every earlier write. The HTTP endpoints and the GET entries of Bundles both come here.
+pub(super) fn searchset(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    what: Search,
+    caught_up: bool,
+) -> Result<Vec<u8>, FhirError> {
+    let params = get.params.clone();
+    let plan = match what {
+        Search::Type(resource_type) => {
+            check_type(&resource_type)?;
+            let target = Target::of_type(&resource_type);
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            Plan::of(target, view, params)
+        }
+        Search::System => {
+            let target = Target {
+                resource_types: named_types(&params)?,
+                ..Target::default()
+            };
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            Plan::of(target, view, params)
+        }
+        Search::Compartment {
+            compartment,
+            id,
+            resource_type,
+        } => {
+            check_compartment(&compartment)?;
+            check_id(&id)?;
+            let resource_types = if resource_type == "*" {
+                Vec::new()
+            } else {
+                check_type(&resource_type)?;
+                vec![resource_type]
+            };
+            let target = Target {
+                resource_types,
+                compartment: Some((compartment, id)),
+                ..Target::default()
+            };
+            let view = access.search_view(Permission::Search, &target.resource_types)?;
+            Plan::of(target, view, params)
+        }
+        Search::Everything {
+            resource_type: compartment,
+            id,
+        } => everything_plan(state, access, compartment, id, params)?,
+    };
+    run(state, access, get, plan, caught_up)
+}
+
+/// The plan of `$everything` of `compartment/id`, which the client must be able to read.
+fn everything_plan(
+    state: &AppState,
+    access: &Access,
+    compartment: String,
+    id: String,
+    params: Vec<(String, String)>,
+) -> Result<Plan, FhirError> {
     if !EVERYTHING.contains(&compartment.as_str()) {
         return Err(FhirError::not_found(format!(
             "$everything is an operation of Patient and Encounter, not of {compartment}"
-        ))
-        .into());
+        )));
     }
     check_id(&id)?;
     access.require(Permission::Read, Some(&compartment))?;
     let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
     let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {
-        return Err(absent().into());
+        return Err(absent());
     };
     let focal = Stored {
         resource_type: &compartment,
@@ -142,9 +212,8 @@ pub async fn everything(
         body: Some(&version.body),
     };
     if !access.sees_stored(&state.search, &state.store, Permission::Read, focal)? {
-        return Err(absent().into());
+        return Err(absent());
     }
-    let params = query_pairs(&req);
     // Patient's `start` and `end` (R4's Encounter $everything has none: there they are
     // unknown parameters).
     let care = if compartment == "Patient" {
@@ -162,17 +231,16 @@ pub async fn everything(
     }
     let target = Target {
         resource_types: named_types(&params)?,
-        compartment: Some((compartment.clone(), id.clone())),
+        compartment: Some((compartment, id)),
         care,
     };
-    let search = Search {
+    Ok(Plan {
         target,
         view: access.view(Permission::Read),
         params,
         filters,
         everything: true,
-    };
-    run(&req, &state, &access, search).await
+    })
 }
 
 /// `$everything`'s `start` and `end` (dates, each optional) as one period, from the start of
@@ -225,8 +293,8 @@ fn check_compartment(compartment: &str) -> Result<(), FhirError> {
     }
 }
 
-/// What a handler asks [`run`] for.
-struct Search {
+/// What [`run`] searches.
+struct Plan {
     /// The types searched, maybe a compartment.
     target: Target,
     /// What the client may find.
@@ -240,10 +308,10 @@ struct Search {
     everything: bool,
 }
 
-impl Search {
+impl Plan {
     /// A plain search of `target` with `params`.
-    fn of(target: Target, view: View, params: Vec<(String, String)>) -> Search {
-        Search {
+    fn of(target: Target, view: View, params: Vec<(String, String)>) -> Plan {
+        Plan {
             target,
             view,
             filters: params.clone(),
@@ -258,8 +326,13 @@ const PAGING: &[&str] = &["_count", "_offset", "_cursor", "_snapshot"];
 
 /// Runs a search of `target` within `view`; `everything` adds what the matches refer to, as
 /// `$everything` does. Included resources are those of them the client may read.
-async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Search) -> ApiResult {
-    negotiate(req)?;
+fn run(
+    state: &AppState,
+    access: &Access,
+    get: &Get,
+    search: Plan,
+    caught_up: bool,
+) -> Result<Vec<u8>, FhirError> {
     let params = &search.params;
     let given: Vec<(String, String)> = params
         .iter()
@@ -293,8 +366,7 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
             "_offset is at most {} (--search-max-offset): page on with the next links, whose \
              cost does not grow with the page's position",
             limits.offset
-        ))
-        .into());
+        )));
     }
     let after = control("_cursor")
         .map(Cursor::parse)
@@ -303,8 +375,7 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
     let snapshot = control("_snapshot").and_then(|v| v.parse().ok());
     let summary_count = control("_summary") == Some("count");
     let total = control("_total") != Some("none") || summary_count;
-    let prefer = header_str(req.headers(), header::HeaderName::from_static("prefer")).unwrap_or("");
-    let strict = prefer.split(',').any(|p| p.trim() == "handling=strict");
+    let strict = get.strict;
 
     let (mut directives, mut ignored) = (Vec::new(), Vec::new());
     for (name, value) in &given {
@@ -315,7 +386,7 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
                     "a search has at most {} _include and _revinclude (--search-max-includes)",
                     limits.includes
                 ))
-                .into());
+                );
             }
             Some(Ok(directive)) => directives.push(directive),
             Some(Err(reason)) if strict => {
@@ -323,7 +394,7 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
                     IssueCode::NotSupported,
                     format!("{name}={value}: {reason}"),
                 )
-                .into());
+                );
             }
             Some(Err(reason)) => ignored.push(Ignored {
                 name: name.clone(),
@@ -333,7 +404,6 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
         }
     }
 
-    let caught_up = state.search.catch_up(&state.store).await;
     let mut page = state.search.search(&Request {
         target: search.target.clone(),
         params: search.filters.clone(),
@@ -383,17 +453,15 @@ async fn run(req: &HttpRequest, state: &AppState, access: &Access, search: Searc
         after: after.as_ref(),
         summary_count,
     };
-    let base = base_url(req, state);
-    let links = links(&base, req, params, &page, &position);
-    let body = render(
-        &base,
+    let links = links(get, params, &page, &position);
+    Ok(render(
+        &get.base,
         &page,
         &links,
         (&matches, &included),
         caught_up,
         &notes,
-    );
-    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
+    ))
 }
 
 /// Which page of its search a page is.
@@ -409,14 +477,12 @@ struct Position<'a> {
 /// ignored (and empty ones), then the page's `_count` and position. A page after a cursor has
 /// no `previous` link; one at an `_offset` has.
 fn links(
-    base: &str,
-    req: &HttpRequest,
+    get: &Get,
     params: &[(String, String)],
     page: &Page,
     position: &Position,
 ) -> Vec<(&'static str, String)> {
-    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
-    let path = path.strip_suffix("/_search").unwrap_or(path);
+    let path = get.path.strip_suffix("/_search").unwrap_or(&get.path);
     let path = path.trim_end_matches('/');
     let kept: Vec<&(String, String)> = params
         .iter()
@@ -438,7 +504,7 @@ fn links(
         for (name, value) in paging {
             query.append_pair(name, value);
         }
-        format!("{base}{path}?{}", query.finish())
+        get.url(path, &query.finish())
     };
     let snapshot = || ("_snapshot", page.snapshot.to_string());
     let mut here = Vec::new();

@@ -160,7 +160,7 @@ impl Access {
 
     /// Whether `permission` on `resource_type` is granted on part of its resources only
     /// (a compartment, a query), so that each resource has to be judged.
-    fn confined(&self, permission: Permission, resource_type: &str) -> bool {
+    pub fn confined(&self, permission: Permission, resource_type: &str) -> bool {
         match self {
             Access::Open => false,
             Access::Token(principal) => !Self::grants(principal, permission, Some(resource_type))

@@ -10,7 +10,7 @@
 //! (Synthea's `0-...` batch files first), `jobs` at a time.
 
 use crate::auth::Access;
-use crate::bundle::{self, Kind, Options};
+use crate::bundle::{self, Deletes, EntryResult, Kind, Options, Reads};
 use crate::fhir::resource::{Intake, check_value, id_of, parse_json};
 use crate::fhir::{FhirError, Return};
 use crate::search::Engine;
@@ -230,10 +230,20 @@ async fn import_file(
                     max_entries: usize::MAX,
                     returns: Return::Minimal,
                     subscription_endpoints: None,
+                    base: None,
+                    deletes: Deletes::default(),
+                    max_read_bytes: 0,
                 };
-                let processed =
-                    bundle::process(store, search, &Access::Open, validator, value, &options)
-                        .await?;
+                let processed = bundle::process(
+                    store,
+                    search,
+                    &Access::Open,
+                    validator,
+                    value,
+                    &options,
+                    &NoReads,
+                )
+                .await?;
                 for (index, entry) in processed.entries.iter().enumerate() {
                     counters
                         .warnings
@@ -273,6 +283,19 @@ async fn import_file(
         }
     }
     Ok(())
+}
+
+/// The GET and HEAD entries of imported Bundles: not run. An import stores resources; what a
+/// read would answer goes nowhere, so each such entry is reported as refused.
+struct NoReads;
+
+impl Reads for NoReads {
+    fn read(&self, read: &bundle::Read, _: bool) -> Result<EntryResult, FhirError> {
+        Err(FhirError::not_supported(format!(
+            "fhirlake import stores resources: it does not run GET or HEAD entries ({})",
+            read.path
+        )))
+    }
 }
 
 fn take_entries(mut bundle: Value) -> Vec<Value> {

@@ -2,35 +2,49 @@
 //! `POST /fhir` and by `fhirlake import`.
 //!
 //! - A transaction is one store commit: every write of it lands, or none does and the answer
-//!   names the failing entry. Reads (GET entries) run after the writes and see them.
+//!   names the failing entry. Its writes are applied in the order R4 gives (DELETE, POST,
+//!   PUT), then its GET and HEAD entries run and see them. A GET entry that fails does not
+//!   undo the writes: it reports its own status in the transaction-response.
 //! - A batch commits each entry on its own (all submitted at once, so they share group
 //!   commits) and reports each entry's outcome.
+//! - GET and HEAD entries (reads, searches, histories, `metadata`, `$versions`) are answered
+//!   by the caller's [`Reads`]: the API layer runs its endpoints' own code, so an entry
+//!   answers what the endpoint would.
+//! - Conditional entries (`ifNoneExist`, conditional update `PUT Type?criteria`, conditional
+//!   delete `DELETE Type?criteria`, conditional references) are resolved against the state
+//!   before the Bundle, within what the client may see ([`conditional`]); a conditional delete
+//!   of several resources deletes them all in the entry's commit (see [`Deletes`]).
 //! - Created entries get new ids; every reference to an entry's `fullUrl` (`urn:uuid:`,
 //!   `urn:oid:`, absolute or relative) in any resource of the Bundle is rewritten to the stored
-//!   `Type/id` first ([`references`]).
+//!   `Type/id` first ([`references`]), also to the resource a conditional entry resolved to.
+//! - A `request.url` may be absolute under this server's base ([`Options::base`]).
 //! - Each resource written is validated under the policy ([`Validator::check_write`]) as its
 //!   entry is read: a transaction with invalid resources fails whole with every failing
 //!   entry's findings in one OperationOutcome; a batch fails only those entries. Warnings are
 //!   returned in the entry's `response.outcome`.
+//! - `Prefer: return=...` applies to every written entry: the resource (`representation`),
+//!   nothing (`minimal`), or an OperationOutcome in `response.outcome`.
 //! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
-//!   entry fails a transaction whole, and only itself in a batch. Conditional matches
-//!   (`ifNoneExist`, conditional references) see only what the client may read.
+//!   entry fails a transaction whole, and only itself in a batch.
 
+pub mod conditional;
 pub mod references;
 
+use crate::auth::{Access, Decision};
 use crate::auth::scope::Permission;
-use crate::auth::{Access, Decision, Stored};
 use crate::cdc::endpoints::Prefix;
 use crate::cdc::subscriptions;
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
-use crate::fhir::datetime::{Micros, format_instant};
+use crate::fhir::datetime::{Micros, format_instant, parse_period};
+use crate::fhir::outcome::issue;
 use crate::fhir::resource::{Intake, check_id, check_type, check_value, id_of, parse_etag};
-use crate::fhir::{FhirError, IssueCode, Return};
+use crate::fhir::{FhirError, IssueCode, Return, Severity};
 use crate::search::Engine;
 use crate::store::Store;
-use crate::store::commit::{Action, Applied, Write};
+use crate::store::commit::{Action, Applied, Write, describe};
 use crate::store::tables::Op;
 use crate::validate::{Issue, Validator};
+pub use conditional::{ConditionalDelete, Deletes};
 use references::{Rewrites, at_entry, bad_entry};
 use serde_json::Value;
 
@@ -45,16 +59,24 @@ pub enum Kind {
 pub struct Options {
     /// The most entries a Bundle may have (413 beyond).
     pub max_entries: usize,
-    /// What each entry's response carries (`Prefer: return=...`).
+    /// What each written entry's response carries (`Prefer: return=...`).
     pub returns: Return,
     /// The prefixes a Subscription's endpoint is checked with as it is written
     /// ([`subscriptions::check_write`]); `None` checks none (the `import` command: the
     /// operator's data, and deliveries are guarded anyway).
     pub subscription_endpoints: Option<Vec<Prefix>>,
+    /// This server's FHIR base URL: a `request.url` under it is taken relative to it.
+    pub base: Option<String>,
+    /// What a conditional delete does with several matches.
+    pub deletes: Deletes,
+    /// About the most bytes the GET entries of one Bundle answer together: once their
+    /// answers pass it, the GET entries left are refused (422 `too-costly`) without being
+    /// run, so a Bundle of many large searches cannot make one response without bound.
+    pub max_read_bytes: usize,
 }
 
 /// The outcome of one entry.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct EntryResult {
     pub status: u16,
     pub location: Option<String>,
@@ -64,6 +86,8 @@ pub struct EntryResult {
     pub error: Option<FhirError>,
     /// The validator's warnings about the entry's resource (OperationOutcome issues).
     pub warnings: Vec<Value>,
+    /// What the entry did, for `Prefer: return=OperationOutcome`.
+    pub information: Option<String>,
 }
 
 /// The outcome of a whole Bundle, entry by entry in the order of the request.
@@ -71,6 +95,30 @@ pub struct EntryResult {
 pub struct Processed {
     pub kind: Kind,
     pub entries: Vec<EntryResult>,
+}
+
+/// A GET or HEAD entry, for [`Reads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The path below the base (`Patient/1`, `Patient/1/_history`, `metadata`); empty for a
+    /// search of every type (`?_type=...`).
+    pub path: String,
+    /// The query as written (`name=x&_count=2`), empty when there is none.
+    pub query: String,
+    /// `ifNoneMatch`: ETags, or `*`.
+    pub if_none_match: Option<String>,
+    /// `ifModifiedSince`.
+    pub if_modified_since: Option<Micros>,
+}
+
+/// Answers the GET and HEAD entries of Bundles. The API layer answers them with its endpoints'
+/// own code (reads, searches, histories, capabilities), so that an entry answers exactly what
+/// the endpoint would.
+pub trait Reads: Sync {
+    /// The answer to `read` (a HEAD entry's resource is dropped afterwards); `caught_up`
+    /// says whether the search index holds every write committed before (a search says so
+    /// when it does not).
+    fn read(&self, read: &Read, caught_up: bool) -> Result<EntryResult, FhirError>;
 }
 
 /// What one entry asks for.
@@ -91,30 +139,49 @@ enum Request {
         dropped: Vec<String>,
         if_match: Option<u64>,
     },
+    /// `PUT Type?criteria`.
+    ConditionalUpdate {
+        resource_type: String,
+        criteria: String,
+        resource: Value,
+        dropped: Vec<String>,
+        if_match: Option<u64>,
+    },
     Delete {
         resource_type: String,
         id: String,
         if_match: Option<u64>,
     },
-    Read {
+    /// `DELETE Type?criteria`.
+    ConditionalDelete {
         resource_type: String,
-        id: String,
-        vid: Option<u64>,
-        if_none_match: Option<u64>,
-        if_modified_since: Option<Micros>,
+        criteria: String,
+        if_match: Option<u64>,
+    },
+    Get {
+        head: bool,
+        read: Read,
     },
 }
 
-impl Request {
-    /// Processing order of a transaction: DELETE, POST, PUT, GET.
-    fn order(&self) -> u8 {
-        match self {
-            Request::Delete { .. } => 0,
-            Request::Create { .. } => 1,
-            Request::Update { .. } => 2,
-            Request::Read { .. } => 3,
-        }
-    }
+/// What an entry does once its conditions are resolved.
+#[derive(Debug)]
+enum Step {
+    /// Store writes, in processing order `order` (DELETE 0, POST 1, PUT 2). None for a
+    /// conditional delete that matched nothing.
+    Writes {
+        order: u8,
+        writes: Vec<Write>,
+    },
+    /// A create whose `ifNoneExist` matched this resource: the match is the answer.
+    Existing {
+        resource_type: String,
+        id: String,
+    },
+    Get {
+        head: bool,
+        read: Read,
+    },
 }
 
 /// The type of a Bundle that `POST /fhir` takes, or 400.
@@ -139,8 +206,10 @@ pub fn kind_of(bundle: &Value) -> Result<Kind, FhirError> {
     }
 }
 
-/// Processes a batch or transaction Bundle. A transaction that fails answers `Err` with the
-/// failing entry named; a batch always answers `Ok`, with each entry's outcome.
+/// Processes a batch or transaction Bundle; `reads` answers its GET and HEAD entries. A
+/// transaction that fails answers `Err` with the failing entry named; a batch always answers
+/// `Ok`, with each entry's outcome.
+#[allow(clippy::too_many_arguments)]
 pub async fn process(
     store: &Store,
     search: &Engine,
@@ -148,6 +217,7 @@ pub async fn process(
     validator: &Validator,
     mut bundle: Value,
     options: &Options,
+    reads: &dyn Reads,
 ) -> Result<Processed, FhirError> {
     let kind = kind_of(&bundle)?;
     let entries = match bundle.get_mut("entry").map(Value::take) {
@@ -178,182 +248,150 @@ pub async fn process(
     check_shell(bundle, &entries)?;
 
     let mut warnings: Vec<Vec<Value>> = vec![Vec::new(); entries.len()];
-    let mut requests: Vec<Result<(Option<String>, Request), FhirError>> = entries
+    let requests: Vec<Result<(Option<String>, Request), FhirError>> = entries
         .into_iter()
         .zip(&mut warnings)
         .enumerate()
         .map(|(index, (entry, warnings))| {
-            read_entry(entry, index, validator, warnings).map_err(|error| at_entry(error, index))
+            read_entry(entry, index, validator, options.base.as_deref(), warnings)
+                .map_err(|error| at_entry(error, index))
         })
         .collect();
-    // Conditional creates and references resolve against everything committed before.
+    // Conditional entries and references resolve against everything committed before.
     search.catch_up(store).await;
-    for (index, request) in requests.iter_mut().enumerate() {
-        if let Ok((
-            _,
-            Request::Create {
-                resource_type,
-                if_none_exist: Some(criteria),
-                ..
-            },
-        )) = request
-        {
-            let readable = access.view(Permission::Read);
-            *request = match search.matching(resource_type, criteria, &readable) {
-                Ok(ids) if ids.is_empty() => continue,
-                Ok(ids) if ids.len() == 1 => Ok((
-                    None,
-                    Request::Read {
-                        resource_type: resource_type.clone(),
-                        id: ids[0].clone(),
-                        vid: None,
-                        if_none_match: None,
-                        if_modified_since: None,
-                    },
-                )),
-                Ok(_) => Err(at_entry(
-                    FhirError::new(
-                        412,
-                        IssueCode::Conflict,
-                        format!("ifNoneExist '{criteria}' matches more than one {resource_type}"),
-                    ),
-                    index,
-                )),
-                Err(error) => Err(at_entry(error, index)),
-            };
-        }
-    }
+    let mut steps: Vec<Result<(Option<String>, Step), FhirError>> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(index, request)| {
+            let (full_url, request) = request?;
+            let step = resolve(search, access, request, options.deletes);
+            step.map(|step| (full_url, step))
+                .map_err(|error| at_entry(error, index))
+        })
+        .collect();
     if kind == Kind::Transaction {
-        let failures = requests.iter().filter_map(|r| r.as_ref().err().cloned());
+        let failures = steps.iter().filter_map(|r| r.as_ref().err().cloned());
         if let Some(error) = all_failures(failures) {
             return Err(error);
         }
     }
 
-    // New ids for creates, and the rewrites of references to every entry's fullUrl.
-    let mut ids: Vec<Option<String>> = Vec::with_capacity(requests.len());
+    // The rewrites of references to every entry's fullUrl, to the resource it is stored as.
     let mut rewrites = Rewrites::default();
-    for request in &requests {
-        let id = match request {
-            Ok((full_url, Request::Create { resource_type, .. })) => {
-                let id = uuid::Uuid::new_v4().to_string();
-                if let Some(full_url) = full_url {
-                    rewrites.add(full_url, resource_type, &id);
+    for (full_url, step) in steps.iter().flatten() {
+        let Some(full_url) = full_url else { continue };
+        match step {
+            Step::Writes { writes, .. } => {
+                if let [write] = writes.as_slice()
+                    && !matches!(write.action, Action::Delete)
+                {
+                    rewrites.add(full_url, &write.resource_type, &write.id);
                 }
-                Some(id)
             }
-            Ok((
-                Some(full_url),
-                Request::Update {
-                    resource_type, id, ..
-                },
-            )) => {
-                rewrites.add(full_url, resource_type, id);
-                None
-            }
-            _ => None,
-        };
-        ids.push(id);
+            Step::Existing { resource_type, id } => rewrites.add(full_url, resource_type, id),
+            Step::Get { .. } => {}
+        }
     }
-    for (index, request) in requests.iter_mut().enumerate() {
-        let rewritten = match request {
-            Ok((
-                _,
-                Request::Create {
-                    resource,
-                    resource_type,
-                    ..
-                },
-            ))
-            | Ok((
-                _,
-                Request::Update {
-                    resource,
-                    resource_type,
-                    ..
-                },
-            )) => rewrites.apply(resource, resource_type, &|reference| {
-                search.resolve(reference, &access.view(Permission::Read))
-            }),
-            _ => Ok(()),
+    for (index, step) in steps.iter_mut().enumerate() {
+        let Ok((_, Step::Writes { writes, .. })) = step else {
+            continue;
         };
+        let rewritten = writes
+            .iter_mut()
+            .try_for_each(|write| match &mut write.action {
+                Action::Create(resource) | Action::Update(resource) => {
+                    rewrites.apply(resource, &write.resource_type, &|reference| {
+                        search.resolve(reference, &access.view(Permission::Read))
+                    })
+                }
+                Action::Delete => Ok(()),
+            });
         if let Err(error) = rewritten {
             let error = at_entry(error, index);
             if kind == Kind::Transaction {
                 return Err(error);
             }
-            *request = Err(error);
+            *step = Err(error);
         }
     }
 
-    let mut results: Vec<Option<EntryResult>> = (0..requests.len()).map(|_| None).collect();
-    let mut writes = Vec::new();
-    let mut reads = Vec::new();
-    for (index, (request, id)) in requests.into_iter().zip(ids).enumerate() {
-        match request {
-            Err(error) => results[index] = Some(failed(error)),
-            Ok((_, request @ Request::Read { .. })) => reads.push((index, request)),
-            Ok((_, request)) => {
-                let (order, mut write) = to_write(request, id);
-                let checked = match access.check_write(search, store, &mut write) {
-                    Ok(Decision::Commit) => match &options.subscription_endpoints {
-                        Some(allowed) => subscriptions::check_write(allowed, &write).await,
-                        None => Ok(()),
-                    },
-                    // Answered without the store, as a write of what does not exist.
-                    Ok(Decision::Absent(applied)) => {
-                        results[index] = Some(written(applied, options.returns, Vec::new()));
-                        continue;
-                    }
-                    Err(refused) => Err(refused),
-                };
-                match checked {
-                    Ok(()) => writes.push((index, (order, write))),
-                    Err(error) if kind == Kind::Transaction => {
-                        return Err(at_entry(error, index));
-                    }
-                    Err(error) => results[index] = Some(failed(at_entry(error, index))),
+    let mut results: Vec<Option<EntryResult>> = (0..steps.len()).map(|_| None).collect();
+    // (entry, order, its writes), checked.
+    let mut planned: Vec<(usize, u8, Vec<Write>)> = Vec::new();
+    let mut existing = Vec::new();
+    let mut gets = Vec::new();
+    for (index, step) in steps.into_iter().enumerate() {
+        let (order, writes) = match step {
+            Err(error) => {
+                results[index] = Some(failed(error));
+                continue;
+            }
+            Ok((_, Step::Existing { resource_type, id })) => {
+                existing.push((index, resource_type, id));
+                continue;
+            }
+            Ok((_, Step::Get { head, read })) => {
+                gets.push((index, head, read));
+                continue;
+            }
+            Ok((_, Step::Writes { order, writes })) => (order, writes),
+        };
+        let mut checked = Ok(());
+        // The writes answered as about what does not exist, without the store.
+        let mut absent = Vec::new();
+        let mut kept = Vec::with_capacity(writes.len());
+        for mut write in writes {
+            checked = match access.check_write(search, store, &mut write) {
+                Ok(Decision::Commit) => match &options.subscription_endpoints {
+                    Some(allowed) => subscriptions::check_write(allowed, &write).await,
+                    None => Ok(()),
+                },
+                Ok(Decision::Absent(applied)) => {
+                    absent.push(applied);
+                    continue;
                 }
+                Err(refused) => Err(refused),
+            };
+            if checked.is_err() {
+                break;
             }
+            kept.push(write);
+        }
+        match checked {
+            Ok(()) if kept.is_empty() && !absent.is_empty() => {
+                results[index] = Some(written(absent, options.returns, Vec::new()));
+            }
+            Ok(()) => planned.push((index, order, kept)),
+            Err(error) if kind == Kind::Transaction => return Err(at_entry(error, index)),
+            Err(error) => results[index] = Some(failed(at_entry(error, index))),
         }
     }
-    writes.sort_by_key(|(_, (order, _))| *order);
-    let (indexes, writes): (Vec<usize>, Vec<Write>) =
-        writes.into_iter().map(|(i, (_, w))| (i, w)).unzip();
-
-    match kind {
-        Kind::Transaction => {
-            let applied = store.commit(writes).await.map_err(|refused| {
-                let index = refused.entry.map_or(0, |entry| indexes[entry]);
-                at_entry(refused.error, index)
-            })?;
-            for (index, applied) in indexes.into_iter().zip(applied) {
+    planned.sort_by_key(|(_, order, _)| *order);
+    let committed = match kind {
+        Kind::Transaction => commit_transaction(store, planned).await?,
+        Kind::Batch => commit_batch(store, planned).await,
+    };
+    for (index, applied) in committed {
+        results[index] = Some(match applied {
+            Ok(applied) => {
                 let warnings = learned(validator, &applied, index, &mut warnings[index]);
-                results[index] = Some(written(applied, options.returns, warnings));
+                written(applied, options.returns, warnings)
             }
-        }
-        Kind::Batch => {
-            let pending: Vec<_> = writes
-                .into_iter()
-                .map(|write| store.submit(vec![write]))
-                .collect();
-            for (index, pending) in indexes.into_iter().zip(pending) {
-                results[index] = Some(match pending.await {
-                    Ok(mut applied) => {
-                        let applied = applied.remove(0);
-                        let warnings = learned(validator, &applied, index, &mut warnings[index]);
-                        written(applied, options.returns, warnings)
-                    }
-                    Err(refused) => failed(at_entry(refused.error, index)),
-                });
-            }
-        }
+            Err(error) => failed(at_entry(error, index)),
+        });
     }
-    for (index, request) in reads {
-        results[index] = Some(match read(store, search, access, request) {
+    for (index, resource_type, id) in existing {
+        results[index] = Some(match matched(store, &resource_type, &id, options.returns) {
             Ok(result) => result,
             Err(error) => failed(at_entry(error, index)),
         });
+    }
+    if !gets.is_empty() {
+        // After the writes, which they see.
+        let caught_up = search.catch_up(store).await;
+        for (index, result) in answer_gets(reads, gets, caught_up, options.max_read_bytes) {
+            results[index] = Some(result);
+        }
     }
     Ok(Processed {
         kind,
@@ -397,6 +435,202 @@ fn nested_entries(values: &[Value]) -> usize {
     count
 }
 
+/// What the writes of each entry (`(entry, order, writes)`) applied, or why they were refused.
+type Committed = Vec<(usize, Result<Vec<Applied>, FhirError>)>;
+
+/// Commits the writes of every entry of a transaction in one commit, in the order given; a
+/// refusal names the entry of the write at fault.
+async fn commit_transaction(
+    store: &Store,
+    planned: Vec<(usize, u8, Vec<Write>)>,
+) -> Result<Committed, FhirError> {
+    // Each write's entry, for the answers and for a refusal.
+    let mut owners = Vec::new();
+    let mut writes = Vec::new();
+    let mut committed: Committed = Vec::with_capacity(planned.len());
+    for (index, _, mut entry_writes) in planned {
+        owners.extend(std::iter::repeat_n(index, entry_writes.len()));
+        writes.append(&mut entry_writes);
+        committed.push((index, Ok(Vec::new())));
+    }
+    if writes.is_empty() {
+        return Ok(committed);
+    }
+    let applied = store.commit(writes).await.map_err(|refused| {
+        let index = refused.entry.map_or(0, |write| owners[write]);
+        at_entry(refused.error, index)
+    })?;
+    let mut by_entry: std::collections::HashMap<usize, Vec<Applied>> = Default::default();
+    for (index, applied) in owners.into_iter().zip(applied) {
+        by_entry.entry(index).or_default().push(applied);
+    }
+    for (index, applied) in &mut committed {
+        *applied = Ok(by_entry.remove(index).unwrap_or_default());
+    }
+    Ok(committed)
+}
+
+/// Commits the writes of each entry of a batch on its own (all submitted at once, so they
+/// share group commits).
+async fn commit_batch(store: &Store, planned: Vec<(usize, u8, Vec<Write>)>) -> Committed {
+    let pending: Vec<_> = planned
+        .into_iter()
+        .map(|(index, _, writes)| (index, (!writes.is_empty()).then(|| store.submit(writes))))
+        .collect();
+    let mut committed = Vec::with_capacity(pending.len());
+    for (index, pending) in pending {
+        let applied = match pending {
+            None => Ok(Vec::new()),
+            Some(pending) => pending.await.map_err(|refused| refused.error),
+        };
+        committed.push((index, applied));
+    }
+    committed
+}
+
+/// The answers of the GET and HEAD entries `gets` (`(entry, head, read)`), in order. Once the
+/// answers so far pass `max_bytes`, the entries left are refused without being run.
+fn answer_gets(
+    reads: &dyn Reads,
+    gets: Vec<(usize, bool, Read)>,
+    caught_up: bool,
+    max_bytes: usize,
+) -> Vec<(usize, EntryResult)> {
+    let mut answered = 0usize;
+    let mut answers = Vec::with_capacity(gets.len());
+    for (index, head, read) in gets {
+        if answered > max_bytes {
+            let error = FhirError::new(
+                422,
+                IssueCode::TooCostly,
+                format!(
+                    "the GET entries before this one answer {answered} bytes, more than one \
+                     response holds ({max_bytes}): send this one in another Bundle"
+                ),
+            );
+            answers.push((index, failed(at_entry(error, index))));
+            continue;
+        }
+        let result = match reads.read(&read, caught_up) {
+            Ok(mut result) => {
+                if head {
+                    result.resource = None;
+                }
+                answered += result.resource.as_ref().map_or(0, Vec::len);
+                result
+            }
+            Err(error) => failed(at_entry(error, index)),
+        };
+        answers.push((index, result));
+    }
+    answers
+}
+
+/// What `request` does once its conditions are resolved against what is committed (within
+/// what the client may see).
+fn resolve(
+    search: &Engine,
+    access: &Access,
+    request: Request,
+    deletes: Deletes,
+) -> Result<Step, FhirError> {
+    let write = |resource_type: String, id: String, action: Action, if_match| Write {
+        resource_type,
+        id,
+        action,
+        if_match,
+    };
+    Ok(match request {
+        Request::Create {
+            resource_type,
+            resource,
+            if_none_exist,
+            ..
+        } => {
+            if let Some(criteria) = if_none_exist {
+                let readable = access.view(Permission::Read);
+                match search
+                    .matching(&resource_type, &criteria, &readable)?
+                    .as_slice()
+                {
+                    [] => {}
+                    [id] => {
+                        return Ok(Step::Existing {
+                            id: id.clone(),
+                            resource_type,
+                        });
+                    }
+                    _ => {
+                        return Err(FhirError::new(
+                            412,
+                            IssueCode::Conflict,
+                            format!(
+                                "ifNoneExist '{criteria}' matches more than one {resource_type}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            Step::Writes {
+                order: 1,
+                writes: vec![write(resource_type, id, Action::Create(resource), None)],
+            }
+        }
+        Request::Update {
+            resource_type,
+            id,
+            resource,
+            if_match,
+            ..
+        } => Step::Writes {
+            order: 2,
+            writes: vec![write(resource_type, id, Action::Update(resource), if_match)],
+        },
+        Request::ConditionalUpdate {
+            resource_type,
+            criteria,
+            resource,
+            if_match,
+            ..
+        } => Step::Writes {
+            order: 2,
+            writes: vec![conditional::update(
+                search,
+                access,
+                &resource_type,
+                &criteria,
+                resource,
+                if_match,
+            )?],
+        },
+        Request::Delete {
+            resource_type,
+            id,
+            if_match,
+        } => Step::Writes {
+            order: 0,
+            writes: vec![write(resource_type, id, Action::Delete, if_match)],
+        },
+        Request::ConditionalDelete {
+            resource_type,
+            criteria,
+            if_match,
+        } => Step::Writes {
+            order: 0,
+            writes: conditional::delete(
+                search,
+                access,
+                &resource_type,
+                &criteria,
+                if_match,
+                deletes,
+            )?,
+        },
+        Request::Get { head, read } => Step::Get { head, read },
+    })
+}
+
 /// Checks the Bundle itself (every element but the entries' resources, which each entry checks
 /// on its own so that one bad resource fails only its entry in a batch).
 fn check_shell(mut bundle: Value, entries: &[Value]) -> Result<(), FhirError> {
@@ -424,8 +658,12 @@ fn check_shell(mut bundle: Value, entries: &[Value]) -> Result<(), FhirError> {
     check_value(bundle, Some("Bundle")).map(|_| ())
 }
 
-/// Reads one entry's `fullUrl` and `request`, and checks its resource.
-fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError> {
+/// Reads one entry's `fullUrl` and `request`, and checks its resource; `base` is this
+/// server's FHIR base, which an absolute `request.url` may start with.
+fn parse_entry(
+    mut entry: Value,
+    base: Option<&str>,
+) -> Result<(Option<String>, Request), FhirError> {
     let full_url = entry
         .get("fullUrl")
         .and_then(Value::as_str)
@@ -441,7 +679,8 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
         Some((path, query)) => (path, Some(query)),
         None => (url, None),
     };
-    let segments: Vec<&str> = relative_path(path).split('/').collect();
+    let path = relative_path(path, base);
+    let segments: Vec<&str> = path.split('/').collect();
     let version = |name: &str| -> Result<Option<u64>, FhirError> {
         text(name)
             .map(|tag| {
@@ -451,22 +690,23 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
             })
             .transpose()
     };
-    let conditional = |what: &str| {
-        Err(FhirError::not_supported(format!(
-            "{what} needs search, which this server does not support yet"
-        )))
-    };
     let resource_of = |resource: Option<Value>, resource_type: &str| {
         let resource =
             resource.ok_or_else(|| bad_entry(format!("a {method} entry needs a resource")))?;
         check_value(resource, Some(resource_type))
     };
-    // ifNoneMatch and ifModifiedSince are conditions for reads; on a write they would be
-    // silently ignored, so they are refused instead.
-    if matches!(method, "POST" | "PUT" | "DELETE" | "PATCH")
-        && let Some(name) = ["ifNoneMatch", "ifModifiedSince"]
-            .into_iter()
-            .find(|name| text(name).is_some())
+    // Each condition belongs to some methods; elsewhere it would be silently ignored, so it
+    // is refused instead.
+    const CONDITIONS: [&str; 4] = ["ifNoneMatch", "ifModifiedSince", "ifNoneExist", "ifMatch"];
+    let taken: &[&str] = match method {
+        "GET" | "HEAD" => &CONDITIONS[..2],
+        "POST" => &CONDITIONS[2..3],
+        "PUT" | "DELETE" | "PATCH" => &CONDITIONS[3..],
+        _ => &CONDITIONS,
+    };
+    if let Some(name) = CONDITIONS
+        .into_iter()
+        .find(|name| text(name).is_some() && !taken.contains(name))
     {
         return Err(FhirError::not_supported(format!(
             "request.{name} on a {method} entry is not supported"
@@ -475,10 +715,10 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
     let request = match (method, segments.as_slice(), query) {
         ("POST", [resource_type], None) => {
             check_type(resource_type)?;
-            let intake = resource_of(resource, resource_type)?;
+            let Intake { resource, dropped } = resource_of(resource, resource_type)?;
             Request::Create {
-                resource: intake.resource,
-                dropped: intake.dropped,
+                resource,
+                dropped,
                 resource_type: resource_type.to_string(),
                 if_none_exist: text("ifNoneExist").map(String::from),
             }
@@ -501,6 +741,17 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
                 if_match: version("ifMatch")?,
             }
         }
+        ("PUT", [resource_type], Some(criteria)) => {
+            check_type(resource_type)?;
+            let Intake { resource, dropped } = resource_of(resource, resource_type)?;
+            Request::ConditionalUpdate {
+                resource,
+                dropped,
+                resource_type: resource_type.to_string(),
+                criteria: criteria.to_string(),
+                if_match: version("ifMatch")?,
+            }
+        }
         ("DELETE", [resource_type, id], None) => {
             check_type(resource_type)?;
             check_id(id)?;
@@ -510,32 +761,33 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
                 if_match: version("ifMatch")?,
             }
         }
-        ("PUT", [_], Some(_)) => return conditional("conditional update"),
-        ("DELETE", [_], Some(_)) => return conditional("conditional delete"),
-        ("GET" | "HEAD", [resource_type, id], None)
-        | ("GET" | "HEAD", [resource_type, id, "_history", _], None) => {
+        ("DELETE", [resource_type], Some(criteria)) => {
             check_type(resource_type)?;
-            check_id(id)?;
-            let vid = match segments.get(3) {
-                Some(vid) => Some(vid.parse().map_err(|_| {
-                    FhirError::not_found(format!("{resource_type}/{id} has no version {vid}"))
-                })?),
-                None => None,
-            };
-            Request::Read {
+            Request::ConditionalDelete {
                 resource_type: resource_type.to_string(),
-                id: id.to_string(),
-                vid,
-                if_none_match: version("ifNoneMatch")?,
-                if_modified_since: text("ifModifiedSince")
-                    .and_then(|t| crate::fhir::datetime::parse_period(t).ok())
-                    .map(|p| p.start),
+                criteria: criteria.to_string(),
+                if_match: version("ifMatch")?,
             }
         }
         ("GET" | "HEAD", _, _) => {
-            return Err(FhirError::not_supported(format!(
-                "GET {url} in a Bundle is not supported yet: only read and vread are"
-            )));
+            let if_modified_since = text("ifModifiedSince")
+                .map(|since| {
+                    parse_period(since).map(|period| period.start).map_err(|e| {
+                        bad_entry(format!(
+                            "request.ifModifiedSince '{since}' is not an instant: {e}"
+                        ))
+                    })
+                })
+                .transpose()?;
+            Request::Get {
+                head: method == "HEAD",
+                read: Read {
+                    path: path.to_string(),
+                    query: query.unwrap_or_default().to_string(),
+                    if_none_match: text("ifNoneMatch").map(String::from),
+                    if_modified_since,
+                },
+            }
         }
         ("PATCH", _, _) => return Err(FhirError::not_supported("PATCH is not supported yet")),
         ("POST" | "PUT" | "DELETE", _, _) => {
@@ -552,9 +804,16 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
     Ok((full_url, request))
 }
 
-/// The path of a request URL relative to the base: an absolute URL is cut to the part that
-/// starts with its resource type.
-fn relative_path(path: &str) -> &str {
+/// The path of a request URL relative to the base: an absolute URL under `base` (this
+/// server's) is cut to what follows it; another absolute URL to the part that starts with its
+/// resource type.
+fn relative_path<'a>(path: &'a str, base: Option<&str>) -> &'a str {
+    if let Some(base) = base
+        && let Some(rest) = path.strip_prefix(base.trim_end_matches('/'))
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return rest.trim_start_matches('/');
+    }
     let path = path.trim_start_matches('/');
     if !path.contains("://") {
         return path;
@@ -569,62 +828,25 @@ fn relative_path(path: &str) -> &str {
     path
 }
 
-/// The store write of a create, update or delete entry, with its processing order.
-fn to_write(request: Request, new_id: Option<String>) -> (u8, Write) {
-    let order = request.order();
-    let write = match request {
-        Request::Create {
-            resource_type,
-            resource,
-            ..
-        } => Write {
-            resource_type,
-            id: new_id.expect("creates have a new id"),
-            action: Action::Create(resource),
-            if_match: None,
-        },
-        Request::Update {
-            resource_type,
-            id,
-            resource,
-            if_match,
-            ..
-        } => Write {
-            resource_type,
-            id,
-            action: Action::Update(resource),
-            if_match,
-        },
-        Request::Delete {
-            resource_type,
-            id,
-            if_match,
-        } => Write {
-            resource_type,
-            id,
-            action: Action::Delete,
-            if_match,
-        },
-        Request::Read { .. } => unreachable!("reads are not writes"),
-    };
-    (order, write)
-}
-
 /// Reads entry `index` and validates the resource it writes, if any; the validator's warnings
 /// go to `warnings`, located in the Bundle.
 fn read_entry(
     entry: Value,
     index: usize,
     validator: &Validator,
+    base: Option<&str>,
     warnings: &mut Vec<Value>,
 ) -> Result<(Option<String>, Request), FhirError> {
-    let request = parse_entry(entry)?;
+    let request = parse_entry(entry, base)?;
     if let (
         _,
         Request::Create {
             resource, dropped, ..
         }
         | Request::Update {
+            resource, dropped, ..
+        }
+        | Request::ConditionalUpdate {
             resource, dropped, ..
         },
     ) = &request
@@ -642,14 +864,16 @@ fn read_entry(
 /// StructureDefinition it stored cannot be a profile ([`Validator::learn`]).
 fn learned(
     validator: &Validator,
-    applied: &Applied,
+    applied: &[Applied],
     index: usize,
     warnings: &mut Vec<Value>,
 ) -> Vec<Value> {
     let mut warnings = std::mem::take(warnings);
-    if let Some(body) = &applied.body {
-        let refused = validator.learn(&applied.resource_type, body);
-        warnings.extend(refused.map(|issue| entry_issue(&issue, index)));
+    for applied in applied {
+        if let Some(body) = &applied.body {
+            let refused = validator.learn(&applied.resource_type, body);
+            warnings.extend(refused.map(|issue| entry_issue(&issue, index)));
+        }
     }
     warnings
 }
@@ -672,125 +896,73 @@ fn entry_issue(issue: &Issue, index: usize) -> Value {
     located
 }
 
-fn written(applied: Applied, returns: Return, warnings: Vec<Value>) -> EntryResult {
-    let status = match applied.op {
-        Some(Op::Create) => 201,
-        Some(Op::Update) => 200,
-        Some(Op::Delete) | None => 204,
+/// The answer of an entry whose writes were `applied`: a create or update (201, 200) with its
+/// location, version and, as `returns` asks, its resource; a delete (204), or a conditional
+/// delete of none or several resources (204 without a version).
+fn written(applied: Vec<Applied>, returns: Return, warnings: Vec<Value>) -> EntryResult {
+    let information = describe(&applied);
+    let mut result = match <[Applied; 1]>::try_from(applied) {
+        Ok([applied]) => {
+            let changed = applied.op.is_some_and(|op| op != Op::Delete);
+            EntryResult {
+                status: match applied.op {
+                    Some(Op::Create) => 201,
+                    Some(Op::Update) => 200,
+                    Some(Op::Delete) | None => 204,
+                },
+                location: changed.then(|| {
+                    format!(
+                        "{}/{}/_history/{}",
+                        applied.resource_type, applied.id, applied.vid
+                    )
+                }),
+                vid: applied.op.map(|_| applied.vid),
+                last_modified: applied.op.map(|_| applied.last_updated),
+                resource: applied.body.filter(|_| returns == Return::Representation),
+                ..EntryResult::default()
+            }
+        }
+        Err(_) => EntryResult {
+            status: 204,
+            ..EntryResult::default()
+        },
     };
-    let changed = applied.op.is_some_and(|op| op != Op::Delete);
-    EntryResult {
-        status,
-        location: changed.then(|| {
-            format!(
-                "{}/{}/_history/{}",
-                applied.resource_type, applied.id, applied.vid
-            )
-        }),
-        vid: applied.op.map(|_| applied.vid),
-        last_modified: applied.op.map(|_| applied.last_updated),
-        resource: applied.body.filter(|_| returns == Return::Representation),
-        error: None,
-        warnings,
-    }
+    result.warnings = warnings;
+    result.information = (returns == Return::OperationOutcome).then_some(information);
+    result
+}
+
+/// The answer of a create whose `ifNoneExist` matched `resource_type/id`: 200 with where the
+/// match is, its version and, as `returns` asks, the resource.
+fn matched(
+    store: &Store,
+    resource_type: &str,
+    id: &str,
+    returns: Return,
+) -> Result<EntryResult, FhirError> {
+    let Some((current, Some(version))) = store.read(resource_type, id)? else {
+        return Err(FhirError::not_found(format!(
+            "{resource_type}/{id} matched ifNoneExist but is gone"
+        )));
+    };
+    Ok(EntryResult {
+        status: 200,
+        location: Some(format!("{resource_type}/{id}/_history/{}", current.vid)),
+        vid: Some(current.vid),
+        last_modified: Some(version.last_updated),
+        resource: (returns == Return::Representation).then_some(version.body),
+        information: (returns == Return::OperationOutcome)
+            .then(|| format!("{resource_type}/{id} matches ifNoneExist: nothing was created")),
+        ..EntryResult::default()
+    })
 }
 
 fn failed(error: FhirError) -> EntryResult {
     EntryResult {
         status: error.status,
-        location: None,
-        vid: None,
-        last_modified: None,
-        resource: None,
         error: Some(error),
-        warnings: Vec::new(),
+        ..EntryResult::default()
     }
-}
-
-/// A read or vread entry; a resource the client may not read is answered as one that does
-/// not exist.
-fn read(
-    store: &Store,
-    search: &Engine,
-    access: &Access,
-    request: Request,
-) -> Result<EntryResult, FhirError> {
-    let Request::Read {
-        resource_type,
-        id,
-        vid,
-        if_none_match,
-        if_modified_since,
-    } = request
-    else {
-        unreachable!("only reads are read")
-    };
-    access.require(Permission::Read, Some(&resource_type))?;
-    let name = format!("{resource_type}/{id}");
-    let hidden = |vid: u64, last_updated: Micros, body: Option<&[u8]>| {
-        let stored = Stored {
-            resource_type: &resource_type,
-            id: &id,
-            vid,
-            last_updated,
-            body,
-        };
-        access
-            .sees_stored(search, store, Permission::Read, stored)
-            .map(|seen| !seen)
-    };
-    let absent = || FhirError::not_found(format!("{name} does not exist"));
-    let version = match vid {
-        Some(vid) => {
-            let no_version = || FhirError::not_found(format!("{name} has no version {vid}"));
-            let version = store
-                .vread(&resource_type, &id, vid)?
-                .ok_or_else(no_version)?;
-            let body = (version.op != Op::Delete).then_some(version.body.as_slice());
-            if hidden(vid, version.last_updated, body)? {
-                return Err(no_version());
-            }
-            (vid, version)
-        }
-        None => match store.read(&resource_type, &id)? {
-            None => return Err(absent()),
-            Some((current, None)) => {
-                if hidden(current.vid, current.last_updated, None)? {
-                    return Err(absent());
-                }
-                return Err(FhirError::new(
-                    410,
-                    IssueCode::Deleted,
-                    format!("{name} was deleted"),
-                ));
-            }
-            Some((current, Some(version))) => {
-                if hidden(current.vid, version.last_updated, Some(&version.body))? {
-                    return Err(absent());
-                }
-                (current.vid, version)
-            }
-        },
-    };
-    let (vid, version) = version;
-    if version.op == Op::Delete {
-        return Err(FhirError::new(
-            410,
-            IssueCode::Deleted,
-            format!("version {vid} of {name} is its deletion"),
-        ));
-    }
-    let unchanged = if_none_match == Some(vid)
-        || if_modified_since.is_some_and(|since| version.last_updated < since + 1_000_000);
-    Ok(EntryResult {
-        status: if unchanged { 304 } else { 200 },
-        location: None,
-        vid: Some(vid),
-        last_modified: Some(version.last_updated),
-        resource: (!unchanged).then_some(version.body),
-        error: None,
-        warnings: Vec::new(),
-    })
 }
 
 /// The batch-response or transaction-response Bundle of a processed Bundle.
@@ -810,9 +982,24 @@ pub fn render(processed: &Processed) -> Vec<u8> {
                 last_modified: entry.last_modified.map(format_instant),
                 outcome: match &entry.error {
                     Some(error) => Some(error.to_outcome()),
-                    None if entry.warnings.is_empty() => None,
-                    None => Some(serde_json::json!({"resourceType": "OperationOutcome",
-                        "issue": entry.warnings})),
+                    None => {
+                        let information = entry.information.as_deref().map(|message| {
+                            issue(
+                                Severity::Information,
+                                IssueCode::Informational,
+                                message,
+                                None,
+                            )
+                        });
+                        let issues: Vec<Value> = information
+                            .into_iter()
+                            .chain(entry.warnings.iter().cloned())
+                            .collect();
+                        (!issues.is_empty()).then(|| {
+                            serde_json::json!({"resourceType": "OperationOutcome",
+                                "issue": issues})
+                        })
+                    }
                 },
             }),
             ..Entry::default()

@@ -220,6 +220,17 @@ impl Engine {
         criteria: &str,
         view: &View,
     ) -> Result<Vec<String>, FhirError> {
+        self.matching_at_most(resource_type, criteria, view, 2)
+    }
+
+    /// [`Engine::matching`] with up to `limit` ids (a conditional delete of several).
+    pub fn matching_at_most(
+        &self,
+        resource_type: &str,
+        criteria: &str,
+        view: &View,
+        limit: usize,
+    ) -> Result<Vec<String>, FhirError> {
         let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
             .into_owned()
             .collect();
@@ -234,7 +245,7 @@ impl Engine {
             target: Target::of_type(resource_type),
             params,
             strict: true,
-            count: 2,
+            count: limit,
             offset: 0,
             after: None,
             snapshot: None,

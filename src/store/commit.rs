@@ -76,6 +76,30 @@ pub struct Applied {
     pub seq: Option<u64>,
 }
 
+impl Applied {
+    /// What the write did, in words for an OperationOutcome: `created Patient/1 version 1`,
+    /// `updated ...`, `deleted Patient/1`, `Patient/1 did not exist`.
+    pub fn describe(&self) -> String {
+        let name = format!("{}/{}", self.resource_type, self.id);
+        match self.op {
+            Some(Op::Create) => format!("created {name} version {}", self.vid),
+            Some(Op::Update) => format!("updated {name} version {}", self.vid),
+            Some(Op::Delete) => format!("deleted {name}"),
+            None => format!("{name} did not exist"),
+        }
+    }
+}
+
+/// What the writes of one request did, in words: [`Applied::describe`] of one; of a
+/// conditional delete, how many it deleted (or that it matched nothing).
+pub fn describe(applied: &[Applied]) -> String {
+    match applied {
+        [] => "the criteria matched nothing: nothing was deleted".to_string(),
+        [one] => one.describe(),
+        several => format!("deleted {} resources", several.len()),
+    }
+}
+
 /// Why a request was refused; `entry` is the index of the write at fault.
 #[derive(Debug, Clone)]
 pub struct CommitError {

@@ -1,6 +1,6 @@
 //! History queries: the versions of one resource, of one type, or of the whole system, newest
 //! first, filtered by `_since` and `_at`, in pages of the versions a judge keeps (those the
-//! client may read).
+//! client may read), and how many there are in all ([`Store::history_total`]).
 //!
 //! Invariants:
 //! - Pages are cut by a [`Cursor`] that only moves to older entries, so new writes during
@@ -12,11 +12,12 @@
 //!   does not keep (made up by a client) pages as one naming no version at all.
 
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+    CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
+    VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
-use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::fmt;
 
 /// A version that may belong to a page: (seq, or vid for one resource; type, id, vid).
@@ -190,6 +191,65 @@ impl Store {
             entries: kept,
             next,
         }))
+    }
+
+    /// How many entries the history of `query` lists over all its pages (`count` and `after`
+    /// aside), unjudged: for a client that may read every version. Type and system history
+    /// read the change log, so after retention trimmed it they count the changes it kept; an
+    /// instance's history counts its versions.
+    ///
+    /// Without `_at` no version is read: `_since` becomes a seq of the change log (by
+    /// bisection, lastUpdated never decreasing along it), so a system history's total costs a
+    /// few lookups and a type's one count of its `type_changes` keys, however often a client
+    /// polls `_history?_since=...`. With `_at` every candidate is filtered, as pages are.
+    pub fn history_total(&self, query: &Query<'_>) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tables = Tables {
+            versions: txn.open_table(VERSIONS)?,
+            changes: txn.open_table(CHANGES)?,
+            type_changes: txn.open_table(TYPE_CHANGES)?,
+        };
+        if query.at.is_none() {
+            // The first seq that may count: after the last change before `_since`.
+            let from = match query.since {
+                Some(since) => tables
+                    .last_seq_at_or_before(since - 1)?
+                    .map_or(0, |seq| seq + 1),
+                None => 0,
+            };
+            match query.scope {
+                Scope::System => {
+                    let kept = tables.changes.len()?;
+                    let last = tables.changes.last()?.map_or(0, |(seq, _)| seq.value());
+                    // The kept changes are the seqs up to `last`, gap-free.
+                    return Ok(match from {
+                        0 => kept,
+                        from => (last + 1).saturating_sub(from).min(kept),
+                    });
+                }
+                Scope::Type(resource_type) => {
+                    let range = tables
+                        .type_changes
+                        .range((resource_type, from)..=(resource_type, u64::MAX))?;
+                    return Ok(range.count() as u64);
+                }
+                Scope::Instance(resource_type, id) if query.since.is_none() => {
+                    let current = txn.open_table(CURRENT)?.get((resource_type, id))?;
+                    // Its versions are 1 to the current one.
+                    return Ok(current.map_or(0, |c| CurrentRecord::decode(c.value()).vid));
+                }
+                Scope::Instance(..) => {}
+            }
+        }
+        let mut total = 0;
+        for candidate in tables.candidates(query.scope, u64::MAX)? {
+            match tables.entry(query, candidate?)? {
+                Step::Entry(_) => total += 1,
+                Step::Skip => {}
+                Step::Stop => break,
+            }
+        }
+        Ok(total)
     }
 }
 

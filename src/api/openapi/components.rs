@@ -365,8 +365,8 @@ impl Error {
             }
             Error::NotImplemented => {
                 "Not implemented: the request needs a feature this server does not have yet \
-                 (conditional create with `If-None-Exist`, conditional references and PATCH in \
-                 Bundles: they need search)."
+                 (PATCH entries in Bundles, operations other than `$everything` and \
+                 `$versions` as Bundle entries)."
             }
         }
     }

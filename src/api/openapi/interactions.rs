@@ -42,6 +42,7 @@ pub const TYPE_INTERACTIONS: &[fn(&str) -> Interaction] = &[
 /// The interactions of the whole server.
 pub const SYSTEM_INTERACTIONS: &[fn() -> Interaction] = &[
     capabilities,
+    versions,
     transaction_or_batch,
     history_system,
     search_system,
@@ -303,6 +304,30 @@ fn capabilities() -> Interaction {
     }
 }
 
+/// `GET /fhir/$versions`
+fn versions() -> Interaction {
+    let operation = operation(
+        SYSTEM_TAG,
+        "versions".into(),
+        "$versions: the FHIR versions this server supports".into(),
+        "A Parameters resource with each supported FHIR version (`version`) and the default \
+         one (`default`): `4.0` (R4) for both.",
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The supported versions.")
+            .content(FHIR_JSON, fhir_content("Parameters"))
+            .build(),
+    );
+    Interaction {
+        codes: &[],
+        path: super::VERSIONS_PATH.into(),
+        method: HttpMethod::Get,
+        operation: errors(operation, &[Error::NotAcceptable]).build(),
+    }
+}
+
 /// `POST /fhir`
 fn transaction_or_batch() -> Interaction {
     let operation = operation(
@@ -312,9 +337,12 @@ fn transaction_or_batch() -> Interaction {
         "A `transaction` Bundle is all or nothing: every entry is applied in one commit, or \
          none is and the answer is the failing entry's error (its status, with an \
          OperationOutcome that names the entry). A `batch` Bundle runs each entry on its own \
-         and reports each entry's outcome in the response Bundle. Entries may create (POST), \
-         update (PUT), delete (DELETE) and read (GET `Type/id`, `Type/id/_history/vid`); \
-         references to an entry's `fullUrl` are rewritten to the stored `Type/id`.",
+         and reports each entry's outcome in the response Bundle. Entries may create (POST, \
+         `ifNoneExist`), update (PUT, conditional `Type?criteria`), delete (DELETE, \
+         conditional) and read (GET or HEAD of anything the read endpoints serve: a read, \
+         vread, search, history, `metadata`, `$versions`; in a transaction they run after \
+         the writes and see them); references to an entry's `fullUrl` are rewritten to the \
+         stored `Type/id`. `Prefer: return=...` applies to every written entry.",
     )
     .parameter_ref(Param::Prefer.reference())
     .request_body(Some(

@@ -46,15 +46,15 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
     // Every operation takes `_format` and names the FHIR interactions it implements; all but
-    // `metadata` need a bearer token, and answer 401 without a valid one and 403 without the
-    // scope.
+    // `metadata` and `$versions` need a bearer token, and answer 401 without a valid one and
+    // 403 without the scope.
     let mut add = |interaction: Interaction| {
         let mut operation = interaction.operation;
         operation
             .parameters
             .get_or_insert_default()
             .push(RefOr::Ref(components::Param::Format.reference()));
-        if interaction.path != METADATA_PATH {
+        if !OPEN_PATHS.contains(&interaction.path.as_str()) {
             operation.security = Some(vec![SecurityRequirement::new(
                 components::BEARER,
                 Vec::<String>::new(),
@@ -136,13 +136,19 @@ pub fn document() -> OpenApi {
 const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in JSON \
 (`application/fhir+json`). Bodies are described by the official FHIR R4 JSON schemas. Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
-answers other methods with 405. Every operation but `GET /fhir/metadata` needs a JWT bearer \
-token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
+answers other methods with 405. Every operation but `GET /fhir/metadata` and \
+`GET /fhir/$versions` needs a JWT bearer token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
 stream (`/fhir/$changes`) serves every committed version as a CloudEvent. `GET /fhir/metadata` \
 states exactly what this build supports.";
 
-/// The one operation that needs no token.
+/// The CapabilityStatement's path.
 pub(super) const METADATA_PATH: &str = "/fhir/metadata";
+
+/// The `$versions` operation's path.
+pub(super) const VERSIONS_PATH: &str = "/fhir/$versions";
+
+/// The operations that need no token.
+const OPEN_PATHS: &[&str] = &[METADATA_PATH, VERSIONS_PATH];
 
 /// A resource type's tag, linking to its page of the specification.
 fn type_tag(resource_type: &str) -> Tag {
@@ -232,6 +238,7 @@ mod tests {
             "http://localhost/fhir",
             crate::search::registry::Registry::r4_shared(),
             Value::Null,
+            crate::bundle::ConditionalDelete::Multiple,
         );
         let document = document_json();
         let declared = |interactions: &Value| -> BTreeSet<String> {
@@ -303,7 +310,9 @@ mod tests {
         let read = &patient["get"];
         assert_eq!(read["security"][0][components::BEARER], json!([]));
         assert!(read["responses"]["401"].is_object() && read["responses"]["403"].is_object());
-        let metadata = &document["paths"][METADATA_PATH]["get"];
-        assert!(metadata.get("security").is_none() && metadata["responses"]["401"].is_null());
+        for path in OPEN_PATHS {
+            let open = &document["paths"][path]["get"];
+            assert!(open.get("security").is_none() && open["responses"]["401"].is_null());
+        }
     }
 }
