@@ -363,14 +363,15 @@ async fn commit_one(
     };
     let applied = state.store.commit(vec![write]).await?.pop();
     let applied = applied.expect("one write, one result");
-    if let Some(body) = &applied.body {
+    if let Some(body) = applied.body.as_ref().filter(|_| !applied.unchanged) {
         warnings.extend(state.validator.learn(&applied.resource_type, body));
     }
     Ok((applied, warnings))
 }
 
 /// The answer to a create or update: 201 when the resource came into existence, 200 when it
-/// was updated, with `Location`, `ETag` and `Last-Modified`, and the body `Prefer` asks for.
+/// was updated (or the update changed nothing: then of the current version), with `Location`,
+/// `ETag` and `Last-Modified`, and the body `Prefer` asks for.
 /// The validator's warnings are in the OperationOutcome of `Prefer: return=OperationOutcome`,
 /// and one `X-FHIR-Request-Validation` header each whatever the body.
 fn written(
@@ -407,10 +408,17 @@ fn written(
             } else {
                 "updated"
             };
-            let message = format!(
-                "{verb} {}/{} version {}",
-                applied.resource_type, applied.id, applied.vid
-            );
+            let message = if applied.unchanged {
+                format!(
+                    "{}/{} is unchanged: the update equals version {}, which stays current",
+                    applied.resource_type, applied.id, applied.vid
+                )
+            } else {
+                format!(
+                    "{verb} {}/{} version {}",
+                    applied.resource_type, applied.id, applied.vid
+                )
+            };
             let mut body = outcome(
                 Severity::Information,
                 IssueCode::Informational,

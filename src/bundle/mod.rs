@@ -15,6 +15,7 @@
 //! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
 //!   entry fails a transaction whole, and only itself in a batch. Conditional matches
 //!   (`ifNoneExist`, conditional references) see only what the client may read.
+//! - An update equal to the current version changes nothing (`200` with that version).
 
 pub mod references;
 
@@ -592,7 +593,7 @@ fn learned(
     warnings: &mut Vec<Value>,
 ) -> Vec<Value> {
     let mut warnings = std::mem::take(warnings);
-    if let Some(body) = &applied.body {
+    if let Some(body) = applied.body.as_ref().filter(|_| !applied.unchanged) {
         let refused = validator.learn(&applied.resource_type, body);
         warnings.extend(refused.map(|issue| entry_issue(&issue, index)));
     }
@@ -617,13 +618,17 @@ fn entry_issue(issue: &Issue, index: usize) -> Value {
     located
 }
 
+/// The result of a write: 201 created, 200 updated (or unchanged: the current version), 204
+/// deleted (or there was nothing to delete).
 fn written(applied: Applied, returns: Return, warnings: Vec<Value>) -> EntryResult {
     let status = match applied.op {
         Some(Op::Create) => 201,
         Some(Op::Update) => 200,
+        None if applied.unchanged => 200,
         Some(Op::Delete) | None => 204,
     };
-    let changed = applied.op.is_some_and(|op| op != Op::Delete);
+    let changed = applied.op.is_some_and(|op| op != Op::Delete) || applied.unchanged;
+    let versioned = applied.op.is_some() || applied.unchanged;
     EntryResult {
         status,
         location: changed.then(|| {
@@ -632,8 +637,8 @@ fn written(applied: Applied, returns: Return, warnings: Vec<Value>) -> EntryResu
                 applied.resource_type, applied.id, applied.vid
             )
         }),
-        vid: applied.op.map(|_| applied.vid),
-        last_modified: applied.op.map(|_| applied.last_updated),
+        vid: versioned.then_some(applied.vid),
+        last_modified: versioned.then_some(applied.last_updated),
         resource: applied.body.filter(|_| returns == Return::Representation),
         error: None,
         warnings,
