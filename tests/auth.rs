@@ -999,3 +999,62 @@ fn every_request_leaves_an_audit_line() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(lines.iter().all(|l| !l.contains(signature)));
 }
+
+/// PATCH is an update: it needs `u`, and a token confined to part of a type may patch only
+/// what it may update, into something it may still update; a patch of what it may not see is
+/// refused before it runs, so a JSON Patch `test` cannot tell what that resource holds.
+#[test]
+fn patches_are_authorized_as_updates() {
+    let server = seeded();
+    let json_patch = |client: &FhirClient, path: &str, body: Value| {
+        send(
+            client
+                .http
+                .patch(client.url(path))
+                .header("content-type", "application/json-patch+json")
+                .body(body.to_string()),
+        )
+    };
+    let set_status = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    let reader = bearer(&server, &token("system/Observation.rs", None));
+    assert_outcome(
+        &json_patch(&reader, "Observation/oa-lab", set_status.clone()),
+        403,
+        &["forbidden"],
+    );
+    let pa = bearer(&server, &token("patient/Observation.cruds", Some("pa")));
+    json_patch(&pa, "Observation/oa-lab", set_status.clone()).expect(200, "its own");
+    // The other patient's: 403 whether the test would pass or fail.
+    for value in ["final", "amended"] {
+        let probe = json!([{"op": "test", "path": "/status", "value": value}]);
+        assert_outcome(
+            &json_patch(&pa, "Observation/ob-lab", probe),
+            403,
+            &["forbidden"],
+        );
+    }
+    // Giving its own away is refused too.
+    let give_away = json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/pb"}]);
+    assert_outcome(
+        &json_patch(&pa, "Observation/oa-vital", give_away),
+        403,
+        &["forbidden"],
+    );
+    // A conditional patch picks among its own only: pb's laboratory Observation is not seen.
+    json_patch(&pa, "Observation?category=vital-signs", set_status.clone())
+        .expect(200, "its one vital-signs Observation");
+    assert_outcome(
+        &json_patch(&pa, "Observation?subject=Patient/pb", set_status),
+        404,
+        &["not-found"],
+    );
+    let admin = bearer(&server, &token("system/*.cruds", None));
+    let ob = admin
+        .get("Observation/ob-lab")
+        .expect(200, "read")
+        .resource();
+    assert_eq!(
+        (ob["status"].as_str(), ob["meta"]["versionId"].as_str()),
+        (Some("final"), Some("1"))
+    );
+}

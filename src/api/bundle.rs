@@ -24,6 +24,7 @@ pub async fn transaction_or_batch(
         max_entries: state.config.max_bundle_entries,
         returns: prefer_return(&req),
         subscription_endpoints: Some(state.config.subscription_endpoints.clone()),
+        max_patch_growth: state.config.max_body,
     };
     let processed = bundle::process(
         &state.store,

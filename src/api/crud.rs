@@ -338,7 +338,7 @@ fn representation(stored: Vec<u8>, subset: Option<&Subset>) -> Result<Vec<u8>, F
     }
 }
 
-fn several(resource_type: &str, criteria: &str) -> FhirError {
+pub(super) fn several(resource_type: &str, criteria: &str) -> FhirError {
     FhirError::new(
         412,
         IssueCode::Conflict,
@@ -348,7 +348,7 @@ fn several(resource_type: &str, criteria: &str) -> FhirError {
 
 /// Commits one write the client's access allows (see [`Access::check_write`]) and the
 /// validation policy accepts; returns it with the validator's warnings.
-async fn commit_one(
+pub(super) async fn commit_one(
     state: &AppState,
     access: &Access,
     mut write: Write,
@@ -374,7 +374,7 @@ async fn commit_one(
 /// `ETag` and `Last-Modified`, and the body `Prefer` asks for.
 /// The validator's warnings are in the OperationOutcome of `Prefer: return=OperationOutcome`,
 /// and one `X-FHIR-Request-Validation` header each whatever the body.
-fn written(
+pub(super) fn written(
     req: &HttpRequest,
     state: &AppState,
     applied: Applied,

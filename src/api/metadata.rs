@@ -11,6 +11,7 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "create",
     "history-instance",
@@ -123,10 +124,14 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 public addresses unless the server allows them, redirects are not followed). \
                 The change stream: \
                 GET [base]/$changes (by offset), [base]/$changes/stream (Server-Sent Events) \
-                and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
+                and [base]/$changes/websocket, CloudEvents 1.0. PATCH takes a JSON Patch \
+                (application/json-patch+json), a FHIRPath Patch (Parameters) or a JSON Merge \
+                Patch (application/merge-patch+json), also conditional and in Bundles (a Binary \
+                or Parameters). An update equal to the current version makes no new version. \
+                Validation: every written \
                 resource is checked against the R4 definitions, the profiles known here and \
                 the terminology, under the server's policy (422 with every finding, or stored \
-                with warnings); $validate reports the same findings. _filter, PATCH, conditional update and delete inside Bundles, and \
+                with warnings); $validate reports the same findings. _filter, conditional update and delete inside Bundles, and \
                 XML are not supported yet: they are reported (search, handling=lenient) or \
                 answered with 400, 501 or 406/415 OperationOutcomes.",
             "resource": resources,

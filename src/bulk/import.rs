@@ -230,6 +230,7 @@ async fn import_file(
                     max_entries: usize::MAX,
                     returns: Return::Minimal,
                     subscription_endpoints: None,
+                    max_patch_growth: usize::MAX,
                 };
                 let processed =
                     bundle::process(store, search, &Access::Open, validator, value, &options)

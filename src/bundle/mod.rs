@@ -15,8 +15,11 @@
 //! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
 //!   entry fails a transaction whole, and only itself in a batch. Conditional matches
 //!   (`ifNoneExist`, conditional references) see only what the client may read.
+//! - A PATCH entry becomes the update it makes of the current version ([`patch`]), pinned to
+//!   that version, and is then processed as an update entry.
 //! - An update equal to the current version changes nothing (`200` with that version).
 
+mod patch;
 pub mod references;
 
 use crate::auth::scope::Permission;
@@ -52,6 +55,8 @@ pub struct Options {
     /// ([`subscriptions::check_write`]); `None` checks none (the `import` command: the
     /// operator's data, and deliveries are guarded anyway).
     pub subscription_endpoints: Option<Vec<Prefix>>,
+    /// The most bytes the `copy` operations of a PATCH entry's JSON Patch may add.
+    pub max_patch_growth: usize,
 }
 
 /// The outcome of one entry.
@@ -94,6 +99,8 @@ enum Request {
         id: String,
         if_match: Option<u64>,
     },
+    /// Becomes an [`Request::Update`] once the index has caught up ([`patch::resolve`]).
+    Patch(patch::PatchEntry),
     Read {
         resource_type: String,
         id: String,
@@ -104,12 +111,12 @@ enum Request {
 }
 
 impl Request {
-    /// Processing order of a transaction: DELETE, POST, PUT, GET.
+    /// Processing order of a transaction: DELETE, POST, PUT and PATCH, GET.
     fn order(&self) -> u8 {
         match self {
             Request::Delete { .. } => 0,
             Request::Create { .. } => 1,
-            Request::Update { .. } => 2,
+            Request::Update { .. } | Request::Patch(_) => 2,
             Request::Read { .. } => 3,
         }
     }
@@ -220,6 +227,15 @@ pub async fn process(
             };
         }
     }
+    patch::resolve(
+        &mut requests,
+        &mut warnings,
+        store,
+        search,
+        access,
+        validator,
+        options.max_patch_growth,
+    );
     if kind == Kind::Transaction {
         let failures = requests.iter().filter_map(|r| r.as_ref().err().cloned());
         if let Some(error) = all_failures(failures) {
@@ -493,7 +509,7 @@ fn parse_entry(mut entry: Value) -> Result<(Option<String>, Request), FhirError>
                 "GET {url} in a Bundle is not supported yet: only read and vread are"
             )));
         }
-        ("PATCH", _, _) => return Err(FhirError::not_supported("PATCH is not supported yet")),
+        ("PATCH", segments, query) => patch::read(resource, segments, query, version("ifMatch")?)?,
         ("POST" | "PUT" | "DELETE", _, _) => {
             return Err(bad_entry(format!(
                 "{method} {url} is not a valid request.url"
@@ -560,7 +576,9 @@ fn to_write(request: Request, new_id: Option<String>) -> (u8, Write) {
             action: Action::Delete,
             if_match,
         },
-        Request::Read { .. } => unreachable!("reads are not writes"),
+        Request::Read { .. } | Request::Patch(_) => {
+            unreachable!("reads are not writes; patches are updates by now")
+        }
     };
     (order, write)
 }
@@ -611,7 +629,7 @@ fn all_failures(failures: impl Iterator<Item = FhirError>) -> Option<FhirError> 
 
 /// A validator's finding about the resource of entry `index`, as an OperationOutcome issue
 /// located in the Bundle.
-fn entry_issue(issue: &Issue, index: usize) -> Value {
+pub(super) fn entry_issue(issue: &Issue, index: usize) -> Value {
     let mut located = issue.to_outcome_issue();
     located["expression"] =
         serde_json::json!([references::entry_expression(index, &issue.expression)]);

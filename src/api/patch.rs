@@ -1,0 +1,136 @@
+//! `PATCH /fhir/{type}/{id}` and conditional `PATCH /fhir/{type}?criteria`: the patch
+//! ([`crate::patch`]) is applied to the current version and the result written as an update of
+//! it, through the same path as `PUT` (authorization, validation, a new version and its change,
+//! `Prefer`); a result equal to the current version changes nothing.
+
+use super::crud::{commit_one, several, written};
+use super::http::{header_str, if_match, negotiate, read_bytes};
+use super::{ApiResult, AppState};
+use crate::auth::Access;
+use crate::auth::scope::Permission;
+use crate::fhir::resource::{check_id, check_type};
+use crate::fhir::{FhirError, IssueCode};
+use crate::patch::{Format, Patch};
+use actix_web::http::header;
+use actix_web::{HttpRequest, web};
+
+type State = web::Data<AppState>;
+
+/// How many times a patch without `If-Match` is applied again when the resource changed
+/// between its read and its write.
+const ATTEMPTS: usize = 5;
+
+/// `PATCH /fhir/{type}/{id}`.
+pub async fn instance(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let (resource_type, id) = path.into_inner();
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    access.require(Permission::Update, Some(&resource_type))?;
+    let patch = read_patch(&req, payload, &state).await?;
+    patch_one(&req, &state, &access, &resource_type, &id, &patch).await
+}
+
+/// `PATCH /fhir/{type}?criteria`: the criteria pick the resource among those the client may
+/// update. None: 404; several: 412.
+pub async fn conditional(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    negotiate(&req)?;
+    let resource_type = path.into_inner();
+    check_type(&resource_type)?;
+    access.require(Permission::Update, Some(&resource_type))?;
+    let criteria = req.query_string();
+    if criteria.is_empty() {
+        return Err(FhirError::bad_request(
+            IssueCode::Required,
+            format!(
+                "a conditional patch needs search criteria (PATCH {resource_type}?identifier=...); \
+                 PATCH {resource_type}/id patches one resource"
+            ),
+        )
+        .into());
+    }
+    let patch = read_patch(&req, payload, &state).await?;
+    state.search.catch_up(&state.store).await;
+    let view = access.view(Permission::Update);
+    match state
+        .search
+        .matching(&resource_type, criteria, &view)?
+        .as_slice()
+    {
+        [] => Err(FhirError::not_found(format!(
+            "no {resource_type} matches '{criteria}': there is nothing to patch"
+        ))
+        .into()),
+        [id] => patch_one(&req, &state, &access, &resource_type, id, &patch).await,
+        _ => Err(several(&resource_type, criteria).into()),
+    }
+}
+
+/// Reads a PATCH body by its media type ([`Format::of_media_type`]); none is taken as FHIR
+/// JSON, anything else is 415.
+async fn read_patch(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Patch, FhirError> {
+    let content_type =
+        header_str(req.headers(), header::CONTENT_TYPE).unwrap_or("application/fhir+json");
+    let format = Format::of_media_type(content_type).ok_or_else(|| {
+        FhirError::new(
+            415,
+            IssueCode::NotSupported,
+            format!(
+                "Content-Type {content_type} is not a patch fhirlake reads: send a JSON Patch \
+                 (application/json-patch+json), a FHIRPath Patch (a Parameters resource as \
+                 application/fhir+json) or a merge patch (application/merge-patch+json)"
+            ),
+        )
+    })?;
+    let body = read_bytes(req, payload, state).await?;
+    Patch::parse(format, &body)
+}
+
+/// Patches the current version of `resource_type/id` ([`Patch::update_of`]) and writes the
+/// result. With `If-Match` the patch applies to that version only (412 otherwise); without, a
+/// change in between makes it start again on the new version, up to [`ATTEMPTS`] times.
+async fn patch_one(
+    req: &HttpRequest,
+    state: &AppState,
+    access: &Access,
+    resource_type: &str,
+    id: &str,
+    patch: &Patch,
+) -> ApiResult {
+    let asked = if_match(req)?;
+    let mut attempt = 1;
+    loop {
+        let write = patch.update_of(
+            &state.store,
+            &state.search,
+            access,
+            resource_type,
+            id,
+            asked,
+            state.config.max_body,
+        )?;
+        match commit_one(state, access, write).await {
+            Ok((applied, warnings)) => return Ok(written(req, state, applied, &warnings)),
+            Err(error) if error.0.status == 412 && asked.is_none() && attempt < ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
