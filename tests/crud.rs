@@ -651,3 +651,85 @@ fn synthea_resources_of_every_type_round_trip() {
         }
     }
 }
+
+/// fhirpy's `get_or_create()` sends a conditional create as a query string: it is a
+/// conditional create, as `If-None-Exist` is.
+#[test]
+fn a_create_with_a_query_is_a_conditional_create() {
+    let fhir = Fhir::start();
+    let mut body = patient("Query");
+    body["identifier"] = json!([{"system": "http://example.org/mrn", "value": "42"}]);
+    let criteria = "identifier=http://example.org/mrn|42";
+    let first = fhir.post(&format!("Patient?{criteria}"), &body);
+    first.expect(201, "no match: created");
+    let created = first.resource();
+    let again = fhir.post(&format!("Patient?{criteria}"), &body);
+    again.expect(200, "one match: not created again");
+    assert_eq!(again.resource(), created);
+    // The same criteria in both places, in any order, are fine; different ones are 400.
+    let both = fhir.post_with(
+        &format!("Patient?{criteria}&_format=json"),
+        &body,
+        &[("If-None-Exist", criteria)],
+    );
+    both.expect(200, "the same criteria twice");
+    assert_outcome(
+        &fhir.post_with(
+            &format!("Patient?{criteria}"),
+            &body,
+            &[("If-None-Exist", "identifier=http://example.org/mrn|43")],
+        ),
+        400,
+        &["invalid"],
+    );
+    // `_format` alone is not a criterion: this is a plain create.
+    fhir.post("Patient?_format=json", &body)
+        .expect(201, "_format only");
+    // Two now match: 412, nothing created.
+    assert_outcome(
+        &fhir.post(&format!("Patient?{criteria}"), &body),
+        412,
+        &["conflict"],
+    );
+    let found = fhir
+        .get(&format!("Patient?{criteria}"))
+        .expect(200, "search")
+        .resource();
+    assert_eq!(found["total"], 2, "{found}");
+}
+
+/// `If-None-Match: *` on a PUT creates only when the resource does not exist (RFC 9110); a
+/// deleted resource does not. Versions name the current ones not to replace.
+#[test]
+fn put_with_if_none_match_creates_only() {
+    let fhir = Fhir::start();
+    let mut body = patient("Only");
+    body["id"] = json!("only-once");
+    let path = "Patient/only-once";
+    fhir.put_with(path, &body, &[("If-None-Match", "*")])
+        .expect(201, "absent: created");
+    let mut changed = body.clone();
+    changed["gender"] = json!("male");
+    assert_outcome(
+        &fhir.put_with(path, &changed, &[("If-None-Match", "*")]),
+        412,
+        &["conflict"],
+    );
+    assert_eq!(version_of(&fhir.get(path).resource()), "1");
+    assert_outcome(
+        &fhir.put_with(path, &changed, &[("If-None-Match", "W/\"1\"")]),
+        412,
+        &["conflict"],
+    );
+    fhir.put_with(path, &changed, &[("If-None-Match", "W/\"7\", W/\"8\"")])
+        .expect(200, "not one of those versions");
+    assert_outcome(
+        &fhir.put_with(path, &body, &[("If-None-Match", "tomorrow")]),
+        400,
+        &["invalid"],
+    );
+    fhir.delete(path).expect(204, "delete");
+    let reply = fhir.put_with(path, &body, &[("If-None-Match", "*")]);
+    reply.expect(201, "deleted: created again");
+    assert_eq!(reply.etag(), "W/\"4\"");
+}

@@ -21,7 +21,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 type State = web::Data<AppState>;
 
-/// `POST /fhir/{type}`: create with a server-assigned id.
+/// `POST /fhir/{type}`: create with a server-assigned id; a conditional create with criteria
+/// ([`create_criteria`]).
 pub async fn create(
     req: HttpRequest,
     state: State,
@@ -34,10 +35,8 @@ pub async fn create(
     check_type(&resource_type)?;
     access.require(Permission::Create, Some(&resource_type))?;
     let body = read_body(&req, payload, &state).await?;
-    if let Some(criteria) = header_str(
-        req.headers(),
-        header::HeaderName::from_static("if-none-exist"),
-    ) {
+    if let Some(criteria) = create_criteria(&req)? {
+        let criteria = criteria.as_str();
         state.search.catch_up(&state.store).await;
         // Only what the client may read counts as a match: the match is the answer.
         let view = access.view(Permission::Read);
@@ -73,6 +72,50 @@ pub async fn create(
     Ok(written(&req, &state, applied, &warnings))
 }
 
+/// The criteria of a conditional create: `If-None-Exist`, or the query of
+/// `POST /fhir/{type}?criteria`, as fhirpy's `get_or_create()` and some other clients send
+/// them (`_format` and `_pretty` there are not criteria). Both at once must say the same
+/// (the same parameters in any order), else 400: a query on a create is never ignored.
+fn create_criteria(req: &HttpRequest) -> Result<Option<String>, FhirError> {
+    let header = header_str(
+        req.headers(),
+        header::HeaderName::from_static("if-none-exist"),
+    )
+    .map(str::trim)
+    .filter(|criteria| !criteria.is_empty());
+    let query: Vec<(String, String)> = query_pairs(req)
+        .into_iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"))
+        .collect();
+    let from_query = (!query.is_empty()).then(|| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&query)
+            .finish()
+    });
+    match (header, from_query) {
+        (Some(header), Some(from_query)) => {
+            let sorted = |text: &str| {
+                let mut pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+                    .into_owned()
+                    .collect();
+                pairs.sort();
+                pairs
+            };
+            if sorted(header) != sorted(&from_query) {
+                return Err(FhirError::bad_request(
+                    IssueCode::Invalid,
+                    format!(
+                        "the create has criteria in If-None-Exist ('{header}') and others in \
+                         its query ('{from_query}'): send one of them"
+                    ),
+                ));
+            }
+            Ok(Some(header.to_string()))
+        }
+        (header, from_query) => Ok(header.map(String::from).or(from_query)),
+    }
+}
+
 /// `PUT /fhir/{type}/{id}`: update, or create with the client's id.
 pub async fn update(
     req: HttpRequest,
@@ -86,7 +129,6 @@ pub async fn update(
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Update, Some(&resource_type))?;
-    let expected = if_match(&req)?;
     let body = read_body(&req, payload, &state).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     match id_of(&resource) {
@@ -108,14 +150,59 @@ pub async fn update(
             .into());
         }
     }
+    let pinned = if_none_match(&req, &state, &resource_type, &id)?;
     let write = Write {
         resource_type,
         id,
         action: Action::Update(resource),
-        if_match: expected,
+        if_match: if_match(&req)?.or(pinned),
     };
     let (applied, warnings) = commit_one(&state, &access, write).await?;
     Ok(written(&req, &state, applied, &warnings))
+}
+
+/// `If-None-Match` on an update (RFC 9110 §13.1.2): with `*` it happens only if the resource
+/// does not exist (a deleted one does not), so `PUT` creates and never replaces; with
+/// versions, only if the current version is none of them. 412 otherwise. Returns the version
+/// judged (0 for none), for the write to be pinned to: a write in between makes it a 412 too.
+fn if_none_match(
+    req: &HttpRequest,
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<u64>, FhirError> {
+    let Some(tags) = header_str(req.headers(), header::IF_NONE_MATCH) else {
+        return Ok(None);
+    };
+    let current = state.store.read(resource_type, id)?;
+    let live = current
+        .as_ref()
+        .filter(|(_, version)| version.is_some())
+        .map(|(state, _)| state.vid);
+    for tag in tags.split(',').map(str::trim) {
+        let matched = match (tag, parse_etag(tag)) {
+            ("*", _) => live.is_some(),
+            (_, Some(vid)) => live == Some(vid),
+            (_, None) => {
+                return Err(FhirError::bad_request(
+                    IssueCode::Invalid,
+                    format!("If-None-Match: {tag} is neither * nor a version ETag"),
+                ));
+            }
+        };
+        if matched {
+            return Err(FhirError::new(
+                412,
+                IssueCode::Conflict,
+                format!(
+                    "{resource_type}/{id} exists (version {}) and If-None-Match: {tags} asks \
+                     for it not to",
+                    live.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(Some(current.map_or(0, |(state, _)| state.vid)))
 }
 
 /// `DELETE /fhir/{type}/{id}`: a tombstone version; deleting what is not there succeeds.

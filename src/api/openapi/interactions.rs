@@ -61,7 +61,10 @@ fn create(resource_type: &str) -> Interaction {
         format!("create{resource_type}"),
         format!("create: store a new {resource_type} with a server-assigned id"),
         "Any `id` in the body is replaced by a new one; `meta.versionId` and \
-         `meta.lastUpdated` are set by the server.",
+         `meta.lastUpdated` are set by the server. Search criteria in `If-None-Exist`, or in \
+         the query (`POST /fhir/Patient?identifier=...`), make it a conditional create: when \
+         one resource the client may read matches, it is the answer (200) and nothing is \
+         created; several are 412.",
     )
     .parameter_ref(Param::Prefer.reference())
     .request_body(Some(resource_body(
@@ -169,7 +172,10 @@ fn update(resource_type: &str) -> Interaction {
         format!("update: replace a {resource_type}, or create it with this id"),
         "The body's `id` must be the id in the URL. A resource that does not exist (or was \
          deleted) is created with the client's id: 201. With `If-Match` the update happens \
-         only if the current version is the one named.",
+         only if the current version is the one named; with `If-None-Match: *` only if the \
+         resource does not exist (412 otherwise). An update equal to the current version \
+         (but for `meta.versionId` and `meta.lastUpdated`) makes no new version: 200 with the \
+         current one.",
     )
     .parameter_ref(Param::Id.reference())
     .parameter_ref(Param::IfMatch.reference())
