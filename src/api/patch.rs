@@ -13,12 +13,38 @@ use crate::fhir::{FhirError, IssueCode};
 use crate::patch::{Format, Patch};
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 type State = web::Data<AppState>;
 
 /// How many times a patch without `If-Match` is applied again when the resource changed
 /// between its read and its write.
 const ATTEMPTS: usize = 5;
+
+/// Patches of one resource take turns in this process: each holds its resource's turn from
+/// reading the current version to committing the result, so that concurrent patches of a
+/// resource never make each other start again (nor, past [`ATTEMPTS`], fail). Other writes
+/// are not held back: one in between makes the patch start again.
+static TURNS: LazyLock<Turns> = LazyLock::new(Turns::default);
+
+/// A turn per resource being patched; a turn nobody holds or waits for is dropped.
+#[derive(Default)]
+struct Turns(Mutex<HashMap<(String, String), Weak<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    fn of(&self, resource_type: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.0.lock().expect("the turns");
+        let key = (resource_type.to_string(), id.to_string());
+        if let Some(turn) = turns.get(&key).and_then(Weak::upgrade) {
+            return turn;
+        }
+        turns.retain(|_, turn| turn.strong_count() > 0);
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        turns.insert(key, Arc::downgrade(&turn));
+        turn
+    }
+}
 
 /// `PATCH /fhir/{type}/{id}`.
 pub async fn instance(
@@ -103,8 +129,9 @@ async fn read_patch(
 }
 
 /// Patches the current version of `resource_type/id` ([`Patch::update_of`]) and writes the
-/// result. With `If-Match` the patch applies to that version only (412 otherwise); without, a
-/// change in between makes it start again on the new version, up to [`ATTEMPTS`] times.
+/// result, in the resource's turn ([`TURNS`]). With `If-Match` the patch applies to that
+/// version only (412 otherwise); without, a write in between makes it start again on the new
+/// version, up to [`ATTEMPTS`] times (then 409).
 async fn patch_one(
     req: &HttpRequest,
     state: &AppState,
@@ -114,6 +141,8 @@ async fn patch_one(
     patch: &Patch,
 ) -> ApiResult {
     let asked = if_match(req)?;
+    let turn = TURNS.of(resource_type, id);
+    let _turn = turn.lock().await;
     let mut attempt = 1;
     loop {
         let write = patch.update_of(
@@ -127,7 +156,18 @@ async fn patch_one(
         )?;
         match commit_one(state, access, write).await {
             Ok((applied, warnings)) => return Ok(written(req, state, applied, &warnings)),
-            Err(error) if error.0.status == 412 && asked.is_none() && attempt < ATTEMPTS => {
+            Err(error) if error.0.status == 412 && asked.is_none() => {
+                if attempt == ATTEMPTS {
+                    return Err(FhirError::new(
+                        409,
+                        IssueCode::Conflict,
+                        format!(
+                            "{resource_type}/{id} changed each of the {ATTEMPTS} times the patch \
+                             was applied: send it again"
+                        ),
+                    )
+                    .into());
+                }
                 attempt += 1;
             }
             Err(error) => return Err(error),
