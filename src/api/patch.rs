@@ -28,19 +28,23 @@ const ATTEMPTS: usize = 5;
 /// are not held back: one in between makes the patch start again.
 static TURNS: LazyLock<Turns> = LazyLock::new(Turns::default);
 
-/// A turn per resource being patched; a turn nobody holds or waits for is dropped.
+/// One resource's turn: held by the patch being applied, awaited by the others.
+type Turn = tokio::sync::Mutex<()>;
+
+/// A turn per resource being patched (by `(type, id)`); a turn nobody holds or waits for is
+/// dropped.
 #[derive(Default)]
-struct Turns(Mutex<HashMap<(String, String), Weak<tokio::sync::Mutex<()>>>>);
+struct Turns(Mutex<HashMap<(String, String), Weak<Turn>>>);
 
 impl Turns {
-    fn of(&self, resource_type: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn of(&self, resource_type: &str, id: &str) -> Arc<Turn> {
         let mut turns = self.0.lock().expect("the turns");
         let key = (resource_type.to_string(), id.to_string());
         if let Some(turn) = turns.get(&key).and_then(Weak::upgrade) {
             return turn;
         }
         turns.retain(|_, turn| turn.strong_count() > 0);
-        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let turn = Arc::new(Turn::new(()));
         turns.insert(key, Arc::downgrade(&turn));
         turn
     }
