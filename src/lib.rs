@@ -6,6 +6,8 @@
 //! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
 //! - [`bulk`]: `fhirlake import`;
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
+//! - [`patch`]: PATCH documents (JSON Patch, FHIRPath Patch, merge patch) applied to a
+//!   resource's JSON, on the FHIRPath engine and the validator's R4 definitions;
 //! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
@@ -24,6 +26,7 @@ pub mod fhir;
 pub mod fhirpath;
 pub mod logging;
 pub mod panics;
+pub mod patch;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -738,17 +738,26 @@ fn bundle_searches_and_conditional_entries_stay_in_the_view() {
     let history = &entries[1]["resource"];
     assert_eq!(keys(history).len(), 3);
     assert!(history.get("total").is_none(), "{history}");
-    // A conditional delete takes its own laboratory results, not the other patient's.
+    // A conditional delete matching a result the token may read but not change (oa-shared is
+    // pb's too) is refused whole.
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         entry("DELETE", "Observation?category=laboratory"),
     ]});
     let reply = pa.bundle(&batch).expect(200, "batch").resource();
-    assert_eq!(reply["entry"][0]["response"]["status"], "204 No Content");
+    assert_eq!(reply["entry"][0]["response"]["status"], "403 Forbidden");
     let admin = bearer(&server, &token("system/*.cruds", None));
+    admin.get("Observation/oa-lab").expect(200, "refused whole");
+    // One that matches its own results takes them, never the other patient's.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        entry("DELETE", "Observation?_id=oa-lab,ob-lab"),
+    ]});
+    let reply = pa.bundle(&batch).expect(200, "batch").resource();
+    assert_eq!(reply["entry"][0]["response"]["status"], "204 No Content");
     admin.get("Observation/ob-lab").expect(200, "not pa's");
-    for id in ["oa-lab", "oa-shared"] {
-        assert_eq!(admin.get(&format!("Observation/{id}")).status, 410, "{id}");
-    }
+    admin
+        .get("Observation/oa-shared")
+        .expect(200, "not pa's alone");
+    assert_eq!(admin.get("Observation/oa-lab").status, 410);
     admin
         .get("Observation/oa-vital")
         .expect(200, "not laboratory");
@@ -965,4 +974,63 @@ fn every_request_leaves_an_audit_line() {
     // The token appears nowhere in the log.
     let signature = token.rsplit('.').next().unwrap();
     assert!(lines.iter().all(|l| !l.contains(signature)));
+}
+
+/// PATCH is an update: it needs `u`, and a token confined to part of a type may patch only
+/// what it may update, into something it may still update; a patch of what it may not see is
+/// refused before it runs, so a JSON Patch `test` cannot tell what that resource holds.
+#[test]
+fn patches_are_authorized_as_updates() {
+    let server = seeded();
+    let json_patch = |client: &FhirClient, path: &str, body: Value| {
+        send(
+            client
+                .http
+                .patch(client.url(path))
+                .header("content-type", "application/json-patch+json")
+                .body(body.to_string()),
+        )
+    };
+    let set_status = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    let reader = bearer(&server, &token("system/Observation.rs", None));
+    assert_outcome(
+        &json_patch(&reader, "Observation/oa-lab", set_status.clone()),
+        403,
+        &["forbidden"],
+    );
+    let pa = bearer(&server, &token("patient/Observation.cruds", Some("pa")));
+    json_patch(&pa, "Observation/oa-lab", set_status.clone()).expect(200, "its own");
+    // The other patient's: 403 whether the test would pass or fail.
+    for value in ["final", "amended"] {
+        let probe = json!([{"op": "test", "path": "/status", "value": value}]);
+        assert_outcome(
+            &json_patch(&pa, "Observation/ob-lab", probe),
+            403,
+            &["forbidden"],
+        );
+    }
+    // Giving its own away is refused too.
+    let give_away = json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/pb"}]);
+    assert_outcome(
+        &json_patch(&pa, "Observation/oa-vital", give_away),
+        403,
+        &["forbidden"],
+    );
+    // A conditional patch picks among its own only: pb's laboratory Observation is not seen.
+    json_patch(&pa, "Observation?category=vital-signs", set_status.clone())
+        .expect(200, "its one vital-signs Observation");
+    assert_outcome(
+        &json_patch(&pa, "Observation?subject=Patient/pb", set_status),
+        404,
+        &["not-found"],
+    );
+    let admin = bearer(&server, &token("system/*.cruds", None));
+    let ob = admin
+        .get("Observation/ob-lab")
+        .expect(200, "read")
+        .resource();
+    assert_eq!(
+        (ob["status"].as_str(), ob["meta"]["versionId"].as_str()),
+        (Some("final"), Some("1"))
+    );
 }

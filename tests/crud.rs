@@ -276,9 +276,17 @@ fn update_makes_a_new_version_and_keeps_the_old_one() {
         v2
     );
 
-    // A third update continues the sequence.
+    // An update without changes makes no version: the answer is the current one.
     let reply = fhir.put(&path, &v2);
     reply.expect(200, "update without changes");
+    assert_eq!(reply.resource(), v2);
+    assert_eq!(reply.etag(), "W/\"2\"");
+    assert_version_headers(&reply, &v2);
+
+    // A third update with a change continues the sequence.
+    let mut v3 = v2.clone();
+    v3["gender"] = json!("other");
+    let reply = fhir.put(&path, &v3);
     assert_eq!(version_of(&reply.resource()), "3");
     assert_eq!(reply.etag(), "W/\"3\"");
 }
@@ -456,7 +464,9 @@ fn delete_then_read_vread_and_recreate() {
     assert_eq!(fhir.get(&path).expect(200, "read").resource(), v3);
     assert_outcome(&fhir.get(&format!("{path}/_history/2")), 410, &["deleted"]);
 
-    let reply = fhir.put(&path, &v3);
+    let mut v4 = v3.clone();
+    v4["gender"] = json!("other");
+    let reply = fhir.put(&path, &v4);
     reply.expect(200, "update after re-create");
     assert_eq!(version_of(&reply.resource()), "4");
 }
@@ -540,20 +550,31 @@ fn prefer_return_minimal_representation_and_operation_outcome() {
     let location = reply.header("location").expect("Location");
     assert!(location.starts_with(&prefix) && location.ends_with("/_history/1"));
 
-    // The same preferences on update.
+    // The same preferences on update, each with a change.
     let path = format!("Patient/{id}");
-    let reply = prefer(&fhir, &path, &stored, "minimal");
+    let changed = |family: &str| {
+        let mut body = stored.clone();
+        body["name"][0]["family"] = json!(family);
+        body
+    };
+    let reply = prefer(&fhir, &path, &changed("Min2"), "minimal");
     assert!(reply.text.is_empty(), "return=minimal: {:?}", reply.text);
     assert_eq!(reply.etag(), "W/\"2\"");
 
-    let reply = prefer(&fhir, &path, &stored, "OperationOutcome");
+    let reply = prefer(&fhir, &path, &changed("OO2"), "OperationOutcome");
     assert_information(&reply);
     assert_eq!(reply.etag(), "W/\"3\"");
 
-    let reply = prefer(&fhir, &path, &stored, "representation");
+    let reply = prefer(&fhir, &path, &changed("Rep2"), "representation");
     let v4 = reply.resource();
     assert_eq!(version_of(&v4), "4");
-    assert_same_content(&stored, &v4, "update return=representation");
+    assert_same_content(&changed("Rep2"), &v4, "update return=representation");
+
+    // An update without changes says so.
+    let reply = prefer(&fhir, &path, &v4, "OperationOutcome");
+    assert_information(&reply);
+    assert_eq!(reply.etag(), "W/\"4\"");
+    assert!(reply.text.contains("unchanged"), "{}", reply.text);
 }
 
 #[test]
@@ -593,14 +614,22 @@ fn synthea_resources_of_every_type_round_trip() {
             assert_same_content(sent, &read, &format!("read {what}"));
             assert_eq!(read, created);
 
-            // Update with the same content under the server's id.
+            // Update with the same content under the server's id: nothing changes, the
+            // answer is version 1 as stored.
             let mut body = sent.clone();
             body["id"] = json!(id);
             let reply = fhir.put(&format!("{kind}/{id}"), &body);
             reply.expect(200, &format!("update {what}"));
+            assert_eq!(reply.resource(), created, "unchanged update of {what}");
+            assert_eq!(reply.etag(), "W/\"1\"");
+
+            // Update with a change (a tag), then the old version is still there.
+            body["meta"] = json!({"tag": [{"system": "http://example.org/tags", "code": "seen"}]});
+            let reply = fhir.put(&format!("{kind}/{id}"), &body);
+            reply.expect(200, &format!("update {what}"));
             let updated = reply.resource();
             assert_eq!(version_of(&updated), "2");
-            assert_same_content(sent, &updated, &format!("update {what}"));
+            assert_same_content(&body, &updated, &format!("update {what}"));
             let old = fhir
                 .get(&format!("{kind}/{id}/_history/1"))
                 .expect(200, &format!("vread {what}"))
@@ -621,4 +650,86 @@ fn synthea_resources_of_every_type_round_trip() {
             assert_eq!(read, stored);
         }
     }
+}
+
+/// fhirpy's `get_or_create()` sends a conditional create as a query string: it is a
+/// conditional create, as `If-None-Exist` is.
+#[test]
+fn a_create_with_a_query_is_a_conditional_create() {
+    let fhir = Fhir::start();
+    let mut body = patient("Query");
+    body["identifier"] = json!([{"system": "http://example.org/mrn", "value": "42"}]);
+    let criteria = "identifier=http://example.org/mrn|42";
+    let first = fhir.post(&format!("Patient?{criteria}"), &body);
+    first.expect(201, "no match: created");
+    let created = first.resource();
+    let again = fhir.post(&format!("Patient?{criteria}"), &body);
+    again.expect(200, "one match: not created again");
+    assert_eq!(again.resource(), created);
+    // The same criteria in both places, in any order, are fine; different ones are 400.
+    let both = fhir.post_with(
+        &format!("Patient?{criteria}&_format=json"),
+        &body,
+        &[("If-None-Exist", criteria)],
+    );
+    both.expect(200, "the same criteria twice");
+    assert_outcome(
+        &fhir.post_with(
+            &format!("Patient?{criteria}"),
+            &body,
+            &[("If-None-Exist", "identifier=http://example.org/mrn|43")],
+        ),
+        400,
+        &["invalid"],
+    );
+    // `_format` alone is not a criterion: this is a plain create.
+    fhir.post("Patient?_format=json", &body)
+        .expect(201, "_format only");
+    // Two now match: 412, nothing created.
+    assert_outcome(
+        &fhir.post(&format!("Patient?{criteria}"), &body),
+        412,
+        &["conflict"],
+    );
+    let found = fhir
+        .get(&format!("Patient?{criteria}"))
+        .expect(200, "search")
+        .resource();
+    assert_eq!(found["total"], 2, "{found}");
+}
+
+/// `If-None-Match: *` on a PUT creates only when the resource does not exist (RFC 9110); a
+/// deleted resource does not. Versions name the current ones not to replace.
+#[test]
+fn put_with_if_none_match_creates_only() {
+    let fhir = Fhir::start();
+    let mut body = patient("Only");
+    body["id"] = json!("only-once");
+    let path = "Patient/only-once";
+    fhir.put_with(path, &body, &[("If-None-Match", "*")])
+        .expect(201, "absent: created");
+    let mut changed = body.clone();
+    changed["gender"] = json!("male");
+    assert_outcome(
+        &fhir.put_with(path, &changed, &[("If-None-Match", "*")]),
+        412,
+        &["conflict"],
+    );
+    assert_eq!(version_of(&fhir.get(path).resource()), "1");
+    assert_outcome(
+        &fhir.put_with(path, &changed, &[("If-None-Match", "W/\"1\"")]),
+        412,
+        &["conflict"],
+    );
+    fhir.put_with(path, &changed, &[("If-None-Match", "W/\"7\", W/\"8\"")])
+        .expect(200, "not one of those versions");
+    assert_outcome(
+        &fhir.put_with(path, &body, &[("If-None-Match", "tomorrow")]),
+        400,
+        &["invalid"],
+    );
+    fhir.delete(path).expect(204, "delete");
+    let reply = fhir.put_with(path, &body, &[("If-None-Match", "*")]);
+    reply.expect(201, "deleted: created again");
+    assert_eq!(reply.etag(), "W/\"4\"");
 }

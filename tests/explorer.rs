@@ -73,6 +73,7 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "POST /fhir/Patient",
         "GET /fhir/Patient/{id}",
         "PUT /fhir/Patient/{id}",
+        "PATCH /fhir/Patient/{id}",
         "DELETE /fhir/Patient/{id}",
         "GET /fhir/Patient/{id}/_history/{vid}",
         "GET /fhir/Patient/{id}/_history",

@@ -8,7 +8,7 @@ use common::fhir::{
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,9 +22,24 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// Updates `body` (PUT to its own `Type/id`), asserts `status` and returns the stored version.
+/// Updates `body` (PUT to its own `Type/id`) with a change, asserts `status` and returns the
+/// stored version. The change is a number no other write of the test run has (an update with
+/// the same content makes no version).
 fn update(fhir: &FhirClient, body: &Value, status: u16) -> Value {
-    fhir.update(body).expect(status, "update").resource()
+    fhir.update(&changed(body))
+        .expect(status, "update")
+        .resource()
+}
+
+/// `body` with an extension holding a number of its own.
+fn changed(body: &Value) -> Value {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut body = body.clone();
+    body["extension"] = json!([{
+        "url": "http://example.org/fhir/StructureDefinition/write",
+        "valueInteger": WRITES.fetch_add(1, Ordering::SeqCst)
+    }]);
+    body
 }
 
 /// Creates a Patient and updates it until it has `versions` versions; returns the last.
@@ -330,7 +345,7 @@ fn instance_history_paging_is_stable_while_the_instance_changes() {
     let mut body = resource.clone();
     let entries = page_while_writing(&fhir, &path, 5, |client| {
         body = client
-            .update(&body)
+            .update(&changed(&body))
             .expect(200, "concurrent update")
             .resource();
     });

@@ -32,6 +32,7 @@ pub async fn transaction_or_batch(
         subscription_endpoints: Some(state.config.subscription_endpoints.clone()),
         base: Some(base.clone()),
         deletes: state.config.deletes(),
+        max_patch_growth: state.config.max_body,
         // As much as a request may send.
         max_read_bytes: state.config.max_body,
     };

@@ -2,7 +2,8 @@
 
 use super::get::{Answer, Get};
 use super::http::{
-    base_url, etag, header_str, if_match, negotiate, prefer_return, read_body, version_headers,
+    base_url, etag, header_str, if_match, negotiate, prefer_return, query_pairs, read_body,
+    version_headers,
 };
 use super::{ApiResult, AppState};
 use crate::auth::scope::Permission;
@@ -10,7 +11,7 @@ use crate::auth::{Access, Decision, Stored};
 use crate::bundle::conditional;
 use crate::cdc::subscriptions;
 use crate::fhir::outcome::outcome;
-use crate::fhir::resource::{check_id, check_type, id_of, parse_resource};
+use crate::fhir::resource::{check_id, check_type, id_of, parse_etag, parse_resource};
 use crate::fhir::summary::{self, Subset};
 use crate::fhir::{FhirError, IssueCode, Return, Severity};
 use crate::store::commit::{Action, Applied, Write, describe};
@@ -21,7 +22,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 type State = web::Data<AppState>;
 
-/// `POST /fhir/{type}`: create with a server-assigned id.
+/// `POST /fhir/{type}`: create with a server-assigned id; a conditional create with criteria
+/// ([`create_criteria`]).
 pub async fn create(
     req: HttpRequest,
     state: State,
@@ -34,10 +36,8 @@ pub async fn create(
     check_type(&resource_type)?;
     access.require(Permission::Create, Some(&resource_type))?;
     let body = read_body(&req, payload, &state).await?;
-    if let Some(criteria) = header_str(
-        req.headers(),
-        header::HeaderName::from_static("if-none-exist"),
-    ) {
+    if let Some(criteria) = create_criteria(&req)? {
+        let criteria = criteria.as_str();
         state.search.catch_up(&state.store).await;
         // Only what the client may read counts as a match: the match is the answer.
         let view = access.view(Permission::Read);
@@ -73,6 +73,50 @@ pub async fn create(
     Ok(written(&req, &state, applied, &warnings))
 }
 
+/// The criteria of a conditional create: `If-None-Exist`, or the query of
+/// `POST /fhir/{type}?criteria`, as fhirpy's `get_or_create()` and some other clients send
+/// them (`_format` and `_pretty` there are not criteria). Both at once must say the same
+/// (the same parameters in any order), else 400: a query on a create is never ignored.
+fn create_criteria(req: &HttpRequest) -> Result<Option<String>, FhirError> {
+    let header = header_str(
+        req.headers(),
+        header::HeaderName::from_static("if-none-exist"),
+    )
+    .map(str::trim)
+    .filter(|criteria| !criteria.is_empty());
+    let query: Vec<(String, String)> = query_pairs(req)
+        .into_iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"))
+        .collect();
+    let from_query = (!query.is_empty()).then(|| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&query)
+            .finish()
+    });
+    match (header, from_query) {
+        (Some(header), Some(from_query)) => {
+            let sorted = |text: &str| {
+                let mut pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+                    .into_owned()
+                    .collect();
+                pairs.sort();
+                pairs
+            };
+            if sorted(header) != sorted(&from_query) {
+                return Err(FhirError::bad_request(
+                    IssueCode::Invalid,
+                    format!(
+                        "the create has criteria in If-None-Exist ('{header}') and others in \
+                         its query ('{from_query}'): send one of them"
+                    ),
+                ));
+            }
+            Ok(Some(header.to_string()))
+        }
+        (header, from_query) => Ok(header.map(String::from).or(from_query)),
+    }
+}
+
 /// `PUT /fhir/{type}/{id}`: update, or create with the client's id.
 pub async fn update(
     req: HttpRequest,
@@ -86,7 +130,6 @@ pub async fn update(
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Update, Some(&resource_type))?;
-    let expected = if_match(&req)?;
     let body = read_body(&req, payload, &state).await?;
     let intake = parse_resource(&body, Some(&resource_type))?;
     let resource = intake.resource;
@@ -109,14 +152,59 @@ pub async fn update(
             .into());
         }
     }
+    let pinned = if_none_match(&req, &state, &resource_type, &id)?;
     let write = Write {
         resource_type,
         id,
         action: Action::Update(resource),
-        if_match: expected,
+        if_match: if_match(&req)?.or(pinned),
     };
     let (applied, warnings) = commit_one(&state, &access, write, &intake.dropped).await?;
     Ok(written(&req, &state, applied, &warnings))
+}
+
+/// `If-None-Match` on an update (RFC 9110 §13.1.2): with `*` it happens only if the resource
+/// does not exist (a deleted one does not), so `PUT` creates and never replaces; with
+/// versions, only if the current version is none of them. 412 otherwise. Returns the version
+/// judged (0 for none), for the write to be pinned to: a write in between makes it a 412 too.
+fn if_none_match(
+    req: &HttpRequest,
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<u64>, FhirError> {
+    let Some(tags) = header_str(req.headers(), header::IF_NONE_MATCH) else {
+        return Ok(None);
+    };
+    let current = state.store.read(resource_type, id)?;
+    let live = current
+        .as_ref()
+        .filter(|(_, version)| version.is_some())
+        .map(|(state, _)| state.vid);
+    for tag in tags.split(',').map(str::trim) {
+        let matched = match (tag, parse_etag(tag)) {
+            ("*", _) => live.is_some(),
+            (_, Some(vid)) => live == Some(vid),
+            (_, None) => {
+                return Err(FhirError::bad_request(
+                    IssueCode::Invalid,
+                    format!("If-None-Match: {tag} is neither * nor a version ETag"),
+                ));
+            }
+        };
+        if matched {
+            return Err(FhirError::new(
+                412,
+                IssueCode::Conflict,
+                format!(
+                    "{resource_type}/{id} exists (version {}) and If-None-Match: {tags} asks \
+                     for it not to",
+                    live.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(Some(current.map_or(0, |(state, _)| state.vid)))
 }
 
 /// `DELETE /fhir/{type}/{id}`: a tombstone version; deleting what is not there succeeds.
@@ -366,7 +454,7 @@ fn representation(stored: Vec<u8>, subset: Option<&Subset>) -> Result<Vec<u8>, F
 /// Commits one write the client's access allows (see [`Access::check_write`]) and the
 /// validation policy accepts (with `dropped`, the empty elements taken out of its resource);
 /// returns it with the validator's warnings.
-async fn commit_one(
+pub(super) async fn commit_one(
     state: &AppState,
     access: &Access,
     mut write: Write,
@@ -386,17 +474,18 @@ async fn commit_one(
     };
     let applied = state.store.commit(vec![write]).await?.pop();
     let applied = applied.expect("one write, one result");
-    if let Some(body) = &applied.body {
+    if let Some(body) = applied.body.as_ref().filter(|_| !applied.unchanged) {
         warnings.extend(state.validator.learn(&applied.resource_type, body));
     }
     Ok((applied, warnings))
 }
 
 /// The answer to a create or update: 201 when the resource came into existence, 200 when it
-/// was updated, with `Location`, `ETag` and `Last-Modified`, and the body `Prefer` asks for.
+/// was updated (or the update changed nothing: then of the current version), with `Location`,
+/// `ETag` and `Last-Modified`, and the body `Prefer` asks for.
 /// The validator's warnings are in the OperationOutcome of `Prefer: return=OperationOutcome`,
 /// and one `X-FHIR-Request-Validation` header each whatever the body.
-fn written(
+pub(super) fn written(
     req: &HttpRequest,
     state: &AppState,
     applied: Applied,

@@ -80,7 +80,8 @@ fn params(get: &Get, state: &AppState) -> Result<Params, FhirError> {
             "_since" => params.since = Some(value),
             "_at" => params.at = Some(value),
             "_cursor" => {
-                params.cursor = Some(Cursor::parse(&value).ok_or_else(|| invalid("not a paging cursor"))?)
+                params.cursor =
+                    Some(Cursor::parse(&value).ok_or_else(|| invalid("not a paging cursor"))?)
             }
             _ => {}
         }

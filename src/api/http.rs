@@ -104,6 +104,15 @@ pub async fn read_body(
             ));
         }
     }
+    read_bytes(req, payload, state).await
+}
+
+/// Reads a request body of any media type, at most `--max-body` bytes.
+pub async fn read_bytes(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, FhirError> {
     let limit = state.config.max_body;
     let too_large = || {
         FhirError::new(

@@ -18,6 +18,7 @@ pub enum Interaction {
     Read,
     Vread,
     Update,
+    Patch,
     Delete,
     HistoryInstance,
     HistoryType,
@@ -41,6 +42,7 @@ impl Interaction {
             Interaction::Read => "read",
             Interaction::Vread => "vread",
             Interaction::Update => "update",
+            Interaction::Patch => "patch",
             Interaction::Delete => "delete",
             Interaction::HistoryInstance => "history-instance",
             Interaction::HistoryType => "history-type",
@@ -57,7 +59,8 @@ impl Interaction {
     }
 
     /// The interaction of a route of [`super::routes`]: its full pattern and the method.
-    /// Conditional update and delete (`PUT`/`DELETE /fhir/{type}`) are updates and deletes.
+    /// Conditional update, patch and delete (`PUT`/`PATCH`/`DELETE /fhir/{type}`) are updates,
+    /// patches and deletes.
     /// `POST /fhir` is a batch or a transaction by its Bundle's type, which only its handler
     /// knows: it records which, and a body that is neither stays `other`.
     pub fn of_route(method: &Method, pattern: Option<&str>) -> Interaction {
@@ -75,6 +78,7 @@ impl Interaction {
             (_, pattern) if pattern.contains("/$") => Interaction::Operation,
             ("GET", "/fhir/{compartment}/{id}/{type}") => Interaction::SearchCompartment,
             ("PUT", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Update,
+            ("PATCH", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Patch,
             ("DELETE", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Delete,
             ("GET", "/fhir/{type}") => Interaction::SearchType,
             ("POST", "/fhir/{type}") => Interaction::Create,

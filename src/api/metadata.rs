@@ -14,6 +14,7 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "create",
     "history-instance",
@@ -160,14 +161,18 @@ pub fn statement(
                 public addresses unless the server allows them, redirects are not followed). \
                 The change stream: \
                 GET [base]/$changes (by offset), [base]/$changes/stream (Server-Sent Events) \
-                and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
+                and [base]/$changes/websocket, CloudEvents 1.0. PATCH takes a JSON Patch \
+                (application/json-patch+json), a FHIRPath Patch (Parameters) or a JSON Merge \
+                Patch (application/merge-patch+json), also conditional and in Bundles (a Binary \
+                or Parameters). An update equal to the current version makes no new version. \
+                Validation: every written \
                 resource is checked against the R4 definitions, the profiles known here and \
                 the terminology, under the server's policy (422 with every finding, or stored \
                 with warnings); $validate reports the same findings. Batches and \
                 transactions take every interaction's entries, GET and HEAD ones (searches, \
                 reads, histories, metadata) answered as their endpoints answer; conditional \
                 deletes delete every match (up to a limit) or refuse several, as \
-                conditionalDelete says. _filter, PATCH and XML are not supported yet: they \
+                conditionalDelete says. _filter and XML are not supported yet: they \
                 are reported (search, handling=lenient) or answered with 400, 501 or 406/415 \
                 OperationOutcomes.",
             "resource": resources,

@@ -17,6 +17,7 @@ mod metadata;
 mod metrics;
 pub mod openapi;
 mod operations;
+mod patch;
 mod request_log;
 mod search;
 mod terminology;
@@ -104,6 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/{type}/{id}")
                     .route(web::get().to(crud::read))
                     .route(web::put().to(crud::update))
+                    .route(web::patch().to(patch::instance))
                     .route(web::delete().to(crud::delete)),
             )
             .service(
@@ -111,6 +113,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(search::of_type))
                     .route(web::post().to(crud::create))
                     .route(web::put().to(crud::conditional))
+                    .route(web::patch().to(patch::conditional))
                     .route(web::delete().to(crud::conditional)),
             )
             .default_service(web::to(not_found)),

@@ -385,16 +385,14 @@ fn run(
                 return Err(too_costly(format!(
                     "a search has at most {} _include and _revinclude (--search-max-includes)",
                     limits.includes
-                ))
-                );
+                )));
             }
             Some(Ok(directive)) => directives.push(directive),
             Some(Err(reason)) if strict => {
                 return Err(FhirError::bad_request(
                     IssueCode::NotSupported,
                     format!("{name}={value}: {reason}"),
-                )
-                );
+                ));
             }
             Some(Err(reason)) => ignored.push(Ignored {
                 name: name.clone(),

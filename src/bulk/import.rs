@@ -233,6 +233,7 @@ async fn import_file(
                     base: None,
                     deletes: Deletes::default(),
                     max_read_bytes: 0,
+                    max_patch_growth: usize::MAX,
                 };
                 let processed = bundle::process(
                     store,

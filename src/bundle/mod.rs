@@ -27,11 +27,16 @@
 //! - Each entry is authorized on its own, as the interaction it is ([`Access`]): a refused
 //!   entry fails a transaction whole, and only itself in a batch.
 
+//! - A PATCH entry becomes the update it makes of the current version ([`patch`]), pinned to
+//!   that version, and is then processed as an update entry.
+//! - An update equal to the current version changes nothing (`200` with that version).
+
 pub mod conditional;
+mod patch;
 pub mod references;
 
-use crate::auth::{Access, Decision};
 use crate::auth::scope::Permission;
+use crate::auth::{Access, Decision};
 use crate::cdc::endpoints::Prefix;
 use crate::cdc::subscriptions;
 use crate::fhir::bundle::{BundleWriter, Entry, Response};
@@ -73,6 +78,8 @@ pub struct Options {
     /// answers pass it, the GET entries left are refused (422 `too-costly`) without being
     /// run, so a Bundle of many large searches cannot make one response without bound.
     pub max_read_bytes: usize,
+    /// The most bytes the `copy` operations of a PATCH entry's JSON Patch may add.
+    pub max_patch_growth: usize,
 }
 
 /// The outcome of one entry.
@@ -152,6 +159,8 @@ enum Request {
         id: String,
         if_match: Option<u64>,
     },
+    /// Becomes an [`Request::Update`] once the index has caught up ([`patch::resolve`]).
+    Patch(patch::PatchEntry),
     /// `DELETE Type?criteria`.
     ConditionalDelete {
         resource_type: String,
@@ -248,7 +257,7 @@ pub async fn process(
     check_shell(bundle, &entries)?;
 
     let mut warnings: Vec<Vec<Value>> = vec![Vec::new(); entries.len()];
-    let requests: Vec<Result<(Option<String>, Request), FhirError>> = entries
+    let mut requests: Vec<Result<(Option<String>, Request), FhirError>> = entries
         .into_iter()
         .zip(&mut warnings)
         .enumerate()
@@ -259,6 +268,15 @@ pub async fn process(
         .collect();
     // Conditional entries and references resolve against everything committed before.
     search.catch_up(store).await;
+    patch::resolve(
+        &mut requests,
+        &mut warnings,
+        store,
+        search,
+        access,
+        validator,
+        options.max_patch_growth,
+    );
     let mut steps: Vec<Result<(Option<String>, Step), FhirError>> = requests
         .into_iter()
         .enumerate()
@@ -628,6 +646,7 @@ fn resolve(
             )?,
         },
         Request::Get { head, read } => Step::Get { head, read },
+        Request::Patch(_) => unreachable!("patch::resolve made every patch an update"),
     })
 }
 
@@ -789,7 +808,7 @@ fn parse_entry(
                 },
             }
         }
-        ("PATCH", _, _) => return Err(FhirError::not_supported("PATCH is not supported yet")),
+        ("PATCH", segments, query) => patch::read(resource, segments, query, version("ifMatch")?)?,
         ("POST" | "PUT" | "DELETE", _, _) => {
             return Err(bad_entry(format!(
                 "{method} {url} is not a valid request.url"
@@ -870,7 +889,7 @@ fn learned(
 ) -> Vec<Value> {
     let mut warnings = std::mem::take(warnings);
     for applied in applied {
-        if let Some(body) = &applied.body {
+        if let Some(body) = applied.body.as_ref().filter(|_| !applied.unchanged) {
             let refused = validator.learn(&applied.resource_type, body);
             warnings.extend(refused.map(|issue| entry_issue(&issue, index)));
         }
@@ -889,7 +908,7 @@ fn all_failures(failures: impl Iterator<Item = FhirError>) -> Option<FhirError> 
 
 /// A validator's finding about the resource of entry `index`, as an OperationOutcome issue
 /// located in the Bundle.
-fn entry_issue(issue: &Issue, index: usize) -> Value {
+pub(super) fn entry_issue(issue: &Issue, index: usize) -> Value {
     let mut located = issue.to_outcome_issue();
     located["expression"] =
         serde_json::json!([references::entry_expression(index, &issue.expression)]);
@@ -897,17 +916,20 @@ fn entry_issue(issue: &Issue, index: usize) -> Value {
 }
 
 /// The answer of an entry whose writes were `applied`: a create or update (201, 200) with its
-/// location, version and, as `returns` asks, its resource; a delete (204), or a conditional
+/// location, version and, as `returns` asks, its resource (an update that changed nothing:
+/// 200 with the current version); a delete (204), or a conditional
 /// delete of none or several resources (204 without a version).
 fn written(applied: Vec<Applied>, returns: Return, warnings: Vec<Value>) -> EntryResult {
     let information = describe(&applied);
     let mut result = match <[Applied; 1]>::try_from(applied) {
         Ok([applied]) => {
-            let changed = applied.op.is_some_and(|op| op != Op::Delete);
+            let changed = applied.op.is_some_and(|op| op != Op::Delete) || applied.unchanged;
+            let versioned = applied.op.is_some() || applied.unchanged;
             EntryResult {
                 status: match applied.op {
                     Some(Op::Create) => 201,
                     Some(Op::Update) => 200,
+                    None if applied.unchanged => 200,
                     Some(Op::Delete) | None => 204,
                 },
                 location: changed.then(|| {
@@ -916,8 +938,8 @@ fn written(applied: Vec<Applied>, returns: Return, warnings: Vec<Value>) -> Entr
                         applied.resource_type, applied.id, applied.vid
                     )
                 }),
-                vid: applied.op.map(|_| applied.vid),
-                last_modified: applied.op.map(|_| applied.last_updated),
+                vid: versioned.then_some(applied.vid),
+                last_modified: versioned.then_some(applied.last_updated),
                 resource: applied.body.filter(|_| returns == Return::Representation),
                 ..EntryResult::default()
             }

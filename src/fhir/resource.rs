@@ -164,11 +164,78 @@ pub fn stamp(resource: Value, id: &str, version: u64, last_updated: Micros) -> V
     serde_json::to_vec(&Value::Object(stamped)).expect("a JSON value serializes")
 }
 
+/// Do two versions of a resource say the same thing? Equal as JSON values (member order does
+/// not count; numbers compare as written, since a decimal's precision is part of its value), but
+/// for `meta.versionId` and `meta.lastUpdated`, which the server sets on every version.
+pub fn same_content(a: &Value, b: &Value) -> bool {
+    let (Value::Object(a), Value::Object(b)) = (a, b) else {
+        return a == b;
+    };
+    let members =
+        |object: &Map<String, Value>| object.iter().filter(|(name, _)| *name != "meta").count();
+    let meta = |object: &Map<String, Value>| -> Map<String, Value> {
+        object
+            .get("meta")
+            .and_then(Value::as_object)
+            .map(|meta| {
+                meta.iter()
+                    .filter(|(name, _)| !matches!(name.as_str(), "versionId" | "lastUpdated"))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    members(a) == members(b)
+        && a.iter()
+            .filter(|(name, _)| *name != "meta")
+            .all(|(name, value)| b.get(name) == Some(value))
+        && meta(a) == meta(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn same_content_ignores_member_order_and_the_server_meta() {
+        let stored: Value = serde_json::from_str(
+            r#"{"resourceType": "Observation", "id": "o", "meta": {"versionId": "3",
+                "lastUpdated": "2024-01-01T00:00:00.000000Z", "tag": [{"code": "t"}]},
+                "status": "final", "valueQuantity": {"value": 1.50, "unit": "mg"}}"#,
+        )
+        .unwrap();
+        let sent: Value = serde_json::from_str(
+            r#"{"valueQuantity": {"unit": "mg", "value": 1.50}, "status": "final",
+                "meta": {"tag": [{"code": "t"}], "versionId": "1"},
+                "id": "o", "resourceType": "Observation"}"#,
+        )
+        .unwrap();
+        assert!(same_content(&stored, &sent));
+        let mut other = sent.clone();
+        other["valueQuantity"]["value"] = serde_json::from_str("1.5").unwrap();
+        assert!(
+            !same_content(&stored, &other),
+            "a decimal's precision counts"
+        );
+        let mut untagged = sent.clone();
+        untagged.as_object_mut().unwrap().remove("meta");
+        assert!(!same_content(&stored, &untagged), "meta.tag counts");
+        let bare = json!({"resourceType": "Patient", "id": "p", "active": true});
+        let stamped = json!({"resourceType": "Patient", "id": "p", "active": true,
+                             "meta": {"versionId": "1", "lastUpdated": "x"}});
+        assert!(same_content(&stamped, &bare));
+        assert!(!same_content(
+            &stamped,
+            &json!({"resourceType": "Patient", "id": "p"})
+        ));
+        let names = |given: Value| json!({"resourceType": "Patient", "name": [{"given": given}]});
+        assert!(!same_content(
+            &names(json!(["a", "b"])),
+            &names(json!(["b", "a"]))
+        ));
+    }
 
     #[test]
     fn ids_follow_the_fhir_id_rule() {

@@ -9,6 +9,11 @@
 //! answered only after the transaction holding it is durably committed; if the commit fails,
 //! every request of the group fails and nothing of it is visible.
 //!
+//! An update whose content equals the current version (see [`same_content`]) makes no new
+//! version and no change: [`Store::submit`](super::Store::submit) compares it before sending it,
+//! off the writer thread, and names the version found equal; the writer only checks that this
+//! version is still current ([`Applied::unchanged`]).
+//!
 //! The writer also keeps the change log's books ([`Bookkeeping`]): consumer checkpoints and
 //! retention trims ride along in the same group transactions, so they neither cost an fsync of
 //! their own nor hold redb's write lock apart from the writer.
@@ -24,6 +29,8 @@ use super::tables::{
     VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
+#[cfg(doc)]
+use crate::fhir::resource::same_content;
 use crate::fhir::resource::stamp;
 use crate::fhir::{FhirError, IssueCode};
 use redb::{Database, ReadableTable, Table};
@@ -74,13 +81,23 @@ pub struct Applied {
     pub body: Option<Vec<u8>>,
     /// The change-log seq of the new version.
     pub seq: Option<u64>,
+    /// An update that changed nothing: its content equals the current version, which `vid`,
+    /// `last_updated` and `body` are. No version, no change.
+    pub unchanged: bool,
 }
 
 impl Applied {
     /// What the write did, in words for an OperationOutcome: `created Patient/1 version 1`,
-    /// `updated ...`, `deleted Patient/1`, `Patient/1 did not exist`.
+    /// `updated ...`, `deleted Patient/1`, `Patient/1 did not exist`, `Patient/1 is unchanged
+    /// ...`.
     pub fn describe(&self) -> String {
         let name = format!("{}/{}", self.resource_type, self.id);
+        if self.unchanged {
+            return format!(
+                "{name} is unchanged: the update equals version {}, which stays current",
+                self.vid
+            );
+        }
         match self.op {
             Some(Op::Create) => format!("created {name} version {}", self.vid),
             Some(Op::Update) => format!("updated {name} version {}", self.vid),
@@ -122,6 +139,20 @@ impl CommitError {
 
 type Reply = oneshot::Sender<Result<Vec<Applied>, CommitError>>;
 
+/// A request's writes and, for each, the version its content was found equal to when it was
+/// sent (updates only): if that version is still current, the write changes nothing.
+pub struct Request {
+    pub writes: Vec<Write>,
+    pub unchanged: Vec<Option<u64>>,
+}
+
+impl From<Vec<Write>> for Request {
+    fn from(writes: Vec<Write>) -> Self {
+        let unchanged = vec![None; writes.len()];
+        Request { writes, unchanged }
+    }
+}
+
 /// A change to the change log's books rather than to resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bookkeeping {
@@ -141,7 +172,7 @@ pub enum Bookkeeping {
 type BookReply = oneshot::Sender<Result<usize, StoreError>>;
 
 enum Message {
-    Commit(Vec<Write>, Reply),
+    Commit(Request, Reply),
     Books(Vec<Bookkeeping>, BookReply),
     Stop,
 }
@@ -185,10 +216,10 @@ impl Committer {
     /// one commit.
     pub fn submit(
         &self,
-        writes: Vec<Write>,
+        request: Request,
     ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(writes, reply);
+        let sent = self.send(request, reply);
         async move {
             sent?;
             answer.await.unwrap_or_else(|_| Err(closed()))
@@ -196,9 +227,9 @@ impl Committer {
     }
 
     /// [`Committer::commit`] for callers outside an async runtime.
-    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
+    pub fn commit_blocking(&self, request: Request) -> Result<Vec<Applied>, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.send(writes, reply)?;
+        self.send(request, reply)?;
         answer.blocking_recv().unwrap_or_else(|_| Err(closed()))
     }
 
@@ -218,9 +249,9 @@ impl Committer {
         }
     }
 
-    fn send(&self, writes: Vec<Write>, reply: Reply) -> Result<(), CommitError> {
+    fn send(&self, request: Request, reply: Reply) -> Result<(), CommitError> {
         self.sender
-            .send(Message::Commit(writes, reply))
+            .send(Message::Commit(request, reply))
             .map_err(|_| closed())
     }
 
@@ -269,6 +300,8 @@ struct Plan {
     write: Write,
     vid: u64,
     op: Option<Op>,
+    /// An update equal to the current version, `vid` (see [`Request::unchanged`]).
+    unchanged: bool,
 }
 
 impl Writer {
@@ -336,7 +369,7 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     fn apply_group(
         &mut self,
-        requests: Vec<Vec<Write>>,
+        requests: Vec<Request>,
         books: Vec<Vec<Bookkeeping>>,
         time: Micros,
     ) -> Result<(Vec<Result<Vec<Applied>, CommitError>>, Vec<usize>), StoreError> {
@@ -349,8 +382,8 @@ impl Writer {
                 changes: txn.open_table(CHANGES)?,
                 type_changes: txn.open_table(TYPE_CHANGES)?,
             };
-            for writes in requests {
-                let result = match plan(&tables, writes)? {
+            for request in requests {
+                let result = match plan(&tables, request)? {
                     Ok(plans) => Ok(self.apply(&mut tables, plans, time)?),
                     Err(refused) => Err(refused),
                 };
@@ -374,13 +407,40 @@ impl Writer {
     ) -> Result<Vec<Applied>, StoreError> {
         let txid = self.position.next_seq;
         let mut applied = Vec::with_capacity(plans.len());
-        for Plan { write, vid, op } in plans {
+        for Plan {
+            write,
+            vid,
+            op,
+            unchanged,
+        } in plans
+        {
             let Write {
                 resource_type,
                 id,
                 action,
                 ..
             } = write;
+            if unchanged {
+                let key = (resource_type.as_str(), id.as_str(), vid);
+                let current = tables
+                    .versions
+                    .get(key)?
+                    .map(|record| VersionRecord::decode(record.value()))
+                    .ok_or_else(|| {
+                        StoreError::Schema(format!("{resource_type}/{id} has no version {vid}"))
+                    })?;
+                applied.push(Applied {
+                    resource_type,
+                    id,
+                    vid,
+                    op: None,
+                    last_updated: current.last_updated,
+                    body: Some(current.body),
+                    seq: None,
+                    unchanged: true,
+                });
+                continue;
+            }
             let Some(op) = op else {
                 applied.push(Applied {
                     resource_type,
@@ -390,6 +450,7 @@ impl Writer {
                     last_updated: time,
                     body: None,
                     seq: None,
+                    unchanged: false,
                 });
                 continue;
             };
@@ -431,6 +492,7 @@ impl Writer {
                 last_updated: time,
                 body,
                 seq: Some(seq),
+                unchanged: false,
             });
         }
         Ok(applied)
@@ -440,7 +502,7 @@ impl Writer {
 /// What the writer takes into one transaction.
 #[derive(Default)]
 struct Group {
-    commits: Vec<(Vec<Write>, Reply)>,
+    commits: Vec<(Request, Reply)>,
     books: Vec<(Vec<Bookkeeping>, BookReply)>,
 }
 
@@ -448,7 +510,7 @@ impl Group {
     /// Adds a message; false for [`Message::Stop`].
     fn add(&mut self, message: Message) -> bool {
         match message {
-            Message::Commit(writes, reply) => self.commits.push((writes, reply)),
+            Message::Commit(request, reply) => self.commits.push((request, reply)),
             Message::Books(books, reply) => self.books.push((books, reply)),
             Message::Stop => return false,
         }
@@ -562,18 +624,20 @@ pub fn delete_of_nothing(write: Write) -> Result<Applied, FhirError> {
         last_updated: datetime::now(),
         body: None,
         seq: None,
+        unchanged: false,
     })
 }
 
 /// Checks every write's preconditions against the current state; the request is refused as a
-/// whole at its first failing write. A request may touch each resource once.
+/// whole at its first failing write. A request may touch each resource once. An update found
+/// equal to a version that is still current changes nothing.
 fn plan(
     tables: &Tables<'_>,
-    writes: Vec<Write>,
+    Request { writes, unchanged }: Request,
 ) -> Result<Result<Vec<Plan>, CommitError>, StoreError> {
     let mut touched = HashSet::with_capacity(writes.len());
     let mut plans = Vec::with_capacity(writes.len());
-    for (entry, write) in writes.into_iter().enumerate() {
+    for (entry, (write, equal_to)) in writes.into_iter().zip(unchanged).enumerate() {
         let name = format!("{}/{}", write.resource_type, write.id);
         if !touched.insert(name.clone()) {
             return Ok(Err(CommitError::at(
@@ -592,7 +656,107 @@ fn plan(
             Ok(planned) => planned,
             Err(error) => return Ok(Err(CommitError::at(entry, error))),
         };
-        plans.push(Plan { write, vid, op });
+        if let (Action::Update(_), Some(live)) = (&write.action, current.filter(|c| !c.deleted))
+            && equal_to == Some(live.vid)
+        {
+            plans.push(Plan {
+                write,
+                vid: live.vid,
+                op: None,
+                unchanged: true,
+            });
+            continue;
+        };
+        plans.push(Plan {
+            write,
+            vid,
+            op,
+            unchanged: false,
+        });
     }
     Ok(Ok(plans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use serde_json::json;
+
+    fn update(resource: Value) -> Write {
+        Write {
+            resource_type: resource["resourceType"].as_str().unwrap().into(),
+            id: resource["id"].as_str().unwrap().into(),
+            action: Action::Update(resource),
+            if_match: None,
+        }
+    }
+
+    #[test]
+    fn an_update_equal_to_the_current_version_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let patient = json!({"resourceType": "Patient", "id": "p", "active": true,
+                             "name": [{"family": "F"}]});
+        let first = store
+            .commit_blocking(vec![update(patient.clone())])
+            .unwrap();
+        assert_eq!(
+            (first[0].vid, first[0].op, first[0].unchanged),
+            (1, Some(Op::Create), false)
+        );
+        // The same content, members in another order and a stale meta: nothing changes.
+        let again = json!({"name": [{"family": "F"}], "active": true, "id": "p",
+                           "resourceType": "Patient", "meta": {"versionId": "7"}});
+        let same = store
+            .commit_blocking(vec![update(again)])
+            .unwrap()
+            .remove(0);
+        assert!(same.unchanged && same.op.is_none() && same.seq.is_none());
+        assert_eq!((same.vid, same.last_updated), (1, first[0].last_updated));
+        assert_eq!(same.body, first[0].body);
+        assert_eq!(store.committed_seq(), 1, "no change-log entry");
+        // If-Match is still checked first.
+        let mut stale = update(patient.clone());
+        stale.if_match = Some(9);
+        let refused = store.commit_blocking(vec![stale]).unwrap_err();
+        assert_eq!(refused.error.status, 412);
+        // A real change is a new version; a create is never "unchanged".
+        let mut changed = patient.clone();
+        changed["active"] = json!(false);
+        let second = store
+            .commit_blocking(vec![update(changed)])
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (second.vid, second.op, second.unchanged),
+            (2, Some(Op::Update), false)
+        );
+        assert_eq!(store.committed_seq(), 2);
+        store.close();
+    }
+
+    #[test]
+    fn a_version_found_equal_but_no_longer_current_is_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let patient = json!({"resourceType": "Patient", "id": "p", "active": true});
+        store
+            .commit_blocking(vec![update(patient.clone())])
+            .unwrap();
+        // Found equal to version 1, but version 2 was written in between.
+        let mut changed = patient.clone();
+        changed["active"] = json!(false);
+        store.commit_blocking(vec![update(changed)]).unwrap();
+        let request = Request {
+            writes: vec![update(patient)],
+            unchanged: vec![Some(1)],
+        };
+        let applied = store.committer.commit_blocking(request).unwrap().remove(0);
+        assert_eq!(
+            (applied.vid, applied.op, applied.unchanged),
+            (3, Some(Op::Update), false)
+        );
+        store.close();
+    }
 }

@@ -10,8 +10,10 @@ pub mod schema;
 pub mod tables;
 
 use crate::fhir::FhirError;
-use commit::{Applied, Bookkeeping, CommitError, Committer, Position, Write};
+use crate::fhir::resource::same_content;
+use commit::{Action, Applied, Bookkeeping, CommitError, Committer, Position, Request, Write};
 use redb::{Database, ReadableDatabase, ReadableTable};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tables::{CHANGES, CURRENT, ChangeRecord, CurrentRecord, VERSIONS, VersionRecord};
@@ -101,9 +103,11 @@ impl Store {
         })
     }
 
-    /// Commits `writes` as one all-or-nothing transaction; answers once it is durable.
+    /// Commits `writes` as one all-or-nothing transaction; answers once it is durable. An
+    /// update whose content equals the current version changes nothing
+    /// ([`Applied::unchanged`]).
     pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
-        self.committer.submit(writes).await
+        self.submit(writes).await
     }
 
     /// Sends `writes` to the writer at once and returns the future of their commit: submit
@@ -112,7 +116,53 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
-        self.committer.submit(writes)
+        self.committer.submit(self.request(writes))
+    }
+
+    /// A request of `writes`, each update compared with the current version here, on the
+    /// caller's thread, so that the single writer only checks that the version found equal is
+    /// still current. A comparison that cannot be made (a storage error) is left out: the
+    /// update is then written as a new version.
+    fn request(&self, writes: Vec<Write>) -> Request {
+        let mut request = Request::from(writes);
+        if !request
+            .writes
+            .iter()
+            .any(|write| matches!(write.action, Action::Update(_)))
+        {
+            return request;
+        }
+        match self.equal_versions(&request.writes) {
+            Ok(unchanged) => request.unchanged = unchanged,
+            Err(error) => {
+                tracing::warn!(%error, "updates not compared with their current versions")
+            }
+        }
+        request
+    }
+
+    /// For each write, the current version when the write is an update of the same content.
+    fn equal_versions(&self, writes: &[Write]) -> Result<Vec<Option<u64>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tables = (txn.open_table(CURRENT)?, txn.open_table(VERSIONS)?);
+        writes
+            .iter()
+            .map(|write| {
+                let Action::Update(resource) = &write.action else {
+                    return Ok(None);
+                };
+                let Some((state, Some(version))) =
+                    current_of(&tables, &write.resource_type, &write.id)?
+                else {
+                    return Ok(None);
+                };
+                let stored: Value = match serde_json::from_slice(&version.body) {
+                    Ok(stored) => stored,
+                    Err(_) => return Ok(None),
+                };
+                Ok(same_content(&stored, resource).then_some(state.vid))
+            })
+            .collect()
     }
 
     /// Applies `books` (checkpoints, trims) in the writer's next transaction; resolves to the
@@ -151,7 +201,7 @@ impl Store {
 
     /// [`Store::commit`] outside an async runtime (import, tests).
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
-        self.committer.commit_blocking(writes)
+        self.committer.commit_blocking(self.request(writes))
     }
 
     /// The seq of the last durable change (0 when the log is empty).

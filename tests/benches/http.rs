@@ -6,7 +6,14 @@
 //!
 //! - create: `POST /fhir/{type}` cycling through real Synthea resources (ids removed);
 //! - read:   `GET /fhir/{type}/{id}` of resources created by the create scenario, random order;
-//! - update: `PUT /fhir/{type}/{id}` of those resources, random order.
+//! - update: `PUT /fhir/{type}/{id}` of those resources (the ones with a `meta`), random
+//!   order, each setting a `meta.tag` of its own (an update equal to the current version
+//!   makes no version);
+//! - patch:  `PATCH /fhir/{type}/{id}` setting such a tag with a JSON Patch;
+//! - patch-fhirpath: adding such a tag with a FHIRPath Patch (`Parameters`).
+//!
+//! The three writes change the same element of the same resources, so their latencies
+//! compare PATCH with PUT.
 //!
 //! Settings (environment): `FHIRLAKE_BENCH_CONCURRENCY` (clients, default 16),
 //! `FHIRLAKE_BENCH_SECONDS` (per scenario, default 10), `FHIRLAKE_BENCH_BUNDLES` (Synthea patient
@@ -55,6 +62,7 @@ fn main() {
             resources,
             created: Vec::new(),
             next: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
         });
         let (create, created) = run(Scenario::Create, &bench, concurrency, duration).await;
         let mut bench = Arc::into_inner(bench).expect("tasks finished");
@@ -66,7 +74,9 @@ fn main() {
         let bench = Arc::new(bench);
         let (read, _) = run(Scenario::Read, &bench, concurrency, duration).await;
         let (update, _) = run(Scenario::Update, &bench, concurrency, duration).await;
-        vec![create, read, update]
+        let (patch, _) = run(Scenario::Patch, &bench, concurrency, duration).await;
+        let (fhirpath, _) = run(Scenario::PatchFhirPath, &bench, concurrency, duration).await;
+        vec![create, read, update, patch, fhirpath]
     });
     let data_mb = dir_size(&server.data) as f64 / 1e6;
     drop(server);
@@ -110,6 +120,8 @@ fn main() {
 struct Resource {
     ty: String,
     body: &'static [u8],
+    /// Whether it has a `meta` (where a patch adds its tag).
+    has_meta: bool,
 }
 
 /// The resources of the first `bundles` Synthea patient bundles, without their ids.
@@ -125,12 +137,14 @@ fn load_resources(bundles: usize) -> Vec<Resource> {
                 .as_str()
                 .expect("resourceType")
                 .into();
+            let has_meta = resource.get("meta").is_some();
             let body = serde_json::to_vec(&resource).expect("serialize");
             // Bodies live for the whole run; leaking them lets every request send them without
             // copying.
             resources.push(Resource {
                 ty,
                 body: Box::leak(body.into_boxed_slice()),
+                has_meta,
             });
         }
     }
@@ -153,6 +167,8 @@ struct Bench {
     created: Vec<Created>,
     /// The next resource to create.
     next: AtomicUsize,
+    /// The number of the next write's tag: each update and patch changes its resource.
+    writes: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -160,6 +176,8 @@ enum Scenario {
     Create,
     Read,
     Update,
+    Patch,
+    PatchFhirPath,
 }
 
 /// What one scenario measured.
@@ -204,6 +222,8 @@ async fn run(
         Scenario::Create => "create",
         Scenario::Read => "read",
         Scenario::Update => "update",
+        Scenario::Patch => "patch",
+        Scenario::PatchFhirPath => "patch-fhirpath",
     };
     let started = Instant::now();
     let deadline = started + duration;
@@ -271,12 +291,43 @@ async fn client_task(
                 bench.http.get(format!("{}/{}/{}", bench.base, c.ty, c.id))
             }
             Scenario::Update => {
-                let c = &bench.created[rng.below(bench.created.len())];
+                let c = bench.with_meta(&mut rng);
+                let mut body: serde_json::Value =
+                    serde_json::from_slice(bench.resources[c.resource].body).expect("JSON");
+                body["id"] = c.id.clone().into();
+                body["meta"]["tag"] = serde_json::json!([bench.tag()]);
                 bench
                     .http
                     .put(format!("{}/{}/{}", bench.base, c.ty, c.id))
                     .header("Content-Type", FHIR_JSON)
-                    .body(with_id(bench.resources[c.resource].body, &c.id))
+                    .body(serde_json::to_vec(&body).expect("JSON"))
+            }
+            Scenario::Patch => {
+                let c = bench.with_meta(&mut rng);
+                let patch = serde_json::json!([
+                    {"op": "add", "path": "/meta/tag", "value": [bench.tag()]}
+                ]);
+                bench
+                    .http
+                    .patch(format!("{}/{}/{}", bench.base, c.ty, c.id))
+                    .header("Content-Type", "application/json-patch+json")
+                    .body(patch.to_string())
+            }
+            Scenario::PatchFhirPath => {
+                let c = bench.with_meta(&mut rng);
+                let patch = serde_json::json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "operation", "part": [
+                        {"name": "type", "valueCode": "add"},
+                        {"name": "path", "valueString": format!("{}.meta", c.ty)},
+                        {"name": "name", "valueString": "tag"},
+                        {"name": "value", "valueCoding": bench.tag()}
+                    ]}
+                ]});
+                bench
+                    .http
+                    .patch(format!("{}/{}/{}", bench.base, c.ty, c.id))
+                    .header("Content-Type", FHIR_JSON)
+                    .body(patch.to_string())
             }
         };
         let answer = async {
@@ -320,21 +371,30 @@ async fn client_task(
     result
 }
 
+impl Bench {
+    /// A random created resource that has a `meta` (most Synthea resources do), which every
+    /// write scenario tags: in the same place, so that they compare.
+    fn with_meta(&self, rng: &mut Rng) -> &Created {
+        let mut pick = || &self.created[rng.below(self.created.len())];
+        let first = pick();
+        std::iter::once(first)
+            .chain(std::iter::repeat_with(pick).take(64))
+            .find(|c| self.resources[c.resource].has_meta)
+            .unwrap_or(first)
+    }
+
+    /// A tag no other write of the run has.
+    fn tag(&self) -> serde_json::Value {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        serde_json::json!({"system": "http://example.org/fhirlake/bench", "code": format!("w{n}")})
+    }
+}
+
 /// `{base}/{type}/{id}/_history/1` -> `(type, id)`
 fn created_id(location: &str) -> Option<(String, String)> {
     let mut parts = location.rsplit('/');
     let (_vid, _history, id, ty) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((ty.to_string(), id.to_string()))
-}
-
-/// A resource body without `id` (`{"resourceType":...}`) with `"id":"{id}"` added.
-fn with_id(body: &[u8], id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + id.len() + 8);
-    out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(b"\",");
-    out.extend_from_slice(&body[1..]);
-    out
 }
 
 /// Total size of the files under `dir`.

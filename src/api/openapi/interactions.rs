@@ -33,6 +33,7 @@ pub const TYPE_INTERACTIONS: &[fn(&str) -> Interaction] = &[
     read,
     vread,
     update,
+    patch,
     delete,
     history_instance,
     history_type,
@@ -61,7 +62,10 @@ fn create(resource_type: &str) -> Interaction {
         format!("create{resource_type}"),
         format!("create: store a new {resource_type} with a server-assigned id"),
         "Any `id` in the body is replaced by a new one; `meta.versionId` and \
-         `meta.lastUpdated` are set by the server.",
+         `meta.lastUpdated` are set by the server. Search criteria in `If-None-Exist`, or in \
+         the query (`POST /fhir/Patient?identifier=...`), make it a conditional create: when \
+         one resource the client may read matches, it is the answer (200) and nothing is \
+         created; several are 412.",
     )
     .parameter_ref(Param::Prefer.reference())
     .request_body(Some(resource_body(
@@ -170,7 +174,10 @@ fn update(resource_type: &str) -> Interaction {
         "The body's `id` must be the id in the URL. A resource that does not exist (or was \
          deleted) is created with the client's id: 201, unless the token is confined to part \
          of the type (405). With `If-Match` the update happens only if the current version is \
-         the one named.",
+         the one named; with `If-None-Match: *` only if the \
+         resource does not exist (412 otherwise). An update equal to the current version \
+         (but for `meta.versionId` and `meta.lastUpdated`) makes no new version: 200 with the \
+         current one.",
     )
     .parameter_ref(Param::Id.reference())
     .parameter_ref(Param::IfMatch.reference())
@@ -202,6 +209,106 @@ fn update(resource_type: &str) -> Interaction {
         )
         .build(),
     }
+}
+
+/// `PATCH /fhir/{type}/{id}`
+fn patch(resource_type: &str) -> Interaction {
+    let operation = operation(
+        resource_type,
+        format!("patch{resource_type}"),
+        format!("patch: change part of a {resource_type}"),
+        "The patch is applied to the current version and the result is written as an update: \
+         validated the same way, a new version (none when the result equals the current \
+         version), the body `Prefer` asks for. The body is a JSON Patch (RFC 6902, \
+         `application/json-patch+json`; a failed `test` is 422), a FHIRPath Patch (a \
+         `Parameters` resource) or a JSON Merge Patch (RFC 7396, \
+         `application/merge-patch+json`, or any other object as FHIR JSON). The result must \
+         keep the resource's `id`. With `If-Match` only that version is patched. \
+         `PATCH /fhir/{type}?criteria` patches the one resource the criteria match (404 for \
+         none, 412 for several).",
+    )
+    .parameter_ref(Param::Id.reference())
+    .parameter_ref(Param::IfMatch.reference())
+    .parameter_ref(Param::Prefer.reference())
+    .request_body(Some(patch_body(resource_type)))
+    .response(
+        "200",
+        written(
+            "Patched: the new version, or the current one when nothing changed.",
+            resource_type,
+        ),
+    );
+    Interaction {
+        codes: &["patch"],
+        path: format!("/fhir/{resource_type}/{{id}}"),
+        method: HttpMethod::Patch,
+        operation: errors(
+            operation,
+            &[
+                Error::BadRequest,
+                Error::NotFound,
+                Error::NotAcceptable,
+                Error::Gone,
+                Error::PreconditionFailed,
+                Error::TooLarge,
+                Error::UnsupportedMediaType,
+                Error::Unprocessable,
+            ],
+        )
+        .build(),
+    }
+}
+
+/// The body of a patch of a `resource_type`, in each of its three formats; the examples set
+/// `language`, which every resource has.
+fn patch_body(resource_type: &str) -> RequestBody {
+    let json_patch = ArrayBuilder::new().items(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("op", ObjectBuilder::new().schema_type(Type::String))
+            .property("path", ObjectBuilder::new().schema_type(Type::String))
+            .property("from", ObjectBuilder::new().schema_type(Type::String))
+            .property("value", ObjectBuilder::new())
+            .required("op")
+            .required("path"),
+    );
+    RequestBodyBuilder::new()
+        .description(Some(
+            "A JSON Patch, a FHIRPath Patch (`Parameters`) or a JSON Merge Patch.",
+        ))
+        .required(Some(Required::True))
+        .content(
+            "application/json-patch+json",
+            ContentBuilder::new()
+                .schema(Some(json_patch))
+                .example(Some(
+                    json!([{"op": "add", "path": "/language", "value": "en"}]),
+                ))
+                .build(),
+        )
+        .content(
+            FHIR_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Parameters")))
+                .example(Some(json!({
+                    "resourceType": "Parameters",
+                    "parameter": [{"name": "operation", "part": [
+                        {"name": "type", "valueCode": "add"},
+                        {"name": "path", "valueString": resource_type},
+                        {"name": "name", "valueString": "language"},
+                        {"name": "value", "valueCode": "en"}
+                    ]}]
+                })))
+                .build(),
+        )
+        .content(
+            "application/merge-patch+json",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                .example(Some(json!({"language": "en"})))
+                .build(),
+        )
+        .build()
 }
 
 /// `DELETE /fhir/{type}/{id}`
@@ -338,7 +445,8 @@ fn transaction_or_batch() -> Interaction {
          none is and the answer is the failing entry's error (its status, with an \
          OperationOutcome that names the entry). A `batch` Bundle runs each entry on its own \
          and reports each entry's outcome in the response Bundle. Entries may create (POST, \
-         `ifNoneExist`), update (PUT, conditional `Type?criteria`), delete (DELETE, \
+         `ifNoneExist`), update (PUT, conditional `Type?criteria`), patch (PATCH, with a Binary holding a JSON \
+         Patch or a Parameters FHIRPath Patch), delete (DELETE, \
          conditional) and read (GET or HEAD of anything the read endpoints serve: a read, \
          vread, search, history, `metadata`, `$versions`; in a transaction they run after \
          the writes and see them); references to an entry's `fullUrl` are rewritten to the \
