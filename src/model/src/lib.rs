@@ -18,12 +18,14 @@
 //! element whose type or cardinality is wrong, and is reported with its path.
 
 mod shape;
+mod xml;
 
 use fhirbolt::model::r4::Resource;
 use serde_json::Value;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use shape::{Problem, ProblemKind};
+pub use xml::{json_to_xml, xml_to_json};
 
 /// Every concrete resource type of FHIR R4 4.0.1, sorted by name.
 pub const RESOURCE_TYPES: &[&str] = &[
