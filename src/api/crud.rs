@@ -4,7 +4,7 @@ use super::http::{
     base_url, etag, header_str, if_match, negotiate, prefer_return, query_pairs, read_body,
     version_headers,
 };
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, binary};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
 use crate::cdc::subscriptions;
@@ -33,7 +33,7 @@ pub async fn create(
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
     access.require(Permission::Create, Some(&resource_type))?;
-    let body = read_body(&req, payload, &state).await?;
+    let body = binary::read_resource(&req, payload, &state, &resource_type, None).await?;
     if let Some(criteria) = header_str(
         req.headers(),
         header::HeaderName::from_static("if-none-exist"),
@@ -87,7 +87,7 @@ pub async fn update(
     check_id(&id)?;
     access.require(Permission::Update, Some(&resource_type))?;
     let expected = if_match(&req)?;
-    let body = read_body(&req, payload, &state).await?;
+    let body = binary::read_resource(&req, payload, &state, &resource_type, Some(&id)).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     match id_of(&resource) {
         Some(found) if found == id => {}
@@ -174,9 +174,12 @@ pub async fn read(
     access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    negotiate(&req)?;
-    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id) = path.into_inner();
+    let raw = binary::wants_raw(&req, &resource_type);
+    if !raw {
+        negotiate(&req)?;
+    }
+    let subset = Subset::parse(&query_pairs(&req))?;
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Read, Some(&resource_type))?;
@@ -188,6 +191,13 @@ pub async fn read(
                 let mut response = HttpResponse::NotModified();
                 version_headers(&mut response, current.vid, current.last_updated);
                 return Ok(response.finish());
+            }
+            if raw {
+                return Ok(binary::raw(
+                    &version.body,
+                    current.vid,
+                    current.last_updated,
+                )?);
             }
             let mut response = HttpResponse::Ok();
             response.content_type(super::http::FHIR_JSON);
@@ -232,9 +242,12 @@ pub async fn vread(
     access: Access,
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
-    negotiate(&req)?;
-    let subset = Subset::parse(&query_pairs(&req))?;
     let (resource_type, id, vid) = path.into_inner();
+    let raw = binary::wants_raw(&req, &resource_type);
+    if !raw {
+        negotiate(&req)?;
+    }
+    let subset = Subset::parse(&query_pairs(&req))?;
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Read, Some(&resource_type))?;
@@ -261,6 +274,7 @@ pub async fn vread(
             format!("version {vid} of {resource_type}/{id} is its deletion"),
         )
         .into()),
+        Some(version) if raw => Ok(binary::raw(&version.body, number, version.last_updated)?),
         Some(version) => {
             let mut response = HttpResponse::Ok();
             response.content_type(super::http::FHIR_JSON);

@@ -1,5 +1,5 @@
-//! HTTP details shared by the handlers: content negotiation, request bodies, conditional
-//! headers, `Prefer`, the base URL and response headers.
+//! HTTP details shared by the handlers: content negotiation (FHIR JSON or XML), request
+//! bodies, conditional headers, `Prefer`, the base URL and response headers.
 
 use super::AppState;
 use crate::fhir::datetime::{Micros, format_http_date};
@@ -9,8 +9,10 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponseBuilder, web};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+pub const FHIR_XML: &str = "application/fhir+xml; charset=utf-8";
 
-/// The media types fhirlake reads and writes (JSON); XML ones are recognised to say so.
+/// The media types of FHIR JSON and FHIR XML, as `Accept`, `_format` and `Content-Type` name
+/// them.
 const JSON_TYPES: &[&str] = &[
     "application/fhir+json",
     "application/json",
@@ -23,6 +25,37 @@ const XML_TYPES: &[&str] = &[
     "application/xml+fhir",
 ];
 
+/// The two formats of FHIR resources fhirlake reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+impl Format {
+    /// The format a media type (or `_format`'s short `json` and `xml`) names, if any.
+    fn of(media: &str) -> Option<Format> {
+        match media {
+            "json" => Some(Format::Json),
+            "xml" => Some(Format::Xml),
+            _ if JSON_TYPES.contains(&media) => Some(Format::Json),
+            _ if XML_TYPES.contains(&media) => Some(Format::Xml),
+            _ => None,
+        }
+    }
+}
+
+/// What a request's `_format` or `Accept` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// The FHIR format to answer in; `None` when the client accepts neither.
+    pub format: Option<Format>,
+    /// Whether the client asks for FHIR first: by `_format`, or by an `Accept` whose most
+    /// preferred media type is FHIR JSON or XML (not a wildcard). A Binary is answered with
+    /// its raw content otherwise (R4 http.html, "Binary Resources").
+    pub fhir_first: bool,
+}
+
 /// The query parameters of a request, in order, percent-decoded.
 pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
     form_urlencoded::parse(req.query_string().as_bytes())
@@ -30,76 +63,140 @@ pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Checks `_format` and `Accept`: fhirlake answers in JSON only, and says so with 406.
-pub fn negotiate(req: &HttpRequest) -> Result<(), FhirError> {
-    let not_acceptable = |what: &str| {
-        FhirError::new(
-            406,
-            IssueCode::NotSupported,
-            format!("{what}: fhirlake answers in FHIR JSON only (application/fhir+json)"),
-        )
-    };
+/// The media type of a header value or `_format`: lowercase, without parameters.
+fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Reads `_format` (which wins) and `Accept`, with its quality values: the FHIR format named
+/// with the highest `q` (the first of equals), else JSON when a wildcard (`*/*`,
+/// `application/*`) or no `Accept` is given.
+pub fn wanted(req: &HttpRequest) -> Wanted {
     if let Some((_, format)) = query_pairs(req).into_iter().find(|(k, _)| k == "_format") {
-        let format = format.trim().to_ascii_lowercase();
-        let media = format.split(';').next().unwrap_or("").trim();
-        return if media == "json" || JSON_TYPES.contains(&media) {
-            Ok(())
-        } else {
-            Err(not_acceptable(&format!(
-                "_format={format} is not supported"
-            )))
+        return Wanted {
+            format: Format::of(&media_type(&format)),
+            fhir_first: true,
         };
     }
-    let Some(accept) = header_str(req.headers(), header::ACCEPT) else {
-        return Ok(());
+    let Some(accept) = header_str(req.headers(), header::ACCEPT).filter(|a| !a.trim().is_empty())
+    else {
+        return Wanted {
+            format: Some(Format::Json),
+            fhir_first: false,
+        };
     };
-    let acceptable = accept.split(',').any(|range| {
-        let media = range
+    let mut best: Option<(Format, f32)> = None;
+    let mut wildcard = false;
+    let mut other = 0f32;
+    for range in accept.split(',') {
+        let media = media_type(range);
+        let q = range
             .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        media.is_empty()
-            || media == "*/*"
-            || media == "application/*"
-            || JSON_TYPES.contains(&media.as_str())
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        Err(not_acceptable(&format!(
-            "Accept: {accept} cannot be served"
-        )))
+            .skip(1)
+            .find_map(|param| param.trim().strip_prefix("q="))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        if q <= 0.0 || media.is_empty() {
+            continue;
+        }
+        match Format::of(&media) {
+            Some(format) if best.is_none_or(|(_, top)| q > top) => best = Some((format, q)),
+            Some(_) => {}
+            None => {
+                wildcard |= media == "*/*" || media == "application/*";
+                other = other.max(q);
+            }
+        }
+    }
+    Wanted {
+        format: best
+            .map(|(format, _)| format)
+            .or(wildcard.then_some(Format::Json)),
+        fhir_first: best.is_some_and(|(_, q)| q >= other),
     }
 }
 
-/// Reads a request body of FHIR JSON, at most `--max-body` bytes.
+/// The FHIR format to answer in, from `_format` and `Accept` (see [`wanted`]); 406 when the
+/// client accepts neither FHIR JSON nor FHIR XML.
+pub fn negotiate(req: &HttpRequest) -> Result<Format, FhirError> {
+    wanted(req).format.ok_or_else(|| {
+        let asked = match query_pairs(req).into_iter().find(|(k, _)| k == "_format") {
+            Some((_, format)) => format!("_format={format}"),
+            None => format!(
+                "Accept: {}",
+                header_str(req.headers(), header::ACCEPT).unwrap_or("")
+            ),
+        };
+        FhirError::new(
+            406,
+            IssueCode::NotSupported,
+            format!(
+                "{asked} cannot be served: fhirlake answers in FHIR JSON \
+                 (application/fhir+json) or FHIR XML (application/fhir+xml)"
+            ),
+        )
+    })
+}
+
+/// What a request body is, by its `Content-Type`.
+pub enum BodyType {
+    /// FHIR JSON, or no `Content-Type` at all.
+    Json,
+    Xml,
+    /// Any other media type, as the header gives it.
+    Other(String),
+}
+
+pub fn body_type(req: &HttpRequest) -> BodyType {
+    let Some(content_type) = header_str(req.headers(), header::CONTENT_TYPE) else {
+        return BodyType::Json;
+    };
+    match Format::of(&media_type(content_type)) {
+        Some(Format::Json) => BodyType::Json,
+        Some(Format::Xml) => BodyType::Xml,
+        None => BodyType::Other(content_type.to_string()),
+    }
+}
+
+/// Reads a request body of FHIR JSON or FHIR XML, at most `--max-body` bytes, and returns it
+/// as FHIR JSON: an XML body is converted (400 when it is not FHIR XML), and then takes the
+/// same path as a JSON one. Other media types are 415.
 pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<web::Bytes, FhirError> {
-    if let Some(content_type) = header_str(req.headers(), header::CONTENT_TYPE) {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !JSON_TYPES.contains(&media.as_str()) {
-            let hint = if XML_TYPES.contains(&media.as_str()) {
-                "FHIR XML is not supported"
-            } else {
-                "this media type is not FHIR"
-            };
-            return Err(FhirError::new(
-                415,
-                IssueCode::NotSupported,
-                format!("Content-Type {content_type}: {hint}; send application/fhir+json"),
-            ));
+    match body_type(req) {
+        BodyType::Json => read_bytes(req, payload, state).await,
+        BodyType::Xml => {
+            let xml = read_bytes(req, payload, state).await?;
+            let json = web::block(move || crate::fhir::xml::to_json(&xml))
+                .await
+                .map_err(|e| FhirError::internal(e.to_string()))??;
+            Ok(json.into())
         }
+        BodyType::Other(content_type) => Err(FhirError::new(
+            415,
+            IssueCode::NotSupported,
+            format!(
+                "Content-Type {content_type}: this media type is not FHIR; send \
+                 application/fhir+json or application/fhir+xml"
+            ),
+        )),
     }
+}
+
+/// Reads a request body as it is, at most `--max-body` bytes (413 beyond).
+pub async fn read_bytes(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, FhirError> {
     let limit = state.config.max_body;
     let too_large = || {
         FhirError::new(

@@ -1,10 +1,24 @@
 //! `GET /fhir/metadata`: the CapabilityStatement, which states exactly what this server does.
+//!
+//! What it states does not change while the process runs, so its `date` (and `Last-Modified`)
+//! is when the process first described itself, and its `ETag` is a digest of the answer
+//! (format and `_summary`/`_elements` included): `If-None-Match` and `If-Modified-Since` get
+//! a 304 without the 1.4 MB body.
 
-use super::http::{base_url, negotiate};
+use super::http::{base_url, header_str, negotiate, query_pairs};
 use super::{ApiResult, AppState};
+use crate::fhir::datetime::{Micros, format_http_date, parse_http_date};
+use crate::fhir::summary::{self, Subset};
 use crate::search::registry::{ParamType, Registry};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
+use std::hash::{Hash, Hasher};
+use std::sync::LazyLock;
+
+/// When this process first described itself, to the second (an HTTP date's precision).
+static DESCRIBED: LazyLock<Micros> =
+    LazyLock::new(|| crate::fhir::datetime::now() / 1_000_000 * 1_000_000);
 
 /// The interactions every resource type supports.
 const TYPE_INTERACTIONS: &[&str] = &[
@@ -18,17 +32,52 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
+/// The CapabilityStatement, whole or cut by `_summary` or `_elements`, with its `ETag` and
+/// `Last-Modified`, or 304 when the client's copy is current.
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
-    negotiate(&req)?;
+    let format = negotiate(&req)?;
+    let subset = Subset::parse(&query_pairs(&req))?;
     let security = super::auth::security(&state.config);
-    let body = statement(&base_url(&req, &state), state.search.registry, security);
-    Ok(HttpResponse::Ok()
-        .content_type(super::http::FHIR_JSON)
-        .body(body.to_string()))
+    let described = *DESCRIBED;
+    let statement = statement(
+        &base_url(&req, &state),
+        state.search.registry,
+        security,
+        described,
+    );
+    let mut body = statement.to_string().into_bytes();
+    if let Some(subset) = &subset {
+        body = summary::subset(&body, subset)?;
+    }
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    (&body, format == super::http::Format::Xml).hash(&mut digest);
+    let etag = format!("W/\"{:016x}\"", digest.finish());
+    let headers = req.headers();
+    let not_modified = match header_str(headers, header::IF_NONE_MATCH) {
+        Some(tags) => tags
+            .split(',')
+            .any(|tag| matches!(tag.trim(), "*") || tag.trim() == etag),
+        None => header_str(headers, header::IF_MODIFIED_SINCE)
+            .and_then(parse_http_date)
+            .is_some_and(|since| described <= since),
+    };
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::LAST_MODIFIED, format_http_date(described)));
+    if not_modified {
+        return Ok(response.finish());
+    }
+    Ok(response.content_type(super::http::FHIR_JSON).body(body))
 }
 
-/// The CapabilityStatement of this build, served at `base`, with its `rest.security`.
-pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
+/// The CapabilityStatement of this build, served at `base`, with its `rest.security`, as of
+/// `date`.
+pub fn statement(base: &str, registry: &Registry, security: Value, date: Micros) -> Value {
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
         .map(|code| json!({"code": code}))
@@ -99,13 +148,13 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": crate::fhir::datetime::format_instant(crate::fhir::datetime::now()),
+        "date": crate::fhir::datetime::format_instant(date),
         "publisher": "fhirlake",
         "kind": "instance",
         "software": {"name": "fhirlake", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "fhirlake FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["json", "application/fhir+json"],
+        "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
         "rest": [{
             "mode": "server",
             "security": security,
@@ -126,9 +175,11 @@ pub fn statement(base: &str, registry: &Registry, security: Value) -> Value {
                 and [base]/$changes/websocket, CloudEvents 1.0. Validation: every written \
                 resource is checked against the R4 definitions, the profiles known here and \
                 the terminology, under the server's policy (422 with every finding, or stored \
-                with warnings); $validate reports the same findings. _filter, PATCH, conditional update and delete inside Bundles, and \
-                XML are not supported yet: they are reported (search, handling=lenient) or \
-                answered with 400, 501 or 406/415 OperationOutcomes.",
+                with warnings); $validate reports the same findings. Formats: FHIR JSON and FHIR \
+                XML (_format, Accept, Content-Type); a Binary is read and written in its own \
+                content type unless FHIR is asked for first. _filter, PATCH, conditional \
+                update and delete inside Bundles are not supported yet: they are reported \
+                (search, handling=lenient) or answered with 400 or 501 OperationOutcomes.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
@@ -179,6 +230,7 @@ mod tests {
                 "http://localhost/fhir",
                 crate::search::registry::Registry::r4_shared(),
                 crate::api::auth::security(&serve(args)),
+                0,
             );
             fhirlake_model::check_resource(&statement).unwrap();
             assert_eq!(

@@ -5,9 +5,11 @@
 //! methods (405) the same way.
 
 mod auth;
+mod binary;
 mod bundle;
 mod changes;
 mod crud;
+mod format;
 mod history;
 mod http;
 mod interaction;
@@ -49,7 +51,9 @@ pub struct AppState {
 
 /// The routes: the operations endpoints, the SMART configuration, the OpenAPI description and
 /// its explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
-/// (routed before the scope) needs authorization ([`auth::authenticate`]). More specific paths
+/// and the SMART configuration (routed before the scope) needs authorization
+/// ([`auth::authenticate`]). Every FHIR answer is FHIR XML when the request asks for it
+/// ([`format::answer_in_format`], the outermost middleware of `/fhir`). More specific paths
 /// come first: `_history` is not a resource type or an id. Each FHIR route's interaction (for
 /// the log and the metrics) is named in [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -61,10 +65,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(auth::smart_configuration)),
         );
     cfg.configure(openapi::routes);
-    cfg.service(resource("/fhir/metadata").route(web::get().to(metadata::capability_statement)));
+    cfg.service(
+        resource("/fhir/metadata")
+            .route(web::get().to(metadata::capability_statement))
+            .wrap(actix_web::middleware::from_fn(format::answer_in_format)),
+    );
+    // SMART App Launch looks for it under the FHIR base, without a token.
+    cfg.service(
+        resource("/fhir/.well-known/smart-configuration")
+            .route(web::get().to(auth::smart_configuration)),
+    );
     cfg.service(
         web::scope("/fhir")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(format::answer_in_format))
             .service(resource("/$changes").route(web::get().to(changes::pull)))
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
