@@ -300,3 +300,76 @@ pub fn version_headers(builder: &mut HttpResponseBuilder, vid: u64, last_updated
 pub fn etag(vid: u64) -> String {
     format!("W/\"{vid}\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn wanted_by(query: &str, accept: Option<&str>) -> (Option<Format>, bool) {
+        let mut request = TestRequest::get().uri(&format!("/fhir/Binary/1{query}"));
+        if let Some(accept) = accept {
+            request = request.insert_header((header::ACCEPT, accept));
+        }
+        let wanted = wanted(&request.to_http_request());
+        (wanted.format, wanted.fhir_first)
+    }
+
+    #[test]
+    fn accept_is_read_with_its_quality_values() {
+        use Format::{Json, Xml};
+        for (query, accept, expected) in [
+            ("", None, (Some(Json), false)),
+            ("", Some(""), (Some(Json), false)),
+            ("", Some("*/*"), (Some(Json), false)),
+            ("", Some("application/*"), (Some(Json), false)),
+            ("", Some("application/pdf"), (None, false)),
+            ("", Some("application/fhir+json"), (Some(Json), true)),
+            (
+                "",
+                Some("application/json; charset=utf-8"),
+                (Some(Json), true),
+            ),
+            ("", Some("application/fhir+xml"), (Some(Xml), true)),
+            ("", Some("TEXT/XML"), (Some(Xml), true)),
+            (
+                "",
+                Some("application/fhir+xml, application/fhir+json"),
+                (Some(Xml), true),
+            ),
+            (
+                "",
+                Some("application/fhir+xml;q=0.8, application/fhir+json"),
+                (Some(Json), true),
+            ),
+            (
+                "",
+                Some("application/fhir+json;q=0, application/fhir+xml;q=0.1"),
+                (Some(Xml), true),
+            ),
+            ("", Some("application/fhir+json;q=0"), (None, false)),
+            ("", Some("application/fhir+json;q=x"), (None, false)),
+            // A browser: HTML first, XML later.
+            (
+                "",
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                (Some(Xml), false),
+            ),
+            (
+                "",
+                Some("application/pdf;q=0.5, application/fhir+json"),
+                (Some(Json), true),
+            ),
+            (
+                "?_format=xml",
+                Some("application/fhir+json"),
+                (Some(Xml), true),
+            ),
+            ("?_format=json", Some("application/pdf"), (Some(Json), true)),
+            ("?_format=application/fhir%2Bxml", None, (Some(Xml), true)),
+            ("?_format=pdf", None, (None, true)),
+        ] {
+            assert_eq!(wanted_by(query, accept), expected, "{query} {accept:?}");
+        }
+    }
+}
