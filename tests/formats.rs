@@ -56,12 +56,11 @@ fn xml_answer(reply: &Reply, what: &str) -> String {
 /// The `value` of the first element named `name` in an XML answer.
 fn xml_value(text: &str, name: &str) -> Option<String> {
     let document = roxmltree::Document::parse(text).ok()?;
-    let value = document
+    document
         .descendants()
         .find(|node| node.tag_name().name() == name)?
         .attribute("value")
-        .map(str::to_string);
-    value
+        .map(str::to_string)
 }
 
 fn patient() -> Value {

@@ -497,7 +497,7 @@ mod tests {
         // fhirbolt reads the deepest document allowed on a thread of the default 2 MiB stack.
         let read = std::thread::Builder::new()
             .stack_size(2 << 20)
-            .spawn(move || xml_to_json(deepest.as_bytes()).map(|value| json_to_xml(value)))
+            .spawn(move || xml_to_json(deepest.as_bytes()).map(json_to_xml))
             .unwrap()
             .join()
             .expect("no stack overflow");
