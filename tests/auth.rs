@@ -276,6 +276,74 @@ fn without_a_valid_token_every_interaction_is_401() {
             .contains(&json!("permission-v2"))
     );
     assert_eq!(smart["issuer"], ISSUER);
+    // SMART App Launch looks under the FHIR base, without a token: the same document.
+    let under_base = send(anonymous.http.get(format!(
+        "{}/fhir/.well-known/smart-configuration",
+        server.origin
+    )));
+    assert_eq!(under_base.expect(200, "under the base").json(), smart);
+    // A client that asks for XML is refused in XML.
+    let reply = send(
+        anonymous
+            .http
+            .get(anonymous.url("Patient"))
+            .header("accept", "application/fhir+xml"),
+    );
+    assert_eq!(reply.status, 401);
+    assert!(reply.header("www-authenticate").is_some());
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/fhir+xml; charset=utf-8")
+    );
+    assert!(reply.text.contains("<OperationOutcome"), "{}", reply.text);
+}
+
+/// Raw Binary content is read and written under the same rules as any read and write.
+#[test]
+fn raw_binary_content_is_authorized_like_any_read_and_write() {
+    let server = seeded();
+    let post = |client: &FhirClient| {
+        send(
+            client
+                .http
+                .post(client.url("Binary"))
+                .header("content-type", "application/pdf")
+                .body(b"%PDF-1.4 secret".to_vec()),
+        )
+    };
+    let reader = bearer(&server, &token("system/Binary.r", None));
+    assert_outcome(&post(&reader), 403, &["forbidden"]);
+    assert_outcome(&post(&client(&server, None)), 401, &["login"]);
+    let writer = bearer(&server, &token("system/Binary.c", None));
+    let created = post(&writer).expect(201, "create with Binary.c").resource();
+    let path = format!("Binary/{}", id_of(&created));
+    let raw = |client: &FhirClient| {
+        send(
+            client
+                .http
+                .get(client.url(&path))
+                .header("accept", "application/pdf"),
+        )
+    };
+    let read = raw(&reader);
+    assert_eq!(
+        read.expect(200, "raw read with Binary.r").text,
+        "%PDF-1.4 secret"
+    );
+    assert_outcome(&raw(&writer), 403, &["forbidden"]);
+    assert_outcome(&raw(&client(&server, None)), 401, &["login"]);
+    // A patient's token does not see a Binary outside its compartment: as if absent.
+    let patient = bearer(&server, &token("patient/*.rs", Some("pa")));
+    assert_outcome(&raw(&patient), 404, &["not-found"]);
+    let put = send(
+        reader
+            .http
+            .put(reader.url(&path))
+            .header("content-type", "text/plain")
+            .body("changed"),
+    );
+    assert_outcome(&put, 403, &["forbidden"]);
+    assert_eq!(raw(&reader).text, "%PDF-1.4 secret");
 }
 
 #[test]
@@ -919,6 +987,11 @@ fn auth_none_says_so() {
         fhir.server.origin
     )));
     assert_outcome(&smart, 404, &["not-found"]);
+    assert_outcome(
+        &fhir.get(".well-known/smart-configuration"),
+        404,
+        &["not-found"],
+    );
     fhir.get("Patient").expect(200, "no token needed");
 }
 

@@ -243,14 +243,18 @@ fn unknown_resource_type_in_url_is_404() {
 }
 
 #[test]
-fn xml_only_accept_or_format_is_406() {
+fn an_accept_or_format_that_is_neither_fhir_json_nor_xml_is_406() {
     let fhir = Fhir::start();
     let created = fhir
         .post("Patient", &patient())
         .expect(201, "create")
         .json();
     let path = format!("Patient/{}", created["id"].as_str().expect("id"));
-    for accept in ["application/fhir+xml", "application/xml"] {
+    for accept in [
+        "text/html",
+        "application/pdf",
+        "application/fhir+json;q=0, image/png",
+    ] {
         assert_outcome_for(
             &fhir.get_with(&path, &[("accept", accept)]),
             406,
@@ -259,24 +263,24 @@ fn xml_only_accept_or_format_is_406() {
         );
     }
     assert_outcome_for(
-        &fhir.get(&format!("{path}?_format=xml")),
+        &fhir.get(&format!("{path}?_format=turtle")),
         406,
         &["not-supported"],
-        "_format=xml",
+        "_format=turtle",
     );
     assert_outcome_for(
-        &fhir.post_with("Patient", &patient(), &[("accept", "application/fhir+xml")]),
+        &fhir.post_with("Patient", &patient(), &[("accept", "text/html")]),
         406,
         &["not-supported"],
-        "POST with Accept: application/fhir+xml",
+        "POST with Accept: text/html",
     );
-    // JSON, anything, or XML with JSON as an alternative: 200.
+    // JSON, anything, or something else with JSON as an alternative: 200.
     for accept in [
         "application/fhir+json",
         "application/json",
         "*/*",
         "application/fhir+json; charset=utf-8",
-        "application/fhir+xml, application/fhir+json;q=0.9",
+        "text/html, application/fhir+json;q=0.9",
     ] {
         fhir.get_with(&path, &[("accept", accept)])
             .expect(200, &format!("Accept: {accept}"));
@@ -288,15 +292,14 @@ fn xml_only_accept_or_format_is_406() {
 }
 
 #[test]
-fn xml_or_text_content_type_is_415() {
+fn a_content_type_that_is_neither_fhir_json_nor_xml_is_415() {
     let fhir = Fhir::start();
-    let xml = r#"<Patient xmlns="http://hl7.org/fhir"><id value="p1"/></Patient>"#;
     let json_body = patient().to_string();
-    for (content_type, body) in [
-        ("application/fhir+xml", xml),
-        ("application/xml", xml),
-        ("text/plain", json_body.as_str()),
-        ("text/plain; charset=utf-8", json_body.as_str()),
+    for content_type in [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/pdf",
+        "application/x-www-form-urlencoded",
     ] {
         for (method, request) in [
             ("POST", fhir.http.post(fhir.url("Patient"))),
@@ -306,7 +309,7 @@ fn xml_or_text_content_type_is_415() {
                 &send(
                     request
                         .header("content-type", content_type)
-                        .body(body.to_string()),
+                        .body(json_body.clone()),
                 ),
                 415,
                 &["not-supported"],

@@ -139,25 +139,35 @@ impl Twins {
     /// Sends `request` with `token` to both twins; asserts that the normalized answers are
     /// the same and returns `hidden`'s.
     fn same(&self, token: &str, request: &Ask) -> Reply {
-        let hidden = request.send(&bearer(&self.hidden, token));
-        let absent = request.send(&bearer(&self.absent, token));
-        let what = format!("{} {}", request.method, request.path);
+        let [hidden, _] = self.same_each(token, [request, request]);
+        hidden
+    }
+
+    /// Sends `requests[0]` to `hidden` and `requests[1]` to `absent` with `token`; asserts that
+    /// the normalized answers are the same and returns both.
+    fn same_each(&self, token: &str, requests: [&Ask; 2]) -> [Reply; 2] {
+        let hidden = requests[0].send(&bearer(&self.hidden, token));
+        let absent = requests[1].send(&bearer(&self.absent, token));
+        let what = format!("{} {}", requests[0].method, requests[0].path);
         assert_eq!(
             normalized(&hidden),
             normalized(&absent),
             "{what}: the answers differ between a hidden and an absent resource"
         );
-        hidden
+        [hidden, absent]
     }
 
     /// [`Twins::same`] for a paged search or history, page after page through the `next`
     /// links; asserts that every page but the last is full (of matches) when `count` is given.
     /// Returns the entries of every page (none when the first is refused).
+    /// Each twin pages through its own links: a cursor names the last match by its sort key,
+    /// which (its lastUpdated) differs between the twins.
     fn same_pages(&self, token: &str, first: &Ask, count: Option<usize>) -> Vec<Value> {
-        let mut request = first.clone();
+        let mut requests = [first.clone(), first.clone()];
         let mut entries = Vec::new();
         for _ in 0..200 {
-            let reply = self.same(token, &request);
+            let replies = self.same_each(token, [&requests[0], &requests[1]]);
+            let reply = &replies[0];
             if reply.status != 200 {
                 // Refused alike (a token without the scope).
                 return entries;
@@ -172,15 +182,22 @@ impl Twins {
                 })
                 .count();
             if let (Some(count), Some(_)) = (count, &next) {
-                assert_eq!(counted, count, "{}: a page short of _count", request.path);
+                assert_eq!(
+                    counted, count,
+                    "{}: a page short of _count",
+                    requests[0].path
+                );
             }
             entries.extend(page);
-            let Some(next) = next else {
+            if next.is_none() {
                 return entries;
-            };
-            // Links name the configured public base; each twin is asked on its own port.
-            let relative = next.strip_prefix(BASE).expect("a link under the base");
-            request = get(relative);
+            }
+            for (request, reply) in requests.iter_mut().zip(&replies) {
+                let next = common::fhir::link(&reply.json(), "next").expect("a next link");
+                // Links name the configured public base; each twin is asked on its own port.
+                let relative = next.strip_prefix(BASE).expect("a link under the base");
+                *request = get(relative);
+            }
         }
         panic!("{}: paging does not end", first.path)
     }

@@ -204,3 +204,76 @@ fn a_bad_summary_or_elements_is_a_400() {
         assert_outcome(&fhir.get(&query), 400, &["invalid"]);
     }
 }
+
+/// `GET /metadata` honours `_summary` and `_elements` (the whole statement is 1.4 MB), and has
+/// an `ETag` and a `Last-Modified` that make a client's copy a 304.
+#[test]
+fn the_capability_statement_is_cut_and_cached_like_a_read() {
+    let fhir = Fhir::start();
+    let whole = fhir.get("metadata");
+    whole.expect(200, "metadata");
+    let statement = whole.resource();
+    assert!(whole.text.len() > 1_000_000, "{}", whole.text.len());
+
+    let summary = fhir.get("metadata?_summary=true");
+    summary.expect(200, "summary");
+    let cut = summary.resource();
+    assert!(
+        summary.text.len() < whole.text.len() / 20,
+        "{}",
+        summary.text.len()
+    );
+    assert_eq!(cut["meta"]["tag"][0]["code"], "SUBSETTED");
+    assert_eq!(cut["format"], statement["format"]);
+    // rest.resource keeps each type's summary elements, not its search parameters.
+    let first = &cut["rest"][0]["resource"][0];
+    assert_eq!(first["type"], statement["rest"][0]["resource"][0]["type"]);
+    assert!(first.get("searchParam").is_none(), "{first}");
+
+    let elements = fhir
+        .get("metadata?_elements=format,software")
+        .expect(200, "_elements")
+        .resource();
+    assert_eq!(elements["software"], statement["software"]);
+    assert!(elements.get("rest").is_none());
+    assert_outcome(&fhir.get("metadata?_summary=everything"), 400, &["invalid"]);
+
+    // Cached: the same representation has the same ETag, another one another.
+    let etag = whole.etag();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    assert_eq!(fhir.get("metadata").etag(), etag);
+    assert_ne!(summary.etag(), etag);
+    assert_ne!(fhir.get("metadata?_format=xml").etag(), etag);
+    let not_modified = fhir.get_with("metadata", &[("if-none-match", &etag)]);
+    not_modified.expect(304, "If-None-Match");
+    assert!(not_modified.text.is_empty());
+    assert_eq!(not_modified.etag(), etag);
+    fhir.get_with("metadata", &[("if-none-match", "W/\"other\"")])
+        .expect(200, "another ETag");
+    let modified = whole.header("last-modified").expect("Last-Modified");
+    fhir.get_with("metadata", &[("if-modified-since", &modified)])
+        .expect(304, "If-Modified-Since");
+    fhir.get_with(
+        "metadata",
+        &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+    )
+    .expect(200, "modified since 2001");
+    // `date` is when the statement was made, and so its Last-Modified.
+    let date = statement["date"].as_str().unwrap();
+    assert_eq!(
+        common::fhir::instant(date).unix_timestamp(),
+        httpdate(&modified),
+        "{date} {modified}"
+    );
+}
+
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(text: &str) -> i64 {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text, format)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .assume_utc()
+        .unix_timestamp()
+}

@@ -489,7 +489,7 @@ fn expand_errors_are_operation_outcomes() {
         &["invalid"],
     );
     assert_outcome(
-        &fhir.get(&format!("ValueSet/$expand?url={GENDER_VS}&_format=xml")),
+        &fhir.get(&format!("ValueSet/$expand?url={GENDER_VS}&_format=turtle")),
         406,
         &["not-supported"],
     );

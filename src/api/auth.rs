@@ -133,8 +133,9 @@ const SCOPES: &[&str] = &[
     "system/*.write",
 ];
 
-/// `GET /.well-known/smart-configuration`: what the server supports (SMART App Launch 2.0);
-/// 404 when authorization is off, as the specification asks of servers without it.
+/// `GET /.well-known/smart-configuration`, and the same at `/fhir/.well-known/...` (where SMART
+/// App Launch 2.0 looks: under the FHIR base, without a token): what the server supports; 404
+/// when authorization is off, as the specification asks of servers without it.
 pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let config = &state.config;
     if config.auth.mode == Mode::None {

@@ -84,7 +84,7 @@ impl Endpoints<'_> {
         let history = |scope: Scope| history::bundle(state, access, get, scope).map(Answer::ok);
         match segments.as_slice() {
             [""] => searchset(Search::System),
-            ["metadata"] => Ok(metadata::capabilities(state, get)),
+            ["metadata"] => metadata::capabilities(state, get),
             ["$versions"] => Ok(metadata::versions()),
             ["_history"] => history(Scope::System),
             [operation, ..] | [_, operation, ..] | [_, _, operation]

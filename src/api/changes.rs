@@ -10,7 +10,7 @@
 //! that falls behind by more than its buffer gets `event: reconnect` with the offset to resume
 //! from (SSE) or a close with code 1013 and `since=N` (WebSocket).
 
-use super::http::{header_str, negotiate, query_pairs};
+use super::http::{Format, header_str, negotiate, query_pairs};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
 use crate::auth::scope::Permission;
@@ -81,7 +81,14 @@ fn query(req: &HttpRequest, state: &AppState, paged: bool) -> Result<Query, Fhir
 /// `since` oldest first, and the offset to ask from next (past the changes filtered out, so
 /// `next` moves even when `events` is empty).
 pub async fn pull(req: HttpRequest, state: State, access: Access) -> ApiResult {
-    negotiate(&req)?;
+    if negotiate(&req)? == Format::Xml {
+        return Err(FhirError::new(
+            406,
+            IssueCode::NotSupported,
+            "$changes answers in JSON (CloudEvents) only",
+        )
+        .into());
+    }
     access.require_everything(Permission::Read)?;
     let query = query(&req, &state, true)?;
     check_offset(&state, query.since)?;

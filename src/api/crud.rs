@@ -5,7 +5,7 @@ use super::http::{
     base_url, etag, header_str, if_match, negotiate, prefer_return, query_pairs, read_body,
     version_headers,
 };
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, binary};
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Decision, Stored};
 use crate::bundle::conditional;
@@ -35,7 +35,7 @@ pub async fn create(
     let resource_type = path.into_inner();
     check_type(&resource_type)?;
     access.require(Permission::Create, Some(&resource_type))?;
-    let body = read_body(&req, payload, &state).await?;
+    let body = binary::read_resource(&req, payload, &state, &resource_type, None).await?;
     if let Some(criteria) = create_criteria(&req)? {
         let criteria = criteria.as_str();
         state.search.catch_up(&state.store).await;
@@ -130,7 +130,7 @@ pub async fn update(
     check_type(&resource_type)?;
     check_id(&id)?;
     access.require(Permission::Update, Some(&resource_type))?;
-    let body = read_body(&req, payload, &state).await?;
+    let body = binary::read_resource(&req, payload, &state, &resource_type, Some(&id)).await?;
     let intake = parse_resource(&body, Some(&resource_type))?;
     let resource = intake.resource;
     match id_of(&resource) {
@@ -273,10 +273,27 @@ pub async fn read(
     access: Access,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    negotiate(&req)?;
     let (resource_type, id) = path.into_inner();
+    let raw = binary::wants_raw(&req, &resource_type);
+    if !raw {
+        negotiate(&req)?;
+    }
     let get = Get::of(&req, &state);
-    Ok(read_answer(&state, &access, &get, &resource_type, &id)?.respond())
+    respond_read(
+        read_answer(&state, &access, &get, &resource_type, &id)?,
+        raw,
+    )
+}
+
+/// A read's or vread's answer over HTTP: a Binary's own content when `raw` (a Binary read by a
+/// client that did not ask for FHIR first), else FHIR.
+fn respond_read(answer: Answer, raw: bool) -> ApiResult {
+    match answer.version {
+        Some((vid, last_updated)) if raw && answer.status == 200 => {
+            Ok(binary::raw(&answer.body, vid, last_updated)?)
+        }
+        _ => Ok(answer.respond()),
+    }
 }
 
 /// The read of `resource_type/id`: the current version (or the part `_summary` or `_elements`
@@ -340,10 +357,16 @@ pub async fn vread(
     access: Access,
     path: web::Path<(String, String, String)>,
 ) -> ApiResult {
-    negotiate(&req)?;
     let (resource_type, id, vid) = path.into_inner();
+    let raw = binary::wants_raw(&req, &resource_type);
+    if !raw {
+        negotiate(&req)?;
+    }
     let get = Get::of(&req, &state);
-    Ok(vread_answer(&state, &access, &get, &resource_type, &id, &vid)?.respond())
+    respond_read(
+        vread_answer(&state, &access, &get, &resource_type, &id, &vid)?,
+        raw,
+    )
 }
 
 /// The vread of version `vid` of `resource_type/id` (or the part `_summary` or `_elements`

@@ -1,5 +1,5 @@
-//! HTTP details shared by the handlers: content negotiation, request bodies, conditional
-//! headers, `Prefer`, the base URL and response headers.
+//! HTTP details shared by the handlers: content negotiation (FHIR JSON or XML), request
+//! bodies, conditional headers, `Prefer`, the base URL and response headers.
 
 use super::AppState;
 use super::admission::{check_params, check_utf8, count_params};
@@ -11,8 +11,10 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponseBuilder, web};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+pub const FHIR_XML: &str = "application/fhir+xml; charset=utf-8";
 
-/// The media types fhirlake reads and writes (JSON); XML ones are recognised to say so.
+/// The media types of FHIR JSON and FHIR XML, as `Accept`, `_format` and `Content-Type` name
+/// them.
 const JSON_TYPES: &[&str] = &[
     "application/fhir+json",
     "application/json",
@@ -25,6 +27,37 @@ const XML_TYPES: &[&str] = &[
     "application/xml+fhir",
 ];
 
+/// The two formats of FHIR resources fhirlake reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+impl Format {
+    /// The format a media type (or `_format`'s short `json` and `xml`) names, if any.
+    fn of(media: &str) -> Option<Format> {
+        match media {
+            "json" => Some(Format::Json),
+            "xml" => Some(Format::Xml),
+            _ if JSON_TYPES.contains(&media) => Some(Format::Json),
+            _ if XML_TYPES.contains(&media) => Some(Format::Xml),
+            _ => None,
+        }
+    }
+}
+
+/// What a request's `_format` or `Accept` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// The FHIR format to answer in; `None` when the client accepts neither.
+    pub format: Option<Format>,
+    /// Whether the client asks for FHIR first: by `_format`, or by an `Accept` whose most
+    /// preferred media type is FHIR JSON or XML (not a wildcard). A Binary is answered with
+    /// its raw content otherwise (R4 http.html, "Binary Resources").
+    pub fhir_first: bool,
+}
+
 /// The query parameters of a request, in order, percent-decoded.
 pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
     form_urlencoded::parse(req.query_string().as_bytes())
@@ -32,82 +65,150 @@ pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Checks `_format` and `Accept`: fhirlake answers in JSON only, and says so with 406.
-pub fn negotiate(req: &HttpRequest) -> Result<(), FhirError> {
-    let not_acceptable = |what: &str| {
-        FhirError::new(
-            406,
-            IssueCode::NotSupported,
-            format!("{what}: fhirlake answers in FHIR JSON only (application/fhir+json)"),
-        )
-    };
+/// The media type of a header value or `_format`: lowercase, without parameters.
+fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Reads `_format` (which wins) and `Accept`, with its quality values: the FHIR format named
+/// with the highest `q` (the first of equals), else JSON when a wildcard (`*/*`,
+/// `application/*`) or no `Accept` is given.
+pub fn wanted(req: &HttpRequest) -> Wanted {
     if let Some((_, format)) = query_pairs(req).into_iter().find(|(k, _)| k == "_format") {
-        let format = format.trim().to_ascii_lowercase();
-        let media = format.split(';').next().unwrap_or("").trim();
-        return if media == "json" || JSON_TYPES.contains(&media) {
-            Ok(())
-        } else {
-            Err(not_acceptable(&format!(
-                "_format={format} is not supported"
-            )))
+        return Wanted {
+            format: Format::of(&media_type(&format)),
+            fhir_first: true,
         };
     }
-    let Some(accept) = header_str(req.headers(), header::ACCEPT) else {
-        return Ok(());
+    let Some(accept) = header_str(req.headers(), header::ACCEPT).filter(|a| !a.trim().is_empty())
+    else {
+        return Wanted {
+            format: Some(Format::Json),
+            fhir_first: false,
+        };
     };
-    let acceptable = accept.split(',').any(|range| {
-        let media = range
+    let mut best: Option<(Format, f32)> = None;
+    let mut wildcard = false;
+    let mut other = 0f32;
+    for range in accept.split(',') {
+        let media = media_type(range);
+        let q = range
             .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        media.is_empty()
-            || media == "*/*"
-            || media == "application/*"
-            || JSON_TYPES.contains(&media.as_str())
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        Err(not_acceptable(&format!(
-            "Accept: {accept} cannot be served"
-        )))
+            .skip(1)
+            .find_map(|param| param.trim().strip_prefix("q="))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        if q <= 0.0 || media.is_empty() {
+            continue;
+        }
+        match Format::of(&media) {
+            Some(format) if best.is_none_or(|(_, top)| q > top) => best = Some((format, q)),
+            Some(_) => {}
+            None => {
+                wildcard |= media == "*/*" || media == "application/*";
+                other = other.max(q);
+            }
+        }
+    }
+    Wanted {
+        format: best
+            .map(|(format, _)| format)
+            .or(wildcard.then_some(Format::Json)),
+        fhir_first: best.is_some_and(|(_, q)| q >= other),
     }
 }
 
-/// Reads a request body of FHIR JSON, at most `--max-body` bytes (413 beyond, with or without
-/// a `Content-Length`), nested at most `--max-json-depth` levels (400 beyond). Every handler
-/// that takes a JSON body reads it here.
+/// The FHIR format to answer in, from `_format` and `Accept` (see [`wanted`]); 406 when the
+/// client accepts neither FHIR JSON nor FHIR XML.
+pub fn negotiate(req: &HttpRequest) -> Result<Format, FhirError> {
+    wanted(req).format.ok_or_else(|| {
+        let asked = match query_pairs(req).into_iter().find(|(k, _)| k == "_format") {
+            Some((_, format)) => format!("_format={format}"),
+            None => format!(
+                "Accept: {}",
+                header_str(req.headers(), header::ACCEPT).unwrap_or("")
+            ),
+        };
+        FhirError::new(
+            406,
+            IssueCode::NotSupported,
+            format!(
+                "{asked} cannot be served: fhirlake answers in FHIR JSON \
+                 (application/fhir+json) or FHIR XML (application/fhir+xml)"
+            ),
+        )
+    })
+}
+
+/// What a request body is, by its `Content-Type`.
+pub enum BodyType {
+    /// FHIR JSON, or no `Content-Type` at all.
+    Json,
+    Xml,
+    /// Any other media type, as the header gives it.
+    Other(String),
+}
+
+pub fn body_type(req: &HttpRequest) -> BodyType {
+    let Some(content_type) = header_str(req.headers(), header::CONTENT_TYPE) else {
+        return BodyType::Json;
+    };
+    match Format::of(&media_type(content_type)) {
+        Some(Format::Json) => BodyType::Json,
+        Some(Format::Xml) => BodyType::Xml,
+        None => BodyType::Other(content_type.to_string()),
+    }
+}
+
+/// Reads a request body of FHIR JSON or FHIR XML, at most `--max-body` bytes (413 beyond, with
+/// or without a `Content-Length`), and returns it as FHIR JSON nested at most
+/// `--max-json-depth` levels (400 beyond): an XML body is converted (400 when it is not FHIR
+/// XML), and then takes the same path as a JSON one. Other media types are 415. Every handler
+/// that takes a FHIR body reads it here.
 pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<web::Bytes, FhirError> {
-    if let Some(content_type) = header_str(req.headers(), header::CONTENT_TYPE) {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !JSON_TYPES.contains(&media.as_str()) {
-            let hint = if XML_TYPES.contains(&media.as_str()) {
-                "FHIR XML is not supported"
-            } else {
-                "this media type is not FHIR"
-            };
-            return Err(FhirError::new(
-                415,
-                IssueCode::NotSupported,
-                format!("Content-Type {content_type}: {hint}; send application/fhir+json"),
-            ));
+    match body_type(req) {
+        BodyType::Json => read_json(req, payload, state).await,
+        BodyType::Xml => {
+            let xml = read_bytes(req, payload, state).await?;
+            let json = web::block(move || crate::fhir::xml::to_json(&xml))
+                .await
+                .map_err(|e| FhirError::internal(e.to_string()))??;
+            check_depth(&json, state.config.max_json_depth)?;
+            Ok(json.into())
         }
+        BodyType::Other(content_type) => Err(FhirError::new(
+            415,
+            IssueCode::NotSupported,
+            format!(
+                "Content-Type {content_type}: this media type is not FHIR; send \
+                 application/fhir+json or application/fhir+xml"
+            ),
+        )),
     }
-    read_bytes(req, payload, state).await
 }
 
-/// Reads a request body of any media type, at most `--max-body` bytes.
+/// Reads a JSON request body (FHIR JSON, a JSON Patch) as it is, at most `--max-body` bytes
+/// and nested at most `--max-json-depth` levels.
+pub async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, FhirError> {
+    let body = read_bytes(req, payload, state).await?;
+    check_depth(&body, state.config.max_json_depth)?;
+    Ok(body)
+}
+
+/// Reads a request body as it is, at most `--max-body` bytes (413 beyond).
 pub async fn read_bytes(
     req: &HttpRequest,
     payload: web::Payload,
@@ -127,10 +228,7 @@ pub async fn read_bytes(
         return Err(too_large());
     }
     match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => {
-            check_depth(&body, state.config.max_json_depth)?;
-            Ok(body)
-        }
+        Ok(Ok(body)) => Ok(body),
         Err(_) => Err(too_large()),
         Ok(Err(error)) => Err(FhirError::bad_request(
             IssueCode::Invalid,
@@ -264,6 +362,7 @@ pub fn etag(vid: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::test::TestRequest;
 
     #[test]
     fn authorities_are_host_and_port_only() {
@@ -299,6 +398,73 @@ mod tests {
             &"a".repeat(64),
         ] {
             assert!(!valid_authority(bad), "{bad}");
+        }
+    }
+
+    fn wanted_by(query: &str, accept: Option<&str>) -> (Option<Format>, bool) {
+        let mut request = TestRequest::get().uri(&format!("/fhir/Binary/1{query}"));
+        if let Some(accept) = accept {
+            request = request.insert_header((header::ACCEPT, accept));
+        }
+        let wanted = wanted(&request.to_http_request());
+        (wanted.format, wanted.fhir_first)
+    }
+
+    #[test]
+    fn accept_is_read_with_its_quality_values() {
+        use Format::{Json, Xml};
+        for (query, accept, expected) in [
+            ("", None, (Some(Json), false)),
+            ("", Some(""), (Some(Json), false)),
+            ("", Some("*/*"), (Some(Json), false)),
+            ("", Some("application/*"), (Some(Json), false)),
+            ("", Some("application/pdf"), (None, false)),
+            ("", Some("application/fhir+json"), (Some(Json), true)),
+            (
+                "",
+                Some("application/json; charset=utf-8"),
+                (Some(Json), true),
+            ),
+            ("", Some("application/fhir+xml"), (Some(Xml), true)),
+            ("", Some("TEXT/XML"), (Some(Xml), true)),
+            (
+                "",
+                Some("application/fhir+xml, application/fhir+json"),
+                (Some(Xml), true),
+            ),
+            (
+                "",
+                Some("application/fhir+xml;q=0.8, application/fhir+json"),
+                (Some(Json), true),
+            ),
+            (
+                "",
+                Some("application/fhir+json;q=0, application/fhir+xml;q=0.1"),
+                (Some(Xml), true),
+            ),
+            ("", Some("application/fhir+json;q=0"), (None, false)),
+            ("", Some("application/fhir+json;q=x"), (None, false)),
+            // A browser: HTML first, XML later.
+            (
+                "",
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                (Some(Xml), false),
+            ),
+            (
+                "",
+                Some("application/pdf;q=0.5, application/fhir+json"),
+                (Some(Json), true),
+            ),
+            (
+                "?_format=xml",
+                Some("application/fhir+json"),
+                (Some(Xml), true),
+            ),
+            ("?_format=json", Some("application/pdf"), (Some(Json), true)),
+            ("?_format=application/fhir%2Bxml", None, (Some(Xml), true)),
+            ("?_format=pdf", None, (None, true)),
+        ] {
+            assert_eq!(wanted_by(query, accept), expected, "{query} {accept:?}");
         }
     }
 }

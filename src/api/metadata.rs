@@ -1,13 +1,28 @@
 //! `GET /fhir/metadata`: the CapabilityStatement, which states exactly what this server does;
 //! `GET /fhir/$versions`: the FHIR versions it speaks.
+//!
+//! What it states does not change while the process runs, so its `date` (and `Last-Modified`)
+//! is when the process first described itself, and its `ETag` is a digest of the answer
+//! (format and `_summary`/`_elements` included): `If-None-Match` and `If-Modified-Since` get
+//! a 304 without the 1.4 MB body.
 
 use super::get::{Answer, Get};
-use super::http::negotiate;
+use super::http::{Format, negotiate};
 use super::{ApiResult, AppState};
 use crate::bundle::ConditionalDelete;
+use crate::fhir::FhirError;
+use crate::fhir::datetime::{Micros, format_http_date};
+use crate::fhir::summary::{self, Subset};
 use crate::search::registry::{ParamType, Registry};
-use actix_web::{HttpRequest, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
+use std::hash::{Hash, Hasher};
+use std::sync::LazyLock;
+
+/// When this process first described itself, to the second (an HTTP date's precision).
+static DESCRIBED: LazyLock<Micros> =
+    LazyLock::new(|| crate::fhir::datetime::now() / 1_000_000 * 1_000_000);
 
 /// The interactions every resource type supports.
 const TYPE_INTERACTIONS: &[&str] = &[
@@ -25,21 +40,55 @@ const TYPE_INTERACTIONS: &[&str] = &[
 /// The definition of the `$versions` operation.
 const VERSIONS: &str = "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions";
 
+/// The CapabilityStatement, whole or cut by `_summary` or `_elements`, with its `ETag` and
+/// `Last-Modified`, or 304 when the client's copy is current.
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
-    negotiate(&req)?;
-    Ok(capabilities(&state, &Get::of(&req, &state)).respond())
+    let format = negotiate(&req)?;
+    let get = Get::of(&req, &state);
+    let body = capabilities(&state, &get)?.body;
+    let described = *DESCRIBED;
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    (&body, format == Format::Xml).hash(&mut digest);
+    let etag = format!("W/\"{:016x}\"", digest.finish());
+    let not_modified = match &get.if_none_match {
+        Some(tags) => tags
+            .split(',')
+            .any(|tag| tag.trim() == "*" || tag.trim() == etag),
+        None => get
+            .if_modified_since
+            .is_some_and(|since| described <= since),
+    };
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::LAST_MODIFIED, format_http_date(described)));
+    if not_modified {
+        return Ok(response.finish());
+    }
+    Ok(response.content_type(super::http::FHIR_JSON).body(body))
 }
 
-/// The answer to `GET metadata`, over HTTP or as a Bundle entry.
-pub(super) fn capabilities(state: &AppState, get: &Get) -> Answer {
+/// The answer to `GET metadata` (cut by `_summary` or `_elements`), over HTTP or as a Bundle
+/// entry.
+pub(super) fn capabilities(state: &AppState, get: &Get) -> Result<Answer, FhirError> {
+    let subset = Subset::parse(&get.params)?;
     let security = super::auth::security(&state.config);
-    let body = statement(
+    let statement = statement(
         &get.base,
         state.search.registry,
         security,
         state.config.conditional_delete,
+        *DESCRIBED,
     );
-    Answer::ok(body.to_string().into_bytes())
+    let mut body = statement.to_string().into_bytes();
+    if let Some(subset) = &subset {
+        body = summary::subset(&body, subset)?;
+    }
+    Ok(Answer::ok(body))
 }
 
 /// `GET /fhir/$versions`: like `metadata`, it needs no token.
@@ -58,12 +107,13 @@ pub(super) fn versions() -> Answer {
 }
 
 /// The CapabilityStatement of this build, served at `base`, with its `rest.security` and
-/// what its conditional deletes do with several matches.
+/// what its conditional deletes do with several matches, as of `date`.
 pub fn statement(
     base: &str,
     registry: &Registry,
     security: Value,
     conditional_delete: ConditionalDelete,
+    date: Micros,
 ) -> Value {
     let interactions: Vec<Value> = TYPE_INTERACTIONS
         .iter()
@@ -135,13 +185,13 @@ pub fn statement(
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": crate::fhir::datetime::format_instant(crate::fhir::datetime::now()),
+        "date": crate::fhir::datetime::format_instant(date),
         "publisher": "fhirlake",
         "kind": "instance",
         "software": {"name": "fhirlake", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "fhirlake FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["json", "application/fhir+json"],
+        "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
         "rest": [{
             "mode": "server",
             "security": security,
@@ -172,9 +222,10 @@ pub fn statement(
                 transactions take every interaction's entries, GET and HEAD ones (searches, \
                 reads, histories, metadata) answered as their endpoints answer; conditional \
                 deletes delete every match (up to a limit) or refuse several, as \
-                conditionalDelete says. _filter and XML are not supported yet: they \
-                are reported (search, handling=lenient) or answered with 400, 501 or 406/415 \
-                OperationOutcomes.",
+                conditionalDelete says. Formats: FHIR JSON and FHIR XML (_format, Accept, \
+                Content-Type); a Binary is read and written in its own content type unless \
+                FHIR is asked for first. _filter is not supported yet: it is reported \
+                (handling=lenient) or answered with 400.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
@@ -228,6 +279,7 @@ mod tests {
                 crate::search::registry::Registry::r4_shared(),
                 crate::api::auth::security(&config),
                 config.conditional_delete,
+                0,
             );
             fhirlake_model::check_resource(&statement).unwrap();
             assert_eq!(

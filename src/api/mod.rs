@@ -6,9 +6,11 @@
 
 mod admission;
 mod auth;
+mod binary;
 mod bundle;
 mod changes;
 mod crud;
+mod format;
 mod get;
 mod history;
 mod http;
@@ -53,7 +55,9 @@ pub struct AppState {
 
 /// The routes: the operations endpoints, the SMART configuration, the OpenAPI description and
 /// its explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
-/// and `$versions` (routed before the scope) needs authorization ([`auth::authenticate`]). More specific paths
+/// and `$versions` and the SMART configuration (routed before the scope) needs authorization
+/// ([`auth::authenticate`]). Every FHIR answer is FHIR XML when the request asks for it
+/// ([`format::answer_in_format`], the outermost middleware of `/fhir`). More specific paths
 /// come first: `_history` is not a resource type or an id. Each FHIR route's interaction (for
 /// the log and the metrics) is named in [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -65,11 +69,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(auth::smart_configuration)),
         );
     cfg.configure(openapi::routes);
-    cfg.service(resource("/fhir/metadata").route(web::get().to(metadata::capability_statement)))
-        .service(resource("/fhir/$versions").route(web::get().to(metadata::versions_operation)));
+    cfg.service(
+        resource("/fhir/metadata")
+            .route(web::get().to(metadata::capability_statement))
+            .wrap(actix_web::middleware::from_fn(format::answer_in_format)),
+    )
+    .service(
+        resource("/fhir/$versions")
+            .route(web::get().to(metadata::versions_operation))
+            .wrap(actix_web::middleware::from_fn(format::answer_in_format)),
+    );
+    // SMART App Launch looks for it under the FHIR base, without a token.
+    cfg.service(
+        resource("/fhir/.well-known/smart-configuration")
+            .route(web::get().to(auth::smart_configuration)),
+    );
     cfg.service(
         web::scope("/fhir")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(format::answer_in_format))
             .service(resource("/$changes").route(web::get().to(changes::pull)))
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))

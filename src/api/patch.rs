@@ -4,7 +4,7 @@
 //! `Prefer`); a result equal to the current version changes nothing.
 
 use super::crud::{commit_one, written};
-use super::http::{header_str, if_match, negotiate, read_bytes};
+use super::http::{header_str, if_match, negotiate, read_json};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
 use crate::auth::scope::Permission;
@@ -129,7 +129,7 @@ async fn read_patch(
             ),
         )
     })?;
-    let body = read_bytes(req, payload, state).await?;
+    let body = read_json(req, payload, state).await?;
     Patch::parse(format, &body)
 }
 
@@ -150,7 +150,7 @@ async fn patch_one(
     let _turn = turn.lock().await;
     let mut attempt = 1;
     loop {
-        let write = patch.update_of(
+        let (write, dropped) = patch.update_of(
             &state.store,
             &state.search,
             access,
@@ -159,7 +159,7 @@ async fn patch_one(
             asked,
             state.config.max_body,
         )?;
-        match commit_one(state, access, write, &[]).await {
+        match commit_one(state, access, write, &dropped).await {
             Ok((applied, warnings)) => return Ok(written(req, state, applied, &warnings)),
             Err(error) if error.0.status == 412 && asked.is_none() => {
                 if attempt == ATTEMPTS {

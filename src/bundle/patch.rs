@@ -132,16 +132,17 @@ fn update(
             }
         }
     };
-    let write = patch.update_of(store, search, access, &resource_type, &id, if_match, limit)?;
+    let (write, dropped) =
+        patch.update_of(store, search, access, &resource_type, &id, if_match, limit)?;
     let Action::Update(resource) = write.action else {
         unreachable!("a patch makes an update")
     };
-    let found = validator.check_write(&resource, &[])?;
+    let found = validator.check_write(&resource, &dropped)?;
     let update = Request::Update {
         resource_type,
         id,
         resource,
-        dropped: Vec::new(),
+        dropped,
         if_match: write.if_match,
     };
     Ok((update, found))

@@ -10,6 +10,7 @@ pub mod resource;
 pub mod summary;
 #[cfg(test)]
 pub(crate) mod test_data;
+pub mod xml;
 
 pub use outcome::{FhirError, IssueCode, Severity};
 

@@ -844,6 +844,7 @@ mod tests {
         let parameters = json!({"resourceType": "Parameters", "parameter": operations});
         Patch::parse(Format::Fhir, parameters.to_string().as_bytes())
             .and_then(|patch| patch.apply(&resource, 1 << 20))
+            .map(|intake| intake.resource)
             .map_err(|error| (error.status, error.diagnostics))
     }
 

@@ -19,7 +19,7 @@ mod json;
 
 use crate::auth::scope::Permission;
 use crate::auth::{Access, Stored};
-use crate::fhir::resource::{check_value, id_of, parse_json};
+use crate::fhir::resource::{Intake, check_value, id_of, parse_json};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::Engine;
 use crate::store::Store;
@@ -151,10 +151,9 @@ impl Patch {
     }
 
     /// The resource `current` (a stored version) patched: checked as a resource of its type,
-    /// still with its id. Empty elements the patch leaves (an array whose last item it
-    /// removed) are taken out: the patch meant them gone. JSON Patch `copy` operations may add
-    /// at most `limit` bytes.
-    pub fn apply(&self, current: &Value, limit: usize) -> Result<Value, FhirError> {
+    /// still with its id, and the empty elements it leaves taken out (reported as an update's
+    /// are, [`Intake`]). JSON Patch `copy` operations may add at most `limit` bytes.
+    pub fn apply(&self, current: &Value, limit: usize) -> Result<Intake, FhirError> {
         let resource_type = current["resourceType"].as_str().unwrap_or_default();
         let id = id_of(current);
         let mut document = current.clone();
@@ -180,14 +179,11 @@ impl Patch {
         if id_of(&document) != id {
             return Err(changed("id"));
         }
-        check_value(document, Some(resource_type))
-            .map(|intake| intake.resource)
-            .map_err(|mut error| {
-                error.status = 422;
-                error.diagnostics =
-                    format!("the patched resource is not valid: {}", error.diagnostics);
-                error
-            })
+        check_value(document, Some(resource_type)).map_err(|mut error| {
+            error.status = 422;
+            error.diagnostics = format!("the patched resource is not valid: {}", error.diagnostics);
+            error
+        })
     }
 }
 
@@ -209,22 +205,33 @@ impl Patch {
         id: &str,
         if_match: Option<u64>,
         limit: usize,
-    ) -> Result<Write, FhirError> {
+    ) -> Result<(Write, Vec<String>), FhirError> {
         access.require(Permission::Update, Some(resource_type))?;
-        let (current, version) = match store.read(resource_type, id)? {
-            None => {
-                return Err(FhirError::not_found(format!(
-                    "{resource_type}/{id} does not exist: there is nothing to patch"
-                )));
-            }
-            Some((current, None)) => {
-                return Err(FhirError::new(
-                    410,
-                    IssueCode::Deleted,
-                    format!("{resource_type}/{id} was deleted (version {})", current.vid),
-                ));
-            }
-            Some((current, Some(version))) => (current, version),
+        let absent = || {
+            FhirError::not_found(format!(
+                "{resource_type}/{id} does not exist: there is nothing to patch"
+            ))
+        };
+        let Some((current, version)) = store.read(resource_type, id)? else {
+            return Err(absent());
+        };
+        let stored = Stored {
+            resource_type,
+            id,
+            vid: current.vid,
+            last_updated: current.last_updated,
+            body: version.as_ref().map(|v| v.body.as_slice()),
+        };
+        // One the client cannot read is answered as one that does not exist.
+        if !access.sees_stored(search, store, Permission::Read, stored)? {
+            return Err(absent());
+        }
+        let Some(body) = stored.body else {
+            return Err(FhirError::new(
+                410,
+                IssueCode::Deleted,
+                format!("{resource_type}/{id} was deleted (version {})", current.vid),
+            ));
         };
         if let Some(asked) = if_match
             && asked != current.vid
@@ -239,25 +246,19 @@ impl Patch {
                 ),
             ));
         }
-        let stored = Stored {
-            resource_type,
-            id,
-            vid: current.vid,
-            last_updated: current.last_updated,
-            body: Some(&version.body),
-        };
         if !access.sees_stored(search, store, Permission::Update, stored)? {
             return Err(FhirError::forbidden(format!(
                 "{resource_type}/{id} is outside what the token's scopes allow to update"
             )));
         }
-        let patched = self.apply(&parse_json(&version.body)?, limit)?;
-        Ok(Write {
+        let Intake { resource, dropped } = self.apply(&parse_json(body)?, limit)?;
+        let write = Write {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
-            action: Action::Update(patched),
+            action: Action::Update(resource),
             if_match: Some(current.vid),
-        })
+        };
+        Ok((write, dropped))
     }
 }
 
@@ -286,7 +287,9 @@ mod tests {
     }
 
     fn apply(format: Format, patch: Value) -> Result<Value, FhirError> {
-        Patch::parse(format, patch.to_string().as_bytes())?.apply(&patient(), 1 << 20)
+        Patch::parse(format, patch.to_string().as_bytes())?
+            .apply(&patient(), 1 << 20)
+            .map(|intake| intake.resource)
     }
 
     #[test]
@@ -365,7 +368,7 @@ mod tests {
                             "contentType": "application/json-patch+json", "data": data});
         let patch = Patch::of_entry(binary).unwrap();
         assert_eq!(
-            patch.apply(&patient(), 1 << 20).unwrap()["active"],
+            patch.apply(&patient(), 1 << 20).unwrap().resource["active"],
             json!(false)
         );
         for bad in [

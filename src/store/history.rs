@@ -427,15 +427,17 @@ mod tests {
     use serde_json::json;
 
     /// Commits each group of `(type, id)` in one transaction (the versions of a group share
-    /// their lastUpdated).
+    /// their lastUpdated); each version differs from the one before (an update equal to the
+    /// current version makes none).
     fn write(store: &Store, groups: &[&[(&str, &str)]]) {
-        for group in groups {
+        for (round, group) in groups.iter().enumerate() {
             let writes = group
                 .iter()
                 .map(|(resource_type, id)| Write {
                     resource_type: resource_type.to_string(),
                     id: id.to_string(),
-                    action: Action::Update(json!({"resourceType": resource_type, "id": id})),
+                    action: Action::Update(json!({"resourceType": resource_type, "id": id,
+                        "language": format!("x-round-{round}")})),
                     if_match: None,
                 })
                 .collect();

@@ -12,6 +12,7 @@ pub mod fhir;
 pub mod keys;
 pub mod search;
 pub mod synthea;
+pub mod xml;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -7,12 +7,51 @@
 
 use super::fhir_schemas;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Components, ContentBuilder, HeaderBuilder, Ref, Required, ResponseBuilder};
+use utoipa::openapi::{
+    Components, Content, ContentBuilder, HeaderBuilder, Ref, Required, ResponseBuilder,
+};
 
-/// The media type of every FHIR request and response body.
+/// The media types of every FHIR request and response body.
 pub const FHIR_JSON: &str = "application/fhir+json";
+pub const FHIR_XML: &str = "application/fhir+xml";
+
+/// A FHIR body of the schema `name` in both formats: FHIR JSON (with `example`, when given)
+/// and FHIR XML. The schemas are the official JSON ones; the XML form of the same resources is
+/// the specification's XML format.
+pub trait FhirBodies: Sized {
+    fn content_of(self, media_type: &str, content: Content) -> Self;
+
+    fn fhir_bodies(self, name: &str) -> Self {
+        self.fhir_bodies_with_example(name, None)
+    }
+
+    fn fhir_bodies_with_example(self, name: &str, example: Option<serde_json::Value>) -> Self {
+        let schema = || Some(Ref::from_schema_name(name));
+        self.content_of(
+            FHIR_JSON,
+            ContentBuilder::new()
+                .schema(schema())
+                .example(example)
+                .build(),
+        )
+        .content_of(FHIR_XML, ContentBuilder::new().schema(schema()).build())
+    }
+}
+
+impl FhirBodies for ResponseBuilder {
+    fn content_of(self, media_type: &str, content: Content) -> Self {
+        self.content(media_type, content)
+    }
+}
+
+impl FhirBodies for RequestBodyBuilder {
+    fn content_of(self, media_type: &str, content: Content) -> Self {
+        self.content(media_type, content)
+    }
+}
 
 /// The name of the bearer token security scheme.
 pub const BEARER: &str = "bearer";
@@ -110,8 +149,9 @@ impl Param {
             Param::Format => (
                 ParameterIn::Query,
                 Type::String,
-                "Overrides `Accept`: `json`, `application/fhir+json` or `application/json`. \
-                 Any other format (XML) is answered with 406.",
+                "Overrides `Accept`: `json`, `application/fhir+json` or `application/json` for \
+                 FHIR JSON, `xml`, `application/fhir+xml` or `application/xml` for FHIR XML. \
+                 Any other format is answered with 406.",
                 None,
             ),
             Param::IfMatch => (
@@ -312,9 +352,9 @@ impl Error {
     fn description(self) -> &'static str {
         match self {
             Error::BadRequest => {
-                "Bad request: the body is not JSON or not a valid resource of this type (the \
-                 issue's expression names the element at fault), the id in the URL and the \
-                 body differ, or a parameter or header is malformed."
+                "Bad request: the body is not JSON or FHIR XML, or not a valid resource of this \
+                 type (the issue's expression names the element at fault), the id in the URL \
+                 and the body differ, or a parameter or header is malformed."
             }
             Error::Unauthorized => {
                 "Unauthorized: no bearer token, or one that is malformed, expired, not yet \
@@ -339,7 +379,7 @@ impl Error {
             }
             Error::NotAcceptable => {
                 "Not acceptable: `Accept` or `_format` asks for something other than FHIR \
-                 JSON (XML is not supported)."
+                 JSON or FHIR XML (a Binary's read also serves its own content type)."
             }
             Error::Conflict => "Conflict: the resource already exists.",
             Error::Gone => {
@@ -354,8 +394,9 @@ impl Error {
                  entries than the server takes."
             }
             Error::UnsupportedMediaType => {
-                "Unsupported media type: the body is not `application/fhir+json` (or \
-                 `application/json`)."
+                "Unsupported media type: the body is neither `application/fhir+json` (or \
+                 `application/json`) nor `application/fhir+xml` (or `application/xml`); a \
+                 Binary's create and update also take any other content type."
             }
             Error::Unprocessable => {
                 "Unprocessable: the request is well formed but cannot be carried out: a written \
@@ -374,12 +415,7 @@ impl Error {
     fn definition(self) -> utoipa::openapi::Response {
         ResponseBuilder::new()
             .description(self.description())
-            .content(
-                FHIR_JSON,
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("OperationOutcome")))
-                    .build(),
-            )
+            .fhir_bodies("OperationOutcome")
             .build()
     }
 }
@@ -411,7 +447,8 @@ pub fn all() -> Components {
                 .bearer_format("JWT")
                 .description(Some(
                     "A JWT bearer token with SMART on FHIR scopes, required by every operation \
-                     under /fhir but metadata (see /.well-known/smart-configuration). In \
+                     under /fhir but metadata (see /fhir/.well-known/smart-configuration, also \
+                     at the root). In \
                      development, `fhirlake token --scope 'system/*.cruds'` mints one; a \
                      server started with `--auth none` needs none.",
                 ))

@@ -6,12 +6,12 @@
 //! [`super::components::parameter`]) and one entry in its list. The lists must say what the
 //! CapabilityStatement says: a test compares their interaction codes.
 
-use super::components::{Error, FHIR_JSON, Header, Param};
+use super::components::{Error, FhirBodies, Header, Param};
 use serde_json::json;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterIn};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
-use utoipa::openapi::{ContentBuilder, Ref, Required, Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Required, Response, ResponseBuilder};
 
 /// The tag of the interactions that are not about one resource type.
 pub const SYSTEM_TAG: &str = "System";
@@ -286,20 +286,17 @@ fn patch_body(resource_type: &str) -> RequestBody {
                 ))
                 .build(),
         )
-        .content(
-            FHIR_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Parameters")))
-                .example(Some(json!({
-                    "resourceType": "Parameters",
-                    "parameter": [{"name": "operation", "part": [
-                        {"name": "type", "valueCode": "add"},
-                        {"name": "path", "valueString": resource_type},
-                        {"name": "name", "valueString": "language"},
-                        {"name": "value", "valueCode": "en"}
-                    ]}]
-                })))
-                .build(),
+        .fhir_bodies_with_example(
+            "Parameters",
+            Some(json!({
+                "resourceType": "Parameters",
+                "parameter": [{"name": "operation", "part": [
+                    {"name": "type", "valueCode": "add"},
+                    {"name": "path", "valueString": resource_type},
+                    {"name": "name", "valueString": "language"},
+                    {"name": "value", "valueCode": "en"}
+                ]}]
+            })),
         )
         .content(
             "application/merge-patch+json",
@@ -334,7 +331,7 @@ fn delete(resource_type: &str) -> Interaction {
         "200",
         with_headers(ResponseBuilder::new(), &[Header::ETag])
             .description("Deleted, with `Prefer: return=OperationOutcome`: an outcome says so.")
-            .content(FHIR_JSON, fhir_content("OperationOutcome"))
+            .fhir_bodies("OperationOutcome")
             .build(),
     );
     Interaction {
@@ -394,14 +391,49 @@ fn capabilities() -> Interaction {
         SYSTEM_TAG,
         "capabilities".into(),
         "capabilities: the CapabilityStatement of this server".into(),
-        "Says exactly which resource types and interactions this build supports.",
+        "Says exactly which resource types and interactions this build supports. \
+         `_summary=true` cuts it to its summary elements (from 1.4 MB to 20 kB); with \
+         `If-None-Match` (its `ETag`) or `If-Modified-Since` the answer is 304 while it is the \
+         same.",
     )
+    .parameter(
+        super::components::parameter(
+            "_summary",
+            ParameterIn::Query,
+            "`true`: the summary elements only; `text`, `data`, `false` as for a read.",
+            ObjectBuilder::new().schema_type(Type::String),
+        )
+        .build(),
+    )
+    .parameter(
+        super::components::parameter(
+            "_elements",
+            ParameterIn::Query,
+            "Comma-separated top-level elements: only these (and the mandatory ones).",
+            ObjectBuilder::new().schema_type(Type::String),
+        )
+        .build(),
+    )
+    .parameter_ref(Param::IfNoneMatch.reference())
+    .parameter_ref(Param::IfModifiedSince.reference())
     .response(
         "200",
-        ResponseBuilder::new()
-            .description("The CapabilityStatement.")
-            .content(FHIR_JSON, fhir_content("CapabilityStatement"))
-            .build(),
+        with_headers(
+            ResponseBuilder::new(),
+            &[Header::ETag, Header::LastModified],
+        )
+        .description("The CapabilityStatement.")
+        .fhir_bodies("CapabilityStatement")
+        .build(),
+    )
+    .response(
+        "304",
+        with_headers(
+            ResponseBuilder::new(),
+            &[Header::ETag, Header::LastModified],
+        )
+        .description("Not modified: the client's copy is current.")
+        .build(),
     );
     Interaction {
         codes: &["capabilities"],
@@ -424,7 +456,7 @@ fn versions() -> Interaction {
         "200",
         ResponseBuilder::new()
             .description("The supported versions.")
-            .content(FHIR_JSON, fhir_content("Parameters"))
+            .fhir_bodies("Parameters")
             .build(),
     );
     Interaction {
@@ -457,20 +489,17 @@ fn transaction_or_batch() -> Interaction {
         RequestBodyBuilder::new()
             .description(Some("A Bundle of type `transaction` or `batch`."))
             .required(Some(Required::True))
-            .content(
-                FHIR_JSON,
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Bundle")))
-                    .example(Some(json!({
-                        "resourceType": "Bundle",
-                        "type": "transaction",
-                        "entry": [{
-                            "fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
-                            "resource": {"resourceType": "Patient", "active": true},
-                            "request": {"method": "POST", "url": "Patient"}
-                        }]
-                    })))
-                    .build(),
+            .fhir_bodies_with_example(
+                "Bundle",
+                Some(json!({
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [{
+                        "fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+                        "resource": {"resourceType": "Patient", "active": true},
+                        "request": {"method": "POST", "url": "Patient"}
+                    }]
+                })),
             )
             .build(),
     ))
@@ -481,7 +510,7 @@ fn transaction_or_batch() -> Interaction {
                 "The `transaction-response` or `batch-response` Bundle: one entry per request \
                  entry, in the same order, with its status, location and ETag.",
             )
-            .content(FHIR_JSON, fhir_content("Bundle"))
+            .fhir_bodies("Bundle")
             .build(),
     );
     Interaction {
@@ -807,7 +836,7 @@ fn search_answer(operation: OperationBuilder) -> OperationBuilder {
         "200",
         ResponseBuilder::new()
             .description("A page of the searchset Bundle.")
-            .content(FHIR_JSON, fhir_content("Bundle"))
+            .fhir_bodies("Bundle")
             .build(),
     );
     errors(operation, &[Error::BadRequest, Error::NotAcceptable])
@@ -848,7 +877,7 @@ fn history(operation: OperationBuilder) -> OperationBuilder {
             "200",
             ResponseBuilder::new()
                 .description("A page of the history Bundle.")
-                .content(FHIR_JSON, fhir_content("Bundle"))
+                .fhir_bodies("Bundle")
                 .build(),
         );
     errors(operation, &[Error::BadRequest, Error::NotAcceptable])
@@ -861,39 +890,65 @@ pub(super) fn errors(mut operation: OperationBuilder, errors: &[Error]) -> Opera
     operation
 }
 
-/// A FHIR JSON body of the schema `name`.
-pub(super) fn fhir_content(name: &str) -> utoipa::openapi::Content {
-    ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name(name)))
-        .build()
-}
-
-/// The body of a create or update: a resource of `resource_type`.
+/// The body of a create or update: a resource of `resource_type`; a Binary may also be its
+/// raw content.
 fn resource_body(resource_type: &str, example: serde_json::Value) -> RequestBody {
-    RequestBodyBuilder::new()
-        .description(Some(format!(
-            "A {resource_type} in FHIR JSON (`application/json` is accepted too). The example \
-             is the smallest body; most types have required elements to add."
-        )))
+    let mut description = format!(
+        "A {resource_type} in FHIR JSON or FHIR XML (`application/json` and `application/xml` \
+         are accepted too). The example is the smallest body; most types have required \
+         elements to add."
+    );
+    if resource_type == "Binary" {
+        description.push_str(
+            " Any other content type is the content itself: stored as the Binary's `data`, \
+             with `contentType` from `Content-Type` and `securityContext` from the \
+             `X-Security-Context` header.",
+        );
+    }
+    let body = RequestBodyBuilder::new()
+        .description(Some(description))
         .required(Some(Required::True))
-        .content(
-            FHIR_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(resource_type)))
-                .example(Some(example))
-                .build(),
-        )
+        .fhir_bodies_with_example(resource_type, Some(example));
+    match resource_type {
+        "Binary" => body.content(RAW, raw_content()),
+        _ => body,
+    }
+    .build()
+}
+
+/// The media type of a Binary's content as it is.
+const RAW: &str = "*/*";
+
+/// A Binary's content as it is: bytes of its `contentType`.
+fn raw_content() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/octet-stream"),
+        ))
         .build()
 }
 
-/// A version of a resource, with its `ETag` and `Last-Modified`.
+/// A version of a resource, with its `ETag` and `Last-Modified`; a Binary's is its raw
+/// content unless the client asks for FHIR first.
 fn resource_response(description: &str, resource_type: &str) -> Response {
-    with_headers(
+    let response = with_headers(
         ResponseBuilder::new(),
         &[Header::ETag, Header::LastModified],
     )
-    .description(description)
-    .content(FHIR_JSON, fhir_content(resource_type))
+    .fhir_bodies(resource_type);
+    match resource_type {
+        "Binary" => response
+            .description(format!(
+                "{description} In its own content type (`contentType`, with \
+                 `X-Security-Context` naming its `securityContext`) unless `_format` or the \
+                 most preferred type of `Accept` is FHIR JSON or XML: a browser gets the \
+                 content."
+            ))
+            .content(RAW, raw_content()),
+        _ => response.description(description),
+    }
     .build()
 }
 
@@ -909,7 +964,7 @@ fn written(description: &str, resource_type: &str) -> Response {
          (with the validator's warnings, which also come one per `X-FHIR-Request-Validation` \
          header)."
     ))
-    .content(FHIR_JSON, fhir_content(resource_type))
+    .fhir_bodies(resource_type)
     .build()
 }
 

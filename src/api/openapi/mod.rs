@@ -133,8 +133,10 @@ pub fn document() -> OpenApi {
         .build()
 }
 
-const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in JSON \
-(`application/fhir+json`). Bodies are described by the official FHIR R4 JSON schemas. Every \
+const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in FHIR JSON \
+(`application/fhir+json`) and FHIR XML (`application/fhir+xml`), chosen by `_format` or \
+`Accept`; a Binary is also read and written as its own content. Bodies are described by the \
+official FHIR R4 JSON schemas (the XML format carries the same resources). Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
 answers other methods with 405. Every operation but `GET /fhir/metadata` and \
 `GET /fhir/$versions` needs a JWT bearer token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
@@ -239,6 +241,7 @@ mod tests {
             crate::search::registry::Registry::r4_shared(),
             Value::Null,
             crate::bundle::ConditionalDelete::Multiple,
+            0,
         );
         let document = document_json();
         let declared = |interactions: &Value| -> BTreeSet<String> {

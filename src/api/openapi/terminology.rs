@@ -4,14 +4,13 @@
 //! CapabilityStatement lists them under its CodeSystem and ValueSet resources.
 
 use super::super::terminology::OPERATIONS;
-use super::components::{Error, FHIR_JSON};
-use super::interactions::{Interaction, errors, fhir_content, operation};
+use super::components::{Error, FhirBodies};
+use super::interactions::{Interaction, errors, operation};
 use serde_json::{Value, json};
-use utoipa::openapi::ContentBuilder;
 use utoipa::openapi::path::{HttpMethod, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::{Ref, Required, ResponseBuilder};
+use utoipa::openapi::{Required, ResponseBuilder};
 
 /// What the document says of one operation.
 struct Described {
@@ -156,13 +155,7 @@ fn describe(resource_type: &str, name: &str, method: HttpMethod) -> Interaction 
                     "A Parameters resource with the same parameters (and the complex ones).",
                 ))
                 .required(Some(Required::True))
-                .content(
-                    FHIR_JSON,
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Parameters")))
-                        .example(Some(example(&described)))
-                        .build(),
-                )
+                .fhir_bodies_with_example("Parameters", Some(example(&described)))
                 .build(),
         ));
     } else {
@@ -183,7 +176,7 @@ fn describe(resource_type: &str, name: &str, method: HttpMethod) -> Interaction 
         "200",
         ResponseBuilder::new()
             .description(format!("The answer: a {}.", described.answer))
-            .content(FHIR_JSON, fhir_content(described.answer))
+            .fhir_bodies(described.answer)
             .build(),
     );
     let mut failures = vec![

@@ -2,11 +2,11 @@
 //! instance level by GET (the stored version) and POST. Operations, not interactions: their
 //! FHIR interaction codes are none; the CapabilityStatement lists `validate` under each type.
 
-use super::components::{Error, FHIR_JSON, Param};
-use super::interactions::{Interaction, errors, fhir_content, operation};
+use super::components::{Error, FhirBodies, Param};
+use super::interactions::{Interaction, errors, operation};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+use utoipa::openapi::{Required, ResponseBuilder};
 
 const DESCRIPTION: &str = "Checks the resource (the body: a resource or a Parameters with \
     `resource`, `mode`, `profile`) without storing it. 200 with every finding graded as a write \
@@ -64,7 +64,7 @@ fn answer(operation: OperationBuilder) -> OperationBuilder {
             "200",
             ResponseBuilder::new()
                 .description("Every finding, or one `information` issue saying there is none.")
-                .content(FHIR_JSON, fhir_content("OperationOutcome"))
+                .fhir_bodies("OperationOutcome")
                 .build(),
         );
     errors(
@@ -85,11 +85,6 @@ fn body(resource_type: &str, required: Required) -> utoipa::openapi::request_bod
              the instance level without a body, the stored version is checked."
         )))
         .required(Some(required))
-        .content(
-            FHIR_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(resource_type)))
-                .build(),
-        )
+        .fhir_bodies(resource_type)
         .build()
 }

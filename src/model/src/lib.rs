@@ -19,6 +19,7 @@
 
 mod empty;
 mod shape;
+mod xml;
 
 use fhirbolt::model::r4::Resource;
 use serde_json::Value;
@@ -26,6 +27,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use empty::drop_empty;
 pub use shape::{Problem, ProblemKind};
+pub use xml::{json_to_xml, xml_to_json};
 
 /// Every concrete resource type of FHIR R4 4.0.1, sorted by name.
 pub const RESOURCE_TYPES: &[&str] = &[
