@@ -114,6 +114,25 @@ impl FhirClient {
         }
     }
 
+    /// A client of the FHIR base `base` that sends `Authorization: Bearer TOKEN` with every
+    /// request.
+    pub fn bearer(base: &str, token: &str) -> FhirClient {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&value).expect("a header value"),
+        );
+        FhirClient {
+            base: base.to_string(),
+            http: reqwest::blocking::Client::builder()
+                .default_headers(headers)
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         super::url(&self.base, path)
     }
