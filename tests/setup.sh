@@ -12,7 +12,9 @@
 #   store directory) for the change-stream sink; the package starts no service of its own;
 # - openssl: makes the RS256 and ES256 keys of tests/auth.rs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
-# - openapi-spec-validator (tests/requirements.txt): the OpenAPI validator of tests/openapi.rs.
+# - fhir-kit-client (tests/clients/package-lock.json): a FHIR client of tests/clients.rs;
+# - openapi-spec-validator, fhirpy and fhirclient (tests/requirements.txt): the OpenAPI
+#   validator of tests/openapi.rs and the Python FHIR clients of tests/clients.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=target/test-tools
@@ -31,15 +33,21 @@ if ((${#missing[@]})); then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-node_dir=$tools/node
-if ! cmp -s tests/explorer/package-lock.json "$node_dir/installed-lock.json"; then
-    echo "tests/setup.sh: installing the Node packages of tests/explorer" >&2
-    rm -rf "$node_dir"
-    mkdir -p "$node_dir"
-    cp tests/explorer/package.json tests/explorer/package-lock.json "$node_dir/"
-    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp tests/explorer/package-lock.json "$node_dir/installed-lock.json"
-fi
+# Each Node package folder of the tests goes to its own directory under $tools, reinstalled
+# when its lock file changes.
+install_node() {
+    local from=$1 node_dir=$2
+    if ! cmp -s "$from/package-lock.json" "$node_dir/installed-lock.json"; then
+        echo "tests/setup.sh: installing the Node packages of $from" >&2
+        rm -rf "$node_dir"
+        mkdir -p "$node_dir"
+        cp "$from/package.json" "$from/package-lock.json" "$node_dir/"
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$from/package-lock.json" "$node_dir/installed-lock.json"
+    fi
+}
+install_node tests/explorer "$tools/node"
+install_node tests/clients "$tools/clients-node"
 
 venv=$tools/venv
 if ! cmp -s tests/requirements.txt "$venv/installed-requirements.txt"; then
