@@ -1073,13 +1073,18 @@ fn patches_are_authorized_as_updates() {
     );
     let pa = bearer(&server, &token("patient/Observation.cruds", Some("pa")));
     json_patch(&pa, "Observation/oa-lab", set_status.clone()).expect(200, "its own");
-    // The other patient's: 403 whether the test would pass or fail.
+    // The other patient's: answered as one that does not exist, whether the test would pass
+    // or fail.
+    let absent = json_patch(&pa, "Observation/nothing", set_status.clone());
+    assert_outcome(&absent, 404, &["not-found"]);
     for value in ["final", "amended"] {
         let probe = json!([{"op": "test", "path": "/status", "value": value}]);
-        assert_outcome(
-            &json_patch(&pa, "Observation/ob-lab", probe),
-            403,
-            &["forbidden"],
+        let reply = json_patch(&pa, "Observation/ob-lab", probe);
+        assert_outcome(&reply, 404, &["not-found"]);
+        assert_eq!(
+            reply.text.replace("ob-lab", "nothing"),
+            absent.text,
+            "a hidden resource's patch answers as an absent one's"
         );
     }
     // Giving its own away is refused too.

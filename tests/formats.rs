@@ -296,7 +296,9 @@ fn writes_in_xml_are_writes_in_json() {
     let read = fhir.get(&format!("Patient/{id}")).resource();
     assert_eq!(without_server_meta(&read), changed);
 
-    // Conditional update and conditional create.
+    // Conditional update (of new content: an equal one makes no version) and conditional
+    // create.
+    changed["active"] = json!(false);
     let reply = send_xml(
         &fhir,
         reqwest::Method::PUT,
