@@ -267,8 +267,15 @@ fn referred(
         let resource: serde_json::Value = serde_json::from_slice(&version.body)
             .map_err(|e| FhirError::internal(format!("a stored version is not JSON: {e}")))?;
         for param in &params {
-            let values = extract(registry, param, &resource)
-                .map_err(|e| FhirError::internal(format!("{}: {e}", param.code)))?;
+            // What cannot be extracted is not followed, as the indexer does not index it:
+            // one resource's odd content does not fail the whole search.
+            let values = match extract(registry, param, &resource) {
+                Ok(values) => values,
+                Err(error) => {
+                    tracing::warn!(%resource_type, param = %param.code, %error, "not followed");
+                    continue;
+                }
+            };
             for value in values {
                 let IndexValue::Reference {
                     reference: Some(target),
