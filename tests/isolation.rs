@@ -622,9 +622,21 @@ fn writes_answer_alike_for_hidden_and_absent() {
         ask(Method::DELETE, "Observation?_id=ob-lab", None),
         ask(Method::DELETE, "Observation?subject=Patient/pb", None),
         // PATCH, as a merge patch sent as FHIR JSON (fhirpy's way).
-        ask(Method::PATCH, "Observation/ob-lab", Some(json!({"status": "amended"}))),
-        ask(Method::PATCH, "Observation/ob-del", Some(json!({"status": "amended"}))),
-        ask(Method::PATCH, "Observation?_id=ob-lab", Some(json!({"status": "amended"}))),
+        ask(
+            Method::PATCH,
+            "Observation/ob-lab",
+            Some(json!({"status": "amended"})),
+        ),
+        ask(
+            Method::PATCH,
+            "Observation/ob-del",
+            Some(json!({"status": "amended"})),
+        ),
+        ask(
+            Method::PATCH,
+            "Observation?_id=ob-lab",
+            Some(json!({"status": "amended"})),
+        ),
         ask(
             Method::POST,
             "",

@@ -289,10 +289,18 @@ pub enum Error {
     UnsupportedMediaType,
     Unprocessable,
     NotImplemented,
+    UriTooLong,
+    HeadersTooLarge,
+    Internal,
 }
 
 impl Error {
-    const ALL: [Error; 13] = [
+    /// What any request may be answered, whatever the operation: checked before routing, or
+    /// a fault of the server.
+    pub const ANY_REQUEST: [Error; 3] =
+        [Error::UriTooLong, Error::HeadersTooLarge, Error::Internal];
+
+    const ALL: [Error; 16] = [
         Error::BadRequest,
         Error::Unauthorized,
         Error::Forbidden,
@@ -306,6 +314,9 @@ impl Error {
         Error::UnsupportedMediaType,
         Error::Unprocessable,
         Error::NotImplemented,
+        Error::UriTooLong,
+        Error::HeadersTooLarge,
+        Error::Internal,
     ];
 
     /// The component name of the response.
@@ -324,6 +335,9 @@ impl Error {
             Error::UnsupportedMediaType => "UnsupportedMediaType",
             Error::Unprocessable => "Unprocessable",
             Error::NotImplemented => "NotImplemented",
+            Error::UriTooLong => "UriTooLong",
+            Error::HeadersTooLarge => "HeadersTooLarge",
+            Error::Internal => "Internal",
         }
     }
 
@@ -342,6 +356,9 @@ impl Error {
             Error::UnsupportedMediaType => "415",
             Error::Unprocessable => "422",
             Error::NotImplemented => "501",
+            Error::UriTooLong => "414",
+            Error::HeadersTooLarge => "431",
+            Error::Internal => "500",
         }
     }
 
@@ -381,13 +398,18 @@ impl Error {
                 "Not acceptable: `Accept` or `_format` asks for something other than FHIR \
                  JSON or FHIR XML (a Binary's read also serves its own content type)."
             }
-            Error::Conflict => "Conflict: the resource already exists.",
+            Error::Conflict => {
+                "Conflict: the resource already exists, or it changed each time a patch was \
+                 applied to it."
+            }
             Error::Gone => {
                 "Gone: the resource was deleted (or this version is its deletion), or the \
                  changes asked for were removed from the change log by retention."
             }
             Error::PreconditionFailed => {
-                "Precondition failed: `If-Match` names a version that is not the current one."
+                "Precondition failed: `If-Match` names a version that is not the current one, \
+                 `If-None-Match: *` meets a resource that exists, or conditional criteria match \
+                 more than one resource."
             }
             Error::TooLarge => {
                 "Payload too large: the body is larger than `--max-body`, or a Bundle has more \
@@ -406,8 +428,17 @@ impl Error {
             }
             Error::NotImplemented => {
                 "Not implemented: the request needs a feature this server does not have yet \
-                 (PATCH entries in Bundles, operations other than `$everything` and \
-                 `$versions` as Bundle entries)."
+                 (operations other than `$everything` and `$versions` as Bundle entries, a \
+                 condition a Bundle entry's method does not take)."
+            }
+            Error::UriTooLong => "URI too long: the request target is longer than `--max-url`.",
+            Error::HeadersTooLarge => {
+                "Request header fields too large: more header fields than `--max-headers`, or \
+                 more bytes of them than `--max-header-bytes`."
+            }
+            Error::Internal => {
+                "Internal server error: a fault of the server, logged with the request id the \
+                 `X-Request-Id` header gives; the server goes on serving."
             }
         }
     }

@@ -69,6 +69,12 @@ pub fn document() -> OpenApi {
                     .insert(error.status().into(), RefOr::Ref(error.reference()));
             }
         }
+        for error in components::Error::ANY_REQUEST {
+            operation
+                .responses
+                .responses
+                .insert(error.status().into(), RefOr::Ref(error.reference()));
+        }
         operation.extensions = Some(
             ExtensionsBuilder::new()
                 .add(INTERACTION_EXTENSION, interaction.codes)
@@ -316,6 +322,17 @@ mod tests {
         for path in OPEN_PATHS {
             let open = &document["paths"][path]["get"];
             assert!(open.get("security").is_none() && open["responses"]["401"].is_null());
+        }
+        // What any request may get: every operation lists it.
+        for (path, methods) in document["paths"].as_object().unwrap() {
+            for (method, operation) in methods.as_object().unwrap() {
+                for status in ["414", "431", "500"] {
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
         }
     }
 }
