@@ -1,4 +1,5 @@
-//! The `fhirlake` command line.
+//! The `fhirlake` command line: `serve`, `migrate`, `import`, `reindex`, `openapi`, `token` and
+//! `terminology load-snomed|load-loinc`.
 
 use crate::auth::scope::{Level, Scopes};
 use crate::auth::token::{self, Mode};

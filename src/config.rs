@@ -1,4 +1,8 @@
 //! Settings: every one is a command-line flag and an environment variable.
+//!
+//! Authorization (`--auth`): `hs256` (the default: a shared secret, `--auth-secret` or
+//! `DATA/auth-secret`, 32 random bytes made by the first `serve`, readable by the owner only),
+//! `rs256` and `es256` (a PEM public key and/or a JWKS file) or `none`.
 
 use crate::auth::token::{Expected, KeySource, Mode, Verifier};
 use crate::bundle::conditional::{

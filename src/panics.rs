@@ -10,7 +10,8 @@
 //! - the indexer (`search::indexer`): a search parameter whose extraction panics is left out of
 //!   that resource's document; a batch whose commit panics is rolled back and retried.
 //!
-//! This needs `panic = "unwind"`, which Cargo.toml's profiles set explicitly.
+//! This needs `panic = "unwind"`, which Cargo.toml's profiles set explicitly. The injected
+//! panics exist in debug builds only, when `FHIRLAKE_TEST_FAULTS` is set.
 
 use std::any::Any;
 

@@ -1,7 +1,9 @@
 //! Authorization at the HTTP edge: the middleware that verifies the bearer token of every
-//! request under `/fhir` (`/fhir/metadata` and `/fhir/$versions` are routed outside it), the
-//! [`Access`] extractor the handlers take, `/.well-known/smart-configuration`, and the
-//! CapabilityStatement's `rest.security`.
+//! request under `/fhir` (`/fhir/metadata`, `/fhir/$versions` and the SMART configuration are
+//! routed outside it), the [`Access`] extractor the handlers take,
+//! `/.well-known/smart-configuration`, and the CapabilityStatement's `rest.security`. Under
+//! `--auth none` the server warns loudly at start, `rest.security` says so and the SMART
+//! configuration is 404.
 //!
 //! Invariants: a request under `/fhir` reaches its handler only with an [`Access`] (a verified
 //! token's, or [`Access::Open`] under `--auth none`); a missing, malformed, expired or badly

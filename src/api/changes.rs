@@ -4,11 +4,14 @@
 //! All three take `_type` (comma-separated, may repeat), `criteria` (`Type?params`, matched on
 //! each change's own version) and `content` (`full`, the default, or `id-only`); the pull takes
 //! `since` and `_count`, the streams `since` or (SSE) `Last-Event-ID`. An offset is a change's
-//! seq, the `id` of its event: a consumer resumes from the last id it processed (an offset
-//! past the last change is 400, one removed by retention 410). The SSE
-//! stream sends a keep-alive comment, the WebSocket a ping, every [`KEEP_ALIVE`]; a consumer
-//! that falls behind by more than its buffer gets `event: reconnect` with the offset to resume
-//! from (SSE) or a close with code 1013 and `since=N` (WebSocket).
+//! seq, the `id` of its event: a consumer resumes from the last id it processed (an offset past
+//! the last change is 400, one removed by retention 410). The SSE stream sends a keep-alive
+//! comment, the WebSocket a ping, every [`KEEP_ALIVE`] (so a closed client is noticed at the
+//! next write); a consumer that falls behind by more than its buffer gets `event: reconnect`
+//! with the offset to resume from (SSE) or a close with code 1013 and `since=N` (WebSocket).
+//!
+//! The stream carries every version of every resource, so all three need read on every
+//! resource of every type, unconfined (a scope such as `system/*.r`): 403 otherwise.
 
 use super::http::{Format, header_str, negotiate, query_pairs};
 use super::{ApiResult, AppState};

@@ -1,4 +1,6 @@
-//! The instance-level interactions: create, read, vread, update, delete.
+//! The instance-level interactions: create, read, vread, update, delete; also conditional
+//! create (`If-None-Exist`, or criteria in the query of the POST), update and delete
+//! (`PUT|DELETE /fhir/{type}?criteria`, resolved by `bundle::conditional`).
 
 use super::get::{Answer, Get};
 use super::http::{

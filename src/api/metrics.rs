@@ -1,8 +1,11 @@
-//! The Prometheus metrics of `GET /metrics` (OpenMetrics text, with `prometheus-client`).
+//! The Prometheus metrics of `GET /metrics` (OpenMetrics text, with `prometheus-client`, the
+//! Prometheus project's own Rust client: typed label sets, no global registry).
 //!
 //! Request counts and latencies are counted as requests are answered ([`Metrics::observe`],
 //! from the request log middleware); the store's size, the change-log head and each change-log
-//! consumer's lag are read when the metrics are scraped, so they are never stale.
+//! consumer's lag are read when the metrics are scraped, so they are never stale. A change-log
+//! consumer (the indexer, the Subscriptions, the sink) is registered with a watch of its
+//! checkpoint ([`Metrics::register_consumer`]); its lag is the head minus its checkpoint.
 
 use super::interaction::Interaction;
 use crate::store::Store;

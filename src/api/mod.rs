@@ -1,8 +1,13 @@
 //! The FHIR REST API: HTTP in, calls on the store and fhir layers, FHIR out.
 //!
 //! Every error a client can cause leaves here as an OperationOutcome with its status code:
-//! handlers return [`ApiError`], and the default services answer unknown paths (404) and
-//! methods (405) the same way.
+//! handlers return [`ApiError`] (a `FhirError`: status, issue code, diagnostics, FHIRPath
+//! expression), and the default services answer unknown paths (404) and methods (405) the same
+//! way.
+//!
+//! What a client controls is bounded before it costs anything: the request head in
+//! `admission.rs`, bodies in `http.rs` (size, and JSON nesting scanned on the bytes:
+//! `fhir::nesting`), Bundle entries (nested ones counted) in `bundle`.
 
 mod admission;
 mod auth;

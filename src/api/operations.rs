@@ -1,5 +1,10 @@
 //! The endpoints for operators, outside `/fhir`: `GET /health` (liveness), `GET /ready`
 //! (readiness) and `GET /metrics` (Prometheus). None of them needs authorization.
+//!
+//! Liveness touches nothing but the HTTP worker. Readiness runs the [`ReadinessCheck`]s that
+//! `server.rs` puts in [`AppState::readiness`]: the store's (its writer thread is alive), the
+//! search index's (its replay of the change log after a start is done) and the profiles'
+//! (never failing: a profile skipped at start is a warning, `status: warn`, still 200).
 
 use super::{ApiResult, AppState};
 use crate::fhir::{FhirError, IssueCode};

@@ -1,7 +1,8 @@
-//! The middleware every request passes through: it gives the request an id, handles it inside
-//! a span carrying that id (so whatever is logged meanwhile can be traced to the request), then
-//! writes the request log line, counts the request in the metrics and returns the id in
-//! `X-Request-Id`.
+//! The middleware every request passes through: it gives the request an id (the client's
+//! `X-Request-Id` when it is a sane token, else a new UUID), handles it inside a span carrying
+//! that id (so whatever is logged meanwhile can be traced to the request), then writes the
+//! request log line and the audit line, counts the request in the metrics and returns the id
+//! in `X-Request-Id`.
 //!
 //! It is also the handler boundary for panics: a panic anywhere below it (middleware, routing,
 //! handler) is caught here and answered 500 with an OperationOutcome that names the request id,

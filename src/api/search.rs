@@ -9,6 +9,19 @@
 //!
 //! Links repeat the search: the client's parameters but those ignored (and empty), with the
 //! page's `_count` and position.
+//!
+//! The matches' keys come from the index; the resources themselves are read from the store
+//! (one deleted since the snapshot was taken is left out). `_summary` and `_elements` cut the
+//! matches only, after their includes were followed from the whole resources; included
+//! resources come whole.
+//!
+//! `$everything` (Patient, Encounter) is a compartment search of all types (`_type` narrows it,
+//! `_since` becomes `_lastUpdated=ge`), paged like any search; each page adds every resource
+//! its matches refer to anywhere in their JSON (not only through search parameters:
+//! `Claim.prescription` has none), as includes. A Patient's `start` and `end` (R4 defines them
+//! for Patient only) keep the resources with care in the period: a value of one of their
+//! type's date parameters, but those about the record or a person (`issued`, `recorded`,
+//! `birthdate`...), overlaps it; a resource with none is kept.
 
 use super::get::Get;
 use super::http::{FHIR_JSON, negotiate, read_form};

@@ -2,7 +2,8 @@
 //!
 //! The resource is the body (a resource, or a Parameters with `resource`, `mode` and
 //! `profile`), or at the instance level without one, the stored current version. `mode` and
-//! `profile` may also be query parameters.
+//! `profile` may also be query parameters. `mode` (`create`, `update`, `delete`) names the
+//! permission the client needs.
 //!
 //! Invariant: the answer is 200 with an OperationOutcome of every finding, graded as a write
 //! would meet it under the validation policy (error: the write is refused; warning: stored

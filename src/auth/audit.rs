@@ -1,7 +1,10 @@
 //! The audit trail: one structured log line per request, on the tracing target `audit`, saying
 //! who (the token's `sub` and client), what (the FHIR interaction, its resource type and id),
 //! when (an instant, beside the log line's own timestamp) and how it ended (the HTTP status and
-//! the AuditEvent outcome code).
+//! the AuditEvent outcome code). Its fields: `request_id`, `who` (`token`, `open`, or
+//! `anonymous` for a request refused before it had an access), `subject`, `client`, `patient`,
+//! `interaction`, `resource_type`, `id`, `status`, `outcome` (AuditEvent's 0, 4 or 8) and `at`.
+//! `--audit off` turns it off.
 //!
 //! It is a log rather than AuditEvent resources in the store: storing one would turn every read
 //! into a durable write, a change-log entry and an index update, and reading the trail through

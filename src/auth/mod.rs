@@ -2,9 +2,10 @@
 //! SMART scopes ([`scope`]) let it do; the audit trail of every request ([`audit`]).
 //!
 //! [`Access`] is the one place that decides. Each interaction needs one permission on the
-//! resource type it touches: read, vread and history `r`, search `s`, create `c`, update `u`,
-//! delete `d` (a Bundle entry by entry). Scopes add up: a resource is allowed when any scope
-//! granting that permission on its type allows it.
+//! resource type it touches: read, vread and history `r`, search `s`, create `c`, update `u`
+//! (also update-as-create and patch), delete `d` (a Bundle entry by entry, each its own
+//! interaction's); `$everything` and included resources need `r`. Scopes add up: a resource is
+//! allowed when any scope granting that permission on its type allows it.
 //!
 //! Invariants:
 //! - A type-level refusal (no scope grants the permission on the type) is a 403.
@@ -14,14 +15,29 @@
 //!   pages, totals, chains and `_has` never see past it) and that single resources are judged
 //!   by ([`Access::visible`]), with the same query.
 //! - A resource outside the view is answered as if it did not exist (404) when read, and is
-//!   left out of search pages, includes and history.
+//!   left out of search pages, includes and history: byte for byte as an absent one, ids
+//!   apart, `$validate` included (`tests/isolation.rs` compares twin servers, one without the
+//!   other patient's data). Every version is judged on its own content (a resource may move
+//!   between patients), a deletion as the version it deleted; a vread judges the version
+//!   asked for; a resource's history needs its current version (or, deleted, its last one) to
+//!   be readable, then lists the versions that are, without `total` (which would count the
+//!   others).
+//! - Conditional criteria (`If-None-Exist`, conditional update, patch and delete, a Bundle's
+//!   `ifNoneExist` and conditional references) match only within the client's view. A patch is
+//!   judged on the current version before it runs (a JSON Patch `test` would otherwise read
+//!   what the token may not see), then written as an update.
 //! - A confined write (create, update, delete, each Bundle entry, conditional or not) must
 //!   keep to what the token holds alone ([`Engine::owned`]): under a `patient/` scope, every
 //!   patient the resource belongs to, before and after, is the token's patient (and it
-//!   belongs to one, or is that Patient). An update or delete of a resource the token cannot
-//!   read is answered as one of a resource that does not exist (see [`Access::check_write`]);
-//!   one it can read but not write is a 403. The write is pinned to the version that was
-//!   judged (a concurrent change makes it a 412).
+//!   belongs to one, or is that Patient); a scope's query must match it too. An update or
+//!   delete of a resource the token cannot read (hidden or absent, the same) is answered as one
+//!   of a resource that does not exist, without the store: a delete changes nothing (204, or
+//!   412 for an `If-Match`), an update is a 405, since a confined token cannot create with an
+//!   id of its choosing (see [`Access::check_write`]); one it can read but not write is a 403.
+//!   The write is pinned to the version that was judged (a concurrent change makes it a 412).
+//! - The change stream carries every version of every resource: it needs read on every
+//!   resource, unconfined. Writing a Subscription needs unconfined read on its criteria's type,
+//!   since it delivers every version they match.
 
 pub mod audit;
 pub mod scope;

@@ -1,5 +1,7 @@
 //! Bearer tokens: JWTs verified with `jsonwebtoken` (its aws-lc-rs backend, the only one
-//! enabled), and HS256 development tokens minted for `fhirlake token`.
+//! enabled: with two backends the first verification panics), and HS256 development tokens
+//! minted for `fhirlake token`. RS256 and ES256 keys come from a PEM file and/or a JWKS file,
+//! where a token's `kid` picks its key.
 //!
 //! Invariants:
 //! - The algorithm comes from the server's configuration (and, for a JWKS key, from the key),

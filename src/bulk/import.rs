@@ -1,5 +1,6 @@
 //! `fhirlake import`: loads Bundles and NDJSON files into a data directory through the same
-//! commit path as the server, so the change log sees every resource.
+//! commit path as the server, so the change log sees every resource. It is an operator's
+//! command: it runs with `Access::Open`, and validates every resource under the policy.
 //!
 //! - A transaction or batch Bundle is processed exactly as `POST /fhir` would.
 //! - Any other Bundle (collection, searchset...), a single resource, or an NDJSON file (one

@@ -12,7 +12,7 @@
 //!   and nothing is deleted), or is 412 under [`ConditionalDelete::Single`].
 //! - Callers wait for the search index to hold every committed write first
 //!   ([`Engine::catch_up`]), and commit what these functions return in one commit. The match
-//!   is not atomic with concurrent writers (see ARCHITECTURE.md, Search).
+//!   is not atomic with concurrent writers (see [`crate::search`]).
 
 use crate::auth::Access;
 use crate::auth::scope::Permission;

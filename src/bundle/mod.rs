@@ -30,6 +30,8 @@
 //! - A PATCH entry becomes the update it makes of the current version ([`patch`]), pinned to
 //!   that version, and is then processed as an update entry.
 //! - An update equal to the current version changes nothing (`200` with that version).
+//! - A Bundle has at most `--max-bundle-entries` entries, those of the Bundles inside its
+//!   entries counted (413 otherwise), checked before any entry is processed.
 
 pub mod conditional;
 mod patch;

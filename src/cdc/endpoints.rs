@@ -7,6 +7,11 @@
 //! delivery, since a name may resolve elsewhere later (DNS rebinding): a literal address
 //! before each POST ([`Clients::client`]), a name's addresses as the connection is made
 //! ([`PublicOnly`], the resolver of the client for such endpoints).
+//!
+//! A prefix matches by scheme, host, port and whole path segments. On write the name is
+//! resolved once (a name that does not resolve is accepted: its deliveries fail until it
+//! does). The client of unlisted endpoints uses no proxy from the environment, and no
+//! delivery follows a redirect (a 3xx is a failed notification).
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};

@@ -6,6 +6,9 @@
 //! attribute) the seq of the first change of its transaction, shared by all its changes, and
 //! `data` the resource as stored (its bytes spliced in, never re-serialized), or only a FHIR
 //! Reference to the version with [`Content::IdOnly`]. A delete has no data.
+//!
+//! `source` is `--base-url`, else `/fhir`: one per server, the same on every channel, so
+//! `(source, id)` names one change everywhere.
 
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, IssueCode};

@@ -9,6 +9,11 @@
 //! from the hub and told to reconnect from its offset ([`Next::Overrun`]), which the store
 //! still holds: no event is lost. Invariant: a feed yields each change that passes its filter
 //! exactly once, in seq order, with no gap.
+//!
+//! A feed joins the hub under the hub's lock, and only if the hub has offered nothing the feed
+//! has not read; otherwise it reads on from the store. At SIGTERM the server closes the hub
+//! ([`Hub::close`]) before its graceful shutdown, which the streams would otherwise hold for
+//! the whole timeout.
 
 use super::event::Event;
 use super::filter::{Batch, Filter};

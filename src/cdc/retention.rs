@@ -1,6 +1,9 @@
 //! Retention of the change log (`--changes-retention`): changes older than the retention are
 //! removed, but never one that a registered consumer (the search indexer, the Subscriptions,
-//! the sink) has not processed yet, and never the last one.
+//! the sink) has not processed yet (the Subscriptions' slowest; the same checkpoint watches
+//! feed the lag metrics), and never the last one (the writer resumes from it). The trims are
+//! made by the writer, in its group transactions (`store::commit::Bookkeeping`). Type and
+//! system `_history` read the change log, so they too list only what is kept.
 //!
 //! Live stream consumers (SSE, WebSocket, pull) keep no checkpoint here: one that asks for an
 //! offset already removed is answered 410 Gone.

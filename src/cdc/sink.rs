@@ -11,7 +11,7 @@
 //! again and asks the stream for its last message: it resumes after that message's seq (or
 //! after its own checkpoint when the stream holds less, e.g. was recreated). Its checkpoint
 //! (`sink/nats/{stream}` in the store, see `cdc::checkpoint`) follows the acknowledged
-//! windows, for retention and the lag metric.
+//! windows, for retention and the lag metric. The stream must be fhirlake's alone.
 
 use super::checkpoint::{Checkpoint, EVERY};
 use super::event::{Content, action, to_json};

@@ -4,9 +4,10 @@
 //! - The manager follows the `Subscription` changes of the log from its checkpoint
 //!   (`subscriptions`). A Subscription that is `requested`, `active` or `error` and can be
 //!   delivered gets a worker, starting after the change that created (or re-enabled) it; the
-//!   manager sets a `requested` one `active`. One that cannot (criteria that do not plan, a
-//!   channel other than rest-hook, ...) is set to `error` with the reason in `error`. One that is
-//!   `off` or deleted loses its worker and its checkpoint.
+//!   manager sets a `requested` one `active`; the worker's checkpoint and the manager's are
+//!   stored in one transaction. One that cannot (criteria that do not plan, a channel other
+//!   than rest-hook, ...) is set to `error` with the reason in `error`. One that is `off` or
+//!   deleted loses its worker and its checkpoint.
 //! - A worker reads the log from its checkpoint (`subscription/{id}`), keeps the changes its
 //!   criteria match (on each change's own version), and POSTs each: the body is empty, or the
 //!   resource when `channel.payload` is set (nothing for a delete); the headers are those of
@@ -15,17 +16,23 @@
 //!   retried after `--subscription-retry`, doubling up to `--subscription-retry-max`, forever:
 //!   after [`ERROR_AFTER`] failures in a row the Subscription is set to `error` with the last
 //!   reason, and back to `active` once a notification gets through. The checkpoint is stored
-//!   after each notification (`cdc::checkpoint`), so after a restart delivery resumes after
-//!   the last notification that got through.
+//!   after each notification (`cdc::checkpoint`), so after a restart delivery resumes after the
+//!   last notification that got through.
 //!
 //! Endpoints are guarded ([`endpoints`]): a Subscription whose endpoint fhirlake may not POST
 //! to (a loopback, private or link-local address, unless `--subscription-endpoints` lists
-//! it) is refused as it is written ([`check_write`]), and a notification that would go to
-//! such an address at delivery (the name now resolves elsewhere, the list changed) fails like
-//! any other, with the reason in `error`.
+//! it) is refused as it is written (422, [`check_write`]; an `off` one is not checked), and a
+//! notification that would go to such an address at delivery (the name now resolves
+//! elsewhere, the list changed) fails like any other, with the reason in `error`. Writing a
+//! Subscription also needs unconfined read on its criteria's type: it delivers every version
+//! they match, whoever may read it (`Access::check_write`).
 //!
 //! The manager and the workers write status changes as new versions of the Subscription,
 //! with `If-Match` on the version they judged, so a client's concurrent update wins.
+//!
+//! Not done: `end` (expiry), the websocket, email, sms and message channels, and the R4B/R5
+//! topic-based backport (SubscriptionTopic, notification Bundles): it needs its own resources,
+//! status endpoint and handshake, more than this machinery's filters and positions.
 
 use super::checkpoint::{Checkpoint, EVERY};
 use super::endpoints::{self, Clients, Prefix};

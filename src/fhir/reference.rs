@@ -1,6 +1,12 @@
 //! Reading references: `Patient/1`, `http://example.org/fhir/Patient/1`,
 //! `Patient/1/_history/2`, with or without a query or fragment; and which of them name this
 //! server's resources ([`Base`]).
+//!
+//! This server's references are the relative ones and the absolute URLs under `--base-url`,
+//! never under the request's Host (the client's to choose: what a stored reference means
+//! cannot depend on who asks). Search extraction makes the latter relative and leaves every
+//! other absolute URL another server's, so the index, compartments, includes, `$everything`
+//! and the write rule of `patient/` scopes read references alike.
 
 /// The `Type/id` a reference ends with, as a slice of it; None for `urn:`, `#contained` and
 /// anything whose second-to-last segment is not an R4 resource type.

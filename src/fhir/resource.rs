@@ -1,5 +1,9 @@
 //! Resources as they enter and leave the store: checking a request body, ids, and the
 //! server-set `id` and `meta` of a stored version.
+//!
+//! A version is stored as the exact JSON that is served: a write parses its body once, and
+//! reads send the stored bytes (Bundles embed them, see [`super::bundle`]). The exceptions are
+//! `_summary`/`_elements` ([`super::summary`]) and XML answers (`api/format.rs`).
 
 use super::datetime::{Micros, format_instant};
 use super::json::{JsonError, parse_strict};

@@ -1,5 +1,7 @@
 //! `_summary` and `_elements` (FHIR R4 search page, 3.1.1.5.7 and 3.1.1.5.8): a resource cut
-//! down to part of its elements.
+//! down to part of its elements, on searches and on read and vread. A search cuts its matches
+//! only; included resources come whole. A cut resource is parsed and serialized again: with
+//! an XML answer, the only way a stored version is served other than as its stored bytes.
 //!
 //! Which elements are "summary" and which are mandatory comes from the R4 StructureDefinitions,
 //! compiled into `fhir-profiles/summary-elements.json` (how: `fhir-profiles/README.md`).

@@ -4,6 +4,10 @@
 //! A resource is in the compartment of `Patient/123` when one of the parameters the definition
 //! names for its type refers to `Patient/123`. The focal resource itself is in its own
 //! compartment too (the `{def}` of four of the five definitions, and what R5 says of all).
+//!
+//! A compartment search (`GET /fhir/Patient/123/Observation`) adds to its plan "one of
+//! Observation's membership parameters (`subject`, `performer`) refers to `Patient/123`";
+//! `Patient/123/*` is the union over every member type.
 
 use serde_json::Value;
 use std::collections::BTreeMap;

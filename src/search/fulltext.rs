@@ -2,8 +2,10 @@
 //!
 //! Indexing: [`Text::of`] takes the texts of a resource; the index analyses them with
 //! [`analyzer`] into words (runs of letters and digits, lower case, Latin letters folded to
-//! ASCII: `Müller` is `muller`), keeping their positions so that phrases match. Each JSON
-//! string is a value of its own, so a phrase never spans two of them.
+//! ASCII: `Müller` is `muller`; NFC first, so combining accents fold too; words over 64 bytes
+//! dropped), keeping their positions so that phrases match. Each document has two such TEXT
+//! fields, `narrative` and `content`, with positions and not stored. Each JSON string is a
+//! value of its own, so a phrase never spans two of them.
 //!
 //! What `_content` covers: every JSON string of the resource except those that are no text a
 //! person searches for ([`NOT_TEXT`]): ids and bookkeeping (`id`, `versionId`, `lastUpdated`,
@@ -18,7 +20,9 @@
 //! never reaches tantivy's query parser. Words must all appear (`AND` between them is
 //! optional), `"a phrase"` must appear as written, `OR` joins alternatives and binds looser
 //! than `AND`, parentheses group. `AND` and `OR` are operators in any case (R4's own example
-//! is `(bone OR liver) and metastases`); quoted, they are words.
+//! is `(bone OR liver) and metastases`); quoted, they are words. The query's words go through
+//! the same analyzer (less the length limit: a longer word matches nothing), so index and
+//! query agree. No modifiers and no `_sort`; a malformed value is a 400 like any other.
 
 use serde_json::Value;
 use tantivy::Term;

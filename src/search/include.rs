@@ -1,6 +1,11 @@
 //! `_include` and `_revinclude`: the resources a page's matches refer to, and those referring
 //! to them, with `:iterate` following the included resources in turn.
 //!
+//! `_include` (also `Type:*` and a target type) reads the references of each match's stored
+//! JSON with the registry's extraction, then reads each new target once from the store.
+//! `_revinclude` searches the source type for references to the matches, up to 256 at a time.
+//! `:iterate` repeats from what was included until nothing is new.
+//!
 //! Invariants: a resource appears once in a page (a match is never also an include), the
 //! includes are never silently cut (past [`MAX_INCLUDES`], or when `:iterate` still finds new
 //! resources after its last round (`Limits::iterations`), the result says so), and only what

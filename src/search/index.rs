@@ -9,7 +9,13 @@
 //!
 //! What a reference means depends on the server's base (`fhir::reference::Base`): the index
 //! records the base it was built with ([`READING_FILE`]), and an index built with another base
-//! (or by an older fhirlake, which read references otherwise) is rebuilt.
+//! (or by an older fhirlake, which read references otherwise) is rebuilt; `fhirlake import`
+//! and `fhirlake reindex`, which run without the server's settings, keep the recorded base.
+//!
+//! An index of another schema is removed. An index ahead of the store (a replaced data
+//! directory), or empty beside a store that is not, is rebuilt by the indexer thread from the
+//! current resources rather than the whole change log; searches wait for it meanwhile, and
+//! `/ready` says so.
 
 use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};

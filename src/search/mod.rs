@@ -4,6 +4,19 @@
 //!
 //! [`Engine`] ties them together: it opens the index next to the store, starts the indexer,
 //! waits for it (read-your-writes) and runs searches on a snapshot that later pages reuse.
+//!
+//! A search: wait until the index holds the store's committed seq (at most [`CATCH_UP`], then
+//! it runs anyway and says its results may be stale), plan the parameters into one tantivy
+//! query ([`query`], with the client's [`View`] ANDed in), run it on a snapshot searcher (kept
+//! 10 minutes for the next pages) and answer keys (`Type/id`); the API layer reads the
+//! resources themselves from the store. Conditional create, update, patch and delete and the
+//! conditional references of Bundles resolve through the same engine after the same wait; they
+//! are not atomic with concurrent writers that create a matching resource at the same moment.
+//!
+//! Known gaps: `_filter`, `_query`, functional lists (`$current-allergies`) and the other
+//! parameters without an expression; composites with a number or date before their last
+//! component (MolecularSequence coordinates); the type-level `Patient/$everything`;
+//! `_elements` below the top level; full text has no relevance order, thesaurus or stemming.
 
 pub mod compartment;
 pub mod extract;

@@ -6,6 +6,11 @@
 //! parameter with a malformed value, or a search past its [`Limits`], is a 400 in either
 //! handling. An empty value (`gender=`) is ignored, as are the empty values of an OR list
 //! (`gender=male,` is `gender=male`).
+//!
+//! A search of several types takes only the parameters every one of them has, and a search of
+//! all types only the common ones (`_id`, `_tag`, ...): one definition (`shared`) serves both
+//! the filters and `_sort`. `url=...|version` also matches the resource's `version` (a
+//! canonical reference with a version is indexed with its bare URL too, see `terms`).
 
 use super::compartment;
 use super::extract::precise;

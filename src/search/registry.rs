@@ -1,5 +1,6 @@
 //! The search parameters fhirlake knows: the official FHIR R4 SearchParameter definitions
-//! shipped in `fhir-profiles/search-parameters.json`, parsed once.
+//! shipped in `fhir-profiles/search-parameters.json` (without the specification's example
+//! SearchParameters: each type and code is defined once), parsed once.
 //!
 //! Each parameter keeps its FHIRPath expression specialised per resource type: the shared
 //! definitions (`Patient.name | Person.name | ...`) are cut to the branches of that type, so

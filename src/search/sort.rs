@@ -11,6 +11,12 @@
 //! Memory: a segment keeps at most twice the rows asked for (`offset + count + 1`), whatever
 //! the number of matches, and a page after a cursor asks for `count + 1` rows however deep it
 //! is.
+//!
+//! How: the `sort` JSON fast field holds, per parameter, the lowest value (`code`) and the
+//! highest (`-code`) as ordered strings. A segment collects by term ordinal, resolves only the
+//! rows it keeps to values, and the segments' rows are merged. A cursor is placed among each
+//! segment's ordinals, so the next page keeps only the rows after it and costs the same at any
+//! depth.
 
 use super::index::{KEY_FIELD, LAST_UPDATED, LAST_UPDATED_FIELD, SORT_FIELD};
 use std::cmp::Ordering;

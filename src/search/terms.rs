@@ -5,6 +5,19 @@
 //! saying what the value is (a token's `system|code`, a string's folded form, a date's start,
 //! ...). Numbers and instants are written as 16 hex digits of an order-preserving encoding, so
 //! a range of terms is a range of values.
+//!
+//! - A value with a low and a high (a date at any precision, a Range) is an `l` and an `h`
+//!   term; a point (a number, a Quantity) is one `v` term, so each prefix on a point is one
+//!   range of terms. A code without a system is one `n` term (a bare `code` search asks for `c`
+//!   or `n`). `_lastUpdated` is no term: it searches and sorts the document's lastUpdated field.
+//! - A range with two bounds (a date's `eq`, `ap`) needs the low and the high term of one value
+//!   to match. Single values need no more: their terms are exact. A parameter with several
+//!   values under one key also stores each value's `(low term, high term)` pair
+//!   ([`Entries::pairs`]), and the planner's doc predicate (`both` in `query.rs`) checks that
+//!   one pair satisfies both bounds.
+//! - A composite's terms are its last component's terms behind the exact forms of its leading
+//!   components (`code-value-quantity\x1fl` `s{system}|{code}\x1d{unit}\x1e{value}`), so
+//!   `a$b` matches both on one element.
 
 use super::extract::IndexValue;
 use super::units::Canonical;

@@ -1,5 +1,7 @@
 //! UCUM canonical units: a quantity coded in UCUM is also indexed, and searched, in the base
-//! units of its dimension, so `70 kg` is found by `value-quantity=gt60000|http://unitsofmeasure.org|g`.
+//! units of its dimension, so `70 kg` is found by
+//! `value-quantity=gt60000|http://unitsofmeasure.org|g`. Amounts of substance are keyed apart
+//! from counts; dimensionless units are not converted.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

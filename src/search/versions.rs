@@ -4,10 +4,15 @@
 //! followed it live.
 //!
 //! The versions of a batch go into a scratch index (`index::scratch`, the search index's own
-//! schema, built by the indexer's own extraction), and each criteria is planned and run on it by the
-//! search planner: the same parameters, modifiers and prefixes as a search, with one answer per
-//! batch, however many consumers ask. Chains and `_has` are refused: they ask about other
-//! resources, which a single version does not hold.
+//! schema, built by the indexer's own extraction, in RAM with a single-segment writer: no
+//! threads, no merges), and each criteria is planned and run on it by the search planner: the
+//! same parameters, modifiers and prefixes as a search (strict: an unknown parameter is a
+//! 400), with one answer per batch, however many consumers ask. Chains and `_has` are refused:
+//! they ask about other resources, which a single version does not hold.
+//!
+//! The alternative, searching the live index for `_id=X&criteria` once it caught up, answers
+//! for the current version: a replay, or a consumer that fell behind an update, would get
+//! other events.
 
 use super::index::{Change, Fields, keys_of, scratch};
 use super::indexer::document;

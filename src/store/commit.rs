@@ -7,7 +7,20 @@
 //! still all-or-nothing: its preconditions are checked against the state left by the requests
 //! before it in the group, and only when all of them hold are its writes applied. A request is
 //! answered only after the transaction holding it is durably committed; if the commit fails,
-//! every request of the group fails and nothing of it is visible.
+//! every request of the group fails and nothing of it is visible. (A durable redb commit costs
+//! about 0.6 ms on the development machine's disk: that is what a group shares.)
+//!
+//! In the group's one transaction the writer plans each request against the state left before
+//! it (`If-Match`: 412; a create of an id that exists: 409; a resource changed twice in one
+//! request: 400; an update still equal to the current version), stamps each new version's
+//! `id`, `meta.versionId` and `meta.lastUpdated`, and writes its `versions`, `current`,
+//! `changes` and `type_changes` entries ([`super::tables`]). After the commit it answers every
+//! request of the group and publishes the seq of the last durable change (the watch that the
+//! search index and the change stream follow).
+//!
+//! A group's time is the later of the clock and the last change's time plus 1 µs ([`Position`]
+//! restores it from the last change at start), so lastUpdated never decreases along the change
+//! log, across restarts too: history relies on it to stop `_since` scans early.
 //!
 //! An update whose content equals the current version (see [`same_content`]) makes no new
 //! version and no change: [`Store::submit`](super::Store::submit) compares it before sending it,

@@ -10,6 +10,9 @@
 //!   of its page (its lastUpdated, type, id and version), never a position in the change log,
 //!   whose numbering counts every version, kept or not. A cursor naming a version the judge
 //!   does not keep (made up by a client) pages as one naming no version at all.
+//! - Type and system history read the change log (`changes`, `type_changes`), so after
+//!   retention trimmed it they list, and their `total` counts, only the changes it kept; an
+//!   instance's history reads its versions.
 
 use super::tables::{
     CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,

@@ -1,5 +1,13 @@
 //! The change log as its consumers read it: pages of changes with their versions, by offset,
 //! optionally of some resource types only, and the durable consumers' checkpoints.
+//!
+//! [`Store::log_after`] reads a page from one snapshot, of some types through `type_changes`;
+//! its `next` passes the changes the reader's filter skipped. The change stream's consumers
+//! (the pull API, the live streams, Subscriptions, the sink) read here, each from its own
+//! offset, as the search indexer reads the change log ([`Store::changes_after`]): the log is
+//! the only source, so a consumer away for any time catches up from the store, and nothing a
+//! consumer does can reach the writer. An offset that retention removed is
+//! [`LogError::Trimmed`].
 
 use super::tables::{CHANGES, CHECKPOINTS, ChangeRecord, TYPE_CHANGES, VERSIONS, VersionRecord};
 use super::{Store, StoreError};

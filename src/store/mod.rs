@@ -1,7 +1,9 @@
 //! The store: every version of every resource and the change log, in one redb file.
 //!
 //! Writes go through the [`commit::Committer`] (one writer thread, group commit); reads open
-//! their own redb read transaction and see a consistent snapshot of the last commit.
+//! their own redb read transaction and see a consistent snapshot of the last commit, so read,
+//! vread and history are always current. A storage failure is a 500 with an OperationOutcome
+//! and an error log line, and never leaves a partial write.
 
 pub mod commit;
 pub mod history;

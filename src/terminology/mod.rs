@@ -1,11 +1,12 @@
 //! Terminology: code systems and value sets, for content validation and the terminology
 //! operations (`$lookup`, `$validate-code`, `$subsumes`, `$expand`).
 //!
-//! Two kinds of content (see ARCHITECTURE.md, Terminology):
+//! Two kinds of content:
 //! - the shipped content, compiled into the binary and held in memory: ICD-10-CM (complete),
 //!   SNOMED CT, LOINC and RxNorm subsets, and the code systems and value sets of FHIR R4 and
 //!   HL7 terminology ([`shipped`]). It is decoded once per process, on first use or by
-//!   [`Terminology::load_in_background`] at start;
+//!   [`Terminology::load_in_background`] at start (the server listens without waiting for it;
+//!   a question asked before it is done waits for it, off the HTTP workers);
 //! - releases a user loads (`fhirlake terminology load-snomed|load-loinc`), one redb file
 //!   each under `DATA/terminology/`, read on demand ([`release`]). A loaded release replaces
 //!   the shipped subset of its system.
@@ -13,9 +14,25 @@
 //! Every answer says how sure it is. A code system is held complete or in part
 //! ([`Content`]): a code missing from a complete one is invalid, a code missing from a part is
 //! only "not in the subset held" ([`Verdict::NotInSubset`]), which callers warn about by
-//! default. Value set membership is three-valued ([`Membership`]): when it depends on what is
-//! not held (all of SNOMED CT, an is-a filter without the hierarchy), the answer is
-//! "undecided", never "no".
+//! default; an unknown system is [`Verdict::UnknownSystem`]. Value set membership is
+//! three-valued ([`Membership`]): when it depends on what is not held (all of SNOMED CT, an
+//! is-a filter without the hierarchy), the answer is "undecided", never "no".
+//!
+//! A display is compared with the concept's display and designations ignoring case and runs of
+//! spaces; no match is a warning. For the shipped SNOMED CT subset, which has fully specified
+//! names only, the name without its semantic tag counts too. For validation,
+//! [`Terminology::validate_code`] answers a [`CodeCheck`] (a verdict, the concept, issues with
+//! a suggested severity and a kind that names its OperationOutcome code), and
+//! [`Terminology::check_in_value_set`] membership plus that check; the validation policy maps
+//! verdicts and kinds to reject, warn or off.
+//!
+//! Known gaps: one version per system (`version` is ignored); `CodeSystem/$validate-code` and
+//! instance-level operations are not served, and ValueSet and CodeSystem resources stored
+//! through the REST API are not used (a value set can be given inline to `$expand` and
+//! `$validate-code`); filters `regex`, `in`, `exists`, `generalizes` and properties not held
+//! are undecided; LOINC's part hierarchy and SNOMED CT's other relationships are not loaded;
+//! `compose.inactive`, `activeOnly` and language preferences are ignored; UCUM, CVX, NUCC and
+//! other external systems are unknown; expansions are not cached.
 //!
 //! This module uses no other layer of fhirlake: api (HTTP) and validation call it.
 

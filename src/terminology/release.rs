@@ -1,5 +1,6 @@
 //! Releases a user loads (`fhirlake terminology load-snomed|load-loinc`): one redb file per
-//! code system under `DATA/terminology/`, opened read-only by the server and read on demand.
+//! code system under `DATA/terminology/` (`snomed.redb`, `loinc.redb`), opened read-only by the
+//! server at start and read on demand.
 //!
 //! A file holds (format 1):
 //! - `meta` name -> text: `format` (`1`), `system` (URL), `version`, `source` (what it was

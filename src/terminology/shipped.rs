@@ -1,9 +1,10 @@
 //! The terminology compiled into the binary: `fhir-profiles/terminology/` (how each file was
 //! made: `fhir-profiles/README.md`), decoded once per process into memory.
 //!
-//! - `hl7.json.gz`: the code systems (concepts with their parents, designations and the
-//!   properties lookups and value set filters use) and value sets (their `compose`) of FHIR
-//!   R4 4.0.1 and HL7 terminology 7.0.1;
+//! - `hl7.json.gz`: the 1,211 code systems (concepts with their parents, hierarchies flattened
+//!   into each concept's `parents`; designations and the properties lookups and value set
+//!   filters use) and 3,212 value sets (their `compose`) of FHIR R4 4.0.1 and HL7 terminology
+//!   7.0.1;
 //! - `icd10cm.tsv.gz`: ICD-10-CM (April 2026), complete, with the `billable` flag; a code's
 //!   parent is the longest shorter code (`A00` for `A00.0`);
 //! - `snomed.tsv.gz`: the SNOMED CT Global Patient Set and the Synthea codes (fully specified

@@ -7,7 +7,9 @@
 //! `01`/`11` descriptions and `02`/`12` relationships are not codes. An id that fails any of
 //! these rules is certainly not a SNOMED CT concept, release or not.
 //!
-//! The check digit is computed by the `verhoeff` crate.
+//! The check digit is computed by the `verhoeff` crate. An expression in compositional grammar
+//! (`71341001:272741003=7771000`, allowed wherever a SNOMED CT code goes) is not evaluated: it
+//! is left unchecked.
 
 use verhoeff::Verhoeff;
 

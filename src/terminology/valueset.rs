@@ -13,7 +13,14 @@
 //! An expansion lists every code; it fails with [`TerminologyError::Undecidable`] when some
 //! part cannot be listed (all of a subset-held system), and with
 //! [`TerminologyError::TooCostly`] past [`MAX_EXPANSION`] codes, or past `MAX_WORK` codes
-//! looked at to find them.
+//! looked at to find them (so a value set given whole cannot make the server work without
+//! bound). `exclude` parts and the value sets an include intersects with are applied as
+//! membership tests on the listed codes, so they need not be listed themselves. The text
+//! `filter` matches word starts of displays (or the start of the code); pages by
+//! `offset`/`count`.
+//!
+//! Subsumption and is-a filters need the hierarchy: complete code systems have theirs, a loaded
+//! SNOMED CT release has its is-a relationships; LOINC's is not loaded.
 
 use super::concept::Concept;
 use super::system::{self, CodeSource, Content};

@@ -3,6 +3,30 @@
 //! invariants, slicing) and its codes against the terminology, with every finding located by
 //! a FHIRPath expression, and sorted by a [`Policy`] into what refuses a write and what is
 //! only reported.
+//!
+//! A write (a create or update, a Bundle entry, `fhirlake import`) is parsed strictly
+//! (`fhir::json`) and checked by the model (a wrong shape is 400; empty elements are dropped
+//! first and never stored), then [`Validator::check_write`] walks it against the base
+//! definition of its type and each registered profile of its `meta.profile`, with its codes
+//! ([`structure`], `codes`), and the policy judges each finding: a rejection is a 422 with one
+//! OperationOutcome of every finding; warnings are stored with the resource and reported (the
+//! `X-FHIR-Request-Validation` headers, `Prefer: return=OperationOutcome`, a Bundle entry's
+//! `response.outcome`, the import's summary). After the commit, a StructureDefinition written
+//! becomes a profile ([`Validator::learn`]). `$validate` reports the same findings graded
+//! ([`Validator::grade`]).
+//!
+//! A `meta.profile` not registered is a warning; the base definition's own url counts as
+//! registered. Issues found only by a profile name it; what the base definition already found
+//! is not repeated.
+//!
+//! Every official R4 example (5,306 resources) passes the contract with no error but 22 that
+//! break a rule of R4 (4 of them a narrative of whitespace only, `txt-2`; one an id over 64
+//! characters), and the codes but 16 with wrong codes (unit tests list both, each with its
+//! reason); every Synthea resource passes but 24 codings of a SNOMED CT code cut short.
+//!
+//! Not done: snapshot generation from a differential, `resolve()` in discriminators and
+//! `targetProfile` checks, re-slicing, the own `meta.profile` of contained resources and Bundle
+//! entries, unregistering a deleted StructureDefinition (it stays a profile until a restart).
 
 mod codes;
 pub mod definitions;

@@ -25,6 +25,10 @@
 //! Invariant: a setting left out falls back to the next level, and finally to the built-in
 //! defaults of [`Policy::default`]: the contract and required bindings reject, everything else
 //! warns.
+//!
+//! `--validation on|off|FILE` picks the built-in policy, none, or a file. A finding dropped by
+//! `off` is still told by `$validate`, as information. When [`Policy::is_off_for`] a type, the
+//! walk of its resources is skipped altogether.
 
 use super::{Issue, Report, Rule, Severity};
 use serde::Deserialize;

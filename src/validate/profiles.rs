@@ -1,5 +1,14 @@
 //! The profiles the server knows: StructureDefinitions (derivation `constraint`, with a
-//! snapshot) from a folder or POSTed, turned into [`Definition`]s and found by canonical url.
+//! snapshot) from a folder or POSTed, turned into [`Definition`]s and found by canonical url
+//! (`|version` optional: without it, the one registered last).
+//!
+//! They come from `--profiles DIR` and from every StructureDefinition written: registered after
+//! its commit, and again from the store at start, so what a client stored is enforced after a
+//! restart. A StructureDefinition without a snapshot is refused, and told why; so is a profile
+//! with an invariant that does not parse or evaluate on an empty instance within a hundredth
+//! of the FHIRPath limits, or with more than 1,000 invariants. A refused one that was written
+//! is stored with a warning that it is no usable profile; one refused at start is skipped (an
+//! error log line, a `/ready` warning until its url is registered), never a failed start.
 //!
 //! Invariant: a registration replaces the whole [`ProfileSet`] (copy on write), so a
 //! validation holds the lock only to clone an `Arc`, sees one consistent set from start to

@@ -6,7 +6,21 @@
 //! name.
 //!
 //! The model (fhirbolt) has already rejected unknown elements and wrong JSON types when this
-//! runs, so the walk follows the definitions and never the JSON's own keys.
+//! runs, so the walk follows the definitions and never the JSON's own keys: for each child
+//! element of the current path, the JSON members that hold it (a choice `value[x]` is every
+//! `valueX` whose type the element allows, and one of a type a profile leaves out is an issue;
+//! two of them is an error), their count against `min`/`max`, fixed and pattern values, and the
+//! element's invariants, evaluated with `fhirpath::evaluate_on` on each value with `%resource`
+//! and `%rootResource` (the container of a contained resource). Backbone elements and
+//! `contentReference`s recurse within the definition; complex data types recurse into their own
+//! definition (whose root holds invariants such as Period's `per-1`); contained resources and
+//! Bundle entries are validated as resources, against their base definitions. A primitive given
+//! by its extensions only (`_status`) counts as present.
+//!
+//! The profiles a type names are followed when registered (a `CodeableConcept-uv-ips` type
+//! is; the target of `Reference(Patient-uv-ips)` is not). An invariant that goes beyond the
+//! FHIRPath limits on a resource is an issue (`too-costly`, with the invariant's severity),
+//! not a pass: a narrative too large to check is not taken to be safe.
 //!
 //! Invariant: every issue names where it is with a FHIRPath-style location
 //! (`Patient.contact[0].name`), and an invariant that cannot be evaluated (a function the

@@ -4,10 +4,16 @@
 //! Why a view: when an operation is opened, Swagger UI resolves every `$ref` reachable from it
 //! into one tree. The FHIR type graph is dense (every resource may contain any resource, every
 //! element carries extensions whose value is any of 50 types), so with the complete schemas
-//! that tree never finishes and the page hangs. The view ([`view`]) is the same document (same
-//! paths, operations, parameters, responses and component names), except that a property of a
-//! complex FHIR type names its type (`title`) instead of referencing its schema: each schema is
-//! shown one level deep. Tools that want the complete schemas read `/openapi.json`.
+//! that tree never finishes and the page hangs. The view ([`view`], served at
+//! `/docs/openapi.json`) is the same document (same paths, operations, parameters, responses
+//! and component names), except that a property of a complex FHIR type names its type (`title`)
+//! instead of referencing its schema: each schema is shown one level deep. Tools that want the
+//! complete schemas read `/openapi.json`. Primitive types carry examples
+//! ([`super::fhir_schemas`]), so that sample bodies are readable.
+//!
+//! The page then loads in about 10 s and opens an operation in about 5 s (measured on the
+//! 2-core development machine with builds running beside it); most of that is Swagger UI
+//! reading the 1,774 operations, which no schema change helps.
 
 use super::serve_json;
 use actix_web::http::header;

@@ -14,6 +14,9 @@
 //!
 //! Routes: `GET /openapi.json` (the description) and the [`explorer`] under `/docs/` (Swagger
 //! UI, whose assets are compiled into the binary, showing a lighter view of the document).
+//!
+//! The document is 6.3 MB (9 MB pretty-printed; the schemas are 2.8 MB of it; every FHIR body
+//! is listed in JSON and XML), made on first request and then served from memory.
 
 mod components;
 mod explorer;

@@ -8,6 +8,11 @@
 //! - `_has:Source:ref:rest=value` searches `Source` for `rest=value` and matches the resources
 //!   that the matches' `ref` refers to.
 //!
+//! The planner ([`super::Planner`]) holds the search's snapshot, so every nested search runs on
+//! the same one. A chain turns its matches' keys into the outer parameter's reference terms
+//! (one term set); `_has` reads what its matches refer to from the `refs` fast column (every
+//! local reference of a document as `param\x1fType/id`) and matches those keys.
+//!
 //! `rest` is itself a parameter name, so chains and `_has` nest; a value's commas stay ORs of
 //! the innermost parameter. Each nested search is one level deeper and counts against the
 //! search's limits (see `Planning::nested`).

@@ -1,4 +1,8 @@
 //! `near` (Location.position): positions within a distance of a point.
+//!
+//! A position is indexed as a latitude and a longitude point term plus their pair; a box on
+//! each coordinate finds the candidates, and a predicate keeps those within the great-circle
+//! distance (in any UCUM length unit).
 
 use super::{ENCODED, Pairs, Scope, Span};
 use crate::search::terms::{self, encode_f64, kind};

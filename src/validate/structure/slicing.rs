@@ -1,7 +1,8 @@
 //! The slicings of a profile: which slice each value of a sliced element is in, by the
 //! discriminators of the slicing (`value`, `pattern`, `exists`, `type`, `profile`) evaluated
-//! on the value against what each slice expects; then the slices' cardinality, the `closed`
-//! and `ordered` rules, and each value checked against its slice.
+//! on the value against what each slice expects (through nested slices and, for extensions, by
+//! the `url` the slice's type profile fixes); then the slices' cardinality, the `closed` and
+//! `ordered` rules, and each value checked against its slice.
 //!
 //! Invariant: a discriminator that cannot be evaluated here (a path through `resolve()` or
 //! another function, a profile that is not registered, a slice that does not say what it
