@@ -8,7 +8,11 @@
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
 //! - [`patch`]: PATCH documents (JSON Patch, FHIRPath Patch, merge patch) applied to a
 //!   resource's JSON, on the FHIRPath engine and the validator's R4 definitions;
+//! - [`cdc`]: the change stream (CloudEvents from the change log), Subscriptions, the sink;
 //! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
+//! - [`validate`]: the write policy: structure, cardinality, primitive formats, profiles and
+//!   codes; [`fhirpath`]: the FHIRPath engine it and PATCH evaluate invariants with;
+//! - [`search`]: the tantivy index of the current versions and FHIR search on it;
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
