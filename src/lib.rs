@@ -11,10 +11,11 @@
 //! - [`cdc`]: the change stream (CloudEvents from the change log), Subscriptions, the sink;
 //! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
 //! - [`validate`]: the write policy: structure, cardinality, primitive formats, profiles and
-//!   codes; [`fhirpath`]: the FHIRPath engine it and PATCH evaluate invariants with;
+//!   codes;
 //! - [`search`]: the tantivy index of the current versions and FHIR search on it;
 //! - [`store`]: redb tables, the commit path (group commit) and the change log;
 //! - [`terminology`]: code systems and value sets (beside store and fhir, using neither);
+//! - [`fhirpath`]: the FHIRPath engine (search extraction, invariants, FHIRPath Patch);
 //! - [`fhir`]: FHIR rules that need no storage: resources, ids, instants, bundles,
 //!   OperationOutcome; it sits on `fhirlake-model`, the typed R4 model;
 //! - [`panics`]: how a caught panic is described and logged (for every layer that catches one).
