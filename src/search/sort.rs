@@ -20,6 +20,7 @@
 
 use super::index::{KEY_FIELD, LAST_UPDATED, LAST_UPDATED_FIELD, SORT_FIELD};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{BytesColumn, Column, TermOrdHit};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
@@ -49,15 +50,31 @@ impl KeyColumn {
         }
     }
 
-    /// The value behind an ordinal, comparable across segments.
-    fn value(&self, ordinal: u64) -> Option<Vec<u8>> {
+    /// The values behind `ordinals` (each comparable across segments), read in one pass over
+    /// the column's dictionary: sorted, each of its blocks is decoded once rather than once
+    /// per value (a sort key's dictionary, the resources' keys, holds every resource).
+    fn values(&self, mut ordinals: Vec<u64>) -> HashMap<u64, Vec<u8>> {
+        ordinals.sort_unstable();
+        ordinals.dedup();
         match self {
-            KeyColumn::Values(column) => {
-                let mut bytes = Vec::new();
-                let found = column.as_ref()?.ord_to_bytes(ordinal, &mut bytes).ok()?;
-                found.then_some(bytes)
+            KeyColumn::Values(Some(column)) => {
+                let mut found = HashMap::with_capacity(ordinals.len());
+                let mut wanted = ordinals.iter();
+                // Called once per ordinal, in order, while they are found.
+                let _complete = column
+                    .dictionary()
+                    .sorted_ords_to_term_cb(&ordinals, |bytes| {
+                        if let Some(ordinal) = wanted.next() {
+                            found.insert(*ordinal, bytes.to_vec());
+                        }
+                    });
+                found
             }
-            KeyColumn::LastUpdated(_) => Some(ordinal.to_be_bytes().to_vec()),
+            KeyColumn::Values(None) => HashMap::new(),
+            KeyColumn::LastUpdated(_) => ordinals
+                .into_iter()
+                .map(|ordinal| (ordinal, ordinal.to_be_bytes().to_vec()))
+                .collect(),
         }
     }
 
@@ -372,12 +389,20 @@ impl SegmentCollector for SegmentSort {
         self.cut();
         let descending = &self.descending;
         self.rows.sort_by(|a, b| compare(descending, &a.0, &b.0));
+        let resolved: Vec<HashMap<u64, Vec<u8>>> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(key, column)| {
+                column.values(self.rows.iter().filter_map(|(o, _)| o[key]).collect())
+            })
+            .collect();
         let mut out = Vec::with_capacity(self.rows.len());
         for (ordinals, doc) in self.rows {
             let values = ordinals
                 .iter()
-                .zip(&self.columns)
-                .map(|(ordinal, column)| column.value((*ordinal)?))
+                .zip(&resolved)
+                .map(|(ordinal, found)| found.get(&(*ordinal)?).cloned())
                 .collect();
             out.push((values, DocAddress::new(self.segment, doc)));
         }

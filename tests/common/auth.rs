@@ -64,9 +64,8 @@ pub fn client_at(base: &str, authorization: Option<&str>) -> FhirClient {
     }
     FhirClient {
         base: base.to_string(),
-        http: reqwest::blocking::Client::builder()
+        http: super::client_builder()
             .default_headers(headers)
-            .timeout(std::time::Duration::from_secs(60))
             .build()
             .unwrap(),
     }

@@ -143,10 +143,16 @@ impl Drop for TestServer {
 
 /// A blocking HTTP client with a timeout, for tests.
 pub fn client() -> reqwest::blocking::Client {
+    client_builder().build().expect("http client")
+}
+
+/// The settings of every test client: a timeout, and idle connections dropped well before
+/// the server's keep-alive (5 s) closes them, so that no request goes out on a connection the
+/// server is closing at that moment (a reset, at random).
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+        .pool_idle_timeout(Duration::from_secs(2))
 }
 
 pub const FHIR_JSON: &str = "application/fhir+json";
