@@ -325,27 +325,21 @@ pub(super) fn read_answer(
     }
 }
 
-/// The current state of `resource_type/id` (see `Store::read`), or `None` when it does not
-/// exist or the client may not read it: such a resource is answered as one that does not
-/// exist.
+/// The current state of `resource_type/id`, or `None` when it does not exist or the client
+/// may not read it ([`Access::current`]).
 pub(super) fn readable_current(
     state: &AppState,
     access: &Access,
     resource_type: &str,
     id: &str,
 ) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, FhirError> {
-    let Some((at, version)) = state.store.read(resource_type, id)? else {
-        return Ok(None);
-    };
-    let stored = Stored {
+    access.current(
+        &state.search,
+        &state.store,
+        Permission::Read,
         resource_type,
         id,
-        vid: at.vid,
-        last_updated: at.last_updated,
-        body: version.as_ref().map(|v| v.body.as_slice()),
-    };
-    let seen = access.sees_stored(&state.search, &state.store, Permission::Read, stored)?;
-    Ok(seen.then_some((at, version)))
+    )
 }
 
 pub(super) fn missing(resource_type: &str, id: &str) -> FhirError {

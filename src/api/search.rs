@@ -26,8 +26,8 @@
 use super::get::Get;
 use super::http::{FHIR_JSON, negotiate, read_form};
 use super::{ApiResult, AppState};
+use crate::auth::Access;
 use crate::auth::scope::Permission;
-use crate::auth::{Access, Stored};
 use crate::fhir::bundle::{BundleWriter, Entry};
 use crate::fhir::datetime::{Period, parse_period};
 use crate::fhir::resource::{check_id, check_type};
@@ -214,17 +214,14 @@ fn everything_plan(
     check_id(&id)?;
     access.require(Permission::Read, Some(&compartment))?;
     let absent = || FhirError::not_found(format!("{compartment}/{id} is not here"));
-    let Some((current, Some(version))) = state.store.read(&compartment, &id)? else {
-        return Err(absent());
-    };
-    let focal = Stored {
-        resource_type: &compartment,
-        id: &id,
-        vid: current.vid,
-        last_updated: current.last_updated,
-        body: Some(&version.body),
-    };
-    if !access.sees_stored(&state.search, &state.store, Permission::Read, focal)? {
+    let current = access.current(
+        &state.search,
+        &state.store,
+        Permission::Read,
+        &compartment,
+        &id,
+    )?;
+    if !matches!(current, Some((_, Some(_)))) {
         return Err(absent());
     }
     // Patient's `start` and `end` (R4's Encounter $everything has none: there they are

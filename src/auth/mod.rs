@@ -48,6 +48,7 @@ use crate::fhir::IssueCode;
 use crate::search::{Candidate, Engine, Part, View};
 use crate::store::Store;
 use crate::store::commit::{Action, Applied, Write, delete_of_nothing};
+use crate::store::tables::{CurrentRecord, VersionRecord};
 use scope::{Level, Permission, Scope};
 use std::sync::Arc;
 pub use token::Principal;
@@ -60,6 +61,24 @@ pub struct Stored<'a> {
     pub vid: u64,
     pub last_updated: i64,
     pub body: Option<&'a [u8]>,
+}
+
+impl<'a> Stored<'a> {
+    /// The current state of `resource_type/id` as [`Store::read`] gives it.
+    pub fn current(
+        resource_type: &'a str,
+        id: &'a str,
+        current: &CurrentRecord,
+        version: Option<&'a VersionRecord>,
+    ) -> Stored<'a> {
+        Stored {
+            resource_type,
+            id,
+            vid: current.vid,
+            last_updated: current.last_updated,
+            body: version.map(|v| v.body.as_slice()),
+        }
+    }
 }
 
 /// What a request may do.
@@ -230,6 +249,25 @@ impl Access {
 
     /// Whether `permission` is granted on one stored version (see
     /// [`Access::visible_versions`]).
+    /// The current state of `resource_type/id` ([`Store::read`]), or `None` when it does not
+    /// exist or the client may not `permission` it: such a resource is answered as one that
+    /// does not exist. Every endpoint that reads one resource by id judges it here.
+    pub fn current(
+        &self,
+        engine: &Engine,
+        store: &Store,
+        permission: Permission,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<(CurrentRecord, Option<VersionRecord>)>, FhirError> {
+        let Some((at, version)) = store.read(resource_type, id)? else {
+            return Ok(None);
+        };
+        let stored = Stored::current(resource_type, id, &at, version.as_ref());
+        let seen = self.sees_stored(engine, store, permission, stored)?;
+        Ok(seen.then_some((at, version)))
+    }
+
     pub fn sees_stored(
         &self,
         engine: &Engine,
@@ -296,13 +334,7 @@ impl Access {
             let Some((state, version)) = current else {
                 return written_as_absent(write);
             };
-            let before = Stored {
-                resource_type: &write.resource_type,
-                id: &write.id,
-                vid: state.vid,
-                last_updated: state.last_updated,
-                body: version.as_ref().map(|v| v.body.as_slice()),
-            };
+            let before = Stored::current(&write.resource_type, &write.id, &state, version.as_ref());
             let owned = judge_versions(store, &[before], |candidates| {
                 engine.owned(&writable, candidates)
             })?[0];

@@ -11,6 +11,33 @@ pub fn shared(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// The files of FHIR's test cases (`fhir-test-cases-r4.tgz` in `../shared`) whose path in the
+/// archive `keep` accepts, by that path, as text (those that are not UTF-8 are left out).
+pub fn test_cases(keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let file = std::fs::File::open(shared("data/fhir-test-cases/fhir-test-cases-r4.tgz"))
+        .expect("the FHIR test cases in ../shared");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut files = Vec::new();
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        if keep(&name) {
+            let mut text = String::new();
+            if entry.read_to_string(&mut text).is_ok() {
+                files.push((name, text));
+            }
+        }
+    }
+    files
+}
+
+/// The one file of FHIR's test cases whose path in the archive ends with `path`, as text.
+pub fn test_case(path: &str) -> String {
+    let mut found = test_cases(|name| name.ends_with(path));
+    assert_eq!(found.len(), 1, "{path} is not in the FHIR test cases");
+    found.remove(0).1
+}
+
 /// Every resource of the official R4 examples package.
 pub fn examples() -> Vec<Value> {
     let file = std::fs::File::open(shared("data/fhir-r4/hl7.fhir.r4.examples-4.0.1.tgz"))

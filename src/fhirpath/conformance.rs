@@ -6,29 +6,16 @@
 //! not produce (Quantity, date and time values as typed literals).
 
 use super::{evaluate, parse};
-use crate::fhir::test_data::shared;
+use crate::fhir::test_data::test_cases;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 
-/// What the suite's files are: the test XML and the example inputs.
+/// What the suite's files are, by base name: the test XML and the example inputs.
 fn suite() -> HashMap<String, String> {
-    let file = std::fs::File::open(shared("data/fhir-test-cases/fhir-test-cases-r4.tgz"))
-        .expect("the FHIR test cases in ../shared");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut files = HashMap::new();
-    for entry in archive.entries().expect("tar entries") {
-        let mut entry = entry.expect("tar entry");
-        let name = entry.path().expect("path").to_string_lossy().into_owned();
-        if name.starts_with("r4/fhirpath/") || name.starts_with("r4/examples/") {
-            let mut text = String::new();
-            if entry.read_to_string(&mut text).is_ok() {
-                let base = name.rsplit('/').next().unwrap_or(&name).to_string();
-                files.insert(base, text);
-            }
-        }
-    }
-    files
+    test_cases(|name| name.starts_with("r4/fhirpath/") || name.starts_with("r4/examples/"))
+        .into_iter()
+        .map(|(name, text)| (name.rsplit('/').next().unwrap_or(&name).to_string(), text))
+        .collect()
 }
 
 /// How one test went.

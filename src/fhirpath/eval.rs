@@ -715,6 +715,12 @@ const PRIMITIVES: &[&str] = &[
     "Uuid",
 ];
 
+/// The type code a choice member's suffix names (`DateTime` -> `dateTime`, `HumanName` ->
+/// itself: primitives begin in lower case); a suffix that names no type is returned as it is.
+pub fn type_of_suffix(suffix: &str) -> Cow<'_, str> {
+    choice_type(suffix).unwrap_or(Cow::Borrowed(suffix))
+}
+
 /// The type a choice member's suffix names (`DateTime` -> `dateTime`), if it is one.
 fn choice_type(suffix: &str) -> Option<Cow<'_, str>> {
     if !CHOICE_TYPES.contains(&suffix) {
@@ -967,6 +973,13 @@ mod tests {
     use super::super::parse;
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn choice_suffixes_name_their_type_codes() {
+        assert_eq!(type_of_suffix("DateTime"), "dateTime");
+        assert_eq!(type_of_suffix("HumanName"), "HumanName");
+        assert_eq!(type_of_suffix("Nothing"), "Nothing");
+    }
 
     fn values(expression: &str, resource: &Value) -> Vec<Value> {
         let expr = parse(expression).unwrap();

@@ -8,29 +8,13 @@
 use super::elements::{JsonKind, Place, json_kind};
 use super::fhirpath::{Slot, put_slot};
 use super::{Format, Patch};
-use crate::fhir::test_data::shared;
+use crate::fhir::test_data::test_case;
 use roxmltree::Node;
 use serde_json::{Map, Value, json};
-use std::io::Read;
 
 /// The test file's text.
 fn cases() -> String {
-    let file = std::fs::File::open(shared("data/fhir-test-cases/fhir-test-cases-r4.tgz"))
-        .expect("the FHIR test cases in ../shared");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().expect("tar entries") {
-        let mut entry = entry.expect("tar entry");
-        if entry
-            .path()
-            .expect("path")
-            .ends_with("r4/patch/fhir-patch-tests.xml")
-        {
-            let mut text = String::new();
-            entry.read_to_string(&mut text).expect("UTF-8");
-            return text;
-        }
-    }
-    panic!("r4/patch/fhir-patch-tests.xml is not in the test cases")
+    test_case("r4/patch/fhir-patch-tests.xml")
 }
 
 fn elements<'a, 'i>(node: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {

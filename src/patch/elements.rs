@@ -226,39 +226,6 @@ pub fn capitalised(code: &str) -> String {
     }
 }
 
-/// The type code a choice suffix names (`DateTime` -> `dateTime`, `HumanName` -> itself):
-/// primitives begin in lower case.
-pub fn type_of_suffix(suffix: &str) -> String {
-    const PRIMITIVES: &[&str] = &[
-        "Base64Binary",
-        "Boolean",
-        "Canonical",
-        "Code",
-        "Date",
-        "DateTime",
-        "Decimal",
-        "Id",
-        "Instant",
-        "Integer",
-        "Markdown",
-        "Oid",
-        "PositiveInt",
-        "String",
-        "Time",
-        "UnsignedInt",
-        "Uri",
-        "Url",
-        "Uuid",
-    ];
-    if PRIMITIVES.contains(&suffix) {
-        let mut code = suffix.to_string();
-        code[..1].make_ascii_lowercase();
-        code
-    } else {
-        suffix.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,8 +282,6 @@ mod tests {
 
     #[test]
     fn suffixes_and_type_codes_convert_both_ways() {
-        assert_eq!(type_of_suffix("DateTime"), "dateTime");
-        assert_eq!(type_of_suffix("HumanName"), "HumanName");
         assert_eq!(capitalised("dateTime"), "DateTime");
         assert_eq!(json_kind("positiveInt"), JsonKind::Number);
         assert!(is_primitive("http://hl7.org/fhirpath/System.String"));

@@ -17,7 +17,8 @@
 //! checked like any update afterwards.
 
 use super::Failure;
-use super::elements::{Child, Place, is_primitive, json_kind, type_of_suffix};
+use super::elements::{Child, Place, is_primitive, json_kind};
+use crate::fhirpath::eval::type_of_suffix;
 use crate::fhirpath::{Expr, Item, evaluate, parse as parse_expression};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -206,7 +207,7 @@ fn given(part: &Map<String, Value>) -> Result<Given, String> {
     });
     match typed {
         Some(member) => Ok(Given::Typed {
-            type_code: type_of_suffix(&member["value".len()..]),
+            type_code: type_of_suffix(&member["value".len()..]).into_owned(),
             value: part.get(&member).cloned(),
             companion: part.get(&format!("_{member}")).cloned(),
         }),

@@ -366,9 +366,8 @@ fn serialized_size(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir::test_data::shared;
+    use crate::fhir::test_data::test_case;
     use serde_json::json;
-    use std::io::Read;
 
     fn patched(document: Value, patch: Value) -> Result<Value, Failure> {
         let operations = parse(patch)?;
@@ -381,20 +380,7 @@ mod tests {
     /// (`r4/patch/json-patch-tests.json`): every one passes.
     #[test]
     fn the_official_json_patch_cases_pass() {
-        let file = std::fs::File::open(shared("data/fhir-test-cases/fhir-test-cases-r4.tgz"))
-            .expect("the FHIR test cases in ../shared");
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let mut text = String::new();
-        for entry in archive.entries().expect("tar entries") {
-            let mut entry = entry.expect("tar entry");
-            if entry
-                .path()
-                .expect("path")
-                .ends_with("r4/patch/json-patch-tests.json")
-            {
-                entry.read_to_string(&mut text).expect("UTF-8");
-            }
-        }
+        let text = test_case("r4/patch/json-patch-tests.json");
         let cases: Vec<Value> = serde_json::from_str(&text).expect("the JSON Patch cases");
         assert_eq!(cases.len(), 16);
         for case in &cases {

@@ -212,20 +212,13 @@ impl Patch {
                 "{resource_type}/{id} does not exist: there is nothing to patch"
             ))
         };
-        let Some((current, version)) = store.read(resource_type, id)? else {
-            return Err(absent());
-        };
-        let stored = Stored {
-            resource_type,
-            id,
-            vid: current.vid,
-            last_updated: current.last_updated,
-            body: version.as_ref().map(|v| v.body.as_slice()),
-        };
         // One the client cannot read is answered as one that does not exist.
-        if !access.sees_stored(search, store, Permission::Read, stored)? {
+        let Some((current, version)) =
+            access.current(search, store, Permission::Read, resource_type, id)?
+        else {
             return Err(absent());
-        }
+        };
+        let stored = Stored::current(resource_type, id, &current, version.as_ref());
         let Some(body) = stored.body else {
             return Err(FhirError::new(
                 410,
