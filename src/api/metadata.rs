@@ -159,7 +159,8 @@ pub fn statement(
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,
-                "conditionalRead": "modified-since",
+                // If-Modified-Since and If-None-Match both.
+                "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": conditional_delete.code(),
             });
@@ -192,6 +193,8 @@ pub fn statement(
         "implementation": {"description": "fhirlake FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
+        "patchFormat": ["application/json-patch+json", "application/merge-patch+json",
+            "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "security": security,
@@ -286,6 +289,9 @@ mod tests {
                 statement["rest"][0]["resource"].as_array().unwrap().len(),
                 146
             );
+            let patient = &statement["rest"][0]["resource"][0];
+            assert_eq!(patient["conditionalRead"], "full-support");
+            assert_eq!(statement["patchFormat"][0], "application/json-patch+json");
             let security = &statement["rest"][0]["security"];
             assert_eq!(
                 security["service"][0]["coding"][0]["code"].as_str(),
