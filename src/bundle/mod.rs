@@ -356,32 +356,11 @@ pub async fn process(
             }
             Ok((_, Step::Writes { order, writes })) => (order, writes),
         };
-        let mut checked = Ok(());
-        // The writes answered as about what does not exist, without the store.
-        let mut absent = Vec::new();
-        let mut kept = Vec::with_capacity(writes.len());
-        for mut write in writes {
-            checked = match access.check_write(search, store, &mut write) {
-                Ok(Decision::Commit) => match &options.subscription_endpoints {
-                    Some(allowed) => subscriptions::check_write(allowed, &write).await,
-                    None => Ok(()),
-                },
-                Ok(Decision::Absent(applied)) => {
-                    absent.push(applied);
-                    continue;
-                }
-                Err(refused) => Err(refused),
-            };
-            if checked.is_err() {
-                break;
-            }
-            kept.push(write);
-        }
-        match checked {
-            Ok(()) if kept.is_empty() && !absent.is_empty() => {
+        match check_writes(access, search, store, options, writes).await {
+            Ok((kept, absent)) if kept.is_empty() && !absent.is_empty() => {
                 results[index] = Some(written(absent, options.returns, Vec::new()));
             }
-            Ok(()) => planned.push((index, order, kept)),
+            Ok((kept, _)) => planned.push((index, order, kept)),
             Err(error) if kind == Kind::Transaction => return Err(at_entry(error, index)),
             Err(error) => results[index] = Some(failed(at_entry(error, index))),
         }
@@ -420,6 +399,31 @@ pub async fn process(
             .map(|r| r.expect("every entry has a result"))
             .collect(),
     })
+}
+
+/// Checks the writes of one entry ([`Access::check_write`], and the Subscription endpoints
+/// `options` allow): those to commit, and the results of those answered as about what does not
+/// exist, without the store ([`Decision::Absent`]).
+async fn check_writes(
+    access: &Access,
+    search: &Engine,
+    store: &Store,
+    options: &Options,
+    writes: Vec<Write>,
+) -> Result<(Vec<Write>, Vec<Applied>), FhirError> {
+    let (mut kept, mut absent) = (Vec::with_capacity(writes.len()), Vec::new());
+    for mut write in writes {
+        match access.check_write(search, store, &mut write)? {
+            Decision::Commit => {
+                if let Some(allowed) = &options.subscription_endpoints {
+                    subscriptions::check_write(allowed, &write).await?;
+                }
+                kept.push(write);
+            }
+            Decision::Absent(applied) => absent.push(applied),
+        }
+    }
+    Ok((kept, absent))
 }
 
 /// `entry` without the empty elements of its own (`request.ifNoneExist: ""`), its resource
