@@ -204,6 +204,7 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
     let registry = crate::search::registry::Registry::r4_with_base(base);
     let start = std::time::Instant::now();
     let count = crate::search::indexer::rebuild(&store, &index, registry);
+    index.close()?;
     store.close();
     println!(
         "indexed {} resources in {:.1} s",

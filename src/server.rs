@@ -108,7 +108,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metrics,
         readiness: vec![
             Box::new(store.clone()),
-            Box::new(search),
+            Box::new(search.clone()),
             Box::new(profiles),
         ],
         verifier,
@@ -146,6 +146,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     server.await?;
     runtime.shutdown_background();
+    if let Err(error) = search.close() {
+        tracing::error!(%error, "writing the search index to disk failed; it resumes from its last checkpoint");
+    }
     store.close();
     tracing::info!("fhirlake stopped");
     Ok(())

@@ -12,11 +12,14 @@
 //! (or by an older fhirlake, which read references otherwise) is rebuilt; `fhirlake import`
 //! and `fhirlake reindex`, which run without the server's settings, keep the recorded base.
 //!
-//! An index of another schema is removed. An index ahead of the store (a replaced data
+//! Its newest commits are held in memory and written to disk by a checkpoint about once a
+//! second and when it is closed ([`SearchIndex::close`], see `directory`). An index of another
+//! schema is removed. An index ahead of the store (a replaced data
 //! directory), or empty beside a store that is not, is rebuilt by the indexer thread from the
 //! current resources rather than the whole change log; searches wait for it meanwhile, and
 //! `/ready` says so.
 
+use super::directory::Staged;
 use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};
 use crate::fhir::reference::Base;
@@ -65,7 +68,7 @@ pub fn recorded_base(dir: &Path) -> Option<Base> {
 }
 
 /// The memory the index writer may buffer before it flushes a segment.
-const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+const WRITER_MEMORY: usize = 15 * 1024 * 1024;
 
 /// The fields of a document.
 #[derive(Clone, Copy)]
@@ -112,6 +115,7 @@ pub enum Change {
 
 pub struct SearchIndex {
     index: Index,
+    staged: Staged,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     pub fields: Fields,
@@ -137,18 +141,23 @@ impl SearchIndex {
         std::fs::write(dir.join(READING_FILE), &reading)?;
         let (schema, fields) = schema();
         let open = || {
-            let directory = tantivy::directory::MmapDirectory::open(dir)?;
-            Index::open_or_create(directory, schema.clone())
+            let staged = Staged::open(dir)?;
+            Ok::<_, tantivy::TantivyError>((
+                Index::open_or_create(staged.clone(), schema.clone())?,
+                staged,
+            ))
         };
-        let index = match open() {
+        let (index, staged) = match open() {
             Err(tantivy::TantivyError::SchemaError(reason)) => {
                 tracing::warn!(%reason, "the search index has another schema; rebuilding it");
                 std::fs::remove_dir_all(dir)?;
                 std::fs::create_dir_all(dir)?;
+                std::fs::write(dir.join(READING_FILE), &reading)?;
                 open()?
             }
             other => other?,
         };
+        staged.checkpoint_in_background();
         fulltext::register(index.tokenizers());
         let checkpoint = index
             .load_metas()?
@@ -156,6 +165,7 @@ impl SearchIndex {
             .and_then(|payload| payload.parse().ok())
             .unwrap_or(0);
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        writer.set_merge_policy(Box::new(merge_policy()));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -163,6 +173,7 @@ impl SearchIndex {
         Ok((
             SearchIndex {
                 index,
+                staged,
                 reader,
                 writer: Mutex::new(writer),
                 fields,
@@ -228,6 +239,13 @@ impl SearchIndex {
         self.reader.reload()
     }
 
+    /// Writes the index's newest commits to disk: its checkpoint there is then the last one
+    /// applied. For a clean shutdown and the end of an import or a rebuild; after a crash the
+    /// indexer re-indexes what the disk lacks.
+    pub fn close(&self) -> std::io::Result<()> {
+        self.staged.checkpoint()
+    }
+
     /// A snapshot of the index for one search (and the pages that follow it).
     pub fn searcher(&self) -> Searcher {
         self.reader.searcher()
@@ -237,6 +255,24 @@ impl SearchIndex {
         self.index.schema()
     }
 }
+
+/// How segments are merged: by size, in levels, 8 segments of one level at a time.
+///
+/// An index commit makes a segment of the documents it adds, so read-your-writes searches
+/// under a trickle of writes make many small segments. tantivy's default policy counts every
+/// segment under 10,000 documents as one level: each merge of 8 small segments also rewrote
+/// the growing segment of everything merged before, up to 10,000 documents per merge, and
+/// took most of the CPU under single writes. Here a level is a size class down to
+/// [`MIN_LAYER_SIZE`] documents, so a document is rewritten once per level it climbs
+/// (logarithmically many times), and the segments of a level are of one size.
+fn merge_policy() -> tantivy::merge_policy::LogMergePolicy {
+    let mut policy = tantivy::merge_policy::LogMergePolicy::default();
+    policy.set_min_layer_size(MIN_LAYER_SIZE);
+    policy
+}
+
+/// Segments of fewer documents than this are one level (their merges are cheap).
+const MIN_LAYER_SIZE: u32 = 32;
 
 /// The schema of the index and its fields.
 fn schema() -> (Schema, Fields) {

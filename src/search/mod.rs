@@ -19,6 +19,7 @@
 //! `_elements` below the top level; full text has no relevance order, thesaurus or stemming.
 
 pub mod compartment;
+pub mod directory;
 pub mod extract;
 pub mod fulltext;
 pub mod include;
@@ -139,6 +140,11 @@ impl Engine {
             indexed,
             snapshots: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Writes the index's newest commits to disk (see [`SearchIndex::close`]).
+    pub fn close(&self) -> std::io::Result<()> {
+        self.index.close()
     }
 
     /// The seq of the last change the index holds.

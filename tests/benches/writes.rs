@@ -4,7 +4,7 @@
 //! a temporary data directory, loads `FHIRLAKE_BENCH_BUNDLES` Synthea patient bundles (default
 //! 10) as transactions, then measures, one scenario after the other:
 //!
-//! - `create, 1 client`: sequential `POST /fhir/Patient`, one at a time;
+//! - `create, 1 client`: sequential creates of the Synthea resources, one at a time;
 //! - `create + search, 1 client`: a `POST /fhir/Patient` with a family name of its own, then
 //!   `GET /fhir/Patient?family=<that name>`, which must find it (read your writes): the
 //!   latency of the search alone;
@@ -14,7 +14,8 @@
 //!
 //! Every request must answer 2xx and every read-your-writes search must find its resource:
 //! the benchmark fails otherwise. Settings: `FHIRLAKE_BENCH_SECONDS` (per scenario, default
-//! 10), `FHIRLAKE_BENCH_BUNDLES`.
+//! 10), `FHIRLAKE_BENCH_BUNDLES`, `FHIRLAKE_BENCH_SCENARIOS` (a comma-separated subset of
+//! `sequential,ryw,creates,mixed`; default all).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -41,7 +42,11 @@ fn main() {
             .body(body.to_string())
             .send()
             .expect("POST bundle");
-        assert!(response.status().is_success(), "{}", response.text().unwrap());
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().unwrap()
+        );
     };
     post(&synthea.shared);
     let mut resources = Vec::new();
@@ -67,9 +72,10 @@ fn main() {
         searches.len()
     );
 
+    let chosen = std::env::var("FHIRLAKE_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "sequential,ryw,creates,mixed".into());
+    let runs = |scenario: &str| chosen.split(',').any(|s| s == scenario);
     let mut rows = Vec::new();
-    rows.push(sequential_creates(&server.base, duration));
-    rows.push(create_then_search(&server.base, duration));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,8 +91,18 @@ fn main() {
         searches,
         next: AtomicUsize::new(0),
     });
-    rows.push(runtime.block_on(creates(&load, 16, duration)));
-    rows.extend(runtime.block_on(mixed(&load, 8, 64, duration)));
+    if runs("sequential") {
+        rows.push(runtime.block_on(creates(&load, 1, duration)));
+    }
+    if runs("ryw") {
+        rows.push(create_then_search(&server.base, duration));
+    }
+    if runs("creates") {
+        rows.push(runtime.block_on(creates(&load, 16, duration)));
+    }
+    if runs("mixed") {
+        rows.extend(runtime.block_on(mixed(&load, 8, 64, duration)));
+    }
 
     println!();
     println!("| scenario | requests | errors | req/s | p50 ms | p99 ms |");
@@ -173,30 +189,6 @@ fn patient(family: &str) -> String {
     .to_string()
 }
 
-fn sequential_creates(base: &str, duration: Duration) -> Row {
-    let http = common::client();
-    let mut latencies = Vec::new();
-    let mut errors = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < duration {
-        let body = patient(&format!("Sequential{}", latencies.len()));
-        let sent = Instant::now();
-        let response = http
-            .post(format!("{base}/Patient"))
-            .header("Content-Type", FHIR_JSON)
-            .body(body)
-            .send()
-            .expect("POST");
-        latencies.push(sent.elapsed().as_micros() as u64);
-        if !response.status().is_success() {
-            errors.push(format!("create: {}", response.status()));
-        }
-    }
-    let mut row = Row::new("create, 1 client", started.elapsed(), latencies);
-    row.errors = errors;
-    row
-}
-
 fn create_then_search(base: &str, duration: Duration) -> Row {
     let http = common::client();
     let mut latencies = Vec::new();
@@ -210,7 +202,11 @@ fn create_then_search(base: &str, duration: Duration) -> Row {
             .body(patient(&family))
             .send()
             .expect("POST");
-        assert!(created.status().is_success(), "create: {}", created.status());
+        assert!(
+            created.status().is_success(),
+            "create: {}",
+            created.status()
+        );
         let sent = Instant::now();
         let found: Value = http
             .get(format!("{base}/Patient?family={family}"))
@@ -220,10 +216,16 @@ fn create_then_search(base: &str, duration: Duration) -> Row {
             .expect("searchset");
         latencies.push(sent.elapsed().as_micros() as u64);
         if found["entry"].as_array().map_or(0, Vec::len) != 1 {
-            errors.push(format!("the search after a create did not find it: {found}"));
+            errors.push(format!(
+                "the search after a create did not find it: {found}"
+            ));
         }
     }
-    let mut row = Row::new("search right after a create, 1 client", started.elapsed(), latencies);
+    let mut row = Row::new(
+        "search right after a create, 1 client",
+        started.elapsed(),
+        latencies,
+    );
     row.errors = errors;
     row
 }
@@ -286,7 +288,7 @@ async fn creates(load: &Arc<Load>, clients: usize, duration: Duration) -> Row {
         .collect();
     let (latencies, errors) = gather(tasks).await;
     let mut row = Row::new(
-        format!("create, {clients} clients"),
+        format!("create, {clients} client(s)"),
         started.elapsed(),
         latencies,
     );
@@ -312,7 +314,13 @@ async fn mixed(load: &Arc<Load>, writers: usize, readers: usize, duration: Durat
             .as_array()
             .expect("entries")
             .iter()
-            .map(|e| format!("{}/Observation/{}", load.base, e["resource"]["id"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}/Observation/{}",
+                    load.base,
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
             .collect(),
     );
     let started = Instant::now();
