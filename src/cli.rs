@@ -176,6 +176,8 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let validator = std::sync::Arc::new(args.validation.validator(terminology, &store)?);
     let summary =
         crate::bulk::import::run(&store, &search, &validator, &args.paths, jobs, !args.quiet);
+    // What the index holds goes to disk; the server indexes the rest of the log at start.
+    search.close()?;
     store.close();
     let summary = summary?;
     println!(

@@ -19,6 +19,7 @@ use super::terms::Entries;
 use super::view::Wanted;
 use crate::panics::{self, Fault};
 use crate::store::Store;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -164,24 +165,27 @@ fn index_batch(
     for change in changes {
         touched.insert((change.resource_type, change.id));
     }
-    let mut batch = Vec::with_capacity(touched.len());
-    for (resource_type, id) in touched {
-        let change = match store.read(&resource_type, &id)? {
-            Some((_, Some(version))) => document(
-                registry,
-                &resource_type,
-                &id,
-                version.last_updated,
-                &version.body,
-                None,
-            ),
-            _ => Some(Change::Remove {
-                key: format!("{resource_type}/{id}"),
-            }),
-        };
-        batch.extend(change);
-    }
-    index.apply(batch, last)?;
+    // Documents are made on every core: extraction is most of an index change's cost.
+    let touched: Vec<(String, String)> = touched.into_iter().collect();
+    let batch = touched
+        .par_iter()
+        .map(|(resource_type, id)| {
+            Ok(match store.read(resource_type, id)? {
+                Some((_, Some(version))) => document(
+                    registry,
+                    resource_type,
+                    id,
+                    version.last_updated,
+                    &version.body,
+                    None,
+                ),
+                _ => Some(Change::Remove {
+                    key: format!("{resource_type}/{id}"),
+                }),
+            })
+        })
+        .collect::<anyhow::Result<Vec<Option<Change>>>>()?;
+    index.apply(batch.into_iter().flatten().collect(), last)?;
     Ok(last)
 }
 
@@ -212,17 +216,23 @@ pub fn rebuild(
     registry: &Registry,
 ) -> anyhow::Result<(usize, u64)> {
     index.clear()?;
-    let mut batch = Vec::new();
+    let mut current = Vec::new();
     let head = store.for_each_current(|resource_type, id, version| {
-        batch.extend(document(
-            registry,
-            resource_type,
-            id,
-            version.last_updated,
-            &version.body,
-            None,
-        ));
+        current.push((resource_type.to_string(), id.to_string(), version));
     })?;
+    let batch: Vec<Change> = current
+        .par_iter()
+        .filter_map(|(resource_type, id, version)| {
+            document(
+                registry,
+                resource_type,
+                id,
+                version.last_updated,
+                &version.body,
+                None,
+            )
+        })
+        .collect();
     let count = batch.len();
     index.apply(batch, head)?;
     Ok((count, head))
