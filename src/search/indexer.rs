@@ -1,9 +1,11 @@
 //! The search indexer: a consumer of the change log with its own checkpoint.
 //!
 //! It follows the store's committed seq, reads the changes after its checkpoint in batches,
-//! turns each touched resource's current state into an index change, and commits the batch
-//! with the new checkpoint. Under load the batches grow (up to 20,000 changes, one tantivy
-//! commit whose payload is the last seq), so tantivy commits stay few.
+//! turns each touched resource's current state into an index change (on every core), and
+//! commits the batch with the new checkpoint. While nothing waits for the index it gathers
+//! changes for up to [`GATHER`] after its last commit; a waiting search makes it commit at
+//! once. Under load the batches grow (up to 20,000 changes, one tantivy commit whose payload
+//! is the last seq), so tantivy commits stay few.
 //!
 //! Panics cost as little as they can: a parameter whose extraction panics is left out of that
 //! resource's document (an error log line names both), and so is the full text; a batch that
@@ -23,6 +25,8 @@ use rayon::prelude::*;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The most changes one index commit takes.
@@ -93,19 +97,58 @@ fn contained<T>(key: &str, part: &str, run: impl FnOnce() -> T) -> Option<T> {
         .ok()
 }
 
+/// How long the indexer gathers changes into one index commit while nothing waits for them.
+///
+/// An index commit has a fixed cost (a new segment, and later its merges) of a few
+/// milliseconds: committing each write on its own took most of the CPU of concurrent
+/// creates. While a search or a conditional operation waits for the index ([`Waiting`]) the
+/// indexer commits what it has at once, so reading your writes costs no gathering.
+pub const GATHER: Duration = Duration::from_millis(50);
+
+/// How many searches and conditional operations are waiting for the index to catch up.
+#[derive(Default)]
+pub struct Waiting(AtomicUsize);
+
+impl Waiting {
+    /// Counts one waiter until the returned guard is dropped.
+    pub fn enter(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a AtomicUsize);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Guard(&self.0)
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
 /// Starts the indexer thread from `checkpoint`, or from a rebuild of the index when
 /// `rebuild`; the returned receiver sees the seq of the last change the index holds.
 pub fn start(
     store: Store,
     index: Arc<SearchIndex>,
     registry: &'static Registry,
-    checkpoint: u64,
-    rebuild: bool,
+    (checkpoint, rebuild): (u64, bool),
+    waiting: Arc<Waiting>,
 ) -> watch::Receiver<u64> {
     let (indexed, receiver) = watch::channel(if rebuild { 0 } else { checkpoint });
     std::thread::Builder::new()
         .name("fhirlake-indexer".into())
-        .spawn(move || run(store, index, registry, checkpoint, rebuild, indexed))
+        .spawn(move || {
+            run(
+                store,
+                index,
+                registry,
+                (checkpoint, rebuild),
+                &waiting,
+                indexed,
+            )
+        })
         .expect("spawn the indexer thread");
     receiver
 }
@@ -114,8 +157,8 @@ fn run(
     store: Store,
     index: Arc<SearchIndex>,
     registry: &'static Registry,
-    mut checkpoint: u64,
-    rebuild: bool,
+    (mut checkpoint, rebuild): (u64, bool),
+    waiting: &Waiting,
     indexed: watch::Sender<u64>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -126,12 +169,19 @@ fn run(
         indexed.send_replace(checkpoint);
     }
     let mut commits = store.watch_commits();
+    let mut last_commit = Instant::now();
     loop {
         if store.committed_seq() <= checkpoint {
             if runtime.block_on(commits.changed()).is_err() {
                 return; // the store is closed
             }
             continue;
+        }
+        while !waiting.any()
+            && last_commit.elapsed() < GATHER
+            && store.committed_seq() - checkpoint < BATCH as u64
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
         let batch = catch_unwind(AssertUnwindSafe(|| {
             index_batch(&store, &index, registry, checkpoint)
@@ -140,6 +190,7 @@ fn run(
         match batch {
             Ok(next) => {
                 checkpoint = next;
+                last_commit = Instant::now();
                 indexed.send_replace(checkpoint);
             }
             Err(error) => {

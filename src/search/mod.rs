@@ -105,6 +105,8 @@ pub struct Engine {
     pub opened_at: u64,
     index: Arc<SearchIndex>,
     indexed: watch::Receiver<u64>,
+    /// Counted while a caller waits for the index: the indexer then commits at once.
+    waiting: Arc<indexer::Waiting>,
     snapshots: Mutex<HashMap<u64, (Searcher, Instant)>>,
 }
 
@@ -131,13 +133,21 @@ impl Engine {
         // new or replaced index. Either way the current resources are quicker to index than
         // the whole change log.
         let rebuild = checkpoint > head || (checkpoint == 0 && head > 0);
-        let indexed = indexer::start(store.clone(), index.clone(), registry, checkpoint, rebuild);
+        let waiting = Arc::new(indexer::Waiting::default());
+        let indexed = indexer::start(
+            store.clone(),
+            index.clone(),
+            registry,
+            (checkpoint, rebuild),
+            waiting.clone(),
+        );
         Ok(Engine {
             registry,
             limits,
             opened_at: store.committed_seq(),
             index,
             indexed,
+            waiting,
             snapshots: Mutex::new(HashMap::new()),
         })
     }
@@ -159,6 +169,10 @@ impl Engine {
 
     /// Waits until the index holds change `seq`, at most `timeout`; false when it did not.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        if *self.indexed.borrow() >= seq {
+            return true;
+        }
+        let _waiting = self.waiting.enter();
         let mut indexed = self.indexed.clone();
         tokio::time::timeout(timeout, indexed.wait_for(|at| *at >= seq))
             .await

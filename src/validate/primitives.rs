@@ -55,7 +55,7 @@ fn check_text(type_code: &str, text: &str) -> Option<Finding> {
         ),
         "id" => (
             is_valid_id(text),
-            "an id is 1 to 64 of A-Z, a-z, 0-9, '-' and '.'",
+            "an id is 1 to 64 of A-Z, a-z, 0-9, '-' and '.', and not '.' or '..'",
         ),
         "uri" | "url" | "canonical" => (
             !text.bytes().any(is_xsd_space),
@@ -320,6 +320,8 @@ mod tests {
             "unsignedInt" | "positiveInt" => text.parse::<i32>().is_ok(),
             "decimal" => !text.contains(['e', 'E']) || text.parse::<f64>().unwrap().is_finite(),
             "string" | "markdown" | "code" => text.chars().count() <= MAX_STRING_CHARS,
+            // fhirlake refuses the dot segments, which no URL can carry as an id.
+            "id" => text != "." && text != "..",
             _ => true,
         }
     }
