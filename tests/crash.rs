@@ -12,7 +12,7 @@ use common::fhir::{FhirClient, etag_version, instant};
 use common::synthea;
 use common::{FHIR_JSON, TestServer};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -570,6 +570,36 @@ fn verify(server: &TestServer, acked: &Acked, when: &str) {
                 );
             }
         }
+    }
+    // The search index holds exactly the live resources: what it lost at the crash (its
+    // newest commits live in memory) is indexed again from the change log.
+    let mut live: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for ((ty, id), entries) in &by_resource {
+        if entries[0].resource.is_some() {
+            live.entry(ty.as_str()).or_default().insert(id.as_str());
+        }
+    }
+    for (ty, ids) in &live {
+        let mut found = BTreeSet::new();
+        let mut url = fhir.url(&format!("{ty}?_elements=id&_count=1000"));
+        loop {
+            let page = fhir.get_absolute(&url);
+            for entry in page["entry"].as_array().into_iter().flatten() {
+                found.insert(entry["resource"]["id"].as_str().expect("id").to_string());
+            }
+            match page["link"]
+                .as_array()
+                .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+            {
+                Some(next) => url = next["url"].as_str().expect("next url").to_string(),
+                None => break,
+            }
+        }
+        let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
+        assert_eq!(
+            &found, ids,
+            "{when}: a search of {ty} finds other resources than are live"
+        );
     }
     eprintln!(
         "{when}: {} acknowledged resources verified, system history of {} versions of {} resources complete",

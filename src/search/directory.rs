@@ -14,8 +14,8 @@
 //!   bytes, a large merge's, goes to disk as it is written, unsynced until the checkpoint).
 //!   Reads see memory first, then the disk.
 //! - `meta.json` and `.managed.json` are replaced in memory.
-//! - A file deleted that is on disk stays on disk until the next checkpoint: the `meta.json`
-//!   on disk may still refer to it.
+//! - A file deleted that is on disk (or being written there by a checkpoint) stays there
+//!   until the checkpoint after: the `meta.json` on disk may still refer to it.
 //! - A checkpoint writes and fsyncs every file held in memory or written unsynced, then
 //!   `.managed.json` and `meta.json` (a temporary file fsynced and renamed), then the
 //!   directory, and only then removes the files deleted since the last one.
@@ -185,8 +185,11 @@ impl Shared {
                     Some(now) if now.as_slice().as_ptr() == bytes.as_slice().as_ptr() => {
                         state.held.remove(&path);
                     }
-                    // Deleted while it was written: nothing refers to the copy on disk.
-                    None => orphans.push(path),
+                    // Deleted while it was written: the meta just written may refer to it,
+                    // the next one does not.
+                    None => {
+                        state.deleted.insert(path);
+                    }
                     Some(_) => {}
                 }
             }
@@ -287,10 +290,10 @@ impl Directory for Staged {
         if state.held.remove(path).is_some() {
             return Ok(());
         }
+        // On disk (synced or not): a checkpoint being written may refer to it.
         if state.unsynced.remove(path) {
-            // Never synced, so the disk's meta cannot refer to it.
-            drop(state);
-            return self.shared.mmap.delete(path);
+            state.deleted.insert(path.to_path_buf());
+            return Ok(());
         }
         if state.deleted.contains(path) || !self.shared.root.join(path).exists() {
             return Err(DeleteError::FileDoesNotExist(path.to_path_buf()));
@@ -448,9 +451,10 @@ mod tests {
         assert_eq!(read(&directory, "c.store"), large);
         directory.checkpoint().unwrap();
         assert_eq!(read(&directory, "c.store"), large);
-        // Spilled but never synced: deleted at once.
         write(&directory, "d.store", &large);
         directory.delete(Path::new("d.store")).unwrap();
+        assert!(!directory.exists(Path::new("d.store")).unwrap());
+        directory.checkpoint().unwrap();
         assert!(!dir.path().join("d.store").exists());
     }
 
