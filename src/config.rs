@@ -349,32 +349,19 @@ impl AuthConfig {
         }
         let file = data.join(SECRET_FILE);
         let origin = file.display().to_string();
-        match std::fs::read_to_string(&file) {
-            Ok(secret) => return Ok((secret.trim().as_bytes().to_vec(), origin)),
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound || !create => {
-                anyhow::bail!(
-                    "no HS256 secret: give --auth-secret (or FHIRLAKE_AUTH_SECRET), or start \
-                     `fhirlake serve --data {}` once to make one ({origin}: {error})",
-                    data.display()
-                );
+        match crate::auth::token::read_secret(&file, create) {
+            Ok((secret, made)) => {
+                if made {
+                    tracing::warn!(file = %origin, "made a new HS256 secret for development tokens");
+                }
+                Ok((secret, origin))
             }
-            Err(_) => {}
+            Err(error) => anyhow::bail!(
+                "no HS256 secret: give --auth-secret (or FHIRLAKE_AUTH_SECRET), or start \
+                 `fhirlake serve --data {}` once to make one ({origin}: {error})",
+                data.display()
+            ),
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::create_dir_all(data)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options
-            .open(&file)
-            .with_context(|| format!("writing the new HS256 secret to {origin}"))?;
-        std::io::Write::write_all(&mut out, format!("{secret}\n").as_bytes())?;
-        out.sync_all()?;
-        tracing::warn!(file = %origin, "made a new HS256 secret for development tokens");
-        Ok((secret.into_bytes(), origin))
     }
 
     /// The verifier of the configured mode; `None` for `none`. `create_secret`: see

@@ -39,7 +39,9 @@
 //!   resource, unconfined. Writing a Subscription needs unconfined read on its criteria's type,
 //!   since it delivers every version they match.
 
+pub mod assertion;
 pub mod audit;
+pub mod clients;
 pub mod scope;
 pub mod token;
 
