@@ -415,7 +415,8 @@ fn every_bad_request_is_refused_as_oauth_says() {
         pairs
     };
     let long_scope = "system/*.rs ".repeat(400);
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    type Form<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Form, &str, &str)> = vec![
         (without("grant_type"), "invalid_request", "no grant_type"),
         (
             with("grant_type", "password"),
