@@ -177,7 +177,7 @@ pub(super) const METADATA_PATH: &str = "/fhir/metadata";
 /// The `$versions` operation's path.
 pub(super) const VERSIONS_PATH: &str = "/fhir/$versions";
 
-/// The operations that need no token.
+/// The FHIR operations that need no token (the SMART ones need none either: [`smart`]).
 const OPEN_PATHS: &[&str] = &[METADATA_PATH, VERSIONS_PATH];
 
 /// A resource type's tag, linking to its page of the specification.
