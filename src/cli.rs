@@ -1,10 +1,15 @@
-//! The `fhirlake` command line: `serve`, `migrate`, `import`, `reindex`, `openapi`, `token` and
-//! `terminology load-snomed|load-loinc`.
+//! The `fhirlake` command line: `serve`, `migrate`, `import`, `reindex`, `openapi`, `token`,
+//! `client add|list|remove` and `terminology load-snomed|load-loinc`.
+//!
+//! The commands that write a data directory (`import`, `reindex`, `client`, `terminology`)
+//! open its store themselves, and redb lets one process at a time do so: while a server runs on
+//! the directory they fail at once, saying so, and change nothing.
 
 use crate::auth::scope::{Level, Scopes};
 use crate::auth::token::{self, Mode};
 use crate::config::{AuthConfig, DataDir, ServeConfig};
 use crate::logging::LogFormat;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -52,6 +57,61 @@ pub enum Command {
     /// start (one already running keeps what it has).
     #[command(subcommand)]
     Terminology(TerminologyCommand),
+    /// Registers, lists and removes the backend clients of the token endpoint `/auth/token`
+    /// (SMART Backend Services). Stop the server that uses the data directory first (it holds
+    /// it locked); it reads the clients at every token request once started again.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Registers a backend client: its id (the `iss` and `sub` of its assertions), its public
+    /// keys and the system/ scopes it may be granted.
+    Add(ClientAddArgs),
+    /// Lists the registered backend clients: id, scopes, keys, when registered.
+    List(DataDir),
+    /// Removes a backend client: its token requests are refused from then on (the tokens it
+    /// holds stay valid until they expire, `--backend-token-lifetime` at most).
+    Remove(ClientIdArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClientAddArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// The client id (1 to 128 characters of A-Z a-z 0-9 . _ ~ : @ / -).
+    #[arg(long)]
+    pub id: String,
+    /// A JWKS file with the client's public keys: RS384 (RSA, 2048 bits or more) or ES384 (EC
+    /// P-384) keys, each with a `kid`. The keys are read now and kept in the store.
+    #[arg(
+        long,
+        required_unless_present = "jwks_url",
+        conflicts_with = "jwks_url"
+    )]
+    pub jwks: Option<std::path::PathBuf>,
+    /// The URL of the client's JWKS, fetched when it asks for a token (and kept 5 minutes),
+    /// under the rules of rest-hook endpoints: a loopback or private address only when
+    /// `--subscription-endpoints` lists it.
+    #[arg(long)]
+    pub jwks_url: Option<String>,
+    /// The system/ scopes it may be granted, space-separated or repeated (`system/*.rs`,
+    /// `system/Patient.rs system/Observation.rs`).
+    #[arg(long, required = true)]
+    pub scope: Vec<String>,
+    /// Replaces the client registered with this id (new keys, new scopes).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClientIdArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// The client id.
+    #[arg(long)]
+    pub id: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +191,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Terminology(command) => load_release(command),
+        Command::Client(command) => client(command),
         Command::Migrate(data) => {
             let migrated = crate::store::schema::migrate(&data.path)?;
             if migrated.steps.is_empty() {
@@ -155,13 +216,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let store = crate::store::Store::open(&args.data.path).map_err(|error| {
+/// Opens the store of `dir` for a command; the error says that a running server holds it
+/// (`or`: what else to do then).
+fn open_store(dir: &std::path::Path, or: &str) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::open(dir).map_err(|error| {
         anyhow::anyhow!(
-            "{error} (a running fhirlake server keeps its data directory locked: stop it, or \
-             POST the Bundles to it instead)"
+            "{error} (a running fhirlake server keeps its data directory locked: stop it{or})"
         )
-    })?;
+    })
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data.path, ", or POST the Bundles to it instead")?;
     // The index keeps the base the server built it with.
     let search = std::sync::Arc::new(crate::search::Engine::open(
         &store,
@@ -244,6 +310,105 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
         lifetime: args.expires,
     };
     token::mint(&secret, &grant, &args.auth.expected())
+}
+
+/// `fhirlake client add|list|remove`.
+fn client(command: ClientCommand) -> anyhow::Result<()> {
+    let data = match &command {
+        ClientCommand::Add(args) => &args.data,
+        ClientCommand::List(data) => data,
+        ClientCommand::Remove(args) => &args.data,
+    };
+    let store = open_store(&data.path, ", then start it again")?;
+    let done = match command {
+        ClientCommand::Add(args) => add_client(&store, args),
+        ClientCommand::List(_) => list_clients(&store),
+        ClientCommand::Remove(args) => remove_client(&store, &args.id),
+    };
+    store.close();
+    done
+}
+
+fn add_client(store: &crate::store::Store, args: ClientAddArgs) -> anyhow::Result<()> {
+    use crate::auth::clients::{self, Client, Keys};
+    let keys = match (&args.jwks, args.jwks_url) {
+        (Some(file), _) => {
+            let size = std::fs::metadata(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            anyhow::ensure!(
+                size <= clients::MAX_JWKS as u64,
+                "{} is larger than a JWKS may be ({} bytes)",
+                file.display(),
+                clients::MAX_JWKS
+            );
+            let text =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let set = clients::parse_jwks(&text)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+            Keys::Jwks(set)
+        }
+        (None, Some(url)) => Keys::JwksUrl(url),
+        (None, None) => anyhow::bail!("give --jwks FILE or --jwks-url URL"),
+    };
+    let client =
+        Client::new(&args.id, keys, &args.scope.join(" ")).map_err(|why| anyhow::anyhow!(why))?;
+    if !args.replace && store.client(&client.id)?.is_some() {
+        anyhow::bail!(
+            "a client '{}' is registered already: give --replace to replace it",
+            client.id
+        );
+    }
+    blocking(store.set_client(&client.id, Some(client.to_bytes())))??;
+    println!("registered {}", describe(&client));
+    Ok(())
+}
+
+fn list_clients(store: &crate::store::Store) -> anyhow::Result<()> {
+    for (id, record) in store.clients()? {
+        match crate::auth::clients::Client::from_bytes(&record) {
+            Ok(client) => println!("{}", describe(&client)),
+            Err(why) => println!("{id}\t(unreadable: {why})"),
+        }
+    }
+    Ok(())
+}
+
+fn remove_client(store: &crate::store::Store, id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        store.client(id)?.is_some(),
+        "no client '{id}' is registered"
+    );
+    blocking(store.set_client(id, None))??;
+    println!("removed {id}");
+    Ok(())
+}
+
+/// Runs a store future to its end, for a command.
+fn blocking<T>(future: impl Future<Output = T>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(future))
+}
+
+/// A client on one line: id, scopes, keys, when registered (tab-separated).
+fn describe(client: &crate::auth::clients::Client) -> String {
+    use crate::auth::clients::Keys;
+    let keys = match &client.keys {
+        Keys::Jwks(set) => {
+            let kids: Vec<&str> = set
+                .keys
+                .iter()
+                .filter_map(|k| k.common.key_id.as_deref())
+                .collect();
+            format!("jwks kid={}", kids.join(","))
+        }
+        Keys::JwksUrl(url) => format!("jwks-url {url}"),
+    };
+    format!(
+        "{}\t{}\t{keys}\tregistered {}",
+        client.id, client.scope, client.registered
+    )
 }
 
 fn load_release(command: TerminologyCommand) -> anyhow::Result<()> {

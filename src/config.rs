@@ -220,9 +220,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FHIRLAKE_AUTH_AUTHORIZE_URL")]
     pub auth_authorize_url: Option<String>,
 
-    /// The authorization server's token endpoint, announced likewise.
+    /// The authorization server's token endpoint, announced likewise. Without it, the
+    /// server's own token endpoint (`/auth/token`, SMART Backend Services for the clients of
+    /// `fhirlake client add`) is announced; it answers either way.
     #[arg(long, env = "FHIRLAKE_AUTH_TOKEN_URL")]
     pub auth_token_url: Option<String>,
+
+    /// How long the access tokens of the server's own token endpoint (`/auth/token`) are
+    /// valid: seconds, or with a unit (`5m`); at most an hour.
+    #[arg(long, env = "FHIRLAKE_BACKEND_TOKEN_LIFETIME", value_parser = parse_backend_lifetime, default_value = "300")]
+    pub backend_token_lifetime: Duration,
 
     /// The audit trail: `on` writes one `audit` log line per request (who, what, when,
     /// outcome); `off` writes none.
@@ -349,32 +356,19 @@ impl AuthConfig {
         }
         let file = data.join(SECRET_FILE);
         let origin = file.display().to_string();
-        match std::fs::read_to_string(&file) {
-            Ok(secret) => return Ok((secret.trim().as_bytes().to_vec(), origin)),
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound || !create => {
-                anyhow::bail!(
-                    "no HS256 secret: give --auth-secret (or FHIRLAKE_AUTH_SECRET), or start \
-                     `fhirlake serve --data {}` once to make one ({origin}: {error})",
-                    data.display()
-                );
+        match crate::auth::token::read_secret(&file, create) {
+            Ok((secret, made)) => {
+                if made {
+                    tracing::warn!(file = %origin, "made a new HS256 secret for development tokens");
+                }
+                Ok((secret, origin))
             }
-            Err(_) => {}
+            Err(error) => anyhow::bail!(
+                "no HS256 secret: give --auth-secret (or FHIRLAKE_AUTH_SECRET), or start \
+                 `fhirlake serve --data {}` once to make one ({origin}: {error})",
+                data.display()
+            ),
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::create_dir_all(data)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options
-            .open(&file)
-            .with_context(|| format!("writing the new HS256 secret to {origin}"))?;
-        std::io::Write::write_all(&mut out, format!("{secret}\n").as_bytes())?;
-        out.sync_all()?;
-        tracing::warn!(file = %origin, "made a new HS256 secret for development tokens");
-        Ok((secret.into_bytes(), origin))
     }
 
     /// The verifier of the configured mode; `None` for `none`. `create_secret`: see
@@ -423,6 +417,20 @@ fn parse_delete_limit(text: &str) -> Result<usize, String> {
     }
 }
 
+/// The longest `--backend-token-lifetime`.
+pub const MAX_BACKEND_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// `--backend-token-lifetime`: a lifetime ([`crate::auth::token::parse_lifetime`]) of at
+/// most [`MAX_BACKEND_TOKEN_LIFETIME`]: a backend service asks again rather than holds a
+/// long-lived token.
+fn parse_backend_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = crate::auth::token::parse_lifetime(text)?;
+    if lifetime > MAX_BACKEND_TOKEN_LIFETIME {
+        return Err(format!("'{text}' is longer than an hour"));
+    }
+    Ok(lifetime)
+}
+
 /// A duration written as a number and a unit: `250ms`, `30s`, `5m`, `12h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -457,6 +465,15 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         for bad in ["", "5", "m", "5w", "-1s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backend_tokens_live_an_hour_at_most() {
+        assert_eq!(parse_backend_lifetime("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_backend_lifetime("1h"), Ok(MAX_BACKEND_TOKEN_LIFETIME));
+        for bad in ["0", "61m", "2h", "soon"] {
+            assert!(parse_backend_lifetime(bad).is_err(), "{bad}");
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`patch`]: PATCH documents (JSON Patch, FHIRPath Patch, merge patch) applied to a
 //!   resource's JSON, on the FHIRPath engine and the validator's R4 definitions;
 //! - [`cdc`]: the change stream (CloudEvents from the change log), Subscriptions, the sink;
-//! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail;
+//! - [`auth`]: bearer tokens, SMART scopes, what a request may see and do, the audit trail,
+//!   the backend clients of the token endpoint and their client assertions;
 //! - [`validate`]: the write policy: structure, cardinality, primitive formats, profiles and
 //!   codes;
 //! - [`search`]: the tantivy index of the current versions and FHIR search on it;

@@ -2,7 +2,7 @@
 //! serves HTTP, and shuts everything down in order.
 
 use crate::api::{self, AppState, Metrics};
-use crate::auth::token::Mode;
+use crate::auth::token::{Mode, OwnKey};
 use crate::cdc;
 use crate::config::{SECRET_FILE, ServeConfig};
 use crate::store::Store;
@@ -19,6 +19,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .auth
         .verifier(&config.data.path, true)
         .context("setting up authorization")?;
+    // With authorization on, the token endpoint issues tokens the verifier accepts too.
+    let (verifier, backend) = match verifier {
+        None => (None, None),
+        Some(verifier) => {
+            let key = OwnKey::open(&config.data.path)?;
+            let verifier = verifier.with_own(&key);
+            let backend = api::Backend::new(
+                key,
+                config.backend_token_lifetime,
+                config.subscription_endpoints.clone(),
+            )?;
+            (Some(verifier), Some(backend))
+        }
+    };
     announce_auth(&config);
     let store = Store::open(&config.data.path)
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
@@ -112,6 +126,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             Box::new(profiles),
         ],
         verifier,
+        backend,
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -10,7 +10,8 @@
 # - chromium (+ fonts): the headless browser that tests/explorer.rs drives;
 # - nats-server: the JetStream broker that tests/nats.rs starts (on a free port, with a temporary
 #   store directory) for the change-stream sink; the package starts no service of its own;
-# - openssl: makes the RS256 and ES256 keys of tests/auth.rs;
+# - openssl: makes the RS256 and ES256 keys of tests/auth.rs and the backend clients' keys of
+#   tests/backend_services.rs; xxd: the README's recipe of a client's JWKS, which that test runs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
 # - fhir-kit-client (tests/clients/package-lock.json): a FHIR client of tests/clients.rs;
 # - openapi-spec-validator, fhirpy and fhirclient (tests/requirements.txt): the OpenAPI
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 tools=target/test-tools
 
 missing=()
-for package in chromium fonts-liberation nats-server openssl; do
+for package in chromium fonts-liberation nats-server openssl xxd; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
         missing+=("$package")
 done

@@ -5,12 +5,17 @@
 //! `--auth none` the server warns loudly at start, `rest.security` says so and the SMART
 //! configuration is 404.
 //!
+//! Both announce one token endpoint: the external authorization server's
+//! (`--auth-token-url`, with `--auth-authorize-url`), as before, or else this server's own
+//! (`/auth/token`, SMART Backend Services: `client_credentials` with `private_key_jwt`
+//! assertions signed RS384 or ES384, [`super::token`]), which answers in both cases.
+//!
 //! Invariants: a request under `/fhir` reaches its handler only with an [`Access`] (a verified
 //! token's, or [`Access::Open`] under `--auth none`); a missing, malformed, expired or badly
 //! signed token is a 401 with `WWW-Authenticate: Bearer` and an OperationOutcome that says why
 //! and never repeats the token.
 
-use super::http::FHIR_JSON;
+use super::http::{FHIR_JSON, base_url};
 use super::{ApiError, AppState};
 use crate::auth::Access;
 use crate::auth::token::{Mode, Rejection};
@@ -138,7 +143,10 @@ const SCOPES: &[&str] = &[
 /// `GET /.well-known/smart-configuration`, and the same at `/fhir/.well-known/...` (where SMART
 /// App Launch 2.0 looks: under the FHIR base, without a token): what the server supports; 404
 /// when authorization is off, as the specification asks of servers without it.
-pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn smart_configuration(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let config = &state.config;
     if config.auth.mode == Mode::None {
         return Err(FhirError::not_found(
@@ -146,35 +154,57 @@ pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpRespo
         )
         .into());
     }
+    let mut capabilities = vec![
+        "permission-v1",
+        "permission-v2",
+        "permission-patient",
+        "permission-user",
+    ];
+    let own = config.auth_token_url.is_none();
+    if own {
+        capabilities.push("client-confidential-asymmetric");
+    }
     let mut body = json!({
-        "capabilities": [
-            "permission-v1",
-            "permission-v2",
-            "permission-patient",
-            "permission-user",
-        ],
+        "capabilities": capabilities,
         "scopes_supported": SCOPES,
     });
     if let Some(issuer) = &config.auth.auth_issuer {
         body["issuer"] = issuer.clone().into();
     }
+    let mut grant_types = Vec::new();
     if let Some(url) = &config.auth_authorize_url {
         body["authorization_endpoint"] = url.clone().into();
         body["response_types_supported"] = json!(["code"]);
         body["code_challenge_methods_supported"] = json!(["S256"]);
-        body["grant_types_supported"] = json!(["authorization_code"]);
+        grant_types.push("authorization_code");
     }
-    if let Some(url) = &config.auth_token_url {
-        body["token_endpoint"] = url.clone().into();
+    body["token_endpoint"] = token_endpoint(config, &base_url(&req, &state)).into();
+    if own {
+        grant_types.push("client_credentials");
+        body["token_endpoint_auth_methods_supported"] = json!(["private_key_jwt"]);
+        body["token_endpoint_auth_signing_alg_values_supported"] = json!(["RS384", "ES384"]);
+    }
+    if !grant_types.is_empty() {
+        body["grant_types_supported"] = json!(grant_types);
     }
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body.to_string()))
 }
 
-/// The CapabilityStatement's `rest.security`: SMART on FHIR with the authorization server's
-/// endpoints when they are configured, or a plain statement that authorization is off.
-pub fn security(config: &ServeConfig) -> Value {
+/// The token endpoint announced for the FHIR base `base`: the external one when configured,
+/// else this server's own.
+fn token_endpoint(config: &ServeConfig, base: &str) -> String {
+    config
+        .auth_token_url
+        .clone()
+        .unwrap_or_else(|| super::token::token_url(base))
+}
+
+/// The CapabilityStatement's `rest.security` at the FHIR base `base`: SMART on FHIR with the
+/// token endpoint (and the authorization server's authorize endpoint when configured), or a
+/// plain statement that authorization is off.
+pub fn security(config: &ServeConfig, base: &str) -> Value {
     if config.auth.mode == Mode::None {
         return json!({
             "cors": false,
@@ -197,26 +227,27 @@ pub fn security(config: &ServeConfig) -> Value {
              read/write) grant each interaction: read, vread and history r, search s, create \
              c, update u, delete d, Bundles entry by entry. patient/ scopes grant the compartment of the \
              token's patient claim only; a scope's query (?category=laboratory) restricts it \
-             further. See /.well-known/smart-configuration.",
-            config.auth.mode.as_str()
+             further. {} See .well-known/smart-configuration under this base.",
+            config.auth.mode.as_str(),
+            if config.auth_token_url.is_none() {
+                "Backend services registered with `fhirlake client add` get tokens for their \
+                 system/ scopes from this server's token endpoint (SMART Backend Services: \
+                 client_credentials with a private_key_jwt assertion signed RS384 or ES384), \
+                 which it accepts too."
+            } else {
+                "Tokens come from the authorization server's token endpoint."
+            }
         ),
     });
-    let uris: Vec<Value> = [
-        ("authorize", &config.auth_authorize_url),
-        ("token", &config.auth_token_url),
-    ]
-    .into_iter()
-    .filter_map(|(name, url)| {
-        url.as_ref()
-            .map(|url| json!({"url": name, "valueUri": url}))
-    })
-    .collect();
-    if !uris.is_empty() {
-        security["extension"] = json!([{
-            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-            "extension": uris,
-        }]);
+    let mut uris = Vec::new();
+    if let Some(url) = &config.auth_authorize_url {
+        uris.push(json!({"url": "authorize", "valueUri": url}));
     }
+    uris.push(json!({"url": "token", "valueUri": token_endpoint(config, base)}));
+    security["extension"] = json!([{
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": uris,
+    }]);
     security
 }
 

@@ -66,7 +66,7 @@ pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
 }
 
 /// The media type of a header value or `_format`: lowercase, without parameters.
-fn media_type(value: &str) -> String {
+pub fn media_type(value: &str) -> String {
     value
         .split(';')
         .next()

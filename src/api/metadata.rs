@@ -76,7 +76,7 @@ pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) 
 /// entry.
 pub(super) fn capabilities(state: &AppState, get: &Get) -> Result<Answer, FhirError> {
     let subset = Subset::parse(&get.params)?;
-    let security = super::auth::security(&state.config);
+    let security = super::auth::security(&state.config, &get.base);
     let statement = statement(
         &get.base,
         state.search.registry,
@@ -280,7 +280,7 @@ mod tests {
             let statement = super::statement(
                 "http://localhost/fhir",
                 crate::search::registry::Registry::r4_shared(),
-                crate::api::auth::security(&config),
+                crate::api::auth::security(&config, "http://localhost/fhir"),
                 config.conditional_delete,
                 0,
             );

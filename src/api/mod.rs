@@ -28,12 +28,14 @@ mod patch;
 mod request_log;
 mod search;
 mod terminology;
+mod token;
 mod validate;
 
 pub use admission::admit;
 pub use metrics::Metrics;
 pub use operations::ReadinessCheck;
 pub use request_log::log_request;
+pub use token::Backend;
 
 use crate::config::ServeConfig;
 use crate::fhir::{FhirError, IssueCode};
@@ -56,10 +58,13 @@ pub struct AppState {
     pub readiness: Vec<Box<dyn ReadinessCheck>>,
     /// Verifies the bearer tokens; `None` under `--auth none`.
     pub verifier: Option<crate::auth::token::Verifier>,
+    /// The token endpoint of SMART Backend Services; `None` under `--auth none`.
+    pub backend: Option<token::Backend>,
 }
 
-/// The routes: the operations endpoints, the SMART configuration, the OpenAPI description and
-/// its explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
+/// The routes: the operations endpoints, the SMART configuration, the token endpoint
+/// (`/auth/token`, OAuth rather than FHIR: [`token`]), the OpenAPI description and its
+/// explorer at the root, and the FHIR API under `/fhir`, where every route but `metadata`
 /// and `$versions` and the SMART configuration (routed before the scope) needs authorization
 /// ([`auth::authenticate`]). Every FHIR answer is FHIR XML when the request asks for it
 /// ([`format::answer_in_format`], the outermost middleware of `/fhir`). More specific paths
@@ -72,7 +77,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/.well-known/smart-configuration")
                 .route(web::get().to(auth::smart_configuration)),
-        );
+        )
+        .service(resource(token::TOKEN_PATH).route(web::post().to(token::token)));
     cfg.configure(openapi::routes);
     cfg.service(
         resource("/fhir/metadata")

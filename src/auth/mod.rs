@@ -1,5 +1,7 @@
 //! Authorization: who a request comes from (a verified bearer token, [`token`]) and what its
-//! SMART scopes ([`scope`]) let it do; the audit trail of every request ([`audit`]).
+//! SMART scopes ([`scope`]) let it do; the audit trail of every request ([`audit`]); the
+//! backend clients of the token endpoint ([`clients`]) and their client assertions
+//! ([`assertion`]), for SMART Backend Services.
 //!
 //! [`Access`] is the one place that decides. Each interaction needs one permission on the
 //! resource type it touches: read, vread and history `r`, search `s`, create `c`, update `u`
@@ -39,7 +41,9 @@
 //!   resource, unconfined. Writing a Subscription needs unconfined read on its criteria's type,
 //!   since it delivers every version they match.
 
+pub mod assertion;
 pub mod audit;
+pub mod clients;
 pub mod scope;
 pub mod token;
 

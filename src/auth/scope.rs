@@ -151,6 +151,67 @@ impl Scope {
                 (Some(_), None) => false,
             }
     }
+
+    /// What this scope and `other` both grant: the same level, the narrower type, the
+    /// permissions both have and both queries (a resource granted matches each); `None` when
+    /// they share nothing.
+    pub fn intersect(&self, other: &Scope) -> Option<Scope> {
+        if self.level != other.level {
+            return None;
+        }
+        let resource_type = match (&self.resource_type, &other.resource_type) {
+            (None, narrower) | (narrower, None) => narrower.clone(),
+            (Some(a), Some(b)) if a == b => Some(a.clone()),
+            _ => return None,
+        };
+        let permissions = Permissions(self.permissions.0 & other.permissions.0);
+        if permissions.0 == 0 {
+            return None;
+        }
+        let mut restriction = self.restriction.clone();
+        for pair in &other.restriction {
+            if !restriction.contains(pair) {
+                restriction.push(pair.clone());
+            }
+        }
+        Some(Scope {
+            level: self.level,
+            resource_type,
+            permissions,
+            restriction,
+        })
+    }
+
+    /// Whether this scope grants everything `other` grants.
+    pub fn covers(&self, other: &Scope) -> bool {
+        self.level == other.level
+            && (self.resource_type.is_none() || self.resource_type == other.resource_type)
+            && self.permissions.0 & other.permissions.0 == other.permissions.0
+            && self
+                .restriction
+                .iter()
+                .all(|pair| other.restriction.contains(pair))
+    }
+}
+
+/// What a client asking for `requested` scopes is granted when it may have `allowed` ones:
+/// each requested scope narrowed by each allowed one ([`Scope::intersect`]), in the order
+/// asked, without those another one granted covers. Empty when they share nothing.
+pub fn granted(requested: &[Scope], allowed: &[Scope]) -> Vec<Scope> {
+    let all: Vec<Scope> = requested
+        .iter()
+        .flat_map(|asked| allowed.iter().filter_map(|may| asked.intersect(may)))
+        .collect();
+    let mut kept: Vec<Scope> = Vec::new();
+    for (at, scope) in all.iter().enumerate() {
+        let covered = all.iter().enumerate().any(|(other_at, other)| {
+            other_at != at && other.covers(scope) && (!scope.covers(other) || other_at < at)
+        });
+        if !covered {
+            kept.push(scope.clone());
+        }
+    }
+    kept
 }
 
 /// Why a resource scope is not one.
@@ -345,6 +406,43 @@ mod tests {
         assert_eq!(Scopes::parse(""), Scopes::default());
     }
 
+    #[test]
+    fn grants_are_what_both_sides_allow() {
+        let scopes = |text: &str| Scopes::parse(text).resources;
+        let texts = |granted: Vec<Scope>| {
+            granted
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let registered = scopes("system/*.rs system/Patient.cruds");
+        for (requested, expected) in [
+            ("system/Patient.rs", "system/Patient.rs"),
+            ("system/*.cruds", "system/*.rs system/Patient.cruds"),
+            ("system/Observation.read", "system/Observation.rs"),
+            ("system/Observation.c", ""),
+            ("patient/*.rs user/*.rs", ""),
+            (
+                "system/Observation.rs?category=laboratory",
+                "system/Observation.rs?category=laboratory",
+            ),
+            ("system/Patient.rs system/Patient.r", "system/Patient.rs"),
+        ] {
+            assert_eq!(
+                texts(granted(&scopes(requested), &registered)),
+                expected,
+                "{requested}"
+            );
+        }
+        // Both queries hold.
+        let lab = scopes("system/Observation.rs?category=laboratory");
+        assert_eq!(
+            texts(granted(&scopes("system/Observation.rs?status=final"), &lab)),
+            "system/Observation.rs?status=final&category=laboratory"
+        );
+    }
+
     fn any_scope() -> impl Strategy<Value = Scope> {
         let level = prop_oneof![Just(Level::Patient), Just(Level::User), Just(Level::System)];
         let resource_type = prop_oneof![
@@ -369,6 +467,26 @@ mod tests {
         fn a_written_scope_reads_back(scope in any_scope()) {
             let text = scope.to_string();
             prop_assert_eq!(text.parse::<Scope>(), Ok(scope));
+        }
+
+        /// A grant never gives more than was asked or than was allowed.
+        #[test]
+        fn a_grant_is_within_both_sides(
+            requested in proptest::collection::vec(any_scope(), 0..4),
+            allowed in proptest::collection::vec(any_scope(), 0..4),
+        ) {
+            for scope in granted(&requested, &allowed) {
+                prop_assert!(requested.iter().any(|r| r.covers(&scope)), "{}", scope);
+                prop_assert!(allowed.iter().any(|a| a.covers(&scope)), "{}", scope);
+            }
+            for asked in &requested {
+                for may in &allowed {
+                    if let Some(both) = asked.intersect(may) {
+                        let grant = granted(&requested, &allowed);
+                        prop_assert!(grant.iter().any(|g| g.covers(&both)), "{}", both);
+                    }
+                }
+            }
         }
 
         /// Permission letters are accepted exactly when they are a non-empty subsequence of

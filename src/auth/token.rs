@@ -1,12 +1,19 @@
 //! Bearer tokens: JWTs verified with `jsonwebtoken` (its aws-lc-rs backend, the only one
-//! enabled: with two backends the first verification panics), and HS256 development tokens
-//! minted for `fhirlake token`. RS256 and ES256 keys come from a PEM file and/or a JWKS file,
-//! where a token's `kid` picks its key.
+//! enabled: with two backends the first verification panics), HS256 development tokens
+//! minted for `fhirlake token`, and the access tokens of this server's own token endpoint
+//! (SMART Backend Services, `api/token.rs`). RS256 and ES256 keys come from a PEM file and/or
+//! a JWKS file, where a token's `kid` picks its key.
+//!
+//! The server accepts the tokens of the configured issuer (`--auth`) and its own: a token
+//! whose header names [`OWN_KID`] is checked with the [`OwnKey`] alone (HS256, 32 random bytes
+//! in `DATA/`[`OWN_KEY_FILE`], made at the first start with authorization on, never sent
+//! anywhere), every other token as `--auth` says. Removing the key file and restarting
+//! revokes every token the endpoint issued.
 //!
 //! Invariants:
-//! - The algorithm comes from the server's configuration (and, for a JWKS key, from the key),
-//!   never from the token's header: a token signed with anything else is refused, so an RS256
-//!   public key can never be used as an HS256 secret.
+//! - The algorithm comes from the server's configuration (and, for a JWKS key, from the key;
+//!   for its own tokens, HS256), never from the token's header: a token signed with anything
+//!   else is refused, so an RS256 public key can never be used as an HS256 secret.
 //! - `exp` is required; `exp` and `nbf` are checked with [`LEEWAY`]; `iss` and `aud` are
 //!   required and checked when the server is configured with them.
 //! - Nothing here logs or returns any part of a token: a [`Rejection`] says only why.
@@ -15,6 +22,7 @@ use super::scope::Scopes;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
+use std::path::Path;
 use std::time::Duration;
 
 /// The clock skew tolerated on `exp` and `nbf`.
@@ -85,11 +93,88 @@ struct Key {
     key: DecodingKey,
 }
 
-/// Verifies bearer tokens for one configured algorithm.
+/// Verifies bearer tokens for one configured algorithm, and this server's own.
 pub struct Verifier {
     algorithm: Algorithm,
     keys: Vec<Key>,
     validation: Validation,
+    /// The key and checks of the tokens this server issued, once [`Verifier::with_own`].
+    own: Option<(DecodingKey, Validation)>,
+}
+
+/// The `kid` in the header of the access tokens this server's token endpoint issues.
+pub const OWN_KID: &str = "fhirlake-token-endpoint";
+
+/// The file in a data directory that holds the key of the token endpoint's access tokens.
+pub const OWN_KEY_FILE: &str = "token-endpoint-key";
+
+/// The key this server signs its token endpoint's access tokens with (HS256): it is both
+/// their issuer and their only verifier.
+pub struct OwnKey {
+    secret: Vec<u8>,
+}
+
+impl OwnKey {
+    /// The key in `DATA/`[`OWN_KEY_FILE`], made when it is not there yet.
+    pub fn open(data: &Path) -> anyhow::Result<OwnKey> {
+        let file = data.join(OWN_KEY_FILE);
+        let (secret, made) = read_secret(&file, true).map_err(|error| {
+            anyhow::anyhow!("the token endpoint's key {}: {error}", file.display())
+        })?;
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET,
+            "the token endpoint's key {} is {} bytes; it needs at least {MIN_SECRET}",
+            file.display(),
+            secret.len()
+        );
+        if made {
+            tracing::info!(file = %file.display(), "made the token endpoint's signing key");
+        }
+        Ok(OwnKey { secret })
+    }
+
+    /// An access token for `grant`, with `issuer` (the token endpoint) and `audience` (the
+    /// FHIR base).
+    pub fn issue(&self, grant: &Grant, issuer: &str, audience: &str) -> anyhow::Result<String> {
+        let expected = Expected {
+            issuer: Some(issuer.to_string()),
+            audience: Some(audience.to_string()),
+        };
+        sign(&self.secret, Some(OWN_KID), grant, &expected)
+    }
+}
+
+/// The secret in `file`, trimmed, and whether it was made now: when the file does not exist
+/// and `create`, a new one, 32 random bytes written as hex, readable by the owner only and
+/// synced (a file another process made meanwhile is read instead).
+pub fn read_secret(file: &Path, create: bool) -> std::io::Result<(Vec<u8>, bool)> {
+    use std::io::{ErrorKind, Write};
+    match std::fs::read_to_string(file) {
+        Ok(secret) => return Ok((secret.trim().as_bytes().to_vec(), false)),
+        Err(error) if error.kind() != ErrorKind::NotFound || !create => return Err(error),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = match options.open(file) {
+        Ok(out) => out,
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+            return read_secret(file, false);
+        }
+        Err(error) => return Err(error),
+    };
+    out.write_all(format!("{secret}\n").as_bytes())?;
+    out.sync_all()?;
+    Ok((secret.into_bytes(), true))
 }
 
 /// Why a token was refused; the text is safe to show a client (it holds nothing of the
@@ -232,7 +317,21 @@ impl Verifier {
             algorithm,
             keys,
             validation,
+            own: None,
         })
+    }
+
+    /// This verifier, also accepting the tokens signed with `own` (those naming [`OWN_KID`]):
+    /// HS256, `exp` required, `exp` and `nbf` checked with [`LEEWAY`].
+    pub fn with_own(mut self, own: &OwnKey) -> Verifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_nbf = true;
+        // Only this server has the key: the token's issuer and audience are its own.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        self.own = Some((DecodingKey::from_secret(&own.secret), validation));
+        self
     }
 
     /// The algorithm tokens must be signed with.
@@ -243,6 +342,12 @@ impl Verifier {
     /// Verifies `token` (the text after `Bearer `) and reads its bearer.
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        if header.kid.as_deref() == Some(OWN_KID) {
+            let (key, validation) = self.own.as_ref().ok_or(Rejection::UnknownKey)?;
+            return jsonwebtoken::decode::<Claims>(token, key, validation)
+                .map(|data| principal(data.claims))
+                .map_err(Rejection::from);
+        }
         if header.alg != self.algorithm {
             return Err(Rejection::Algorithm);
         }
@@ -365,6 +470,17 @@ pub struct Grant {
 /// An HS256 token for `grant`, signed with `secret`, carrying the issuer and audience the
 /// server expects.
 pub fn mint(secret: &[u8], grant: &Grant, expected: &Expected) -> anyhow::Result<String> {
+    sign(secret, None, grant, expected)
+}
+
+/// An HS256 token for `grant` signed with `secret`, naming `kid`, with `expected`'s issuer and
+/// audience.
+fn sign(
+    secret: &[u8],
+    kid: Option<&str>,
+    grant: &Grant,
+    expected: &Expected,
+) -> anyhow::Result<String> {
     anyhow::ensure!(
         secret.len() >= MIN_SECRET,
         "the HS256 secret is {} bytes; it needs at least {MIN_SECRET}",
@@ -388,8 +504,10 @@ pub fn mint(secret: &[u8], grant: &Grant, expected: &Expected) -> anyhow::Result
             claims[name] = value.clone().into();
         }
     }
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_string);
     Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
+        &header,
         &claims,
         &EncodingKey::from_secret(secret),
     )?)
@@ -529,6 +647,51 @@ mod tests {
             jwks: Some(r#"{"keys": []}"#),
         };
         assert!(Verifier::new(Mode::Rs256, no_keys, &Expected::default()).is_err());
+    }
+
+    #[test]
+    fn own_tokens_verify_beside_the_configured_issuers() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = OwnKey::open(dir.path()).unwrap();
+        // The same key next time.
+        let again = OwnKey::open(dir.path()).unwrap();
+        assert_eq!(own.secret, again.secret);
+        let expected = Expected {
+            issuer: Some("https://issuer".into()),
+            audience: Some("https://fhir".into()),
+        };
+        let mut service = grant("system/Patient.rs");
+        service.patient = None;
+        let token = own
+            .issue(&service, "http://here/auth/token", "http://here/fhir")
+            .unwrap();
+        // Not without the own key; with it, beside the configured issuer's tokens.
+        assert_eq!(hs256(&expected).verify(&token), Err(Rejection::UnknownKey));
+        let verifier = hs256(&expected).with_own(&own);
+        let principal = verifier.verify(&token).unwrap();
+        assert_eq!(principal.client.as_deref(), Some("app"));
+        assert_eq!(
+            principal.scopes.resources[0].to_string(),
+            "system/Patient.rs"
+        );
+        let external = mint(SECRET, &grant("patient/*.rs"), &expected).unwrap();
+        assert!(verifier.verify(&external).is_ok());
+        // The own kid with another key, or another algorithm, is refused.
+        let forged = sign(SECRET, Some(OWN_KID), &service, &expected).unwrap();
+        assert_eq!(verifier.verify(&forged), Err(Rejection::Signature));
+        let mut header = Header::new(Algorithm::HS384);
+        header.kid = Some(OWN_KID.into());
+        let claims = serde_json::json!({"exp": jsonwebtoken::get_current_timestamp() + 60});
+        let other =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&own.secret)).unwrap();
+        assert_eq!(verifier.verify(&other), Err(Rejection::Algorithm));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.path().join(OWN_KEY_FILE);
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key is the owner's only");
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ use std::time::Duration;
 /// The longest a write waits for an endpoint's name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why fhirlake does not POST to `ip` unless an allowed prefix names the endpoint (a phrase
+/// Why fhirlake does not connect to `ip` (to POST a notification, or GET a backend client's
+/// JWKS) unless an allowed prefix names the endpoint (a phrase
 /// that follows "ADDRESS is"); `None` for a public address. An IPv6 address that embeds an
 /// IPv4 one (IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is judged
 /// as that IPv4 address.
@@ -148,7 +149,7 @@ fn literal(url: &Url) -> Option<IpAddr> {
 
 fn refusal(endpoint: &Url, ip: IpAddr, reason: &str) -> String {
     format!(
-        "fhirlake does not POST to {endpoint}: {ip} is {reason} (list the endpoint in \
+        "fhirlake does not connect to {endpoint}: {ip} is {reason} (list the endpoint in \
          --subscription-endpoints to allow it)"
     )
 }

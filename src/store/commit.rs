@@ -27,9 +27,10 @@
 //! off the writer thread, and names the version found equal; the writer only checks that this
 //! version is still current ([`Applied::unchanged`]).
 //!
-//! The writer also keeps the change log's books ([`Bookkeeping`]): consumer checkpoints and
-//! retention trims ride along in the same group transactions, so they neither cost an fsync of
-//! their own nor hold redb's write lock apart from the writer.
+//! The writer also keeps the books ([`Bookkeeping`]): consumer checkpoints, retention trims,
+//! backend clients and the client assertions used at the token endpoint ride along in the same
+//! group transactions, so they neither cost an fsync of their own nor hold redb's write lock
+//! apart from the writer.
 //!
 //! A panic while a group is applied fails that group like a failed commit (every request of it
 //! gets a 500, nothing of it is stored) and the writer goes on with the next one: redb drops
@@ -38,15 +39,15 @@
 
 use super::StoreError;
 use super::tables::{
-    CHANGES, CHECKPOINTS, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
-    VersionRecord,
+    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
+    CurrentRecord, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
 #[cfg(doc)]
 use crate::fhir::resource::same_content;
 use crate::fhir::resource::stamp;
 use crate::fhir::{FhirError, IssueCode};
-use redb::{Database, ReadableTable, Table};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -166,7 +167,10 @@ impl From<Vec<Write>> for Request {
     }
 }
 
-/// A change to the change log's books rather than to resources.
+/// The most lapsed client assertions one [`Bookkeeping::Assertion`] removes.
+pub const LAPSED_PER_BOOK: usize = 64;
+
+/// A change to the books (the change log's, the backend clients') rather than to resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bookkeeping {
     /// Sets (`Some`) or removes (`None`) the checkpoint of the consumer `name`.
@@ -178,6 +182,18 @@ pub enum Bookkeeping {
         below: u64,
         older_than: Micros,
         max: usize,
+    },
+    /// Sets (`Some`) or removes (`None`) the record of the backend client `id`.
+    Client { id: String, record: Option<Vec<u8>> },
+    /// Records that `client` used the client assertion `jti`, unless a record of it that has
+    /// not lapsed is there: that one stays, and
+    /// [`Store::assertion_nonce`](super::Store::assertion_nonce) then tells the request that it
+    /// was not the first. Also removes up to [`LAPSED_PER_BOOK`] records that lapsed before the
+    /// group's time.
+    Assertion {
+        client: String,
+        jti: String,
+        record: JtiRecord,
     },
 }
 
@@ -405,7 +421,7 @@ impl Writer {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             books
                 .into_iter()
-                .map(|books| keep_books(&mut tables, &mut checkpoints, books))
+                .map(|books| keep_books(&txn, &mut tables, &mut checkpoints, books, time))
                 .collect::<Result<Vec<_>, _>>()?
         };
         txn.commit()?;
@@ -535,11 +551,13 @@ impl Group {
     }
 }
 
-/// Applies one bookkeeping message; returns how many changes it trimmed.
+/// Applies one bookkeeping message at the group's `time`; returns how many changes it trimmed.
 fn keep_books(
+    txn: &WriteTransaction,
     tables: &mut Tables<'_>,
     checkpoints: &mut Table<'_, &'static str, u64>,
     books: Vec<Bookkeeping>,
+    time: Micros,
 ) -> Result<usize, StoreError> {
     let mut trimmed = 0;
     for book in books {
@@ -576,9 +594,61 @@ fn keep_books(
                 }
                 trimmed += doomed.len();
             }
+            Bookkeeping::Client {
+                id,
+                record: Some(record),
+            } => {
+                txn.open_table(BACKEND_CLIENTS)?
+                    .insert(id.as_str(), record.as_slice())?;
+            }
+            Bookkeeping::Client { id, record: None } => {
+                txn.open_table(BACKEND_CLIENTS)?.remove(id.as_str())?;
+            }
+            Bookkeeping::Assertion {
+                client,
+                jti,
+                record,
+            } => {
+                let now = u64::try_from(time / 1_000_000).unwrap_or(0);
+                use_assertion(txn, (&client, &jti), record, now)?;
+            }
         }
     }
     Ok(trimmed)
+}
+
+/// Records the use of the client assertion `key` (client id, jti) unless a record of it that
+/// has not lapsed at `now` is there, then removes up to [`LAPSED_PER_BOOK`] lapsed records.
+fn use_assertion(
+    txn: &WriteTransaction,
+    key: (&str, &str),
+    record: JtiRecord,
+    now: u64,
+) -> Result<(), StoreError> {
+    let mut jtis = txn.open_table(ASSERTION_JTIS)?;
+    let mut lapses = txn.open_table(ASSERTION_LAPSES)?;
+    let found = jtis.get(key)?.map(|found| JtiRecord::decode(found.value()));
+    match found {
+        Some(found) if found.lapses >= now => {}
+        found => {
+            if let Some(found) = found {
+                lapses.remove((found.lapses, key.0, key.1))?;
+            }
+            jtis.insert(key, record.encode().as_slice())?;
+            lapses.insert((record.lapses, key.0, key.1), ())?;
+        }
+    }
+    let mut lapsed = Vec::new();
+    for item in lapses.range(..(now, "", ""))?.take(LAPSED_PER_BOOK) {
+        let (key, _) = item?;
+        let (at, client, jti) = key.value();
+        lapsed.push((at, client.to_string(), jti.to_string()));
+    }
+    for (at, client, jti) in &lapsed {
+        lapses.remove((*at, client.as_str(), jti.as_str()))?;
+        jtis.remove((client.as_str(), jti.as_str()))?;
+    }
+    Ok(())
 }
 
 /// What `write` does to a resource whose current state is `current` (`None`: it never

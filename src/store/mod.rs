@@ -5,6 +5,7 @@
 //! vread and history are always current. A storage failure is a 500 with an OperationOutcome
 //! and an error log line, and never leaves a partial write.
 
+pub mod clients;
 pub mod commit;
 pub mod history;
 pub mod log;

@@ -5,14 +5,15 @@
 //! `fhirlake migrate` before the server opens it.
 
 use super::tables::{
-    CHANGES, CHECKPOINTS, CURRENT, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
+    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, META,
+    SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
 };
 use super::{DB_FILE, StoreError};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::path::Path;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// An upgrade from `from` to `from + 1`, run in one write transaction.
 struct Migration {
@@ -22,14 +23,36 @@ struct Migration {
 }
 
 /// Every upgrade, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    name: "0002-checkpoints: the durable checkpoints of change-log consumers",
-    run: |txn| {
-        txn.open_table(CHECKPOINTS)?;
-        Ok(())
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        name: "0002-checkpoints: the durable checkpoints of change-log consumers",
+        run: |txn| {
+            txn.open_table(CHECKPOINTS)?;
+            Ok(())
+        },
     },
-}];
+    // TO DROP AT MERGE: a placeholder for version 3 (the `jobs` table of the bulk-export
+    // branch), so that this branch's version 4 has a version to come from.
+    Migration {
+        from: 2,
+        name: "0003-placeholder: nothing",
+        run: |_| Ok(()),
+    },
+    Migration {
+        from: 3,
+        name: "0004-backend-clients: SMART backend clients and their used assertions",
+        run: backend_tables,
+    },
+];
+
+/// The tables of schema 4: the registered backend clients and the client assertions used.
+fn backend_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(BACKEND_CLIENTS)?;
+    txn.open_table(ASSERTION_JTIS)?;
+    txn.open_table(ASSERTION_LAPSES)?;
+    Ok(())
+}
 
 /// Opens the database of `dir`, creating it (at [`SCHEMA_VERSION`]) when it does not exist.
 /// Fails when the directory is at another schema version.
@@ -110,6 +133,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
                 txn.open_table(CHANGES)?;
                 txn.open_table(TYPE_CHANGES)?;
                 txn.open_table(CHECKPOINTS)?;
+                backend_tables(&txn)?;
                 SCHEMA_VERSION
             }
         }
@@ -137,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_directory_is_refused_until_migrated_then_has_checkpoints() {
+    fn a_version_1_directory_is_refused_until_migrated_then_has_every_table() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = open(dir.path()).unwrap();
@@ -152,11 +176,19 @@ mod tests {
         let error = open_current(dir.path()).err().unwrap().to_string();
         assert!(error.contains("fhirlake migrate"), "{error}");
         let migrated = migrate(dir.path()).unwrap();
-        assert_eq!((migrated.from, migrated.to), (1, 2));
-        assert_eq!(migrated.steps.len(), 1);
+        assert_eq!((migrated.from, migrated.to), (1, SCHEMA_VERSION));
+        assert_eq!(migrated.steps.len(), MIGRATIONS.len());
         let db = open_current(dir.path()).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(txn.open_table(CHECKPOINTS).unwrap().is_empty().unwrap());
+        assert!(txn.open_table(BACKEND_CLIENTS).unwrap().is_empty().unwrap());
+        assert!(txn.open_table(ASSERTION_JTIS).unwrap().is_empty().unwrap());
+        assert!(
+            txn.open_table(ASSERTION_LAPSES)
+                .unwrap()
+                .is_empty()
+                .unwrap()
+        );
     }
 
     #[test]

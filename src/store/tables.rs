@@ -1,6 +1,6 @@
 //! The redb tables of a data directory and the byte layout of their records.
 //!
-//! Schema version 2 (see `migrations/`):
+//! Schema version 4 (see `migrations/`):
 //! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
 //! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
 //! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
@@ -8,7 +8,13 @@
 //! - `type_changes` (type, seq) -> (): the change log by resource type, for type history;
 //! - `meta` name -> u64: the schema version;
 //! - `checkpoints` consumer name -> seq: the last change a durable consumer of the change log
-//!   (a Subscription, a sink) has processed; it needs every change after it (schema 2).
+//!   (a Subscription, a sink) has processed; it needs every change after it (schema 2);
+//! - `backend_clients` client id -> JSON: the registered SMART backend clients (schema 4; the
+//!   record is `auth::clients::Client`'s, the store keeps its bytes);
+//! - `assertion_jtis` (client id, jti) -> [`JtiRecord`]: the client assertions used at the
+//!   token endpoint, kept until they lapse, and `assertion_lapses` (lapse, client id, jti) ->
+//!   (): the same by the time they lapse, so the lapsed ones are found without a scan
+//!   (schema 4).
 //!
 //! All integers are little-endian. Invariant: for every `changes` entry there is exactly one
 //! `versions` entry with its (type, id, vid) and one `type_changes` entry with its (type, seq),
@@ -23,6 +29,11 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+pub const BACKEND_CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_clients");
+pub const ASSERTION_JTIS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("assertion_jtis");
+pub const ASSERTION_LAPSES: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("assertion_lapses");
 
 /// The key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -205,6 +216,32 @@ impl ChangeRecord {
     }
 }
 
+/// A used client assertion: `[lapses: u64][nonce: u64]`. `lapses` is when it stops being
+/// accepted (Unix seconds: its `exp` plus the clock skew tolerated); `nonce` is the random
+/// number of the token request that recorded it, by which that request knows, once the
+/// record is durable, that it was the first to use the assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JtiRecord {
+    pub lapses: u64,
+    pub nonce: u64,
+}
+
+impl JtiRecord {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.lapses.to_le_bytes());
+        out[8..].copy_from_slice(&self.nonce.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> JtiRecord {
+        JtiRecord {
+            lapses: u64_at(bytes, 0),
+            nonce: u64_at(bytes, 8),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +257,8 @@ mod tests {
             op in prop_oneof![Just(Op::Create), Just(Op::Update), Just(Op::Delete)],
             method in prop_oneof![Just(Method::Post), Just(Method::Put), Just(Method::Delete)],
         ) {
+            let jti = JtiRecord { lapses: vid, nonce: txid };
+            prop_assert_eq!(JtiRecord::decode(&jti.encode()), jti);
             let current = CurrentRecord { vid, deleted, last_updated: time };
             prop_assert_eq!(CurrentRecord::decode(&current.encode()), current);
             let change = ChangeRecord { seq, txid, resource_type, id, vid, op, last_updated: time };

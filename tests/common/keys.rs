@@ -1,35 +1,71 @@
-//! Key pairs for the RS256 and ES256 tests and benchmark, made by the `openssl` command
-//! (`tests/setup.sh` installs it).
+//! Key pairs for the RS256 and ES256 tests and benchmark, and for the SMART Backend Services
+//! clients (RS384, ES384), made by the `openssl` command (`tests/setup.sh` installs it).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Writes `rsa.pem` and `rsa.pub.pem` (RSA 2048), `ec.pem` and `ec.pub.pem` (P-256) in `dir`.
 pub fn make_keys(dir: &Path) {
-    for args in [
+    openssl(
+        dir,
         &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.pem",
-        ][..],
-        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "ec.pem",
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.pem",
+            ],
+            &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ec.pem",
+            ],
+            &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"],
         ],
-        &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"],
-    ] {
+    );
+}
+
+/// Writes `rsa.pem` (RSA 2048, for RS384) and `ec384.pem` (EC P-384, for ES384) in `dir`:
+/// the private keys of backend clients.
+pub fn make_client_keys(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.pem",
+            ],
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-out",
+                "ec384.pem",
+            ],
+        ],
+    );
+}
+
+/// Runs `openssl` with each of `commands` in `dir`.
+fn openssl(dir: &Path, commands: &[&[&str]]) {
+    for args in commands {
         let status = Command::new("openssl")
-            .args(args)
+            .args(*args)
             .current_dir(dir)
             .stderr(Stdio::null())
             .status()

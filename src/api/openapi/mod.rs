@@ -9,7 +9,8 @@
 //! Invariants:
 //! - The document is a pure function of the build: `fhirlake openapi`, `GET /openapi.json` and
 //!   the committed `openapi/openapi.json` are the same document (a test compares them).
-//! - It describes the interactions the CapabilityStatement declares, no more, no fewer.
+//! - It describes the interactions the CapabilityStatement declares, no more, no fewer, and
+//!   the SMART endpoints beside them ([`smart`]: the token endpoint, the SMART configuration).
 //! - The server URL is `/`, so the explorer's "Try it out" calls the server that served it.
 //!
 //! Routes: `GET /openapi.json` (the description) and the [`explorer`] under `/docs/` (Swagger
@@ -22,6 +23,7 @@ mod components;
 mod explorer;
 mod fhir_schemas;
 mod interactions;
+mod smart;
 mod terminology;
 mod validate;
 
@@ -30,7 +32,7 @@ use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TY
 use std::sync::LazyLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::external_docs::ExternalDocsBuilder;
-use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
@@ -72,17 +74,7 @@ pub fn document() -> OpenApi {
                     .insert(error.status().into(), RefOr::Ref(error.reference()));
             }
         }
-        for error in components::Error::ANY_REQUEST {
-            operation
-                .responses
-                .responses
-                .insert(error.status().into(), RefOr::Ref(error.reference()));
-        }
-        operation.extensions = Some(
-            ExtensionsBuilder::new()
-                .add(INTERACTION_EXTENSION, interaction.codes)
-                .build(),
-        );
+        finish(&mut operation, interaction.codes);
         paths.add_path_operation(&interaction.path, vec![interaction.method], operation);
     };
     let mut tags = vec![
@@ -98,6 +90,10 @@ pub fn document() -> OpenApi {
                 "The change stream: every committed version as a CloudEvent, by offset \
                  (pull), as Server-Sent Events or over a WebSocket.",
             ))
+            .build(),
+        TagBuilder::new()
+            .name(smart::SMART_TAG)
+            .description(Some(smart::SMART_TAG_DESCRIPTION))
             .build(),
     ];
     for interaction in SYSTEM_INTERACTIONS {
@@ -122,6 +118,11 @@ pub fn document() -> OpenApi {
     for operation in terminology::operations() {
         add(operation);
     }
+    // Not FHIR: no `_format`, no token, no interaction.
+    for (path, method, mut operation) in smart::operations() {
+        finish(&mut operation, &[]);
+        paths.add_path_operation(path, vec![method], operation);
+    }
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
@@ -142,13 +143,31 @@ pub fn document() -> OpenApi {
         .build()
 }
 
+/// Adds what every operation has: the answers any request may get, and the extension naming
+/// the FHIR interactions it implements (`codes`).
+fn finish(operation: &mut Operation, codes: &[&str]) {
+    for error in components::Error::ANY_REQUEST {
+        operation
+            .responses
+            .responses
+            .insert(error.status().into(), RefOr::Ref(error.reference()));
+    }
+    operation.extensions = Some(
+        ExtensionsBuilder::new()
+            .add(INTERACTION_EXTENSION, codes)
+            .build(),
+    );
+}
+
 const DESCRIPTION: &str = "The FHIR R4 (4.0.1) RESTful API of fhirlake, in FHIR JSON \
 (`application/fhir+json`) and FHIR XML (`application/fhir+xml`), chosen by `_format` or \
 `Accept`; a Binary is also read and written as its own content. Bodies are described by the \
 official FHIR R4 JSON schemas (the XML format carries the same resources). Every \
 error is an OperationOutcome with the status that says what went wrong; a path that exists \
-answers other methods with 405. Every operation but `GET /fhir/metadata` and \
-`GET /fhir/$versions` needs a JWT bearer token whose SMART scopes grant it (401 without a valid token, 403 without the scope). The change \
+answers other methods with 405. Every operation but `GET /fhir/metadata`, \
+`GET /fhir/$versions` and the SMART endpoints needs a JWT bearer token whose SMART scopes grant it \
+(401 without a valid token, 403 without the scope); backend services get one from the token \
+endpoint `POST /auth/token` (SMART Backend Services). The change \
 stream (`/fhir/$changes`) serves every committed version as a CloudEvent. `GET /fhir/metadata` \
 states exactly what this build supports.";
 
@@ -158,7 +177,7 @@ pub(super) const METADATA_PATH: &str = "/fhir/metadata";
 /// The `$versions` operation's path.
 pub(super) const VERSIONS_PATH: &str = "/fhir/$versions";
 
-/// The operations that need no token.
+/// The FHIR operations that need no token (the SMART ones need none either: [`smart`]).
 const OPEN_PATHS: &[&str] = &[METADATA_PATH, VERSIONS_PATH];
 
 /// A resource type's tag, linking to its page of the specification.
@@ -305,8 +324,8 @@ mod tests {
             .iter()
             .map(|tag| tag["name"].as_str().unwrap())
             .collect();
-        assert_eq!(tags[..2], [SYSTEM_TAG, CHANGES_TAG]);
-        assert_eq!(&tags[2..], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(tags[..3], [SYSTEM_TAG, CHANGES_TAG, smart::SMART_TAG]);
+        assert_eq!(&tags[3..], fhirlake_model::RESOURCE_TYPES);
         let patient = &document["paths"]["/fhir/Patient/{id}"];
         assert_eq!(
             patient["get"]["responses"]["200"]["content"]["application/fhir+json"]["schema"]["$ref"],
@@ -326,6 +345,12 @@ mod tests {
             let open = &document["paths"][path]["get"];
             assert!(open.get("security").is_none() && open["responses"]["401"].is_null());
         }
+        // The SMART endpoints need no token either, and answer OAuth and SMART JSON.
+        let token = &document["paths"]["/auth/token"]["post"];
+        assert!(token.get("security").is_none() && token["responses"]["401"].is_null());
+        assert!(token["responses"]["400"]["content"]["application/json"].is_object());
+        let smart = &document["paths"]["/fhir/.well-known/smart-configuration"]["get"];
+        assert!(smart.get("security").is_none());
         // What any request may get: every operation lists it.
         for (path, methods) in document["paths"].as_object().unwrap() {
             for (method, operation) in methods.as_object().unwrap() {
