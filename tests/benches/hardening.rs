@@ -24,7 +24,6 @@ use common::bench::{percentile_ms, setting};
 use common::synthea;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -158,16 +157,7 @@ fn measure(
 ) -> Measured {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    let mut command = Command::new(binary);
-    command
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .env("FHIRLAKE_AUTH", "none")
-        .stderr(Stdio::inherit());
-    let server = TestServer::spawn(command, &data);
+    let server = TestServer::spawn(TestServer::command_of(binary, &data, &[]), &data);
 
     let client = common::client();
     let post = |body: &[u8]| -> Value {

@@ -15,13 +15,14 @@
 //! Every request must answer 2xx and every read-your-writes search must find its resource:
 //! the benchmark fails otherwise. Settings: `FHIRLAKE_BENCH_SECONDS` (per scenario, default
 //! 10), `FHIRLAKE_BENCH_BUNDLES`, `FHIRLAKE_BENCH_SCENARIOS` (a comma-separated subset of
-//! `sequential,ryw,creates,mixed`; default all).
+//! `sequential,ryw,creates,mixed`; default all), `FHIRLAKE_BENCH_BINARY` (another `fhirlake`
+//! binary to measure, such as a release build of an earlier commit).
 
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::FHIR_JSON;
 use common::bench::{percentile_ms, setting};
+use common::{FHIR_JSON, TestServer};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +33,13 @@ fn main() {
     let bundles = setting("FHIRLAKE_BENCH_BUNDLES", 10.0) as usize;
     let duration = Duration::from_secs_f64(seconds);
     let synthea = common::synthea::load(Some(bundles));
-    let server = common::TestServer::start();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let binary = std::env::var_os("FHIRLAKE_BENCH_BINARY").map_or_else(
+        || env!("CARGO_BIN_EXE_fhirlake").into(),
+        std::path::PathBuf::from,
+    );
+    let server = TestServer::spawn(TestServer::command_of(&binary, &data, &[]), &data);
     let http = common::client();
     let post = |body: &Value| {
         let response = http

@@ -58,7 +58,12 @@ impl TestServer {
     /// everything but authorization drive the API without tokens. `tests/auth.rs` turns it on
     /// with `--auth ...` in `extra` (a flag wins over the environment).
     pub fn command(data: &Path, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fhirlake"));
+        TestServer::command_of(Path::new(env!("CARGO_BIN_EXE_fhirlake")), data, extra)
+    }
+
+    /// [`TestServer::command`] of another `fhirlake` binary (a benchmark's baseline).
+    pub fn command_of(binary: &Path, data: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(binary);
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
