@@ -12,8 +12,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 /// Serves the FHIR API until SIGTERM or Ctrl-C. Then the change streams end (they would hold
-/// their connections open), in-flight requests finish, the writer commits what it holds and
-/// the store closes.
+/// their connections open), in-flight requests finish, the jobs stop at their next step (to
+/// resume at the next start), the writer commits what it holds and the store closes.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let verifier = config
         .auth
@@ -42,7 +42,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     for release in terminology.releases() {
         tracing::info!(system = %release.url, holding = %release.holding, "terminology release");
     }
+    let jobs = crate::jobs::Jobs::start(
+        store.clone(),
+        search.clone(),
+        config.jobs.sink(&config.data.path),
+        config.jobs.settings(),
+    )
+    .context("starting the jobs")?;
     let mut metrics = Metrics::default();
+    metrics.register_jobs(jobs.clone());
     let mut consumers = vec![("search-indexer".to_string(), search.watch_indexed())];
 
     // The change stream's consumers run on a runtime of their own, away from HTTP workers.
@@ -88,11 +96,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ));
     }
     if let Some(retention) = config.changes_retention {
-        runtime.spawn(cdc::retention::run(
-            store.clone(),
-            retention,
-            consumers.clone(),
-        ));
+        // Unfinished jobs need the changes after their snapshots too.
+        let mut needed = consumers.clone();
+        needed.push(("jobs".to_string(), jobs.floor()));
+        runtime.spawn(cdc::retention::run(store.clone(), retention, needed));
     }
     for (name, checkpoint) in consumers {
         metrics.register_consumer(&name, checkpoint);
@@ -112,6 +119,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             Box::new(profiles),
         ],
         verifier,
+        jobs: jobs.clone(),
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -146,6 +154,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     server.await?;
     runtime.shutdown_background();
+    // The jobs stop at their next step and resume at the next start.
+    jobs.stop();
     store.close();
     tracing::info!("fhirlake stopped");
     Ok(())

@@ -5,14 +5,14 @@
 //! `fhirlake migrate` before the server opens it.
 
 use super::tables::{
-    CHANGES, CHECKPOINTS, CURRENT, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
+    CHANGES, CHECKPOINTS, CURRENT, JOBS, META, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
 };
 use super::{DB_FILE, StoreError};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::path::Path;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// An upgrade from `from` to `from + 1`, run in one write transaction.
 struct Migration {
@@ -22,14 +22,24 @@ struct Migration {
 }
 
 /// Every upgrade, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    name: "0002-checkpoints: the durable checkpoints of change-log consumers",
-    run: |txn| {
-        txn.open_table(CHECKPOINTS)?;
-        Ok(())
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        name: "0002-checkpoints: the durable checkpoints of change-log consumers",
+        run: |txn| {
+            txn.open_table(CHECKPOINTS)?;
+            Ok(())
+        },
     },
-}];
+    Migration {
+        from: 2,
+        name: "0003-jobs: the records of long-running jobs (bulk export)",
+        run: |txn| {
+            txn.open_table(JOBS)?;
+            Ok(())
+        },
+    },
+];
 
 /// Opens the database of `dir`, creating it (at [`SCHEMA_VERSION`]) when it does not exist.
 /// Fails when the directory is at another schema version.
@@ -110,6 +120,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
                 txn.open_table(CHANGES)?;
                 txn.open_table(TYPE_CHANGES)?;
                 txn.open_table(CHECKPOINTS)?;
+                txn.open_table(JOBS)?;
                 SCHEMA_VERSION
             }
         }
@@ -137,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_directory_is_refused_until_migrated_then_has_checkpoints() {
+    fn a_version_1_directory_is_refused_until_migrated_then_has_checkpoints_and_jobs() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = open(dir.path()).unwrap();
@@ -152,11 +163,12 @@ mod tests {
         let error = open_current(dir.path()).err().unwrap().to_string();
         assert!(error.contains("fhirlake migrate"), "{error}");
         let migrated = migrate(dir.path()).unwrap();
-        assert_eq!((migrated.from, migrated.to), (1, 2));
-        assert_eq!(migrated.steps.len(), 1);
+        assert_eq!((migrated.from, migrated.to), (1, 3));
+        assert_eq!(migrated.steps.len(), 2);
         let db = open_current(dir.path()).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(txn.open_table(CHECKPOINTS).unwrap().is_empty().unwrap());
+        assert!(txn.open_table(JOBS).unwrap().is_empty().unwrap());
     }
 
     #[test]

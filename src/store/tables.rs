@@ -1,6 +1,6 @@
 //! The redb tables of a data directory and the byte layout of their records.
 //!
-//! Schema version 2 (see `migrations/`):
+//! Schema version 3 (see `migrations/`):
 //! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
 //! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
 //! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
@@ -8,7 +8,9 @@
 //! - `type_changes` (type, seq) -> (): the change log by resource type, for type history;
 //! - `meta` name -> u64: the schema version;
 //! - `checkpoints` consumer name -> seq: the last change a durable consumer of the change log
-//!   (a Subscription, a sink) has processed; it needs every change after it (schema 2).
+//!   (a Subscription, a sink) has processed; it needs every change after it (schema 2);
+//! - `jobs` job id -> the job's record, JSON that the jobs layer (`src/jobs/`) reads and
+//!   writes: the store keeps it opaque (schema 3).
 //!
 //! All integers are little-endian. Invariant: for every `changes` entry there is exactly one
 //! `versions` entry with its (type, id, vid) and one `type_changes` entry with its (type, seq),
@@ -23,6 +25,7 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
 /// The key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";

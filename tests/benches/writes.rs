@@ -41,7 +41,11 @@ fn main() {
             .body(body.to_string())
             .send()
             .expect("POST bundle");
-        assert!(response.status().is_success(), "{}", response.text().unwrap());
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().unwrap()
+        );
     };
     post(&synthea.shared);
     let mut resources = Vec::new();
@@ -210,7 +214,11 @@ fn create_then_search(base: &str, duration: Duration) -> Row {
             .body(patient(&family))
             .send()
             .expect("POST");
-        assert!(created.status().is_success(), "create: {}", created.status());
+        assert!(
+            created.status().is_success(),
+            "create: {}",
+            created.status()
+        );
         let sent = Instant::now();
         let found: Value = http
             .get(format!("{base}/Patient?family={family}"))
@@ -220,10 +228,16 @@ fn create_then_search(base: &str, duration: Duration) -> Row {
             .expect("searchset");
         latencies.push(sent.elapsed().as_micros() as u64);
         if found["entry"].as_array().map_or(0, Vec::len) != 1 {
-            errors.push(format!("the search after a create did not find it: {found}"));
+            errors.push(format!(
+                "the search after a create did not find it: {found}"
+            ));
         }
     }
-    let mut row = Row::new("search right after a create, 1 client", started.elapsed(), latencies);
+    let mut row = Row::new(
+        "search right after a create, 1 client",
+        started.elapsed(),
+        latencies,
+    );
     row.errors = errors;
     row
 }
@@ -312,7 +326,13 @@ async fn mixed(load: &Arc<Load>, writers: usize, readers: usize, duration: Durat
             .as_array()
             .expect("entries")
             .iter()
-            .map(|e| format!("{}/Observation/{}", load.base, e["resource"]["id"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}/Observation/{}",
+                    load.base,
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
             .collect(),
     );
     let started = Instant::now();
