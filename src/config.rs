@@ -239,44 +239,47 @@ pub struct ServeConfig {
 pub struct JobsConfig {
     /// How many jobs run at once (1 to 64), each on a thread of its own; more wait, queued.
     #[arg(long = "job-workers", env = "FHIRLAKE_JOB_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
-    pub workers: u8,
+    pub job_workers: u8,
 
     /// How long a finished job and its files are kept (`30s`, `12h`, `7d`, ...), from its end.
     #[arg(long = "job-retention", env = "FHIRLAKE_JOB_RETENTION", value_parser = parse_duration, default_value = "24h")]
-    pub retention: Duration,
+    pub job_retention: Duration,
 
     /// The wait between two polls of a running job's status (its `Retry-After`, in whole
     /// seconds, at least 1); a client that polls a job more often than every half of it gets
     /// 429.
     #[arg(long = "job-poll-interval", env = "FHIRLAKE_JOB_POLL_INTERVAL", value_parser = parse_duration, default_value = "2s")]
-    pub poll_interval: Duration,
+    pub job_poll_interval: Duration,
 
     /// The most resources one export file holds (1 to 100000000); a type with more gets
     /// several files.
     #[arg(long = "export-file-resources", env = "FHIRLAKE_EXPORT_FILE_RESOURCES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub file_resources: u64,
+    pub export_file_resources: u64,
 
     /// How export files are stored in `DATA/jobs/`: `none` (NDJSON) or `gzip`. Either way a
     /// client gets a file gzip-compressed when its `Accept-Encoding` takes gzip, plain
     /// otherwise.
     #[arg(long = "export-compression", env = "FHIRLAKE_EXPORT_COMPRESSION", value_enum, default_value_t = Compression::None)]
-    pub compression: Compression,
+    pub export_compression: Compression,
 }
 
 impl JobsConfig {
     /// How jobs are run and kept.
     pub fn settings(&self) -> crate::jobs::Settings {
         crate::jobs::Settings {
-            workers: self.workers.into(),
-            retention: self.retention,
-            poll_interval: self.poll_interval,
-            file_resources: self.file_resources as usize,
+            workers: self.job_workers.into(),
+            retention: self.job_retention,
+            poll_interval: self.job_poll_interval,
+            file_resources: self.export_file_resources as usize,
         }
     }
 
     /// Where jobs put their files: the data directory `data`.
     pub fn sink(&self, data: &Path) -> crate::jobs::Sink {
-        crate::jobs::Sink::Local(crate::jobs::sink::LocalFiles::new(data, self.compression))
+        crate::jobs::Sink::Local(crate::jobs::sink::LocalFiles::new(
+            data,
+            self.export_compression,
+        ))
     }
 }
 

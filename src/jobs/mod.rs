@@ -32,9 +32,9 @@
 //! - **Contained.** A panic in a job fails that job (500) and nothing else.
 //!
 //! Testing only: in a debug build, `FHIRLAKE_TEST_EXPORT_PAUSE=K:W` makes an export pause
-//! once it has written K resources, until W more changes are committed after its snapshot
-//! (`never`: until it is stopped), so that a test can write, crash or stop the server while an
-//! export is under way, by counts rather than times (see [`export`]).
+//! once it has written K resources (0: before it reads anything), until W changes after its
+//! snapshot are committed and indexed (`never`: until it is stopped), so that a test can write,
+//! crash or stop the server while an export is under way, by counts rather than times.
 
 pub mod export;
 pub mod record;

@@ -41,6 +41,10 @@ pub fn run(context: &Context) -> Result<(), Stop> {
         checkpoint => serde_json::from_value(checkpoint.clone())
             .map_err(|e| FhirError::internal(format!("the export's checkpoint: {e}")))?,
     };
+    let mut pause = pause::Pause::from_env();
+    if let Some(pause) = &mut pause {
+        pause.after(context, &request, job.done)?;
+    }
     let index = if Selector::has_filters(&request) {
         Some(index_at_least(context, request.snapshot.seq)?)
     } else {
@@ -56,7 +60,7 @@ pub fn run(context: &Context) -> Result<(), Stop> {
         snapshot: &snapshot,
         selector: &selector,
         done: job.done,
-        pause: pause::Pause::from_env(),
+        pause,
     };
     for (n, resource_type) in request.types.iter().enumerate().skip(resume.type_index) {
         let after = (n == resume.type_index)
@@ -134,6 +138,9 @@ impl Run<'_> {
                     };
                     self.finish(&mut files, resource_type, resume)?;
                 }
+                if let Some(pause) = &mut self.pause {
+                    pause.after(self.context, self.request, self.done)?;
+                }
             }
             after = Some(last.id.clone());
             self.context.progress(
@@ -145,9 +152,6 @@ impl Run<'_> {
                     self.done
                 ),
             );
-            if let Some(pause) = &mut self.pause {
-                pause.after(self.context, self.request, self.done)?;
-            }
         }
         if written_in_type > 0 || files.output.is_some() || files.deleted.is_some() {
             let resume = Resume {
@@ -271,10 +275,10 @@ mod pause {
     use super::*;
 
     pub struct Pause {
-        /// Pause once this many resources are written...
+        /// Pause once this many resources are written (0: before the run reads anything)...
         after: u64,
-        /// ...until this many changes are committed after the snapshot (`None`: until the job
-        /// stops).
+        /// ...until this many changes are committed and indexed after the snapshot (`None`:
+        /// until the job stops).
         writes: Option<u64>,
         done: bool,
     }
@@ -313,8 +317,13 @@ mod pause {
             tracing::warn!(written, "export paused by FHIRLAKE_TEST_EXPORT_PAUSE");
             loop {
                 context.check()?;
-                let committed = context.store.committed_seq() - request.snapshot.seq;
-                if self.writes.is_some_and(|writes| committed >= writes) {
+                // Committed and indexed: the index then holds versions after the snapshot.
+                let indexed = context
+                    .search
+                    .indexed_seq()
+                    .min(context.store.committed_seq());
+                let after = indexed.saturating_sub(request.snapshot.seq);
+                if self.writes.is_some_and(|writes| after >= writes) {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(10));
