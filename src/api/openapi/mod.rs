@@ -20,6 +20,7 @@
 
 mod components;
 mod explorer;
+mod export;
 mod fhir_schemas;
 mod interactions;
 mod terminology;
@@ -120,6 +121,9 @@ pub fn document() -> OpenApi {
         }
     }
     for operation in terminology::operations() {
+        add(operation);
+    }
+    for operation in export::operations() {
         add(operation);
     }
     OpenApiBuilder::new()
