@@ -226,7 +226,7 @@ impl Context<'_> {
 
 /// What a poll of a job's status finds.
 pub enum Poll {
-    Found(Job, Progress),
+    Found(Box<Job>, Progress),
     /// Polled again too soon: retry after this long.
     TooSoon(Duration),
 }
@@ -396,7 +396,7 @@ impl Jobs {
         }
         *polled = Some(now);
         drop(polled);
-        Some(Poll::Found(handle.record(), handle.progress()))
+        Some(Poll::Found(Box::new(handle.record()), handle.progress()))
     }
 
     /// The job `id` as it is now, if `owner` may see it (not a poll).

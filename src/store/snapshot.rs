@@ -283,7 +283,7 @@ mod tests {
     }
 
     fn write(id: &str, action: u8, n: usize) -> Write {
-        let patient = json!({"resourceType": "Patient", "id": id, "active": n % 2 == 0,
+        let patient = json!({"resourceType": "Patient", "id": id, "active": n.is_multiple_of(2),
             "name": [{"family": format!("F{n}")}]});
         Write {
             resource_type: "Patient".into(),
