@@ -789,6 +789,18 @@ fn a_cancelled_export_is_gone_with_its_files() {
         metrics.contains("fhirlake_jobs{kind=\"export\",state=\"cancelled\"} 1"),
         "{metrics}"
     );
+    // A client with ten jobs under way gets 429 for another, until one is cancelled.
+    let under_way: Vec<String> = (0..10)
+        .map(|_| kick_off(&client, "$export?_type=Observation"))
+        .collect();
+    let refused = client.get_with("$export?_type=Patient", &[("Prefer", "respond-async")]);
+    assert_outcome(&refused, 429, &["transient"]);
+    assert!(refused.header("retry-after").is_some());
+    send(client.http.delete(&under_way[9])).expect(202, "cancel");
+    let status = kick_off(&client, "$export?_type=Patient");
+    for status in under_way[..9].iter().chain([&status]) {
+        send(client.http.delete(status)).expect(202, "cancel");
+    }
 }
 
 /// A finished export is removed with its files once its retention has passed.

@@ -1,7 +1,8 @@
 //! `$export` kick-offs (FHIR Bulk Data Access IG): `[base]/$export`, `[base]/Patient/$export`
 //! and `[base]/Group/[id]/$export`, by GET (parameters in the query) or POST (a `Parameters`
 //! body, and any in the query). They need `Prefer: respond-async` (400 without it) and
-//! answer 202 with the job's status URL in `Content-Location`; the job's parameters, its
+//! answer 202 with the job's status URL in `Content-Location` (429 with `Retry-After` when the
+//! client has too many jobs under way); the job's parameters, its
 //! snapshot and its checks are `jobs::export::request`'s, its status and files `api/jobs.rs`'s.
 
 use super::http::{FHIR_JSON, base_url, header_str, query_pairs, read_body};
@@ -87,7 +88,15 @@ async fn start(
         url,
         base: base.clone(),
     };
-    let id = kick_off(&state.jobs, &state.store, &state.search, &access, kick).await?;
+    let id = match kick_off(&state.jobs, &state.store, &state.search, &access, kick).await {
+        Ok(id) => id,
+        // Too many jobs under way: come back after a poll interval.
+        Err(error) if error.status == 429 => {
+            let wait = state.jobs.settings().poll_interval;
+            return Ok(super::jobs::too_many(&error, wait));
+        }
+        Err(error) => return Err(error.into()),
+    };
     let accepted = outcome(
         Severity::Information,
         IssueCode::Informational,

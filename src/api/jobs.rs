@@ -57,10 +57,7 @@ pub async fn status(
                     state.jobs.settings().poll_interval.as_millis() / 2
                 ),
             );
-            return Ok(HttpResponse::TooManyRequests()
-                .insert_header((header::RETRY_AFTER, seconds(wait)))
-                .content_type(FHIR_JSON)
-                .body(error.to_outcome().to_string()));
+            return Ok(too_many(&error, wait));
         }
         Some(Poll::Found(job, progress)) => (job, progress),
     };
@@ -217,6 +214,14 @@ fn accepts_gzip(req: &HttpRequest) -> bool {
             (name == "gzip" || name == "*") && quality > 0.0
         })
     })
+}
+
+/// A 429 with `Retry-After` (in whole seconds, at least 1).
+pub(super) fn too_many(error: &FhirError, wait: Duration) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, seconds(wait)))
+        .content_type(FHIR_JSON)
+        .body(error.to_outcome().to_string())
 }
 
 /// `Retry-After` in whole seconds, at least 1.

@@ -23,7 +23,8 @@
 //!   reach it in the order of their changes ([`Handle::update`] sends under the job's lock).
 //!   A cancelled job is never written back to another state.
 //! - **Owned.** A job and its files are seen by its owner only ([`record::Owner`]); to anyone
-//!   else it does not exist (404), like a resource outside a token's view.
+//!   else it does not exist (404), like a resource outside a token's view. An owner has at most
+//!   [`MAX_UNFINISHED`] jobs queued or running (429 beyond).
 //! - **Cancelled and expired.** A cancelled job (`DELETE` on its status URL) stops at its next
 //!   step; its files are removed, and its status is 404 from then on. A finished job (completed,
 //!   failed or cancelled) is removed with its files once `--job-retention` has passed since it
@@ -54,6 +55,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The most jobs one owner may have queued or running at once (without authorization, all
+/// clients are one owner): more are refused with 429 until one finishes.
+pub const MAX_UNFINISHED: usize = 10;
 
 /// How jobs are run and kept.
 #[derive(Debug, Clone)]
@@ -324,7 +329,8 @@ impl Jobs {
 
     /// Records a new job of `kind` for `owner` asking `request`, durably, and queues it;
     /// returns its id. `keeps_changes_after`: the change-log seq it needs every later change
-    /// of (see [`Job::keeps_changes_after`]).
+    /// of (see [`Job::keeps_changes_after`]). An owner with [`MAX_UNFINISHED`] jobs queued or
+    /// running gets 429.
     pub async fn submit(
         &self,
         kind: Kind,
@@ -348,13 +354,30 @@ impl Jobs {
             checkpoint: Value::Null,
             keeps_changes_after,
         };
+        let owner = job.owner.clone();
         let handle = Handle::new(job);
         // Known (and keeping its changes) before it is durable; queued only once it is.
-        self.shared
-            .jobs
-            .lock()
-            .expect("jobs")
-            .insert(id.clone(), handle.clone());
+        {
+            let mut jobs = self.shared.jobs.lock().expect("jobs");
+            let unfinished = jobs
+                .values()
+                .filter(|other| {
+                    let record = other.record.lock().expect("job record");
+                    record.owner == owner && !record.state.is_finished()
+                })
+                .count();
+            if unfinished >= MAX_UNFINISHED {
+                return Err(FhirError::new(
+                    429,
+                    IssueCode::Transient,
+                    format!(
+                        "this client has {unfinished} jobs queued or running, the most it may \
+                         have: start another once one has finished (or cancel one)"
+                    ),
+                ));
+            }
+            jobs.insert(id.clone(), handle.clone());
+        }
         self.shared.publish_floor();
         let written = handle.update(&self.shared.store, |_| true);
         if let Some(written) = written

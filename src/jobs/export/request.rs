@@ -5,12 +5,13 @@
 //! (`application/fhir+ndjson`, `application/ndjson` or `ndjson`), `_since` and `_until`
 //! (instants), `_type` (comma-separated types; for a patient or group export, types of the
 //! Patient compartment), `_elements`, `_typeFilter` (`Type?params`, see the module above;
-//! at most [`MAX_TYPE_FILTERS`]), `patient` (POST only; Patients that exist, members of the
-//! Group for a group export), `allowPartialManifests` (accepted, always one manifest). Not
+//! at most [`MAX_TYPE_FILTERS`] of [`MAX_TYPE_FILTER_BYTES`]), `patient` (POST only, at most
+//! [`MAX_PATIENTS`]; Patients that exist, members of the Group for a group export),
+//! `allowPartialManifests` (accepted, always one manifest). Not
 //! supported: `includeAssociatedData`, `organizeOutputBy`. A parameter that is not supported,
 //! or a value that is not (a type, a filter, a format), is a 400, or ignored and reported in
 //! the job's `error` file under `Prefer: handling=lenient`; a malformed instant or element,
-//! `patient` in a GET and too many filters are a 400 whatever the handling.
+//! `patient` in a GET and too many or too long values are a 400 whatever the handling.
 
 use super::{Level, Request, Snapshot};
 use crate::auth::Access;
@@ -26,8 +27,14 @@ use crate::search::versions::Criteria;
 use crate::search::{Engine, limits};
 use crate::store::Store;
 
-/// The most `_typeFilter` queries of one export.
+/// The most `_typeFilter` queries of one export, and the longest one (bytes, as a GET search's
+/// URL may be).
 pub const MAX_TYPE_FILTERS: usize = 100;
+pub const MAX_TYPE_FILTER_BYTES: usize = 32 * 1024;
+
+/// The most `_elements` and `patient` values of one export (a larger cohort is a Group).
+pub const MAX_ELEMENTS: usize = 1000;
+pub const MAX_PATIENTS: usize = 10_000;
 
 /// The formats `_outputFormat` may name (all NDJSON).
 const FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson", "ndjson"];
@@ -180,12 +187,18 @@ pub fn parse(
                 if let Some(Subset::Elements(elements)) = Subset::parse(&pair)? {
                     parsed.elements.extend(elements);
                 }
+                if parsed.elements.len() > MAX_ELEMENTS {
+                    return Err(limits::too_costly(format!(
+                        "_elements: at most {MAX_ELEMENTS} elements"
+                    )));
+                }
             }
             "_typeFilter" => {
                 parsed.filters += 1;
-                if parsed.filters > MAX_TYPE_FILTERS {
+                if parsed.filters > MAX_TYPE_FILTERS || value.len() > MAX_TYPE_FILTER_BYTES {
                     return Err(limits::too_costly(format!(
-                        "an export has at most {MAX_TYPE_FILTERS} _typeFilter queries"
+                        "an export has at most {MAX_TYPE_FILTERS} _typeFilter queries of at \
+                         most {MAX_TYPE_FILTER_BYTES} bytes each"
                     )));
                 }
                 match Criteria::parse(registry, value) {
@@ -220,8 +233,11 @@ pub fn parse(
                     .local(value)
                     .and_then(|local| local.strip_prefix("Patient/"))
                     .ok_or_else(|| bad(&format!("'{value}' is not a reference to a Patient")))?;
-                if !parsed.patients.iter().any(|p| p == id) {
-                    parsed.patients.push(id.to_string());
+                parsed.patients.push(id.to_string());
+                if parsed.patients.len() > MAX_PATIENTS {
+                    return Err(limits::too_costly(format!(
+                        "patient: at most {MAX_PATIENTS} Patients (export a Group of more)"
+                    )));
                 }
             }
             "allowPartialManifests" => {
@@ -244,6 +260,8 @@ pub fn parse(
         }
     }
     let types = types(kick_off, access, &parsed, &mut unsupported)?;
+    parsed.patients.sort();
+    parsed.patients.dedup();
     Ok(Request {
         level: kick_off.level.clone(),
         url: kick_off.url.clone(),
@@ -393,6 +411,9 @@ mod tests {
         assert_eq!(request.elements, ["id", "Patient.name"]);
         assert_eq!(request.type_filters, ["Observation?category=laboratory"]);
         assert_eq!(request.patients, ["a", "b"]);
+        let twice = [("patient", "Patient/a"), ("patient", "Patient/a")];
+        let request = parse_open(Level::Patient, &twice, true, false).unwrap();
+        assert_eq!(request.patients, ["a"]);
         assert_eq!(request.view, View::All);
         assert!(request.notes.is_empty());
         // Without `_type`: every type of the compartment, Patient among them, no Organization.
@@ -431,6 +452,10 @@ mod tests {
             .map(|_| ("_typeFilter", "Observation?code=1"))
             .collect();
         let huge = format!("Observation?code={}", vec!["x"; 10_000].join(","));
+        let long = format!("Observation?code={}", "x".repeat(MAX_TYPE_FILTER_BYTES));
+        let patients: Vec<String> = (0..=MAX_PATIENTS)
+            .map(|n| format!("Patient/p{n}"))
+            .collect();
         for (params, post) in [
             (vec![("_since", "yesterday")], false),
             (vec![("_since", "2020-01-01")], false),
@@ -448,6 +473,11 @@ mod tests {
             (vec![("allowPartialManifests", "yes")], false),
             (too_many, false),
             (vec![("_typeFilter", huge.as_str())], false),
+            (vec![("_typeFilter", long.as_str())], false),
+            (
+                patients.iter().map(|p| ("patient", p.as_str())).collect(),
+                true,
+            ),
         ] {
             let refused = parse_open(group(), &params, post, true).unwrap_err();
             assert_eq!(refused.status, 400, "{params:?}");
