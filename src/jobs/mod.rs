@@ -716,3 +716,94 @@ pub fn no_job(id: &str) -> FhirError {
         format!("there is no job {shown}: it never existed, was cancelled or has expired"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn started(dir: &std::path::Path, store: &Store, search: &Arc<Engine>) -> Arc<Jobs> {
+        let settings = Settings {
+            // No worker: the jobs stay queued.
+            workers: 0,
+            retention: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(2),
+            file_resources: 10,
+        };
+        let sink = Sink::Local(sink::LocalFiles::new(dir, sink::Compression::None));
+        Jobs::start(store.clone(), search.clone(), sink, settings).unwrap()
+    }
+
+    /// Unfinished jobs hold change-log retention at their snapshot, are found again after a
+    /// restart, are their owners' only, are counted, and go once expired.
+    #[test]
+    fn jobs_keep_their_changes_survive_a_restart_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let search = Arc::new(
+            Engine::open(
+                &store,
+                &dir.path().join("index"),
+                None,
+                crate::search::Limits::default(),
+            )
+            .unwrap(),
+        );
+        let jobs = started(dir.path(), &store, &search);
+        let floor = jobs.floor();
+        assert_eq!(*floor.borrow(), u64::MAX);
+        let owner = Some(Owner {
+            subject: Some("s".into()),
+            client: None,
+            patient: None,
+        });
+        let submit = |keeps: u64| {
+            runtime
+                .block_on(jobs.submit(Kind::Export, owner.clone(), json!({}), Some(keeps)))
+                .unwrap()
+        };
+        let (first, second) = (submit(7), submit(5));
+        assert_eq!(*floor.borrow(), 5);
+        assert!(jobs.get(&first, &owner).is_some());
+        assert!(jobs.get(&first, &None).is_none(), "another owner's");
+        // Ten under way at most.
+        for _ in 2..MAX_UNFINISHED {
+            submit(9);
+        }
+        let refused = runtime.block_on(jobs.submit(Kind::Export, owner.clone(), json!({}), None));
+        assert_eq!(refused.unwrap_err().status, 429);
+        assert!(runtime.block_on(jobs.cancel(&second, &owner)).unwrap());
+        assert_eq!(*floor.borrow(), 7);
+        assert!(jobs.get(&second, &owner).is_none(), "cancelled: gone");
+        let count = |jobs: &Jobs, state: State| {
+            jobs.counts()
+                .into_iter()
+                .find(|(kind, s, _)| *kind == Kind::Export && *s == state)
+                .unwrap()
+                .2
+        };
+        assert_eq!(count(&jobs, State::Queued), MAX_UNFINISHED as u64 - 1);
+        assert_eq!(count(&jobs, State::Cancelled), 1);
+        jobs.stop();
+        drop(jobs);
+        // After a restart: the same jobs, the same floor.
+        let jobs = started(dir.path(), &store, &search);
+        assert_eq!(*jobs.floor().borrow(), 7);
+        assert_eq!(jobs.get(&first, &owner).unwrap().state, State::Queued);
+        assert_eq!(count(&jobs, State::Cancelled), 1);
+        // The cancelled job expires with its retention; the queued ones never do.
+        let later = datetime::now() + 61_000_000;
+        jobs.shared.expire(&runtime, later);
+        assert_eq!(count(&jobs, State::Cancelled), 0);
+        assert_eq!(count(&jobs, State::Queued), MAX_UNFINISHED as u64 - 1);
+        jobs.stop();
+        drop(jobs);
+        let jobs = started(dir.path(), &store, &search);
+        assert_eq!(count(&jobs, State::Cancelled), 0, "removed from the store");
+        jobs.stop();
+        store.close();
+    }
+}
