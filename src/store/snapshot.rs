@@ -10,6 +10,10 @@
 //! `type_changes`, one type at a time, so what a reader holds in memory grows with the writes
 //! made since `seq` to the type it reads, never with the store.
 //!
+//! A snapshot keeps its read transaction open as long as it lives: redb reuses the pages later
+//! commits free only once it is closed, so the file grows under heavy writes while a long
+//! reader holds one.
+//!
 //! Invariants: a snapshot answers the same for the same `seq` whenever it is opened (versions
 //! are immutable), and it needs every change after `seq` to be in the log: retention must keep
 //! them (the jobs layer holds its floor at `seq`); a snapshot whose changes were trimmed is an
