@@ -66,7 +66,7 @@ impl Changed {
     /// Whether `id` changed after the snapshot's seq (its current version is not the one the
     /// snapshot holds, or it did not exist then).
     pub fn contains(&self, id: &str) -> bool {
-        self.0.contains_key(id)
+        !self.0.is_empty() && self.0.contains_key(id)
     }
 
     pub fn len(&self) -> usize {
@@ -217,7 +217,12 @@ impl Snapshot {
         current: CurrentRecord,
         changed: &Changed,
     ) -> Result<Option<Found>, StoreError> {
-        let vid = match changed.0.get(id) {
+        // Most resources did not change: no lookup at all when none did.
+        let first_after = match changed.is_empty() {
+            true => None,
+            false => changed.0.get(id),
+        };
+        let vid = match first_after {
             Some(first_after) => first_after - 1,
             None => current.vid,
         };
