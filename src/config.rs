@@ -9,6 +9,7 @@ use crate::bundle::conditional::{
     ConditionalDelete, DEFAULT_DELETE_LIMIT, Deletes, MAX_DELETE_LIMIT,
 };
 use crate::cdc::endpoints::Prefix;
+use crate::jobs::sink::Compression;
 use crate::search::Limits;
 use anyhow::Context;
 use clap::Args;
@@ -235,6 +236,58 @@ pub struct ServeConfig {
     /// outcome); `off` writes none.
     #[arg(long, env = "FHIRLAKE_AUDIT", value_enum, default_value_t = Audit::On)]
     pub audit: Audit,
+
+    #[command(flatten)]
+    pub jobs: JobsConfig,
+}
+
+/// Jobs: bulk `$export` and the other long operations (see `src/jobs/`).
+#[derive(Args, Clone, Debug)]
+pub struct JobsConfig {
+    /// How many jobs run at once (1 to 64), each on a thread of its own; more wait, queued.
+    #[arg(long = "job-workers", env = "FHIRLAKE_JOB_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub job_workers: u8,
+
+    /// How long a finished job and its files are kept (`30s`, `12h`, `7d`, ...), from its end.
+    #[arg(long = "job-retention", env = "FHIRLAKE_JOB_RETENTION", value_parser = parse_duration, default_value = "24h")]
+    pub job_retention: Duration,
+
+    /// The wait between two polls of a running job's status (its `Retry-After`, in whole
+    /// seconds, at least 1); a client that polls a job more often than every half of it gets
+    /// 429.
+    #[arg(long = "job-poll-interval", env = "FHIRLAKE_JOB_POLL_INTERVAL", value_parser = parse_duration, default_value = "2s")]
+    pub job_poll_interval: Duration,
+
+    /// The most resources one export file holds (1 to 100000000); a type with more gets
+    /// several files.
+    #[arg(long = "export-file-resources", env = "FHIRLAKE_EXPORT_FILE_RESOURCES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub export_file_resources: u64,
+
+    /// How export files are stored in `DATA/jobs/`: `none` (NDJSON) or `gzip`. Either way a
+    /// client gets a file gzip-compressed when its `Accept-Encoding` takes gzip, plain
+    /// otherwise.
+    #[arg(long = "export-compression", env = "FHIRLAKE_EXPORT_COMPRESSION", value_enum, default_value_t = Compression::None)]
+    pub export_compression: Compression,
+}
+
+impl JobsConfig {
+    /// How jobs are run and kept.
+    pub fn settings(&self) -> crate::jobs::Settings {
+        crate::jobs::Settings {
+            workers: self.job_workers.into(),
+            retention: self.job_retention,
+            poll_interval: self.job_poll_interval,
+            file_resources: self.export_file_resources as usize,
+        }
+    }
+
+    /// Where jobs put their files: the data directory `data`.
+    pub fn sink(&self, data: &Path) -> crate::jobs::Sink {
+        crate::jobs::Sink::Local(crate::jobs::sink::LocalFiles::new(
+            data,
+            self.export_compression,
+        ))
+    }
 }
 
 /// What one search may ask for (see `search::Limits`); past a limit a search gets 400.

@@ -4,6 +4,8 @@
 //! - [`server`], [`cli`], [`config`], [`logging`]: the binary's commands, settings, wiring
 //!   and log output;
 //! - [`api`]: HTTP to calls on the layers below, and their results to FHIR responses;
+//! - [`jobs`]: long operations run by a pool of workers, resumed after a restart (bulk
+//!   `$export`);
 //! - [`bulk`]: `fhirlake import`;
 //! - [`bundle`]: batch and transaction Bundles (for the API and `import`);
 //! - [`patch`]: PATCH documents (JSON Patch, FHIRPath Patch, merge patch) applied to a
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod fhir;
 pub mod fhirpath;
+pub mod jobs;
 pub mod logging;
 pub mod panics;
 pub mod patch;

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 /// Serves the FHIR API until SIGTERM or Ctrl-C. Then the change streams end (they would hold
-/// their connections open), in-flight requests finish, the writer commits what it holds and
-/// the store closes.
+/// their connections open), in-flight requests finish, the jobs stop at their next step (to
+/// resume at the next start), the writer commits what it holds and the store closes.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let verifier = config
         .auth
@@ -56,7 +56,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     for release in terminology.releases() {
         tracing::info!(system = %release.url, holding = %release.holding, "terminology release");
     }
+    let jobs = crate::jobs::Jobs::start(
+        store.clone(),
+        search.clone(),
+        config.jobs.sink(&config.data.path),
+        config.jobs.settings(),
+    )
+    .context("starting the jobs")?;
     let mut metrics = Metrics::default();
+    metrics.register_jobs(jobs.clone());
     let mut consumers = vec![("search-indexer".to_string(), search.watch_indexed())];
 
     // The change stream's consumers run on a runtime of their own, away from HTTP workers.
@@ -102,11 +110,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ));
     }
     if let Some(retention) = config.changes_retention {
-        runtime.spawn(cdc::retention::run(
-            store.clone(),
-            retention,
-            consumers.clone(),
-        ));
+        // Unfinished jobs need the changes after their snapshots too.
+        let mut needed = consumers.clone();
+        needed.push(("jobs".to_string(), jobs.floor()));
+        runtime.spawn(cdc::retention::run(store.clone(), retention, needed));
     }
     for (name, checkpoint) in consumers {
         metrics.register_consumer(&name, checkpoint);
@@ -127,6 +134,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ],
         verifier,
         backend,
+        jobs: jobs.clone(),
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -161,6 +169,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     server.await?;
     runtime.shutdown_background();
+    // The jobs stop at their next step and resume at the next start.
+    jobs.stop();
     if let Err(error) = search.close() {
         tracing::error!(%error, "writing the search index to disk failed; it resumes from its last checkpoint");
     }

@@ -27,7 +27,7 @@ pub enum Interaction {
     SearchSystem,
     /// A search in a compartment (`GET /fhir/Patient/123/Observation`).
     SearchCompartment,
-    /// An operation (`$everything`, `$changes`, `$lookup`, ...).
+    /// An operation (`$everything`, `$changes`, `$lookup`, ...), and a job's status and files.
     Operation,
     Transaction,
     Batch,
@@ -75,7 +75,9 @@ impl Interaction {
             ("GET", "/fhir/{type}/{id}/_history/{vid}") => Interaction::Vread,
             ("GET", "/fhir/{type}/{id}/_history") => Interaction::HistoryInstance,
             ("GET", "/fhir/{type}/{id}") => Interaction::Read,
-            (_, pattern) if pattern.contains("/$") => Interaction::Operation,
+            (_, pattern) if pattern.contains("/$") || pattern.starts_with("/fhir/_jobs/") => {
+                Interaction::Operation
+            }
             ("GET", "/fhir/{compartment}/{id}/{type}") => Interaction::SearchCompartment,
             ("PUT", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Update,
             ("PATCH", "/fhir/{type}/{id}" | "/fhir/{type}") => Interaction::Patch,

@@ -40,6 +40,11 @@ const TYPE_INTERACTIONS: &[&str] = &[
 /// The definition of the `$versions` operation.
 const VERSIONS: &str = "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions";
 
+/// The Bulk Data Access IG's CapabilityStatement, and where its OperationDefinitions are
+/// (`export`, `patient-export`, `group-export`).
+const BULK_DATA: &str = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data";
+const BULK_OPERATIONS: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition";
+
 /// The CapabilityStatement, whole or cut by `_summary` or `_elements`, with its `ETag` and
 /// `Last-Modified`, or 304 when the client's copy is current.
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
@@ -175,6 +180,10 @@ pub fn statement(
             }
             operations.push(json!({"name": "validate",
                 "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}));
+            if matches!(*name, "Patient" | "Group") {
+                let definition = format!("{BULK_OPERATIONS}/{}-export", name.to_lowercase());
+                operations.push(json!({"name": "export", "definition": definition}));
+            }
             resource["operation"] = json!(operations);
             // R4 has no empty arrays: a type nothing refers to has no revincludes.
             if !revincludes.is_empty() {
@@ -189,6 +198,7 @@ pub fn statement(
         "date": crate::fhir::datetime::format_instant(date),
         "publisher": "fhirlake",
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": "fhirlake", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "fhirlake FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
@@ -228,7 +238,15 @@ pub fn statement(
                 conditionalDelete says. Formats: FHIR JSON and FHIR XML (_format, Accept, \
                 Content-Type); a Binary is read and written in its own content type unless \
                 FHIR is asked for first. _filter is not supported yet: it is reported \
-                (handling=lenient) or answered with 400.",
+                (handling=lenient) or answered with 400. Bulk Data $export (system, Patient, \
+                Group; GET and POST; Prefer: respond-async): NDJSON files of exactly the \
+                versions committed at transactionTime, split at --export-file-resources \
+                resources per file, with _outputFormat, _since (and deleted), _until, _type, \
+                _typeFilter (no chains or _has), _elements and patient; not \
+                includeAssociatedData or organizeOutputBy. The status URL answers 202 with \
+                X-Progress, the manifest, or the failure, 429 when polled too often; DELETE \
+                cancels; files need the same token and are gzip-compressed for \
+                Accept-Encoding: gzip.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
@@ -239,7 +257,10 @@ pub fn statement(
                 {"code": "history-system"},
                 {"code": "search-system"},
             ],
-            "operation": [{"name": "versions", "definition": VERSIONS}],
+            "operation": [
+                {"name": "versions", "definition": VERSIONS},
+                {"name": "export", "definition": format!("{BULK_OPERATIONS}/export")},
+            ],
         }],
     })
 }
@@ -291,6 +312,31 @@ mod tests {
             );
             let patient = &statement["rest"][0]["resource"][0];
             assert_eq!(patient["conditionalRead"], "full-support");
+            // Bulk Data: $export at the system level, on Patient and on Group.
+            let export = |operations: &serde_json::Value| {
+                operations
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == "export")
+                    .map(|o| o["definition"].as_str().unwrap().to_string())
+            };
+            let bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition";
+            let resources = statement["rest"][0]["resource"].as_array().unwrap();
+            let of = |name: &str| resources.iter().find(|r| r["type"] == name).unwrap();
+            assert_eq!(
+                export(&statement["rest"][0]["operation"]),
+                Some(format!("{bulk}/export"))
+            );
+            assert_eq!(
+                export(&of("Patient")["operation"]),
+                Some(format!("{bulk}/patient-export"))
+            );
+            assert_eq!(
+                export(&of("Group")["operation"]),
+                Some(format!("{bulk}/group-export"))
+            );
+            assert_eq!(export(&of("Observation")["operation"]), None);
             assert_eq!(statement["patchFormat"][0], "application/json-patch+json");
             let security = &statement["rest"][0]["security"];
             assert_eq!(

@@ -5,7 +5,8 @@
 //! from the request log middleware); the store's size, the change-log head and each change-log
 //! consumer's lag are read when the metrics are scraped, so they are never stale. A change-log
 //! consumer (the indexer, the Subscriptions, the sink) is registered with a watch of its
-//! checkpoint ([`Metrics::register_consumer`]); its lag is the head minus its checkpoint.
+//! checkpoint ([`Metrics::register_consumer`]); its lag is the head minus its checkpoint. The
+//! jobs are counted by kind and state when scraped too ([`Metrics::register_jobs`]).
 
 use super::interaction::Interaction;
 use crate::store::Store;
@@ -40,6 +41,12 @@ struct ConsumerLabels {
     consumer: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobLabels {
+    kind: &'static str,
+    state: &'static str,
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 
 /// Every metric fhirlake exports, all named `fhirlake_...`.
@@ -52,6 +59,8 @@ pub struct Metrics {
     lag: Family<ConsumerLabels, U64Gauge>,
     /// Each consumer of the change log and its checkpoint (the last seq it has processed).
     consumers: Vec<(String, watch::Receiver<u64>)>,
+    job_counts: Family<JobLabels, U64Gauge>,
+    jobs: Option<std::sync::Arc<crate::jobs::Jobs>>,
 }
 
 impl Default for Metrics {
@@ -90,6 +99,12 @@ impl Default for Metrics {
             "Changes in the change log that a consumer has not processed yet",
             lag.clone(),
         );
+        let job_counts = Family::<JobLabels, U64Gauge>::default();
+        registry.register(
+            "jobs",
+            "Jobs (bulk exports) kept, by kind and state",
+            job_counts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -98,6 +113,8 @@ impl Default for Metrics {
             head,
             lag,
             consumers: Vec::new(),
+            job_counts,
+            jobs: None,
         }
     }
 }
@@ -123,6 +140,12 @@ impl Metrics {
         self.consumers.push((name.to_string(), checkpoint));
     }
 
+    /// Exports how many jobs there are of each kind and state as
+    /// `fhirlake_jobs{kind="export",state="running"}`.
+    pub fn register_jobs(&mut self, jobs: std::sync::Arc<crate::jobs::Jobs>) {
+        self.jobs = Some(jobs);
+    }
+
     /// The metrics in the OpenMetrics text format, with the store's values as of now.
     pub fn render(&self, store: &Store) -> std::io::Result<String> {
         self.store_size.set(store.file_size()?);
@@ -134,6 +157,14 @@ impl Metrics {
                     consumer: name.clone(),
                 })
                 .set(head.saturating_sub(*checkpoint.borrow()));
+        }
+        for (kind, state, count) in self.jobs.iter().flat_map(|jobs| jobs.counts()) {
+            self.job_counts
+                .get_or_create(&JobLabels {
+                    kind: kind.as_str(),
+                    state: state.as_str(),
+                })
+                .set(count);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -15,11 +15,13 @@ mod binary;
 mod bundle;
 mod changes;
 mod crud;
+mod export;
 mod format;
 mod get;
 mod history;
 mod http;
 mod interaction;
+mod jobs;
 mod metadata;
 mod metrics;
 pub mod openapi;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub verifier: Option<crate::auth::token::Verifier>,
     /// The token endpoint of SMART Backend Services; `None` under `--auth none`.
     pub backend: Option<token::Backend>,
+    /// The jobs (bulk exports): their records, workers and files.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 /// The routes: the operations endpoints, the SMART configuration, the token endpoint
@@ -102,6 +106,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/$changes").route(web::get().to(changes::pull)))
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
+            .service(
+                resource("/$export")
+                    .route(web::get().to(export::system))
+                    .route(web::post().to(export::system)),
+            )
+            .service(
+                resource("/Patient/$export")
+                    .route(web::get().to(export::patients))
+                    .route(web::post().to(export::patients)),
+            )
+            .service(
+                resource("/Group/{id}/$export")
+                    .route(web::get().to(export::group))
+                    .route(web::post().to(export::group)),
+            )
+            .service(
+                resource(JOB_PATH)
+                    .route(web::get().to(jobs::status))
+                    .route(web::delete().to(jobs::cancel)),
+            )
+            .service(resource(JOB_FILE_PATH).route(web::get().to(jobs::file)))
             .service(resource("/_history").route(web::get().to(history::system)))
             .configure(terminology::routes)
             .service(
@@ -149,6 +174,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .default_service(web::to(not_found));
 }
+
+/// A job's status URL under the FHIR base (`jobs::status_url`).
+pub const JOB_PATH: &str = "/_jobs/{id}";
+/// A job's file under the FHIR base (`jobs::file_url`).
+pub const JOB_FILE_PATH: &str = "/_jobs/{id}/files/{name}";
 
 /// A route whose unmatched methods get a 405 OperationOutcome.
 fn resource(path: &str) -> actix_web::Resource {

@@ -10,7 +10,7 @@
 
 use crate::fhir::datetime;
 use crate::store::Store;
-use crate::store::commit::Bookkeeping;
+use crate::store::commit::{Booked, Bookkeeping};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -43,7 +43,7 @@ pub async fn run(
                 max: TRIM,
             }];
             match store.keep_books(books).await {
-                Ok(trimmed) => {
+                Ok(Booked { trimmed, .. }) => {
                     if trimmed > 0 {
                         tracing::info!(trimmed, below, "changes removed by retention");
                     }

@@ -54,6 +54,10 @@ use tantivy::{DocAddress, Searcher};
 use tokio::sync::watch;
 pub use view::{Candidate, Part, View};
 
+/// A snapshot of the index for a long reader (a bulk export's `_typeFilter`): it holds the
+/// index as it was when taken, whatever is indexed later.
+pub struct IndexSnapshot(Searcher);
+
 /// The search index's directory inside a data directory.
 pub const INDEX_DIR: &str = "index";
 
@@ -384,6 +388,54 @@ impl Engine {
             visible[indexed[address.doc_id as usize]] = true;
         }
         Ok(visible)
+    }
+
+    /// A snapshot of the index as it is now: it holds every change up to at least
+    /// [`Engine::indexed_seq`] as read before taking it.
+    pub fn index_snapshot(&self) -> IndexSnapshot {
+        IndexSnapshot(self.index.searcher())
+    }
+
+    /// Which of `ids` (resources of `criteria`'s type) `criteria` matches in `snapshot`, as a
+    /// search would find them, without a view: one query of the criteria and `_id` with every
+    /// id (so the size of `ids` is not held to `--search-max-values`; the criteria were).
+    pub fn matching_among(
+        &self,
+        snapshot: &IndexSnapshot,
+        criteria: &versions::Criteria,
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, FhirError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut params = criteria.params().to_vec();
+        params.push(("_id".to_string(), ids.join(",")));
+        let defaults = Limits::default();
+        let limits = Limits {
+            params: defaults.params + 1,
+            values: defaults.values.max(ids.len()),
+            ..defaults
+        };
+        let planner = Planner {
+            registry: self.registry,
+            fields: self.index.fields,
+            searcher: &snapshot.0,
+            view: &View::All,
+            limits: &limits,
+        };
+        let plan = planner.plan(&Target::of_type(&criteria.resource_type), &params, true)?;
+        let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
+        let found: Vec<DocAddress> = snapshot
+            .0
+            .search(&plan.query, &tantivy::collector::DocSetCollector)
+            .map_err(failed)?
+            .into_iter()
+            .collect();
+        Ok(index::keys_of(&snapshot.0, &found)
+            .map_err(failed)?
+            .into_iter()
+            .filter_map(|key| key.split_once('/').map(|(_, id)| id.to_string()))
+            .collect())
     }
 
     /// Waits (at most [`CATCH_UP`]) until the index holds every change committed so far;

@@ -69,6 +69,11 @@ impl Criteria {
         Ok(criteria)
     }
 
+    /// Its parameters (`name`, `value`), as parsed.
+    pub(super) fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
     /// The keys of the documents of `versions` that match.
     fn matching(&self, registry: &Registry, versions: &Versions) -> Result<Vec<String>, FhirError> {
         let planner = Planner {

@@ -36,8 +36,9 @@ use crate::fhir::reference;
 use std::collections::BTreeSet;
 use tantivy::query::{BooleanQuery, EmptyQuery, Query};
 
-/// Which resources a search may find.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which resources a search may find. It serializes (a bulk export keeps the view of the
+/// token that started it, to run it later without the token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum View {
     /// Every resource.
     #[default]
@@ -47,7 +48,7 @@ pub enum View {
 }
 
 /// One set of resources a view holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Part {
     /// The type; `None` for every type.
     pub resource_type: Option<String>,
@@ -217,8 +218,9 @@ impl Part {
 /// The `Type/id` of every compartment of type `compartment` that `resource` (`candidate`'s
 /// JSON) is a member of, by the compartment's membership parameters: their references to this
 /// server's resources of that type, each as often as it appears. The candidate's own
-/// compartment (when it is of that type) is not among them.
-fn members_of<'a>(
+/// compartment (when it is of that type) is not among them. What a compartment search and a
+/// view's compartment hold; a bulk export of patients judges its resources by it.
+pub fn members_of<'a>(
     registry: &'a Registry,
     compartment: &'a str,
     candidate: &'a Candidate,

@@ -28,9 +28,12 @@
 //! version is still current ([`Applied::unchanged`]).
 //!
 //! The writer also keeps the books ([`Bookkeeping`]): consumer checkpoints, retention trims,
-//! backend clients and the client assertions used at the token endpoint ride along in the same
-//! group transactions, so they neither cost an fsync of their own nor hold redb's write lock
-//! apart from the writer.
+//! job records, backend clients and the client assertions used at the token endpoint ride
+//! along in the same group transactions, so they neither cost an fsync of their own nor hold
+//! redb's write lock apart from the writer. Each bookkeeping message is answered with the
+//! group's position ([`Booked`]): every change up to its `seq` has a lastUpdated at or before
+//! its `time`, every later change one after it, which is how a bulk export names the instant
+//! its snapshot holds (`transactionTime`).
 //!
 //! A panic while a group is applied fails that group like a failed commit (every request of it
 //! gets a 500, nothing of it is stored) and the writer goes on with the next one: redb drops
@@ -40,7 +43,7 @@
 use super::StoreError;
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
-    CurrentRecord, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+    CurrentRecord, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
 #[cfg(doc)]
@@ -183,6 +186,8 @@ pub enum Bookkeeping {
         older_than: Micros,
         max: usize,
     },
+    /// Sets (`Some`) or removes (`None`) the record of the job `id` (`tables::JOBS`).
+    Job { id: String, record: Option<Vec<u8>> },
     /// Sets (`Some`) or removes (`None`) the record of the backend client `id`.
     Client { id: String, record: Option<Vec<u8>> },
     /// Records that `client` used the client assertion `jti`, unless a record of it that has
@@ -197,8 +202,19 @@ pub enum Bookkeeping {
     },
 }
 
-/// How many changes a [`Bookkeeping::Trim`] removed.
-type BookReply = oneshot::Sender<Result<usize, StoreError>>;
+/// What the transaction that kept a message's books did, and where the change log stood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booked {
+    /// How many changes its [`Bookkeeping::Trim`]s removed.
+    pub trimmed: usize,
+    /// The seq of the last change committed up to and including the transaction.
+    pub seq: u64,
+    /// The transaction's time: every change up to `seq` has a lastUpdated at or before it,
+    /// every later change one after it (the next groups' times are later).
+    pub time: Micros,
+}
+
+type BookReply = oneshot::Sender<Result<Booked, StoreError>>;
 
 enum Message {
     Commit(Request, Reply),
@@ -262,19 +278,19 @@ impl Committer {
         answer.blocking_recv().unwrap_or_else(|_| Err(closed()))
     }
 
-    /// Applies `books` in the writer's next transaction; resolves, once it is durable, to the
-    /// number of changes trimmed.
+    /// Sends `books` to the writer now, for its next transaction (books sent one after the
+    /// other are applied in that order); the returned future resolves, once they are durable,
+    /// to what they did and the group's position (an empty `books` only asks for the
+    /// position).
     pub fn keep_books(
         &self,
         books: Vec<Bookkeeping>,
-    ) -> impl Future<Output = Result<usize, StoreError>> + 'static {
+    ) -> impl Future<Output = Result<Booked, StoreError>> + 'static {
         let (reply, answer) = oneshot::channel();
         let sent = self.sender.send(Message::Books(books, reply));
         async move {
-            sent.map_err(|_| StoreError::Schema("the store is closed".into()))?;
-            answer
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Schema("the store is closed".into())))
+            sent.map_err(|_| store_closed())?;
+            answer.await.unwrap_or_else(|_| Err(store_closed()))
         }
     }
 
@@ -300,6 +316,10 @@ impl Committer {
             let _ = thread.join();
         }
     }
+}
+
+fn store_closed() -> StoreError {
+    StoreError::Schema("the store is closed".into())
 }
 
 fn closed() -> CommitError {
@@ -366,8 +386,9 @@ impl Writer {
             });
         match applied {
             Ok((results, trimmed)) => {
+                let seq = self.position.next_seq - 1;
                 for (reply, trimmed) in book_replies.into_iter().zip(trimmed) {
-                    let _ = reply.send(Ok(trimmed));
+                    let _ = reply.send(Ok(Booked { trimmed, seq, time }));
                 }
                 self.position.last_time = time;
                 if self.position.next_seq != start_seq {
@@ -418,10 +439,13 @@ impl Writer {
                 };
                 results.push(result);
             }
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let mut books_tables = Books {
+                checkpoints: txn.open_table(CHECKPOINTS)?,
+                jobs: txn.open_table(JOBS)?,
+            };
             books
                 .into_iter()
-                .map(|books| keep_books(&txn, &mut tables, &mut checkpoints, books, time))
+                .map(|books| keep_books(&txn, &mut tables, &mut books_tables, books, time))
                 .collect::<Result<Vec<_>, _>>()?
         };
         txn.commit()?;
@@ -551,11 +575,17 @@ impl Group {
     }
 }
 
+/// The tables of the books, open in the group's transaction.
+struct Books<'txn> {
+    checkpoints: Table<'txn, &'static str, u64>,
+    jobs: Table<'txn, &'static str, &'static [u8]>,
+}
+
 /// Applies one bookkeeping message at the group's `time`; returns how many changes it trimmed.
 fn keep_books(
     txn: &WriteTransaction,
     tables: &mut Tables<'_>,
-    checkpoints: &mut Table<'_, &'static str, u64>,
+    books_tables: &mut Books<'_>,
     books: Vec<Bookkeeping>,
     time: Micros,
 ) -> Result<usize, StoreError> {
@@ -566,10 +596,19 @@ fn keep_books(
                 name,
                 seq: Some(seq),
             } => {
-                checkpoints.insert(name.as_str(), seq)?;
+                books_tables.checkpoints.insert(name.as_str(), seq)?;
             }
             Bookkeeping::Checkpoint { name, seq: None } => {
-                checkpoints.remove(name.as_str())?;
+                books_tables.checkpoints.remove(name.as_str())?;
+            }
+            Bookkeeping::Job {
+                id,
+                record: Some(record),
+            } => {
+                books_tables.jobs.insert(id.as_str(), record.as_slice())?;
+            }
+            Bookkeeping::Job { id, record: None } => {
+                books_tables.jobs.remove(id.as_str())?;
             }
             Bookkeeping::Trim {
                 below,

@@ -236,6 +236,7 @@ mod tests {
             .unwrap()
             .block_on(store.keep_books(books))
             .unwrap()
+            .trimmed
     }
 
     fn trim(below: u64, older_than: i64) -> Bookkeeping {

@@ -10,11 +10,14 @@ pub mod commit;
 pub mod history;
 pub mod log;
 pub mod schema;
+pub mod snapshot;
 pub mod tables;
 
 use crate::fhir::FhirError;
 use crate::fhir::resource::same_content;
-use commit::{Action, Applied, Bookkeeping, CommitError, Committer, Position, Request, Write};
+use commit::{
+    Action, Applied, Booked, Bookkeeping, CommitError, Committer, Position, Request, Write,
+};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -168,12 +171,13 @@ impl Store {
             .collect()
     }
 
-    /// Applies `books` (checkpoints, trims) in the writer's next transaction; resolves to the
-    /// number of changes trimmed once it is durable.
+    /// Sends `books` (checkpoints, trims, job records) to the writer now, for its next
+    /// transaction, in the order they are sent; resolves once they are durable to what they
+    /// did and where the change log stood ([`Booked`]).
     pub fn keep_books(
         &self,
         books: Vec<Bookkeeping>,
-    ) -> impl Future<Output = Result<usize, StoreError>> + 'static {
+    ) -> impl Future<Output = Result<Booked, StoreError>> + 'static {
         self.committer.keep_books(books)
     }
 
@@ -205,6 +209,18 @@ impl Store {
     /// [`Store::commit`] outside an async runtime (import, tests).
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<Vec<Applied>, CommitError> {
         self.committer.commit_blocking(self.request(writes))
+    }
+
+    /// Every job record (see `tables::JOBS`), by id.
+    pub fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let jobs = txn.open_table(tables::JOBS)?;
+        let mut records = Vec::new();
+        for item in jobs.iter()? {
+            let (id, record) = item?;
+            records.push((id.value().to_string(), record.value().to_vec()));
+        }
+        Ok(records)
     }
 
     /// The seq of the last durable change (0 when the log is empty).

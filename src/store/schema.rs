@@ -5,7 +5,7 @@
 //! `fhirlake migrate` before the server opens it.
 
 use super::tables::{
-    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, META,
+    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, JOBS, META,
     SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
 };
 use super::{DB_FILE, StoreError};
@@ -32,12 +32,13 @@ const MIGRATIONS: &[Migration] = &[
             Ok(())
         },
     },
-    // TO DROP AT MERGE: a placeholder for version 3 (the `jobs` table of the bulk-export
-    // branch), so that this branch's version 4 has a version to come from.
     Migration {
         from: 2,
-        name: "0003-placeholder: nothing",
-        run: |_| Ok(()),
+        name: "0003-jobs: the records of long-running jobs (bulk export)",
+        run: |txn| {
+            txn.open_table(JOBS)?;
+            Ok(())
+        },
     },
     Migration {
         from: 3,
@@ -133,6 +134,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
                 txn.open_table(CHANGES)?;
                 txn.open_table(TYPE_CHANGES)?;
                 txn.open_table(CHECKPOINTS)?;
+                txn.open_table(JOBS)?;
                 backend_tables(&txn)?;
                 SCHEMA_VERSION
             }
@@ -181,6 +183,7 @@ mod tests {
         let db = open_current(dir.path()).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(txn.open_table(CHECKPOINTS).unwrap().is_empty().unwrap());
+        assert!(txn.open_table(JOBS).unwrap().is_empty().unwrap());
         assert!(txn.open_table(BACKEND_CLIENTS).unwrap().is_empty().unwrap());
         assert!(txn.open_table(ASSERTION_JTIS).unwrap().is_empty().unwrap());
         assert!(

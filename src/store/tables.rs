@@ -9,6 +9,8 @@
 //! - `meta` name -> u64: the schema version;
 //! - `checkpoints` consumer name -> seq: the last change a durable consumer of the change log
 //!   (a Subscription, a sink) has processed; it needs every change after it (schema 2);
+//! - `jobs` job id -> the job's record, JSON that the jobs layer (`src/jobs/`) reads and
+//!   writes: the store keeps it opaque (schema 3).
 //! - `backend_clients` client id -> JSON: the registered SMART backend clients (schema 4; the
 //!   record is `auth::clients::Client`'s, the store keeps its bytes);
 //! - `assertion_jtis` (client id, jti) -> [`JtiRecord`]: the client assertions used at the
@@ -29,6 +31,7 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 pub const BACKEND_CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_clients");
 pub const ASSERTION_JTIS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("assertion_jtis");

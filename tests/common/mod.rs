@@ -114,6 +114,11 @@ impl TestServer {
         url(&self.base, path)
     }
 
+    /// The server process's id, while it runs (for the benchmarks' memory figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server process is still running (it has not exited, by a crash or
     /// otherwise, since it started).
     pub fn is_running(&mut self) -> bool {

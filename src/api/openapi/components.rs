@@ -291,6 +291,7 @@ pub enum Error {
     NotImplemented,
     UriTooLong,
     HeadersTooLarge,
+    TooManyRequests,
     Internal,
 }
 
@@ -300,7 +301,7 @@ impl Error {
     pub const ANY_REQUEST: [Error; 3] =
         [Error::UriTooLong, Error::HeadersTooLarge, Error::Internal];
 
-    const ALL: [Error; 16] = [
+    const ALL: [Error; 17] = [
         Error::BadRequest,
         Error::Unauthorized,
         Error::Forbidden,
@@ -316,6 +317,7 @@ impl Error {
         Error::NotImplemented,
         Error::UriTooLong,
         Error::HeadersTooLarge,
+        Error::TooManyRequests,
         Error::Internal,
     ];
 
@@ -337,6 +339,7 @@ impl Error {
             Error::NotImplemented => "NotImplemented",
             Error::UriTooLong => "UriTooLong",
             Error::HeadersTooLarge => "HeadersTooLarge",
+            Error::TooManyRequests => "TooManyRequests",
             Error::Internal => "Internal",
         }
     }
@@ -358,6 +361,7 @@ impl Error {
             Error::NotImplemented => "501",
             Error::UriTooLong => "414",
             Error::HeadersTooLarge => "431",
+            Error::TooManyRequests => "429",
             Error::Internal => "500",
         }
     }
@@ -435,6 +439,10 @@ impl Error {
             Error::HeadersTooLarge => {
                 "Request header fields too large: more header fields than `--max-headers`, or \
                  more bytes of them than `--max-header-bytes`."
+            }
+            Error::TooManyRequests => {
+                "Too many requests: a job's status polled again too soon; `Retry-After` says \
+                 when to poll."
             }
             Error::Internal => {
                 "Internal server error: a fault of the server, logged with the request id the \

@@ -21,6 +21,7 @@
 
 mod components;
 mod explorer;
+mod export;
 mod fhir_schemas;
 mod interactions;
 mod smart;
@@ -116,6 +117,9 @@ pub fn document() -> OpenApi {
         }
     }
     for operation in terminology::operations() {
+        add(operation);
+    }
+    for operation in export::operations() {
         add(operation);
     }
     // Not FHIR: no `_format`, no token, no interaction.
