@@ -96,6 +96,8 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "GET /fhir/Patient",
         "GET /fhir/Patient/{id}/{type}",
         "GET /fhir/Patient/{id}/$everything",
+        "GET /fhir/Patient/$export",
+        "POST /fhir/Patient/$export",
         "POST /fhir/Patient/$validate",
         "GET /fhir/Patient/{id}/$validate",
         "POST /fhir/Patient/{id}/$validate",
