@@ -68,7 +68,7 @@ pub fn recorded_base(dir: &Path) -> Option<Base> {
 }
 
 /// The memory the index writer may buffer before it flushes a segment.
-const WRITER_MEMORY: usize = 15 * 1024 * 1024;
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 
 /// The fields of a document.
 #[derive(Clone, Copy)]

@@ -2,9 +2,9 @@
 //!
 //! It follows the store's committed seq, reads the changes after its checkpoint in batches,
 //! turns each touched resource's current state into an index change (on every core), and
-//! commits the batch with the new checkpoint. While nothing waits for the index it gathers
-//! changes for up to [`GATHER`] after its last commit; a waiting search makes it commit at
-//! once. Under load the batches grow (up to 20,000 changes, one tantivy commit whose payload
+//! commits the batch with the new checkpoint. A write after a quiet spell is indexed at once;
+//! under a stream of writes, while nothing waits for the index, it gathers changes for up to
+//! [`GATHER`] after its last commit, and a waiting search makes it commit at once. Under load the batches grow (up to 20,000 changes, one tantivy commit whose payload
 //! is the last seq), so tantivy commits stay few.
 //!
 //! Panics cost as little as they can: a parameter whose extraction panics is left out of that
@@ -170,19 +170,25 @@ fn run(
     }
     let mut commits = store.watch_commits();
     let mut last_commit = Instant::now();
+    // Whether the indexer waited for a write since its last commit: a write after a quiet
+    // spell is indexed at once, and changes are gathered only under a stream of writes.
+    let mut was_idle = true;
     loop {
         if store.committed_seq() <= checkpoint {
             if runtime.block_on(commits.changed()).is_err() {
                 return; // the store is closed
             }
+            was_idle = true;
             continue;
         }
-        while !waiting.any()
+        while !was_idle
+            && !waiting.any()
             && last_commit.elapsed() < GATHER
             && store.committed_seq() - checkpoint < BATCH as u64
         {
             std::thread::sleep(Duration::from_millis(1));
         }
+        was_idle = false;
         let batch = catch_unwind(AssertUnwindSafe(|| {
             index_batch(&store, &index, registry, checkpoint)
         }))
