@@ -268,7 +268,8 @@ fn reindex(data: DataDir) -> anyhow::Result<()> {
     let dir = data.path.join(crate::search::INDEX_DIR);
     // References are read as the server read them when it built the index.
     let base = crate::search::index::recorded_base(&dir).unwrap_or_default();
-    let (index, _) = crate::search::index::SearchIndex::open(&dir, &base)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (index, _) = crate::search::index::SearchIndex::open_with_threads(&dir, &base, threads)?;
     let registry = crate::search::registry::Registry::r4_with_base(base);
     let start = std::time::Instant::now();
     let count = crate::search::indexer::rebuild(&store, &index, registry);

@@ -509,3 +509,48 @@ fn import_refuses_a_data_directory_a_server_holds() {
     assert_eq!(fhir.get("Patient/locked-1").status, 404);
     assert!(fhir.system_history().is_empty());
 }
+
+/// `fhirlake reindex` rebuilds the index from the store alone (with every core's indexing
+/// thread), and a server started afterwards finds exactly what was imported, with nothing to
+/// index at start; so does one started after the index directory was removed and rebuilt.
+#[test]
+fn reindex_rebuilds_what_searches_find() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let resources: Vec<Value> = (0..40)
+        .map(|i| patient(&format!("re-{i}"), &format!("Reindexed{}", i % 4)))
+        .collect();
+    let file = temp.path().join("patients.ndjson");
+    std::fs::write(&file, ndjson(&resources)).unwrap();
+    assert_success(&import(&data, &[&file]));
+    for round in ["over the imported index", "after the index was removed"] {
+        if round.starts_with("after") {
+            std::fs::remove_dir_all(data.join("index")).unwrap();
+        }
+        let printed = common::run_command(&["reindex"], &data);
+        assert!(
+            printed.contains("indexed 40 resources"),
+            "{round}: {printed}"
+        );
+        let fhir = Fhir::on(&data, &[]);
+        for family in 0..4 {
+            let found = read(
+                &fhir,
+                &format!("Patient?family=Reindexed{family}&_count=100"),
+            );
+            let mut ids: Vec<&str> = found["entry"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap())
+                .collect();
+            ids.sort_unstable();
+            let mut expected: Vec<String> = (0..40)
+                .filter(|i| i % 4 == family)
+                .map(|i| format!("re-{i}"))
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(ids, expected, "{round}: family Reindexed{family}");
+        }
+    }
+}

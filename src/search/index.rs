@@ -127,6 +127,17 @@ impl SearchIndex {
     /// version of fhirlake) or whose references were read with another `base` is removed: its
     /// checkpoint is then 0 and it must be rebuilt.
     pub fn open(dir: &Path, base: &Base) -> tantivy::Result<(SearchIndex, u64)> {
+        SearchIndex::open_with_threads(dir, base, 1)
+    }
+
+    /// [`SearchIndex::open`] with `threads` indexing threads, for a rebuild of everything (the
+    /// server's index keeps one: each thread that got documents makes a segment per commit,
+    /// and most of its commits hold a few documents).
+    pub fn open_with_threads(
+        dir: &Path,
+        base: &Base,
+        threads: usize,
+    ) -> tantivy::Result<(SearchIndex, u64)> {
         let reading = reading(base);
         if dir.exists()
             && std::fs::read_to_string(dir.join(READING_FILE)).ok() != Some(reading.clone())
@@ -164,7 +175,7 @@ impl SearchIndex {
             .payload
             .and_then(|payload| payload.parse().ok())
             .unwrap_or(0);
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let writer = index.writer_with_num_threads(threads, WRITER_MEMORY * threads)?;
         writer.set_merge_policy(Box::new(merge_policy()));
         let reader = index
             .reader_builder()
