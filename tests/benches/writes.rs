@@ -275,10 +275,13 @@ impl Load {
 /// Per task: latencies and errors.
 type Measured = (Vec<u64>, Vec<String>);
 
-async fn creates(load: &Arc<Load>, clients: usize, duration: Duration) -> Row {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..clients)
+/// `count` tasks creating resources one after the other until `deadline`.
+fn creating(
+    load: &Arc<Load>,
+    count: usize,
+    deadline: Instant,
+) -> Vec<tokio::task::JoinHandle<Measured>> {
+    (0..count)
         .map(|_| {
             let load = load.clone();
             tokio::spawn(async move {
@@ -292,7 +295,13 @@ async fn creates(load: &Arc<Load>, clients: usize, duration: Duration) -> Row {
                 measured
             })
         })
-        .collect();
+        .collect()
+}
+
+async fn creates(load: &Arc<Load>, clients: usize, duration: Duration) -> Row {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks = creating(load, clients, deadline);
     let (latencies, errors) = gather(tasks).await;
     let mut row = Row::new(
         format!("create, {clients} client(s)"),
@@ -332,21 +341,7 @@ async fn mixed(load: &Arc<Load>, writers: usize, readers: usize, duration: Durat
     );
     let started = Instant::now();
     let deadline = started + duration;
-    let writing: Vec<_> = (0..writers)
-        .map(|_| {
-            let load = load.clone();
-            tokio::spawn(async move {
-                let mut measured: Measured = Default::default();
-                while Instant::now() < deadline {
-                    match load.create().await {
-                        Ok(latency) => measured.0.push(latency),
-                        Err(error) => measured.1.push(format!("create: {error}")),
-                    }
-                }
-                measured
-            })
-        })
-        .collect();
+    let writing = creating(load, writers, deadline);
     let reading: Vec<_> = (0..readers)
         .map(|reader| {
             let load = load.clone();

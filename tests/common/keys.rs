@@ -4,20 +4,23 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// The command that writes `rsa.pem`, an RSA 2048 private key.
+const RSA_2048: &[&str] = &[
+    "genpkey",
+    "-algorithm",
+    "RSA",
+    "-pkeyopt",
+    "rsa_keygen_bits:2048",
+    "-out",
+    "rsa.pem",
+];
+
 /// Writes `rsa.pem` and `rsa.pub.pem` (RSA 2048), `ec.pem` and `ec.pub.pem` (P-256) in `dir`.
 pub fn make_keys(dir: &Path) {
     openssl(
         dir,
         &[
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                "rsa.pem",
-            ],
+            RSA_2048,
             &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
             &[
                 "genpkey",
@@ -39,15 +42,7 @@ pub fn make_client_keys(dir: &Path) {
     openssl(
         dir,
         &[
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                "rsa.pem",
-            ],
+            RSA_2048,
             &[
                 "genpkey",
                 "-algorithm",
