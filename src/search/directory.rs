@@ -24,6 +24,10 @@
 //! so after any crash the index on disk is a whole one, of an earlier commit; its payload
 //! says from which change the indexer resumes. A crash costs re-indexing the changes since
 //! the last checkpoint, never a rebuild.
+//!
+//! A checkpoint that fails (a full disk) is logged and retried each second; until one
+//! succeeds, what is held in memory grows with the index's commits, and the index on disk stays
+//! the last whole one.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
