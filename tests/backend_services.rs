@@ -12,7 +12,8 @@ mod common;
 use common::TestServer;
 use common::auth::{HS256, bearer, token};
 use common::fhir::{Reply, assert_outcome, send};
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use common::keys::public_jwk;
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -41,15 +42,10 @@ fn setup() -> Setup {
     common::keys::make_client_keys(&dir);
     let rsa = EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.pem")).unwrap()).unwrap();
     let ec = EncodingKey::from_ec_pem(&std::fs::read(dir.join("ec384.pem")).unwrap()).unwrap();
-    let jwk = |key: &EncodingKey, alg, kid: &str| {
-        let mut jwk = Jwk::from_encoding_key(key, alg).unwrap();
-        jwk.common.key_id = Some(kid.into());
-        jwk
-    };
     let set = JwkSet {
         keys: vec![
-            jwk(&rsa, Algorithm::RS384, "rsa-1"),
-            jwk(&ec, Algorithm::ES384, "ec-1"),
+            public_jwk(&rsa, Algorithm::RS384, "rsa-1"),
+            public_jwk(&ec, Algorithm::ES384, "ec-1"),
         ],
     };
     let jwks = dir.join("jwks.json");
@@ -702,8 +698,7 @@ fn registration_refuses_what_cannot_work() {
             .stdout,
     )
     .unwrap();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("p256".into());
+    let jwk = public_jwk(&key, Algorithm::ES256, "p256");
     std::fs::write(&p256, serde_json::to_vec(&json!({"keys": [jwk]})).unwrap()).unwrap();
     for (args, says) in [
         (

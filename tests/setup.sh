@@ -14,8 +14,9 @@
 #   tests/backend_services.rs; xxd: the README's recipe of a client's JWKS, which that test runs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
 # - fhir-kit-client (tests/clients/package-lock.json): a FHIR client of tests/clients.rs;
-# - openapi-spec-validator, fhirpy and fhirclient (tests/requirements.txt): the OpenAPI
-#   validator of tests/openapi.rs and the Python FHIR clients of tests/clients.rs.
+# - openapi-spec-validator, fhirpy, fhirclient, smart-fetch and duckdb (tests/requirements.txt):
+#   the OpenAPI validator of tests/openapi.rs, the Python FHIR clients of tests/clients.rs, and
+#   the bulk client and the SQL engine that reads its downloads in tests/bulk_client.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=target/test-tools

@@ -68,3 +68,16 @@ fn openssl(dir: &Path, commands: &[&[&str]]) {
         assert!(status.success(), "openssl {args:?}");
     }
 }
+
+/// The public JWK of the private `key` for `alg`, named `kid`: what a backend client
+/// registers (`fhirlake client add --jwks`).
+#[allow(dead_code)]
+pub fn public_jwk(
+    key: &jsonwebtoken::EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+    kid: &str,
+) -> jsonwebtoken::jwk::Jwk {
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key, alg).expect("a JWK of the key");
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
