@@ -45,10 +45,8 @@ const PATIENTS: usize = 3;
 /// hold, with their files (the shared provider bundles first).
 fn synthea_patients() -> (Vec<String>, BTreeMap<String, u64>) {
     let files = synthea::files();
-    let (shared, patients): (Vec<_>, Vec<_>) = files.iter().partition(|path| {
-        path.file_name()
-            .is_some_and(|name| name.to_string_lossy().starts_with("0-"))
-    });
+    let (shared, patients): (Vec<_>, Vec<_>) =
+        files.iter().partition(|path| synthea::is_shared(path));
     let patients = &patients[..PATIENTS];
     let mut counts: BTreeMap<String, u64> = TYPES.iter().map(|t| (t.to_string(), 0)).collect();
     for path in patients {

@@ -6,7 +6,8 @@
 //! the export (`VmHWM`, reset before each one through `/proc/PID/clear_refs`), beside its
 //! resident memory before it.
 //!
-//! `cargo bench --bench export`; FHIRLAKE_BENCH_ROUNDS (default 3) rounds of each kind.
+//! `cargo bench --bench export`; FHIRLAKE_BENCH_ROUNDS (default 3) rounds of each kind;
+//! FHIRLAKE_BENCH_COPIES (default 1) copies of every patient (11: a million resources).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -19,7 +20,8 @@ fn main() {
     let rounds = common::bench::setting("FHIRLAKE_BENCH_ROUNDS", 3.0) as usize;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let files: Vec<String> = common::synthea::files()
+    let copies = common::bench::setting("FHIRLAKE_BENCH_COPIES", 1.0) as usize;
+    let files: Vec<String> = common::synthea::copies(copies)
         .iter()
         .map(|path| path.display().to_string())
         .collect();

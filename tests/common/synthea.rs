@@ -42,12 +42,27 @@ pub fn files() -> Vec<PathBuf> {
     files
 }
 
+/// The Synthea files that store `copies` copies of every patient: the shared bundles once,
+/// each patient bundle `copies` times. A patient bundle is a transaction of POSTs, so each
+/// import of it stores its resources under new ids: all Synthea 11 times is a million
+/// resources.
+#[allow(dead_code)]
+pub fn copies(copies: usize) -> Vec<PathBuf> {
+    let (shared, patients): (Vec<PathBuf>, Vec<PathBuf>) =
+        files().into_iter().partition(|path| is_shared(path));
+    let mut files = shared;
+    for _ in 0..copies {
+        files.extend(patients.iter().cloned());
+    }
+    files
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// Whether `path` is one of the shared batch bundles rather than a patient bundle.
-fn is_shared(path: &Path) -> bool {
+pub fn is_shared(path: &Path) -> bool {
     file_name(path).starts_with("0-")
 }
 
