@@ -218,8 +218,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens the store of `dir` for a command; the error says that a running server holds it
 /// (`or`: what else to do then).
-fn open_store(dir: &std::path::Path, or: &str) -> anyhow::Result<crate::store::Store> {
-    crate::store::Store::open(dir).map_err(|error| {
+fn open_store(data: &DataDir, or: &str) -> anyhow::Result<crate::store::Store> {
+    data.open_store().map_err(|error| {
         anyhow::anyhow!(
             "{error} (a running fhirlake server keeps its data directory locked: stop it{or})"
         )
@@ -227,7 +227,7 @@ fn open_store(dir: &std::path::Path, or: &str) -> anyhow::Result<crate::store::S
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data.path, ", or POST the Bundles to it instead")?;
+    let store = open_store(&args.data, ", or POST the Bundles to it instead")?;
     // The index keeps the base the server built it with.
     let search = std::sync::Arc::new(crate::search::Engine::open(
         &store,
@@ -264,7 +264,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 }
 
 fn reindex(data: DataDir) -> anyhow::Result<()> {
-    let store = crate::store::Store::open(&data.path)?;
+    let store = data.open_store()?;
     let dir = data.path.join(crate::search::INDEX_DIR);
     // References are read as the server read them when it built the index.
     let base = crate::search::index::recorded_base(&dir).unwrap_or_default();
@@ -320,7 +320,7 @@ fn client(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::List(data) => data,
         ClientCommand::Remove(args) => &args.data,
     };
-    let store = open_store(&data.path, ", then start it again")?;
+    let store = open_store(data, ", then start it again")?;
     let done = match command {
         ClientCommand::Add(args) => add_client(&store, args),
         ClientCommand::List(_) => list_clients(&store),

@@ -22,6 +22,20 @@ pub struct DataDir {
     /// The data directory: the redb store (and later the search index) live here.
     #[arg(long = "data", env = "FHIRLAKE_DATA", default_value = "./data")]
     pub path: PathBuf,
+
+    /// The most memory, in MiB, that the store keeps of its file's pages (redb's cache, 9/10
+    /// for reads): what bounds the memory a scan of the whole store (an export, a reindex)
+    /// leaves resident.
+    #[arg(long = "store-cache", env = "FHIRLAKE_STORE_CACHE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub cache_mib: u64,
+}
+
+impl DataDir {
+    /// Opens the store of this directory with its cache size.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::open_with_cache(&self.path, (self.cache_mib as usize) << 20)
+    }
 }
 
 /// How written resources are validated (`serve` and `import`).

@@ -5,7 +5,6 @@ use crate::api::{self, AppState, Metrics};
 use crate::auth::token::{Mode, OwnKey};
 use crate::cdc;
 use crate::config::{SECRET_FILE, ServeConfig};
-use crate::store::Store;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use std::io::Write;
@@ -34,7 +33,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     };
     announce_auth(&config);
-    let store = Store::open(&config.data.path)
+    let store = config
+        .data
+        .open_store()
         .with_context(|| format!("opening the data directory {}", config.data.path.display()))?;
     let base = crate::fhir::reference::Base::new(config.base_url.as_deref());
     let search = crate::search::Engine::open(

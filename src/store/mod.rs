@@ -81,9 +81,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, checking its schema version, and starts the
-    /// writer.
+    /// writer; with redb's default cache (1 GiB).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(schema::open_current(dir)?);
+        Store::open_with_cache(dir, schema::DEFAULT_CACHE)
+    }
+
+    /// [`Store::open`] with a cache of at most `cache` bytes of the file's pages.
+    pub fn open_with_cache(dir: &Path, cache: usize) -> Result<Store, StoreError> {
+        let db = Arc::new(schema::open_current(dir, cache)?);
         let (next_seq, last_time) = {
             let txn = db.begin_read()?;
             let changes = txn.open_table(CHANGES)?;

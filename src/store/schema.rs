@@ -57,8 +57,8 @@ fn backend_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// Opens the database of `dir`, creating it (at [`SCHEMA_VERSION`]) when it does not exist.
 /// Fails when the directory is at another schema version.
-pub fn open_current(dir: &Path) -> Result<Database, StoreError> {
-    let db = open(dir)?;
+pub fn open_current(dir: &Path, cache: usize) -> Result<Database, StoreError> {
+    let db = open(dir, cache)?;
     match stored_version(&db)? {
         SCHEMA_VERSION => Ok(db),
         found if found > SCHEMA_VERSION => Err(too_new(dir, found)),
@@ -81,7 +81,7 @@ pub struct Migrated {
 /// Upgrades the data directory `dir` to [`SCHEMA_VERSION`], one migration per write
 /// transaction, so an interrupted upgrade resumes where it stopped.
 pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
-    let db = open(dir)?;
+    let db = open(dir, DEFAULT_CACHE)?;
     let from = stored_version(&db)?;
     if from > SCHEMA_VERSION {
         return Err(too_new(dir, from));
@@ -110,12 +110,17 @@ fn too_new(dir: &Path, found: u64) -> StoreError {
     ))
 }
 
-fn open(dir: &Path) -> Result<Database, StoreError> {
+/// redb's own default cache: 1 GiB of the file's pages.
+pub const DEFAULT_CACHE: usize = 1 << 30;
+
+fn open(dir: &Path, cache: usize) -> Result<Database, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
         path: dir.to_path_buf(),
         source,
     })?;
-    Ok(Database::create(dir.join(DB_FILE))?)
+    Ok(redb::Builder::new()
+        .set_cache_size(cache)
+        .create(dir.join(DB_FILE))?)
 }
 
 /// The schema version stored in the database; a new, empty database is initialised at
@@ -152,8 +157,8 @@ mod tests {
     #[test]
     fn a_new_directory_is_created_at_the_current_version_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        drop(open_current(dir.path()).unwrap());
-        drop(open_current(dir.path()).unwrap());
+        drop(open_current(dir.path(), DEFAULT_CACHE).unwrap());
+        drop(open_current(dir.path(), DEFAULT_CACHE).unwrap());
         let migrated = migrate(dir.path()).unwrap();
         assert_eq!(
             (migrated.from, migrated.to),
@@ -166,7 +171,7 @@ mod tests {
     fn a_version_1_directory_is_refused_until_migrated_then_has_every_table() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = open(dir.path()).unwrap();
+            let db = open(dir.path(), DEFAULT_CACHE).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
@@ -175,12 +180,12 @@ mod tests {
             txn.open_table(CHANGES).unwrap();
             txn.commit().unwrap();
         }
-        let error = open_current(dir.path()).err().unwrap().to_string();
+        let error = open_current(dir.path(), DEFAULT_CACHE).err().unwrap().to_string();
         assert!(error.contains("fhirlake migrate"), "{error}");
         let migrated = migrate(dir.path()).unwrap();
         assert_eq!((migrated.from, migrated.to), (1, SCHEMA_VERSION));
         assert_eq!(migrated.steps.len(), MIGRATIONS.len());
-        let db = open_current(dir.path()).unwrap();
+        let db = open_current(dir.path(), DEFAULT_CACHE).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(txn.open_table(CHECKPOINTS).unwrap().is_empty().unwrap());
         assert!(txn.open_table(JOBS).unwrap().is_empty().unwrap());
@@ -198,7 +203,7 @@ mod tests {
     fn a_directory_of_a_newer_fhirlake_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = open(dir.path()).unwrap();
+            let db = open(dir.path(), DEFAULT_CACHE).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
@@ -206,7 +211,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let error = open_current(dir.path()).err().unwrap().to_string();
+        let error = open_current(dir.path(), DEFAULT_CACHE).err().unwrap().to_string();
         assert!(error.contains("newer fhirlake"), "{error}");
         assert!(migrate(dir.path()).is_err());
     }
