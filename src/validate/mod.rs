@@ -271,6 +271,21 @@ pub fn outcome_of(issues: &[Issue]) -> Value {
         "issue": issues.iter().map(Issue::to_outcome_issue).collect::<Vec<_>>()})
 }
 
+/// What `$validate` reports about a ViewDefinition: the fault the view's parser finds, if any.
+fn view_findings(resource: &Value) -> Report {
+    let mut report = Report::default();
+    if let Err(fault) = crate::views::View::parse(resource) {
+        report.issues.push(Issue {
+            severity: Severity::Error,
+            code: IssueCode::Invalid,
+            rule: Rule::Structure,
+            expression: fault.location(),
+            diagnostics: fault.to_string(),
+        });
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -900,19 +915,4 @@ mod tests {
             )]
         );
     }
-}
-
-/// What `$validate` reports about a ViewDefinition: the fault the view's parser finds, if any.
-fn view_findings(resource: &Value) -> Report {
-    let mut report = Report::default();
-    if let Err(fault) = crate::views::View::parse(resource) {
-        report.issues.push(Issue {
-            severity: Severity::Error,
-            code: IssueCode::Invalid,
-            rule: Rule::Structure,
-            expression: fault.location(),
-            diagnostics: fault.to_string(),
-        });
-    }
-    report
 }

@@ -340,7 +340,12 @@ mod tests {
             .map(|tag| tag["name"].as_str().unwrap())
             .collect();
         assert_eq!(tags[..3], [SYSTEM_TAG, CHANGES_TAG, smart::SMART_TAG]);
-        assert_eq!(&tags[3..], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(&tags[3..tags.len() - 1], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(
+            tags.last(),
+            Some(&VIEW_DEFINITION),
+            "the one type that is not R4"
+        );
         let patient = &document["paths"]["/fhir/Patient/{id}"];
         assert_eq!(
             patient["get"]["responses"]["200"]["content"]["application/fhir+json"]["schema"]["$ref"],
