@@ -41,3 +41,4 @@ pub mod server;
 pub mod store;
 pub mod terminology;
 pub mod validate;
+pub mod views;

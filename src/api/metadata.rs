@@ -12,6 +12,7 @@ use super::{ApiResult, AppState};
 use crate::bundle::ConditionalDelete;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{Micros, format_http_date};
+use crate::fhir::resource::VIEW_DEFINITION;
 use crate::fhir::summary::{self, Subset};
 use crate::search::registry::{ParamType, Registry};
 use actix_web::http::header;
@@ -23,6 +24,10 @@ use std::sync::LazyLock;
 /// When this process first described itself, to the second (an HTTP date's precision).
 static DESCRIBED: LazyLock<Micros> =
     LazyLock::new(|| crate::fhir::datetime::now() / 1_000_000 * 1_000_000);
+
+/// SQL on FHIR v2: the ViewDefinition's structure and its `$run` operation.
+const VIEW_PROFILE: &str = "https://sql-on-fhir.org/ig/StructureDefinition/ViewDefinition";
+const VIEW_RUN: &str = "https://sql-on-fhir.org/ig/OperationDefinition/ViewDefinitionRun";
 
 /// The interactions every resource type supports.
 const TYPE_INTERACTIONS: &[&str] = &[
@@ -126,6 +131,7 @@ pub fn statement(
         .collect();
     let resources: Vec<Value> = fhirlake_model::RESOURCE_TYPES
         .iter()
+        .chain([&VIEW_DEFINITION])
         .map(|name| {
             // Definitions without an expression are not searchable (but `_text` and
             // `_content`), nor special parameters other than `near`.
@@ -183,6 +189,15 @@ pub fn statement(
             if matches!(*name, "Patient" | "Group") {
                 let definition = format!("{BULK_OPERATIONS}/{}-export", name.to_lowercase());
                 operations.push(json!({"name": "export", "definition": definition}));
+            }
+            if *name == VIEW_DEFINITION {
+                operations.push(json!({"name": "run", "definition": VIEW_RUN}));
+                resource["profile"] = json!(VIEW_PROFILE);
+                resource["documentation"] = json!(
+                    "Not an R4 type: the ViewDefinition of SQL on FHIR v2, the one type beside \
+                     R4's that fhirlake stores, checked against the guide's structure. `$run` \
+                     makes its rows (json, ndjson, csv)."
+                );
             }
             resource["operation"] = json!(operations);
             // R4 has no empty arrays: a type nothing refers to has no revincludes.
@@ -308,7 +323,8 @@ mod tests {
             fhirlake_model::check_resource(&statement).unwrap();
             assert_eq!(
                 statement["rest"][0]["resource"].as_array().unwrap().len(),
-                146
+                146 + 1,
+                "the R4 types and ViewDefinition"
             );
             let patient = &statement["rest"][0]["resource"][0];
             assert_eq!(patient["conditionalRead"], "full-support");

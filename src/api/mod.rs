@@ -32,6 +32,7 @@ mod search;
 mod terminology;
 mod token;
 mod validate;
+mod views;
 
 pub use admission::admit;
 pub use metrics::Metrics;
@@ -146,6 +147,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(resource("/{type}/{id}/$everything").route(web::get().to(search::everything)))
+            .service(
+                resource("/ViewDefinition/$run")
+                    .route(web::get().to(views::run_type))
+                    .route(web::post().to(views::run_type)),
+            )
+            .service(
+                resource("/ViewDefinition/{id}/$run")
+                    .route(web::get().to(views::run_instance))
+                    .route(web::post().to(views::run_instance)),
+            )
             .service(resource("/{type}/$validate").route(web::post().to(validate::of_type)))
             .service(
                 resource("/{type}/{id}/$validate")

@@ -248,7 +248,7 @@ impl FromStr for Scope {
             .ok_or_else(|| error("it needs TYPE.PERMISSIONS"))?;
         let resource_type = match resource_type {
             "*" => None,
-            name if fhirlake_model::is_resource_type(name) => Some(name.to_string()),
+            name if crate::fhir::resource::is_served_type(name) => Some(name.to_string()),
             _ => return Err(error("the type is an R4 resource type or *")),
         };
         let permissions = Permissions::parse(permissions).ok_or_else(|| {

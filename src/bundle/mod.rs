@@ -845,7 +845,7 @@ fn relative_path<'a>(path: &'a str, base: Option<&str>) -> &'a str {
     }
     let mut offset = 0;
     for segment in path.split('/') {
-        if fhirlake_model::is_resource_type(segment) {
+        if crate::fhir::resource::is_served_type(segment) {
             return &path[offset..];
         }
         offset += segment.len() + 1;

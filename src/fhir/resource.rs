@@ -38,9 +38,20 @@ pub fn check_id(id: &str) -> Result<(), FhirError> {
     }
 }
 
-/// Is `name` a FHIR R4 resource type? Answers 404 when it is not, as for an unknown path.
+/// The one type fhirlake stores that R4 does not have: SQL on FHIR v2's ViewDefinition. The
+/// typed R4 model does not know it; its structure is checked by `views::View::parse` (in
+/// `Validator::check_write`, every write's path) instead.
+pub const VIEW_DEFINITION: &str = "ViewDefinition";
+
+/// Whether the server stores resources of type `name`: the R4 types and [`VIEW_DEFINITION`].
+pub fn is_served_type(name: &str) -> bool {
+    fhirlake_model::is_resource_type(name) || name == VIEW_DEFINITION
+}
+
+/// Is `name` a type the server stores ([`is_served_type`])? Answers 404 when it is not, as
+/// for an unknown path.
 pub fn check_type(name: &str) -> Result<(), FhirError> {
-    if fhirlake_model::is_resource_type(name) {
+    if is_served_type(name) {
         Ok(())
     } else {
         Err(FhirError::not_found(format!(
@@ -113,7 +124,13 @@ pub fn check_value(mut value: Value, expected: Option<&str>) -> Result<Intake, F
         .at(format!("{found}.resourceType")));
     }
     let dropped = drop_empty(&mut value);
-    let canonical = check_resource(&value).map_err(|problem| {
+    let view = value.get("resourceType").and_then(Value::as_str) == Some(VIEW_DEFINITION);
+    let checked = match view {
+        // Not an R4 type: its structure is the validator's to check (see VIEW_DEFINITION).
+        true if value.is_object() => Ok(value),
+        _ => check_resource(&value),
+    };
+    let canonical = checked.map_err(|problem| {
         let code = match problem.kind {
             ProblemKind::ResourceType => IssueCode::Invalid,
             ProblemKind::Structure => IssueCode::Structure,

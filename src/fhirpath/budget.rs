@@ -10,6 +10,7 @@
 use super::eval::EvalError;
 use super::parser::MAX_DEPTH;
 use std::cell::Cell;
+use std::rc::Rc;
 
 /// The limits of one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +47,14 @@ impl Default for Limits {
 /// The bytes of text one step pays for.
 const BYTES_PER_STEP: usize = 64;
 
-/// What is left of the [`Limits`] of one evaluation. Not shared between threads.
+/// What is left of the [`Limits`] of one evaluation, or of several that share them (a clone
+/// is the same budget: a SQL on FHIR view spends one budget on all the paths it evaluates on
+/// one resource). Not shared between threads.
+#[derive(Debug, Clone)]
+pub struct Budget(Rc<Spending>);
+
 #[derive(Debug)]
-pub struct Budget {
+struct Spending {
     limits: Limits,
     spent: Cell<usize>,
     depth: Cell<usize>,
@@ -56,26 +62,26 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limits: Limits) -> Budget {
-        Budget {
+        Budget(Rc::new(Spending {
             limits,
             spent: Cell::new(0),
             depth: Cell::new(0),
-        }
+        }))
     }
 
     /// The steps spent so far.
     pub fn spent(&self) -> usize {
-        self.spent.get()
+        self.0.spent.get()
     }
 
     /// Spends `steps`; an error once more than the limit is spent.
     pub fn spend(&self, steps: usize) -> Result<(), EvalError> {
-        let spent = self.spent.get().saturating_add(steps);
-        self.spent.set(spent);
-        if spent > self.limits.steps {
+        let spent = self.0.spent.get().saturating_add(steps);
+        self.0.spent.set(spent);
+        if spent > self.0.limits.steps {
             return Err(EvalError::Exceeded(format!(
                 "the evaluation needs more than {} steps",
-                self.limits.steps
+                self.0.limits.steps
             )));
         }
         Ok(())
@@ -89,10 +95,10 @@ impl Budget {
     /// Checks, before it is made, a string of `bytes` the evaluation would make, and spends
     /// what writing it costs.
     pub fn write(&self, bytes: usize) -> Result<(), EvalError> {
-        if bytes > self.limits.text {
+        if bytes > self.0.limits.text {
             return Err(EvalError::Exceeded(format!(
                 "the evaluation would make a string of {bytes} bytes; at most {} are allowed",
-                self.limits.text
+                self.0.limits.text
             )));
         }
         self.read(bytes)
@@ -102,20 +108,20 @@ impl Budget {
     /// that is deeper than allowed. [`Budget::leave`] when done.
     pub fn enter(&self) -> Result<(), EvalError> {
         self.spend(1)?;
-        let depth = self.depth.get();
-        if depth >= self.limits.depth {
+        let depth = self.0.depth.get();
+        if depth >= self.0.limits.depth {
             return Err(EvalError::Exceeded(format!(
                 "the evaluation nests deeper than {}",
-                self.limits.depth
+                self.0.limits.depth
             )));
         }
-        self.depth.set(depth + 1);
+        self.0.depth.set(depth + 1);
         Ok(())
     }
 
     /// Ends what [`Budget::enter`] started.
     pub fn leave(&self) {
-        self.depth.set(self.depth.get() - 1);
+        self.0.depth.set(self.0.depth.get() - 1);
     }
 }
 
@@ -158,5 +164,17 @@ mod tests {
         budget.leave();
         budget.enter().unwrap();
         assert_eq!(budget.spent(), 4);
+    }
+
+    #[test]
+    fn clones_spend_the_same_budget() {
+        let budget = Budget::new(Limits {
+            steps: 10,
+            ..Limits::DEFAULT
+        });
+        let shared = budget.clone();
+        budget.spend(6).unwrap();
+        assert!(shared.spend(5).is_err());
+        assert_eq!(budget.spent(), 11);
     }
 }

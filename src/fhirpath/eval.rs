@@ -25,7 +25,8 @@ pub enum Item<'a> {
 }
 
 impl<'a> Item<'a> {
-    pub(super) fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
+    /// An element of a resource; its type is the `resourceType` of a resource, else `ty`.
+    pub fn node(value: &'a Value, ty: Option<Cow<'a, str>>) -> Self {
         let ty = match value.get("resourceType").and_then(Value::as_str) {
             Some(resource_type) => Some(Cow::Borrowed(resource_type)),
             None => ty,
@@ -98,6 +99,14 @@ impl std::error::Error for EvalError {}
 
 pub(super) type Items<'a> = Vec<Item<'a>>;
 
+/// Variables the caller defines beside FHIRPath's own (`%resource`, `%ucum`, ...): a SQL on
+/// FHIR view's constants and `%rowIndex`. They are looked up first, so a caller's variable
+/// hides a built-in one of the same name.
+pub trait Environment<'a> {
+    /// The value of `%name`, or None when the caller does not define it.
+    fn variable(&self, name: &str) -> Option<Vec<Item<'a>>>;
+}
+
 /// Evaluates `expr` on `resource` (its JSON) within the default [`Limits`], returning the
 /// items it selects.
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Items<'a>, EvalError> {
@@ -132,8 +141,34 @@ pub fn evaluate_within<'a>(
         root,
         focus: focus.clone(),
         budget: Budget::new(*limits),
+        environment: None,
     };
     context.eval(expr, &[focus])
+}
+
+/// Evaluates `expr` on the collection `input`, items of `resource` (`%resource` and
+/// `%rootResource` are `resource`, `%context` the first item), spending `budget` (which
+/// several evaluations may share), with the caller's
+/// variables `environment`: how a SQL on FHIR view evaluates its paths on the nodes a
+/// `forEach` selected.
+pub fn evaluate_in<'a>(
+    budget: &Budget,
+    expr: &Expr,
+    input: &[Item<'a>],
+    resource: &'a Value,
+    environment: Option<&'a dyn Environment<'a>>,
+) -> Result<Items<'a>, EvalError> {
+    let context = Context {
+        resource,
+        root: resource,
+        focus: input
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Item::node(resource, None)),
+        budget: budget.clone(),
+        environment,
+    };
+    context.eval(expr, input)
 }
 
 pub(super) struct Context<'a> {
@@ -146,6 +181,8 @@ pub(super) struct Context<'a> {
     focus: Item<'a>,
     /// What is left of the evaluation's limits.
     pub(super) budget: Budget,
+    /// The caller's variables.
+    environment: Option<&'a dyn Environment<'a>>,
 }
 
 impl<'a> Context<'a> {
@@ -163,6 +200,7 @@ impl<'a> Context<'a> {
         match expr {
             Expr::Member(inner, name) => self.members(inner, name, input),
             Expr::Index(inner, index) => self.index(inner, *index, input),
+            Expr::IndexBy(inner, index) => self.index_by(inner, index, input),
             Expr::Is(inner, ty) => self.is(inner, ty, input),
             Expr::As(inner, ty) => self.cast(inner, ty, input),
             Expr::Union(left, right) => self.union(left, right, input),
@@ -206,6 +244,29 @@ impl<'a> Context<'a> {
             .eval(inner, input)?
             .into_iter()
             .nth(index)
+            .into_iter()
+            .collect())
+    }
+
+    /// `inner[index]` with an index computed on `input`: empty when it is empty, an error
+    /// when it is not a single whole number.
+    fn index_by(
+        &self,
+        inner: &Expr,
+        index: &Expr,
+        input: &[Item<'a>],
+    ) -> Result<Items<'a>, EvalError> {
+        let index = self.eval(index, input)?;
+        let Some(item) = operators::single(&index)? else {
+            return Ok(vec![]);
+        };
+        let index = operators::number(item)
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+            .ok_or_else(|| EvalError::Invalid("an index must be a whole number".into()))?;
+        Ok(self
+            .eval(inner, input)?
+            .into_iter()
+            .nth(index as usize)
             .into_iter()
             .collect())
     }
@@ -357,6 +418,10 @@ impl<'a> Context<'a> {
 
     /// `%name`.
     fn variable(&self, name: &str) -> Result<Items<'a>, EvalError> {
+        if let Some(items) = self.environment.and_then(|e| e.variable(name)) {
+            self.budget.spend(items.len())?;
+            return Ok(items);
+        }
         let text = |s: String| Ok(vec![Item::Str(s)]);
         match name {
             "resource" => Ok(vec![Item::node(self.resource, None)]),
@@ -441,6 +506,22 @@ impl<'a> Context<'a> {
                     _ => vec![Item::Bool(!out.is_empty())],
                 }
             }
+            // SQL on FHIR: the key of the resource a reference names (its id), of any type
+            // or only of the type given.
+            "getReferenceKey" => {
+                let ty = match args {
+                    [] => None,
+                    _ => Some(type_argument()?),
+                };
+                let mut out = Vec::new();
+                for item in &items {
+                    self.budget.spend(1)?;
+                    if let Some(key) = reference_key(item, ty) {
+                        out.push(key);
+                    }
+                }
+                out
+            }
             _ => return Err(EvalError::Invalid(format!("{name}() is not known"))),
         })
     }
@@ -473,6 +554,20 @@ impl<'a> Context<'a> {
         Ok(crate::fhir::reference::resource_type(reference)
             .map(|ty| Item::Resolved(ty.to_string())))
     }
+}
+
+/// The id of the resource the Reference `item` names (its `Type/id` part), when it names one
+/// of type `ty` (any type when None).
+fn reference_key<'a>(item: &Item<'a>, ty: Option<&str>) -> Option<Item<'a>> {
+    let Item::Node { value, .. } = item else {
+        return None;
+    };
+    let reference = value.get("reference")?.as_str()?;
+    let (named, id) = crate::fhir::reference::local(reference)?.split_once('/')?;
+    if ty.is_some_and(|ty| ty != named) {
+        return None;
+    }
+    Some(Item::Str(id.to_string()))
 }
 
 fn starts_upper(name: &str) -> bool {
@@ -752,7 +847,14 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
 }
 
 /// The functions whose argument is read as written: a type name or a url.
-const WRITTEN: &[&str] = &["as", "ofType", "is", "extension", "hasExtension"];
+const WRITTEN: &[&str] = &[
+    "as",
+    "ofType",
+    "is",
+    "extension",
+    "hasExtension",
+    "getReferenceKey",
+];
 
 /// Ok when function `name` was called with `n` arguments (it was with `count`).
 pub(super) fn arity(name: &str, count: usize, n: usize) -> Result<(), EvalError> {
@@ -1103,6 +1205,65 @@ mod tests {
             values("Patient.telecom.system | Patient.telecom.system", &patient).len(),
             2
         );
+    }
+
+    #[test]
+    fn sql_on_fhir_functions_join_and_key() {
+        let patient = json!({"resourceType": "Patient", "id": "p1",
+            "name": [{"given": ["A", "B"]}, {"given": ["C"]}],
+            "link": [{"other": {"reference": "Patient/p2"}},
+                     {"other": {"reference": "http://x.org/fhir/Observation/o1/_history/2"}}]});
+        assert_eq!(
+            values("name.given.join(', ')", &patient),
+            [json!("A, B, C")]
+        );
+        assert_eq!(values("name.given.join()", &patient), [json!("ABC")]);
+        assert_eq!(values("getResourceKey()", &patient), [json!("p1")]);
+        assert_eq!(
+            values("link.other.getReferenceKey()", &patient),
+            [json!("p2"), json!("o1")]
+        );
+        assert_eq!(
+            values("link.other.getReferenceKey(Observation)", &patient),
+            [json!("o1")]
+        );
+        assert_eq!(values("name[1 + 0].given", &patient), [json!("C")]);
+        assert_eq!(values("name[{}].given", &patient), Vec::<Value>::new());
+        assert!(evaluate(&parse("name['a']").unwrap(), &patient).is_err());
+        assert_eq!(
+            values("'2010-10'.lowBoundary()", &patient),
+            [json!("2010-10-01")]
+        );
+        let active = json!({"resourceType": "Patient", "active": false});
+        assert_eq!(values("active.not()", &active), [json!(true)]);
+    }
+
+    struct Variables;
+
+    impl<'a> Environment<'a> for Variables {
+        fn variable(&self, name: &str) -> Option<Vec<Item<'a>>> {
+            (name == "rowIndex").then(|| vec![Item::Number(1.0)])
+        }
+    }
+
+    #[test]
+    fn the_callers_variables_come_first_and_others_are_errors() {
+        let patient =
+            json!({"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]});
+        let run = |expression: &str| {
+            let expr = parse(expression).unwrap();
+            evaluate_in(
+                &Budget::default(),
+                &expr,
+                &[Item::node(&patient, None)],
+                &patient,
+                Some(&Variables),
+            )
+            .map(|items| items.len())
+        };
+        assert_eq!(run("name[%rowIndex].family"), Ok(1));
+        assert_eq!(run("%resource.name"), Ok(2));
+        assert!(run("%wrong").is_err());
     }
 
     #[test]

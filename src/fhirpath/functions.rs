@@ -9,6 +9,7 @@
 //! [`Context::function`] does not, so its stack frame (large in a debug build) is never among
 //! those a deeply nested expression piles up.
 
+use super::boundary::{Bound, boundary};
 use super::eval::{Context, Distinct, EvalError, Item, Items, arity, distinct, equals, truth};
 use super::operators::{number, single, string};
 use super::parser::Expr;
@@ -167,7 +168,10 @@ impl<'a> Context<'a> {
                 arity(0)?;
                 match items.as_slice() {
                     [] => Ok(vec![]),
-                    [Item::Bool(b)] => boolean(!b),
+                    [item] => match truth(item) {
+                        Some(b) => boolean(!b),
+                        None => Err(EvalError::Invalid("not() needs a single boolean".into())),
+                    },
                     _ => Err(EvalError::Invalid("not() needs a single boolean".into())),
                 }
             }
@@ -333,6 +337,49 @@ impl<'a> Context<'a> {
                     }
                 }
                 boolean(true)
+            }
+            "join" => {
+                let separator = match args.len() {
+                    0 => String::new(),
+                    _ => text_argument(0)?,
+                };
+                let mut joined = String::new();
+                for (n, item) in items.iter().enumerate() {
+                    let text = string(item)
+                        .ok_or_else(|| EvalError::Invalid("join() needs strings".into()))?;
+                    if n > 0 {
+                        joined.push_str(&separator);
+                    }
+                    joined.push_str(&text);
+                    self.budget.write(joined.len())?;
+                }
+                made(joined)
+            }
+            "lowBoundary" | "highBoundary" => {
+                arity(0)?;
+                let bound = match name {
+                    "lowBoundary" => Bound::Low,
+                    _ => Bound::High,
+                };
+                Ok(single(&items)?
+                    .and_then(|item| boundary(item, bound))
+                    .into_iter()
+                    .collect())
+            }
+            // SQL on FHIR: the key of a resource, its id.
+            "getResourceKey" => {
+                arity(0)?;
+                let mut out = Vec::new();
+                for item in &items {
+                    if let Item::Node { value, .. } = item
+                        && value.get("resourceType").is_some()
+                        && let Some(id) = value.get("id")
+                    {
+                        out.push(Item::node(id, Some("id".into())));
+                    }
+                }
+                self.budget.spend(out.len())?;
+                Ok(out)
             }
             // A debugging aid: its input, unchanged.
             "trace" => Ok(items),

@@ -25,6 +25,7 @@
 //! against it on every R4 expression over real data (BENCHMARKS.md) and were 29x and 220x
 //! slower, with wrong or failing results on parameters search needs.
 
+mod boundary;
 pub mod budget;
 #[cfg(test)]
 mod conformance;
@@ -37,5 +38,5 @@ mod operators;
 mod parser;
 
 pub use budget::Limits;
-pub use eval::{EvalError, Item, evaluate, evaluate_on, evaluate_within};
+pub use eval::{Environment, EvalError, Item, evaluate, evaluate_in, evaluate_on, evaluate_within};
 pub use parser::{Expr, MAX_DEPTH, MAX_LENGTH, ParseError, parse};

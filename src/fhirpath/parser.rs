@@ -22,6 +22,8 @@ pub enum Expr {
     Call(Box<Expr>, String, Vec<Expr>),
     /// `input[n]`
     Index(Box<Expr>, usize),
+    /// `input[expression]`: an index computed on the invocation's input (`name[%i]`).
+    IndexBy(Box<Expr>, Box<Expr>),
     Union(Box<Expr>, Box<Expr>),
     /// `input is Type`
     Is(Box<Expr>, String),
@@ -530,15 +532,24 @@ impl Parser {
         }
     }
 
-    /// `input[n]`, after the `[`.
+    /// `input[n]` or `input[expression]`, after the `[`.
     fn index(&mut self, input: Tree) -> Result<Tree, ParseError> {
-        let index = match self.peek() {
-            Some(Token::Number(n)) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
-            _ => return self.error("expected an index"),
-        };
-        self.at += 1;
+        if let Some(Token::Number(n)) = self.peek()
+            && *n >= 0.0
+            && n.fract() == 0.0
+            && matches!(self.tokens.get(self.at + 1), Some((_, Token::Symbol("]"))))
+        {
+            let index = *n as usize;
+            self.at += 2;
+            return self.node(Expr::Index(Box::new(input.expr), index), input.depth);
+        }
+        let index = self.expression()?;
         self.expect("]")?;
-        self.node(Expr::Index(Box::new(input.expr), index), input.depth)
+        let depth = input.depth.max(index.depth);
+        self.node(
+            Expr::IndexBy(Box::new(input.expr), Box::new(index.expr)),
+            depth,
+        )
     }
 
     /// `name` or `name(args)` applied to `input`.

@@ -113,6 +113,9 @@ impl Registry {
         {
             registry.add(&entry["resource"]);
         }
+        for definition in view_definition_parameters() {
+            registry.add(&definition);
+        }
         registry
     }
 
@@ -273,6 +276,7 @@ fn types_of(definition: &Value) -> Vec<&str> {
             types.extend(fhirlake_model::RESOURCE_TYPES.iter().copied().filter(|t| {
                 base == "Resource" || !matches!(*t, "Bundle" | "Binary" | "Parameters")
             }));
+            types.push(crate::fhir::resource::VIEW_DEFINITION);
         } else {
             types.push(base);
         }
@@ -306,6 +310,35 @@ fn collect_branches<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
         }
         other => out.push(other),
     }
+}
+
+/// The search parameters of ViewDefinition (the one type that is not R4's): `name`, `url`,
+/// `resource` and `status`, as the SQL on FHIR guide's capability discovery names them.
+fn view_definition_parameters() -> Vec<Value> {
+    const BASE: &str = "https://sql-on-fhir.org/ig/SearchParameter/ViewDefinition";
+    [
+        ("name", "string", "The computable name of the view"),
+        ("url", "uri", "The canonical URL of the view"),
+        ("resource", "token", "The resource type the view reads"),
+        (
+            "status",
+            "token",
+            "The status of the view (draft, active, retired, unknown)",
+        ),
+    ]
+    .into_iter()
+    .map(|(code, kind, description)| {
+        serde_json::json!({
+            "resourceType": "SearchParameter",
+            "url": format!("{BASE}-{code}"),
+            "code": code,
+            "type": kind,
+            "base": ["ViewDefinition"],
+            "expression": format!("ViewDefinition.{code}"),
+            "description": description,
+        })
+    })
+    .collect()
 }
 
 /// The type name a path starts with (`Patient` of `Patient.name.where(...)`).

@@ -40,6 +40,7 @@ pub use policy::Policy;
 pub use profiles::{Loaded, ProfileSet, Profiles, Skipped};
 pub use structure::{Issue, Report, Rule, Severity, validate};
 
+use crate::fhir::resource::VIEW_DEFINITION;
 use crate::fhir::{FhirError, IssueCode};
 use crate::terminology::Terminology;
 use definitions::Definitions;
@@ -80,6 +81,9 @@ impl Validator {
     /// not is a warning: not checked), and its codes against the terminology. The registry is
     /// not touched when there is no `meta.profile`.
     pub fn validate(&self, resource: &Value) -> Report {
+        if type_of(resource) == VIEW_DEFINITION {
+            return view_findings(resource);
+        }
         let mut report = structure::walk(resource, Some(self.codes()));
         let Some(claimed) = resource["meta"]["profile"].as_array() else {
             return report;
@@ -160,11 +164,17 @@ impl Validator {
         dropped: &[String],
     ) -> Result<Vec<Issue>, FhirError> {
         let resource_type = type_of(resource);
-        let mut report = if self.policy.is_off_for(resource_type) {
-            Report::default()
-        } else {
-            self.validate(resource)
-        };
+        // A ViewDefinition is not R4: its structure is what the view's parser reads, and a
+        // fault is the client's request at fault (400, located), whatever the policy.
+        if resource_type == VIEW_DEFINITION {
+            crate::views::View::parse(resource)?;
+        }
+        let mut report =
+            if self.policy.is_off_for(resource_type) || resource_type == VIEW_DEFINITION {
+                Report::default()
+            } else {
+                self.validate(resource)
+            };
         report.issues.splice(0..0, empty_elements(dropped));
         let judgement = self.policy.judge(resource_type, report);
         match judgement.rejections.split_first() {
@@ -259,6 +269,21 @@ pub fn outcome_of(issues: &[Issue]) -> Value {
     }
     serde_json::json!({"resourceType": "OperationOutcome",
         "issue": issues.iter().map(Issue::to_outcome_issue).collect::<Vec<_>>()})
+}
+
+/// What `$validate` reports about a ViewDefinition: the fault the view's parser finds, if any.
+fn view_findings(resource: &Value) -> Report {
+    let mut report = Report::default();
+    if let Err(fault) = crate::views::View::parse(resource) {
+        report.issues.push(Issue {
+            severity: Severity::Error,
+            code: IssueCode::Invalid,
+            rule: Rule::Structure,
+            expression: fault.location(),
+            diagnostics: fault.to_string(),
+        });
+    }
+    report
 }
 
 #[cfg(test)]

@@ -17,12 +17,41 @@ const SCHEMAS_GZ: &[u8] = include_bytes!("../../../fhir-profiles/r4-openapi-sche
 /// The schema components, by name, with an example value for each primitive type.
 pub fn schemas() -> BTreeMap<String, RefOr<Schema>> {
     let mut schemas = converted();
+    schemas.insert(
+        crate::fhir::resource::VIEW_DEFINITION.into(),
+        serde_json::from_value(view_definition()).expect("a schema"),
+    );
     for (name, example) in primitive_examples() {
         if let Some(RefOr::T(Schema::Object(primitive))) = schemas.get_mut(name) {
             primitive.examples = vec![example];
         }
     }
     schemas
+}
+
+/// SQL on FHIR v2's ViewDefinition, the one type stored that R4 does not have: its members,
+/// in outline (the server checks the rest).
+fn view_definition() -> Value {
+    let array = || json!({"type": "array", "items": {"type": "object"}});
+    json!({
+        "type": "object",
+        "description": "A SQL on FHIR v2 ViewDefinition \
+            (https://sql-on-fhir.org/ig/StructureDefinition-ViewDefinition.html); not an R4 type.",
+        "required": ["resourceType", "resource", "select"],
+        "properties": {
+            "resourceType": {"type": "string", "enum": ["ViewDefinition"]},
+            "id": {"$ref": "#/components/schemas/id"},
+            "meta": {"$ref": "#/components/schemas/Meta"},
+            "url": {"$ref": "#/components/schemas/uri"},
+            "name": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "string", "enum": ["draft", "active", "retired", "unknown"]},
+            "resource": {"type": "string"},
+            "constant": array(),
+            "select": array(),
+            "where": array()
+        }
+    })
 }
 
 /// The schemas as converted from FHIR.

@@ -27,7 +27,9 @@ mod interactions;
 mod smart;
 mod terminology;
 mod validate;
+mod views;
 
+use crate::fhir::resource::VIEW_DEFINITION;
 use actix_web::{HttpResponse, web};
 use interactions::{CHANGES_TAG, Interaction, SYSTEM_INTERACTIONS, SYSTEM_TAG, TYPE_INTERACTIONS};
 use std::sync::LazyLock;
@@ -100,8 +102,14 @@ pub fn document() -> OpenApi {
     for interaction in SYSTEM_INTERACTIONS {
         add(interaction());
     }
-    for resource_type in fhirlake_model::RESOURCE_TYPES {
-        tags.push(type_tag(resource_type));
+    for resource_type in fhirlake_model::RESOURCE_TYPES
+        .iter()
+        .chain([&VIEW_DEFINITION])
+    {
+        tags.push(match *resource_type {
+            VIEW_DEFINITION => views::tag(),
+            _ => type_tag(resource_type),
+        });
         for interaction in TYPE_INTERACTIONS {
             add(interaction(resource_type));
         }
@@ -120,6 +128,9 @@ pub fn document() -> OpenApi {
         add(operation);
     }
     for operation in export::operations() {
+        add(operation);
+    }
+    for operation in views::operations() {
         add(operation);
     }
     // Not FHIR: no `_format`, no token, no interaction.
@@ -285,7 +296,7 @@ mod tests {
                 .collect()
         };
         let resources = statement["rest"][0]["resource"].as_array().unwrap();
-        assert_eq!(resources.len(), fhirlake_model::RESOURCE_TYPES.len());
+        assert_eq!(resources.len(), fhirlake_model::RESOURCE_TYPES.len() + 1);
         for resource in resources {
             let name = resource["type"].as_str().unwrap();
             assert_eq!(
@@ -329,7 +340,12 @@ mod tests {
             .map(|tag| tag["name"].as_str().unwrap())
             .collect();
         assert_eq!(tags[..3], [SYSTEM_TAG, CHANGES_TAG, smart::SMART_TAG]);
-        assert_eq!(&tags[3..], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(&tags[3..tags.len() - 1], fhirlake_model::RESOURCE_TYPES);
+        assert_eq!(
+            tags.last(),
+            Some(&VIEW_DEFINITION),
+            "the one type that is not R4"
+        );
         let patient = &document["paths"]["/fhir/Patient/{id}"];
         assert_eq!(
             patient["get"]["responses"]["200"]["content"]["application/fhir+json"]["schema"]["$ref"],

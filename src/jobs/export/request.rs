@@ -80,7 +80,7 @@ pub async fn kick_off(
 /// The Group exists and the client may read it; each `patient` exists (readable), and for a
 /// group export is a member. Judged on the current state; the job reads the Group again in
 /// its snapshot.
-fn check_population(
+pub fn check_population(
     store: &Store,
     engine: &Engine,
     access: &Access,
@@ -343,7 +343,7 @@ fn types(
 
 /// A FHIR instant (`2020-01-01T00:00:00Z`), in microseconds. A `+` of a zone decoded from a
 /// query as a space is read as `+`.
-fn instant(text: &str) -> Result<i64, String> {
+pub fn instant(text: &str) -> Result<i64, String> {
     let text = text.replace(' ', "+");
     check_temporal(Temporal::Instant, &text).map_err(|why| format!("'{text}': {why}"))?;
     parse_period(&text).map(|period| period.start)

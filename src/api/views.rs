@@ -1,0 +1,517 @@
+//! `$run` of SQL on FHIR v2 (`ViewDefinitionRun`): `GET|POST [base]/ViewDefinition/$run` with
+//! an inline `viewResource` (or a `viewReference`), and `[base]/ViewDefinition/[id]/$run` of
+//! a stored one. Parameters come from the query and, for a POST, a `Parameters` body:
+//! `_format` (`json`, `ndjson`, `csv`; `parquet` is 501 for now; else the `Accept` header),
+//! `header` (CSV), `patient`, `group`, `_since`, `_limit`, and `resource` (inline resources to
+//! run the view on instead of the store's).
+//!
+//! The rows are streamed as they are made: a blocking thread reads the store in one read
+//! transaction (a `store::snapshot::Snapshot` at the writer's position when the request came,
+//! as a bulk export does), judges each batch of resources by `_since`, by population
+//! (`patient`, `group`) and by the client's view (a `patient/` token sees only its
+//! compartment's rows) with the export's `Selector`, runs the view on each resource and sends
+//! the encoded rows in chunks of about [`CHUNK`] bytes through a small bounded channel, so
+//! memory holds a few chunks and one resource's rows whatever the result's size. The answer
+//! starts once the first chunk is made: a view that fails on the first resources is a 400
+//! OperationOutcome; one that fails later ends the stream early (the connection is closed
+//! without its last chunk, so the client sees an incomplete answer, never a short one).
+//!
+//! Authorization: reading the view's resource type (and `ViewDefinition`, for a stored view).
+
+use super::http::{header_str, query_pairs, read_body};
+use super::{ApiResult, AppState};
+use crate::auth::Access;
+use crate::auth::scope::Permission;
+use crate::fhir::resource::{VIEW_DEFINITION, check_id};
+use crate::fhir::{FhirError, IssueCode};
+use crate::jobs::Stop;
+use crate::jobs::export::request::{check_population, instant};
+use crate::jobs::export::select::{Line, Population, Selector};
+use crate::jobs::export::{Level, Request, Snapshot};
+use crate::search::Engine;
+use crate::store::Store;
+use crate::views::View;
+use crate::views::output::{Encoder, Format};
+use actix_web::http::{Method, header};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type State = web::Data<AppState>;
+
+/// About how many bytes of rows one chunk of the answer holds.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How many chunks may wait between the thread that makes them and the connection.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// How many resources the thread reads from the store at a time.
+const BATCH: usize = 256;
+
+/// `GET|POST [base]/ViewDefinition/$run`
+pub async fn run_type(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    payload: web::Payload,
+) -> ApiResult {
+    run(req, state, access, payload, None).await
+}
+
+/// `GET|POST [base]/ViewDefinition/[id]/$run`
+pub async fn run_instance(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let id = path.into_inner();
+    check_id(&id)?;
+    run(req, state, access, payload, Some(id)).await
+}
+
+/// What a `$run` asks for.
+#[derive(Default)]
+struct Asked {
+    view_resource: Option<Value>,
+    view_reference: Option<String>,
+    format: Option<String>,
+    header: Option<bool>,
+    patient: Option<String>,
+    group: Option<String>,
+    since: Option<i64>,
+    limit: Option<usize>,
+    resources: Vec<Value>,
+}
+
+fn bad(name: &str, why: impl std::fmt::Display) -> FhirError {
+    FhirError::bad_request(IssueCode::Invalid, format!("{name}: {why}"))
+}
+
+impl Asked {
+    /// Takes one parameter given as text (from the query, or a primitive of the body).
+    fn text(&mut self, name: &str, value: &str) -> Result<(), FhirError> {
+        let once = |slot: bool| {
+            if slot {
+                Err(bad(name, "given more than once"))
+            } else {
+                Ok(())
+            }
+        };
+        match name {
+            "_format" => {
+                once(self.format.is_some())?;
+                self.format = Some(value.to_string());
+            }
+            "header" => {
+                once(self.header.is_some())?;
+                self.header = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(name, "is true or false")),
+                });
+            }
+            "patient" => {
+                once(self.patient.is_some())?;
+                let id = value.strip_prefix("Patient/").unwrap_or(value);
+                check_id(id).map_err(|e| e.at("patient"))?;
+                self.patient = Some(id.to_string());
+            }
+            "group" => {
+                once(self.group.is_some())?;
+                let id = value.strip_prefix("Group/").unwrap_or(value);
+                check_id(id).map_err(|e| e.at("group"))?;
+                self.group = Some(id.to_string());
+            }
+            "_since" => {
+                once(self.since.is_some())?;
+                self.since = Some(instant(value).map_err(|why| bad(name, why))?);
+            }
+            "_limit" => {
+                once(self.limit.is_some())?;
+                self.limit = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(name, "is a whole number above 0"))?,
+                );
+            }
+            "viewReference" => {
+                once(self.view_reference.is_some())?;
+                self.view_reference = Some(value.to_string());
+            }
+            "source" => {
+                return Err(FhirError::not_supported(
+                    "source: fhirlake runs views on its own store or on inline resources only",
+                ));
+            }
+            "viewResource" | "resource" => {
+                return Err(bad(
+                    name,
+                    "is a resource: send it in a POST Parameters body",
+                ));
+            }
+            // Other query parameters (`_pretty`, ...) are not the operation's.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Takes the parameters of a `Parameters` body.
+    fn body(&mut self, body: &[u8]) -> Result<(), FhirError> {
+        let parameters: Value = crate::fhir::resource::parse_json(body)?;
+        if parameters["resourceType"] != "Parameters" {
+            return Err(FhirError::bad_request(
+                IssueCode::Invalid,
+                "the body of $run is a Parameters resource",
+            ));
+        }
+        for (n, parameter) in parameters["parameter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("Parameters.parameter[{n}]");
+            let name = parameter["name"]
+                .as_str()
+                .ok_or_else(|| bad(&at, "a parameter needs a name"))?;
+            match name {
+                "viewResource" | "resource" => {
+                    let resource = parameter
+                        .get("resource")
+                        .filter(|r| r.is_object())
+                        .ok_or_else(|| bad(name, "needs a resource").at(&at))?;
+                    if name == "resource" {
+                        self.resources.push(resource.clone());
+                    } else if self.view_resource.replace(resource.clone()).is_some() {
+                        return Err(bad(name, "given more than once"));
+                    }
+                }
+                _ => {
+                    let value = parameter
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .find(|(key, _)| key.starts_with("value"))
+                        .and_then(|(_, value)| match value {
+                            Value::Object(reference) => reference
+                                .get("reference")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                            Value::String(s) => Some(s.clone()),
+                            Value::Bool(_) | Value::Number(_) => Some(value.to_string()),
+                            _ => None,
+                        })
+                        .ok_or_else(|| bad(name, "needs a value").at(&at))?;
+                    self.text(name, &value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The output format: `_format`, else the `Accept` header, else JSON.
+    fn format(&self, req: &HttpRequest) -> Result<Format, FhirError> {
+        let named = match &self.format {
+            Some(name) => name.clone(),
+            None => match header_str(req.headers(), header::ACCEPT) {
+                Some(accept) => {
+                    let first = accept.split(',').next().unwrap_or_default();
+                    let media = first.split(';').next().unwrap_or_default().trim();
+                    match media {
+                        "" | "*/*" => return Ok(Format::Json),
+                        media => media.to_string(),
+                    }
+                }
+                None => return Ok(Format::Json),
+            },
+        };
+        match named.as_str() {
+            "parquet" | "application/vnd.apache.parquet" | "application/octet-stream" => {
+                Err(FhirError::not_supported(
+                    "_format=parquet is not supported yet: ask for json, ndjson or csv",
+                ))
+            }
+            name => Format::parse(name).ok_or_else(|| {
+                FhirError::bad_request(
+                    IssueCode::NotSupported,
+                    format!("_format={name}: the formats are json, ndjson and csv"),
+                )
+            }),
+        }
+    }
+}
+
+async fn run(
+    req: HttpRequest,
+    state: State,
+    access: Access,
+    payload: web::Payload,
+    instance: Option<String>,
+) -> ApiResult {
+    let mut asked = Asked::default();
+    for (name, value) in query_pairs(&req) {
+        asked.text(&name, &value)?;
+    }
+    if req.method() == Method::POST {
+        let body = read_body(&req, payload, &state).await?;
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            asked.body(&body)?;
+        }
+    }
+    let format = asked.format(&req)?;
+    let view = Arc::new(view_of(&state, &access, &asked, instance)?);
+    access.require(Permission::Read, Some(&view.resource))?;
+    if asked.patient.is_some() && asked.group.is_some() {
+        return Err(bad("group", "give patient or group, not both").into());
+    }
+    let encoder = Encoder::new(format, &view.columns, asked.header.unwrap_or(true));
+    let limit = asked.limit.unwrap_or(usize::MAX);
+    let (sender, mut receiver) = mpsc::channel::<Result<Vec<u8>, FhirError>>(CHUNKS_IN_FLIGHT);
+    let mut out = Out {
+        encoder,
+        sender,
+        limit,
+    };
+    if asked.resources.is_empty() {
+        let request = stored_request(&state, &access, &view, &asked).await?;
+        let (store, engine) = (state.store.clone(), state.search.clone());
+        let view = view.clone();
+        tokio::task::spawn_blocking(move || {
+            let made = rows_of_store(&store, &engine, &request, &view, &mut out);
+            out.end(made);
+        });
+    } else {
+        if asked.patient.is_some() || asked.group.is_some() || asked.since.is_some() {
+            return Err(bad(
+                "resource",
+                "inline resources are run as given: patient, group and _since are not taken",
+            )
+            .into());
+        }
+        let resources = std::mem::take(&mut asked.resources);
+        let view = view.clone();
+        tokio::task::spawn_blocking(move || {
+            let made = resources
+                .iter()
+                .try_for_each(|resource| out.rows_of(&view, resource));
+            out.end(made);
+        });
+    }
+    // The first chunk decides the status: an error before any row is the client's answer.
+    let first = match receiver.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(error)) => return Err(error.into()),
+        None => return Err(FhirError::internal("the run ended without an answer").into()),
+    };
+    let rest = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let chunk = receiver.recv().await?;
+        let chunk = chunk
+            .map(Bytes::from)
+            .map_err(|error| actix_web::error::ErrorInternalServerError(error.to_string()));
+        Some((chunk, receiver))
+    });
+    let first = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
+    Ok(HttpResponse::Ok()
+        .content_type(format.media_type())
+        .streaming(futures_util::StreamExt::chain(first, rest)))
+}
+
+/// The view to run: the stored one (`instance`, or a `viewReference`), or the inline
+/// `viewResource`, parsed (400 with the fault located).
+fn view_of(
+    state: &AppState,
+    access: &Access,
+    asked: &Asked,
+    instance: Option<String>,
+) -> Result<View, FhirError> {
+    let reference = match (&instance, &asked.view_reference, &asked.view_resource) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(bad(
+                "viewResource",
+                "an instance's $run runs the stored view: give no viewReference or viewResource",
+            ));
+        }
+        (None, Some(_), Some(_)) => {
+            return Err(bad(
+                "viewResource",
+                "give viewReference or viewResource, not both",
+            ));
+        }
+        (None, None, Some(inline)) => return Ok(View::parse(inline)?),
+        (None, None, None) => {
+            return Err(bad(
+                "viewResource",
+                "$run needs a view: a viewResource, a viewReference, or ViewDefinition/[id]/$run",
+            ));
+        }
+        (Some(id), None, None) => id.clone(),
+        (None, Some(reference), None) => {
+            let local = state.search.registry.base.local(reference);
+            match local.and_then(|l| l.strip_prefix("ViewDefinition/")) {
+                Some(id) => id.to_string(),
+                None => {
+                    return Err(bad(
+                        "viewReference",
+                        "is a reference to a ViewDefinition of this server (ViewDefinition/[id])",
+                    ));
+                }
+            }
+        }
+    };
+    check_id(&reference)?;
+    access.require(Permission::Read, Some(VIEW_DEFINITION))?;
+    let found = access.current(
+        &state.search,
+        &state.store,
+        Permission::Read,
+        VIEW_DEFINITION,
+        &reference,
+    )?;
+    let Some((_, Some(version))) = found else {
+        return Err(FhirError::not_found(format!(
+            "ViewDefinition/{reference} does not exist"
+        )));
+    };
+    let definition: Value = serde_json::from_slice(&version.body)
+        .map_err(|_| FhirError::internal("a stored ViewDefinition is not JSON"))?;
+    Ok(View::parse(&definition)?)
+}
+
+/// The export-like request that selects the stored resources a run reads: the view's type,
+/// `_since`, the population (`patient`, `group`), the client's view, and the writer's position
+/// now as the snapshot.
+async fn stored_request(
+    state: &AppState,
+    access: &Access,
+    view: &View,
+    asked: &Asked,
+) -> Result<Request, FhirError> {
+    let level = match (&asked.patient, &asked.group) {
+        (Some(_), _) => Level::Patient,
+        (None, Some(id)) => Level::Group { id: id.clone() },
+        (None, None) => Level::System,
+    };
+    let mut request = Request {
+        level,
+        url: String::new(),
+        types: vec![view.resource.clone()],
+        since: asked.since,
+        until: None,
+        type_filters: vec![],
+        elements: vec![],
+        patients: asked.patient.iter().cloned().collect(),
+        view: access.view(Permission::Read),
+        notes: vec![],
+        snapshot: Snapshot { seq: 0, time: 0 },
+    };
+    check_population(&state.store, &state.search, access, &request)?;
+    let position = state.store.keep_books(Vec::new()).await?;
+    request.snapshot = Snapshot {
+        seq: position.seq,
+        time: position.time,
+    };
+    Ok(request)
+}
+
+/// Where the rows of a run go: encoded, in chunks, to the connection.
+struct Out {
+    encoder: Encoder,
+    sender: mpsc::Sender<Result<Vec<u8>, FhirError>>,
+    limit: usize,
+}
+
+/// Why a run stopped making rows early: the `_limit` was reached, or the client left.
+#[derive(Debug)]
+enum Enough {
+    Limit,
+    Gone,
+    Failed(FhirError),
+}
+
+impl From<FhirError> for Enough {
+    fn from(error: FhirError) -> Self {
+        Enough::Failed(error)
+    }
+}
+
+impl From<Stop> for Enough {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Failed(error) => Enough::Failed(error),
+            Stop::Cancelled | Stop::Shutdown => Enough::Gone,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Enough {
+    fn from(error: crate::store::StoreError) -> Self {
+        Enough::Failed(error.into())
+    }
+}
+
+impl Out {
+    /// Runs the view on one resource and sends its rows.
+    fn rows_of(&mut self, view: &View, resource: &Value) -> Result<(), Enough> {
+        for row in view.rows(resource).map_err(FhirError::from)? {
+            if self.encoder.rows() >= self.limit {
+                return Err(Enough::Limit);
+            }
+            self.encoder.row(&row);
+            if self.encoder.pending() >= CHUNK {
+                let chunk = self.encoder.take();
+                self.sender
+                    .blocking_send(Ok(chunk))
+                    .map_err(|_| Enough::Gone)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: the last chunk, or the error.
+    fn end(self, made: Result<(), Enough>) {
+        let last = match made {
+            Ok(()) | Err(Enough::Limit) => Ok(self.encoder.finish()),
+            Err(Enough::Gone) => return,
+            Err(Enough::Failed(error)) => Err(error),
+        };
+        // The client may be gone: nothing to do then.
+        let _ = self.sender.blocking_send(last);
+    }
+}
+
+/// Runs the view on the stored resources `request` selects, batch by batch from one snapshot.
+fn rows_of_store(
+    store: &Store,
+    engine: &Engine,
+    request: &Request,
+    view: &View,
+    out: &mut Out,
+) -> Result<(), Enough> {
+    let snapshot = store.snapshot(request.snapshot.seq)?;
+    let population = Population::of(engine.registry, request, &snapshot)?;
+    let selector = Selector::new(engine, request, population, None)?;
+    let resource_type = view.resource.as_str();
+    let changed = snapshot.changed(resource_type)?;
+    let mut after: Option<String> = None;
+    loop {
+        let batch = snapshot.scan(resource_type, &changed, after.as_deref(), BATCH)?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = Some(last.id.clone());
+        let lines = selector.lines(&snapshot, resource_type, &changed, &batch)?;
+        for line in lines.into_iter().flatten() {
+            if let Line::Resource(bytes) = line {
+                let resource: Value = serde_json::from_slice(&bytes)
+                    .map_err(|_| FhirError::internal("a stored resource is not JSON"))?;
+                out.rows_of(view, &resource)?;
+            }
+        }
+    }
+}
