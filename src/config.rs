@@ -277,7 +277,14 @@ pub struct JobsConfig {
     #[arg(long = "export-file-resources", env = "FHIRLAKE_EXPORT_FILE_RESOURCES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub export_file_resources: u64,
 
-    /// How export files are stored in `DATA/jobs/`: `none` (NDJSON) or `gzip`. Either way a
+    /// Where export files go: by default `DATA/jobs/`; with this, object storage
+    /// (`s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`; credentials,
+    /// region and endpoint from the environment: `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...).
+    /// Clients still download the files from fhirlake's own file URLs, with their token.
+    #[arg(long = "export-store", env = "FHIRLAKE_EXPORT_STORE")]
+    pub export_store: Option<String>,
+
+    /// How export files are stored: `none` (NDJSON) or `gzip`. Either way a
     /// client gets a file gzip-compressed when its `Accept-Encoding` takes gzip, plain
     /// otherwise.
     #[arg(long = "export-compression", env = "FHIRLAKE_EXPORT_COMPRESSION", value_enum, default_value_t = Compression::None)]
@@ -295,12 +302,16 @@ impl JobsConfig {
         }
     }
 
-    /// Where jobs put their files: the data directory `data`.
-    pub fn sink(&self, data: &Path) -> crate::jobs::Sink {
-        crate::jobs::Sink::Local(crate::jobs::sink::LocalFiles::new(
-            data,
-            self.export_compression,
-        ))
+    /// Where jobs put their files: the export store, or the data directory `data`.
+    pub fn sink(&self, data: &Path) -> anyhow::Result<crate::jobs::Sink> {
+        use crate::jobs::Sink;
+        Ok(match &self.export_store {
+            None => Sink::local(data, self.export_compression),
+            Some(url) => Sink::objects(
+                fhirlake_objstore::Store::open(url).context("--export-store")?,
+                self.export_compression,
+            ),
+        })
     }
 }
 

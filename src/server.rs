@@ -60,7 +60,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let jobs = crate::jobs::Jobs::start(
         store.clone(),
         search.clone(),
-        config.jobs.sink(&config.data.path),
+        config.jobs.sink(&config.data.path)?,
         config.jobs.settings(),
     )
     .context("starting the jobs")?;

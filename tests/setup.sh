@@ -14,6 +14,10 @@
 #   tests/backend_services.rs; xxd: the README's recipe of a client's JWKS, which that test runs;
 # - playwright-core (tests/explorer/package-lock.json): the Node driver of that browser;
 # - fhir-kit-client (tests/clients/package-lock.json): a FHIR client of tests/clients.rs;
+# - s3s-fs (crates.io, built by cargo install into $tools/bin): the S3-compatible server that
+#   tests/object_storage.rs starts (on a free port, with a temporary directory) for bulk export
+#   to object storage; pinned, with its own Cargo.lock, at the last version this toolchain
+#   builds (0.15 and later want Rust 1.96); the first install builds it from source;
 # - openapi-spec-validator, fhirpy, fhirclient, smart-fetch and duckdb (tests/requirements.txt):
 #   the OpenAPI validator of tests/openapi.rs, the Python FHIR clients of tests/clients.rs, and
 #   the bulk client and the SQL engine that reads its downloads in tests/bulk_client.rs.
@@ -50,6 +54,13 @@ install_node() {
 }
 install_node tests/explorer "$tools/node"
 install_node tests/clients "$tools/clients-node"
+
+s3s_fs_version=0.14.1
+if ! "$tools/bin/s3s-fs" --version 2>/dev/null | grep -qx "s3s-fs $s3s_fs_version"; then
+    echo "tests/setup.sh: building s3s-fs $s3s_fs_version with cargo install" >&2
+    cargo install --quiet --locked --root "$tools" --version "$s3s_fs_version" \
+        --features binary s3s-fs
+fi
 
 venv=$tools/venv
 if ! cmp -s tests/requirements.txt "$venv/installed-requirements.txt"; then

@@ -13,6 +13,18 @@
 //! `Accept-Encoding` takes gzip, plain to the others, whichever way it is stored
 //! (`--export-compression`), streamed from the file (never all in memory). Only names the job's
 //! record lists are served: a name is never a path.
+//!
+//! With `--export-store` the files are objects in object storage, and they are still served
+//! here, streamed from the store, rather than handed out as presigned URLs of the store: the
+//! manifest keeps fhirlake's file URLs and `requiresAccessToken: true`. That is what a bulk
+//! client of a SMART Backend Services server expects, and what the Bulk Data IG asks of such
+//! files (protected the same way as the kick-off): each download checks the owner and that the
+//! token may still read the type, where a presigned URL is a capability anyone holding it can
+//! use until it expires, whatever became of the token. A presigned URL would also have to be
+//! fetched without the token (S3 refuses a bearer token next to a query signature, so the
+//! manifest would say `requiresAccessToken: false`), would expire after at most seven days
+//! (SigV4) whatever `--job-retention` says, would need the bucket reachable from every client
+//! (not a private bucket or endpoint), and would not negotiate gzip with `Accept-Encoding`.
 
 use super::export::accepts;
 use super::http::{FHIR_JSON, base_url, header_str};
@@ -153,10 +165,11 @@ pub async fn file(
         )
         .into());
     }
-    let stored = state
-        .jobs
-        .sink()
-        .open(&job.id, &output.name)
+    // Off the HTTP workers: opening an object waits on the object store.
+    let (sink, name) = (state.jobs.sink().clone(), output.name.clone());
+    let stored = web::block(move || sink.open(&job.id, &name))
+        .await
+        .map_err(|e| FhirError::internal(format!("the file cannot be opened: {e}")))?
         .map_err(|e| FhirError::internal(format!("the file cannot be read: {e}")))?
         .ok_or_else(missing)?;
     let gzip = accepts_gzip(&req);
@@ -176,10 +189,10 @@ fn stream(
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     actix_web::rt::task::spawn_blocking(move || {
         let mut reader: Box<dyn Read> = match (stored.gzip, gzip) {
-            (true, true) | (false, false) => Box::new(stored.file),
-            (true, false) => Box::new(flate2::read::MultiGzDecoder::new(stored.file)),
+            (true, true) | (false, false) => stored.reader,
+            (true, false) => Box::new(flate2::read::MultiGzDecoder::new(stored.reader)),
             (false, true) => Box::new(flate2::read::GzEncoder::new(
-                stored.file,
+                stored.reader,
                 flate2::Compression::fast(),
             )),
         };

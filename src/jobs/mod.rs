@@ -266,6 +266,7 @@ impl Jobs {
     ) -> Result<Arc<Jobs>, StoreError> {
         let mut jobs = HashMap::new();
         let mut queued = Vec::new();
+        let mut cancelled = Vec::new();
         for (id, bytes) in store.jobs()? {
             let job = match Job::decode(&bytes) {
                 Ok(job) => job,
@@ -276,10 +277,19 @@ impl Jobs {
             };
             match job.state {
                 State::Queued | State::Running => queued.push((job.created, id.clone())),
-                State::Cancelled => remove_files(&sink, &id),
+                State::Cancelled => cancelled.push(id.clone()),
                 State::Completed | State::Failed => {}
             }
             jobs.insert(id, Handle::new(job));
+        }
+        if !cancelled.is_empty() {
+            // On a thread of its own: the server starts meanwhile (and may be on the async
+            // runtime, where removing objects cannot wait on the object store).
+            let sink = sink.clone();
+            std::thread::Builder::new()
+                .name("fhirlake-job-removal".into())
+                .spawn(move || cancelled.iter().for_each(|id| remove_files(&sink, id)))
+                .map_err(|e| StoreError::Schema(format!("cannot start the job removal: {e}")))?;
         }
         queued.sort();
         if !queued.is_empty() {
@@ -448,7 +458,12 @@ impl Jobs {
             written.await?;
         }
         if !running {
-            remove_files(&self.shared.sink, id);
+            // Off the async runtime: removing objects waits on the object store.
+            let (sink, id) = (self.shared.sink.clone(), id.to_string());
+            let removed = tokio::task::spawn_blocking(move || remove_files(&sink, &id)).await;
+            if let Err(error) = removed {
+                tracing::error!(%error, "removing a cancelled job's files panicked");
+            }
         }
         self.shared.publish_floor();
         Ok(true)
@@ -730,7 +745,7 @@ mod tests {
             poll_interval: Duration::from_secs(2),
             file_resources: 10,
         };
-        let sink = Sink::Local(sink::LocalFiles::new(dir, sink::Compression::None));
+        let sink = Sink::local(dir, sink::Compression::None);
         Jobs::start(store.clone(), search.clone(), sink, settings).unwrap()
     }
 

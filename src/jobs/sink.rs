@@ -1,17 +1,27 @@
-//! Where jobs put their files: the output sink. Local files in the data directory
-//! (`DATA/jobs/{job id}/{name}`) are the one kind today; object storage is another variant of
-//! [`Sink`] with the same operations.
+//! Where jobs put their files: the output sink, one interface over two places. By default
+//! local files in the data directory (`DATA/jobs/{job id}/{name}`); with `--export-store`,
+//! objects in object storage (`{prefix}/{job id}/{name}` in an S3, GCS or Azure bucket,
+//! through the `fhirlake-objstore` crate). The jobs and the API see the same [`Sink`] either
+//! way.
 //!
-//! Invariants: a file appears under its name only once it is complete and durable (it is
-//! written as `{name}.part`, fsynced, renamed, and the folder fsynced), so a file a job record
-//! names is whole; writing a name again replaces it (a job resumed after a crash rewrites the
-//! file it was in). Names are single path components the jobs layer makes; a name from a
-//! client is never used to reach a file ([`Sink::open`] refuses anything else).
+//! Invariants: a file appears under its name only once it is complete and durable (a local
+//! file is written as `{name}.part`, fsynced, renamed, and the folder fsynced; an object is
+//! one PUT or a multipart upload completed at the end, and an object store acknowledges only
+//! what it keeps), so a file a job record names is whole; writing a name again replaces it (a
+//! job resumed after a crash rewrites the file it was in). Names are single path components
+//! the jobs layer makes; a name from a client is never used to reach a file ([`Sink::open`]
+//! refuses anything else). Every call blocks: from an async task, call it in
+//! `spawn_blocking`.
+//!
+//! A crash in the middle of a large object leaves its unfinished multipart upload in the
+//! bucket (invisible, and never named by a job): a bucket lifecycle rule that aborts
+//! incomplete multipart uploads after a day removes them (README).
 
+use fhirlake_objstore::{ObjectWriter, Store};
 use flate2::Compression as Level;
 use flate2::write::GzEncoder;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// How files are stored.
@@ -26,92 +36,135 @@ pub enum Compression {
 /// The folder of jobs' files in a data directory.
 pub const JOBS_DIR: &str = "jobs";
 
-/// Where jobs' files go.
+/// Where jobs' files go, and how they are compressed. Cheap to clone.
 #[derive(Debug, Clone)]
-pub enum Sink {
-    Local(LocalFiles),
-}
-
-/// Files under a folder of the data directory, one folder per job.
-#[derive(Debug, Clone)]
-pub struct LocalFiles {
-    root: PathBuf,
+pub struct Sink {
+    place: Place,
     compression: Compression,
 }
 
-impl LocalFiles {
-    pub fn new(data: &Path, compression: Compression) -> LocalFiles {
-        LocalFiles {
-            root: data.join(JOBS_DIR),
-            compression,
-        }
-    }
+#[derive(Debug, Clone)]
+enum Place {
+    /// The folder of jobs in the data directory.
+    Local(PathBuf),
+    /// A bucket and prefix of object storage.
+    Objects(Store),
 }
 
 /// A stored file opened for reading.
 pub struct Stored {
-    pub file: File,
+    pub reader: Box<dyn Read + Send>,
+    /// Its size in bytes, as stored.
+    pub bytes: u64,
     /// Whether its bytes are gzip-compressed.
     pub gzip: bool,
 }
 
 impl Sink {
+    /// Files under the data directory `data`.
+    pub fn local(data: &Path, compression: Compression) -> Sink {
+        Sink {
+            place: Place::Local(data.join(JOBS_DIR)),
+            compression,
+        }
+    }
+
+    /// Objects in `store`.
+    pub fn objects(store: Store, compression: Compression) -> Sink {
+        Sink {
+            place: Place::Objects(store),
+            compression,
+        }
+    }
+
     /// The name of the file `stem` (`Patient-1`) of NDJSON, as this sink stores it.
     pub fn ndjson_name(&self, stem: &str) -> String {
-        match self {
-            Sink::Local(local) => match local.compression {
-                Compression::None => format!("{stem}.ndjson"),
-                Compression::Gzip => format!("{stem}.ndjson.gz"),
-            },
+        match self.compression {
+            Compression::None => format!("{stem}.ndjson"),
+            Compression::Gzip => format!("{stem}.ndjson.gz"),
         }
     }
 
     /// Starts writing the file `name` of job `job`; it appears once [`FileWriter::finish`]ed.
     pub fn create(&self, job: &str, name: &str) -> io::Result<FileWriter> {
-        let Sink::Local(local) = self;
         check_component(job)?;
         check_component(name)?;
-        let folder = local.root.join(job);
-        std::fs::create_dir_all(&folder)?;
-        let path = folder.join(name);
-        let part = folder.join(format!("{name}.part"));
-        let file = BufWriter::with_capacity(1 << 16, File::create(&part)?);
-        let encoder = match local.compression {
-            Compression::None => Encoder::Plain(file),
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(file, Level::fast())),
+        let target = match &self.place {
+            Place::Local(root) => {
+                let folder = root.join(job);
+                std::fs::create_dir_all(&folder)?;
+                let part = folder.join(format!("{name}.part"));
+                Target::File {
+                    file: File::create(&part)?,
+                    path: folder.join(name),
+                    part,
+                }
+            }
+            Place::Objects(store) => Target::Object(store.create(&format!("{job}/{name}"))?),
+        };
+        let buffered = BufWriter::with_capacity(1 << 16, target);
+        let encoder = match self.compression {
+            Compression::None => Encoder::Plain(buffered),
+            Compression::Gzip => Encoder::Gzip(GzEncoder::new(buffered, Level::fast())),
         };
         Ok(FileWriter {
             encoder,
             name: name.to_string(),
-            part,
-            path,
             lines: 0,
         })
     }
 
     /// The file `name` of job `job`, when it exists.
     pub fn open(&self, job: &str, name: &str) -> io::Result<Option<Stored>> {
-        let Sink::Local(local) = self;
         if check_component(job).is_err() || check_component(name).is_err() {
             return Ok(None);
         }
-        match File::open(local.root.join(job).join(name)) {
-            Ok(file) => Ok(Some(Stored {
-                file,
-                gzip: name.ends_with(".gz"),
-            })),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+        let gzip = name.ends_with(".gz");
+        match &self.place {
+            Place::Local(root) => match File::open(root.join(job).join(name)) {
+                Ok(file) => Ok(Some(Stored {
+                    bytes: file.metadata()?.len(),
+                    reader: Box::new(file),
+                    gzip,
+                })),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(error),
+            },
+            Place::Objects(store) => {
+                Ok(store
+                    .open_object(&format!("{job}/{name}"))?
+                    .map(|object| Stored {
+                        bytes: object.size(),
+                        reader: Box::new(object),
+                        gzip,
+                    }))
+            }
+        }
+    }
+
+    /// Checks that the files of job `job` can be reached, before the job writes any: in object
+    /// storage, a listing of the job's folder, so that a missing bucket or refused credentials
+    /// fail the job at once, saying what the store answered.
+    pub fn check(&self, job: &str) -> io::Result<()> {
+        check_component(job)?;
+        match &self.place {
+            Place::Local(_) => Ok(()),
+            Place::Objects(store) => store.list(job).map(|_| ()).map_err(io::Error::from),
         }
     }
 
     /// Removes every file of job `job` (nothing when it has none).
     pub fn remove(&self, job: &str) -> io::Result<()> {
-        let Sink::Local(local) = self;
         check_component(job)?;
-        match std::fs::remove_dir_all(local.root.join(job)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+        match &self.place {
+            Place::Local(root) => match std::fs::remove_dir_all(root.join(job)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+            Place::Objects(store) => {
+                store.delete_prefix(job)?;
+                Ok(())
+            }
         }
     }
 }
@@ -133,17 +186,61 @@ fn check_component(name: &str) -> io::Result<()> {
     }
 }
 
+/// Where a file's bytes go.
+enum Target {
+    /// `part`, renamed to `path` once finished.
+    File {
+        file: File,
+        part: PathBuf,
+        path: PathBuf,
+    },
+    Object(ObjectWriter),
+}
+
+impl Write for Target {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Target::File { file, .. } => file.write(bytes),
+            Target::Object(object) => object.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Target::File { file, .. } => file.flush(),
+            Target::Object(object) => object.flush(),
+        }
+    }
+}
+
+impl Target {
+    /// Makes the file appear, durable, under its name; returns its size in bytes.
+    fn finish(self) -> io::Result<u64> {
+        match self {
+            Target::File { file, part, path } => {
+                file.sync_all()?;
+                let bytes = file.metadata()?.len();
+                drop(file);
+                std::fs::rename(&part, &path)?;
+                if let Some(folder) = path.parent() {
+                    File::open(folder)?.sync_all()?;
+                }
+                Ok(bytes)
+            }
+            Target::Object(object) => Ok(object.finish()?),
+        }
+    }
+}
+
 enum Encoder {
-    Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Plain(BufWriter<Target>),
+    Gzip(GzEncoder<BufWriter<Target>>),
 }
 
 /// A file being written, line by line.
 pub struct FileWriter {
     encoder: Encoder,
     name: String,
-    part: PathBuf,
-    path: PathBuf,
     lines: u64,
 }
 
@@ -170,69 +267,72 @@ impl FileWriter {
         self.lines
     }
 
-    /// Completes the file: flushed, fsynced, renamed to its name, the folder fsynced. Returns
-    /// its size in bytes.
+    /// Completes the file: flushed and made to appear, durable, under its name. Returns its
+    /// size in bytes.
     pub fn finish(self) -> io::Result<u64> {
         let buffered = match self.encoder {
             Encoder::Plain(file) => file,
             Encoder::Gzip(gzip) => gzip.finish()?,
         };
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        drop(file);
-        std::fs::rename(&self.part, &self.path)?;
-        if let Some(folder) = self.path.parent() {
-            File::open(folder)?.sync_all()?;
-        }
-        Ok(bytes)
+        buffered.into_inner().map_err(|e| e.into_error())?.finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn read_all(stored: Stored) -> String {
         let mut text = String::new();
         if stored.gzip {
-            flate2::read::GzDecoder::new(stored.file)
+            flate2::read::GzDecoder::new(stored.reader)
                 .read_to_string(&mut text)
                 .unwrap();
         } else {
-            let mut file = stored.file;
-            file.read_to_string(&mut text).unwrap();
+            let mut reader = stored.reader;
+            reader.read_to_string(&mut text).unwrap();
         }
         text
+    }
+
+    /// Both places: the data directory, and object storage (a `file://` store here; S3 in
+    /// tests/object_storage.rs).
+    fn sinks(dir: &Path, compression: Compression) -> [Sink; 2] {
+        let url = format!("file://{}/objects", dir.display());
+        std::fs::create_dir_all(dir.join("objects")).unwrap();
+        [
+            Sink::local(dir, compression),
+            Sink::objects(Store::open(&url).unwrap(), compression),
+        ]
     }
 
     #[test]
     fn a_file_appears_whole_and_goes_with_its_job() {
         for compression in [Compression::None, Compression::Gzip] {
             let dir = tempfile::tempdir().unwrap();
-            let sink = Sink::Local(LocalFiles::new(dir.path(), compression));
-            let name = sink.ndjson_name("Patient-1");
-            let mut writer = sink.create("job", &name).unwrap();
-            writer.line(b"{\"a\":1}").unwrap();
-            writer.line(b"{\"b\":2}").unwrap();
-            assert!(
-                sink.open("job", &name).unwrap().is_none(),
-                "not before it is finished"
-            );
-            assert_eq!(writer.lines(), 2);
-            let bytes = writer.finish().unwrap();
-            let stored = sink.open("job", &name).unwrap().unwrap();
-            assert_eq!(stored.file.metadata().unwrap().len(), bytes);
-            assert_eq!(read_all(stored), "{\"a\":1}\n{\"b\":2}\n");
-            // Written again: replaced.
-            let mut again = sink.create("job", &name).unwrap();
-            again.line(b"{}").unwrap();
-            again.finish().unwrap();
-            assert_eq!(read_all(sink.open("job", &name).unwrap().unwrap()), "{}\n");
-            sink.remove("job").unwrap();
-            assert!(sink.open("job", &name).unwrap().is_none());
-            sink.remove("job").unwrap();
+            for sink in sinks(dir.path(), compression) {
+                let name = sink.ndjson_name("Patient-1");
+                let mut writer = sink.create("job", &name).unwrap();
+                writer.line(b"{\"a\":1}").unwrap();
+                writer.line(b"{\"b\":2}").unwrap();
+                assert!(
+                    sink.open("job", &name).unwrap().is_none(),
+                    "not before it is finished"
+                );
+                assert_eq!(writer.lines(), 2);
+                let bytes = writer.finish().unwrap();
+                let stored = sink.open("job", &name).unwrap().unwrap();
+                assert_eq!(stored.bytes, bytes);
+                assert_eq!(read_all(stored), "{\"a\":1}\n{\"b\":2}\n");
+                // Written again: replaced.
+                let mut again = sink.create("job", &name).unwrap();
+                again.line(b"{}").unwrap();
+                again.finish().unwrap();
+                assert_eq!(read_all(sink.open("job", &name).unwrap().unwrap()), "{}\n");
+                sink.remove("job").unwrap();
+                assert!(sink.open("job", &name).unwrap().is_none());
+                sink.remove("job").unwrap();
+            }
         }
     }
 
@@ -240,19 +340,20 @@ mod tests {
     fn names_that_are_not_one_component_reach_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "x").unwrap();
-        let sink = Sink::Local(LocalFiles::new(dir.path(), Compression::None));
-        for (job, name) in [
-            ("..", "secret"),
-            ("job", "../../secret"),
-            ("job", ".."),
-            ("", "x"),
-            ("a/b", "x"),
-            ("job", "x\0y"),
-        ] {
-            assert!(sink.open(job, name).unwrap().is_none(), "{job} {name}");
-            assert!(sink.create(job, name).is_err(), "{job} {name}");
+        for sink in sinks(dir.path(), Compression::None) {
+            for (job, name) in [
+                ("..", "secret"),
+                ("job", "../../secret"),
+                ("job", ".."),
+                ("", "x"),
+                ("a/b", "x"),
+                ("job", "x\0y"),
+            ] {
+                assert!(sink.open(job, name).unwrap().is_none(), "{job} {name}");
+                assert!(sink.create(job, name).is_err(), "{job} {name}");
+            }
+            assert!(sink.remove("..").is_err());
+            assert!(dir.path().join("secret").exists());
         }
-        assert!(sink.remove("..").is_err());
-        assert!(dir.path().join("secret").exists());
     }
 }

@@ -2,14 +2,17 @@
 //! 127.0.0.1 port with its own temporary data directory, stopped when the test ends; [`fhir`],
 //! the HTTP client and checks the tests drive it with; [`synthea`], the shared Synthea data;
 //! [`search`], what the search tests share; [`auth`], what the authorization tests share;
-//! [`bench`], what the benchmarks share.
+//! [`bench`], what the benchmarks share; [`bulk`], what the bulk export tests share; [`s3`],
+//! the S3 server of the object storage tests.
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod bench;
+pub mod bulk;
 pub mod changes;
 pub mod fhir;
 pub mod keys;
+pub mod s3;
 pub mod search;
 pub mod synthea;
 pub mod xml;

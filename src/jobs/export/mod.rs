@@ -110,6 +110,9 @@ pub struct Request {
 pub const NDJSON: &str = "application/fhir+ndjson";
 
 /// The completion manifest of a finished export `job` served under `base` (the FHIR base URL).
+/// Its URLs are fhirlake's file URLs, which need the token (`requiresAccessToken: true`),
+/// wherever the files are stored: with `--export-store` too, fhirlake streams them from the
+/// bucket rather than hand out presigned URLs (why: `api::jobs`).
 pub fn manifest(job: &Job, request: &Request, base: &str) -> Value {
     let files = |content: Content, resource_type: Option<&str>| -> Vec<Value> {
         job.outputs

@@ -36,6 +36,7 @@ pub struct Resume {
 pub fn run(context: &Context) -> Result<(), Stop> {
     let job = context.job();
     let request = request_of(&job)?;
+    context.sink.check(&job.id)?;
     let resume: Resume = match &job.checkpoint {
         serde_json::Value::Null => Resume::default(),
         checkpoint => serde_json::from_value(checkpoint.clone())
