@@ -257,6 +257,18 @@ impl Store {
 }
 
 /// What a candidate is to a page.
+/// A change as a candidate; an erased entry names no version (`None`): a version written again
+/// after its resource was erased has the same (type, id, vid) as the erased entry, and appears
+/// only at its own change.
+fn candidate(change: ChangeRecord) -> Result<Option<Candidate>, StoreError> {
+    Ok((change.op != Op::Erased).then_some((
+        change.seq,
+        change.resource_type,
+        change.id,
+        change.vid,
+    )))
+}
+
 enum Step {
     Entry(Entry),
     /// Filtered out (`_at`).
@@ -288,29 +300,37 @@ impl Tables {
                 let range = self
                     .type_changes
                     .range((resource_type, 0)..(resource_type, before))?;
-                Box::new(range.rev().map(|item| {
-                    let (key, _) = item?;
-                    self.change(key.value().1)
-                }))
+                Box::new(
+                    range
+                        .rev()
+                        .map(|item| {
+                            let (key, _) = item?;
+                            self.change(key.value().1)
+                        })
+                        .filter_map(Result::transpose),
+                )
             }
             Scope::System => {
                 let range = self.changes.range(..before)?;
-                Box::new(range.rev().map(|item| {
-                    let (seq, record) = item?;
-                    let c = ChangeRecord::decode(seq.value(), record.value());
-                    Ok((c.seq, c.resource_type, c.id, c.vid))
-                }))
+                Box::new(
+                    range
+                        .rev()
+                        .map(|item| {
+                            let (seq, record) = item?;
+                            candidate(ChangeRecord::decode(seq.value(), record.value()))
+                        })
+                        .filter_map(Result::transpose),
+                )
             }
         })
     }
 
-    fn change(&self, seq: u64) -> Result<Candidate, StoreError> {
+    fn change(&self, seq: u64) -> Result<Option<Candidate>, StoreError> {
         let record = self
             .changes
             .get(seq)?
             .ok_or_else(|| StoreError::Schema(format!("change {seq} is indexed but missing")))?;
-        let c = ChangeRecord::decode(seq, record.value());
-        Ok((c.seq, c.resource_type, c.id, c.vid))
+        candidate(ChangeRecord::decode(seq, record.value()))
     }
 
     /// The version of `candidate`, filtered by the query's `_since` and `_at`.

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod changes;
 pub mod fhir;
 pub mod keys;
+pub mod receiver;
 pub mod search;
 pub mod synthea;
 pub mod xml;
