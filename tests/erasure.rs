@@ -116,6 +116,22 @@ fn kick_off(client: &FhirClient, path: &str) -> String {
     reply.header("content-location").expect("Content-Location")
 }
 
+/// Exports every Patient: the status URL and the files' content.
+fn export_patients(client: &FhirClient) -> (String, String) {
+    let reply = client.get_with("$export?_type=Patient", &[("Prefer", "respond-async")]);
+    reply.expect(202, "export kick-off");
+    let status = reply.header("content-location").unwrap();
+    let done = wait_for_end(client, &status);
+    done.expect(200, "the export's manifest");
+    let mut content = String::new();
+    for output in done.json()["output"].as_array().unwrap() {
+        let file = send(client.http.get(output["url"].as_str().unwrap()));
+        file.expect(200, "an export file");
+        content.push_str(&file.text);
+    }
+    (status, content)
+}
+
 /// Every event of the change log from 0, checked gap-free, by the pull API.
 fn events(client: &FhirClient) -> Vec<Value> {
     let events = pull_all(client, "");
@@ -287,11 +303,18 @@ fn a_purge_erases_the_compartment_and_a_bulk_delete_deletes_or_erases() {
         .as_str()
         .unwrap()
         .to_string();
+    // An export finished before the purge holds the patient: the purge's result names it.
+    let before = export_patients(&fhir);
+    assert!(before.1.contains(&family));
     let status = kick_off(&fhir, &format!("Patient/{patient}/$purge"));
     let done = wait_for_end(&fhir, &status);
     done.expect(200, "the purge's result");
     let result = done.json();
     assert_eq!(result["count"], members.len());
+    assert_eq!(result["exportsHoldingErasedData"], json!([before.0]));
+    // One started after does not.
+    let after = export_patients(&fhir);
+    assert!(!after.1.contains(&family) && after.1.contains("Patient"));
     for key in &members {
         fhir.get(key).expect(404, key);
         fhir.get(&format!("{key}/_history")).expect(404, key);
@@ -497,4 +520,45 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn strange_erasure_requests_are_outcomes() {
+    let fhir = Fhir::start();
+    let patient = fhir.create(&json!({"resourceType": "Patient", "active": true}));
+    let key = format!("Patient/{}", patient["id"].as_str().unwrap());
+    for vid in ["0", "abc", "-1", "99999999999999999999999"] {
+        let reply = fhir.post(&format!("{key}/_history/{vid}/$erase"), String::new());
+        assert_outcome(&reply, 404, &["not-found"]);
+    }
+    let long = "x".repeat(65);
+    assert_outcome(
+        &fhir.post(&format!("Patient/{long}/$erase"), String::new()),
+        400,
+        &["value"],
+    );
+    assert_outcome(
+        &fhir.post("Nothing/1/$erase", String::new()),
+        404,
+        &["not-found", "not-supported"],
+    );
+    assert_outcome(
+        &fhir.post("Patient/none/$purge", String::new()),
+        404,
+        &["not-found"],
+    );
+    for query in [
+        "hardDelete=maybe",
+        "unknown-parameter=1",
+        "_since=not-a-date",
+    ] {
+        let reply = fhir.post(&format!("Observation/$bulk-delete?{query}"), String::new());
+        assert_outcome(&reply, 400, &["invalid", "not-supported", "value"]);
+    }
+    assert_outcome(
+        &fhir.post(&format!("{key}/$purge?code=1"), String::new()),
+        400,
+        &["not-supported"],
+    );
+    fhir.get(&key).expect(200, "nothing was erased");
 }
