@@ -4,7 +4,10 @@
 //!
 //! After an erasure nothing of the content is found by any reader: read, vread, history at
 //! every level, search (`_content` too), `$everything`, `$changes` replayed from 0 and a new
-//! SSE consumer from 0; the change log stays gap-free and an unrelated resource is untouched.
+//! SSE consumer from 0; a rest-hook receiver gets the `erased` event and the NATS sink deletes
+//! the erased change's message from its stream; exports finished before are named in a purge's
+//! result and exports after hold none of it; the change log stays gap-free and an unrelated
+//! resource is untouched.
 //! Resources are chosen by content (a patient by its Synthea file and identifier), never by
 //! server-assigned ids; jobs are paused by count (`FHIRLAKE_TEST_ERASE_PAUSE`), never by time.
 
@@ -232,6 +235,8 @@ fn an_erased_version_and_resource_are_gone_from_every_reader() {
         .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap())
         .collect();
     assert_eq!(vids, vec!["3", "1"]);
+    let total = fhir.get(&format!("{observation}/_history")).json()["total"].clone();
+    assert_eq!(total, 2, "the instance's total counts what is left");
     let text = serde_json::to_string(&events(&fhir)).unwrap();
     assert!(!text.contains("erasure-marker-two") && text.contains("erasure-marker-three"));
     // The whole resource.

@@ -15,8 +15,7 @@
 //!   instance's history reads its versions.
 
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
-    VersionRecord,
+    CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
@@ -198,8 +197,9 @@ impl Store {
 
     /// How many entries the history of `query` lists over all its pages (`count` and `after`
     /// aside), unjudged: for a client that may read every version. Type and system history
-    /// read the change log, so after retention trimmed it they count the changes it kept; an
-    /// instance's history counts its versions.
+    /// read the change log, so after retention trimmed it they count the changes it kept (and
+    /// count the `erased` entries and events of erasures: a known overcount, kept so that a
+    /// total costs no scan); an instance's history counts its versions.
     ///
     /// Without `_at` no version is read: `_since` becomes a seq of the change log (by
     /// bisection, lastUpdated never decreasing along it), so a system history's total costs a
@@ -236,11 +236,7 @@ impl Store {
                         .range((resource_type, from)..=(resource_type, u64::MAX))?;
                     return Ok(range.count() as u64);
                 }
-                Scope::Instance(resource_type, id) if query.since.is_none() => {
-                    let current = txn.open_table(CURRENT)?.get((resource_type, id))?;
-                    // Its versions are 1 to the current one.
-                    return Ok(current.map_or(0, |c| CurrentRecord::decode(c.value()).vid));
-                }
+                // Its versions are counted: an erased one leaves a gap in the vids.
                 Scope::Instance(..) => {}
             }
         }
