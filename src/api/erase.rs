@@ -31,6 +31,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 type State = web::Data<AppState>;
 
+/// Parameters as `(name, value)`.
+type Params = Vec<(String, String)>;
+
 /// `POST [base]/{type}/{id}/$erase`
 pub async fn resource(
     req: HttpRequest,
@@ -153,7 +156,7 @@ pub async fn purge(
         return Err(FhirError::not_found(format!("Patient/{id} does not exist")).into());
     }
     let params = operation_params(&req, payload, &state).await?;
-    let (limits, criteria) = last_updated(params)?;
+    let (limits, criteria) = last_updated(params);
     if let Some((name, _)) = criteria.first() {
         return Err(FhirError::bad_request(
             IssueCode::NotSupported,
@@ -211,7 +214,7 @@ pub async fn bulk_delete(
             .into());
         }
     }
-    let (mut limits, criteria) = last_updated(params)?;
+    let (mut limits, criteria) = last_updated(params);
     limits.extend(criteria);
     let request = JobRequest {
         operation: "$bulk-delete".into(),
@@ -245,9 +248,7 @@ async fn operation_params(
 }
 
 /// `_since`, `start` and `end` as `_lastUpdated` search parameters, and the other parameters.
-fn last_updated(
-    params: Vec<(String, String)>,
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>), FhirError> {
+fn last_updated(params: Params) -> (Params, Params) {
     let mut limits = Vec::new();
     let mut others = Vec::new();
     for (name, value) in params {
@@ -261,7 +262,7 @@ fn last_updated(
     // Never what is written after the kick-off: that is not the job's.
     let now = crate::fhir::datetime::format_instant(crate::fhir::datetime::now());
     limits.push(("_lastUpdated".into(), format!("le{now}")));
-    Ok((limits, others))
+    (limits, others)
 }
 
 /// Checks the request (its search), records the job and answers 202 with its status URL.
