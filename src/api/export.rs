@@ -127,7 +127,7 @@ fn preferences(req: &HttpRequest) -> Vec<String> {
 /// The parameters of a `Parameters` body, as `(name, value)`: a reference's value is its
 /// `reference`, a primitive's its text. A parameter without a value, or with a resource or
 /// parts, is a 400.
-fn parameters(body: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
+pub(super) fn parameters(body: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
     let parameters = parse_resource(body, Some("Parameters"))?.resource;
     let mut pairs = Vec::new();
     for (n, parameter) in parameters["parameter"]
@@ -157,7 +157,7 @@ fn parameters(body: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
             return Err(FhirError::bad_request(
                 IssueCode::Invalid,
                 format!(
-                    "parameter {name}: $export takes parameters with a value (a string, code, \
+                    "parameter {name}: the operation takes parameters with a value (a string, code, \
                      instant, boolean or reference)"
                 ),
             )

@@ -195,7 +195,7 @@ fn render(get: &Get, params: &Params, page: &Page, total: Option<u64>) -> Vec<u8
         let status = match entry.op {
             Op::Create => "201",
             Op::Update => "200",
-            Op::Delete => "204",
+            Op::Delete | Op::Erased => "204",
         };
         bundle.entry(Entry {
             full_url: Some(format!("{base}/{instance}")),

@@ -93,6 +93,7 @@ pub async fn status(
                     let request = crate::jobs::export::request_of(&job)?;
                     crate::jobs::export::manifest(&job, &request, &base)
                 }
+                Kind::Erasure => crate::jobs::erase::manifest(&job, &base)?,
             };
             let mut response = HttpResponse::Ok();
             if let Some(expires) = expires(&job, state.jobs.settings().retention) {

@@ -186,6 +186,7 @@ pub fn statement(
             }
             operations.push(json!({"name": "validate",
                 "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}));
+            operations.extend(super::erase::capabilities(name));
             if matches!(*name, "Patient" | "Group") {
                 let definition = format!("{BULK_OPERATIONS}/{}-export", name.to_lowercase());
                 operations.push(json!({"name": "export", "definition": definition}));

@@ -15,6 +15,7 @@ mod binary;
 mod bundle;
 mod changes;
 mod crud;
+mod erase;
 mod export;
 mod format;
 mod get;
@@ -144,6 +145,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/{type}/_history").route(web::get().to(history::of_type)))
             .service(resource("/{type}/_search").route(web::post().to(search::of_type_post)))
+            .service(
+                resource("/{type}/{id}/_history/{vid}/$erase")
+                    .route(web::post().to(erase::version)),
+            )
+            .service(resource("/{type}/{id}/$erase").route(web::post().to(erase::resource)))
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(resource("/{type}/{id}/$everything").route(web::get().to(search::everything)))
@@ -157,6 +163,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(views::run_instance))
                     .route(web::post().to(views::run_instance)),
             )
+            .service(resource("/Patient/{id}/$purge").route(web::post().to(erase::purge)))
+            .service(resource("/{type}/$bulk-delete").route(web::post().to(erase::bulk_delete)))
             .service(resource("/{type}/$validate").route(web::post().to(validate::of_type)))
             .service(
                 resource("/{type}/{id}/$validate")

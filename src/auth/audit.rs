@@ -62,6 +62,45 @@ pub fn record(record: &Record) {
     );
 }
 
+/// Writes the audit line of an erasure, one per resource: who erased (the token's `sub` and
+/// client; `open` without authorization), what (`resource_type`, `id`, the `versions` erased
+/// and whether the resource is `gone`), by which `operation` and, for a job, its `job` id.
+/// Never the content. It is written with `--audit off` too: erasure is rare and must leave
+/// a trace.
+pub fn erasure(
+    access: &Access,
+    operation: &str,
+    job: Option<&str>,
+    erased: &crate::store::erase::Erased,
+) {
+    let principal = match access {
+        Access::Token(principal) => Some(principal.as_ref()),
+        Access::Open => None,
+    };
+    let who = if principal.is_some() { "token" } else { "open" };
+    let versions = erased
+        .vids
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(
+        target: "audit",
+        event = "erasure",
+        who,
+        subject = principal.and_then(|p| p.subject.as_deref()),
+        client = principal.and_then(|p| p.client.as_deref()),
+        operation,
+        job,
+        resource_type = erased.resource_type.as_str(),
+        id = erased.id.as_str(),
+        versions = versions.as_str(),
+        gone = erased.gone,
+        at = %crate::fhir::datetime::format_instant(crate::fhir::datetime::now()),
+        "erased"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -37,6 +37,7 @@
 //!   412 for an `If-Match`), an update is a 405, since a confined token cannot create with an
 //!   id of its choosing (see [`Access::check_write`]); one it can read but not write is a 403.
 //!   The write is pinned to the version that was judged (a concurrent change makes it a 412).
+//! - Erasure needs unconfined delete and the scope [`ERASE_SCOPE`]; never a `patient/` token.
 //! - The change stream carries every version of every resource: it needs read on every
 //!   resource, unconfined. Writing a Subscription needs unconfined read on its criteria's type,
 //!   since it delivers every version they match.
@@ -56,6 +57,10 @@ use crate::store::tables::{CurrentRecord, VersionRecord};
 use scope::{Level, Permission, Scope};
 use std::sync::Arc;
 pub use token::Principal;
+
+/// The scope that, beside unconfined delete rights, allows erasure (`$erase`, `$purge`,
+/// `$bulk-delete` with `hardDelete=true`): see [`Access::require_erase`].
+pub const ERASE_SCOPE: &str = "fhirlake/erase";
 
 /// A stored version to judge; `body` is `None` for a deletion.
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +178,48 @@ impl Access {
             "the change stream carries every resource: it needs a scope such as system/*.{}",
             permission.letter()
         )))
+    }
+
+    /// 403 unless the token may erase resources of `resource_type` (of every type when
+    /// `None`) for good ([`crate::store::erase`]): it needs delete on all of them, unconfined,
+    /// and the scope [`ERASE_SCOPE`] besides. A token with a `patient/` scope or a `patient`
+    /// claim never may: erasure removes what others may have a right to keep, and a patient's
+    /// own request to be forgotten is carried out by an operator.
+    pub fn require_erase(&self, resource_type: Option<&str>) -> Result<(), FhirError> {
+        let Access::Token(principal) = self else {
+            return Ok(());
+        };
+        if principal.patient.is_some()
+            || principal
+                .scopes
+                .resources
+                .iter()
+                .any(|scope| scope.level == Level::Patient)
+        {
+            return Err(FhirError::forbidden(
+                "a token with a patient/ scope or a patient claim may not erase",
+            ));
+        }
+        self.require(Permission::Delete, resource_type)?;
+        let whole = match resource_type {
+            Some(resource_type) => !self.confined(Permission::Delete, resource_type),
+            None => self.view(Permission::Delete) == View::All,
+        };
+        if !whole {
+            return Err(FhirError::forbidden(format!(
+                "erasure needs delete on every {} resource, unconfined (a scope such as \
+                 system/{}.d)",
+                resource_type.unwrap_or("*"),
+                resource_type.unwrap_or("*")
+            )));
+        }
+        if !principal.scopes.other.iter().any(|s| s == ERASE_SCOPE) {
+            return Err(FhirError::forbidden(format!(
+                "erasure removes data for good: it needs the scope {ERASE_SCOPE} beside delete \
+                 rights"
+            )));
+        }
+        Ok(())
     }
 
     /// Every resource `permission` is granted on, of every type. A search runs within it

@@ -936,7 +936,7 @@ fn written(applied: Vec<Applied>, returns: Return, warnings: Vec<Value>) -> Entr
                     Some(Op::Create) => 201,
                     Some(Op::Update) => 200,
                     None if applied.unchanged => 200,
-                    Some(Op::Delete) | None => 204,
+                    Some(Op::Delete | Op::Erased) | None => 204,
                 },
                 location: changed.then(|| {
                     format!(

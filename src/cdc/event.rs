@@ -7,6 +7,11 @@
 //! `data` the resource as stored (its bytes spliced in, never re-serialized), or only a FHIR
 //! Reference to the version with [`Content::IdOnly`]. A delete has no data.
 //!
+//! An erasure is `fhir.{Type}.erased` without data, with the extension attribute `erased`:
+//! the seq of the change whose version was erased (its own `id` for the change's entry
+//! rewritten in place, an earlier one for the event the erasure appended; 0 when that change
+//! was trimmed). A consumer that kept the version `subject` names should remove it.
+//!
 //! `source` is `--base-url`, else `/fhir`: one per server, the same on every channel, so
 //! `(source, id)` names one change everywhere.
 
@@ -47,12 +52,18 @@ pub fn action(event: &Event) -> &'static str {
         Op::Create => "created",
         Op::Update => "updated",
         Op::Delete => "deleted",
+        Op::Erased => "erased",
     }
 }
 
 /// `fhir.{Type}.{action}`
 pub fn event_type(event: &Event) -> String {
     format!("fhir.{}.{}", event.change.resource_type, action(event))
+}
+
+/// Whether an event of `op` carries the version: deletes and erasures have none.
+pub fn has_data(op: Op) -> bool {
+    matches!(op, Op::Create | Op::Update)
 }
 
 /// `{Type}/{id}/_history/{vid}`
@@ -83,7 +94,12 @@ pub fn to_json(event: &Event, source: &str, content: Content) -> Vec<u8> {
     out.extend_from_slice(b",\"txid\":\"");
     out.extend_from_slice(change.txid.to_string().as_bytes());
     out.push(b'"');
-    if change.op != Op::Delete {
+    if let Some(erased) = change.erased {
+        out.extend_from_slice(b",\"erased\":\"");
+        out.extend_from_slice(erased.to_string().as_bytes());
+        out.push(b'"');
+    }
+    if has_data(change.op) {
         out.extend_from_slice(b",\"datacontenttype\":\"application/fhir+json\",\"data\":");
         match content {
             Content::Full => out.extend_from_slice(&event.version.body),
@@ -101,7 +117,7 @@ pub fn to_json(event: &Event, source: &str, content: Content) -> Vec<u8> {
 /// The CloudEvents HTTP binary-mode headers of the event (`ce-id`, ...): the envelope of a
 /// rest-hook notification, whose body is the data.
 pub fn http_headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut headers = vec![
         ("ce-specversion", "1.0".into()),
         ("ce-id", event.change.seq.to_string()),
         ("ce-source", source.into()),
@@ -109,7 +125,11 @@ pub fn http_headers(event: &Event, source: &str) -> Vec<(&'static str, String)> 
         ("ce-time", format_instant(event.change.last_updated)),
         ("ce-subject", subject(event)),
         ("ce-txid", event.change.txid.to_string()),
-    ]
+    ];
+    if let Some(erased) = event.change.erased {
+        headers.push(("ce-erased", erased.to_string()));
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -129,12 +149,13 @@ pub(crate) mod tests {
                 vid: 2,
                 op,
                 last_updated: 1_700_000_000_000_000,
+                erased: (op == Op::Erased).then_some(3),
             },
             version: VersionRecord {
                 op,
                 method: Method::Put,
                 last_updated: 1_700_000_000_000_000,
-                body: if op == Op::Delete {
+                body: if !has_data(op) {
                     Vec::new()
                 } else {
                     serde_json::to_vec(&body).unwrap()
@@ -178,6 +199,18 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(deleted["type"], "fhir.Patient.deleted");
         assert!(deleted.get("data").is_none() && deleted.get("datacontenttype").is_none());
+        let erased: Value = serde_json::from_slice(&to_json(
+            &event(9, "p1", Op::Erased, Value::Null),
+            "/fhir",
+            Content::Full,
+        ))
+        .unwrap();
+        assert_eq!(
+            (&erased["type"], &erased["erased"]),
+            (&json!("fhir.Patient.erased"), &json!("3"))
+        );
+        assert!(erased.get("data").is_none());
+        assert!(deleted.get("erased").is_none());
         assert_eq!(Content::parse("id-only").unwrap(), Content::IdOnly);
         assert_eq!(Content::parse("all").unwrap_err().status, 400);
     }

@@ -84,6 +84,10 @@ impl Filter {
         let Some(criteria) = &self.criteria else {
             return Ok(true);
         };
+        if event.change.op == Op::Erased {
+            // Nothing is left to judge; whoever may have received the version must hear.
+            return Ok(true);
+        }
         Ok(batch
             .matching(store, registry, criteria)?
             .contains(&event.change.seq))
@@ -153,6 +157,7 @@ impl Batch {
                 let change = &event.change;
                 let version = match change.op {
                     Op::Delete => deleted.as_ref()?,
+                    Op::Erased => return None,
                     _ => &event.version,
                 };
                 Some((

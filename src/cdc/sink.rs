@@ -12,6 +12,11 @@
 //! after its own checkpoint when the stream holds less, e.g. was recreated). Its checkpoint
 //! (`sink/nats/{stream}` in the store, see `cdc::checkpoint`) follows the acknowledged
 //! windows, for retention and the lag metric. The stream must be fhirlake's alone.
+//!
+//! An erasure's `erased` event is published like any change; then the message of the change
+//! it erased is deleted from the stream (JetStream deletes by stream sequence: the run the
+//! stream holds is gap-free, so the sequence is the change's seq plus the offset the last ack
+//! showed, checked against the message's `Nats-Msg-Id` before it is deleted).
 
 use super::checkpoint::{Checkpoint, EVERY};
 use super::event::{Content, action, to_json};
@@ -107,6 +112,8 @@ impl Nats {
             checkpoint.moved(seq);
             checkpoint.save(store).await?;
         }
+        // Stream sequence minus change seq: the same along the gap-free run the stream holds.
+        let mut offset = published.map(|seq| last as i128 - seq as i128);
         let mut commits = store.watch_commits();
         loop {
             let page = match store.log_after(checkpoint.position(), WINDOW, &[]) {
@@ -129,6 +136,7 @@ impl Nats {
                 continue;
             }
             let mut acks = Vec::with_capacity(page.entries.len());
+            let mut erased = Vec::new();
             for entry in &page.entries {
                 let seq = entry.change.seq;
                 let subject = format!(
@@ -143,14 +151,55 @@ impl Nats {
                 if let Some(previous) = expected {
                     message = message.expected_last_message_id(previous.to_string());
                 }
-                acks.push(context.send_publish(subject, message).await?);
+                acks.push((seq, context.send_publish(subject, message).await?));
                 expected = Some(seq);
+                if let Some(of) = entry.change.erased.filter(|&of| of != seq && of != 0) {
+                    erased.push(of);
+                }
             }
-            for ack in acks {
-                ack.await?;
+            for (seq, ack) in acks {
+                let ack = ack.await?;
+                offset = Some(ack.sequence as i128 - seq as i128);
+            }
+            for of in erased {
+                remove(&stream, offset, of).await?;
             }
             checkpoint.moved(page.next);
             checkpoint.save_due(store).await?;
         }
     }
+}
+
+/// Deletes the message of change `seq` (an erased version's) from the stream, found at the
+/// stream sequence `seq + offset` and checked by its `Nats-Msg-Id`. A message the stream no
+/// longer holds (or never held: it was published before the stream was recreated) is left as
+/// it is, with a warning.
+async fn remove(
+    stream: &jetstream::stream::Stream,
+    offset: Option<i128>,
+    seq: u64,
+) -> anyhow::Result<()> {
+    let at = offset.and_then(|offset| u64::try_from(seq as i128 + offset).ok());
+    let held = match at {
+        Some(at) if at > 0 => stream.get_raw_message(at).await.ok().filter(|message| {
+            message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .is_some_and(|id| id.as_str() == seq.to_string())
+        }),
+        _ => None,
+    };
+    match (held, at) {
+        (Some(_), Some(at)) => {
+            stream.delete_message(at).await?;
+            tracing::info!(target: "audit", event = "erasure", change = seq, stream_sequence = at, "the NATS sink deleted an erased version's message");
+        }
+        _ => {
+            tracing::warn!(
+                change = seq,
+                "the NATS stream does not hold the message of an erased version; nothing to delete there"
+            );
+        }
+    }
+    Ok(())
 }

@@ -36,7 +36,7 @@
 
 use super::checkpoint::{Checkpoint, EVERY};
 use super::endpoints::{self, Clients, Prefix};
-use super::event::{Event, http_headers};
+use super::event::{Event, has_data, http_headers};
 use super::filter::{Batch, Filter};
 use crate::fhir::{FhirError, IssueCode};
 use crate::search::registry::Registry;
@@ -298,8 +298,19 @@ impl Manager {
         let change = &entry.change;
         let id = change.id.clone();
         let resource: Value = serde_json::from_slice(&entry.version.body).unwrap_or_default();
+        if change.op == Op::Erased
+            && self
+                .shared
+                .store
+                .read(SUBSCRIPTION, &id)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return; // an earlier version was erased: the current one still stands
+        }
         let judged = match change.op {
-            Op::Delete => Ok(None),
+            Op::Delete | Op::Erased => Ok(None),
             _ => channel(self.shared.registry, &resource),
         };
         match judged {
@@ -516,7 +527,7 @@ impl Delivery {
         for (name, value) in &channel.headers {
             request = request.header(name, value);
         }
-        if channel.payload && event.change.op != Op::Delete {
+        if channel.payload && has_data(event.change.op) {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
                 .body(event.version.body.clone());

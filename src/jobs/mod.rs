@@ -1,5 +1,5 @@
-//! Jobs: the long operations a client starts and polls (a bulk `$export` today; import,
-//! erasure and analytics are further [`Kind`]s), run by a bounded pool of worker threads,
+//! Jobs: the long operations a client starts and polls (a bulk `$export`; `$purge` and
+//! `$bulk-delete`, [`erase`]; import and analytics are further [`Kind`]s), run by a bounded pool of worker threads,
 //! resumed after a restart, and expired after their retention.
 //!
 //! A job is a record in the store's `jobs` table ([`record::Job`]) written by the writer
@@ -35,8 +35,10 @@
 //! Testing only: in a debug build, `FHIRLAKE_TEST_EXPORT_PAUSE=K:W` makes an export pause
 //! once it has written K resources (0: before it reads anything), until W changes after its
 //! snapshot are committed and indexed (`never`: until it is stopped), so that a test can write,
-//! crash or stop the server while an export is under way, by counts rather than times.
+//! crash or stop the server while an export is under way, by counts rather than times;
+//! `FHIRLAKE_TEST_ERASE_PAUSE=K` pauses an erasure job the same way ([`erase`]).
 
+pub mod erase;
 pub mod export;
 pub mod record;
 pub mod sink;
@@ -592,6 +594,7 @@ impl Shared {
         };
         let result = catch_unwind(AssertUnwindSafe(|| match job.kind {
             Kind::Export => export::run(&context),
+            Kind::Erasure => erase::run(&context),
         }))
         .unwrap_or_else(|panic| {
             Err(Stop::Failed(FhirError::internal(format!(

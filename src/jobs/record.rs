@@ -18,14 +18,17 @@ use serde_json::Value;
 pub enum Kind {
     /// A bulk `$export` (`jobs::export`).
     Export,
+    /// A `$purge` or `$bulk-delete` (`jobs::erase`).
+    Erasure,
 }
 
 impl Kind {
-    pub const ALL: &[Kind] = &[Kind::Export];
+    pub const ALL: &[Kind] = &[Kind::Export, Kind::Erasure];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Export => "export",
+            Kind::Erasure => "erasure",
         }
     }
 }

@@ -27,6 +27,10 @@
 //! off the writer thread, and names the version found equal; the writer only checks that this
 //! version is still current ([`Applied::unchanged`]).
 //!
+//! Erasures ([`super::erase`]) ride in the same group transactions, after its requests: each
+//! request of erasures is all-or-nothing too, and its appended `erased` events take the next
+//! seqs.
+//!
 //! The writer also keeps the books ([`Bookkeeping`]): consumer checkpoints, retention trims,
 //! job records, backend clients and the client assertions used at the token endpoint ride
 //! along in the same group transactions, so they neither cost an fsync of their own nor hold
@@ -41,6 +45,7 @@
 //! the store stays usable and no waiting client is left without an answer.
 
 use super::StoreError;
+use super::erase::{self, Erased, Erasure};
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
     CurrentRecord, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
@@ -119,6 +124,7 @@ impl Applied {
             Some(Op::Create) => format!("created {name} version {}", self.vid),
             Some(Op::Update) => format!("updated {name} version {}", self.vid),
             Some(Op::Delete) => format!("deleted {name}"),
+            Some(Op::Erased) => format!("erased {name}"),
             None => format!("{name} did not exist"),
         }
     }
@@ -155,6 +161,7 @@ impl CommitError {
 }
 
 type Reply = oneshot::Sender<Result<Vec<Applied>, CommitError>>;
+type EraseReply = oneshot::Sender<Result<Vec<Erased>, CommitError>>;
 
 /// A request's writes and, for each, the version its content was found equal to when it was
 /// sent (updates only): if that version is still current, the write changes nothing.
@@ -219,6 +226,7 @@ type BookReply = oneshot::Sender<Result<Booked, StoreError>>;
 enum Message {
     Commit(Request, Reply),
     Books(Vec<Bookkeeping>, BookReply),
+    Erase(Vec<Erasure>, EraseReply),
     Stop,
 }
 
@@ -292,6 +300,29 @@ impl Committer {
             sent.map_err(|_| store_closed())?;
             answer.await.unwrap_or_else(|_| Err(store_closed()))
         }
+    }
+
+    /// Sends `erasures` to the writer now, as one all-or-nothing transaction
+    /// ([`super::erase`]); the returned future resolves once it is durable.
+    pub fn erase(
+        &self,
+        erasures: Vec<Erasure>,
+    ) -> impl Future<Output = Result<Vec<Erased>, CommitError>> + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.sender.send(Message::Erase(erasures, reply));
+        async move {
+            sent.map_err(|_| closed())?;
+            answer.await.unwrap_or_else(|_| Err(closed()))
+        }
+    }
+
+    /// [`Committer::erase`] for callers outside an async runtime.
+    pub fn erase_blocking(&self, erasures: Vec<Erasure>) -> Result<Vec<Erased>, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Message::Erase(erasures, reply))
+            .map_err(|_| closed())?;
+        answer.blocking_recv().unwrap_or_else(|_| Err(closed()))
     }
 
     fn send(&self, request: Request, reply: Reply) -> Result<(), CommitError> {
@@ -378,14 +409,17 @@ impl Writer {
         let start_seq = self.position.next_seq;
         let (requests, replies): (Vec<_>, Vec<_>) = group.commits.into_iter().unzip();
         let (books, book_replies): (Vec<_>, Vec<_>) = group.books.into_iter().unzip();
-        let applied = catch_unwind(AssertUnwindSafe(|| self.apply_group(requests, books, time)))
-            .unwrap_or_else(|panic| {
-                Err(StoreError::Panicked(
-                    crate::panics::message(&*panic).to_string(),
-                ))
-            });
+        let (erasures, erase_replies): (Vec<_>, Vec<_>) = group.erasures.into_iter().unzip();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            self.apply_group(requests, erasures, books, time)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(StoreError::Panicked(
+                crate::panics::message(&*panic).to_string(),
+            ))
+        });
         match applied {
-            Ok((results, trimmed)) => {
+            Ok((results, erased, trimmed)) => {
                 let seq = self.position.next_seq - 1;
                 for (reply, trimmed) in book_replies.into_iter().zip(trimmed) {
                     let _ = reply.send(Ok(Booked { trimmed, seq, time }));
@@ -397,12 +431,18 @@ impl Writer {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
+                for (reply, result) in erase_replies.into_iter().zip(erased) {
+                    let _ = reply.send(result);
+                }
             }
             Err(error) => {
                 self.position.next_seq = start_seq;
                 tracing::error!(%error, "commit failed; the group is rolled back");
                 let error = FhirError::internal(format!("the store could not commit: {error}"));
                 for reply in replies {
+                    let _ = reply.send(Err(CommitError::whole(error.clone())));
+                }
+                for reply in erase_replies {
                     let _ = reply.send(Err(CommitError::whole(error.clone())));
                 }
                 for reply in book_replies {
@@ -414,17 +454,27 @@ impl Writer {
         }
     }
 
-    /// Applies the group's requests, then its bookkeeping, in one transaction; returns each
-    /// request's result and how many changes each bookkeeping message trimmed.
+    /// Applies the group's requests, then its erasures, then its bookkeeping, in one
+    /// transaction; returns each request's and erasure's result and how many changes each
+    /// bookkeeping message trimmed.
     #[allow(clippy::type_complexity)]
     fn apply_group(
         &mut self,
         requests: Vec<Request>,
+        erasures: Vec<Vec<Erasure>>,
         books: Vec<Vec<Bookkeeping>>,
         time: Micros,
-    ) -> Result<(Vec<Result<Vec<Applied>, CommitError>>, Vec<usize>), StoreError> {
+    ) -> Result<
+        (
+            Vec<Result<Vec<Applied>, CommitError>>,
+            Vec<Result<Vec<Erased>, CommitError>>,
+            Vec<usize>,
+        ),
+        StoreError,
+    > {
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(requests.len());
+        let mut erased = Vec::with_capacity(erasures.len());
         let trimmed = {
             let mut tables = Tables {
                 versions: txn.open_table(VERSIONS)?,
@@ -439,6 +489,16 @@ impl Writer {
                 };
                 results.push(result);
             }
+            for request in erasures {
+                let tables = erase::Tables {
+                    versions: &mut tables.versions,
+                    current: &mut tables.current,
+                    changes: &mut tables.changes,
+                    type_changes: &mut tables.type_changes,
+                };
+                let result = erase::apply(tables, &mut self.position.next_seq, time, request)?;
+                erased.push(result);
+            }
             let mut books_tables = Books {
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 jobs: txn.open_table(JOBS)?,
@@ -449,7 +509,7 @@ impl Writer {
                 .collect::<Result<Vec<_>, _>>()?
         };
         txn.commit()?;
-        Ok((results, trimmed))
+        Ok((results, erased, trimmed))
     }
 
     fn apply(
@@ -534,6 +594,7 @@ impl Writer {
                 vid,
                 op,
                 last_updated: time,
+                erased: None,
             };
             tables.changes.insert(seq, change.encode().as_slice())?;
             tables.type_changes.insert((key.0, seq), ())?;
@@ -557,6 +618,7 @@ impl Writer {
 struct Group {
     commits: Vec<(Request, Reply)>,
     books: Vec<(Vec<Bookkeeping>, BookReply)>,
+    erasures: Vec<(Vec<Erasure>, EraseReply)>,
 }
 
 impl Group {
@@ -565,13 +627,14 @@ impl Group {
         match message {
             Message::Commit(request, reply) => self.commits.push((request, reply)),
             Message::Books(books, reply) => self.books.push((books, reply)),
+            Message::Erase(erasures, reply) => self.erasures.push((erasures, reply)),
             Message::Stop => return false,
         }
         true
     }
 
     fn len(&self) -> usize {
-        self.commits.len() + self.books.len()
+        self.commits.len() + self.books.len() + self.erasures.len()
     }
 }
 

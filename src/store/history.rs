@@ -15,8 +15,7 @@
 //!   instance's history reads its versions.
 
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, CurrentRecord, Method, Op, TYPE_CHANGES, VERSIONS,
-    VersionRecord,
+    CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
@@ -198,8 +197,9 @@ impl Store {
 
     /// How many entries the history of `query` lists over all its pages (`count` and `after`
     /// aside), unjudged: for a client that may read every version. Type and system history
-    /// read the change log, so after retention trimmed it they count the changes it kept; an
-    /// instance's history counts its versions.
+    /// read the change log, so after retention trimmed it they count the changes it kept (and
+    /// count the `erased` entries and events of erasures: a known overcount, kept so that a
+    /// total costs no scan); an instance's history counts its versions.
     ///
     /// Without `_at` no version is read: `_since` becomes a seq of the change log (by
     /// bisection, lastUpdated never decreasing along it), so a system history's total costs a
@@ -236,11 +236,7 @@ impl Store {
                         .range((resource_type, from)..=(resource_type, u64::MAX))?;
                     return Ok(range.count() as u64);
                 }
-                Scope::Instance(resource_type, id) if query.since.is_none() => {
-                    let current = txn.open_table(CURRENT)?.get((resource_type, id))?;
-                    // Its versions are 1 to the current one.
-                    return Ok(current.map_or(0, |c| CurrentRecord::decode(c.value()).vid));
-                }
+                // Its versions are counted: an erased one leaves a gap in the vids.
                 Scope::Instance(..) => {}
             }
         }
@@ -257,6 +253,18 @@ impl Store {
 }
 
 /// What a candidate is to a page.
+/// A change as a candidate; an erased entry names no version (`None`): a version written again
+/// after its resource was erased has the same (type, id, vid) as the erased entry, and appears
+/// only at its own change.
+fn candidate(change: ChangeRecord) -> Result<Option<Candidate>, StoreError> {
+    Ok((change.op != Op::Erased).then_some((
+        change.seq,
+        change.resource_type,
+        change.id,
+        change.vid,
+    )))
+}
+
 enum Step {
     Entry(Entry),
     /// Filtered out (`_at`).
@@ -288,29 +296,37 @@ impl Tables {
                 let range = self
                     .type_changes
                     .range((resource_type, 0)..(resource_type, before))?;
-                Box::new(range.rev().map(|item| {
-                    let (key, _) = item?;
-                    self.change(key.value().1)
-                }))
+                Box::new(
+                    range
+                        .rev()
+                        .map(|item| {
+                            let (key, _) = item?;
+                            self.change(key.value().1)
+                        })
+                        .filter_map(Result::transpose),
+                )
             }
             Scope::System => {
                 let range = self.changes.range(..before)?;
-                Box::new(range.rev().map(|item| {
-                    let (seq, record) = item?;
-                    let c = ChangeRecord::decode(seq.value(), record.value());
-                    Ok((c.seq, c.resource_type, c.id, c.vid))
-                }))
+                Box::new(
+                    range
+                        .rev()
+                        .map(|item| {
+                            let (seq, record) = item?;
+                            candidate(ChangeRecord::decode(seq.value(), record.value()))
+                        })
+                        .filter_map(Result::transpose),
+                )
             }
         })
     }
 
-    fn change(&self, seq: u64) -> Result<Candidate, StoreError> {
+    fn change(&self, seq: u64) -> Result<Option<Candidate>, StoreError> {
         let record = self
             .changes
             .get(seq)?
             .ok_or_else(|| StoreError::Schema(format!("change {seq} is indexed but missing")))?;
-        let c = ChangeRecord::decode(seq, record.value());
-        Ok((c.seq, c.resource_type, c.id, c.vid))
+        candidate(ChangeRecord::decode(seq, record.value()))
     }
 
     /// The version of `candidate`, filtered by the query's `_since` and `_at`.

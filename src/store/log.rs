@@ -9,12 +9,15 @@
 //! consumer does can reach the writer. An offset that retention removed is
 //! [`LogError::Trimmed`].
 
-use super::tables::{CHANGES, CHECKPOINTS, ChangeRecord, TYPE_CHANGES, VERSIONS, VersionRecord};
+use super::tables::{
+    CHANGES, CHECKPOINTS, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+};
 use super::{Store, StoreError};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 
-/// One change and the version it wrote (a delete's version has an empty body).
+/// One change and the version it wrote (a delete's version has an empty body; an erased
+/// entry's is an empty [`Op::Erased`] record: its bytes are gone).
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub change: ChangeRecord,
@@ -144,6 +147,16 @@ impl Store {
                 .get(seq)?
                 .expect("a seq listed is in the change log");
             let change = ChangeRecord::decode(seq, record.value());
+            if change.op == Op::Erased {
+                let version = VersionRecord {
+                    op: Op::Erased,
+                    method: Method::Delete,
+                    last_updated: change.last_updated,
+                    body: Vec::new(),
+                };
+                entries.push(Logged { change, version });
+                continue;
+            }
             let version = versions
                 .get((
                     change.resource_type.as_str(),

@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod commit;
+pub mod erase;
 pub mod history;
 pub mod log;
 pub mod schema;
@@ -209,6 +210,23 @@ impl Store {
                 Ok((id, version))
             })
             .collect()
+    }
+
+    /// Erases versions for good ([`erase`]), as one all-or-nothing transaction; answers once
+    /// it is durable.
+    pub async fn erase(
+        &self,
+        erasures: Vec<erase::Erasure>,
+    ) -> Result<Vec<erase::Erased>, CommitError> {
+        self.committer.erase(erasures).await
+    }
+
+    /// [`Store::erase`] outside an async runtime (job workers, tests).
+    pub fn erase_blocking(
+        &self,
+        erasures: Vec<erase::Erasure>,
+    ) -> Result<Vec<erase::Erased>, CommitError> {
+        self.committer.erase_blocking(erasures)
     }
 
     /// [`Store::commit`] outside an async runtime (import, tests).

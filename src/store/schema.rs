@@ -13,7 +13,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use std::path::Path;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// An upgrade from `from` to `from + 1`, run in one write transaction.
 struct Migration {
@@ -44,6 +44,13 @@ const MIGRATIONS: &[Migration] = &[
         from: 3,
         name: "0004-backend-clients: SMART backend clients and their used assertions",
         run: backend_tables,
+    },
+    Migration {
+        from: 4,
+        name: "0005-erasure: erased entries in the change log",
+        // No table changes and no entry of schema 4 is rewritten: the version only keeps a
+        // fhirlake that cannot read an erased entry from opening the directory.
+        run: |_| Ok(()),
     },
 ];
 

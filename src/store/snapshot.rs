@@ -15,7 +15,8 @@
 //! reader holds one.
 //!
 //! Invariants: a snapshot answers the same for the same `seq` whenever it is opened (versions
-//! are immutable), and it needs every change after `seq` to be in the log: retention must keep
+//! are immutable), except that a version erased since (`store::erase`) is absent from it; it
+//! needs every change after `seq` to be in the log: retention must keep
 //! them (the jobs layer holds its floor at `seq`); a snapshot whose changes were trimmed is an
 //! error, never a wrong answer.
 
@@ -236,12 +237,10 @@ impl Snapshot {
             return Ok(Some(found(id, vid, at)));
         }
         let Some(version) = self.version(resource_type, id, vid)? else {
-            return Err(StoreError::Schema(format!(
-                "{resource_type}/{id} has no version {vid}"
-            )));
+            return Ok(None); // erased since the snapshot was taken
         };
         let at = match version.op {
-            Op::Delete => At::Deleted {
+            Op::Delete | Op::Erased => At::Deleted {
                 last_updated: version.last_updated,
             },
             Op::Create | Op::Update => At::Live(version),

@@ -1,10 +1,11 @@
 //! The redb tables of a data directory and the byte layout of their records.
 //!
-//! Schema version 4 (see `migrations/`):
+//! Schema version 5 (see `migrations/`):
 //! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
 //! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
 //! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
-//!   from 1;
+//!   from 1; an erased version's entry is an [`Op::Erased`] entry, and each erasure appends
+//!   one more (schema 5);
 //! - `type_changes` (type, seq) -> (): the change log by resource type, for type history;
 //! - `meta` name -> u64: the schema version;
 //! - `checkpoints` consumer name -> seq: the last change a durable consumer of the change log
@@ -18,9 +19,10 @@
 //!   (): the same by the time they lapse, so the lapsed ones are found without a scan
 //!   (schema 4).
 //!
-//! All integers are little-endian. Invariant: for every `changes` entry there is exactly one
-//! `versions` entry with its (type, id, vid) and one `type_changes` entry with its (type, seq),
-//! all written in the same write transaction; `current` points at the highest vid.
+//! All integers are little-endian. Invariant: for every `changes` entry there is one
+//! `type_changes` entry with its (type, seq), and for every one that is not [`Op::Erased`]
+//! exactly one `versions` entry with its (type, id, vid), all written in the same write
+//! transaction; `current` points at the highest vid, and is gone when every version is.
 
 use crate::fhir::datetime::Micros;
 use redb::TableDefinition;
@@ -50,6 +52,10 @@ pub enum Op {
     Update,
     /// A tombstone.
     Delete,
+    /// An erasure (schema 5): the change log's record of a version whose bytes are gone. Both
+    /// the entry that wrote the version (rewritten in place, without its version) and the
+    /// event appended when it was erased have it; versions never do.
+    Erased,
 }
 
 /// The interaction that wrote a version, as history's `entry.request.method` reports it.
@@ -66,6 +72,7 @@ impl Op {
             Op::Create => 1,
             Op::Update => 2,
             Op::Delete => 3,
+            Op::Erased => 4,
         }
     }
 
@@ -73,6 +80,7 @@ impl Op {
         match byte {
             1 => Op::Create,
             2 => Op::Update,
+            4 => Op::Erased,
             _ => Op::Delete,
         }
     }
@@ -82,6 +90,7 @@ impl Op {
             Op::Create => "create",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Erased => "erased",
         }
     }
 }
@@ -177,8 +186,9 @@ impl CurrentRecord {
     }
 }
 
-/// One change-log entry: `[txid][vid][lastUpdated: i64][op][type length: u8][type][id]`.
-/// `txid` is the seq of the first change of the transaction it belongs to.
+/// One change-log entry: `[txid][vid][lastUpdated: i64][op][erased: u64, for an erasure only]
+/// [type length: u8][type][id]`. `txid` is the seq of the first change of the transaction it
+/// belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
     pub seq: u64,
@@ -188,15 +198,23 @@ pub struct ChangeRecord {
     pub vid: u64,
     pub op: Op,
     pub last_updated: Micros,
+    /// For [`Op::Erased`] only: the seq of the change that wrote the erased version. It is
+    /// `seq` itself for that change, rewritten in place when its version was erased (it keeps
+    /// its lastUpdated and txid); an earlier seq for the event appended by the erasure (its
+    /// lastUpdated and txid are the erasure's).
+    pub erased: Option<u64>,
 }
 
 impl ChangeRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(26 + self.resource_type.len() + self.id.len());
+        let mut out = Vec::with_capacity(34 + self.resource_type.len() + self.id.len());
         out.extend_from_slice(&self.txid.to_le_bytes());
         out.extend_from_slice(&self.vid.to_le_bytes());
         out.extend_from_slice(&self.last_updated.to_le_bytes());
         out.push(self.op.to_byte());
+        if self.op == Op::Erased {
+            out.extend_from_slice(&self.erased.unwrap_or(self.seq).to_le_bytes());
+        }
         out.push(self.resource_type.len() as u8);
         out.extend_from_slice(self.resource_type.as_bytes());
         out.extend_from_slice(self.id.as_bytes());
@@ -204,7 +222,12 @@ impl ChangeRecord {
     }
 
     pub fn decode(seq: u64, bytes: &[u8]) -> ChangeRecord {
-        let type_len = bytes[25] as usize;
+        let op = Op::from_byte(bytes[24]);
+        let (erased, at) = match op {
+            Op::Erased => (Some(u64_at(bytes, 25)), 33),
+            _ => (None, 25),
+        };
+        let type_len = bytes[at] as usize;
         let text =
             |range: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[range]).into_owned();
         ChangeRecord {
@@ -212,9 +235,19 @@ impl ChangeRecord {
             txid: u64_at(bytes, 0),
             vid: u64_at(bytes, 8),
             last_updated: u64_at(bytes, 16) as Micros,
-            op: Op::from_byte(bytes[24]),
-            resource_type: text(26..26 + type_len),
-            id: text(26 + type_len..bytes.len()),
+            op,
+            resource_type: text(at + 1..at + 1 + type_len),
+            id: text(at + 1 + type_len..bytes.len()),
+            erased,
+        }
+    }
+
+    /// The entry of an erasure: this change with its op [`Op::Erased`], erasing `erased`.
+    pub fn erasure(&self, erased: u64) -> ChangeRecord {
+        ChangeRecord {
+            op: Op::Erased,
+            erased: Some(erased),
+            ..self.clone()
         }
     }
 }
@@ -258,14 +291,19 @@ mod tests {
             resource_type in "[A-Z][A-Za-z]{0,40}", id in "[A-Za-z0-9.-]{1,64}",
             body in proptest::collection::vec(any::<u8>(), 0..64),
             op in prop_oneof![Just(Op::Create), Just(Op::Update), Just(Op::Delete)],
+            erased in any::<u64>(),
             method in prop_oneof![Just(Method::Post), Just(Method::Put), Just(Method::Delete)],
         ) {
             let jti = JtiRecord { lapses: vid, nonce: txid };
             prop_assert_eq!(JtiRecord::decode(&jti.encode()), jti);
             let current = CurrentRecord { vid, deleted, last_updated: time };
             prop_assert_eq!(CurrentRecord::decode(&current.encode()), current);
-            let change = ChangeRecord { seq, txid, resource_type, id, vid, op, last_updated: time };
-            prop_assert_eq!(ChangeRecord::decode(seq, &change.encode()), change);
+            let change = ChangeRecord {
+                seq, txid, resource_type, id, vid, op, last_updated: time, erased: None,
+            };
+            prop_assert_eq!(ChangeRecord::decode(seq, &change.encode()), change.clone());
+            let erasure = change.erasure(erased);
+            prop_assert_eq!(ChangeRecord::decode(seq, &erasure.encode()), erasure);
             let version = VersionRecord::encode(op, method, time, &body);
             prop_assert_eq!(VersionRecord::last_updated_of(&version), time);
             prop_assert_eq!(

@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod changes;
 pub mod fhir;
 pub mod keys;
+pub mod receiver;
 pub mod s3;
 pub mod search;
 pub mod synthea;

@@ -249,11 +249,11 @@ fn file() -> Interaction {
     }
 }
 
-fn text() -> ObjectBuilder {
+pub(super) fn text() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
 }
 
-fn header(description: &str) -> utoipa::openapi::Header {
+pub(super) fn header(description: &str) -> utoipa::openapi::Header {
     HeaderBuilder::new()
         .schema(Some(text()))
         .description(Some(description))

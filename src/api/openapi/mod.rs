@@ -20,6 +20,7 @@
 //! is listed in JSON and XML), made on first request and then served from memory.
 
 mod components;
+mod erase;
 mod explorer;
 mod export;
 mod fhir_schemas;
@@ -120,6 +121,9 @@ pub fn document() -> OpenApi {
             add(interactions::everything(resource_type));
         }
         add(validate::of_type(resource_type));
+        for operation in erase::operations(resource_type) {
+            add(operation);
+        }
         for method in [HttpMethod::Get, HttpMethod::Post] {
             add(validate::instance(resource_type, method));
         }
