@@ -23,6 +23,7 @@ mod components;
 mod explorer;
 mod export;
 mod fhir_schemas;
+mod import;
 mod interactions;
 mod smart;
 mod terminology;
@@ -119,7 +120,7 @@ pub fn document() -> OpenApi {
     for operation in terminology::operations() {
         add(operation);
     }
-    for operation in export::operations() {
+    for operation in export::operations().into_iter().chain(import::operations()) {
         add(operation);
     }
     // Not FHIR: no `_format`, no token, no interaction.
