@@ -263,10 +263,14 @@ fn gzip_inputs_lines_without_ids_and_the_import_root() {
             &import_parameters(&[("Patient".into(), outside.clone())]),
             &[("Prefer", "respond-async")],
         );
-        assert_outcome(&reply, 400, &[]);
+        assert_outcome(&reply, 400, &["forbidden", "not-found"]);
     }
-    let reply = client.post("$import", &import_parameters(&[]));
-    assert_outcome(&reply, 400, &[]);
+    let reply = client.post_with(
+        "$import",
+        &import_parameters(&[]),
+        &[("Prefer", "respond-async")],
+    );
+    assert_outcome(&reply, 400, &["required"]);
 
     let inputs = [("Patient".to_string(), file_url(&gz))];
     let mut anonymous = Vec::new();
@@ -417,12 +421,16 @@ fn bulk_submit_imports_the_manifests_of_a_submission() {
     };
     submit(manifest_param("m1.json")).expect(200, "first manifest");
     // Without its fhirBaseUrl: 400.
-    assert_outcome(&submit(manifest_param("m2.json")[..1].to_vec()), 400, &[]);
+    assert_outcome(
+        &submit(manifest_param("m2.json")[..1].to_vec()),
+        400,
+        &["required"],
+    );
     let mut last = manifest_param("m2.json");
     last.push(json!({"name": "submissionStatus", "valueCoding":
         {"system": "http://hl7.org/fhir/event-status", "code": "completed"}}));
     submit(last).expect(200, "second manifest, completed");
-    assert_outcome(&submit(manifest_param("m1.json")), 409, &[]);
+    assert_outcome(&submit(manifest_param("m1.json")), 409, &["conflict"]);
     let status_request = json!({"resourceType": "Parameters", "parameter": [
         {"name": "submitter", "valueIdentifier":
             {"system": "https://provider.example", "value": "p"}},
@@ -456,5 +464,9 @@ fn bulk_submit_imports_the_manifests_of_a_submission() {
     let other = json!({"resourceType": "Parameters", "parameter": [
         {"name": "submitter", "valueIdentifier": {"value": "q"}},
         {"name": "submissionId", "valueString": "sub-1"}]});
-    assert_outcome(&client.post("$bulk-submit-status", &other), 404, &[]);
+    assert_outcome(
+        &client.post("$bulk-submit-status", &other),
+        404,
+        &["not-found"],
+    );
 }

@@ -358,6 +358,7 @@ mod pause {
                 return Ok(());
             }
             tracing::warn!(settled, "import paused by FHIRLAKE_TEST_IMPORT_PAUSE");
+            context.progress(settled, format!("paused at {settled} resources"));
             loop {
                 context.check()?;
                 std::thread::sleep(Duration::from_millis(10));
