@@ -111,7 +111,6 @@ pub fn load<E>(
         }
     });
     store_all(&mut lines, target, wait, settled).map_err(Stopped::Caller)?;
-    drop(lines);
     match failure {
         // What was read before is settled, so the caller knows how far it got.
         Some(error) => Err(Stopped::Read {

@@ -18,6 +18,9 @@ const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
 /// The most `link` pages one manifest has.
 const MAX_PAGES: usize = 1_000;
 
+/// The files a manifest page lists: each one's type (when given) and absolute URL.
+type Listed = Vec<(Option<String>, String)>;
+
 /// What an import needs besides the store: the validator and where inputs may come from.
 pub struct Imports {
     pub validator: std::sync::Arc<Validator>,
@@ -274,7 +277,7 @@ impl Run<'_> {
         &self,
         url: &str,
         headers: &[(String, String)],
-    ) -> Result<(Vec<(Option<String>, String)>, Option<String>), FhirError> {
+    ) -> Result<(Listed, Option<String>), FhirError> {
         let reader = input::open(&self.imports.sources, url, headers)?;
         let mut bytes = Vec::new();
         reader
