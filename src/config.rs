@@ -289,6 +289,11 @@ pub struct JobsConfig {
     /// otherwise.
     #[arg(long = "export-compression", env = "FHIRLAKE_EXPORT_COMPRESSION", value_enum, default_value_t = Compression::None)]
     pub export_compression: Compression,
+
+    /// The folder whose files `$import` and `$bulk-submit` may read (`file://` inputs, after
+    /// `..` and symlinks are resolved); without it, file inputs are refused.
+    #[arg(long = "import-root", env = "FHIRLAKE_IMPORT_ROOT")]
+    pub import_root: Option<PathBuf>,
 }
 
 impl JobsConfig {

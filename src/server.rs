@@ -62,6 +62,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         search.clone(),
         config.jobs.sink(&config.data.path)?,
         config.jobs.settings(),
+        Some(crate::jobs::import::run::Imports {
+            validator: validator.clone(),
+            sources: crate::bulk::input::Sources::new(
+                config.jobs.import_root.as_deref(),
+                config.subscription_endpoints.clone(),
+            )?,
+        }),
     )
     .context("starting the jobs")?;
     let mut metrics = Metrics::default();

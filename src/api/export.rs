@@ -5,15 +5,14 @@
 //! client has too many jobs under way); the job's parameters, its
 //! snapshot and its checks are `jobs::export::request`'s, its status and files `api/jobs.rs`'s.
 
-use super::http::{FHIR_JSON, base_url, header_str, query_pairs, read_body};
+use super::http::{base_url, header_str, query_pairs, read_body};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
-use crate::fhir::outcome::outcome;
 use crate::fhir::resource::{check_id, parse_resource};
-use crate::fhir::{FhirError, IssueCode, Severity};
+use crate::fhir::{FhirError, IssueCode};
 use crate::jobs::export::{KickOff, Level, kick_off};
 use actix_web::http::{Method, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, web};
 use serde_json::Value;
 
 type State = web::Data<AppState>;
@@ -97,24 +96,12 @@ async fn start(
         }
         Err(error) => return Err(error.into()),
     };
-    let accepted = outcome(
-        Severity::Information,
-        IssueCode::Informational,
-        &format!("export {id} accepted: poll its status at the Content-Location"),
-        None,
-    );
-    Ok(HttpResponse::Accepted()
-        .insert_header((
-            header::CONTENT_LOCATION,
-            crate::jobs::status_url(&base, &id),
-        ))
-        .content_type(FHIR_JSON)
-        .body(accepted.to_string()))
+    Ok(super::jobs::accepted(&base, &id, "export"))
 }
 
 /// The preferences of `Prefer` (`respond-async`, `handling=lenient`, ...), of every `Prefer`
 /// header, lowercase.
-fn preferences(req: &HttpRequest) -> Vec<String> {
+pub(super) fn preferences(req: &HttpRequest) -> Vec<String> {
     req.headers()
         .get_all(header::HeaderName::from_static("prefer"))
         .filter_map(|value| value.to_str().ok())

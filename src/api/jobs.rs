@@ -94,6 +94,10 @@ pub async fn status(
                     crate::jobs::export::manifest(&job, &request, &base)
                 }
                 Kind::Erasure => crate::jobs::erase::manifest(&job, &base)?,
+                Kind::Import => {
+                    let request = crate::jobs::import::request_of(&job)?;
+                    crate::jobs::import::manifest(&job, &request, &base)
+                }
             };
             let mut response = HttpResponse::Ok();
             if let Some(expires) = expires(&job, state.jobs.settings().retention) {
@@ -228,6 +232,21 @@ fn accepts_gzip(req: &HttpRequest) -> bool {
             (name == "gzip" || name == "*") && quality > 0.0
         })
     })
+}
+
+/// The 202 of a kick-off: the job's status URL in `Content-Location`, and an
+/// OperationOutcome saying so (`what`: the job's kind, for the message).
+pub(super) fn accepted(base: &str, id: &str, what: &str) -> HttpResponse {
+    let accepted = outcome(
+        Severity::Information,
+        IssueCode::Informational,
+        &format!("{what} {id} accepted: poll its status at the Content-Location"),
+        None,
+    );
+    HttpResponse::Accepted()
+        .insert_header((header::CONTENT_LOCATION, crate::jobs::status_url(base, id)))
+        .content_type(FHIR_JSON)
+        .body(accepted.to_string())
 }
 
 /// A 429 with `Retry-After` (in whole seconds, at least 1).

@@ -50,6 +50,10 @@ const VERSIONS: &str = "http://hl7.org/fhir/OperationDefinition/CapabilityStatem
 const BULK_DATA: &str = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data";
 const BULK_OPERATIONS: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition";
 
+/// `$import` has no OperationDefinition in the Bulk Data IG: fhirlake names its own (the
+/// Parameters HAPI and Pathling take).
+const IMPORT: &str = "https://fhirlake.dev/fhir/OperationDefinition/import";
+
 /// The CapabilityStatement, whole or cut by `_summary` or `_elements`, with its `ETag` and
 /// `Last-Modified`, or 304 when the client's copy is current.
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
@@ -262,7 +266,12 @@ pub fn statement(
                 includeAssociatedData or organizeOutputBy. The status URL answers 202 with \
                 X-Progress, the manifest, or the failure, 429 when polled too often; DELETE \
                 cancels; files need the same token and are gzip-compressed for \
-                Accept-Encoding: gzip.",
+                Accept-Encoding: gzip. Bulk import: $import (HAPI's and Pathling's \
+                Parameters) and $bulk-submit with $bulk-submit-status (Bulk Data IG): NDJSON \
+                files, gzipped or not, from file:// under --import-root or http(s) URLs, \
+                through the normal write path as update-as-create, resumed after a crash \
+                without duplicates; the status counts resources by type and lists the rejected \
+                lines by file and line.",
             "resource": resources,
             "compartment": crate::search::compartment::types()
                 .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(c)))
@@ -276,6 +285,10 @@ pub fn statement(
             "operation": [
                 {"name": "versions", "definition": VERSIONS},
                 {"name": "export", "definition": format!("{BULK_OPERATIONS}/export")},
+                {"name": "import", "definition": IMPORT},
+                {"name": "bulk-submit", "definition": format!("{BULK_OPERATIONS}/bulk-submit")},
+                {"name": "bulk-submit-status",
+                    "definition": format!("{BULK_OPERATIONS}/bulk-submit-status")},
             ],
         }],
     })

@@ -21,6 +21,7 @@ mod format;
 mod get;
 mod history;
 mod http;
+mod import;
 mod interaction;
 mod jobs;
 mod metadata;
@@ -122,6 +123,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/Group/{id}/$export")
                     .route(web::get().to(export::group))
                     .route(web::post().to(export::group)),
+            )
+            .service(resource("/$import").route(web::post().to(import::import)))
+            .service(resource("/$bulk-submit").route(web::post().to(import::bulk_submit)))
+            .service(
+                resource("/$bulk-submit-status").route(web::post().to(import::bulk_submit_status)),
             )
             .service(
                 resource(JOB_PATH)

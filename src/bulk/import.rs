@@ -10,24 +10,23 @@
 //! A rejected file, entry or line is reported and the rest goes on. Files start in name order
 //! (Synthea's `0-...` batch files first), `jobs` at a time.
 
+use super::input;
+use super::ndjson::{self, Pending, Settled, Stopped, Target};
 use crate::auth::Access;
 use crate::bundle::{self, Deletes, EntryResult, Kind, Options, Reads};
-use crate::fhir::resource::{Intake, check_value, id_of, parse_json};
+use crate::fhir::resource::parse_json;
 use crate::fhir::{FhirError, Return};
 use crate::search::Engine;
 use crate::store::Store;
-use crate::store::commit::{Action, Applied, CommitError, Write};
+use crate::store::commit::{Applied, CommitError};
 use crate::validate::Validator;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// How many resources of one file may wait for their commit at once.
-const WINDOW: usize = 2_000;
 
 /// What an import did.
 #[derive(Debug, Default)]
@@ -182,15 +181,6 @@ fn format_of(path: &Path) -> Option<Format> {
     }
 }
 
-fn open(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
-    let file = std::fs::File::open(path)?;
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    })
-}
-
 async fn import_file(
     store: &Store,
     search: &Engine,
@@ -206,24 +196,56 @@ async fn import_file(
             format!("rejected {}{at}: {}", path.display(), error.diagnostics),
         );
     };
+    let record = |at: String, settled: Settled| match settled {
+        Settled::Stored { warnings, .. } => {
+            counters.stored.fetch_add(1, Ordering::Relaxed);
+            counters
+                .warnings
+                .fetch_add(warnings as u64, Ordering::Relaxed);
+        }
+        Settled::Rejected(error) => reject(at, &error),
+    };
+    let store_all = |items: &mut dyn Iterator<Item = (u64, Result<Value, FhirError>)>,
+                     at: &dyn Fn(u64) -> String| {
+        let mut settled = |n: u64, settled: Settled| {
+            record(at(n), settled);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let stored = tokio::task::block_in_place(|| {
+            ndjson::store_all(items, &target(store, validator), &wait, &mut settled)
+        });
+        match stored {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    };
     match format_of(path) {
         Some(Format::Ndjson) => {
-            let mut lines = Vec::new();
-            for (number, line) in BufReader::new(open(path)?).lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
+            let mut reader = input::local(path)?;
+            let mut settled = |n: u64, settled: Settled| {
+                record(format!(":{n}"), settled);
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let loaded = tokio::task::block_in_place(|| {
+                ndjson::load(
+                    &mut reader,
+                    0,
+                    &target(store, validator),
+                    &wait,
+                    &mut settled,
+                )
+            });
+            match loaded {
+                Ok(_) => {}
+                Err(Stopped::Read { line, error }) => {
+                    anyhow::bail!("it cannot be read after line {line}: {error}")
                 }
-                match parse_json(line.as_bytes()).and_then(|v| check_value(v, None)) {
-                    Ok(resource) => lines.push((format!(":{}", number + 1), resource)),
-                    Err(error) => reject(format!(":{}", number + 1), &error),
-                }
+                Err(Stopped::Caller(never)) => match never {},
             }
-            store_each(store, validator, lines, counters, &reject).await;
         }
         _ => {
             let mut text = Vec::new();
-            open(path)?.read_to_end(&mut text)?;
+            input::local(path)?.read_to_end(&mut text)?;
             let value = parse_json(&text)?;
             let is_bundle = value.get("resourceType").and_then(Value::as_str) == Some("Bundle");
             if is_bundle && bundle::kind_of(&value).is_ok() {
@@ -259,28 +281,23 @@ async fn import_file(
                     }
                 }
             } else if is_bundle {
-                let mut resources = Vec::new();
-                for (index, mut entry) in take_entries(value).into_iter().enumerate() {
-                    let at = format!(" entry {index}");
-                    match entry.get_mut("resource").map(Value::take) {
-                        Some(resource) => match check_value(resource, None) {
-                            Ok(resource) => resources.push((at, resource)),
-                            Err(error) => reject(at, &error),
-                        },
-                        None => reject(at, &FhirError::not_found("the entry has no resource")),
-                    }
-                }
-                store_each(store, validator, resources, counters, &reject).await;
+                let mut entries =
+                    take_entries(value)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, mut entry)| {
+                            let resource = entry
+                                .get_mut("resource")
+                                .map(Value::take)
+                                .ok_or_else(|| FhirError::not_found("the entry has no resource"));
+                            (index as u64, resource)
+                        });
+                store_all(&mut entries, &|index| format!(" entry {index}"));
             } else {
-                let resource = check_value(value, None)?;
-                store_each(
-                    store,
-                    validator,
-                    vec![(String::new(), resource)],
-                    counters,
-                    &reject,
-                )
-                .await;
+                store_all(
+                    &mut std::iter::once((0u64, Ok::<Value, FhirError>(value))),
+                    &|_| String::new(),
+                );
             }
         }
     }
@@ -307,61 +324,19 @@ fn take_entries(mut bundle: Value) -> Vec<Value> {
     }
 }
 
-/// Stores resources one commit request each, [`WINDOW`] in flight, so the writer groups them.
-async fn store_each(
-    store: &Store,
-    validator: &Validator,
-    resources: Vec<(String, Intake)>,
-    counters: &Counters,
-    reject: &(dyn Fn(String, &FhirError) + Sync),
-) {
-    let mut in_flight = std::collections::VecDeque::with_capacity(WINDOW);
-    let settle = |at: String, result: Result<Vec<Applied>, CommitError>| match result {
-        Ok(_) => {
-            counters.stored.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(refused) => reject(at, &refused.error),
-    };
-    for (at, Intake { resource, dropped }) in resources {
-        match validator.check_write(&resource, &dropped) {
-            Ok(warnings) => {
-                counters
-                    .warnings
-                    .fetch_add(warnings.len() as u64, Ordering::Relaxed);
-            }
-            Err(error) => {
-                reject(at, &error);
-                continue;
-            }
-        }
-        let write = match id_of(&resource).map(String::from) {
-            Some(id) => Write {
-                resource_type: resource_type(&resource),
-                id,
-                action: Action::Update(resource),
-                if_match: None,
-            },
-            None => Write {
-                resource_type: resource_type(&resource),
-                id: uuid::Uuid::new_v4().to_string(),
-                action: Action::Create(resource),
-                if_match: None,
-            },
-        };
-        in_flight.push_back((at, store.submit(vec![write])));
-        if in_flight.len() == WINDOW {
-            let (at, pending) = in_flight.pop_front().expect("a full window");
-            settle(at, pending.await);
-        }
-    }
-    for (at, pending) in in_flight {
-        settle(at, pending.await);
+/// How `fhirlake import` stores resources: any type, a new random id for a resource without
+/// one (an import from the command line is not resumed).
+fn target<'a>(store: &'a Store, validator: &'a Validator) -> Target<'a> {
+    Target {
+        store,
+        validator,
+        resource_type: None,
+        may_write: &|_| Ok(()),
+        new_id: &|_| (uuid::Uuid::new_v4().to_string(), false),
     }
 }
 
-fn resource_type(resource: &Value) -> String {
-    resource["resourceType"]
-        .as_str()
-        .expect("a checked resource has a type")
-        .to_string()
+/// Waits for a write on the import's runtime (from a `block_in_place` section).
+fn wait(pending: Pending) -> Result<Vec<Applied>, CommitError> {
+    tokio::runtime::Handle::current().block_on(pending)
 }

@@ -1,10 +1,10 @@
-//! Jobs: the long operations a client starts and polls (a bulk `$export`; `$purge` and
-//! `$bulk-delete`, [`erase`]; import and analytics are further [`Kind`]s), run by a bounded pool of worker threads,
+//! Jobs: the long operations a client starts and polls (bulk `$export` and import; `$purge`
+//! and `$bulk-delete`, [`erase`]; analytics is a further [`Kind`]), run by a bounded pool of worker threads,
 //! resumed after a restart, and expired after their retention.
 //!
 //! A job is a record in the store's `jobs` table ([`record::Job`]) written by the writer
 //! thread (`store::commit::Bookkeeping::Job`), and files in the [`Sink`]. Its kind's code
-//! ([`export`]) runs on a worker and makes checkpoints: each names the files finished so far
+//! ([`export`], [`import`]) runs on a worker and makes checkpoints: each names the files finished so far
 //! and where to go on from, in one durable record.
 //!
 //! Invariants:
@@ -36,10 +36,13 @@
 //! once it has written K resources (0: before it reads anything), until W changes after its
 //! snapshot are committed and indexed (`never`: until it is stopped), so that a test can write,
 //! crash or stop the server while an export is under way, by counts rather than times;
-//! `FHIRLAKE_TEST_ERASE_PAUSE=K` pauses an erasure job the same way ([`erase`]).
+//! `FHIRLAKE_TEST_ERASE_PAUSE=K` pauses an erasure job the same way ([`erase`]); and
+//! `FHIRLAKE_TEST_IMPORT_PAUSE=K` makes an import pause, until it is stopped or cancelled, once
+//! K of its lines are settled.
 
 pub mod erase;
 pub mod export;
+pub mod import;
 pub mod record;
 pub mod sink;
 
@@ -83,6 +86,9 @@ pub enum Stop {
     Cancelled,
     /// The server is stopping: the job resumes at the next start.
     Shutdown,
+    /// The job waits for its client (a submission's next manifest): it stays running, off
+    /// the workers, until [`Jobs::amend`] queues it again (or the next start does).
+    Parked,
     /// It failed, for the reason its status gives.
     Failed(FhirError),
 }
@@ -125,6 +131,8 @@ pub struct Handle {
     progress: Mutex<Progress>,
     /// When its status was last polled (for 429).
     polled: Mutex<Option<Instant>>,
+    /// Parked by its worker ([`Stop::Parked`]): whoever clears it queues the job.
+    parked: AtomicBool,
 }
 
 impl Handle {
@@ -137,6 +145,7 @@ impl Handle {
             }),
             record: Mutex::new(job),
             polled: Mutex::new(None),
+            parked: AtomicBool::new(false),
         })
     }
 
@@ -173,6 +182,8 @@ impl Handle {
 /// What a worker gives the code of the job it runs.
 pub struct Context<'a> {
     pub store: &'a Store,
+    /// What imports need (`None`: this server runs no imports).
+    pub imports: Option<&'a import::run::Imports>,
     pub search: &'a Engine,
     pub sink: &'a Sink,
     pub settings: &'a Settings,
@@ -225,6 +236,18 @@ impl Context<'_> {
         };
     }
 
+    /// Parks the job until its record changes ([`Stop::Parked`]): `Ok` when it changed
+    /// already (`unchanged` says whether the record is as the job last read it), and the job
+    /// goes on on this worker. Whoever clears the mark first, this or [`Jobs::amend`], runs
+    /// the job on: never both.
+    pub fn park(&self, unchanged: impl Fn(&Job) -> bool) -> Result<(), Stop> {
+        self.handle.parked.store(true, Ordering::Release);
+        if !unchanged(&self.job()) && self.handle.parked.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        Err(Stop::Parked)
+    }
+
     /// Runs a future to its end on the worker's own runtime.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
@@ -249,6 +272,7 @@ struct Shared {
     search: Arc<Engine>,
     sink: Sink,
     settings: Settings,
+    imports: Option<import::run::Imports>,
     jobs: Mutex<HashMap<String, Arc<Handle>>>,
     queue: Mutex<VecDeque<String>>,
     /// Wakes the workers (a job queued, the server stopping) and the expiry.
@@ -259,12 +283,14 @@ struct Shared {
 
 impl Jobs {
     /// Loads the jobs of `store`, queues again those that were queued or running, removes the
-    /// files of cancelled ones, and starts the workers and the expiry.
+    /// files of cancelled ones, and starts the workers and the expiry. Without `imports`,
+    /// import jobs fail.
     pub fn start(
         store: Store,
         search: Arc<Engine>,
         sink: Sink,
         settings: Settings,
+        imports: Option<import::run::Imports>,
     ) -> Result<Arc<Jobs>, StoreError> {
         let mut jobs = HashMap::new();
         let mut queued = Vec::new();
@@ -302,6 +328,7 @@ impl Jobs {
             search,
             sink,
             settings,
+            imports,
             jobs: Mutex::new(jobs),
             queue: Mutex::new(queued.into_iter().map(|(_, id)| id).collect()),
             wake: Condvar::new(),
@@ -337,6 +364,15 @@ impl Jobs {
 
     pub fn sink(&self) -> &Sink {
         &self.shared.sink
+    }
+
+    /// Where imports may read from (nothing, without imports).
+    pub fn sources(&self) -> crate::bulk::input::Sources {
+        self.shared
+            .imports
+            .as_ref()
+            .map(|imports| imports.sources.clone())
+            .unwrap_or_default()
     }
 
     /// Records a new job of `kind` for `owner` asking `request`, durably, and queues it;
@@ -439,6 +475,48 @@ impl Jobs {
         self.owned(id, owner).map(|handle| handle.record())
     }
 
+    /// The first job of `owner` (not cancelled) whose record `matches`.
+    pub fn find(&self, owner: &Option<Owner>, matches: impl Fn(&Job) -> bool) -> Option<Job> {
+        let jobs = self.shared.jobs.lock().expect("jobs");
+        jobs.values().find_map(|handle| {
+            let record = handle.record.lock().expect("job record");
+            (record.owned_by(owner) && record.state != State::Cancelled && matches(&record))
+                .then(|| record.clone())
+        })
+    }
+
+    /// Changes the record of the unfinished job `id` of `owner` with `change` (which returns
+    /// false to leave it as it is), durably. `Ok(false)` when there is no such job, it is
+    /// finished, or `change` left it. Its worker sees the change at its next look at the
+    /// record (a submission's new manifests).
+    pub async fn amend(
+        &self,
+        id: &str,
+        owner: &Option<Owner>,
+        change: impl FnOnce(&mut Job) -> bool,
+    ) -> Result<bool, FhirError> {
+        let Some(handle) = self.owned(id, owner) else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        let written = handle.update(&self.shared.store, |job| {
+            changed = !job.state.is_finished() && change(job);
+            changed
+        });
+        if let Some(written) = written {
+            written.await?;
+        }
+        if changed && handle.parked.swap(false, Ordering::AcqRel) {
+            self.shared
+                .queue
+                .lock()
+                .expect("queue")
+                .push_back(id.to_string());
+            self.shared.wake.notify_all();
+        }
+        Ok(changed)
+    }
+
     /// Cancels the job `id` of `owner`: false when there is no such job. A queued or finished
     /// job's files are removed now, a running job's by its worker once it has stopped.
     pub async fn cancel(&self, id: &str, owner: &Option<Owner>) -> Result<bool, FhirError> {
@@ -450,7 +528,7 @@ impl Jobs {
             if job.state == State::Cancelled {
                 return false;
             }
-            running = job.state == State::Running;
+            running = job.state == State::Running && !handle.parked.load(Ordering::Acquire);
             job.state = State::Cancelled;
             job.finished = Some(datetime::now());
             true
@@ -585,6 +663,7 @@ impl Shared {
         tracing::info!("job running");
         let context = Context {
             store: &self.store,
+            imports: self.imports.as_ref(),
             search: &self.search,
             sink: &self.sink,
             settings: &self.settings,
@@ -595,6 +674,7 @@ impl Shared {
         let result = catch_unwind(AssertUnwindSafe(|| match job.kind {
             Kind::Export => export::run(&context),
             Kind::Erasure => erase::run(&context),
+            Kind::Import => import::run(&context),
         }))
         .unwrap_or_else(|panic| {
             Err(Stop::Failed(FhirError::internal(format!(
@@ -606,6 +686,10 @@ impl Shared {
             Ok(()) => Some((State::Completed, None)),
             Err(Stop::Shutdown) => {
                 tracing::info!("job paused by the server's stop; it resumes at the next start");
+                return;
+            }
+            Err(Stop::Parked) => {
+                tracing::info!("job parked until its client sends more");
                 return;
             }
             Err(Stop::Cancelled) => None,
@@ -749,7 +833,7 @@ mod tests {
             file_resources: 10,
         };
         let sink = Sink::local(dir, sink::Compression::None);
-        Jobs::start(store.clone(), search.clone(), sink, settings).unwrap()
+        Jobs::start(store.clone(), search.clone(), sink, settings, None).unwrap()
     }
 
     /// Unfinished jobs hold change-log retention at their snapshot, are found again after a

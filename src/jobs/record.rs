@@ -11,7 +11,7 @@ use crate::fhir::datetime::Micros;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What a job does. New kinds (import, erasure, analytics) are new variants; a record of a
+/// What a job does. New kinds (erasure, analytics) are new variants; a record of a
 /// kind this build does not know is kept and never run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,15 +20,18 @@ pub enum Kind {
     Export,
     /// A `$purge` or `$bulk-delete` (`jobs::erase`).
     Erasure,
+    /// An `$import` or a `$bulk-submit` submission (`jobs::import`).
+    Import,
 }
 
 impl Kind {
-    pub const ALL: &[Kind] = &[Kind::Export, Kind::Erasure];
+    pub const ALL: &[Kind] = &[Kind::Export, Kind::Erasure, Kind::Import];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Export => "export",
             Kind::Erasure => "erasure",
+            Kind::Import => "import",
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use super::fhir::{map_references, type_and_id};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 pub struct Synthea {
@@ -177,4 +177,60 @@ pub fn resolve(value: &mut Value, targets: &HashMap<String, String>) {
 /// How many resources a Bundle carries.
 pub fn entry_count(bundle: &Value) -> usize {
     bundle["entry"].as_array().map_or(0, Vec::len)
+}
+
+/// Every Synthea resource, once each (by `Type/id`), references as `Type/id`.
+pub fn resources_by_id() -> BTreeMap<String, Value> {
+    let synthea = load(None);
+    let mut resources = BTreeMap::new();
+    let mut add = |resource: Value| {
+        resources.insert(type_and_id(&resource), resource);
+    };
+    for entry in synthea.shared["entry"].as_array().unwrap() {
+        add(entry["resource"].clone());
+    }
+    for (_, mut bundle) in synthea.patients {
+        let urls: HashMap<String, String> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["fullUrl"].as_str().unwrap().to_string(),
+                    type_and_id(&e["resource"]),
+                )
+            })
+            .collect();
+        map_references(&mut bundle, &mut |reference| urls.get(reference).cloned());
+        for entry in bundle["entry"].as_array_mut().unwrap() {
+            add(entry["resource"].take());
+        }
+    }
+    resources
+}
+
+/// Writes `resources` into `dir` as one NDJSON file per type (`{Type}.ndjson`); returns the
+/// files by type, and the resources per type.
+pub fn ndjson_by_type<V: std::borrow::Borrow<Value>>(
+    dir: &Path,
+    resources: impl IntoIterator<Item = V>,
+) -> (BTreeMap<String, PathBuf>, BTreeMap<String, u64>) {
+    let mut files = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    let mut writers: BTreeMap<String, std::io::BufWriter<std::fs::File>> = BTreeMap::new();
+    for resource in resources {
+        let resource = resource.borrow();
+        let resource_type = resource["resourceType"].as_str().unwrap().to_string();
+        let writer = writers.entry(resource_type.clone()).or_insert_with(|| {
+            let path = dir.join(format!("{resource_type}.ndjson"));
+            files.insert(resource_type.clone(), path.clone());
+            std::io::BufWriter::new(std::fs::File::create(path).unwrap())
+        });
+        std::io::Write::write_all(writer, format!("{resource}\n").as_bytes()).unwrap();
+        *counts.entry(resource_type).or_default() += 1;
+    }
+    for (_, mut writer) in writers {
+        std::io::Write::flush(&mut writer).unwrap();
+    }
+    (files, counts)
 }

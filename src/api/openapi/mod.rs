@@ -24,6 +24,7 @@ mod erase;
 mod explorer;
 mod export;
 mod fhir_schemas;
+mod import;
 mod interactions;
 mod smart;
 mod terminology;
@@ -131,7 +132,7 @@ pub fn document() -> OpenApi {
     for operation in terminology::operations() {
         add(operation);
     }
-    for operation in export::operations() {
+    for operation in export::operations().into_iter().chain(import::operations()) {
         add(operation);
     }
     for operation in views::operations() {
