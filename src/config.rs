@@ -294,6 +294,12 @@ pub struct JobsConfig {
     /// `..` and symlinks are resolved); without it, file inputs are refused.
     #[arg(long = "import-root", env = "FHIRLAKE_IMPORT_ROOT")]
     pub import_root: Option<PathBuf>,
+
+    /// The object storage prefix (`s3://bucket/prefix`, `gs://...`, `az://...`; credentials
+    /// from the environment, as for `--export-store`) under which `$import` and `$bulk-submit`
+    /// may read objects; without it, object storage inputs are refused.
+    #[arg(long = "import-store", env = "FHIRLAKE_IMPORT_STORE")]
+    pub import_store: Option<String>,
 }
 
 impl JobsConfig {

@@ -67,7 +67,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             sources: crate::bulk::input::Sources::new(
                 config.jobs.import_root.as_deref(),
                 config.subscription_endpoints.clone(),
-            )?,
+            )?
+            .with_store(config.jobs.import_store.as_deref())?,
         }),
     )
     .context("starting the jobs")?;

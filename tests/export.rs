@@ -17,6 +17,7 @@ use common::bulk::*;
 use common::fhir::{FhirClient, assert_outcome, send};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

@@ -221,3 +221,102 @@ fn a_wrong_bucket_or_bad_credentials_fail_the_job() {
     }
     assert!(s3.objects(BUCKET, "").is_empty());
 }
+
+/// `$import` reads objects under `--import-store`, plain or gzipped (told by their bytes):
+/// every Synthea Patient and Condition is stored and reads back as sent; an object outside the
+/// import store is refused at kick-off.
+#[test]
+fn an_import_reads_its_inputs_from_the_bucket() {
+    use common::fhir::type_and_id;
+    use std::io::Write;
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let resources = common::synthea::resources_by_id();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for resource in resources.values() {
+        let kind = resource["resourceType"].as_str().unwrap();
+        if kind == "Patient" || kind == "Condition" {
+            *expected.entry(kind.to_string()).or_default() += 1;
+            let file = files.entry(if kind == "Patient" {
+                "Patient"
+            } else {
+                "Condition"
+            });
+            writeln!(file.or_default(), "{resource}").unwrap();
+        }
+    }
+    s3.put(BUCKET, "imports/Patient.ndjson", &files["Patient"]);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&files["Condition"]).unwrap();
+    s3.put(
+        BUCKET,
+        "imports/2026/Condition.ndjson.gz",
+        &gzip.finish().unwrap(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("s3://{BUCKET}/imports");
+    let server = spawn(
+        &dir.path().join("data"),
+        &["--import-store", &store],
+        None,
+        &s3.env(SECRET_KEY),
+    );
+    let client = common::fhir::FhirClient::new(&server);
+    let input = |kind: &str, url: String| {
+        serde_json::json!({"name": "input", "part": [
+            {"name": "type", "valueCode": kind}, {"name": "url", "valueUri": url}]})
+    };
+    let parameters = |inputs: Vec<Value>| {
+        let mut parameter = vec![
+            serde_json::json!({"name": "inputFormat", "valueCode": "application/fhir+ndjson"}),
+        ];
+        parameter.extend(inputs);
+        serde_json::json!({"resourceType": "Parameters", "parameter": parameter})
+    };
+    let outside = parameters(vec![input(
+        "Patient",
+        format!("s3://{BUCKET}/exports/Patient.ndjson"),
+    )]);
+    let refused = client.post_with("$import", &outside, &[("Prefer", "respond-async")]);
+    assert_outcome(&refused, 400, &["forbidden"]);
+
+    let inputs = vec![
+        input("Patient", format!("{store}/Patient.ndjson")),
+        input("Condition", format!("{store}/2026/Condition.ndjson.gz")),
+    ];
+    let reply = client.post_with(
+        "$import",
+        &parameters(inputs),
+        &[("Prefer", "respond-async")],
+    );
+    let status = accepted(&reply, "$import");
+    let manifest = wait_for_end(&client, &status)
+        .expect(200, "the import")
+        .json();
+    let imported: BTreeMap<String, u64> = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["type"].as_str().unwrap().to_string(),
+                o["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(imported, expected, "{manifest}");
+    for resource in resources
+        .values()
+        .filter(|r| r["resourceType"] == "Patient")
+        .take(5)
+    {
+        let key = type_and_id(resource);
+        let mut stored = client.get(&key).expect(200, &key).resource();
+        stored.as_object_mut().unwrap().remove("meta");
+        let mut sent = resource.clone();
+        sent.as_object_mut().unwrap().remove("meta");
+        assert_eq!(stored, sent, "{key}");
+    }
+}

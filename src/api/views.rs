@@ -444,7 +444,7 @@ impl From<Stop> for Enough {
     fn from(stop: Stop) -> Self {
         match stop {
             Stop::Failed(error) => Enough::Failed(error),
-            Stop::Cancelled | Stop::Shutdown => Enough::Gone,
+            Stop::Cancelled | Stop::Shutdown | Stop::Parked => Enough::Gone,
         }
     }
 }

@@ -12,6 +12,11 @@
 //!   prefix of the URL; no redirect is followed. The body streams through a bounded channel
 //!   from a thread of its own, so the reader works on any thread, in or out of a runtime.
 //!
+//! - `s3://`, `gs://` and `az://` URLs name one object under the import store
+//!   (`--import-store`, a bucket and prefix); without one, they are refused. A URL with a `..`
+//!   segment is refused rather than resolved. The object is read through the
+//!   `fhirlake-objstore` crate, with the credentials of the environment, streaming.
+//!
 //! Memory: a reader holds a buffer, never the file.
 
 use crate::cdc::endpoints::{Clients, Prefix};
@@ -35,6 +40,8 @@ pub struct Sources {
     pub root: Option<PathBuf>,
     /// `--subscription-endpoints`: http(s) prefixes allowed whatever their address.
     pub endpoints: Vec<Prefix>,
+    /// `--import-store`, ending with `/`: object URLs must begin with it (none: refused).
+    pub store: Option<String>,
 }
 
 impl Sources {
@@ -46,7 +53,22 @@ impl Sources {
             })?),
             None => None,
         };
-        Ok(Sources { root, endpoints })
+        Ok(Sources {
+            root,
+            endpoints,
+            store: None,
+        })
+    }
+
+    /// These sources with the import store `store` (`s3://bucket/prefix`), checked now.
+    pub fn with_store(mut self, store: Option<&str>) -> io::Result<Sources> {
+        if let Some(store) = store {
+            fhirlake_objstore::Location::parse(store).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("--import-store: {e}"))
+            })?;
+            self.store = Some(format!("{}/", store.trim_end_matches('/')));
+        }
+        Ok(self)
     }
 }
 
@@ -65,7 +87,44 @@ pub fn check(sources: &Sources, url: &str) -> Result<(), FhirError> {
         "http" | "https" => crate::cdc::endpoints::route(&sources.endpoints, &parsed)
             .map(|_| ())
             .map_err(|reason| refused(url, &reason)),
+        "s3" | "gs" | "az" => in_store(sources, url),
         scheme => Err(unsupported(url, scheme)),
+    }
+}
+
+/// Whether the object URL `url` lies under the import store.
+fn in_store(sources: &Sources, url: &str) -> Result<(), FhirError> {
+    let Some(store) = &sources.store else {
+        return Err(refused(
+            url,
+            "object storage inputs are read only under an import store, and this server has \
+             none (--import-store)",
+        ));
+    };
+    if !url.starts_with(store.as_str()) || url.split('/').any(|segment| segment == "..") {
+        return Err(refused(url, "it is not under the import store"));
+    }
+    Ok(())
+}
+
+/// Opens the one object `url` names (under the import store).
+fn object(sources: &Sources, url: &str) -> Result<Box<dyn Read + Send>, FhirError> {
+    in_store(sources, url)?;
+    let failed = |e: fhirlake_objstore::Error| unreadable(url, &e.to_string());
+    let inputs = fhirlake_objstore::ndjson_inputs(url).map_err(failed)?;
+    match inputs.as_slice() {
+        [input] if input.url == url => Ok(Box::new(input.open().map_err(failed)?)),
+        [] => Err(unreadable(
+            url,
+            "there is no such NDJSON object (.ndjson, .ndjson.gz)",
+        )),
+        _ => Err(FhirError::bad_request(
+            IssueCode::Invalid,
+            format!(
+                "the input {} is a prefix of several objects: give one input per object",
+                shown(url)
+            ),
+        )),
     }
 }
 
@@ -79,6 +138,7 @@ pub fn open(sources: &Sources, url: &str, headers: &[Header]) -> Result<Input, F
             return local(&path).map_err(|e| unreadable(url, &e.to_string()));
         }
         "http" | "https" => Box::new(http(sources, url, &parsed, headers)?),
+        "s3" | "gs" | "az" => object(sources, url)?,
         scheme => return Err(unsupported(url, scheme)),
     };
     decompressed(raw).map_err(|e| unreadable(url, &e.to_string()))
@@ -108,8 +168,8 @@ fn unsupported(url: &str, scheme: &str) -> FhirError {
     FhirError::bad_request(
         IssueCode::NotSupported,
         format!(
-            "the input {}: fhirlake reads file:// inputs (under --import-root) and http(s):// \
-             ones, not {}:",
+            "the input {}: fhirlake reads file:// inputs (under --import-root), s3://, gs:// and \
+             az:// ones (under --import-store) and http(s):// ones, not {}:",
             shown(url),
             shown(scheme)
         ),
@@ -356,6 +416,28 @@ mod tests {
             assert!(check(&sources, url).is_err(), "{url}");
         }
         assert!(check(&sources, "https://example.org/Patient.ndjson").is_ok());
+    }
+
+    #[test]
+    fn object_inputs_must_lie_under_the_import_store() {
+        let sources = Sources::default()
+            .with_store(Some("s3://lake/imports/"))
+            .unwrap();
+        assert!(check(&sources, "s3://lake/imports/Patient.ndjson").is_ok());
+        assert!(check(&sources, "s3://lake/imports/2026/Observation.ndjson.gz").is_ok());
+        for refused in [
+            "s3://lake/imports-other/Patient.ndjson",
+            "s3://lake/imports/../secrets/Patient.ndjson",
+            "s3://lake/Patient.ndjson",
+            "gs://lake/imports/Patient.ndjson",
+        ] {
+            let error = check(&sources, refused).unwrap_err();
+            assert_eq!(error.status, 400, "{refused}");
+            assert!(open(&sources, refused, &[]).is_err(), "{refused}");
+        }
+        let none = Sources::default();
+        assert!(check(&none, "s3://lake/imports/Patient.ndjson").is_err());
+        assert!(Sources::default().with_store(Some("ftp://x/y")).is_err());
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl Sink {
                     part,
                 }
             }
-            Place::Objects(store) => Target::Object(store.create(&format!("{job}/{name}"))?),
+            Place::Objects(store) => {
+                Target::Object(Box::new(store.create(&format!("{job}/{name}"))?))
+            }
         };
         let buffered = BufWriter::with_capacity(1 << 16, target);
         let encoder = match self.compression {
@@ -194,7 +196,8 @@ enum Target {
         part: PathBuf,
         path: PathBuf,
     },
-    Object(ObjectWriter),
+    /// Boxed: an upload's state is large beside a file's.
+    Object(Box<ObjectWriter>),
 }
 
 impl Write for Target {

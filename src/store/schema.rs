@@ -187,7 +187,10 @@ mod tests {
             txn.open_table(CHANGES).unwrap();
             txn.commit().unwrap();
         }
-        let error = open_current(dir.path(), DEFAULT_CACHE).err().unwrap().to_string();
+        let error = open_current(dir.path(), DEFAULT_CACHE)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("fhirlake migrate"), "{error}");
         let migrated = migrate(dir.path()).unwrap();
         assert_eq!((migrated.from, migrated.to), (1, SCHEMA_VERSION));
@@ -218,7 +221,10 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let error = open_current(dir.path(), DEFAULT_CACHE).err().unwrap().to_string();
+        let error = open_current(dir.path(), DEFAULT_CACHE)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("newer fhirlake"), "{error}");
         assert!(migrate(dir.path()).is_err());
     }

@@ -56,6 +56,13 @@ impl S3Server {
         std::fs::create_dir(self.root.path().join(name)).expect("a bucket");
     }
 
+    /// Puts `bytes` as the object `key` of `bucket`, straight into the server's directory.
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let path = self.root.path().join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("the object's folder");
+        std::fs::write(path, bytes).expect("an object");
+    }
+
     /// The environment of a client of this server: its endpoint, over plain HTTP, with
     /// `secret` as the secret key (the right one is [`SECRET_KEY`]).
     pub fn env(&self, secret: &str) -> Vec<(String, String)> {

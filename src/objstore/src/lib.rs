@@ -62,7 +62,7 @@ pub enum Error {
     #[error("the object store {url} cannot be used: {source}")]
     Setup {
         url: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The store answered an operation with an error (or could not be reached).
     #[error("{operation} {key} in the object store {url} failed: {source}")]
@@ -70,7 +70,7 @@ pub enum Error {
         operation: &'static str,
         url: String,
         key: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -79,10 +79,7 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            Error::Store {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }
+            Error::Store { source, .. } if matches!(**source, object_store::Error::NotFound { .. })
         )
     }
 }
@@ -143,7 +140,7 @@ impl Store {
         let location = Location::parse(url)?;
         let setup = |source| Error::Setup {
             url: location.to_string(),
-            source,
+            source: Box::new(source),
         };
         let bucket_url = location.bucket_url();
         let (inner, signer): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>) = match location.scheme
@@ -223,7 +220,7 @@ impl Store {
             operation,
             url,
             key,
-            source,
+            source: Box::new(source),
         }
     }
 
