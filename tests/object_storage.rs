@@ -183,7 +183,12 @@ fn an_export_to_the_bucket_survives_sigkill() {
             .any(|(key, _)| key == "Observation-2.ndjson")
     });
     server.server.kill();
-    server.restart(&small, None);
+    // The same settings again: the export store, and no pause.
+    let store = format!("s3://{BUCKET}/{PREFIX}");
+    server.restart(
+        &[&["--export-store", store.as_str()], &small[..]].concat(),
+        None,
+    );
     let client = server.client();
     let status = format!("{}/_jobs/{}", server.server.base, job_id(&status));
     let manifest = finish(&client, &status);
