@@ -55,15 +55,18 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 /// The description of this build's HTTP API.
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
-    // Every operation takes `_format` and names the FHIR interactions it implements; all but
-    // `metadata` and `$versions` need a bearer token, and answer 401 without a valid one and
-    // 403 without the scope.
+    // Every operation takes `_format` (the common one, unless it describes its own) and names
+    // the FHIR interactions it implements; all but `metadata` and `$versions` need a bearer
+    // token, and answer 401 without a valid one and 403 without the scope.
     let mut add = |interaction: Interaction| {
         let mut operation = interaction.operation;
-        operation
-            .parameters
-            .get_or_insert_default()
-            .push(RefOr::Ref(components::Param::Format.reference()));
+        let parameters = operation.parameters.get_or_insert_default();
+        let own_format = parameters
+            .iter()
+            .any(|p| matches!(p, RefOr::T(p) if p.name == "_format"));
+        if !own_format {
+            parameters.push(RefOr::Ref(components::Param::Format.reference()));
+        }
         if !OPEN_PATHS.contains(&interaction.path.as_str()) {
             operation.security = Some(vec![SecurityRequirement::new(
                 components::BEARER,
