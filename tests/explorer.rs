@@ -101,6 +101,10 @@ fn the_explorer_lists_the_patient_endpoints_and_runs_calls() {
         "POST /fhir/Patient/$validate",
         "GET /fhir/Patient/{id}/$validate",
         "POST /fhir/Patient/{id}/$validate",
+        "POST /fhir/Patient/$bulk-delete",
+        "POST /fhir/Patient/{id}/$erase",
+        "POST /fhir/Patient/{id}/$purge",
+        "POST /fhir/Patient/{id}/_history/{vid}/$erase",
     ]);
     assert_eq!(listed, expected);
 

@@ -570,10 +570,14 @@ fn the_capability_statement_names_the_operations() {
             .map(|o| o["name"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(operations("CodeSystem"), ["lookup", "subsumes", "validate"]);
+    // Every type also has the erasure operations.
+    assert_eq!(
+        operations("CodeSystem"),
+        ["lookup", "subsumes", "validate", "erase", "bulk-delete"]
+    );
     assert_eq!(
         operations("ValueSet"),
-        ["validate-code", "expand", "validate"]
+        ["validate-code", "expand", "validate", "erase", "bulk-delete"]
     );
 }
 
