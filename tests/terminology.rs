@@ -577,7 +577,13 @@ fn the_capability_statement_names_the_operations() {
     );
     assert_eq!(
         operations("ValueSet"),
-        ["validate-code", "expand", "validate", "erase", "bulk-delete"]
+        [
+            "validate-code",
+            "expand",
+            "validate",
+            "erase",
+            "bulk-delete"
+        ]
     );
 }
 
