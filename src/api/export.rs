@@ -13,7 +13,6 @@ use crate::fhir::{FhirError, IssueCode};
 use crate::jobs::export::{KickOff, Level, kick_off};
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, web};
-use serde_json::Value;
 
 type State = web::Data<AppState>;
 
@@ -124,23 +123,7 @@ pub(super) fn parameters(body: &[u8]) -> Result<Vec<(String, String)>, FhirError
         .enumerate()
     {
         let name = parameter["name"].as_str().unwrap_or_default();
-        let value = parameter.as_object().and_then(|members| {
-            members
-                .iter()
-                .find(|(key, _)| key.starts_with("value"))
-                .map(|(_, value)| value)
-        });
-        let text = match value {
-            Some(Value::String(text)) => Some(text.clone()),
-            Some(Value::Bool(flag)) => Some(flag.to_string()),
-            Some(Value::Number(number)) => Some(number.to_string()),
-            Some(Value::Object(reference)) => reference
-                .get("reference")
-                .and_then(Value::as_str)
-                .map(String::from),
-            _ => None,
-        };
-        let Some(text) = text else {
+        let Some(text) = crate::fhir::parameters::value_text(parameter) else {
             return Err(FhirError::bad_request(
                 IssueCode::Invalid,
                 format!(

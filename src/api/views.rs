@@ -193,20 +193,7 @@ impl Asked {
                     }
                 }
                 _ => {
-                    let value = parameter
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .find(|(key, _)| key.starts_with("value"))
-                        .and_then(|(_, value)| match value {
-                            Value::Object(reference) => reference
-                                .get("reference")
-                                .and_then(Value::as_str)
-                                .map(str::to_string),
-                            Value::String(s) => Some(s.clone()),
-                            Value::Bool(_) | Value::Number(_) => Some(value.to_string()),
-                            _ => None,
-                        })
+                    let value = crate::fhir::parameters::value_text(parameter)
                         .ok_or_else(|| bad(name, "needs a value").at(&at))?;
                     self.text(name, &value)?;
                 }

@@ -5,6 +5,7 @@ pub mod datetime;
 pub mod json;
 pub mod nesting;
 pub mod outcome;
+pub mod parameters;
 pub mod reference;
 pub mod resource;
 pub mod summary;

@@ -118,20 +118,9 @@ pub fn parameters(parameters: &Value) -> Vec<Parameter<'_>> {
                         .find(|(key, _)| key.starts_with("value"))
                         .map(|(_, value)| value)
                 });
-                let text = match value {
-                    Some(Value::String(text)) => Some(text.clone()),
-                    Some(Value::Bool(flag)) => Some(flag.to_string()),
-                    Some(Value::Number(number)) => Some(number.to_string()),
-                    Some(Value::Object(object)) => object
-                        .get("reference")
-                        .or_else(|| object.get("code"))
-                        .and_then(Value::as_str)
-                        .map(String::from),
-                    _ => None,
-                };
                 Parameter {
                     name: parameter["name"].as_str().unwrap_or_default(),
-                    text,
+                    text: crate::fhir::parameters::value_text(parameter),
                     value,
                     parts: read(parameter, &at, "part"),
                     at,
