@@ -7,7 +7,8 @@
 //! SSE consumer from 0; a rest-hook receiver gets the `erased` event and the NATS sink deletes
 //! the erased change's message from its stream; exports finished before are named in a purge's
 //! result and exports after hold none of it; the change log stays gap-free and an unrelated
-//! resource is untouched.
+//! resource is untouched; and no file of the data directory holds the erased bytes, in use or
+//! free.
 //! Resources are chosen by content (a patient by its Synthea file and identifier), never by
 //! server-assigned ids; jobs are paused by count (`FHIRLAKE_TEST_ERASE_PAUSE`), never by time.
 
@@ -566,4 +567,90 @@ fn strange_erasure_requests_are_outcomes() {
         &["not-supported"],
     );
     fhir.get(&key).expect(200, "nothing was erased");
+}
+
+/// The files of `dir` (recursively) that hold `marker`'s bytes anywhere, in use or not.
+fn files_holding(dir: &Path, marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                if bytes
+                    .windows(marker.len())
+                    .any(|window| window == marker.as_bytes())
+                {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn erased_bytes_leave_every_file_of_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, &[SMALL]);
+    let mut fhir = Fhir::on(&data, &[]);
+    // One word, lower case: the full-text index keeps it as one term, as written.
+    let marker = "erasedmarkerqzx";
+    let mut patient = fhir.create(&json!({
+        "resourceType": "Patient",
+        "name": [{"family": marker, "given": ["Ada"]}],
+        "text": {"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{marker}</div>")}
+    }));
+    let key = format!("Patient/{}", patient["id"].as_str().unwrap());
+    patient["active"] = json!(true);
+    fhir.update(&patient).expect(200, "version 2");
+    // A restart writes the index to disk: the erasure must reach its files too.
+    assert!(fhir.server.terminate().success());
+    let mut fhir = Fhir::on(&data, &[]);
+    let found = fhir.get_query("Patient", &[("family", marker)]);
+    assert_eq!(found.json()["total"], 1, "indexed before the erasure");
+    // The index's files may hold it compressed; its segments are purged (`search::index`).
+    assert!(
+        files_holding(&data, marker)
+            .iter()
+            .any(|file| file.ends_with("fhirlake.redb")),
+        "the store holds it"
+    );
+    fhir.post(&format!("{key}/$erase"), String::new())
+        .expect(200, "erase");
+    assert_gone(&fhir, &key, marker);
+    // A purge frees many pages: more than later writes reuse.
+    let purged = patient_id(&fhir, SMALL);
+    let family = fhir.get(&format!("Patient/{purged}")).json()["name"][0]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = kick_off(&fhir, &format!("Patient/{purged}/$purge"));
+    wait_for_end(&fhir, &status).expect(200, "the purge's result");
+    // The running server scrubs the store's file a little after the erasures.
+    let store = data.join("fhirlake.redb");
+    wait_until("the store's file to lose the erased bytes", || {
+        let left = files_holding(&data, marker)
+            .into_iter()
+            .chain(files_holding(&data, &family));
+        !left.into_iter().any(|file| Path::new(&file) == store)
+    });
+    let status = fhir.server.terminate();
+    assert!(status.success(), "fhirlake stopped cleanly: {status}");
+    for erased in [marker, family.as_str()] {
+        assert_eq!(
+            files_holding(&data, erased),
+            Vec::<String>::new(),
+            "files that still hold the erased bytes"
+        );
+    }
+    // And the store still opens, whole.
+    let fhir = Fhir::on(&data, &[]);
+    fhir.get(&key).expect(404, "still erased after a restart");
+    fhir.get(&format!("Patient/{purged}"))
+        .expect(404, "still purged after a restart");
 }

@@ -240,6 +240,57 @@ impl SearchIndex {
         self.reader.reload()
     }
 
+    /// Rewrites the segments that hold a document of one of `keys` beside deleted documents,
+    /// without the deleted ones; returns how many it rewrote. A deleted document stays in its
+    /// segment's files (its terms, its text's words) until a merge drops it, so an erasure
+    /// purges the segments of the resources it erased (their current documents, when they
+    /// are left, are kept). A segment that the merge policy is merging already is looked at
+    /// again after that merge; one still merged after [`PURGE_TRIES`] looks is an error (the
+    /// indexer then retries its batch).
+    pub fn purge(&self, keys: &[String]) -> tantivy::Result<usize> {
+        let mut rewritten = 0;
+        for _ in 0..PURGE_TRIES {
+            let segments = self.holding_deleted(keys)?;
+            if segments.is_empty() {
+                return Ok(rewritten);
+            }
+            let merge = self.writer()?.merge(&segments);
+            match merge.wait() {
+                Ok(_) => rewritten += segments.len(),
+                // One of them is in a merge of the policy's: after it, look again (a document
+                // deleted while it ran is still in what it makes).
+                Err(tantivy::TantivyError::InvalidArgument(reason)) => {
+                    tracing::debug!(%reason, "purging segments: waiting for a running merge");
+                    std::thread::sleep(PURGE_PAUSE);
+                }
+                Err(error) => return Err(error),
+            }
+            self.reader.reload()?;
+        }
+        Err(tantivy::TantivyError::SystemError(
+            "the segments of erased resources are still being merged".into(),
+        ))
+    }
+
+    /// The segments that hold a document of one of `keys` beside deleted documents.
+    fn holding_deleted(&self, keys: &[String]) -> tantivy::Result<Vec<tantivy::index::SegmentId>> {
+        let searcher = self.reader.searcher();
+        let mut segments = Vec::new();
+        for segment in searcher.segment_readers() {
+            if segment.num_deleted_docs() == 0 {
+                continue;
+            }
+            let terms = segment.inverted_index(self.fields.key)?;
+            for key in keys {
+                if terms.terms().term_ord(key.as_bytes())?.is_some() {
+                    segments.push(segment.segment_id());
+                    break;
+                }
+            }
+        }
+        Ok(segments)
+    }
+
     /// Removes every document (for a rebuild).
     pub fn clear(&self) -> tantivy::Result<()> {
         let mut writer = self.writer()?;
@@ -266,6 +317,11 @@ impl SearchIndex {
         self.index.schema()
     }
 }
+
+/// How many times [`SearchIndex::purge`] looks for segments to rewrite, and how long it waits
+/// for a running merge between two looks.
+const PURGE_TRIES: usize = 100;
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How segments are merged: by size, in levels, 8 segments of one level at a time.
 ///
@@ -443,4 +499,101 @@ fn each_str(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::Searcher;
+
+    fn upsert(key: &str, word: &str) -> Change {
+        Change::Upsert {
+            key: key.into(),
+            resource_type: "Patient".into(),
+            last_updated: 0,
+            entries: Entries::default(),
+            text: Text {
+                narrative: None,
+                other: vec![word.into()],
+            },
+        }
+    }
+
+    /// Documents of `key` in the index's segments, deleted ones too.
+    fn held(searcher: &Searcher, index: &SearchIndex, key: &str) -> usize {
+        searcher
+            .segment_readers()
+            .iter()
+            .filter(|segment| {
+                let terms = segment.inverted_index(index.fields.key).unwrap();
+                terms.terms().term_ord(key.as_bytes()).unwrap().is_some()
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_purge_drops_the_deleted_documents_of_its_keys_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path(), &Base::default()).unwrap();
+        index
+            .apply(
+                vec![
+                    upsert("Patient/a", "first"),
+                    upsert("Patient/b", "gone"),
+                    upsert("Patient/c", "kept"),
+                ],
+                1,
+            )
+            .unwrap();
+        // An update (a deleted document and a new one) and a delete, in a second segment.
+        index
+            .apply(
+                vec![
+                    upsert("Patient/a", "second"),
+                    Change::Remove {
+                        key: "Patient/b".into(),
+                    },
+                ],
+                2,
+            )
+            .unwrap();
+        let searcher = index.searcher();
+        assert_eq!(held(&searcher, &index, "Patient/b"), 1);
+        assert_eq!(held(&searcher, &index, "Patient/a"), 2);
+        assert_eq!(index.purge(&["Patient/x".into()]).unwrap(), 0);
+        assert!(
+            index
+                .purge(&["Patient/a".into(), "Patient/b".into()])
+                .unwrap()
+                > 0
+        );
+        let searcher = index.searcher();
+        assert_eq!(held(&searcher, &index, "Patient/b"), 0, "b is gone");
+        assert_eq!(
+            held(&searcher, &index, "Patient/a"),
+            1,
+            "a's live document is left"
+        );
+        assert!(
+            searcher
+                .segment_readers()
+                .iter()
+                .all(|s| s.num_deleted_docs() == 0)
+        );
+        assert_eq!(searcher.num_docs(), 2);
+        let words = Term::from_field_text(index.fields.content, "first");
+        let first = searcher
+            .segment_readers()
+            .iter()
+            .filter(|s| {
+                s.inverted_index(index.fields.content)
+                    .unwrap()
+                    .terms()
+                    .term_ord(words.serialized_value_bytes())
+                    .unwrap()
+                    .is_some()
+            })
+            .count();
+        assert_eq!(first, 0, "a's old words are gone");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! It follows the store's committed seq, reads the changes after its checkpoint in batches,
 //! turns each touched resource's current state into an index change (on every core), and
-//! commits the batch with the new checkpoint. A write after a quiet spell is indexed at once;
+//! commits the batch with the new checkpoint. A batch with erasures then purges the index's
+//! segments of the erased resources' deleted documents ([`SearchIndex::purge`]). A write after a quiet spell is indexed at once;
 //! under a stream of writes, while nothing waits for the index, it gathers changes for up to
 //! [`GATHER`] after its last commit, and a waiting search makes it commit at once. Under load the batches grow (up to 20,000 changes, one tantivy commit whose payload
 //! is the last seq), so tantivy commits stay few.
@@ -21,6 +22,7 @@ use super::terms::Entries;
 use super::view::Wanted;
 use crate::panics::{self, Fault};
 use crate::store::Store;
+use crate::store::tables::Op;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -219,7 +221,11 @@ fn index_batch(
     };
     // Only the final state of each resource matters.
     let mut touched: HashSet<(String, String)> = HashSet::new();
+    let mut erased = Vec::new();
     for change in changes {
+        if change.op == Op::Erased {
+            erased.push(format!("{}/{}", change.resource_type, change.id));
+        }
         touched.insert((change.resource_type, change.id));
     }
     // Documents are made on every core: extraction is most of an index change's cost.
@@ -243,6 +249,7 @@ fn index_batch(
         })
         .collect::<anyhow::Result<Vec<Option<Change>>>>()?;
     index.apply(batch.into_iter().flatten().collect(), last)?;
+    index.purge(&erased)?;
     Ok(last)
 }
 

@@ -29,7 +29,9 @@
 //!
 //! Erasures ([`super::erase`]) ride in the same group transactions, after its requests: each
 //! request of erasures is all-or-nothing too, and its appended `erased` events take the next
-//! seqs.
+//! seqs. [`SCRUB_DELAY`] after the last commit that erased versions, again as long after that,
+//! and when it stops, the writer writes zeros over the file's free pages ([`super::scrub`]),
+//! so the erased bytes leave the disk too.
 //!
 //! The writer also keeps the books ([`Bookkeeping`]): consumer checkpoints, retention trims,
 //! job records, backend clients and the client assertions used at the token endpoint ride
@@ -46,6 +48,7 @@
 
 use super::StoreError;
 use super::erase::{self, Erased, Erasure};
+use super::scrub::{self, Scrub};
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
     CurrentRecord, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
@@ -59,12 +62,23 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// The most requests one redb transaction takes.
 pub const MAX_GROUP: usize = 512;
+
+/// How long after the last commit that erased versions the writer scrubs the free pages, and
+/// between its scrubs: long enough for most read transactions open at the erasure (requests,
+/// the indexer) to end, so that redb has freed the erased versions' pages.
+const SCRUB_DELAY: Duration = Duration::from_secs(2);
+
+/// How many scrubs follow an erasure: the second reaches the pages that a reader open at the
+/// first still held.
+const SCRUBS: u8 = 2;
 
 /// One resource change of a request.
 #[derive(Debug)]
@@ -245,15 +259,25 @@ pub struct Position {
 impl Committer {
     /// Starts the writer thread. `committed` is told the seq of the last durable change after
     /// every commit.
-    pub fn start(db: Arc<Database>, position: Position, committed: watch::Sender<u64>) -> Self {
+    pub fn start(
+        db: Arc<Database>,
+        file: PathBuf,
+        position: Position,
+        committed: watch::Sender<u64>,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("fhirlake-writer".into())
             .spawn(move || {
                 Writer {
                     db,
+                    file,
                     position,
                     committed,
+                    scrub_due: None,
+                    scrubbing: None,
+                    scrubs_left: 0,
+                    erased: false,
                 }
                 .run(receiver)
             })
@@ -363,8 +387,19 @@ fn closed() -> CommitError {
 
 struct Writer {
     db: Arc<Database>,
+    /// The store's file, which [`scrub`] watches.
+    file: PathBuf,
     position: Position,
     committed: watch::Sender<u64>,
+    /// When the free pages are to be scrubbed next: set by a commit that erased versions.
+    scrub_due: Option<Instant>,
+    /// The scrub under way, a step at a time.
+    scrubbing: Option<Scrub>,
+    /// The scrubs still to run after the last erasure: [`SCRUBS`], then fewer.
+    scrubs_left: u8,
+    /// Whether anything was erased since the store opened: the writer scrubs once more when it
+    /// stops, when no reader is left.
+    erased: bool,
 }
 
 /// The tables a write touches, open in one write transaction.
@@ -386,10 +421,33 @@ struct Plan {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Message>) {
-        let mut first = receiver.recv();
-        while let Ok(message) = first {
+        loop {
+            let first = if self.scrubbing.is_some() {
+                match receiver.try_recv() {
+                    Ok(message) => message,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        self.scrub_step();
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else if let Some(due) = self.scrub_due {
+                match receiver.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(message) => message,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.start_scrub();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match receiver.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            };
             let mut group = Group::default();
-            let mut stop = !group.add(message);
+            let mut stop = !group.add(first);
             while !stop && group.len() < MAX_GROUP {
                 match receiver.try_recv() {
                     Ok(message) => stop = !group.add(message),
@@ -400,7 +458,56 @@ impl Writer {
             if stop {
                 break;
             }
-            first = receiver.recv();
+            // Under a stream of requests, a scrub goes on by a step after each group.
+            if self.scrubbing.is_some() {
+                self.scrub_step();
+            } else if self.scrub_due.is_some_and(|due| due <= Instant::now()) {
+                self.start_scrub();
+            }
+        }
+        if self.erased {
+            // No reader is left: this scrub reaches every page.
+            match scrub::scrub(&self.db, &self.file) {
+                Ok(pages) => tracing::info!(pages, "wrote zeros over the free pages"),
+                Err(error) => tracing::error!(%error, "scrubbing the free pages failed"),
+            }
+        }
+    }
+
+    fn start_scrub(&mut self) {
+        self.scrub_due = None;
+        self.scrubbing = Some(Scrub::default());
+    }
+
+    /// Runs the next step of the scrub of the file's free pages ([`Scrub`]); one that fails is
+    /// logged and begun again [`SCRUB_DELAY`] later.
+    fn scrub_step(&mut self) {
+        let Some(scrub) = self.scrubbing.as_mut() else {
+            return;
+        };
+        let db = &self.db;
+        let file = &self.file;
+        let step =
+            catch_unwind(AssertUnwindSafe(|| scrub.step(db, file))).unwrap_or_else(|panic| {
+                Err(StoreError::Panicked(
+                    crate::panics::message(&*panic).to_string(),
+                ))
+            });
+        match step {
+            Ok(None) => {}
+            Ok(Some(pages)) => {
+                tracing::info!(pages, "wrote zeros over the free pages");
+                self.scrubbing = None;
+                self.scrubs_left = self.scrubs_left.saturating_sub(1);
+                if self.scrubs_left > 0 && self.scrub_due.is_none() {
+                    self.scrub_due = Some(Instant::now() + SCRUB_DELAY);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "scrubbing the free pages failed; trying again later");
+                self.scrubbing = None;
+                self.scrub_due = Some(Instant::now() + SCRUB_DELAY);
+            }
         }
     }
 
@@ -431,8 +538,27 @@ impl Writer {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
+                let freed: Vec<(String, String, u64)> = erased
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .flat_map(|e| {
+                        e.vids
+                            .iter()
+                            .map(|vid| (e.resource_type.clone(), e.id.clone(), *vid))
+                    })
+                    .collect();
+                // Put off by every erasure: a job's erasures are scrubbed once, after the last.
+                if !freed.is_empty() {
+                    self.erased = true;
+                    self.scrubs_left = SCRUBS;
+                    self.scrub_due = Some(Instant::now() + SCRUB_DELAY);
+                }
                 for (reply, result) in erase_replies.into_iter().zip(erased) {
                     let _ = reply.send(result);
+                }
+                if let Err(error) = scrub::rebuild(&self.db, &freed) {
+                    tracing::error!(%error, "rebuilding the pages of erased versions failed");
                 }
             }
             Err(error) => {

@@ -11,6 +11,7 @@ pub mod erase;
 pub mod history;
 pub mod log;
 pub mod schema;
+pub mod scrub;
 pub mod snapshot;
 pub mod tables;
 
@@ -106,10 +107,11 @@ impl Store {
             next_seq,
             last_time,
         };
-        let committer = Arc::new(Committer::start(db.clone(), position, sender));
+        let file: PathBuf = dir.join(DB_FILE);
+        let committer = Arc::new(Committer::start(db.clone(), file.clone(), position, sender));
         Ok(Store {
             db,
-            file: dir.join(DB_FILE).into(),
+            file: file.into(),
             committer,
             committed,
         })
