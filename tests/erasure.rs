@@ -654,3 +654,30 @@ fn erased_bytes_leave_every_file_of_the_data_directory() {
     fhir.get(&format!("Patient/{purged}"))
         .expect(404, "still purged after a restart");
 }
+
+#[test]
+fn a_purge_names_a_running_export_that_may_hold_what_it_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, &[SMALL]);
+    // Two job workers: the export pauses after its first resource, until it is cancelled.
+    // A running export may hold what the purge erases (in the files it wrote before).
+    let args = ["--job-poll-interval", "100ms", "--job-workers", "2"];
+    let mut command = TestServer::command(&data, &args);
+    command.env("FHIRLAKE_TEST_EXPORT_PAUSE", "1:never");
+    let server = TestServer::spawn(command, &data);
+    let client = FhirClient::new(&server);
+    let patient = patient_id(&client, SMALL);
+    let reply = client.get_with("$export?_type=Patient", &[("Prefer", "respond-async")]);
+    reply.expect(202, "export kick-off");
+    let export = reply.header("content-location").expect("Content-Location");
+    wait_until("the export to run", || {
+        let reply = send(client.http.get(&export));
+        reply.status == 202 && reply.header("x-progress").is_some_and(|p| p != "queued")
+    });
+    let status = kick_off(&client, &format!("Patient/{patient}/$purge"));
+    let done = wait_for_end(&client, &status);
+    done.expect(200, "the purge's result");
+    assert_eq!(done.json()["exportsHoldingErasedData"], json!([export]));
+    send(client.http.delete(&export)).expect(202, "cancel the export");
+}

@@ -11,8 +11,9 @@
 //! erased in one transaction, `store::erase`). The compartment's own Patient goes last, so an
 //! interrupted purge can still be found and resumed by what it names.
 //!
-//! When it ends, the job's result names the finished exports that may hold what it erased
-//! (their snapshot is at or after the first change it erased), for an operator to remove.
+//! When it ends, the job's result names the finished and running exports that may hold what
+//! it erased (their snapshot is at or after the first change it erased), for an operator to
+//! remove.
 //!
 //! Testing only: in a debug build, `FHIRLAKE_TEST_ERASE_PAUSE=K` makes an erasure job pause,
 //! once it has done at least K resources, until it is stopped (a crash or a stop), by count.
@@ -198,15 +199,16 @@ fn access_of(request: &Request) -> Access {
     }
 }
 
-/// The exports (their job ids) that finished with a snapshot at or after `seq`: they may hold
-/// a version erased at `seq`.
+/// The exports (their job ids) that finished, or are running, with a snapshot at or after
+/// `seq`: they may hold a version erased at `seq` (a running one in the files it wrote before
+/// the erasure; what it reads after does not hold it, nor does a queued one's).
 fn exports_holding(context: &Context, seq: u64) -> Result<Vec<String>, Stop> {
     let mut found = Vec::new();
     for (id, bytes) in context.store.jobs()? {
         let Ok(job) = Job::decode(&bytes) else {
             continue;
         };
-        if job.kind != Kind::Export || job.state != State::Completed {
+        if job.kind != Kind::Export || !matches!(job.state, State::Completed | State::Running) {
             continue;
         }
         if super::export::request_of(&job).is_ok_and(|export| export.snapshot.seq >= seq) {
