@@ -419,6 +419,24 @@ fn bulk_submit_imports_the_manifests_of_a_submission() {
             json!({"name": "fhirBaseUrl", "valueString": "https://provider.example/fhir"}),
         ]
     };
+    // What fhirlake does not do is refused, not ignored.
+    for (name, value) in [
+        (
+            "replacesManifestUrl",
+            json!({"valueString": file_url(&root.join("m1.json"))}),
+        ),
+        (
+            "oauthMetadataUrl",
+            json!({"valueString": "https://auth.example/.well-known"}),
+        ),
+        ("fileEncryptionKey", json!({"valueString": "a-key"})),
+    ] {
+        let mut parameter = value;
+        parameter["name"] = json!(name);
+        let mut parameters = manifest_param("m1.json");
+        parameters.push(parameter);
+        assert_outcome(&submit(parameters), 400, &["not-supported"]);
+    }
     submit(manifest_param("m1.json")).expect(200, "first manifest");
     // Without its fhirBaseUrl: 400.
     assert_outcome(

@@ -325,3 +325,35 @@ fn an_import_reads_its_inputs_from_the_bucket() {
         assert_eq!(stored, sent, "{key}");
     }
 }
+
+/// A job does not go on in two places: an export begun into the data directory and resumed
+/// by a server that now exports to a bucket fails, naming both, instead of finishing with a
+/// manifest whose files are half here and half there.
+#[test]
+fn an_export_does_not_resume_into_another_store() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let small = ["--export-file-resources", "20"];
+    let mut server = Server::start_with_env(&small, Some("50:never"), s3.env(SECRET_KEY));
+    let client = server.client();
+    let status = kick_off(&client, "$export?_type=Observation");
+    let dir = server.job_dir(&status);
+    wait_until("the second file", || {
+        dir.join("Observation-2.ndjson").exists()
+    });
+    server.server.kill();
+    let store = format!("s3://{BUCKET}/{PREFIX}");
+    server.restart(
+        &[&["--export-store", store.as_str()], &small[..]].concat(),
+        None,
+    );
+    let client = server.client();
+    let status = format!("{}/_jobs/{}", server.server.base, job_id(&status));
+    let outcome = assert_outcome(&wait_for_end(&client, &status), 500, &["exception"]);
+    let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diagnostics.contains("the data directory") && diagnostics.contains(&store),
+        "{diagnostics}"
+    );
+    assert!(s3.objects(BUCKET, "").is_empty());
+}

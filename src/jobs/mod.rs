@@ -401,6 +401,7 @@ impl Jobs {
             failure: None,
             checkpoint: Value::Null,
             keeps_changes_after,
+            place: Some(self.shared.sink.place()),
         };
         let owner = job.owner.clone();
         let handle = Handle::new(job);
@@ -672,6 +673,18 @@ impl Shared {
             runtime,
         };
         let result = catch_unwind(AssertUnwindSafe(|| match job.kind {
+            _ if job.kind != Kind::Erasure && !self.resumes_here(&job) => {
+                Err(Stop::Failed(FhirError::new(
+                    500,
+                    IssueCode::Exception,
+                    format!(
+                        "this job began with its files in {}, and the server now puts them in {} \
+                         (--export-store changed): it cannot go on in two places; start it again",
+                        job.place.as_deref().unwrap_or_default(),
+                        self.sink.place()
+                    ),
+                )))
+            }
             Kind::Export => export::run(&context),
             Kind::Erasure => erase::run(&context),
             Kind::Import => import::run(&context),
@@ -730,6 +743,14 @@ impl Shared {
                 tracing::info!("job cancelled");
             }
         }
+    }
+
+    /// Whether `job`'s files go where it began to put them (a record without a place is
+    /// taken at its word).
+    fn resumes_here(&self, job: &Job) -> bool {
+        job.place
+            .as_ref()
+            .is_none_or(|place| *place == self.sink.place())
     }
 
     /// Removes finished jobs past their retention, with their files, until the server stops.

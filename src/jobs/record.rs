@@ -160,6 +160,10 @@ pub struct Job {
     /// job is not finished (an export's snapshot).
     #[serde(default)]
     pub keeps_changes_after: Option<u64>,
+    /// Where the job's files go ([`super::Sink::place`]), recorded at kick-off: a job that
+    /// writes files resumes only where it began (`None` in records made before it was kept).
+    #[serde(default)]
+    pub place: Option<String>,
 }
 
 impl Job {
@@ -208,6 +212,7 @@ mod tests {
             failure: None,
             checkpoint: json!({"type": 0}),
             keeps_changes_after: Some(5),
+            place: Some("the data directory".into()),
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
         let written = serde_json::to_value(&job).unwrap();

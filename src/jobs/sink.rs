@@ -77,6 +77,18 @@ impl Sink {
         }
     }
 
+    /// Where it puts files, as a job records it: `data directory` or the store's URL (its
+    /// bucket and prefix).
+    pub fn place(&self) -> String {
+        match &self.place {
+            Place::Local(_) => "the data directory".to_string(),
+            Place::Objects(store) => {
+                let location = store.location();
+                format!("{}/{}", location.bucket_url(), location.prefix)
+            }
+        }
+    }
+
     /// The name of the file `stem` (`Patient-1`) of NDJSON, as this sink stores it.
     pub fn ndjson_name(&self, stem: &str) -> String {
         match self.compression {
