@@ -313,6 +313,83 @@ fn gzip_inputs_lines_without_ids_and_the_import_root() {
         .expect(404, "not imported");
 }
 
+/// Serves `files` (path -> body) over HTTP/1.1 on 127.0.0.1, one request per connection,
+/// until the test ends; any other path is a redirect to the first file. Returns its origin.
+fn serve_files(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let first = files[0].0;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let answer = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => [
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                        .into_bytes(),
+                    body.clone(),
+                ]
+                .concat(),
+                None => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {first}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .into_bytes(),
+            };
+            let _ = stream.write_all(&answer);
+        }
+    });
+    origin
+}
+
+/// `http(s)://` inputs: fetched when `--subscription-endpoints` allows their address (a
+/// loopback one here), plain or gzip (told by the bytes, not the name); a redirect is not
+/// followed, and the input is reported as an error of the import.
+#[test]
+fn http_inputs_are_fetched_where_the_endpoint_rules_allow() {
+    let temp = tempfile::tempdir().unwrap();
+    let (root, data) = (temp.path().join("root"), temp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut gzipped = GzEncoder::new(Vec::new(), Compression::fast());
+    gzipped
+        .write_all(format!("{}\n", patient(Some("web-2"), "Fetched")).as_bytes())
+        .unwrap();
+    let origin = serve_files(vec![
+        (
+            "/plain.ndjson",
+            format!("{}\n", patient(Some("web-1"), "Fetched")).into_bytes(),
+        ),
+        ("/named-plain.ndjson", gzipped.finish().unwrap()),
+    ]);
+    let allowed = format!("{origin}/");
+    let server = spawn(&data, &root, &["--subscription-endpoints", &allowed], None);
+    let client = FhirClient::new(&server);
+    let inputs: Vec<(String, String)> = ["plain.ndjson", "named-plain.ndjson", "moved.ndjson"]
+        .iter()
+        .map(|name| ("Patient".to_string(), format!("{origin}/{name}")))
+        .collect();
+    let reply = wait_for_end(&client, &kick_off(&client, &inputs));
+    reply.expect(200, "import over http");
+    let manifest = reply.json();
+    assert_eq!(manifest["output"], json!([{"type": "Patient", "count": 2}]));
+    for id in ["web-1", "web-2"] {
+        let stored = client.get(&format!("Patient/{id}")).expect(200, id).json();
+        assert_eq!(stored["name"][0]["family"], "Fetched");
+    }
+    let errors = fetch(&client, manifest["error"][0]["url"].as_str().unwrap());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let said = errors[0].to_string();
+    assert!(
+        said.contains("moved.ndjson") && said.contains("302"),
+        "{said}"
+    );
+}
+
 /// A running import cancelled by DELETE on its status URL: 404 from then on, its files gone.
 #[test]
 fn an_import_is_cancelled() {
