@@ -245,6 +245,14 @@ fn an_erased_version_and_resource_are_gone_from_every_reader() {
         .expect(200, "erase the resource");
     assert_gone(&fhir, &observation, "erasure-marker-three");
     assert_gone(&fhir, &observation, "erasure-marker-two");
+    // History totals count what history lists: no erased entry.
+    for path in ["Observation/_history", "_history"] {
+        let listed = fhir.whole_history(path).len();
+        let total = fhir.get_query(path, &[("_count", "1")]).json()["total"].clone();
+        assert_eq!(total, listed, "{path}");
+        let since = fhir.get_query(path, &[("_count", "1"), ("_since", "2001-01-01T00:00:00Z")]);
+        assert_eq!(since.json()["total"], listed, "{path} since 2001");
+    }
     let everything = fhir.get_query(
         &format!("Patient/{patient}/$everything"),
         &[("_count", "1000")],

@@ -51,7 +51,7 @@ use super::erase::{self, Erased, Erasure};
 use super::scrub::{self, Scrub};
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
-    CurrentRecord, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+    CurrentRecord, ERASED, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use crate::fhir::datetime::{self, Micros};
 #[cfg(doc)]
@@ -615,15 +615,20 @@ impl Writer {
                 };
                 results.push(result);
             }
-            for request in erasures {
-                let tables = erase::Tables {
-                    versions: &mut tables.versions,
-                    current: &mut tables.current,
-                    changes: &mut tables.changes,
-                    type_changes: &mut tables.type_changes,
-                };
-                let result = erase::apply(tables, &mut self.position.next_seq, time, request)?;
-                erased.push(result);
+            if !erasures.is_empty() {
+                // Closed again before the books: a trim opens it too.
+                let mut erased_table = txn.open_table(ERASED)?;
+                for request in erasures {
+                    let tables = erase::Tables {
+                        versions: &mut tables.versions,
+                        current: &mut tables.current,
+                        changes: &mut tables.changes,
+                        type_changes: &mut tables.type_changes,
+                        erased: &mut erased_table,
+                    };
+                    let result = erase::apply(tables, &mut self.position.next_seq, time, request)?;
+                    erased.push(result);
+                }
             }
             let mut books_tables = Books {
                 checkpoints: txn.open_table(CHECKPOINTS)?,
@@ -814,11 +819,15 @@ fn keep_books(
                     }
                     doomed.push(change);
                 }
+                let mut erased = txn.open_table(ERASED)?;
                 for change in &doomed {
                     tables.changes.remove(change.seq)?;
                     tables
                         .type_changes
                         .remove((change.resource_type.as_str(), change.seq))?;
+                    if change.op == Op::Erased {
+                        erased.remove(change.seq)?;
+                    }
                 }
                 trimmed += doomed.len();
             }

@@ -10,7 +10,7 @@
 //!   the last version, and is otherwise untouched (the current version is never erased alone);
 //! - the change that wrote each erased version is rewritten in place as an [`Op::Erased`] entry
 //!   that names no bytes (its seq, time and `type_changes` entry stay: the log stays gap-free
-//!   and its times never decrease), found by its lastUpdated (the log is ordered by it) without
+//!   and its times never decrease; `erased` lists it), found by its lastUpdated (the log is ordered by it) without
 //!   an index of its own; a change already trimmed by retention has nothing to rewrite;
 //! - one new [`Op::Erased`] event per erased version is appended at the group's time, so every
 //!   consumer that follows the log hears of it (its `erased` names the change it erased, 0 when
@@ -59,6 +59,7 @@ pub(super) struct Tables<'a, 'txn> {
     pub current: &'a mut Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub changes: &'a mut Table<'txn, u64, &'static [u8]>,
     pub type_changes: &'a mut Table<'txn, (&'static str, u64), ()>,
+    pub erased: &'a mut Table<'txn, u64, &'static str>,
 }
 
 /// A version chosen for erasure.
@@ -167,6 +168,7 @@ pub(super) fn apply(
             tables
                 .changes
                 .insert(change.seq, rewritten.encode().as_slice())?;
+            tables.erased.insert(change.seq, resource_type)?;
         }
         let seq = *next_seq;
         *next_seq += 1;
@@ -182,6 +184,7 @@ pub(super) fn apply(
         };
         tables.changes.insert(seq, event.encode().as_slice())?;
         tables.type_changes.insert((resource_type, seq), ())?;
+        tables.erased.insert(seq, resource_type)?;
     }
     for target in &erased {
         if target.gone {

@@ -11,11 +11,11 @@
 //!   whose numbering counts every version, kept or not. A cursor naming a version the judge
 //!   does not keep (made up by a client) pages as one naming no version at all.
 //! - Type and system history read the change log (`changes`, `type_changes`), so after
-//!   retention trimmed it they list, and their `total` counts, only the changes it kept; an
-//!   instance's history reads its versions.
+//!   retention trimmed it they list, and their `total` counts, only the changes it kept (the
+//!   `erased` entries left out); an instance's history reads its versions.
 
 use super::tables::{
-    CHANGES, CURRENT, ChangeRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
+    CHANGES, CURRENT, ChangeRecord, ERASED, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
 };
 use super::{Store, StoreError};
 use crate::fhir::datetime::{Micros, Period};
@@ -197,9 +197,9 @@ impl Store {
 
     /// How many entries the history of `query` lists over all its pages (`count` and `after`
     /// aside), unjudged: for a client that may read every version. Type and system history
-    /// read the change log, so after retention trimmed it they count the changes it kept (and
-    /// count the `erased` entries and events of erasures: a known overcount, kept so that a
-    /// total costs no scan); an instance's history counts its versions.
+    /// read the change log, so after retention trimmed it they count the changes it kept,
+    /// less its `erased` entries (listed in the `erased` table); an instance's history counts
+    /// its versions.
     ///
     /// Without `_at` no version is read: `_since` becomes a seq of the change log (by
     /// bisection, lastUpdated never decreasing along it), so a system history's total costs a
@@ -220,21 +220,28 @@ impl Store {
                     .map_or(0, |seq| seq + 1),
                 None => 0,
             };
+            let erased = txn.open_table(ERASED)?;
+            let erased = erased.range(from..)?;
             match query.scope {
                 Scope::System => {
                     let kept = tables.changes.len()?;
                     let last = tables.changes.last()?.map_or(0, |(seq, _)| seq.value());
                     // The kept changes are the seqs up to `last`, gap-free.
-                    return Ok(match from {
+                    let listed = match from {
                         0 => kept,
                         from => (last + 1).saturating_sub(from).min(kept),
-                    });
+                    };
+                    return Ok(listed.saturating_sub(erased.count() as u64));
                 }
                 Scope::Type(resource_type) => {
                     let range = tables
                         .type_changes
                         .range((resource_type, from)..=(resource_type, u64::MAX))?;
-                    return Ok(range.count() as u64);
+                    let mut erased_of_type = 0;
+                    for item in erased {
+                        erased_of_type += u64::from(item?.1.value() == resource_type);
+                    }
+                    return Ok((range.count() as u64).saturating_sub(erased_of_type));
                 }
                 // Its versions are counted: an erased one leaves a gap in the vids.
                 Scope::Instance(..) => {}

@@ -5,15 +5,15 @@
 //! `fhirlake migrate` before the server opens it.
 
 use super::tables::{
-    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, JOBS, META,
-    SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
+    ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
+    ERASED, JOBS, META, Op, SCHEMA_VERSION_KEY, TYPE_CHANGES, VERSIONS,
 };
 use super::{DB_FILE, StoreError};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::path::Path;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// An upgrade from `from` to `from + 1`, run in one write transaction.
 struct Migration {
@@ -52,7 +52,26 @@ const MIGRATIONS: &[Migration] = &[
         // fhirlake that cannot read an erased entry from opening the directory.
         run: |_| Ok(()),
     },
+    Migration {
+        from: 5,
+        name: "0006-erased-index: the seqs of the erased entries of the change log",
+        run: erased_index,
+    },
 ];
+
+/// Schema 6: lists every erased entry of the change log in `erased`, from one scan of it.
+fn erased_index(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let changes = txn.open_table(CHANGES)?;
+    let mut erased = txn.open_table(ERASED)?;
+    for item in changes.iter()? {
+        let (seq, record) = item?;
+        let change = ChangeRecord::decode(seq.value(), record.value());
+        if change.op == Op::Erased {
+            erased.insert(change.seq, change.resource_type.as_str())?;
+        }
+    }
+    Ok(())
+}
 
 /// The tables of schema 4: the registered backend clients and the client assertions used.
 fn backend_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -148,6 +167,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
                 txn.open_table(CHECKPOINTS)?;
                 txn.open_table(JOBS)?;
                 backend_tables(&txn)?;
+                txn.open_table(ERASED)?;
                 SCHEMA_VERSION
             }
         }
@@ -159,6 +179,7 @@ fn stored_version(db: &Database) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fhir::datetime::Micros;
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
     #[test]
@@ -227,5 +248,58 @@ mod tests {
             .to_string();
         assert!(error.contains("newer fhirlake"), "{error}");
         assert!(migrate(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_version_5_directory_gets_its_erased_entries_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let change = |seq: u64, resource_type: &str, op: Op| ChangeRecord {
+            seq,
+            txid: seq,
+            resource_type: resource_type.into(),
+            id: "a".into(),
+            vid: 1,
+            op,
+            last_updated: seq as Micros,
+            erased: None,
+        };
+        {
+            let db = open(dir.path(), DEFAULT_CACHE).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, 5)
+                .unwrap();
+            {
+                let mut changes = txn.open_table(CHANGES).unwrap();
+                let written = change(1, "Patient", Op::Create);
+                let entries = [
+                    written.erasure(1),
+                    change(2, "Observation", Op::Create),
+                    change(3, "Patient", Op::Erased).erasure(1),
+                ];
+                for entry in entries {
+                    changes
+                        .insert(entry.seq, entry.encode().as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let migrated = migrate(dir.path()).unwrap();
+        assert_eq!((migrated.from, migrated.to), (5, SCHEMA_VERSION));
+        let db = open_current(dir.path(), DEFAULT_CACHE).unwrap();
+        let txn = db.begin_read().unwrap();
+        let erased: Vec<(u64, String)> = txn
+            .open_table(ERASED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (seq, resource_type) = item.unwrap();
+                (seq.value(), resource_type.value().to_string())
+            })
+            .collect();
+        assert_eq!(erased, vec![(1, "Patient".into()), (3, "Patient".into())]);
     }
 }

@@ -1,6 +1,6 @@
 //! The redb tables of a data directory and the byte layout of their records.
 //!
-//! Schema version 5 (see `migrations/`):
+//! Schema version 6 (see `migrations/`):
 //! - `versions` (type, id, vid) -> [`VersionRecord`]: every version of every resource;
 //! - `current` (type, id) -> [`CurrentRecord`]: the latest version and whether it is deleted;
 //! - `changes` seq -> [`ChangeRecord`]: the change log, one entry per version, seq gap-free
@@ -19,10 +19,14 @@
 //!   (): the same by the time they lapse, so the lapsed ones are found without a scan
 //!   (schema 4).
 //!
+//! - `erased` seq -> type: the seq of every [`Op::Erased`] entry of `changes`, with its type,
+//!   so that history totals leave them out without reading the log (schema 6).
+//!
 //! All integers are little-endian. Invariant: for every `changes` entry there is one
 //! `type_changes` entry with its (type, seq), and for every one that is not [`Op::Erased`]
-//! exactly one `versions` entry with its (type, id, vid), all written in the same write
-//! transaction; `current` points at the highest vid, and is gone when every version is.
+//! exactly one `versions` entry with its (type, id, vid), and for every one that is, one
+//! `erased` entry with its seq and type, all written in the same write transaction; `current`
+//! points at the highest vid, and is gone when every version is.
 
 use crate::fhir::datetime::Micros;
 use redb::TableDefinition;
@@ -33,6 +37,7 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 pub const TYPE_CHANGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("type_changes");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+pub const ERASED: TableDefinition<u64, &str> = TableDefinition::new("erased");
 pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 pub const BACKEND_CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_clients");
 pub const ASSERTION_JTIS: TableDefinition<(&str, &str), &[u8]> =
