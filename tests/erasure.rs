@@ -647,6 +647,14 @@ fn erased_bytes_leave_every_file_of_the_data_directory() {
             .chain(files_holding(&data, &family));
         !left.into_iter().any(|file| Path::new(&file) == store)
     });
+    // `/metrics` counts the scrubs and the pages they zeroed.
+    let metrics = send(fhir.http.get(format!("{}/metrics", fhir.server.origin))).text;
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("fhirlake_store_scrubs_total ") >= 1.0, "{metrics}");
+    assert!(value("fhirlake_store_scrubbed_pages_total ") >= 1.0);
     let status = fhir.server.terminate();
     assert!(status.success(), "fhirlake stopped cleanly: {status}");
     for erased in [marker, family.as_str()] {

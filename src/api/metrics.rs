@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -55,6 +55,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<InteractionLabels, Histogram, fn() -> Histogram>,
     store_size: U64Gauge,
+    scrubs: Counter,
+    scrubbed_pages: Counter,
+    scrub_seconds: Counter<f64, AtomicU64>,
     head: U64Gauge,
     lag: Family<ConsumerLabels, U64Gauge>,
     /// Each consumer of the change log and its checkpoint (the last seq it has processed).
@@ -87,6 +90,25 @@ impl Default for Metrics {
             Unit::Bytes,
             store_size.clone(),
         );
+        let scrubs = Counter::default();
+        registry.register(
+            "store_scrubs",
+            "Scrubs of the store file's free pages after erasures (zeros written over them)",
+            scrubs.clone(),
+        );
+        let scrubbed_pages = Counter::default();
+        registry.register(
+            "store_scrubbed_pages",
+            "Free pages of the store file that scrubs wrote zeros over",
+            scrubbed_pages.clone(),
+        );
+        let scrub_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "store_scrub",
+            "The writer's time spent scrubbing free pages",
+            Unit::Seconds,
+            scrub_seconds.clone(),
+        );
         let head = U64Gauge::default();
         registry.register(
             "changelog_head_seq",
@@ -110,6 +132,9 @@ impl Default for Metrics {
             requests,
             latency,
             store_size,
+            scrubs,
+            scrubbed_pages,
+            scrub_seconds,
             head,
             lag,
             consumers: Vec::new(),
@@ -149,6 +174,15 @@ impl Metrics {
     /// The metrics in the OpenMetrics text format, with the store's values as of now.
     pub fn render(&self, store: &Store) -> std::io::Result<String> {
         self.store_size.set(store.file_size()?);
+        // Counters only go up: each is raised to the store's own count.
+        let done = store.scrubs();
+        let raise =
+            |counter: &Counter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
+        raise(&self.scrubs, done.count.load(Ordering::Relaxed));
+        raise(&self.scrubbed_pages, done.pages.load(Ordering::Relaxed));
+        let seconds = done.micros.load(Ordering::Relaxed) as f64 / 1e6;
+        self.scrub_seconds
+            .inc_by((seconds - self.scrub_seconds.get()).max(0.0));
         let head = store.committed_seq();
         self.head.set(head);
         for (name, checkpoint) in &self.consumers {

@@ -48,7 +48,7 @@
 
 use super::StoreError;
 use super::erase::{self, Erased, Erasure};
-use super::scrub::{self, Scrub};
+use super::scrub::{self, Scrub, Scrubs};
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
     CurrentRecord, ERASED, JOBS, JtiRecord, Method, Op, TYPE_CHANGES, VERSIONS, VersionRecord,
@@ -64,6 +64,7 @@ use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -247,6 +248,7 @@ enum Message {
 /// The handle of the writer thread.
 pub struct Committer {
     sender: mpsc::Sender<Message>,
+    scrubs: Arc<Scrubs>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -266,6 +268,8 @@ impl Committer {
         committed: watch::Sender<u64>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel();
+        let scrubs = Arc::new(Scrubs::default());
+        let shared = scrubs.clone();
         let thread = std::thread::Builder::new()
             .name("fhirlake-writer".into())
             .spawn(move || {
@@ -276,6 +280,7 @@ impl Committer {
                     committed,
                     scrub_due: None,
                     scrubbing: None,
+                    scrubs: shared,
                     scrubs_left: 0,
                     erased: false,
                 }
@@ -284,8 +289,14 @@ impl Committer {
             .expect("spawn the writer thread");
         Committer {
             sender,
+            scrubs,
             thread: std::sync::Mutex::new(Some(thread)),
         }
+    }
+
+    /// What the writer's scrubs have done since it started.
+    pub fn scrubs(&self) -> &Scrubs {
+        &self.scrubs
     }
 
     /// Sends `writes` to the writer now, as one all-or-nothing transaction; the returned
@@ -395,6 +406,8 @@ struct Writer {
     scrub_due: Option<Instant>,
     /// The scrub under way, a step at a time.
     scrubbing: Option<Scrub>,
+    /// What the scrubs did, for `/metrics`.
+    scrubs: Arc<Scrubs>,
     /// The scrubs still to run after the last erasure: [`SCRUBS`], then fewer.
     scrubs_left: u8,
     /// Whether anything was erased since the store opened: the writer scrubs once more when it
@@ -487,16 +500,21 @@ impl Writer {
         };
         let db = &self.db;
         let file = &self.file;
+        let started = Instant::now();
         let step =
             catch_unwind(AssertUnwindSafe(|| scrub.step(db, file))).unwrap_or_else(|panic| {
                 Err(StoreError::Panicked(
                     crate::panics::message(&*panic).to_string(),
                 ))
             });
+        let micros = started.elapsed().as_micros() as u64;
+        self.scrubs.micros.fetch_add(micros, Ordering::Relaxed);
         match step {
             Ok(None) => {}
             Ok(Some(pages)) => {
                 tracing::info!(pages, "wrote zeros over the free pages");
+                self.scrubs.count.fetch_add(1, Ordering::Relaxed);
+                self.scrubs.pages.fetch_add(pages, Ordering::Relaxed);
                 self.scrubbing = None;
                 self.scrubs_left = self.scrubs_left.saturating_sub(1);
                 if self.scrubs_left > 0 && self.scrub_due.is_none() {

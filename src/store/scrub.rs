@@ -32,6 +32,7 @@ use super::StoreError;
 use super::tables::VERSIONS;
 use redb::{Database, TableDefinition};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 
 /// The transient table a scrub fills: it exists only during one (a scrub that a crash
 /// interrupted leaves it, and the next one drops it first).
@@ -42,6 +43,17 @@ const PAGE: u64 = 4096;
 
 /// How many values are written between two looks at the file's length.
 const BATCH: u64 = 64;
+
+/// What the writer's scrubs have done since the store opened (`/metrics`).
+#[derive(Debug, Default)]
+pub struct Scrubs {
+    /// Scrubs finished.
+    pub count: AtomicU64,
+    /// Pages they wrote zeros over.
+    pub pages: AtomicU64,
+    /// The writer's time spent in their steps, in microseconds.
+    pub micros: AtomicU64,
+}
 
 /// The most pages one step of a scrub writes (16 MiB): the writer serves requests between
 /// steps.

@@ -3,7 +3,8 @@
 //! `$bulk-delete?hardDelete=true` of every Observation, each as a job from kick-off to its
 //! result. For each: resources per second, and the redb file's size before and after (redb
 //! reuses the pages it frees for later writes rather than shrinking the file, so the size after
-//! is close to the size before).
+//! is close to the size before); then the scrub of the free pages that follows it (pages
+//! zeroed and the writer's time, from `/metrics`).
 //!
 //! `cargo bench --bench erase`.
 
@@ -31,8 +32,10 @@ fn main() {
     let client = FhirClient::new(&server);
     let patient = largest_patient(&client);
     println!();
-    println!("| operation | resources | seconds | resources/s | store before | store after |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| operation | resources | seconds | resources/s | store before | store after | scrubbed pages | scrub seconds |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, path) in [
         (
             "$purge of the largest patient",
@@ -44,6 +47,8 @@ fn main() {
         ),
     ] {
         let before = size(&data);
+        // Two scrubs follow the operation's last erasure.
+        let scrubs = metric(&client, &server, "fhirlake_store_scrubs_total") + 2.0;
         let started = Instant::now();
         let reply = client.post(&path, String::new());
         reply.expect(202, "kick-off");
@@ -58,11 +63,17 @@ fn main() {
         };
         let seconds = started.elapsed().as_secs_f64();
         let count = result["count"].as_u64().unwrap();
+        let after = size(&data);
+        while metric(&client, &server, "fhirlake_store_scrubs_total") < scrubs {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let pages = metric(&client, &server, "fhirlake_store_scrubbed_pages_total");
+        let scrub = metric(&client, &server, "fhirlake_store_scrub_seconds_total");
         println!(
-            "| {name} | {count} | {seconds:.2} | {:.0} | {} MB | {} MB |",
+            "| {name} | {count} | {seconds:.2} | {:.0} | {} MB | {} MB | {pages} (both, all so far) | {scrub:.2} (all so far) |",
             count as f64 / seconds,
             before / (1024 * 1024),
-            size(&data) / (1024 * 1024),
+            after / (1024 * 1024),
         );
     }
 }
@@ -84,6 +95,15 @@ fn largest_patient(client: &FhirClient) -> String {
             count.json()["total"].as_u64().unwrap_or(0)
         })
         .expect("a patient")
+}
+
+/// The value of the metric `name` (without labels) in `/metrics`.
+fn metric(client: &FhirClient, server: &TestServer, name: &str) -> f64 {
+    let text = send(client.http.get(format!("{}/metrics", server.origin))).text;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The redb file's size in bytes.
