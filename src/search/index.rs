@@ -23,7 +23,7 @@ use super::directory::Staged;
 use super::fulltext::{self, Source, Text};
 use super::terms::{Entries, reference_entry};
 use crate::fhir::reference::Base;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use tantivy::columnar::StrColumn;
@@ -118,7 +118,18 @@ pub struct SearchIndex {
     staged: Staged,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    /// The keys of erased resources whose segments are still to be purged
+    /// ([`SearchIndex::defer_purge`]).
+    deferred: Mutex<Deferred>,
     pub fields: Fields,
+}
+
+/// Purges put off until erasures pause.
+#[derive(Default)]
+struct Deferred {
+    keys: HashSet<String>,
+    /// When the last keys came.
+    last: Option<std::time::Instant>,
 }
 
 impl SearchIndex {
@@ -187,6 +198,7 @@ impl SearchIndex {
                 staged,
                 reader,
                 writer: Mutex::new(writer),
+                deferred: Mutex::default(),
                 fields,
             },
             checkpoint,
@@ -301,11 +313,47 @@ impl SearchIndex {
         self.reader.reload()
     }
 
-    /// Writes the index's newest commits to disk: its checkpoint there is then the last one
-    /// applied. For a clean shutdown and the end of an import or a rebuild; after a crash the
-    /// indexer re-indexes what the disk lacks.
+    /// Writes the index's newest commits to disk, after the purges still put off: its
+    /// checkpoint there is then the last one applied. For a clean shutdown and the end of an
+    /// import or a rebuild; after a crash the indexer re-indexes what the disk lacks (and an
+    /// erasure's purge was lost: the next erasure's, or a `fhirlake reindex`, drops it).
     pub fn close(&self) -> std::io::Result<()> {
+        if let Err(error) = self.purge_deferred(true) {
+            tracing::error!(%error, "purging the segments of erased resources failed");
+        }
         self.staged.checkpoint()
+    }
+
+    /// Puts off purging the segments of `keys` (erased resources, [`SearchIndex::purge`])
+    /// until erasures pause for [`PURGE_QUIET`]: a purge rewrites whole segments, so a job
+    /// that erases thousands of resources costs one, after its last erasure, and the indexer
+    /// never waits for one.
+    pub fn defer_purge(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut deferred = self.deferred.lock().expect("deferred purges");
+        deferred.keys.extend(keys);
+        deferred.last = Some(std::time::Instant::now());
+    }
+
+    /// Purges the deferred keys once [`PURGE_QUIET`] has passed since the last came (at once
+    /// when `now`); returns how many segments it rewrote. Keys whose purge failed stay
+    /// deferred.
+    pub fn purge_deferred(&self, now: bool) -> tantivy::Result<usize> {
+        let keys: Vec<String> = {
+            let mut deferred = self.deferred.lock().expect("deferred purges");
+            let quiet = deferred
+                .last
+                .is_some_and(|last| now || last.elapsed() >= PURGE_QUIET);
+            if !quiet {
+                return Ok(0);
+            }
+            deferred.last = None;
+            deferred.keys.drain().collect()
+        };
+        self.purge(&keys)
+            .inspect_err(|_| self.defer_purge(keys.clone()))
     }
 
     /// A snapshot of the index for one search (and the pages that follow it).
@@ -317,6 +365,9 @@ impl SearchIndex {
         self.index.schema()
     }
 }
+
+/// How long erasures pause before their segments are purged ([`SearchIndex::defer_purge`]).
+pub const PURGE_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many times [`SearchIndex::purge`] looks for segments to rewrite, and how long it waits
 /// for a running merge between two looks.

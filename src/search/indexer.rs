@@ -2,8 +2,9 @@
 //!
 //! It follows the store's committed seq, reads the changes after its checkpoint in batches,
 //! turns each touched resource's current state into an index change (on every core), and
-//! commits the batch with the new checkpoint. A batch with erasures then purges the index's
-//! segments of the erased resources' deleted documents ([`SearchIndex::purge`]). A write after a quiet spell is indexed at once;
+//! commits the batch with the new checkpoint. A batch with erasures then puts off purging the
+//! index's segments of the erased resources' deleted documents; a thread of its own purges
+//! them once erasures pause ([`SearchIndex::defer_purge`]). A write after a quiet spell is indexed at once;
 //! under a stream of writes, while nothing waits for the index, it gathers changes for up to
 //! [`GATHER`] after its last commit, and a waiting search makes it commit at once. Under load the batches grow (up to 20,000 changes, one tantivy commit whose payload
 //! is the last seq), so tantivy commits stay few.
@@ -16,7 +17,7 @@
 
 use super::extract::extract;
 use super::fulltext::Text;
-use super::index::{Change, LAST_UPDATED, SearchIndex};
+use super::index::{Change, LAST_UPDATED, PURGE_QUIET, SearchIndex};
 use super::registry::Registry;
 use super::terms::Entries;
 use super::view::Wanted;
@@ -139,6 +140,22 @@ pub fn start(
     waiting: Arc<Waiting>,
 ) -> watch::Receiver<u64> {
     let (indexed, receiver) = watch::channel(if rebuild { 0 } else { checkpoint });
+    // It ends with the index: it holds it only while it purges.
+    let purged = Arc::downgrade(&index);
+    std::thread::Builder::new()
+        .name("fhirlake-purger".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(PURGE_QUIET / 4);
+                let Some(index) = purged.upgrade() else {
+                    return;
+                };
+                if let Err(error) = index.purge_deferred(false) {
+                    tracing::error!(%error, "purging the segments of erased resources failed; retrying");
+                }
+            }
+        })
+        .expect("spawn the purger thread");
     std::thread::Builder::new()
         .name("fhirlake-indexer".into())
         .spawn(move || {
@@ -249,7 +266,7 @@ fn index_batch(
         })
         .collect::<anyhow::Result<Vec<Option<Change>>>>()?;
     index.apply(batch.into_iter().flatten().collect(), last)?;
-    index.purge(&erased)?;
+    index.defer_purge(erased);
     Ok(last)
 }
 

@@ -4,10 +4,13 @@
 //! and a system export with a `_typeFilter` (the search index's path). For each: resources
 //! per second from the kick-off to the manifest, and the server's peak resident memory during
 //! the export (`VmHWM`, reset before each one through `/proc/PID/clear_refs`), beside its
-//! resident memory before it.
+//! resident memory before it; and, sampled at each poll, the peaks of its two parts: anonymous
+//! memory (the heap: redb's page cache among it) and file-backed pages (the search index's
+//! memory-mapped files, which the kernel reclaims under pressure).
 //!
 //! `cargo bench --bench export`; FHIRLAKE_BENCH_ROUNDS (default 3) rounds of each kind;
-//! FHIRLAKE_BENCH_COPIES (default 1) copies of every patient (11: a million resources).
+//! FHIRLAKE_BENCH_COPIES (default 1) copies of every patient (11: a million resources). The
+//! server takes its other settings from the environment (`FHIRLAKE_STORE_CACHE=256`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -35,8 +38,10 @@ fn main() {
     let client = FhirClient::new(&server);
     let pid = server.pid().expect("the server's pid");
     println!();
-    println!("| export | resources | files | seconds | resources/s | RSS before | peak RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| export | resources | files | seconds | resources/s | RSS before | peak RSS | anon before → peak | file before → peak |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, path) in [
         ("system", "$export"),
         ("Patient", "Patient/$export"),
@@ -47,6 +52,8 @@ fn main() {
     ] {
         for _ in 0..rounds {
             let before = memory(pid, "VmRSS");
+            let (anon, file) = (memory(pid, "RssAnon"), memory(pid, "RssFile"));
+            let (mut peak_anon, mut peak_file) = (anon, file);
             // Resets VmHWM to the current RSS: the peak below is this export's.
             std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
             let started = Instant::now();
@@ -55,6 +62,8 @@ fn main() {
             let status = reply.header("content-location").unwrap();
             let manifest = loop {
                 let reply = send(client.http.get(&status));
+                peak_anon = peak_anon.max(memory(pid, "RssAnon"));
+                peak_file = peak_file.max(memory(pid, "RssFile"));
                 match reply.status {
                     202 => std::thread::sleep(Duration::from_millis(100)),
                     200 => break reply.json(),
@@ -66,11 +75,15 @@ fn main() {
             let outputs = manifest["output"].as_array().unwrap();
             let resources: u64 = outputs.iter().map(|o| o["count"].as_u64().unwrap()).sum();
             println!(
-                "| {name} | {resources} | {} | {seconds:.2} | {:.0} | {} MB | {} MB |",
+                "| {name} | {resources} | {} | {seconds:.2} | {:.0} | {} MB | {} MB | {} → {} MB | {} → {} MB |",
                 outputs.len(),
                 resources as f64 / seconds,
                 before / 1024,
                 peak / 1024,
+                anon / 1024,
+                peak_anon / 1024,
+                file / 1024,
+                peak_file / 1024,
             );
             // Its files go before the next round.
             send(client.http.delete(&status)).expect(202, "delete");
@@ -78,7 +91,7 @@ fn main() {
     }
 }
 
-/// A memory figure of process `pid` (`VmRSS`, `VmHWM`) in KiB.
+/// A memory figure of process `pid` (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`) in KiB.
 fn memory(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
