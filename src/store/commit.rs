@@ -30,8 +30,9 @@
 //! Erasures ([`super::erase`]) ride in the same group transactions, after its requests: each
 //! request of erasures is all-or-nothing too, and its appended `erased` events take the next
 //! seqs. [`SCRUB_DELAY`] after the last commit that erased versions, again as long after that,
-//! and when it stops, the writer writes zeros over the file's free pages ([`super::scrub`]),
-//! so the erased bytes leave the disk too.
+//! and when it stops, the writer rebuilds the pages that held the erased versions and writes
+//! zeros over the file's free pages ([`super::scrub`]), so the erased bytes leave the disk
+//! too; erasures a crash kept from their scrub are scrubbed after the next start.
 //!
 //! The writer also keeps the books ([`Bookkeeping`]): consumer checkpoints, retention trims,
 //! job records, backend clients and the client assertions used at the token endpoint ride
@@ -434,6 +435,12 @@ struct Plan {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Message>) {
+        // Erasures that a crash kept from their scrub: it is due now.
+        match scrub::pending(&self.db) {
+            Ok(false) => {}
+            Ok(true) => self.erasures_to_scrub(),
+            Err(error) => tracing::error!(%error, "could not tell whether a scrub is due"),
+        }
         loop {
             let first = if self.scrubbing.is_some() {
                 match receiver.try_recv() {
@@ -485,6 +492,14 @@ impl Writer {
                 Err(error) => tracing::error!(%error, "scrubbing the free pages failed"),
             }
         }
+    }
+
+    /// Schedules the scrubs that follow erasures ([`SCRUBS`] of them, the first
+    /// [`SCRUB_DELAY`] from now).
+    fn erasures_to_scrub(&mut self) {
+        self.erased = true;
+        self.scrubs_left = SCRUBS;
+        self.scrub_due = Some(Instant::now() + SCRUB_DELAY);
     }
 
     fn start_scrub(&mut self) {
@@ -556,27 +571,17 @@ impl Writer {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
-                let freed: Vec<(String, String, u64)> = erased
+                let freed = erased
                     .iter()
                     .flatten()
                     .flatten()
-                    .flat_map(|e| {
-                        e.vids
-                            .iter()
-                            .map(|vid| (e.resource_type.clone(), e.id.clone(), *vid))
-                    })
-                    .collect();
+                    .any(|e| !e.vids.is_empty());
                 // Put off by every erasure: a job's erasures are scrubbed once, after the last.
-                if !freed.is_empty() {
-                    self.erased = true;
-                    self.scrubs_left = SCRUBS;
-                    self.scrub_due = Some(Instant::now() + SCRUB_DELAY);
+                if freed {
+                    self.erasures_to_scrub();
                 }
                 for (reply, result) in erase_replies.into_iter().zip(erased) {
                     let _ = reply.send(result);
-                }
-                if let Err(error) = scrub::rebuild(&self.db, &freed) {
-                    tracing::error!(%error, "rebuilding the pages of erased versions failed");
                 }
             }
             Err(error) => {

@@ -5,8 +5,9 @@
 //! nothing, after checking each against the state the requests before it left:
 //!
 //! - the erased versions' `versions` entries are removed (redb frees their pages once the
-//!   transaction and every read transaction older than it are gone, and the writer then
-//!   rebuilds their leaves and zeroes the free pages: [`super::scrub`]); `current` is removed with
+//!   transaction and every read transaction older than it are gone, and the writer's next
+//!   scrub rebuilds their leaves and zeroes the free pages: [`super::scrub`]); `current` is
+//!   removed with
 //!   the last version, and is otherwise untouched (the current version is never erased alone);
 //! - the change that wrote each erased version is rewritten in place as an [`Op::Erased`] entry
 //!   that names no bytes (its seq, time and `type_changes` entry stay: the log stays gap-free

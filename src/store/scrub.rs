@@ -9,8 +9,12 @@
 //! writes it whole), and drops the table again. A leaf holds one such value, so each takes one
 //! page of the lowest order and any free page can take it; the file only grows once no free
 //! page is left, which is how the fill knows it is done. The pages the table held are free
-//! again afterwards, holding zeros; a file that grew for the last value shrinks back at a later
-//! commit.
+//! again afterwards, holding zeros, and empty commits give back part of what the file grew by.
+//!
+//! Known defect: redb grows a file under 4 GiB by doubling it and gives back at most half of
+//! a free tail per commit, so a scrub leaves the file up to half again as large (the new part
+//! sparse until written), and each later scrub can do so again. redb tells neither how many
+//! pages are free nor which, so the fill cannot stop short of the growth.
 //!
 //! Invariant: after a scrub, no free page of the file holds bytes written before it, except
 //! pages that a read transaction open at the time of the scrub still holds (redb frees them
@@ -20,17 +24,20 @@
 //!
 //! One more place holds old bytes: redb changes a page that the same transaction already
 //! wrote in place, so a version removed from such a page (an erasure of several versions that
-//! share a leaf) leaves its bytes past the page's new end, in a page still in use. So after an
-//! erasure the writer [`rebuild`]s the leaves that held its versions, in a transaction of
-//! their own: a page written by an earlier transaction is rebuilt from its entries into a new
-//! page (zeroed), and the old one is freed, for the scrub.
+//! share a leaf) leaves its bytes past the page's new end, in a page still in use. So a scrub
+//! first rebuilds the leaves that held the versions erased since the last scrub (the `erased`
+//! entries after `meta`'s [`SCRUBBED_THROUGH_KEY`]): a page written by an earlier transaction
+//! is rebuilt from its entries into a new, zeroed page, and the old one is freed for the fill.
+//! Its last transaction records how far it reached, so a scrub that a crash interrupted (or
+//! never began) is due again when the store opens ([`pending`]).
 //!
 //! What a scrub cannot reach: copies made below the file (a filesystem's or a disk's own
 //! blocks, snapshots, backups).
 
 use super::StoreError;
-use super::tables::VERSIONS;
+use super::tables::{CHANGES, ChangeRecord, ERASED, META, SCRUBBED_THROUGH_KEY, VERSIONS};
 use redb::{Database, TableDefinition};
+use redb::{ReadableTable, WriteTransaction};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -40,6 +47,9 @@ const SCRUB: TableDefinition<u64, &[u8]> = TableDefinition::new("scrub");
 
 /// redb's page size (the store keeps redb's default).
 const PAGE: u64 = 4096;
+
+/// The most empty commits [`shrink`] makes.
+const SHRINK_COMMITS: usize = 40;
 
 /// How many values are written between two looks at the file's length.
 const BATCH: u64 = 64;
@@ -67,6 +77,8 @@ pub struct Scrub {
     next: Step,
     /// Pages written with zeros so far.
     pages: u64,
+    /// The last `erased` entry whose leaves it rebuilt.
+    through: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +94,7 @@ impl Default for Scrub {
         Scrub {
             next: Step::Release(2),
             pages: 0,
+            through: None,
         }
     }
 }
@@ -95,6 +108,9 @@ impl Scrub {
         match self.next {
             Step::Release(left) => {
                 txn.delete_table(SCRUB)?;
+                if self.through.is_none() {
+                    self.through = rebuild(&txn)?;
+                }
                 self.next = if left > 1 {
                     Step::Release(left - 1)
                 } else {
@@ -122,7 +138,12 @@ impl Scrub {
             }
             Step::Drop => {
                 txn.delete_table(SCRUB)?;
+                if let Some(through) = self.through {
+                    txn.open_table(META)?
+                        .insert(SCRUBBED_THROUGH_KEY, through)?;
+                }
                 txn.commit()?;
+                shrink(db, file)?;
                 return Ok(Some(self.pages));
             }
         }
@@ -143,30 +164,72 @@ pub fn scrub(db: &Database, file: &Path) -> Result<u64, StoreError> {
     }
 }
 
-/// Rebuilds the leaves of `versions` that hold (or held) the keys of `erased`, (type, id,
-/// vid) of versions erased by transactions before: an empty placeholder is inserted at each
-/// key, which makes redb write that leaf anew, and removed again before the commit (so no
-/// reader ever sees one). Leaves the table as it was.
-pub fn rebuild(db: &Database, erased: &[(String, String, u64)]) -> Result<(), StoreError> {
-    if erased.is_empty() {
-        return Ok(());
-    }
+/// Whether versions were erased since the last scrub reached them: a scrub is due.
+pub fn pending(db: &Database) -> Result<bool, StoreError> {
     let txn = db.begin_write()?;
-    {
-        let mut versions = txn.open_table(VERSIONS)?;
-        for (resource_type, id, vid) in erased {
-            let key = (resource_type.as_str(), id.as_str(), *vid);
-            if versions.insert(key, [].as_slice())?.is_some() {
-                return Err(StoreError::Schema(format!(
-                    "{resource_type}/{id} version {vid} is not erased"
-                )));
-            }
-        }
-        for (resource_type, id, vid) in erased {
-            versions.remove((resource_type.as_str(), id.as_str(), *vid))?;
+    let through = txn
+        .open_table(META)?
+        .get(SCRUBBED_THROUGH_KEY)?
+        .map_or(0, |v| v.value());
+    let last = txn
+        .open_table(ERASED)?
+        .last()?
+        .map_or(0, |(seq, _)| seq.value());
+    txn.abort()?;
+    Ok(last > through)
+}
+
+/// Rebuilds, in `txn`, the leaves of `versions` that held the versions erased since the last
+/// scrub: an empty placeholder is inserted at each erased version's key, which makes redb
+/// write that leaf anew, and removed again before the commit (no reader sees one; a version
+/// written again since at the same key is left as it is). Returns the last `erased` entry
+/// it reached, if any.
+fn rebuild(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let after = txn
+        .open_table(META)?
+        .get(SCRUBBED_THROUGH_KEY)?
+        .map_or(0, |v| v.value());
+    let changes = txn.open_table(CHANGES)?;
+    let mut erased = Vec::new();
+    let mut through = None;
+    for item in txn.open_table(ERASED)?.range(after + 1..)? {
+        let (seq, _) = item?;
+        through = Some(seq.value());
+        if let Some(record) = changes.get(seq.value())? {
+            let change = ChangeRecord::decode(seq.value(), record.value());
+            erased.push((change.resource_type, change.id, change.vid));
         }
     }
-    txn.commit()?;
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut placed = Vec::with_capacity(erased.len());
+    for (resource_type, id, vid) in &erased {
+        let key = (resource_type.as_str(), id.as_str(), *vid);
+        if versions.get(key)?.is_none() {
+            versions.insert(key, [].as_slice())?;
+            placed.push(key);
+        }
+    }
+    for key in placed {
+        versions.remove(key)?;
+    }
+    Ok(through)
+}
+
+/// Commits with nothing in it until the file stops shrinking: the fill grew it for its last
+/// values, and redb gives back at most half of a file's free tail per commit, once the pages
+/// freed are free.
+fn shrink(db: &Database, file: &Path) -> Result<(), StoreError> {
+    let mut length = file_length(file)?;
+    let mut unchanged = 0;
+    for _ in 0..SHRINK_COMMITS {
+        db.begin_write()?.commit()?;
+        let now = file_length(file)?;
+        unchanged = if now < length { 0 } else { unchanged + 1 };
+        if unchanged == 3 {
+            break;
+        }
+        length = now;
+    }
     Ok(())
 }
 
@@ -236,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_removed_in_place_leave_no_bytes_after_a_rebuild_and_a_scrub() {
+    fn versions_removed_in_place_leave_no_bytes_once_recorded_as_erased() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("db.redb");
         let db = Database::create(&file).unwrap();
@@ -269,15 +332,38 @@ mod tests {
             versions.remove(("Patient", "a", 3)).unwrap();
         }
         txn.commit().unwrap();
+        // Unrecorded as erased, the page in use keeps the bytes past its end.
         scrub(&db, &file).unwrap();
-        assert!(
-            holds(&file, marker),
-            "the page in use keeps the bytes past its end"
-        );
-        let erased = [2, 3].map(|vid| ("Patient".to_string(), "a".to_string(), vid));
-        rebuild(&db, &erased).unwrap();
+        assert!(holds(&file, marker));
+        // Recorded (as an erasure records them), the next scrub rebuilds that leaf.
+        let record = |txn: &WriteTransaction, seq: u64, vid: u64| {
+            let event = ChangeRecord {
+                seq,
+                txid: seq,
+                resource_type: "Patient".into(),
+                id: "a".into(),
+                vid,
+                op: crate::store::tables::Op::Erased,
+                last_updated: 0,
+                erased: Some(0),
+            };
+            txn.open_table(CHANGES)
+                .unwrap()
+                .insert(seq, event.encode().as_slice())
+                .unwrap();
+            txn.open_table(ERASED)
+                .unwrap()
+                .insert(seq, "Patient")
+                .unwrap();
+        };
+        let txn = db.begin_write().unwrap();
+        record(&txn, 1, 2);
+        record(&txn, 2, 3);
+        txn.commit().unwrap();
+        assert!(pending(&db).unwrap());
         scrub(&db, &file).unwrap();
         assert!(!holds(&file, marker));
+        assert!(!pending(&db).unwrap());
         let txn = db.begin_read().unwrap();
         let versions = txn.open_table(VERSIONS).unwrap();
         assert_eq!(versions.len().unwrap(), 11);
@@ -287,14 +373,20 @@ mod tests {
         );
         drop(versions);
         drop(txn);
-        // A version that is there is not a rebuild's to touch.
-        let kept = [("Patient".to_string(), "a".to_string(), 1)];
-        assert!(rebuild(&db, &kept).is_err());
+        // A version written again at an erased key is left as it is.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(VERSIONS)
+            .unwrap()
+            .insert(("Patient", "a", 3), b"again".as_slice())
+            .unwrap();
+        record(&txn, 3, 3);
+        txn.commit().unwrap();
+        scrub(&db, &file).unwrap();
         let txn = db.begin_read().unwrap();
         let versions = txn.open_table(VERSIONS).unwrap();
         assert_eq!(
-            versions.get(("Patient", "a", 1)).unwrap().unwrap().value(),
-            body(1)
+            versions.get(("Patient", "a", 3)).unwrap().unwrap().value(),
+            b"again"
         );
     }
 }

@@ -47,6 +47,9 @@ pub const ASSERTION_LAPSES: TableDefinition<(u64, &str, &str), ()> =
 
 /// The key of the schema version in `meta`.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// The `meta` entry of the last `erased` entry whose version's pages a scrub has reached
+/// (`store::scrub`); none before the first scrub.
+pub const SCRUBBED_THROUGH_KEY: &str = "scrubbed_through";
 
 /// What a version did to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
