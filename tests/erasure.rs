@@ -697,3 +697,33 @@ fn a_purge_names_a_running_export_that_may_hold_what_it_erased() {
     assert_eq!(done.json()["exportsHoldingErasedData"], json!([export]));
     send(client.http.delete(&export)).expect(202, "cancel the export");
 }
+
+/// A crash right after an erasure, before its scrub: the scrub is due again when the store
+/// opens, and the erased bytes leave the file.
+#[test]
+fn an_erasure_a_crash_kept_from_its_scrub_is_scrubbed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, &[SMALL]);
+    let mut fhir = Fhir::on(&data, &["--job-poll-interval", "100ms"]);
+    let patient = patient_id(&fhir, SMALL);
+    let family = fhir.get(&format!("Patient/{patient}")).json()["name"][0]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = kick_off(&fhir, &format!("Patient/{patient}/$purge"));
+    wait_for_end(&fhir, &status).expect(200, "the purge's result");
+    // Killed at once: its scrub was due two seconds after the last erasure.
+    fhir.server.kill();
+    let store = data.join("fhirlake.redb");
+    let held = || {
+        files_holding(&data, &family)
+            .iter()
+            .any(|file| Path::new(file) == store)
+    };
+    assert!(held(), "the crash left the erased bytes in the file");
+    let fhir = Fhir::on(&data, &[]);
+    wait_until("the scrub after the restart", || !held());
+    fhir.get(&format!("Patient/{patient}"))
+        .expect(404, "still erased");
+}
