@@ -49,6 +49,9 @@ pub enum Command {
     /// Rebuilds the search index of a data directory from the store alone. Stop the server
     /// that uses the directory first.
     Reindex(DataDir),
+    /// Compacts the store's file: gives its free space back to the file system (after large
+    /// erasures, whose scrubs can grow it). Stop the server that uses the directory first.
+    Compact(DataDir),
     /// Mints an HS256 development token with the server's settings (`--auth-secret`, or the
     /// secret `serve` made in the data directory; issuer and audience) and prints it alone
     /// on the last line: `curl -H "Authorization: Bearer $(fhirlake token --scope ...)"`.
@@ -186,6 +189,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reindex(data) => reindex(data),
+        Command::Compact(data) => {
+            let (before, after) = crate::store::schema::compact(&data.path)?;
+            println!(
+                "compacted {}: {} MB before, {} MB after",
+                data.path.display(),
+                before / (1024 * 1024),
+                after / (1024 * 1024)
+            );
+            Ok(())
+        }
         Command::Token(args) => {
             println!("{}", mint(&args)?);
             Ok(())

@@ -61,7 +61,8 @@ storage_errors!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::CompactionError
 );
 
 impl From<StoreError> for FhirError {

@@ -128,6 +128,27 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
     })
 }
 
+/// Compacts the store of `dir` (redb's compaction: pages in use move into the free ones and
+/// the file is cut after the last): returns its size before and after. Needs the directory
+/// to itself (a running server holds it locked). What free pages held is overwritten or cut
+/// away with them; it gives back what scrubs after erasures grew the file by.
+pub fn compact(dir: &Path) -> Result<(u64, u64), StoreError> {
+    let file = dir.join(DB_FILE);
+    let size = || {
+        std::fs::metadata(&file)
+            .map(|metadata| metadata.len())
+            .map_err(|source| StoreError::Directory {
+                path: file.clone(),
+                source,
+            })
+    };
+    let mut db = open_current(dir, DEFAULT_CACHE)?;
+    let before = size()?;
+    while db.compact()? {}
+    drop(db);
+    Ok((before, size()?))
+}
+
 fn too_new(dir: &Path, found: u64) -> StoreError {
     StoreError::Schema(format!(
         "the data directory {} is at schema version {found}, written by a newer fhirlake; this \
