@@ -95,8 +95,8 @@ impl BatchBuilder {
     pub fn finish(&mut self) -> Result<RecordBatch, Error> {
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         let rows = std::mem::take(&mut self.rows);
-        let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
-            .with_row_count(Some(rows));
+        let options =
+            datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             arrays,
@@ -280,8 +280,9 @@ fn values_of(array: &dyn Array) -> Result<Vec<Value>, Error> {
         | DataType::Decimal256(..) => displayed(array)?
             .into_iter()
             .map(|text| match text {
-                Value::String(text) => serde_json::from_str::<Number>(&text)
-                    .map_or(Value::String(text), Value::Number),
+                Value::String(text) => {
+                    serde_json::from_str::<Number>(&text).map_or(Value::String(text), Value::Number)
+                }
                 other => other,
             })
             .collect(),
@@ -372,7 +373,10 @@ mod tests {
         assert_eq!(back[0][4], json!("2020-01-02T03:04:05Z"));
         assert_eq!(back[0][5], json!(["x", "y"]));
         assert_eq!(back[1][0], json!("{\"k\":1}"));
-        assert_eq!(&back[1][1..5], &[Value::Null, Value::Null, Value::Null, Value::Null]);
+        assert_eq!(
+            &back[1][1..5],
+            &[Value::Null, Value::Null, Value::Null, Value::Null]
+        );
         assert_eq!(back[1][5], json!([]));
     }
 
@@ -404,6 +408,9 @@ mod tests {
         assert!(builder.push(&[Value::Null]).is_err());
         assert_eq!(builder.len(), 1);
         let batch = builder.finish().unwrap();
-        assert_eq!(rows_of(&batch).unwrap()[0][5], json!(["1", "{\"a\":2}", "true"]));
+        assert_eq!(
+            rows_of(&batch).unwrap()[0][5],
+            json!(["1", "{\"a\":2}", "true"])
+        );
     }
 }

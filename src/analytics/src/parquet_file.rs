@@ -176,6 +176,9 @@ mod tests {
             rows.extend(rows_of(&batch.unwrap()).unwrap());
         }
         assert_eq!(rows.len(), total);
-        assert_eq!(rows[total - 1], vec![json!(format!("r{}", total - 1)), json!(total - 1)]);
+        assert_eq!(
+            rows[total - 1],
+            vec![json!(format!("r{}", total - 1)), json!(total - 1)]
+        );
     }
 }

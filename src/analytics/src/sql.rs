@@ -25,26 +25,26 @@
 
 use crate::parquet_file::BATCH_ROWS;
 use crate::schema::{ColumnSpec, schema};
-use crate::{batch::BatchBuilder, RecordBatch, SchemaRef};
+use crate::{RecordBatch, SchemaRef, batch::BatchBuilder};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, Query as SqlQuery, Statement as SqlStatement, Visit, Visitor,
 };
-use std::future::Future;
-use std::ops::ControlFlow;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
@@ -183,7 +183,10 @@ impl Engine {
             let state = context.state();
             let statement = parse(&state, &sql)?;
             let mut names = Vec::new();
-            for reference in state.resolve_table_references(&statement).map_err(invalid)? {
+            for reference in state
+                .resolve_table_references(&statement)
+                .map_err(invalid)?
+            {
                 if reference.catalog().is_some() || reference.schema().is_some() {
                     return Err(SqlError::Invalid(format!(
                         "{reference}: there are only the views' tables, named without a schema"
@@ -213,10 +216,9 @@ impl Engine {
                 handle: handle.clone(),
                 failure: failure.clone(),
             };
-            let provider = StreamingTable::try_new(partition.schema.clone(), vec![Arc::new(
-                partition,
-            )])
-            .map_err(invalid)?;
+            let provider =
+                StreamingTable::try_new(partition.schema.clone(), vec![Arc::new(partition)])
+                    .map_err(invalid)?;
             context
                 .register_table(name.as_str(), Arc::new(provider))
                 .map_err(invalid)?;
@@ -561,7 +563,11 @@ mod tests {
         .unwrap()
     }
 
-    fn run(engine: &Engine, sql: &str, source: Arc<dyn RowSource>) -> Result<Vec<Vec<Value>>, SqlError> {
+    fn run(
+        engine: &Engine,
+        sql: &str,
+        source: Arc<dyn RowSource>,
+    ) -> Result<Vec<Vec<Value>>, SqlError> {
         let mut query = engine.query(sql, vec![("numbers".into(), table(source))])?;
         let mut rows = Vec::new();
         while let Some(batch) = query.next_batch() {
@@ -590,7 +596,11 @@ mod tests {
             })
             .collect();
         assert_eq!(rows, expected);
-        let limited = run(&engine, "SELECT n FROM numbers LIMIT 3", Arc::new(Numbers(1 << 40)));
+        let limited = run(
+            &engine,
+            "SELECT n FROM numbers LIMIT 3",
+            Arc::new(Numbers(1 << 40)),
+        );
         assert_eq!(limited.unwrap().len(), 3);
     }
 
@@ -603,8 +613,14 @@ mod tests {
                 .unwrap(),
             vec!["a", "b"]
         );
-        assert!(matches!(engine.tables("SELECT * FROM s.a"), Err(SqlError::Invalid(_))));
-        assert!(matches!(engine.tables("SELEC 1"), Err(SqlError::Invalid(_))));
+        assert!(matches!(
+            engine.tables("SELECT * FROM s.a"),
+            Err(SqlError::Invalid(_))
+        ));
+        assert!(matches!(
+            engine.tables("SELEC 1"),
+            Err(SqlError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -615,7 +631,10 @@ mod tests {
             other => panic!("{sql}: {:?}", other.map(|r| r.len())),
         };
         let unknown = fault("SELECT k,\n  nope FROM numbers");
-        assert!(unknown.contains("nope") && unknown.contains("line 2, column 3"), "{unknown}");
+        assert!(
+            unknown.contains("nope") && unknown.contains("line 2, column 3"),
+            "{unknown}"
+        );
         let syntax = fault("SELECT n FROM numbers WHERE ) = 1");
         assert!(syntax.contains("Line: 1"), "{syntax}");
         assert!(fault("SELECT * FROM other").contains("other"));
@@ -629,7 +648,11 @@ mod tests {
             fault(write);
         }
         assert!(!std::path::Path::new("/tmp/fhirlake-sql-copy.csv").exists());
-        let deep = format!("SELECT {}1{} FROM numbers", "(".repeat(5000), ")".repeat(5000));
+        let deep = format!(
+            "SELECT {}1{} FROM numbers",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
         fault(&deep);
         // Nested as deep as allowed: planned and run; deeper (as deep as a query within
         // MAX_QUERY can nest): refused before it is planned, without overflowing the stack.
@@ -637,7 +660,10 @@ mod tests {
         let deep_enough = format!("SELECT 1{} AS x FROM numbers", "+1".repeat(terms));
         let rows = run(&engine, &deep_enough, Arc::new(Numbers(2))).unwrap();
         assert_eq!(rows[0][0], json!(terms + 1));
-        let too_deep = format!("SELECT 1{} AS x FROM numbers", "+1".repeat((MAX_QUERY - 100) / 2));
+        let too_deep = format!(
+            "SELECT 1{} AS x FROM numbers",
+            "+1".repeat((MAX_QUERY - 100) / 2)
+        );
         assert!(fault(&too_deep).contains("levels deep"));
         let subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(40), ")".repeat(40));
         fault(&subqueries);
