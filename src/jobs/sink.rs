@@ -123,7 +123,7 @@ impl Sink {
         let buffered = BufWriter::with_capacity(1 << 16, target);
         let encoder = match compression {
             Compression::None => Encoder::Plain(buffered),
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(buffered, Level::fast())),
+            Compression::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(buffered, Level::fast()))),
         };
         Ok(FileWriter {
             encoder,
@@ -251,9 +251,11 @@ impl Target {
     }
 }
 
+/// Boxed gzip: its state is large beside a plain file's (larger still with zlib-rs, which
+/// Parquet turns on in flate2).
 enum Encoder {
     Plain(BufWriter<Target>),
-    Gzip(GzEncoder<BufWriter<Target>>),
+    Gzip(Box<GzEncoder<BufWriter<Target>>>),
 }
 
 /// A file being written, line by line.
