@@ -1,5 +1,5 @@
-//! The `fhirlake` command line: `serve`, `migrate`, `import`, `reindex`, `openapi`, `token`,
-//! `client add|list|remove` and `terminology load-snomed|load-loinc`.
+//! The `fhirlake` command line: `serve`, `migrate`, `import`, `reindex`, `sql`, `openapi`,
+//! `token`, `client add|list|remove` and `terminology load-snomed|load-loinc`.
 //!
 //! The commands that write a data directory (`import`, `reindex`, `client`, `terminology`)
 //! open its store themselves, and redb lets one process at a time do so: while a server runs on
@@ -65,6 +65,27 @@ pub enum Command {
     /// it locked); it reads the clients at every token request once started again.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Runs a read-only SQL query over the stored ViewDefinitions, each a table named by its
+    /// `name`, and prints the result (`--format`). Stop the server that uses the data
+    /// directory first, or send the query to its `$sql`.
+    Sql(SqlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+
+    #[command(flatten)]
+    pub limits: crate::config::SqlConfig,
+
+    /// How the result is printed: `csv` (with a header line), `json`, `ndjson` or `parquet`
+    /// (a Parquet file: redirect it to one).
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+
+    /// The SQL query (`SELECT gender, count(*) FROM patient_demographics GROUP BY gender`).
+    pub query: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Sql(args) => sql(args),
         Command::Token(args) => {
             println!("{}", mint(&args)?);
             Ok(())
@@ -274,6 +296,43 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         anyhow::bail!("some of the input was rejected (listed above)");
     }
     Ok(())
+}
+
+fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    use crate::views::output::{Encoder, Format};
+    use std::io::Write;
+    let format = Format::parse(&args.format).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--format {}: the formats are csv, json, ndjson and parquet",
+            args.format
+        )
+    })?;
+    let store = open_store(&args.data, ", or POST the query to its $sql")?;
+    let search = std::sync::Arc::new(crate::search::Engine::open(
+        &store,
+        &args.data.path.join(crate::search::INDEX_DIR),
+        None,
+        crate::search::Limits::default(),
+    )?);
+    let engine = args.limits.engine()?;
+    let seq = store.committed_seq();
+    let access = crate::auth::Access::Open;
+    let printed = (|| -> anyhow::Result<()> {
+        let mut query =
+            crate::jobs::views::query(&engine, &store, &search, &access, &args.query, seq)?;
+        let mut encoder = Encoder::of_schema(format, query.schema().clone(), true)?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&encoder.take())?;
+        while let Some(batch) = query.next_batch() {
+            encoder.batch(&batch.map_err(crate::jobs::views::sql_error)?)?;
+            stdout.write_all(&encoder.take())?;
+        }
+        stdout.write_all(&encoder.finish()?)?;
+        Ok(stdout.flush()?)
+    })();
+    search.close()?;
+    store.close();
+    printed
 }
 
 fn reindex(data: DataDir) -> anyhow::Result<()> {

@@ -253,6 +253,36 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub jobs: JobsConfig,
+
+    #[command(flatten)]
+    pub sql: SqlConfig,
+}
+
+/// The limits of SQL queries (`$sql`, `fhirlake sql`).
+#[derive(Args, Clone, Debug)]
+pub struct SqlConfig {
+    /// The most memory, in MiB, one SQL query's operators may hold (hash tables of
+    /// aggregates and joins, sorts); a query that needs more is refused (400 `too-costly`).
+    #[arg(long = "sql-memory", env = "FHIRLAKE_SQL_MEMORY", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub sql_memory_mib: u64,
+
+    /// How long one SQL query may run (`500ms`, `30s`, `2m`, ...); a query still running then
+    /// is stopped (400 `too-costly`, or its answer cut short once it has started).
+    #[arg(long = "sql-timeout", env = "FHIRLAKE_SQL_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub sql_timeout: Duration,
+}
+
+impl SqlConfig {
+    /// The SQL engine with these limits, on two threads of its own.
+    pub fn engine(&self) -> anyhow::Result<fhirlake_analytics::sql::Engine> {
+        let limits = fhirlake_analytics::sql::Limits {
+            memory: (self.sql_memory_mib as usize) << 20,
+            time: self.sql_timeout,
+        };
+        fhirlake_analytics::sql::Engine::new(2, limits)
+            .map_err(|e| anyhow::anyhow!("the SQL engine cannot start: {e}"))
+    }
 }
 
 /// Jobs: bulk `$export` and the other long operations (see `src/jobs/`).

@@ -144,6 +144,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         verifier,
         backend,
         jobs: jobs.clone(),
+        sql: Arc::new(config.sql.engine()?),
     });
     let mut server = HttpServer::new(move || {
         App::new()

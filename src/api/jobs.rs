@@ -98,14 +98,18 @@ pub async fn status(
                     let request = crate::jobs::import::request_of(&job)?;
                     crate::jobs::import::manifest(&job, &request, &base)
                 }
+                Kind::ViewExport => crate::jobs::views::view_export::result(&job, &base)?,
             };
             let mut response = HttpResponse::Ok();
             if let Some(expires) = expires(&job, state.jobs.settings().retention) {
                 response.insert_header((header::EXPIRES, expires));
             }
-            Ok(response
-                .content_type("application/json")
-                .body(manifest.to_string()))
+            // A view export's result is a Parameters resource; the others are manifests.
+            let media = match job.kind {
+                Kind::ViewExport => FHIR_JSON,
+                _ => "application/json",
+            };
+            Ok(response.content_type(media).body(manifest.to_string()))
         }
         JobState::Failed => {
             let failure = job.failure.unwrap_or_else(|| crate::jobs::record::Failure {
@@ -162,11 +166,17 @@ pub async fn file(
     if output.content == Content::Output {
         access.require(Permission::Read, Some(&output.resource_type))?;
     }
-    if !accepts(&req, &[NDJSON, "application/ndjson", "ndjson"]) {
+    // A view export's files are in the format it asked for (never gzip-encoded here: a
+    // Parquet file compresses itself, and the others are stored plain).
+    let media = match job.kind {
+        Kind::ViewExport => crate::jobs::views::view_export::media_type(&output.name),
+        _ => NDJSON,
+    };
+    if !accepts(&req, &[media, "application/ndjson", "ndjson"]) {
         return Err(FhirError::new(
             406,
             IssueCode::NotSupported,
-            "the files of an export are application/fhir+ndjson",
+            format!("the files of this job are {media}"),
         )
         .into());
     }
@@ -177,9 +187,9 @@ pub async fn file(
         .map_err(|e| FhirError::internal(format!("the file cannot be opened: {e}")))?
         .map_err(|e| FhirError::internal(format!("the file cannot be read: {e}")))?
         .ok_or_else(missing)?;
-    let gzip = accepts_gzip(&req);
+    let gzip = media == NDJSON && accepts_gzip(&req);
     let mut response = HttpResponse::Ok();
-    response.content_type(NDJSON);
+    response.content_type(media);
     if gzip {
         response.insert_header((header::CONTENT_ENCODING, "gzip"));
     }

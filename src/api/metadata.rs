@@ -28,6 +28,9 @@ static DESCRIBED: LazyLock<Micros> =
 /// SQL on FHIR v2: the ViewDefinition's structure and its `$run` operation.
 const VIEW_PROFILE: &str = "https://sql-on-fhir.org/ig/StructureDefinition/ViewDefinition";
 const VIEW_RUN: &str = "https://sql-on-fhir.org/ig/OperationDefinition/ViewDefinitionRun";
+const VIEW_EXPORT: &str = "https://sql-on-fhir.org/ig/OperationDefinition/ViewDefinitionExport";
+/// fhirlake's own `$sql` (SQL over the stored views).
+const SQL: &str = "https://fhirlake.dev/fhir/OperationDefinition/sql";
 
 /// The interactions every resource type supports.
 const TYPE_INTERACTIONS: &[&str] = &[
@@ -197,11 +200,15 @@ pub fn statement(
             }
             if *name == VIEW_DEFINITION {
                 operations.push(json!({"name": "run", "definition": VIEW_RUN}));
+                operations.push(json!({"name": "viewdefinition-export", "definition": VIEW_EXPORT}));
                 resource["profile"] = json!(VIEW_PROFILE);
                 resource["documentation"] = json!(
                     "Not an R4 type: the ViewDefinition of SQL on FHIR v2, the one type beside \
                      R4's that fhirlake stores, checked against the guide's structure. `$run` \
-                     makes its rows (json, ndjson, csv)."
+                     makes its rows (json, ndjson, csv, parquet); `$viewdefinition-export` \
+                     writes them to files as a job (parquet, csv, ndjson, json; patient, \
+                     group, _since; not source); `$sql` queries the stored views as tables \
+                     named by their `name`."
                 );
             }
             resource["operation"] = json!(operations);
@@ -289,6 +296,8 @@ pub fn statement(
                 {"name": "bulk-submit", "definition": format!("{BULK_OPERATIONS}/bulk-submit")},
                 {"name": "bulk-submit-status",
                     "definition": format!("{BULK_OPERATIONS}/bulk-submit-status")},
+                {"name": "viewdefinition-export", "definition": VIEW_EXPORT},
+                {"name": "sql", "definition": SQL},
             ],
         }],
     })

@@ -31,9 +31,11 @@ mod operations;
 mod patch;
 mod request_log;
 mod search;
+mod sql;
 mod terminology;
 mod token;
 mod validate;
+mod view_export;
 mod views;
 
 pub use admission::admit;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub backend: Option<token::Backend>,
     /// The jobs (bulk exports): their records, workers and files.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// The SQL engine of `$sql`, with its limits.
+    pub sql: Arc<fhirlake_analytics::sql::Engine>,
 }
 
 /// The routes: the operations endpoints, the SMART configuration, the token endpoint
@@ -124,6 +128,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(export::group))
                     .route(web::post().to(export::group)),
             )
+            .service(
+                resource("/$sql")
+                    .route(web::get().to(sql::sql))
+                    .route(web::post().to(sql::sql)),
+            )
             .service(resource("/$import").route(web::post().to(import::import)))
             .service(resource("/$bulk-submit").route(web::post().to(import::bulk_submit)))
             .service(
@@ -159,6 +168,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
             .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
             .service(resource("/{type}/{id}/$everything").route(web::get().to(search::everything)))
+            .service(
+                resource("/$viewdefinition-export")
+                    .route(web::post().to(view_export::kick_off_type)),
+            )
+            .service(
+                resource("/ViewDefinition/$viewdefinition-export")
+                    .route(web::post().to(view_export::kick_off_type)),
+            )
+            .service(
+                resource("/ViewDefinition/{id}/$viewdefinition-export")
+                    .route(web::post().to(view_export::kick_off_instance)),
+            )
             .service(
                 resource("/ViewDefinition/$run")
                     .route(web::get().to(views::run_type))

@@ -1,7 +1,7 @@
 //! `$run` of SQL on FHIR v2 (`ViewDefinitionRun`): `GET|POST [base]/ViewDefinition/$run` with
 //! an inline `viewResource` (or a `viewReference`), and `[base]/ViewDefinition/[id]/$run` of
 //! a stored one. Parameters come from the query and, for a POST, a `Parameters` body:
-//! `_format` (`json`, `ndjson`, `csv`; `parquet` is 501 for now; else the `Accept` header),
+//! `_format` (`json`, `ndjson`, `csv`, `parquet`; else the `Accept` header),
 //! `header` (CSV), `patient`, `group`, `_since`, `_limit`, and `resource` (inline resources to
 //! run the view on instead of the store's).
 //!
@@ -11,7 +11,9 @@
 //! (`patient`, `group`) and by the client's view (a `patient/` token sees only its
 //! compartment's rows) with the export's `Selector`, runs the view on each resource and sends
 //! the encoded rows in chunks of about [`CHUNK`] bytes through a small bounded channel, so
-//! memory holds a few chunks and one resource's rows whatever the result's size. The answer
+//! memory holds a few chunks and one resource's rows whatever the result's size. Parquet
+//! (`fhirlake_analytics::parquet_file`) goes out a row group at a time: memory then holds one
+//! row group (at most 64Ki rows, about 32 MiB encoded) besides. The answer
 //! starts once the first chunk is made: a view that fails on the first resources is a 400
 //! OperationOutcome; one that fails later ends the stream early (the connection is closed
 //! without its last chunk, so the client sees an incomplete answer, never a short one).
@@ -26,7 +28,6 @@ use crate::fhir::resource::{VIEW_DEFINITION, check_id};
 use crate::fhir::{FhirError, IssueCode};
 use crate::jobs::Stop;
 use crate::jobs::export::request::{check_population, instant};
-use crate::jobs::export::select::{Line, Population, Selector};
 use crate::jobs::export::{Level, Request, Snapshot};
 use crate::search::Engine;
 use crate::store::Store;
@@ -46,9 +47,6 @@ pub const CHUNK: usize = 64 * 1024;
 
 /// How many chunks may wait between the thread that makes them and the connection.
 const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// How many resources the thread reads from the store at a time.
-const BATCH: usize = 256;
 
 /// `GET|POST [base]/ViewDefinition/$run`
 pub async fn run_type(
@@ -202,36 +200,33 @@ impl Asked {
         Ok(())
     }
 
-    /// The output format: `_format`, else the `Accept` header, else JSON.
     fn format(&self, req: &HttpRequest) -> Result<Format, FhirError> {
-        let named = match &self.format {
-            Some(name) => name.clone(),
-            None => match header_str(req.headers(), header::ACCEPT) {
-                Some(accept) => {
-                    let first = accept.split(',').next().unwrap_or_default();
-                    let media = first.split(';').next().unwrap_or_default().trim();
-                    match media {
-                        "" | "*/*" => return Ok(Format::Json),
-                        media => media.to_string(),
-                    }
-                }
-                None => return Ok(Format::Json),
-            },
-        };
-        match named.as_str() {
-            "parquet" | "application/vnd.apache.parquet" | "application/octet-stream" => {
-                Err(FhirError::not_supported(
-                    "_format=parquet is not supported yet: ask for json, ndjson or csv",
-                ))
-            }
-            name => Format::parse(name).ok_or_else(|| {
-                FhirError::bad_request(
-                    IssueCode::NotSupported,
-                    format!("_format={name}: the formats are json, ndjson and csv"),
-                )
-            }),
-        }
+        output_format(self.format.as_deref(), req)
     }
+}
+
+/// The output format of rows: `_format` (`named`), else the `Accept` header, else JSON.
+pub(super) fn output_format(named: Option<&str>, req: &HttpRequest) -> Result<Format, FhirError> {
+    let named = match named {
+        Some(name) => name.to_string(),
+        None => match header_str(req.headers(), header::ACCEPT) {
+            Some(accept) => {
+                let first = accept.split(',').next().unwrap_or_default();
+                let media = first.split(';').next().unwrap_or_default().trim();
+                match media {
+                    "" | "*/*" => return Ok(Format::Json),
+                    media => media.to_string(),
+                }
+            }
+            None => return Ok(Format::Json),
+        },
+    };
+    Format::parse(&named).ok_or_else(|| {
+        FhirError::bad_request(
+            IssueCode::NotSupported,
+            format!("_format={named}: the formats are json, ndjson, csv and parquet"),
+        )
+    })
 }
 
 async fn run(
@@ -257,14 +252,9 @@ async fn run(
     if asked.patient.is_some() && asked.group.is_some() {
         return Err(bad("group", "give patient or group, not both").into());
     }
-    let encoder = Encoder::new(format, &view.columns, asked.header.unwrap_or(true));
+    let encoder = Encoder::new(format, &view.columns, asked.header.unwrap_or(true))?;
     let limit = asked.limit.unwrap_or(usize::MAX);
-    let (sender, mut receiver) = mpsc::channel::<Result<Vec<u8>, FhirError>>(CHUNKS_IN_FLIGHT);
-    let mut out = Out {
-        encoder,
-        sender,
-        limit,
-    };
+    let (mut out, receiver) = Out::new(encoder, limit);
     if asked.resources.is_empty() {
         let request = stored_request(&state, &access, &view, &asked).await?;
         let (store, engine) = (state.store.clone(), state.search.clone());
@@ -290,7 +280,12 @@ async fn run(
             out.end(made);
         });
     }
-    // The first chunk decides the status: an error before any row is the client's answer.
+    respond(receiver, format).await
+}
+
+/// The streamed answer of rows that an [`Out`] sends: the first chunk decides the status (an
+/// error before any row is the client's answer, an OperationOutcome), the rest follows.
+pub(super) async fn respond(mut receiver: Chunks, format: Format) -> ApiResult {
     let first = match receiver.recv().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(error)) => return Err(error.into()),
@@ -338,36 +333,46 @@ fn view_of(
             ));
         }
         (Some(id), None, None) => id.clone(),
-        (None, Some(reference), None) => {
-            let local = state.search.registry.base.local(reference);
-            match local.and_then(|l| l.strip_prefix("ViewDefinition/")) {
-                Some(id) => id.to_string(),
-                None => {
-                    return Err(bad(
-                        "viewReference",
-                        "is a reference to a ViewDefinition of this server (ViewDefinition/[id])",
-                    ));
-                }
-            }
-        }
+        (None, Some(reference), None) => referenced_id(state, reference)?,
     };
-    check_id(&reference)?;
+    Ok(View::parse(&stored_definition(state, access, &reference)?)?)
+}
+
+/// The id of a `viewReference`: a reference to a ViewDefinition of this server (relative, or
+/// absolute under `--base-url`). Not `Base::local`, which knows R4's types only.
+pub(super) fn referenced_id(state: &AppState, reference: &str) -> Result<String, FhirError> {
+    let relative = state.search.registry.base.relative_to(reference);
+    match relative.strip_prefix("ViewDefinition/") {
+        Some(id) if check_id(id).is_ok() => Ok(id.to_string()),
+        _ => Err(bad(
+            "viewReference",
+            "is a reference to a ViewDefinition of this server (ViewDefinition/[id])",
+        )),
+    }
+}
+
+/// The stored ViewDefinition `id`, when the client may read it (else 404, as absent).
+pub(super) fn stored_definition(
+    state: &AppState,
+    access: &Access,
+    id: &str,
+) -> Result<Value, FhirError> {
+    check_id(id)?;
     access.require(Permission::Read, Some(VIEW_DEFINITION))?;
     let found = access.current(
         &state.search,
         &state.store,
         Permission::Read,
         VIEW_DEFINITION,
-        &reference,
+        id,
     )?;
     let Some((_, Some(version))) = found else {
         return Err(FhirError::not_found(format!(
-            "ViewDefinition/{reference} does not exist"
+            "ViewDefinition/{id} does not exist"
         )));
     };
-    let definition: Value = serde_json::from_slice(&version.body)
-        .map_err(|_| FhirError::internal("a stored ViewDefinition is not JSON"))?;
-    Ok(View::parse(&definition)?)
+    serde_json::from_slice(&version.body)
+        .map_err(|_| FhirError::internal("a stored ViewDefinition is not JSON"))
 }
 
 /// The export-like request that selects the stored resources a run reads: the view's type,
@@ -384,19 +389,14 @@ async fn stored_request(
         (None, Some(id)) => Level::Group { id: id.clone() },
         (None, None) => Level::System,
     };
-    let mut request = Request {
-        level,
-        url: String::new(),
-        types: vec![view.resource.clone()],
-        since: asked.since,
-        until: None,
-        type_filters: vec![],
-        elements: vec![],
-        patients: asked.patient.iter().cloned().collect(),
-        view: access.view(Permission::Read),
-        notes: vec![],
-        snapshot: Snapshot { seq: 0, time: 0 },
-    };
+    let mut request = crate::jobs::views::everything(
+        vec![view.resource.clone()],
+        access.view(Permission::Read),
+        Snapshot { seq: 0, time: 0 },
+    );
+    request.level = level;
+    request.since = asked.since;
+    request.patients = asked.patient.iter().cloned().collect();
     check_population(&state.store, &state.search, access, &request)?;
     let position = state.store.keep_books(Vec::new()).await?;
     request.snapshot = Snapshot {
@@ -406,8 +406,11 @@ async fn stored_request(
     Ok(request)
 }
 
+/// The chunks of an answer, as an [`Out`] sends them.
+pub(super) type Chunks = mpsc::Receiver<Result<Vec<u8>, FhirError>>;
+
 /// Where the rows of a run go: encoded, in chunks, to the connection.
-struct Out {
+pub(super) struct Out {
     encoder: Encoder,
     sender: mpsc::Sender<Result<Vec<u8>, FhirError>>,
     limit: usize,
@@ -415,7 +418,7 @@ struct Out {
 
 /// Why a run stopped making rows early: the `_limit` was reached, or the client left.
 #[derive(Debug)]
-enum Enough {
+pub(super) enum Enough {
     Limit,
     Gone,
     Failed(FhirError),
@@ -443,27 +446,50 @@ impl From<crate::store::StoreError> for Enough {
 }
 
 impl Out {
+    /// An output of `encoder`'s rows, at most `limit` of them, and the chunks it sends.
+    pub(super) fn new(encoder: Encoder, limit: usize) -> (Out, Chunks) {
+        let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let out = Out {
+            encoder,
+            sender,
+            limit,
+        };
+        (out, receiver)
+    }
+
     /// Runs the view on one resource and sends its rows.
     fn rows_of(&mut self, view: &View, resource: &Value) -> Result<(), Enough> {
         for row in view.rows(resource).map_err(FhirError::from)? {
             if self.encoder.rows() >= self.limit {
                 return Err(Enough::Limit);
             }
-            self.encoder.row(&row);
-            if self.encoder.pending() >= CHUNK {
-                let chunk = self.encoder.take();
-                self.sender
-                    .blocking_send(Ok(chunk))
-                    .map_err(|_| Enough::Gone)?;
-            }
+            self.encoder.row(&row)?;
+            self.send_full()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the rows of a record batch.
+    pub(super) fn batch(&mut self, batch: &fhirlake_analytics::RecordBatch) -> Result<(), Enough> {
+        self.encoder.batch(batch)?;
+        self.send_full()
+    }
+
+    /// Sends what is encoded once it makes a chunk.
+    fn send_full(&mut self) -> Result<(), Enough> {
+        if self.encoder.pending() >= CHUNK {
+            let chunk = self.encoder.take();
+            self.sender
+                .blocking_send(Ok(chunk))
+                .map_err(|_| Enough::Gone)?;
         }
         Ok(())
     }
 
     /// Ends the run: the last chunk, or the error.
-    fn end(self, made: Result<(), Enough>) {
+    pub(super) fn end(self, made: Result<(), Enough>) {
         let last = match made {
-            Ok(()) | Err(Enough::Limit) => Ok(self.encoder.finish()),
+            Ok(()) | Err(Enough::Limit) => self.encoder.finish(),
             Err(Enough::Gone) => return,
             Err(Enough::Failed(error)) => Err(error),
         };
@@ -472,7 +498,7 @@ impl Out {
     }
 }
 
-/// Runs the view on the stored resources `request` selects, batch by batch from one snapshot.
+/// Runs the view on the stored resources `request` selects, from one snapshot.
 fn rows_of_store(
     store: &Store,
     engine: &Engine,
@@ -481,24 +507,7 @@ fn rows_of_store(
     out: &mut Out,
 ) -> Result<(), Enough> {
     let snapshot = store.snapshot(request.snapshot.seq)?;
-    let population = Population::of(engine.registry, request, &snapshot)?;
-    let selector = Selector::new(engine, request, population, None)?;
-    let resource_type = view.resource.as_str();
-    let changed = snapshot.changed(resource_type)?;
-    let mut after: Option<String> = None;
-    loop {
-        let batch = snapshot.scan(resource_type, &changed, after.as_deref(), BATCH)?;
-        let Some(last) = batch.last() else {
-            return Ok(());
-        };
-        after = Some(last.id.clone());
-        let lines = selector.lines(&snapshot, resource_type, &changed, &batch)?;
-        for line in lines.into_iter().flatten() {
-            if let Line::Resource(bytes) = line {
-                let resource: Value = serde_json::from_slice(&bytes)
-                    .map_err(|_| FhirError::internal("a stored resource is not JSON"))?;
-                out.rows_of(view, &resource)?;
-            }
-        }
-    }
+    crate::jobs::views::resources(&snapshot, engine, request, &view.resource, |resource| {
+        out.rows_of(view, resource)
+    })
 }

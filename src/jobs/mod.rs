@@ -45,6 +45,7 @@ pub mod export;
 pub mod import;
 pub mod record;
 pub mod sink;
+pub mod views;
 
 use crate::fhir::datetime::{self, Micros};
 use crate::fhir::{FhirError, IssueCode};
@@ -688,6 +689,7 @@ impl Shared {
             Kind::Export => export::run(&context),
             Kind::Erasure => erase::run(&context),
             Kind::Import => import::run(&context),
+            Kind::ViewExport => views::view_export::run(&context),
         }))
         .unwrap_or_else(|panic| {
             Err(Stop::Failed(FhirError::internal(format!(

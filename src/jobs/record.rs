@@ -22,16 +22,19 @@ pub enum Kind {
     Erasure,
     /// An `$import` or a `$bulk-submit` submission (`jobs::import`).
     Import,
+    /// A `$viewdefinition-export` (`jobs::views::view_export`).
+    ViewExport,
 }
 
 impl Kind {
-    pub const ALL: &[Kind] = &[Kind::Export, Kind::Erasure, Kind::Import];
+    pub const ALL: &[Kind] = &[Kind::Export, Kind::Erasure, Kind::Import, Kind::ViewExport];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Export => "export",
             Kind::Erasure => "erasure",
             Kind::Import => "import",
+            Kind::ViewExport => "view-export",
         }
     }
 }

@@ -99,6 +99,22 @@ impl Sink {
 
     /// Starts writing the file `name` of job `job`; it appears once [`FileWriter::finish`]ed.
     pub fn create(&self, job: &str, name: &str) -> io::Result<FileWriter> {
+        self.create_with(job, name, self.compression)
+    }
+
+    /// Starts writing the file `name` of job `job` never compressed, whatever the sink's
+    /// compression: for formats that compress themselves or that readers take plain (Parquet,
+    /// CSV); its bytes are written with `Write`.
+    pub fn create_plain(&self, job: &str, name: &str) -> io::Result<FileWriter> {
+        self.create_with(job, name, Compression::None)
+    }
+
+    fn create_with(
+        &self,
+        job: &str,
+        name: &str,
+        compression: Compression,
+    ) -> io::Result<FileWriter> {
         check_component(job)?;
         check_component(name)?;
         let target = match &self.place {
@@ -117,9 +133,9 @@ impl Sink {
             }
         };
         let buffered = BufWriter::with_capacity(1 << 16, target);
-        let encoder = match self.compression {
+        let encoder = match compression {
             Compression::None => Encoder::Plain(buffered),
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(buffered, Level::fast())),
+            Compression::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(buffered, Level::fast()))),
         };
         Ok(FileWriter {
             encoder,
@@ -247,9 +263,11 @@ impl Target {
     }
 }
 
+/// Boxed gzip: its state is large beside a plain file's (larger still with zlib-rs, which
+/// Parquet turns on in flate2).
 enum Encoder {
     Plain(BufWriter<Target>),
-    Gzip(GzEncoder<BufWriter<Target>>),
+    Gzip(Box<GzEncoder<BufWriter<Target>>>),
 }
 
 /// A file being written, line by line.
@@ -262,14 +280,18 @@ pub struct FileWriter {
 impl FileWriter {
     /// Appends one line: `bytes` (which hold no newline) and `\n`.
     pub fn line(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let out: &mut dyn Write = match &mut self.encoder {
-            Encoder::Plain(file) => file,
-            Encoder::Gzip(gzip) => gzip,
-        };
+        let out = self.out();
         out.write_all(bytes)?;
         out.write_all(b"\n")?;
         self.lines += 1;
         Ok(())
+    }
+
+    fn out(&mut self) -> &mut dyn Write {
+        match &mut self.encoder {
+            Encoder::Plain(file) => file,
+            Encoder::Gzip(gzip) => gzip,
+        }
     }
 
     /// Its name.
@@ -290,6 +312,17 @@ impl FileWriter {
             Encoder::Gzip(gzip) => gzip.finish()?,
         };
         buffered.into_inner().map_err(|e| e.into_error())?.finish()
+    }
+}
+
+/// Bytes as they come (no lines counted): a file of another format than NDJSON.
+impl Write for FileWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.out().write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out().flush()
     }
 }
 

@@ -30,15 +30,10 @@ pub struct View {
     pub(super) root: Select,
 }
 
-/// One column of a view's rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    /// The FHIR type it declares (`type`), when it does.
-    pub ty: Option<String>,
-    /// Whether each value is an array of every value its path gives (`collection`).
-    pub collection: bool,
-}
+/// One column of a view's rows: its name, the FHIR type it declares (`type`), and whether each
+/// value is an array of every value its path gives (`collection`). The analytics crate's
+/// type, so that its Arrow schema is made of the same columns.
+pub use fhirlake_analytics::ColumnSpec as Column;
 
 /// A parsed path and where it is in the definition.
 #[derive(Debug)]

@@ -1,8 +1,11 @@
-//! `$run` benchmark: every Synthea bundle of ../shared/data/synthea imported with `fhirlake
-//! import`, then two SQL on FHIR views run over HTTP in each format, a few rounds each: a
-//! patient demographics view (a row per Patient) and a flat Observation view (a row per
-//! Observation). For each: rows, bytes, seconds from the request to the last byte, and rows
-//! per second.
+//! Views benchmark: every Synthea bundle of ../shared/data/synthea imported with `fhirlake
+//! import`, then two SQL on FHIR views run over HTTP in each format (Parquet included), a few
+//! rounds each: a patient demographics view (a row per Patient) and a flat Observation view (a
+//! row per Observation). For each: rows, bytes, seconds from the request to the last byte,
+//! and rows per second. Then, side by side: the time of a `$viewdefinition-export` of both
+//! views to Parquet, the latency of a SQL aggregate over all Observations by `$sql`
+//! (Observations per LOINC code per year), and DuckDB's time for the same query over the
+//! exported Parquet file (DuckDB of the tests' venv, `tests/setup.sh`).
 //!
 //! `cargo bench --bench views`; FHIRLAKE_BENCH_ROUNDS (default 3) rounds of each.
 
@@ -12,13 +15,19 @@ mod common;
 use common::TestServer;
 use common::fhir::FhirClient;
 use serde_json::{Value, json};
-use std::time::Instant;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The SQL aggregate: Observations per LOINC code per year.
+const AGGREGATE: &str = "SELECT code, substr(effective, 1, 4) AS year, count(*) AS n \
+    FROM observation_flat GROUP BY code, substr(effective, 1, 4)";
 
 fn views() -> [(&'static str, Value); 2] {
     [
         (
             "patient_demographics",
-            json!({"resourceType": "ViewDefinition", "resource": "Patient", "select": [
+            json!({"resourceType": "ViewDefinition", "name": "patient_demographics",
+                "resource": "Patient", "select": [
                 {"column": [
                     {"name": "id", "path": "getResourceKey()"},
                     {"name": "gender", "path": "gender"},
@@ -32,13 +41,14 @@ fn views() -> [(&'static str, Value); 2] {
         ),
         (
             "observation_flat",
-            json!({"resourceType": "ViewDefinition", "resource": "Observation", "select": [
+            json!({"resourceType": "ViewDefinition", "name": "observation_flat",
+                "resource": "Observation", "select": [
                 {"column": [
                     {"name": "id", "path": "getResourceKey()"},
                     {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
                     {"name": "code", "path": "code.coding.first().code"},
                     {"name": "effective", "path": "effective.ofType(dateTime)"},
-                    {"name": "value", "path": "value.ofType(Quantity).value"},
+                    {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
                     {"name": "unit", "path": "value.ofType(Quantity).unit"}
                 ]}
             ]}),
@@ -66,27 +76,138 @@ fn main() {
     println!("| view | format | rows | bytes | seconds | rows/s |");
     println!("|---|---|---|---|---|---|");
     for (name, view) in views() {
-        for format in ["json", "ndjson", "csv"] {
+        for format in ["json", "ndjson", "csv", "parquet"] {
             for _ in 0..rounds {
                 let body = json!({"resourceType": "Parameters", "parameter": [
                     {"name": "viewResource", "resource": view},
                     {"name": "_format", "valueCode": format}
                 ]});
                 let started = Instant::now();
-                let reply = client.post("/ViewDefinition/$run", &body);
+                let reply = client
+                    .http
+                    .post(format!("{}/ViewDefinition/$run", client.base))
+                    .header("content-type", "application/fhir+json")
+                    .body(body.to_string())
+                    .send()
+                    .unwrap();
+                assert_eq!(reply.status(), 200, "{name} {format}");
+                let bytes = reply.bytes().unwrap();
                 let seconds = started.elapsed().as_secs_f64();
-                reply.expect(200, name);
+                let text = String::from_utf8_lossy(&bytes);
                 let rows = match format {
-                    "json" => reply.json().as_array().map_or(0, Vec::len),
-                    "csv" => reply.text.lines().count() - 1,
-                    _ => reply.text.lines().count(),
+                    "json" => serde_json::from_slice::<Value>(&bytes)
+                        .unwrap()
+                        .as_array()
+                        .map_or(0, Vec::len),
+                    "csv" => text.lines().count() - 1,
+                    "ndjson" => text.lines().count(),
+                    // Parquet: the rows of the same view in NDJSON.
+                    _ => ndjson_rows(&client, &view),
                 };
                 println!(
                     "| {name} | {format} | {rows} | {} | {seconds:.2} | {:.0} |",
-                    reply.text.len(),
+                    bytes.len(),
                     rows as f64 / seconds
                 );
             }
         }
     }
+
+    // The views stored, exported to Parquet, queried by SQL and by DuckDB.
+    let mut ids = Vec::new();
+    for (name, view) in views() {
+        let created = client.post("/ViewDefinition", &view);
+        created.expect(201, name);
+        ids.push(created.json()["id"].as_str().unwrap().to_string());
+    }
+    let body = json!({"resourceType": "Parameters", "parameter": ids.iter().map(|id| json!(
+        {"name": "view", "part": [{"name": "viewReference",
+            "valueReference": {"reference": format!("ViewDefinition/{id}")}}]})).collect::<Vec<_>>()});
+    let started = Instant::now();
+    let kicked = client.post_with(
+        "/$viewdefinition-export",
+        &body,
+        &[("Prefer", "respond-async")],
+    );
+    kicked.expect(202, "view export");
+    let status = kicked.header("content-location").unwrap();
+    let result = loop {
+        let reply = client.http.get(&status).send().unwrap();
+        match reply.status().as_u16() {
+            202 | 429 => std::thread::sleep(Duration::from_millis(100)),
+            200 => break reply.json::<Value>().unwrap(),
+            other => panic!("view export: {other} {}", reply.text().unwrap_or_default()),
+        }
+    };
+    let export_seconds = started.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("observation_flat.parquet");
+    let location = result["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "output")
+        .find(|p| p["part"][0]["valueString"] == "observation_flat")
+        .unwrap()["part"][1]["valueUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = client.http.get(&location).send().unwrap().bytes().unwrap();
+    std::fs::write(&parquet, &file).unwrap();
+    println!();
+    println!("| what | milliseconds |");
+    println!("|---|---|");
+    println!(
+        "| $viewdefinition-export of both views to Parquet ({} bytes of Observations) | {:.0} |",
+        file.len(),
+        export_seconds * 1000.0
+    );
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let reply = client.post(
+            "/$sql",
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "query", "valueString": AGGREGATE}]}),
+        );
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        reply.expect(200, "$sql");
+        let groups = reply.json().as_array().map_or(0, Vec::len);
+        println!("| $sql aggregate over all Observations ({groups} groups) | {millis:.0} |");
+    }
+    let script = "import duckdb, sys, time\n\
+        con = duckdb.connect()\n\
+        query = sys.argv[2].replace('observation_flat', \"read_parquet('\" + sys.argv[1] + \"')\")\n\
+        for _ in range(int(sys.argv[3])):\n\
+        \x20   t = time.perf_counter(); rows = con.execute(query).fetchall()\n\
+        \x20   print(len(rows), (time.perf_counter() - t) * 1000)\n";
+    let output = Command::new(common::test_tool("venv/bin/python"))
+        .args(["-c", script])
+        .arg(&parquet)
+        .arg(AGGREGATE)
+        .arg(rounds.to_string())
+        .output()
+        .expect("python with duckdb");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let (groups, millis) = line.split_once(' ').unwrap();
+        let millis: f64 = millis.parse().unwrap();
+        println!(
+            "| DuckDB, the same aggregate over the Parquet file ({groups} groups) | {millis:.0} |"
+        );
+    }
+}
+
+/// How many rows `view` has (by `$run` in NDJSON).
+fn ndjson_rows(client: &FhirClient, view: &Value) -> usize {
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "viewResource", "resource": view},
+        {"name": "_format", "valueCode": "ndjson"}
+    ]});
+    let reply = client.post("/ViewDefinition/$run", &body);
+    reply.expect(200, "ndjson rows");
+    reply.text.lines().count()
 }
