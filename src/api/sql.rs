@@ -23,7 +23,8 @@ use super::http::{query_pairs, read_body};
 use super::views::{Enough, Out, output_format, respond};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
-use crate::fhir::{FhirError, IssueCode};
+use crate::fhir::FhirError;
+use crate::fhir::parameters::{invalid, named};
 use crate::views::output::Encoder;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, web};
@@ -39,10 +40,6 @@ struct Asked {
     header: Option<bool>,
 }
 
-fn bad(name: &str, why: impl std::fmt::Display) -> FhirError {
-    FhirError::bad_request(IssueCode::Invalid, format!("{name}: {why}"))
-}
-
 impl Asked {
     fn take(&mut self, name: &str, value: String) -> Result<(), FhirError> {
         let slot = match name {
@@ -50,12 +47,12 @@ impl Asked {
             "_format" => &mut self.format,
             "header" => {
                 if self.header.is_some() {
-                    return Err(bad(name, "given more than once"));
+                    return Err(invalid(name, "given more than once"));
                 }
                 self.header = Some(match value.as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(bad(name, "is true or false")),
+                    _ => return Err(invalid(name, "is true or false")),
                 });
                 return Ok(());
             }
@@ -63,7 +60,7 @@ impl Asked {
             _ => return Ok(()),
         };
         if slot.replace(value).is_some() {
-            return Err(bad(name, "given more than once"));
+            return Err(invalid(name, "given more than once"));
         }
         Ok(())
     }
@@ -84,25 +81,9 @@ pub async fn sql(
         let body = read_body(&req, payload, &state).await?;
         if !body.iter().all(u8::is_ascii_whitespace) {
             let parameters: Value = crate::fhir::resource::parse_json(&body)?;
-            if parameters["resourceType"] != "Parameters" {
-                return Err(FhirError::bad_request(
-                    IssueCode::Invalid,
-                    "the body of $sql is a Parameters resource",
-                )
-                .into());
-            }
-            for (n, parameter) in parameters["parameter"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let at = format!("Parameters.parameter[{n}]");
-                let name = parameter["name"]
-                    .as_str()
-                    .ok_or_else(|| bad(&at, "a parameter needs a name"))?;
+            for (at, name, parameter) in named(&parameters, "$sql")? {
                 let value = crate::fhir::parameters::value_text(parameter)
-                    .ok_or_else(|| bad(name, "needs a value").at(&at))?;
+                    .ok_or_else(|| invalid(name, "needs a value").at(&at))?;
                 asked.take(name, value)?;
             }
         }
@@ -111,7 +92,7 @@ pub async fn sql(
     let text = asked
         .query
         .filter(|text| !text.trim().is_empty())
-        .ok_or_else(|| bad("query", "$sql needs a query (SQL text)"))?;
+        .ok_or_else(|| invalid("query", "$sql needs a query (SQL text)"))?;
     let seq = state.store.committed_seq();
     let planning = state.clone();
     let mut query = tokio::task::spawn_blocking(move || {

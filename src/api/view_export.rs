@@ -19,6 +19,7 @@ use super::views::{referenced_id, stored_definition};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
 use crate::auth::scope::Permission;
+use crate::fhir::parameters::{invalid, named};
 use crate::fhir::resource::check_id;
 use crate::fhir::{FhirError, IssueCode};
 use crate::jobs::export::request::{check_population, instant};
@@ -58,10 +59,6 @@ pub async fn kick_off_instance(
     kick_off(req, state, access, payload, Some(id)).await
 }
 
-fn bad(name: &str, why: impl std::fmt::Display) -> FhirError {
-    FhirError::bad_request(IssueCode::Invalid, format!("{name}: {why}"))
-}
-
 /// What a kick-off asks for.
 #[derive(Default)]
 struct Asked {
@@ -76,30 +73,15 @@ struct Asked {
 
 impl Asked {
     fn read(&mut self, state: &AppState, access: &Access, body: &Value) -> Result<(), FhirError> {
-        if body["resourceType"] != "Parameters" {
-            return Err(FhirError::bad_request(
-                IssueCode::Invalid,
-                "the body of $viewdefinition-export is a Parameters resource",
-            ));
-        }
-        for (n, parameter) in body["parameter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let at = format!("Parameters.parameter[{n}]");
-            let name = parameter["name"]
-                .as_str()
-                .ok_or_else(|| bad(&at, "a parameter needs a name"))?;
+        for (at, name, parameter) in named(body, "$viewdefinition-export")? {
             if name == "view" {
                 self.view(state, access, parameter, &at)?;
                 continue;
             }
             let value = crate::fhir::parameters::value_text(parameter)
-                .ok_or_else(|| bad(name, "needs a value").at(&at))?;
+                .ok_or_else(|| invalid(name, "needs a value").at(&at))?;
             let once = |taken: bool| match taken {
-                true => Err(bad(name, "given more than once").at(&at)),
+                true => Err(invalid(name, "given more than once").at(&at)),
                 false => Ok(()),
             };
             match name {
@@ -130,7 +112,7 @@ impl Asked {
                 }
                 "_since" => {
                     once(self.since.is_some())?;
-                    self.since = Some(instant(&value).map_err(|why| bad(name, why).at(&at))?);
+                    self.since = Some(instant(&value).map_err(|why| invalid(name, why).at(&at))?);
                 }
                 "source" => {
                     return Err(FhirError::bad_request(
@@ -172,7 +154,7 @@ impl Asked {
                 Some("viewReference") => reference = crate::fhir::parameters::value_text(part),
                 Some("viewResource") => resource = part.get("resource").cloned(),
                 _ => {
-                    return Err(bad(
+                    return Err(invalid(
                         &at,
                         "a view's parts are name, viewReference, viewResource",
                     ));
@@ -184,7 +166,12 @@ impl Asked {
                 stored_definition(state, access, &referenced_id(state, &reference)?)?
             }
             (None, Some(resource)) => resource,
-            _ => return Err(bad(at, "a view needs a viewReference or a viewResource")),
+            _ => {
+                return Err(invalid(
+                    at,
+                    "a view needs a viewReference or a viewResource",
+                ));
+            }
         };
         self.views.push((name, definition));
         Ok(())
@@ -213,17 +200,19 @@ async fn kick_off(
     }
     if let Some(id) = &instance {
         if !asked.views.is_empty() {
-            return Err(bad("view", "an instance's export exports the stored view only").into());
+            return Err(
+                invalid("view", "an instance's export exports the stored view only").into(),
+            );
         }
         asked
             .views
             .push((None, stored_definition(&state, &access, id)?));
     }
     if asked.views.is_empty() {
-        return Err(bad("view", "$viewdefinition-export needs at least one view").into());
+        return Err(invalid("view", "$viewdefinition-export needs at least one view").into());
     }
     if asked.views.len() > MAX_VIEWS {
-        return Err(bad("view", format!("at most {MAX_VIEWS} views at a time")).into());
+        return Err(invalid("view", format!("at most {MAX_VIEWS} views at a time")).into());
     }
     let format = asked.format.as_deref().unwrap_or("parquet");
     let format = Format::parse(format).ok_or_else(|| {
@@ -243,14 +232,14 @@ async fn kick_off(
             && name.starts_with(|c: char| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !sound {
-            return Err(bad(
+            return Err(invalid(
                 "view.name",
                 format!("'{name}' is not a name of letters, digits and _ starting with a letter"),
             )
             .into());
         }
         if views.iter().any(|v: &NamedView| v.name == name) {
-            return Err(bad("view.name", format!("two views are named '{name}'")).into());
+            return Err(invalid("view.name", format!("two views are named '{name}'")).into());
         }
         views.push(NamedView { name, definition });
     }

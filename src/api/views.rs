@@ -24,6 +24,7 @@ use super::http::{header_str, query_pairs, read_body};
 use super::{ApiResult, AppState};
 use crate::auth::Access;
 use crate::auth::scope::Permission;
+use crate::fhir::parameters::{invalid, named};
 use crate::fhir::resource::{VIEW_DEFINITION, check_id};
 use crate::fhir::{FhirError, IssueCode};
 use crate::jobs::Stop;
@@ -85,16 +86,12 @@ struct Asked {
     resources: Vec<Value>,
 }
 
-fn bad(name: &str, why: impl std::fmt::Display) -> FhirError {
-    FhirError::bad_request(IssueCode::Invalid, format!("{name}: {why}"))
-}
-
 impl Asked {
     /// Takes one parameter given as text (from the query, or a primitive of the body).
     fn text(&mut self, name: &str, value: &str) -> Result<(), FhirError> {
         let once = |slot: bool| {
             if slot {
-                Err(bad(name, "given more than once"))
+                Err(invalid(name, "given more than once"))
             } else {
                 Ok(())
             }
@@ -109,7 +106,7 @@ impl Asked {
                 self.header = Some(match value {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(bad(name, "is true or false")),
+                    _ => return Err(invalid(name, "is true or false")),
                 });
             }
             "patient" => {
@@ -126,7 +123,7 @@ impl Asked {
             }
             "_since" => {
                 once(self.since.is_some())?;
-                self.since = Some(instant(value).map_err(|why| bad(name, why))?);
+                self.since = Some(instant(value).map_err(|why| invalid(name, why))?);
             }
             "_limit" => {
                 once(self.limit.is_some())?;
@@ -135,7 +132,7 @@ impl Asked {
                         .parse::<usize>()
                         .ok()
                         .filter(|n| *n > 0)
-                        .ok_or_else(|| bad(name, "is a whole number above 0"))?,
+                        .ok_or_else(|| invalid(name, "is a whole number above 0"))?,
                 );
             }
             "viewReference" => {
@@ -148,7 +145,7 @@ impl Asked {
                 ));
             }
             "viewResource" | "resource" => {
-                return Err(bad(
+                return Err(invalid(
                     name,
                     "is a resource: send it in a POST Parameters body",
                 ));
@@ -162,37 +159,22 @@ impl Asked {
     /// Takes the parameters of a `Parameters` body.
     fn body(&mut self, body: &[u8]) -> Result<(), FhirError> {
         let parameters: Value = crate::fhir::resource::parse_json(body)?;
-        if parameters["resourceType"] != "Parameters" {
-            return Err(FhirError::bad_request(
-                IssueCode::Invalid,
-                "the body of $run is a Parameters resource",
-            ));
-        }
-        for (n, parameter) in parameters["parameter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let at = format!("Parameters.parameter[{n}]");
-            let name = parameter["name"]
-                .as_str()
-                .ok_or_else(|| bad(&at, "a parameter needs a name"))?;
+        for (at, name, parameter) in named(&parameters, "$run")? {
             match name {
                 "viewResource" | "resource" => {
                     let resource = parameter
                         .get("resource")
                         .filter(|r| r.is_object())
-                        .ok_or_else(|| bad(name, "needs a resource").at(&at))?;
+                        .ok_or_else(|| invalid(name, "needs a resource").at(&at))?;
                     if name == "resource" {
                         self.resources.push(resource.clone());
                     } else if self.view_resource.replace(resource.clone()).is_some() {
-                        return Err(bad(name, "given more than once"));
+                        return Err(invalid(name, "given more than once"));
                     }
                 }
                 _ => {
                     let value = crate::fhir::parameters::value_text(parameter)
-                        .ok_or_else(|| bad(name, "needs a value").at(&at))?;
+                        .ok_or_else(|| invalid(name, "needs a value").at(&at))?;
                     self.text(name, &value)?;
                 }
             }
@@ -250,7 +232,7 @@ async fn run(
     let view = Arc::new(view_of(&state, &access, &asked, instance)?);
     access.require(Permission::Read, Some(&view.resource))?;
     if asked.patient.is_some() && asked.group.is_some() {
-        return Err(bad("group", "give patient or group, not both").into());
+        return Err(invalid("group", "give patient or group, not both").into());
     }
     let encoder = Encoder::new(format, &view.columns, asked.header.unwrap_or(true))?;
     let limit = asked.limit.unwrap_or(usize::MAX);
@@ -265,7 +247,7 @@ async fn run(
         });
     } else {
         if asked.patient.is_some() || asked.group.is_some() || asked.since.is_some() {
-            return Err(bad(
+            return Err(invalid(
                 "resource",
                 "inline resources are run as given: patient, group and _since are not taken",
             )
@@ -314,20 +296,20 @@ fn view_of(
 ) -> Result<View, FhirError> {
     let reference = match (&instance, &asked.view_reference, &asked.view_resource) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(bad(
+            return Err(invalid(
                 "viewResource",
                 "an instance's $run runs the stored view: give no viewReference or viewResource",
             ));
         }
         (None, Some(_), Some(_)) => {
-            return Err(bad(
+            return Err(invalid(
                 "viewResource",
                 "give viewReference or viewResource, not both",
             ));
         }
         (None, None, Some(inline)) => return Ok(View::parse(inline)?),
         (None, None, None) => {
-            return Err(bad(
+            return Err(invalid(
                 "viewResource",
                 "$run needs a view: a viewResource, a viewReference, or ViewDefinition/[id]/$run",
             ));
@@ -344,7 +326,7 @@ pub(super) fn referenced_id(state: &AppState, reference: &str) -> Result<String,
     let relative = state.search.registry.base.relative_to(reference);
     match relative.strip_prefix("ViewDefinition/") {
         Some(id) if check_id(id).is_ok() => Ok(id.to_string()),
-        _ => Err(bad(
+        _ => Err(invalid(
             "viewReference",
             "is a reference to a ViewDefinition of this server (ViewDefinition/[id])",
         )),

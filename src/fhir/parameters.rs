@@ -1,6 +1,42 @@
 //! Reading the `Parameters` of an operation's POST body.
 
+use super::outcome::{FhirError, IssueCode};
 use serde_json::Value;
+use std::fmt::Display;
+
+/// A 400 `invalid` about the parameter (or element) `name`.
+pub fn invalid(name: &str, why: impl Display) -> FhirError {
+    FhirError::bad_request(IssueCode::Invalid, format!("{name}: {why}"))
+}
+
+/// The parameters of the `Parameters` body of `operation` (`$run`), each with its location
+/// (`Parameters.parameter[n]`) and name: 400 for a body of another resource type, or a
+/// parameter without a name.
+pub fn named<'a>(
+    body: &'a Value,
+    operation: &str,
+) -> Result<Vec<(String, &'a str, &'a Value)>, FhirError> {
+    if body["resourceType"] != "Parameters" {
+        return Err(FhirError::bad_request(
+            IssueCode::Invalid,
+            format!("the body of {operation} is a Parameters resource"),
+        ));
+    }
+    let mut named = Vec::new();
+    for (n, parameter) in body["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("Parameters.parameter[{n}]");
+        let name = parameter["name"]
+            .as_str()
+            .ok_or_else(|| invalid(&at, "a parameter needs a name"))?;
+        named.push((at, name, parameter));
+    }
+    Ok(named)
+}
 
 /// The value of a `Parameters.parameter` as text: its `value[x]` when a string, boolean or
 /// number; a Reference's `reference` or a Coding's `code` when an object; `None` when it has no

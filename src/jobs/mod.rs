@@ -674,7 +674,7 @@ impl Shared {
             runtime,
         };
         let result = catch_unwind(AssertUnwindSafe(|| match job.kind {
-            _ if job.kind != Kind::Erasure && !self.resumes_here(&job) => {
+            _ if job.kind.writes_files() && !self.resumes_here(&job) => {
                 Err(Stop::Failed(FhirError::new(
                     500,
                     IssueCode::Exception,

@@ -37,6 +37,12 @@ impl Kind {
             Kind::ViewExport => "view-export",
         }
     }
+
+    /// Whether jobs of this kind put files in the sink (and so resume only where they began
+    /// to, [`Job::place`]).
+    pub fn writes_files(self) -> bool {
+        !matches!(self, Kind::Erasure)
+    }
 }
 
 /// Where a job is in its life: `queued` -> `running` -> `completed` | `failed`, or

@@ -36,8 +36,7 @@
 
 use super::StoreError;
 use super::tables::{CHANGES, ChangeRecord, ERASED, META, SCRUBBED_THROUGH_KEY, VERSIONS};
-use redb::{Database, TableDefinition};
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -166,7 +165,7 @@ pub fn scrub(db: &Database, file: &Path) -> Result<u64, StoreError> {
 
 /// Whether versions were erased since the last scrub reached them: a scrub is due.
 pub fn pending(db: &Database) -> Result<bool, StoreError> {
-    let txn = db.begin_write()?;
+    let txn = db.begin_read()?;
     let through = txn
         .open_table(META)?
         .get(SCRUBBED_THROUGH_KEY)?
@@ -175,7 +174,6 @@ pub fn pending(db: &Database) -> Result<bool, StoreError> {
         .open_table(ERASED)?
         .last()?
         .map_or(0, |(seq, _)| seq.value());
-    txn.abort()?;
     Ok(last > through)
 }
 
