@@ -319,7 +319,7 @@ fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let access = crate::auth::Access::Open;
     let printed = (|| -> anyhow::Result<()> {
         let mut query =
-            crate::jobs::views::query(&engine, &store, &search, &access, &args.query, seq)?;
+            crate::jobs::views::query(&engine, &store, &search, None, &access, &args.query, seq)?;
         let mut encoder = Encoder::of_schema(format, query.schema().clone(), true)?;
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(&encoder.take())?;

@@ -94,6 +94,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         source.clone(),
     );
     runtime.spawn(hub.clone().run());
+    let views = crate::jobs::views::materialized::Materializer::new(store.clone(), search.clone());
+    runtime.spawn(views.clone().run());
+    consumers.push(("views".to_string(), views.watch()));
+    metrics.register_views(views.clone());
     let retry = cdc::subscriptions::Retry {
         first: config.subscription_retry,
         max: config.subscription_retry_max,
@@ -145,6 +149,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         backend,
         jobs: jobs.clone(),
         sql: Arc::new(config.sql.engine()?),
+        views,
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -664,8 +664,7 @@ fn erased_bytes_leave_every_file_of_the_data_directory() {
             "files that still hold the erased bytes"
         );
     }
-    // `fhirlake compact` gives back what the scrubs grew the file by; the store still opens,
-    // whole.
+    // `fhirlake compact` gives the file's free pages back; the store still opens, whole.
     let size = || std::fs::metadata(&store).unwrap().len();
     let before = size();
     let said = run_command(&["compact"], &data);

@@ -398,12 +398,7 @@ fn a_patient_token_gets_only_its_compartments_rows() {
     let (server, _dir) = server();
     let admin = bearer(&server, &token("system/*.*", None));
     let bundle = synthea::resources(PATIENTS[0]);
-    let mrn = bundle[0]["id"].as_str().unwrap().to_string();
-    let found = admin.get(&format!("/Patient?identifier={SYNTHEA}|{mrn}"));
-    let patient = found.json()["entry"][0]["resource"]["id"]
-        .as_str()
-        .expect("the patient")
-        .to_string();
+    let patient = server_id(&admin, bundle[0]["id"].as_str().unwrap());
     let own = bearer(&server, &token("patient/*.read", Some(&patient)));
     let rows = rows_of(&run(&own, &observation_view(), "json"), "json");
     let expected: Vec<Value> = bundle
@@ -522,6 +517,15 @@ fn bad_and_hostile_views_are_located_400s() {
     rows_of(&run(&client, &patient_view(), "json"), "json");
 }
 
+/// The server's id of the Synthea patient whose bundle id (its Synthea identifier) is `mrn`.
+fn server_id(client: &common::fhir::FhirClient, mrn: &str) -> String {
+    let found = client.get(&format!("/Patient?identifier={SYNTHEA}|{mrn}"));
+    found.json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A `$sql` of `query` answered in `format`.
 fn sql(client: &common::fhir::FhirClient, query: &str, format: &str) -> Reply {
     client.post(
@@ -594,12 +598,7 @@ fn sql_over_stored_views_equals_a_plain_scan() {
 
     // A patient token queries its own compartment's rows only.
     let bundle = synthea::resources(PATIENTS[0]);
-    let mrn = bundle[0]["id"].as_str().unwrap().to_string();
-    let found = admin.get(&format!("/Patient?identifier={SYNTHEA}|{mrn}"));
-    let patient = found.json()["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let patient = server_id(&admin, bundle[0]["id"].as_str().unwrap());
     // (ViewDefinitions are in no compartment: a `patient/` scope alone sees none of them.)
     let hidden = bearer(&server, &token("patient/*.read", Some(&patient)));
     assert_outcome(
@@ -852,4 +851,164 @@ fn view_export_writes_every_view_from_one_snapshot() {
         403,
         &["forbidden"],
     );
+}
+
+/// `view` marked for materialization.
+fn materialized(mut view: Value) -> Value {
+    view["extension"] = json!([{
+        "url": "https://fhirlake.dev/fhir/StructureDefinition/materialize",
+        "valueBoolean": true
+    }]);
+    view
+}
+
+/// The rows `/metrics` gives materialized view `name`, once it has them (None: it is not
+/// materialized).
+fn view_rows(server: &TestServer, name: &str) -> Option<u64> {
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.origin))
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("fhirlake_view_rows{{view=\"{name}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|rows| rows.parse().unwrap())
+}
+
+/// Waits until `/metrics` gives materialized view `name` `rows` rows (the view follows the
+/// change log on its own thread); fails after a generous while.
+fn await_view_rows(server: &TestServer, name: &str, rows: Option<u64>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = view_rows(server, name);
+        if now == rows {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "view {name}: {now:?} rows, waited for {rows:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The `mrn`s `$sql` gives of `patient_demographics`, sorted.
+fn mrns(client: &common::fhir::FhirClient) -> Vec<String> {
+    let reply = sql(
+        client,
+        "SELECT mrn FROM patient_demographics ORDER BY mrn",
+        "json",
+    );
+    rows_of(&reply, "json")
+        .iter()
+        .map(|row| row["mrn"].as_str().unwrap_or("(none)").to_string())
+        .collect()
+}
+
+/// A materialized view holds the rows of the current resources through creates, updates,
+/// deletes, erasures and changes of its definition, and `$sql` sees each write as soon as it
+/// is acknowledged; a confined token still gets its own rows only.
+#[test]
+fn materialized_views_follow_every_change() {
+    let (server, _dir) = server();
+    let admin = bearer(&server, &token("system/*.cruds fhirlake/erase", None));
+    let created = admin
+        .post("/ViewDefinition", &materialized(patient_view()))
+        .expect(201, "store a materialized view")
+        .json();
+    let view_id = created["id"].as_str().unwrap().to_string();
+    admin
+        .post("/ViewDefinition", &materialized(observation_view()))
+        .expect(201, "store a materialized view");
+    let observations = scanned("Observation");
+    await_view_rows(&server, "patient_demographics", Some(PATIENTS.len() as u64));
+    await_view_rows(
+        &server,
+        "observation_flat",
+        Some(observations.len() as u64),
+    );
+    let mut expected: Vec<String> = PATIENTS
+        .iter()
+        .map(|prefix| synthea::resources(prefix)[0]["id"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(mrns(&admin), expected);
+    assert_eq!(
+        rows_of(&sql(&admin, PER_CODE_AND_YEAR, "json"), "json"),
+        observations_per_code_and_year(&observations)
+    );
+
+    // A create is in the very next query, and so are an update and a delete.
+    let mut patient = json!({"resourceType": "Patient", "gender": "other",
+        "identifier": [{"system": SYNTHEA, "value": "000-new"}]});
+    let new = admin.post("/Patient", &patient).expect(201, "create").json();
+    let new_id = new["id"].as_str().unwrap().to_string();
+    let mut with_new = vec!["000-new".to_string()];
+    with_new.extend(expected.iter().cloned());
+    assert_eq!(mrns(&admin), with_new);
+    patient["id"] = json!(new_id);
+    patient["identifier"][0]["value"] = json!("001-changed");
+    admin
+        .put(&format!("/Patient/{new_id}"), &patient)
+        .expect(200, "update");
+    with_new[0] = "001-changed".into();
+    assert_eq!(mrns(&admin), with_new);
+    admin
+        .delete(&format!("/Patient/{new_id}"))
+        .expect(204, "delete");
+    assert_eq!(mrns(&admin), expected);
+    await_view_rows(&server, "patient_demographics", Some(PATIENTS.len() as u64));
+
+    // An erased patient's rows go.
+    let mrn = synthea::resources(PATIENTS[0])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let patient_id = server_id(&admin, &mrn);
+    admin
+        .post(&format!("/Patient/{patient_id}/$erase"), String::new())
+        .expect(200, "erase");
+    let left: Vec<String> = expected.iter().filter(|m| **m != mrn).cloned().collect();
+    assert_eq!(mrns(&admin), left);
+    await_view_rows(&server, "patient_demographics", Some(left.len() as u64));
+
+    // A confined token is never given the materialized rows: only its own.
+    let other = synthea::resources(PATIENTS[1])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_id = server_id(&admin, &other);
+    let own = bearer(
+        &server,
+        &token("patient/*.read user/ViewDefinition.read", Some(&other_id)),
+    );
+    assert_eq!(mrns(&own), vec![other]);
+
+    // A changed definition is built anew: a column added is there.
+    let mut changed = materialized(patient_view());
+    changed["id"] = json!(view_id);
+    changed["select"][0]["column"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "deceased", "path": "deceased.exists()"}));
+    admin
+        .put(&format!("/ViewDefinition/{view_id}"), &changed)
+        .expect(200, "change the view");
+    let deceased = sql(
+        &admin,
+        "SELECT count(deceased) AS n FROM patient_demographics",
+        "json",
+    );
+    assert_eq!(rows_of(&deceased, "json")[0]["n"], json!(left.len()));
+    // Unmarked, it is no longer kept, and still answers (from the store).
+    admin
+        .put(&format!("/ViewDefinition/{view_id}"), &{
+            let mut plain = patient_view();
+            plain["id"] = json!(view_id);
+            plain
+        })
+        .expect(200, "unmark the view");
+    await_view_rows(&server, "patient_demographics", None);
+    assert_eq!(mrns(&admin), left);
 }

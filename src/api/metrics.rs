@@ -6,9 +6,11 @@
 //! consumer's lag are read when the metrics are scraped, so they are never stale. A change-log
 //! consumer (the indexer, the Subscriptions, the sink) is registered with a watch of its
 //! checkpoint ([`Metrics::register_consumer`]); its lag is the head minus its checkpoint. The
-//! jobs are counted by kind and state when scraped too ([`Metrics::register_jobs`]).
+//! jobs are counted by kind and state when scraped too ([`Metrics::register_jobs`]), and the
+//! materialized views' rows ([`Metrics::register_views`]).
 
 use super::interaction::Interaction;
+use crate::jobs::views::materialized::Materializer;
 use crate::store::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +44,11 @@ struct ConsumerLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ViewLabels {
+    view: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct JobLabels {
     kind: &'static str,
     state: &'static str,
@@ -64,6 +71,8 @@ pub struct Metrics {
     consumers: Vec<(String, watch::Receiver<u64>)>,
     job_counts: Family<JobLabels, U64Gauge>,
     jobs: Option<std::sync::Arc<crate::jobs::Jobs>>,
+    view_rows: Family<ViewLabels, U64Gauge>,
+    views: Option<std::sync::Arc<Materializer>>,
 }
 
 impl Default for Metrics {
@@ -127,6 +136,12 @@ impl Default for Metrics {
             "Jobs (bulk exports) kept, by kind and state",
             job_counts.clone(),
         );
+        let view_rows = Family::<ViewLabels, U64Gauge>::default();
+        registry.register(
+            "view_rows",
+            "Rows of each materialized view, by the view's name",
+            view_rows.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -140,6 +155,8 @@ impl Default for Metrics {
             consumers: Vec::new(),
             job_counts,
             jobs: None,
+            view_rows,
+            views: None,
         }
     }
 }
@@ -171,6 +188,12 @@ impl Metrics {
         self.jobs = Some(jobs);
     }
 
+    /// Exports the rows of each materialized view as `fhirlake_view_rows{view="NAME"}` (its
+    /// lag is its consumer's, `views`).
+    pub fn register_views(&mut self, views: std::sync::Arc<Materializer>) {
+        self.views = Some(views);
+    }
+
     /// The metrics in the OpenMetrics text format, with the store's values as of now.
     pub fn render(&self, store: &Store) -> std::io::Result<String> {
         self.store_size.set(store.file_size()?);
@@ -199,6 +222,13 @@ impl Metrics {
                     state: state.as_str(),
                 })
                 .set(count);
+        }
+        // A view no longer materialized leaves the family.
+        self.view_rows.clear();
+        for (view, rows) in self.views.iter().flat_map(|views| views.rows()) {
+            self.view_rows
+                .get_or_create(&ViewLabels { view })
+                .set(rows as u64);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

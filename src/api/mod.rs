@@ -71,6 +71,8 @@ pub struct AppState {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// The SQL engine of `$sql`, with its limits.
     pub sql: Arc<fhirlake_analytics::sql::Engine>,
+    /// The materialized views `$sql` reads.
+    pub views: Arc<crate::jobs::views::materialized::Materializer>,
 }
 
 /// The routes: the operations endpoints, the SMART configuration, the token endpoint

@@ -11,7 +11,9 @@
 //! The query is planned and run by the analytics crate (`fhirlake_analytics::sql`, Apache
 //! DataFusion) on threads of its own, within `--sql-memory` and `--sql-timeout`; the tables'
 //! rows are made by the views as the query scans them (`jobs::views`), all from one snapshot
-//! of the store, and the result is streamed in chunks as `$run`'s rows are.
+//! of the store, except those of a materialized view (`jobs::views::materialized`), read as
+//! the Arrow data kept for it once it holds every change committed before the query; the
+//! result is streamed in chunks as `$run`'s rows are.
 //!
 //! Authorization: reading `ViewDefinition` and the type of every view the query names (403);
 //! each table holds the rows of the resources the client may read, so a `patient/` token
@@ -97,7 +99,15 @@ pub async fn sql(
     let planning = state.clone();
     let mut query = tokio::task::spawn_blocking(move || {
         let state = planning;
-        crate::jobs::views::query(&state.sql, &state.store, &state.search, &access, &text, seq)
+        crate::jobs::views::query(
+            &state.sql,
+            &state.store,
+            &state.search,
+            Some(&state.views),
+            &access,
+            &text,
+            seq,
+        )
     })
     .await
     .map_err(|_| FhirError::internal("the query's planning ended without an answer"))??;

@@ -11,6 +11,7 @@
 //! table from a snapshot at the same change-log seq, so that one query sees one state of the
 //! store.
 
+pub mod materialized;
 pub mod view_export;
 
 use super::Stop;
@@ -26,10 +27,16 @@ use crate::store::Store;
 use crate::store::snapshot::Snapshot;
 use crate::views::View;
 use fhirlake_analytics::sql::{
-    Engine as SqlEngine, Query, RowSource, SourceError, SqlError, Table,
+    Engine as SqlEngine, Query, RowSource, Rows, SourceError, SqlError, Table,
 };
+use materialized::Materializer;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a query waits for a materialized view to hold every change committed before it,
+/// before it runs the view over the store instead.
+const FRESH_WAIT: Duration = Duration::from_secs(2);
 
 /// How many resources are read from the store at a time.
 pub const BATCH: usize = 256;
@@ -135,11 +142,16 @@ impl RowSource for ViewTable {
 /// case) that `access` may read, over the resources of its type `access` may read (a
 /// `patient/` token's compartment, as `$run` gives it), all at the change-log seq `seq`.
 ///
+/// A view that `views` keeps materialized is read from there when `access` may read every
+/// resource of its type, once it holds every change up to `seq` (it may hold later ones too);
+/// otherwise its rows are made from a snapshot at `seq` as the query scans it.
+///
 /// 403 without read access to ViewDefinition or to a view's type; 400 for a name no view (or
 /// more than one) has.
 pub fn tables(
     store: &Store,
     engine: &Arc<Engine>,
+    views: Option<&Materializer>,
     access: &Access,
     names: &[String],
     seq: u64,
@@ -201,20 +213,24 @@ pub fn tables(
             FhirError::bad_request(IssueCode::Invalid, format!("ViewDefinition/{id}: {e}"))
         })?;
         access.require(Permission::Read, Some(&view.resource))?;
-        let request = everything(
-            vec![view.resource.clone()],
-            access.view(Permission::Read),
-            position,
-        );
-        let table = Table {
-            columns: view.columns.clone(),
-            source: Arc::new(ViewTable {
+        let visible = access.view(Permission::Read);
+        let held = views
+            .filter(|_| visible.holds_all(&view.resource))
+            .and_then(|views| {
+                let version = materialized::version_of(definition);
+                views.fresh(id, &version, seq, FRESH_WAIT)
+            });
+        let columns = view.columns.clone();
+        let rows = match held {
+            Some(batches) => Rows::Held(batches),
+            None => Rows::Made(Arc::new(ViewTable {
                 store: store.clone(),
                 engine: engine.clone(),
-                request,
+                request: everything(vec![view.resource.clone()], visible, position),
                 view: Arc::new(view),
-            }),
+            })),
         };
+        let table = Table { columns, rows };
         tables.push((name.clone(), table));
     }
     Ok(tables)
@@ -245,11 +261,12 @@ pub fn query(
     sql: &SqlEngine,
     store: &Store,
     engine: &Arc<Engine>,
+    views: Option<&Materializer>,
     access: &Access,
     text: &str,
     seq: u64,
 ) -> Result<Query, FhirError> {
     let names = sql.tables(text).map_err(sql_error)?;
-    let tables = tables(store, engine, access, &names, seq)?;
+    let tables = tables(store, engine, views, access, &names, seq)?;
     sql.query(text, tables).map_err(sql_error)
 }

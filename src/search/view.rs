@@ -67,6 +67,21 @@ pub struct Wanted {
 }
 
 impl View {
+    /// Whether it holds every resource of `resource_type`: it is [`View::All`], or one of its
+    /// parts takes that type (or every type) with neither a compartment nor a query.
+    pub fn holds_all(&self, resource_type: &str) -> bool {
+        match self {
+            View::All => true,
+            View::Only(parts) => parts.iter().any(|part| {
+                part.resource_type.as_deref().is_none_or(|t| t == resource_type)
+                    && part.compartment.is_none()
+                    && part.params.is_empty()
+            }),
+        }
+    }
+}
+
+impl View {
     /// What judging resources of `resource_type` under this view looks at: the membership
     /// parameters of the parts' compartments and the parameters of the parts' queries (the
     /// first parameter of a chain; a modifier is not part of the code).

@@ -264,12 +264,12 @@ impl Store {
         self.committer.is_running()
     }
 
-    /// The size of the redb file in bytes.
     /// What the writer's scrubs of free pages ([`scrub`]) have done since the store opened.
     pub fn scrubs(&self) -> &scrub::Scrubs {
         self.committer.scrubs()
     }
 
+    /// The size of the redb file in bytes.
     pub fn file_size(&self) -> std::io::Result<u64> {
         std::fs::metadata(&self.file).map(|metadata| metadata.len())
     }

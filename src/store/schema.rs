@@ -131,7 +131,7 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
 /// Compacts the store of `dir` (redb's compaction: pages in use move into the free ones and
 /// the file is cut after the last): returns its size before and after. Needs the directory
 /// to itself (a running server holds it locked). What free pages held is overwritten or cut
-/// away with them; it gives back what scrubs after erasures grew the file by.
+/// away with them.
 pub fn compact(dir: &Path) -> Result<(u64, u64), StoreError> {
     let file = dir.join(DB_FILE);
     let size = || {

@@ -5,22 +5,26 @@
 //! stay in the file until a later write reuses them. [`scrub`] makes that reuse happen at
 //! once: it commits twice with nothing in it, so that redb returns to its free list the pages
 //! that earlier transactions freed, then fills a transient table ([`SCRUB`]) with zero values
-//! of half a page each until every free page holds one (redb zeroes a page it allocates and
-//! writes it whole), and drops the table again. A leaf holds one such value, so each takes one
-//! page of the lowest order and any free page can take it; the file only grows once no free
-//! page is left, which is how the fill knows it is done. The pages the table held are free
-//! again afterwards, holding zeros, and empty commits give back part of what the file grew by.
+//! of half a page each until the free pages are used up (redb zeroes a page it allocates and
+//! writes it whole), and empties and drops the table again. A leaf holds one such value, so
+//! each takes one page of the lowest order and any free page can take it.
 //!
-//! Known defect: redb grows a file under 4 GiB by doubling it and gives back at most half of
-//! a free tail per commit, so a scrub leaves the file up to half again as large (the new part
-//! sparse until written), and each later scrub can do so again. redb tells neither how many
-//! pages are free nor which, so the fill cannot stop short of the growth.
+//! The file must not grow for it: redb grows a file by doubling it and gives back only part of
+//! a free tail, so a fill that grew the file left it half again as large at every scrub. So
+//! the fill looks at the file's length after every value, and a transaction that grew it is
+//! aborted, which gives the growth back (redb truncates to the layout the transaction began
+//! with); the fill then ends with one transaction of [`MARGIN`] values fewer than fitted, the
+//! room its commit and the emptying need. The table is emptied in growing chunks, each one's
+//! commit using the pages the ones before it freed, before it is dropped.
 //!
 //! Invariant: after a scrub, no free page of the file holds bytes written before it, except
 //! pages that a read transaction open at the time of the scrub still holds (redb frees them
-//! only once it ends). So the writer scrubs a while after an erasure, when the readers of that
-//! moment are done, and once more when the store closes, when none is left
-//! ([`super::commit`]).
+//! only once it ends), and the few pages the fill left free at its end: about [`MARGIN`]. redb
+//! hands out the lowest free page of the smallest free block first, so those are the top of
+//! the largest free block, which is the never-written end of the file unless the file is full
+//! to its end. So the writer scrubs a while after an erasure, when the readers of that moment
+//! are done, and once more when the store closes, when none is left ([`super::commit`]).
+//! `fhirlake compact` (offline) moves the live pages to the front and cuts the rest off.
 //!
 //! One more place holds old bytes: redb changes a page that the same transaction already
 //! wrote in place, so a version removed from such a page (an erasure of several versions that
@@ -50,8 +54,12 @@ const PAGE: u64 = 4096;
 /// The most empty commits [`shrink`] makes.
 const SHRINK_COMMITS: usize = 40;
 
-/// How many values are written between two looks at the file's length.
-const BATCH: u64 = 64;
+/// How many values fewer than fitted the fill's last transaction writes: room for its commit
+/// and the first chunk of the emptying.
+const MARGIN: u64 = 16;
+
+/// The first chunk of values the emptying removes; each next one is twice as large.
+const FIRST_CHUNK: u64 = 256;
 
 /// What the writer's scrubs have done since the store opened (`/metrics`).
 #[derive(Debug, Default)]
@@ -74,7 +82,7 @@ const STEP: u64 = 4096;
 #[derive(Debug)]
 pub struct Scrub {
     next: Step,
-    /// Pages written with zeros so far.
+    /// Values written (pages written with zeros) so far.
     pages: u64,
     /// The last `erased` entry whose leaves it rebuilt.
     through: Option<u64>,
@@ -84,8 +92,10 @@ pub struct Scrub {
 enum Step {
     /// Empty commits left to make, so that redb frees what earlier transactions freed.
     Release(u8),
-    Fill,
-    Drop,
+    /// Filling; `Some(n)` once a transaction grew the file: at most `n` values more fit.
+    Fill(Option<u64>),
+    /// Emptying the table, `chunk` values at a time from the value `from` on.
+    Empty { from: u64, chunk: u64 },
 }
 
 impl Default for Scrub {
@@ -99,9 +109,10 @@ impl Default for Scrub {
 }
 
 impl Scrub {
-    /// Runs the next step, one durable transaction (redb's default); once the scrub is done,
-    /// returns how many pages it wrote. A crash midway leaves a whole store (with the
-    /// transient table in it, dropped by the next scrub).
+    /// Runs the next step, one durable transaction (redb's default), or none when it aborts
+    /// a transaction that grew the file; once the scrub is done, returns how many pages it
+    /// wrote. A crash midway leaves a whole store (with the transient table in it, dropped by
+    /// the next scrub).
     pub fn step(&mut self, db: &Database, file: &Path) -> Result<Option<u64>, StoreError> {
         let txn = db.begin_write()?;
         match self.next {
@@ -113,37 +124,51 @@ impl Scrub {
                 self.next = if left > 1 {
                     Step::Release(left - 1)
                 } else {
-                    Step::Fill
+                    Step::Fill(None)
                 };
             }
-            Step::Fill => {
+            Step::Fill(fits) => {
+                let count = fits.unwrap_or(STEP).min(STEP);
+                if count == 0 {
+                    self.next = Step::Empty {
+                        from: 0,
+                        chunk: FIRST_CHUNK,
+                    };
+                    return Ok(None);
+                }
                 let length = file_length(file)?;
-                // No more pages are free than the file has (redb's own count, `stats`, reads
-                // every page).
-                let bound = length / PAGE + BATCH;
                 let zeros = vec![0u8; PAGE as usize / 2];
                 let mut table = txn.open_table(SCRUB)?;
-                let end = self.pages + STEP;
-                while self.pages < end {
-                    for _ in 0..BATCH {
-                        table.insert(self.pages, zeros.as_slice())?;
-                        self.pages += 1;
-                    }
-                    if file_length(file)? != length || self.pages >= bound {
-                        self.next = Step::Drop;
-                        break;
+                for i in 0..count {
+                    table.insert(self.pages + i, zeros.as_slice())?;
+                    if file_length(file)? != length {
+                        // Aborting gives the growth back; `i` values fitted.
+                        drop(table);
+                        txn.abort()?;
+                        self.next = Step::Fill(Some(i.saturating_sub(MARGIN)));
+                        return Ok(None);
                     }
                 }
+                self.pages += count;
+                self.next = Step::Fill(fits.map(|fits| fits - count));
             }
-            Step::Drop => {
-                txn.delete_table(SCRUB)?;
-                if let Some(through) = self.through {
-                    txn.open_table(META)?
-                        .insert(SCRUBBED_THROUGH_KEY, through)?;
+            Step::Empty { from, chunk } => {
+                if from >= self.pages {
+                    txn.delete_table(SCRUB)?;
+                    if let Some(through) = self.through {
+                        txn.open_table(META)?
+                            .insert(SCRUBBED_THROUGH_KEY, through)?;
+                    }
+                    txn.commit()?;
+                    shrink(db, file)?;
+                    return Ok(Some(self.pages));
                 }
-                txn.commit()?;
-                shrink(db, file)?;
-                return Ok(Some(self.pages));
+                txn.open_table(SCRUB)?
+                    .retain_in(from..from + chunk, |_, _| false)?;
+                self.next = Step::Empty {
+                    from: from + chunk,
+                    chunk: (chunk * 2).min(STEP),
+                };
             }
         }
         txn.commit()?;
@@ -213,9 +238,9 @@ fn rebuild(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
     Ok(through)
 }
 
-/// Commits with nothing in it until the file stops shrinking: the fill grew it for its last
-/// values, and redb gives back at most half of a file's free tail per commit, once the pages
-/// freed are free.
+/// Commits with nothing in it until the file stops shrinking: requests committed between
+/// the scrub's steps may have grown it, and redb gives back at most half of a file's free tail
+/// per commit, once the pages freed are free.
 fn shrink(db: &Database, file: &Path) -> Result<(), StoreError> {
     let mut length = file_length(file)?;
     let mut unchanged = 0;
@@ -281,17 +306,26 @@ mod tests {
             holds(&file, gone),
             "redb leaves removed bytes in free pages"
         );
+        let before = file_length(&file).unwrap();
         let scrubbed = scrub(&db, &file).unwrap();
         assert!(scrubbed > 0);
         assert!(!holds(&file, gone), "the removed bytes are gone");
+        assert!(
+            file_length(&file).unwrap() <= before,
+            "the file did not grow"
+        );
         let txn = db.begin_read().unwrap();
         let table = txn.open_table(DATA).unwrap();
         assert_eq!(table.len().unwrap(), 1_000);
         assert!(table.get(1).unwrap().unwrap().value().starts_with(kept));
-        // A second scrub finds as much to do and leaves the file as it was.
+        // Later scrubs find as much to do and leave the file as it was: its length too.
         drop(table);
         drop(txn);
-        scrub(&db, &file).unwrap();
+        let length = file_length(&file).unwrap();
+        for _ in 0..3 {
+            scrub(&db, &file).unwrap();
+            assert_eq!(file_length(&file).unwrap(), length, "a scrub grows no file");
+        }
         let txn = db.begin_read().unwrap();
         assert_eq!(txn.open_table(DATA).unwrap().len().unwrap(), 1_000);
     }

@@ -5,7 +5,9 @@
 //! and rows per second. Then, side by side: the time of a `$viewdefinition-export` of both
 //! views to Parquet, the latency of a SQL aggregate over all Observations by `$sql`
 //! (Observations per LOINC code per year), and DuckDB's time for the same query over the
-//! exported Parquet file (DuckDB of the tests' venv, `tests/setup.sh`).
+//! exported Parquet file (DuckDB of the tests' venv, `tests/setup.sh`). Then the Observation
+//! view materialized: its build, the same aggregate over its Arrow data, and its lag behind
+//! the change log while patients are posted over HTTP.
 //!
 //! `cargo bench --bench views`; FHIRLAKE_BENCH_ROUNDS (default 3) rounds of each.
 
@@ -162,18 +164,31 @@ fn main() {
         file.len(),
         export_seconds * 1000.0
     );
-    for _ in 0..rounds {
-        let started = Instant::now();
-        let reply = client.post(
-            "/$sql",
-            &json!({"resourceType": "Parameters", "parameter": [
-                {"name": "query", "valueString": AGGREGATE}]}),
-        );
-        let millis = started.elapsed().as_secs_f64() * 1000.0;
-        reply.expect(200, "$sql");
-        let groups = reply.json().as_array().map_or(0, Vec::len);
-        println!("| $sql aggregate over all Observations ({groups} groups) | {millis:.0} |");
+    time_aggregate(&client, rounds, "all Observations");
+    // The Observation view materialized: its build, the aggregate over its Arrow data, and
+    // how far behind the log it stays while Synthea's patients are posted again.
+    let mut marked = views()[1].1.clone();
+    marked["id"] = json!(ids[1]);
+    marked["extension"] = json!([{"url": MATERIALIZE, "valueBoolean": true}]);
+    let started = Instant::now();
+    client
+        .put(&format!("/ViewDefinition/{}", ids[1]), &marked)
+        .expect(200, "mark the view");
+    while view_rows(&server, "observation_flat").is_none() {
+        std::thread::sleep(Duration::from_millis(20));
     }
+    println!(
+        "| observation_flat materialized ({} rows), from its PUT | {:.0} |",
+        view_rows(&server, "observation_flat").unwrap(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    time_aggregate(&client, rounds, "the materialized Observations");
+    let lag = lag_while_posting(&server, &client);
+    println!(
+        "| materialized view's lag behind the log while posting {} patients (2 clients): median / max | {:.0} / {:.0} |",
+        lag.patients, lag.median_ms, lag.max_ms
+    );
+
     let script = "import duckdb, sys, time\n\
         con = duckdb.connect()\n\
         query = sys.argv[2].replace('observation_flat', \"read_parquet('\" + sys.argv[1] + \"')\")\n\
@@ -198,6 +213,120 @@ fn main() {
         println!(
             "| DuckDB, the same aggregate over the Parquet file ({groups} groups) | {millis:.0} |"
         );
+    }
+}
+
+/// Times [`AGGREGATE`] by `$sql`, `rounds` times, and prints a row for each.
+fn time_aggregate(client: &FhirClient, rounds: usize, over: &str) {
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let reply = client.post(
+            "/$sql",
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "query", "valueString": AGGREGATE}]}),
+        );
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        reply.expect(200, "$sql");
+        let groups = reply.json().as_array().map_or(0, Vec::len);
+        println!("| $sql aggregate over {over} ({groups} groups) | {millis:.0} |");
+    }
+}
+
+/// The extension that marks a view for materialization.
+const MATERIALIZE: &str = "https://fhirlake.dev/fhir/StructureDefinition/materialize";
+
+/// A line of `/metrics` after `prefix`, as a number.
+fn metric(server: &TestServer, prefix: &str) -> Option<u64> {
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.origin))
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .map(|value| value.trim().parse().unwrap())
+}
+
+/// The rows `/metrics` gives materialized view `name`.
+fn view_rows(server: &TestServer, name: &str) -> Option<u64> {
+    metric(server, &format!("fhirlake_view_rows{{view=\"{name}\"}} "))
+}
+
+/// How far the materialized views stayed behind the change log.
+struct Lag {
+    patients: usize,
+    median_ms: f64,
+    max_ms: f64,
+}
+
+/// Posts Synthea's patient bundles (up to 40) again from two clients, and meanwhile samples
+/// the change-log head and the views' checkpoint every 20 ms: for each sample, the time until
+/// the views' checkpoint reached that head.
+fn lag_while_posting(server: &TestServer, client: &FhirClient) -> Lag {
+    let patients: Vec<std::path::PathBuf> = common::synthea::files()
+        .into_iter()
+        .filter(|path| !common::synthea::is_shared(path))
+        .take(40)
+        .collect();
+    let count = patients.len();
+    let queue = std::sync::Mutex::new(patients);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    let mut reached: Vec<(Instant, u64)> = Vec::new();
+    std::thread::scope(|scope| {
+        let posters: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let Some(path) = queue.lock().unwrap().pop() else {
+                            return;
+                        };
+                        let bundle = common::synthea::read_bundle(&path);
+                        client.post("", &bundle).expect(200, "transaction");
+                    }
+                })
+            })
+            .collect();
+        let sampler = scope.spawn(|| {
+            let mut samples = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let head = metric(server, "fhirlake_changelog_head_seq ").unwrap();
+                let lag =
+                    metric(server, "fhirlake_consumer_lag_changes{consumer=\"views\"} ").unwrap();
+                samples.push((Instant::now(), head, head.saturating_sub(lag)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        });
+        for poster in posters {
+            poster.join().unwrap();
+        }
+        // Until the views have caught up with the last write.
+        while metric(server, "fhirlake_consumer_lag_changes{consumer=\"views\"} ").unwrap()
+            > 0
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (at, head, checkpoint) in sampler.join().unwrap() {
+            samples.push((at, head));
+            reached.push((at, checkpoint));
+        }
+    });
+    let mut delays: Vec<f64> = samples
+        .iter()
+        .filter_map(|(at, head)| {
+            reached
+                .iter()
+                .find(|(when, checkpoint)| when >= at && checkpoint >= head)
+                .map(|(when, _)| when.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    Lag {
+        patients: count,
+        median_ms: delays.get(delays.len() / 2).copied().unwrap_or(0.0),
+        max_ms: delays.last().copied().unwrap_or(0.0),
     }
 }
 

@@ -66,6 +66,26 @@ impl BatchBuilder {
 
     /// Adds one row: a cell per column, in the schema's order.
     pub fn push(&mut self, row: &[Value]) -> Result<(), Error> {
+        let cells = self.convert(row)?;
+        self.append_row(cells);
+        Ok(())
+    }
+
+    /// Adds `rows`, all or none: a row with a cell that does not fit its column refuses them
+    /// all.
+    pub fn push_all(&mut self, rows: &[Vec<Value>]) -> Result<(), Error> {
+        let converted = rows
+            .iter()
+            .map(|row| self.convert(row))
+            .collect::<Result<Vec<_>, Error>>()?;
+        for cells in converted {
+            self.append_row(cells);
+        }
+        Ok(())
+    }
+
+    /// A row's cells converted to the types of their columns.
+    fn convert(&self, row: &[Value]) -> Result<Vec<Cell>, Error> {
         let fields = self.schema.fields();
         if row.len() != fields.len() {
             return Err(Error::Write(format!(
@@ -74,7 +94,7 @@ impl BatchBuilder {
                 fields.len()
             )));
         }
-        let cells = fields
+        fields
             .iter()
             .zip(row)
             .map(|(field, value)| {
@@ -83,18 +103,31 @@ impl BatchBuilder {
                     why,
                 })
             })
-            .collect::<Result<Vec<Cell>, Error>>()?;
+            .collect()
+    }
+
+    fn append_row(&mut self, cells: Vec<Cell>) {
+        let fields = self.schema.fields();
         for ((builder, field), cell) in self.builders.iter_mut().zip(fields).zip(cells) {
             append(builder.as_mut(), field.data_type(), cell);
         }
         self.rows += 1;
-        Ok(())
+    }
+
+    /// The rows pushed since the last batch, as a batch, without taking them.
+    pub fn snapshot(&self) -> Result<RecordBatch, Error> {
+        let arrays: Vec<ArrayRef> = self.builders.iter().map(|b| b.finish_cloned()).collect();
+        self.batch(arrays, self.rows)
     }
 
     /// The rows pushed since the last batch, as a batch; the builder starts anew.
     pub fn finish(&mut self) -> Result<RecordBatch, Error> {
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         let rows = std::mem::take(&mut self.rows);
+        self.batch(arrays, rows)
+    }
+
+    fn batch(&self, arrays: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch, Error> {
         let options =
             datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(

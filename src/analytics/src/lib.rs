@@ -13,10 +13,13 @@
 //! - [`parquet_file`]: a [`parquet_file::ParquetWriter`] writes rows (or batches) to any
 //!   `Write` as a Parquet file, one row group at a time, so that memory is bounded by a row
 //!   group, never by the file.
+//! - [`materialized`]: a [`materialized::Materialized`] keeps a view's rows as Arrow data,
+//!   changed one resource at a time.
 //! - [`sql`]: the [`sql::Engine`], read-only SQL over named tables whose rows the caller
-//!   produces on demand, within a time and a memory limit.
+//!   produces on demand or holds as batches, within a time and a memory limit.
 
 pub mod batch;
+pub mod materialized;
 pub mod parquet_file;
 pub mod schema;
 pub mod sql;

@@ -26,7 +26,9 @@
 use crate::parquet_file::BATCH_ROWS;
 use crate::schema::{ColumnSpec, schema};
 use crate::{RecordBatch, SchemaRef, batch::BatchBuilder};
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -54,6 +56,9 @@ use tokio::task::JoinHandle;
 /// A failure of a table's source, as the source gave it.
 pub type SourceError = Box<dyn StdError + Send + Sync>;
 
+/// How many partitions a query's plan splits its work into.
+const PARTITIONS: usize = 2;
+
 /// How many batches of a table may wait between its source and the query.
 const BATCHES_IN_FLIGHT: usize = 2;
 
@@ -77,7 +82,16 @@ pub trait RowSource: Send + Sync {
 #[derive(Clone)]
 pub struct Table {
     pub columns: Vec<ColumnSpec>,
-    pub source: Arc<dyn RowSource>,
+    pub rows: Rows,
+}
+
+/// Where a table's rows come from.
+#[derive(Clone)]
+pub enum Rows {
+    /// Made by a source when the query scans the table.
+    Made(Arc<dyn RowSource>),
+    /// Already made, as record batches of the table's schema (a materialized view's).
+    Held(Vec<RecordBatch>),
 }
 
 /// Why a query failed.
@@ -164,7 +178,7 @@ impl Engine {
             .build_arc()
             .map_err(|e| SqlError::Engine(e.to_string()))?;
         let mut config = SessionConfig::new()
-            .with_target_partitions(2)
+            .with_target_partitions(PARTITIONS)
             .with_batch_size(BATCH_ROWS)
             .with_information_schema(false);
         // Where in the query a fault is (a column's line and column).
@@ -210,17 +224,31 @@ impl Engine {
         let failure: Failure = Arc::default();
         let context = Engine::context(limits)?;
         for (name, table) in tables {
-            let partition = Partition {
-                schema: schema(&table.columns),
-                source: table.source,
-                handle: handle.clone(),
-                failure: failure.clone(),
+            let schema = schema(&table.columns);
+            let provider: Arc<dyn TableProvider> = match table.rows {
+                Rows::Made(source) => {
+                    let partition = Partition {
+                        schema: schema.clone(),
+                        source,
+                        handle: handle.clone(),
+                        failure: failure.clone(),
+                    };
+                    Arc::new(
+                        StreamingTable::try_new(schema, vec![Arc::new(partition)])
+                            .map_err(invalid)?,
+                    )
+                }
+                Rows::Held(batches) => {
+                    // One partition per thread, the batches dealt out in turn.
+                    let mut partitions = vec![Vec::new(); PARTITIONS];
+                    for (i, batch) in batches.into_iter().enumerate() {
+                        partitions[i % PARTITIONS].push(batch);
+                    }
+                    Arc::new(MemTable::try_new(schema, partitions).map_err(invalid)?)
+                }
             };
-            let provider =
-                StreamingTable::try_new(partition.schema.clone(), vec![Arc::new(partition)])
-                    .map_err(invalid)?;
             context
-                .register_table(name.as_str(), Arc::new(provider))
+                .register_table(name.as_str(), provider)
                 .map_err(invalid)?;
         }
         let options = SQLOptions::new()
@@ -548,7 +576,7 @@ mod tests {
                     collection: false,
                 },
             ],
-            source,
+            rows: Rows::Made(source),
         }
     }
 
@@ -602,6 +630,41 @@ mod tests {
             Arc::new(Numbers(1 << 40)),
         );
         assert_eq!(limited.unwrap().len(), 3);
+    }
+
+    /// A table held as batches answers as the same rows made by a source.
+    #[test]
+    fn a_held_table_answers_as_a_made_one() {
+        let engine = engine();
+        let made = table(Arc::new(Numbers(20_000)));
+        let mut builder = BatchBuilder::new(schema(&made.columns));
+        let mut batches = Vec::new();
+        Numbers(20_000)
+            .produce(&mut |row| {
+                builder.push(row).unwrap();
+                if builder.len() == 3_000 {
+                    batches.push(builder.finish().unwrap());
+                }
+                true
+            })
+            .unwrap();
+        batches.push(builder.finish().unwrap());
+        let held = Table {
+            columns: made.columns.clone(),
+            rows: Rows::Held(batches),
+        };
+        let sql = "SELECT k, count(*) AS c, sum(n) AS s FROM numbers GROUP BY k ORDER BY k";
+        let answer = |table: Table| {
+            let mut query = engine.query(sql, vec![("numbers".into(), table)]).unwrap();
+            let mut rows = Vec::new();
+            while let Some(batch) = query.next_batch() {
+                rows.extend(crate::batch::rows_of(&batch.unwrap()).unwrap());
+            }
+            rows
+        };
+        let expected = answer(made);
+        assert_eq!(expected.len(), 3);
+        assert_eq!(answer(held), expected);
     }
 
     #[test]
