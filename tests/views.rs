@@ -398,7 +398,8 @@ fn a_patient_token_gets_only_its_compartments_rows() {
     let (server, _dir) = server();
     let admin = bearer(&server, &token("system/*.*", None));
     let bundle = synthea::resources(PATIENTS[0]);
-    let patient = server_id(&admin, bundle[0]["id"].as_str().unwrap());
+    let mrn = bundle[0]["id"].as_str().unwrap().to_string();
+    let patient = server_id(&admin, &mrn);
     let own = bearer(&server, &token("patient/*.read", Some(&patient)));
     let rows = rows_of(&run(&own, &observation_view(), "json"), "json");
     let expected: Vec<Value> = bundle
@@ -923,14 +924,15 @@ fn materialized_views_follow_every_change() {
         .expect(201, "store a materialized view");
     let observations = scanned("Observation");
     await_view_rows(&server, "patient_demographics", Some(PATIENTS.len() as u64));
-    await_view_rows(
-        &server,
-        "observation_flat",
-        Some(observations.len() as u64),
-    );
+    await_view_rows(&server, "observation_flat", Some(observations.len() as u64));
     let mut expected: Vec<String> = PATIENTS
         .iter()
-        .map(|prefix| synthea::resources(prefix)[0]["id"].as_str().unwrap().to_string())
+        .map(|prefix| {
+            synthea::resources(prefix)[0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     expected.sort();
     assert_eq!(mrns(&admin), expected);
@@ -942,7 +944,10 @@ fn materialized_views_follow_every_change() {
     // A create is in the very next query, and so are an update and a delete.
     let mut patient = json!({"resourceType": "Patient", "gender": "other",
         "identifier": [{"system": SYNTHEA, "value": "000-new"}]});
-    let new = admin.post("/Patient", &patient).expect(201, "create").json();
+    let new = admin
+        .post("/Patient", &patient)
+        .expect(201, "create")
+        .json();
     let new_id = new["id"].as_str().unwrap().to_string();
     let mut with_new = vec!["000-new".to_string()];
     with_new.extend(expected.iter().cloned());

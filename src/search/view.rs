@@ -73,7 +73,9 @@ impl View {
         match self {
             View::All => true,
             View::Only(parts) => parts.iter().any(|part| {
-                part.resource_type.as_deref().is_none_or(|t| t == resource_type)
+                part.resource_type
+                    .as_deref()
+                    .is_none_or(|t| t == resource_type)
                     && part.compartment.is_none()
                     && part.params.is_empty()
             }),

@@ -302,9 +302,7 @@ fn lag_while_posting(server: &TestServer, client: &FhirClient) -> Lag {
             poster.join().unwrap();
         }
         // Until the views have caught up with the last write.
-        while metric(server, "fhirlake_consumer_lag_changes{consumer=\"views\"} ").unwrap()
-            > 0
-        {
+        while metric(server, "fhirlake_consumer_lag_changes{consumer=\"views\"} ").unwrap() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
         done.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -198,7 +198,7 @@ impl Materialized {
     /// replace appended them) are at `segment` from row `first` on.
     fn place(&mut self, keys: &[Arc<str>], segment: u32, first: u32) {
         let mut row = first;
-        for run in keys.chunk_by(|a, b| Arc::ptr_eq(a, b)) {
+        for run in keys.chunk_by(Arc::ptr_eq) {
             if let Some(places) = self.places.get_mut(&run[0]) {
                 for place in places.iter_mut() {
                     *place = (segment, row);
@@ -373,7 +373,11 @@ mod tests {
         table.forget("secret");
         table.settle().unwrap();
         assert_eq!(table.sealed[0].batch.num_rows(), SEGMENT_ROWS - 1);
-        let held = table.sealed.iter().map(|s| s.batch.num_rows()).sum::<usize>()
+        let held = table
+            .sealed
+            .iter()
+            .map(|s| s.batch.num_rows())
+            .sum::<usize>()
             + table.open.keys.len();
         assert_eq!(held, SEGMENT_ROWS - 1, "no dead row is held");
         assert_eq!(table.len(), SEGMENT_ROWS - 1);

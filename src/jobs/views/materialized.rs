@@ -26,9 +26,9 @@
 //! has not read.
 
 use super::{everything, resources};
-use crate::jobs::Stop;
 use crate::fhir::FhirError;
 use crate::fhir::resource::VIEW_DEFINITION;
+use crate::jobs::Stop;
 use crate::jobs::export::Snapshot as Position;
 use crate::search::Engine;
 use crate::search::View as Visible;
@@ -165,20 +165,25 @@ impl Materializer {
             let current = self.store.read_many(&keys)?;
             for (id, held) in concerned {
                 let mut held = held.lock().expect("view");
-                let applied = keys.iter().zip(&current).try_for_each(|((_, rid), version)| {
-                    if erased.contains(&(resource_type, rid.as_str())) {
-                        held.table.forget(rid);
-                    }
-                    let resource = version
-                        .as_ref()
-                        .filter(|v| !v.body.is_empty())
-                        .and_then(|v| serde_json::from_slice::<Value>(&v.body).ok());
-                    let rows = match resource {
-                        Some(resource) => held.view.rows(&resource).map_err(|e| e.to_string())?,
-                        None => Vec::new(),
-                    };
-                    held.table.replace(rid, &rows).map_err(|e| e.to_string())
-                });
+                let applied = keys
+                    .iter()
+                    .zip(&current)
+                    .try_for_each(|((_, rid), version)| {
+                        if erased.contains(&(resource_type, rid.as_str())) {
+                            held.table.forget(rid);
+                        }
+                        let resource = version
+                            .as_ref()
+                            .filter(|v| !v.body.is_empty())
+                            .and_then(|v| serde_json::from_slice::<Value>(&v.body).ok());
+                        let rows = match resource {
+                            Some(resource) => {
+                                held.view.rows(&resource).map_err(|e| e.to_string())?
+                            }
+                            None => Vec::new(),
+                        };
+                        held.table.replace(rid, &rows).map_err(|e| e.to_string())
+                    });
                 let settled = applied.and_then(|()| held.table.settle().map_err(|e| e.to_string()));
                 if let Err(error) = settled {
                     drop(held);
@@ -259,13 +264,19 @@ impl Materializer {
             Position { seq, time: 0 },
         );
         let mut table = Materialized::new(&view.columns);
-        let built = resources(&snapshot, &self.engine, &request, &view.resource, |resource| {
-            let id = resource["id"].as_str().unwrap_or_default();
-            let rows = view.rows(resource).map_err(FhirError::from)?;
-            table
-                .replace(id, &rows)
-                .map_err(|e| Stop::Failed(FhirError::internal(e.to_string())))
-        });
+        let built = resources(
+            &snapshot,
+            &self.engine,
+            &request,
+            &view.resource,
+            |resource| {
+                let id = resource["id"].as_str().unwrap_or_default();
+                let rows = view.rows(resource).map_err(FhirError::from)?;
+                table
+                    .replace(id, &rows)
+                    .map_err(|e| Stop::Failed(FhirError::internal(e.to_string())))
+            },
+        );
         match built {
             Ok(()) => Ok(table),
             Err(Stop::Failed(error)) => Err(error.to_string()),
@@ -290,8 +301,13 @@ impl Materializer {
 
     /// The name and row count of each ready view.
     pub fn rows(&self) -> Vec<(String, usize)> {
-        let views: Vec<Arc<Mutex<Held>>> =
-            self.views.lock().expect("views").values().cloned().collect();
+        let views: Vec<Arc<Mutex<Held>>> = self
+            .views
+            .lock()
+            .expect("views")
+            .values()
+            .cloned()
+            .collect();
         views
             .iter()
             .map(|held| {
@@ -329,11 +345,13 @@ impl Materializer {
 
 /// Whether `definition` carries [`MATERIALIZE`] with `valueBoolean: true`.
 pub fn is_marked(definition: &Value) -> bool {
-    definition["extension"].as_array().is_some_and(|extensions| {
-        extensions.iter().any(|extension| {
-            extension["url"] == MATERIALIZE && extension["valueBoolean"] == Value::Bool(true)
+    definition["extension"]
+        .as_array()
+        .is_some_and(|extensions| {
+            extensions.iter().any(|extension| {
+                extension["url"] == MATERIALIZE && extension["valueBoolean"] == Value::Bool(true)
+            })
         })
-    })
 }
 
 /// A stored definition's `meta.versionId`.
