@@ -1,5 +1,9 @@
 use clap::Parser;
 
+/// mimalloc serves every allocation of the binary (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = fhirlake::cli::Cli::parse();
     fhirlake::logging::init(cli.log_format);

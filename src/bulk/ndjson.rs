@@ -5,9 +5,10 @@
 //! the id [`Target::new_id`] gives.
 //!
 //! Invariants:
-//! - **Streaming.** One line at a time is held, at most [`MAX_LINE`] bytes (a longer line is
-//!   rejected, read past and never held), and at most [`WINDOW`] writes wait for their commit,
-//!   so memory does not grow with the input. The writes of a window go to the writer together,
+//! - **Streaming.** At most [`CHUNK`] lines are held while they are checked (on every core),
+//!   each at most [`MAX_LINE`] bytes (a longer line is rejected, read past and never held),
+//!   and at most [`WINDOW`] writes wait for their commit, so memory does not grow with the
+//!   input. The writes of a window go to the writer together,
 //!   so it groups them into few transactions.
 //! - **In order.** Each line with content is *settled* (stored, or rejected with why) exactly
 //!   once, in line order: when line `n` is settled, every line before it is, so a caller may
@@ -20,8 +21,9 @@
 use crate::fhir::resource::{check_value, id_of, parse_json};
 use crate::fhir::{FhirError, IssueCode};
 use crate::store::Store;
-use crate::store::commit::{Action, Applied, CommitError, Write};
+use crate::store::commit::{Action, Applied, CommitError, Request, Write};
 use crate::validate::Validator;
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,6 +32,9 @@ use std::pin::Pin;
 
 /// How many writes may wait for their commit at once.
 pub const WINDOW: usize = 2_000;
+
+/// How many lines are checked at once, on every core.
+const CHUNK: usize = 64;
 
 /// The longest line read (bytes): the server's default largest body.
 pub const MAX_LINE: usize = 32 * 1024 * 1024;
@@ -130,7 +135,7 @@ pub fn store_all<E>(
     wait: &dyn Fn(Pending) -> Result<Vec<Applied>, CommitError>,
     settled: &mut dyn FnMut(u64, Settled) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut in_flight: VecDeque<(u64, Slot)> = VecDeque::with_capacity(WINDOW + 1);
+    let mut in_flight: VecDeque<(u64, Slot)> = VecDeque::with_capacity(WINDOW + CHUNK);
     let settle = |slot: Slot| match slot {
         Slot::Done(done) => done,
         Slot::Pending {
@@ -145,15 +150,31 @@ pub fn store_all<E>(
             Err(refused) => Settled::Rejected(refused.error),
         },
     };
-    for (number, value) in items {
-        let slot = match value {
-            Ok(value) => take(target, value, number),
-            Err(error) => Slot::Done(Settled::Rejected(error)),
-        };
-        in_flight.push_back((number, slot));
-        if in_flight.len() > WINDOW {
-            let (n, slot) = in_flight.pop_front().expect("a full window");
-            settled(n, settle(slot))?;
+    loop {
+        let chunk: Vec<(u64, Result<Value, FhirError>)> = (&mut *items).take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        // Checking and validating is most of a line's cost on this side of the writer: on
+        // every core; the writes are then sent in line order.
+        let taken: Vec<(u64, Result<Taken, FhirError>)> = chunk
+            .into_par_iter()
+            .map(|(number, value)| (number, value.and_then(|value| take(target, value, number))))
+            .collect();
+        for (number, taken) in taken {
+            let slot = match taken {
+                Ok(taken) => Slot::Pending {
+                    write: Box::pin(target.store.submit_request(taken.request)),
+                    resource_type: taken.resource_type,
+                    warnings: taken.warnings,
+                },
+                Err(error) => Slot::Done(Settled::Rejected(error)),
+            };
+            in_flight.push_back((number, slot));
+            if in_flight.len() > WINDOW {
+                let (n, slot) = in_flight.pop_front().expect("a full window");
+                settled(n, settle(slot))?;
+            }
         }
     }
     for (n, slot) in in_flight {
@@ -172,23 +193,27 @@ enum Slot {
     },
 }
 
-/// Takes resource `number` in and sends its write.
-fn take(target: &Target, value: Value, number: u64) -> Slot {
-    let checked = check_value(value, target.resource_type).and_then(|intake| {
-        let resource_type = intake.resource["resourceType"]
-            .as_str()
-            .expect("a checked resource has a type")
-            .to_string();
-        (target.may_write)(&resource_type)?;
-        let warnings = target
-            .validator
-            .check_write(&intake.resource, &intake.dropped)?;
-        Ok((intake.resource, resource_type, warnings.len()))
-    });
-    let (resource, resource_type, warnings) = match checked {
-        Ok(checked) => checked,
-        Err(error) => return Slot::Done(Settled::Rejected(error)),
-    };
+/// A resource taken in: its write's request, ready to send.
+struct Taken {
+    request: Request,
+    resource_type: String,
+    warnings: usize,
+}
+
+/// Takes resource `number` in (checked, validated, compared with its current version) and
+/// makes its write.
+fn take(target: &Target, value: Value, number: u64) -> Result<Taken, FhirError> {
+    let intake = check_value(value, target.resource_type)?;
+    let resource_type = intake.resource["resourceType"]
+        .as_str()
+        .expect("a checked resource has a type")
+        .to_string();
+    (target.may_write)(&resource_type)?;
+    let warnings = target
+        .validator
+        .check_write(&intake.resource, &intake.dropped)?
+        .len();
+    let resource = intake.resource;
     let (id, action) = match id_of(&resource).map(String::from) {
         Some(id) => (id, Action::Update(resource)),
         None => match (target.new_id)(number) {
@@ -202,11 +227,11 @@ fn take(target: &Target, value: Value, number: u64) -> Slot {
         action,
         if_match: None,
     };
-    Slot::Pending {
-        write: Box::pin(target.store.submit(vec![write])),
+    Ok(Taken {
+        request: target.store.request(vec![write]),
         resource_type,
         warnings,
-    }
+    })
 }
 
 /// Reads the next line into `line` (without its `\n` or `\r\n`): `Some(true)` when it was

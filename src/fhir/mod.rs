@@ -8,6 +8,7 @@ pub mod outcome;
 pub mod parameters;
 pub mod reference;
 pub mod resource;
+pub mod sparse;
 pub mod summary;
 #[cfg(test)]
 pub(crate) mod test_data;

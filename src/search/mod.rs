@@ -26,6 +26,7 @@ pub mod include;
 pub mod index;
 pub mod indexer;
 pub mod limits;
+pub mod matched;
 pub mod query;
 pub mod registry;
 pub mod sort;
@@ -394,48 +395,6 @@ impl Engine {
     /// [`Engine::indexed_seq`] as read before taking it.
     pub fn index_snapshot(&self) -> IndexSnapshot {
         IndexSnapshot(self.index.searcher())
-    }
-
-    /// Which of `ids` (resources of `criteria`'s type) `criteria` matches in `snapshot`, as a
-    /// search would find them, without a view: one query of the criteria and `_id` with every
-    /// id (so the size of `ids` is not held to `--search-max-values`; the criteria were).
-    pub fn matching_among(
-        &self,
-        snapshot: &IndexSnapshot,
-        criteria: &versions::Criteria,
-        ids: &[&str],
-    ) -> Result<std::collections::HashSet<String>, FhirError> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let mut params = criteria.params().to_vec();
-        params.push(("_id".to_string(), ids.join(",")));
-        let defaults = Limits::default();
-        let limits = Limits {
-            params: defaults.params + 1,
-            values: defaults.values.max(ids.len()),
-            ..defaults
-        };
-        let planner = Planner {
-            registry: self.registry,
-            fields: self.index.fields,
-            searcher: &snapshot.0,
-            view: &View::All,
-            limits: &limits,
-        };
-        let plan = planner.plan(&Target::of_type(&criteria.resource_type), &params, true)?;
-        let failed = |e: tantivy::TantivyError| FhirError::internal(format!("search failed: {e}"));
-        let found: Vec<DocAddress> = snapshot
-            .0
-            .search(&plan.query, &tantivy::collector::DocSetCollector)
-            .map_err(failed)?
-            .into_iter()
-            .collect();
-        Ok(index::keys_of(&snapshot.0, &found)
-            .map_err(failed)?
-            .into_iter()
-            .filter_map(|key| key.split_once('/').map(|(_, id)| id.to_string()))
-            .collect())
     }
 
     /// Waits (at most [`CATCH_UP`]) until the index holds every change committed so far;

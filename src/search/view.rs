@@ -259,6 +259,64 @@ pub fn members_of<'a>(
         })
 }
 
+/// What [`members_of`] reads of a `resource_type` resource for compartments of type
+/// `compartment`: a test of the names of its top-level members, for a parse that builds only
+/// those ([`crate::fhir::sparse`]). The members its membership parameters' expressions name
+/// after a type (`Observation.subject`, a choice `value` as `valueQuantity`...), with their
+/// primitive extensions, `resourceType`, `id` and `contained`; `None` (every member) when an
+/// expression may read beyond the elements it names (`%resource`, `descendants()`...).
+pub fn membership_members(
+    registry: &Registry,
+    compartment: &str,
+    resource_type: &str,
+) -> Option<Vec<String>> {
+    let mut names = vec![
+        "resourceType".to_string(),
+        "id".to_string(),
+        "contained".to_string(),
+    ];
+    for code in compartment::params(compartment, resource_type) {
+        let Some(param) = registry.get(resource_type, code) else {
+            continue;
+        };
+        let text = param.expression_text.as_deref()?;
+        if ["%", "descendants", "repeat", "children", "trace"]
+            .iter()
+            .any(|reach| text.contains(reach))
+        {
+            return None;
+        }
+        names.extend(named_elements(text));
+    }
+    Some(names)
+}
+
+/// Whether a top-level member `name` is one [`membership_members`] named: the element
+/// itself, a choice of it (`value` -> `valueQuantity`), or their primitive extensions (`_`).
+pub fn is_named_member(names: &[String], name: &str) -> bool {
+    let bare = name.strip_prefix('_').unwrap_or(name);
+    names.iter().any(|element| {
+        bare.strip_prefix(element.as_str()).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase())
+        })
+    })
+}
+
+/// The element names that follow a type name (`Type.element`) in a FHIRPath expression.
+fn named_elements(text: &str) -> impl Iterator<Item = String> + '_ {
+    let identifier = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices('.').filter_map(move |(at, _)| {
+        let before = &text[..at];
+        let start = before.rfind(|c: char| !identifier(c)).map_or(0, |i| i + 1);
+        let after = &text[at + 1..];
+        let end = after.find(|c: char| !identifier(c)).unwrap_or(after.len());
+        let owner = &before[start..];
+        let element = &after[..end];
+        (owner.starts_with(|c: char| c.is_ascii_uppercase()) && !element.is_empty())
+            .then(|| element.to_string())
+    })
+}
+
 /// A resource to judge: its type, id, lastUpdated (microseconds) and JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -555,15 +613,12 @@ mod tests {
         );
     }
 
-    /// The membership judgement and the scratch index agree on 3,000 Synthea resources (the
-    /// first patient bundles), for the compartments of a Patient, of an Encounter and of no
-    /// one, with and without a type.
-    #[test]
-    fn membership_is_judged_as_the_index_judges_it() {
-        let registry = crate::search::registry::Registry::r4_shared();
+    /// The first `count` Synthea resources from the first Patient on, as stored: their
+    /// references within their Bundle (`urn:uuid:{id}`) as `Type/id`, with their bodies.
+    fn synthea_stored(count: usize) -> (Vec<serde_json::Value>, Vec<Vec<u8>>) {
         let mut resources: Vec<serde_json::Value> = crate::fhir::test_data::synthea()
             .skip_while(|r| r["resourceType"] != "Patient")
-            .take(3_000)
+            .take(count)
             .collect();
         // Within its Bundle a resource refers to another by `urn:uuid:{id}`: stored, that is
         // `Type/id`.
@@ -603,6 +658,52 @@ mod tests {
             .iter()
             .map(|r| serde_json::to_vec(r).unwrap())
             .collect();
+        (resources, bodies)
+    }
+
+    /// The parse of the members [`membership_members`] names gives the same memberships as
+    /// the whole resource, on 5,000 Synthea resources of every type there.
+    #[test]
+    fn membership_reads_only_the_members_it_names() {
+        let registry = crate::search::registry::Registry::r4_shared();
+        let (resources, bodies) = synthea_stored(5_000);
+        let mut sparse = 0;
+        for (resource, body) in resources.iter().zip(&bodies) {
+            let resource_type = resource["resourceType"].as_str().unwrap();
+            let candidate = Candidate {
+                resource_type,
+                id: resource["id"].as_str().unwrap(),
+                last_updated: 0,
+                body,
+            };
+            let Some(names) = membership_members(registry, "Patient", resource_type) else {
+                continue;
+            };
+            sparse += 1;
+            let keep = |name: &str| is_named_member(&names, name);
+            let parsed = crate::fhir::sparse::parse_members(body, &keep).unwrap();
+            let whole: Vec<String> =
+                members_of(registry, "Patient", &candidate, resource).collect();
+            let read: Vec<String> = members_of(registry, "Patient", &candidate, &parsed).collect();
+            assert_eq!(read, whole, "{resource_type}");
+            assert!(
+                parsed.as_object().unwrap().len() <= resource.as_object().unwrap().len(),
+                "{resource_type}"
+            );
+        }
+        assert!(sparse > 4_000, "only {sparse} resources read in part");
+        assert!(is_named_member(&["value".to_string()], "valueQuantity"));
+        assert!(is_named_member(&["birthDate".to_string()], "_birthDate"));
+        assert!(!is_named_member(&["value".to_string()], "valuesets"));
+    }
+
+    /// The membership judgement and the scratch index agree on 3,000 Synthea resources (the
+    /// first patient bundles), for the compartments of a Patient, of an Encounter and of no
+    /// one, with and without a type.
+    #[test]
+    fn membership_is_judged_as_the_index_judges_it() {
+        let registry = crate::search::registry::Registry::r4_shared();
+        let (resources, bodies) = synthea_stored(3_000);
         let candidates: Vec<Candidate> = resources
             .iter()
             .zip(&bodies)

@@ -131,14 +131,23 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
-        self.committer.submit(self.request(writes))
+        self.submit_request(self.request(writes))
+    }
+
+    /// [`Store::submit`]'s second half: sends a request made by [`Store::request`]. A caller
+    /// that makes requests on several threads sends them in the order it wants them applied.
+    pub fn submit_request(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Vec<Applied>, CommitError>> + 'static {
+        self.committer.submit(request)
     }
 
     /// A request of `writes`, each update compared with the current version here, on the
     /// caller's thread, so that the single writer only checks that the version found equal is
     /// still current. A comparison that cannot be made (a storage error) is left out: the
     /// update is then written as a new version.
-    fn request(&self, writes: Vec<Write>) -> Request {
+    pub fn request(&self, writes: Vec<Write>) -> Request {
         let mut request = Request::from(writes);
         if !request
             .writes

@@ -5,11 +5,13 @@
 
 use super::{Level, Request};
 use crate::fhir::FhirError;
+use crate::fhir::sparse::parse_members;
 use crate::fhir::summary::{self, Subset};
 use crate::jobs::Stop;
+use crate::search::matched::Matched;
 use crate::search::registry::Registry;
 use crate::search::versions::{Criteria, Versions};
-use crate::search::view::members_of;
+use crate::search::view::{is_named_member, members_of, membership_members};
 use crate::search::{Candidate, Engine, IndexSnapshot, View};
 use crate::store::snapshot::{At, Changed, Found, Snapshot};
 use crate::store::tables::{Op, VersionRecord};
@@ -118,9 +120,10 @@ pub struct Selector<'a> {
     population: Population,
     /// The `_typeFilter` criteria of each type.
     filters: HashMap<String, Vec<Criteria>>,
-    /// The index to judge filtered resources that did not change after the snapshot by; it
-    /// holds at least the snapshot's seq (see the module above).
-    index: Option<IndexSnapshot>,
+    /// What each type's criteria match in the index, to judge filtered resources that did not
+    /// change after the snapshot by; the index holds at least the snapshot's seq (see the
+    /// module above).
+    matched: HashMap<String, Matched>,
 }
 
 /// A resource of a batch to judge: where it is in the batch, the version judged (the deleted
@@ -139,12 +142,19 @@ impl<'a> Selector<'a> {
         population: Population,
         index: Option<IndexSnapshot>,
     ) -> Result<Selector<'a>, Stop> {
+        let filters = filters(engine.registry, &request.type_filters)?;
+        let mut matched = HashMap::new();
+        if let Some(index) = &index {
+            for (resource_type, criteria) in &filters {
+                matched.insert(resource_type.clone(), engine.matched(index, criteria)?);
+            }
+        }
         Ok(Selector {
             engine,
             request,
             population,
-            filters: filters(engine.registry, &request.type_filters)?,
-            index,
+            filters,
+            matched,
         })
     }
 
@@ -193,12 +203,18 @@ impl<'a> Selector<'a> {
             indexed: false,
         }));
         if self.population != Population::Everyone {
-            // Parsing and judging each resource is most of a Patient export's time: on every
-            // core.
+            // Parsing and judging each resource is most of a Patient export's time: only the
+            // members its compartment membership reads are built, on every core.
+            let members = membership_members(registry, "Patient", resource_type);
+            let keep = |name: &str| {
+                members
+                    .as_deref()
+                    .is_none_or(|names| is_named_member(names, name))
+            };
             let holds: Vec<bool> = judged
                 .par_iter()
                 .map(|judged| {
-                    serde_json::from_slice::<Value>(&judged.version.body).is_ok_and(|resource| {
+                    parse_members(&judged.version.body, &keep).is_ok_and(|resource| {
                         let candidate = candidate(resource_type, batch, judged);
                         self.population.holds(registry, &candidate, &resource)
                     })
@@ -246,14 +262,11 @@ impl<'a> Selector<'a> {
             judged.iter().partition(|judged| judged.indexed);
         if !indexed.is_empty() {
             let index = self
-                .index
-                .as_ref()
+                .matched
+                .get(resource_type)
                 .ok_or_else(|| FhirError::internal("an export with filters has no index"))?;
             let ids: Vec<&str> = indexed.iter().map(|j| batch[j.at].id.as_str()).collect();
-            let mut found = HashSet::new();
-            for criteria in criteria {
-                found.extend(self.engine.matching_among(index, criteria, &ids)?);
-            }
+            let found = index.among(&ids)?;
             matched.extend(
                 indexed
                     .iter()
