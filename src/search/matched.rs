@@ -182,12 +182,11 @@ mod tests {
             .enumerate()
             .filter(|(n, _)| {
                 let first = n % 3 == 0;
-                let latest = match (n % 7 == 0, n % 5 == 0) {
+                match (n % 7 == 0, n % 5 == 0) {
                     (true, _) => true,
                     (false, true) => false,
                     (false, false) => first,
-                };
-                latest
+                }
             })
             .map(|(_, id)| id.clone())
             .collect();
