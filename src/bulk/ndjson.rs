@@ -8,8 +8,10 @@
 //! - **Streaming.** At most [`CHUNK`] lines are held while they are checked (on every core),
 //!   each at most [`MAX_LINE`] bytes (a longer line is rejected, read past and never held),
 //!   and at most [`WINDOW`] writes wait for their commit, so memory does not grow with the
-//!   input. The writes of a window go to the writer together,
-//!   so it groups them into few transactions.
+//!   input. The writes of a window go to the writer together, so it groups them into few
+//!   transactions. A chunk's lines are compared with their current versions before the
+//!   earlier ones of the chunk are committed: the writer's check that the version compared is
+//!   still current makes a repeated id a new version, never a lost one.
 //! - **In order.** Each line with content is *settled* (stored, or rejected with why) exactly
 //!   once, in line order: when line `n` is settled, every line before it is, so a caller may
 //!   make a checkpoint there. Blank lines are counted (line numbers are those of the file) and
