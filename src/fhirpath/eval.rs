@@ -361,12 +361,26 @@ impl<'a> Context<'a> {
     }
 
     /// `and`, `or`, `xor` and `implies`, on their operands' truth values.
+    ///
+    /// The right operand is not evaluated when the left one decides: `false and x`,
+    /// `true or x` and `false implies x` whatever `x` is, so an `x` that would fail (a
+    /// collection where one item is needed) does not make them fail. Invariants lean on it:
+    /// ele-1's `hasValue() or ...` on every primitive and ref-1's
+    /// `reference.startsWith('#').not() or ...` on every reference stop at their left side.
     fn logic(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
         let (Expr::And(left, right) | Expr::Or(left, right) | Expr::Binary(_, left, right)) = expr
         else {
             unreachable!("logic() is called on logical operators only")
         };
         let left = self.truth(left, input)?;
+        let decided = match (expr, left) {
+            (Expr::And(..), Some(false)) => Some(false),
+            (Expr::Or(..), Some(true)) | (Expr::Binary(Op::Implies, ..), Some(false)) => Some(true),
+            _ => None,
+        };
+        if let Some(value) = decided {
+            return Ok(vec![Item::Bool(value)]);
+        }
         let right = self.truth(right, input)?;
         let value = match expr {
             Expr::And(..) => match (left, right) {
@@ -576,6 +590,37 @@ fn starts_upper(name: &str) -> bool {
 
 /// The children of `item` named `name`: the member itself, or the members of a choice element
 /// (`value` matches `valueQuantity`, typed `Quantity`). Arrays yield their items.
+/// FHIR's ele-1, `hasValue() or (children().count() > id.count())`, on the one element
+/// `element`: what the evaluator gives for that expression, without building its
+/// collections. ele-1 is the invariant of every element, so validation checks it on every
+/// value of a resource; a test holds the two equal on arbitrary JSON.
+pub fn has_value_or_children(element: &Value) -> bool {
+    let Value::Object(object) = element else {
+        return matches!(
+            element,
+            Value::String(_) | Value::Number(_) | Value::Bool(_)
+        );
+    };
+    // As `children()` counts: an array's every item, any other member once.
+    let children: usize = object
+        .values()
+        .map(|value| match value {
+            Value::Array(items) => items.len(),
+            _ => 1,
+        })
+        .sum();
+    let mut ids = Vec::new();
+    member(
+        &Item::Node {
+            value: element,
+            ty: None,
+        },
+        "id",
+        &mut ids,
+    );
+    children > ids.len()
+}
+
 fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
     let Item::Node {
         value: Value::Object(object),
@@ -1081,6 +1126,85 @@ mod tests {
         assert_eq!(type_of_suffix("DateTime"), "dateTime");
         assert_eq!(type_of_suffix("HumanName"), "HumanName");
         assert_eq!(type_of_suffix("Nothing"), "Nothing");
+    }
+
+    /// JSON of the shapes ele-1 looks at: objects whose members may be `id`, `_id`, a plain
+    /// or a `_` shadow member, null, or arrays holding nulls.
+    fn element_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            "[a-z]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let key = prop_oneof![
+                Just("id".to_string()),
+                Just("_id".to_string()),
+                Just("value".to_string()),
+                Just("_value".to_string()),
+                Just("resourceType".to_string()),
+                "[a-z]{1,2}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ele_1_natively_is_ele_1_evaluated(element in element_json()) {
+            let expr = parse("hasValue() or (children().count() > id.count())").unwrap();
+            let evaluated = evaluate_on(&expr, &element, None, [&element, &element])
+                .ok()
+                .and_then(|items| match items.as_slice() {
+                    [item] => truth(item),
+                    _ => None,
+                });
+            proptest::prop_assert_eq!(Some(has_value_or_children(&element)), evaluated);
+        }
+    }
+
+    #[test]
+    fn ele_1_natively_on_the_shapes_that_matter() {
+        for (element, holds) in [
+            (json!("a"), true),
+            (json!(0), true),
+            (json!(false), true),
+            (json!(null), false),
+            (json!([]), false),
+            (json!({}), false),
+            (json!({"id": "a"}), false),
+            (json!({"_id": {"extension": []}}), false),
+            (json!({"id": "a", "extension": []}), false),
+            (json!({"id": "a", "extension": [{}]}), true),
+            (json!({"id": ["a", null]}), true),
+            (json!({"system": "s"}), true),
+        ] {
+            assert_eq!(has_value_or_children(&element), holds, "{element}");
+        }
+    }
+
+    #[test]
+    fn the_right_operand_is_not_evaluated_when_the_left_decides() {
+        // `name.given` is two items: as a boolean it fails, unless it is never looked at.
+        let patient = json!({"resourceType": "Patient", "active": true,
+            "name": [{"given": ["a", "b"]}]});
+        for (expression, expected) in [
+            ("active or name.given", vec![json!(true)]),
+            ("active.not() and name.given", vec![json!(false)]),
+            ("active.not() implies name.given", vec![json!(true)]),
+        ] {
+            assert_eq!(values(expression, &patient), expected, "{expression}");
+        }
+        for expression in ["active and name.given", "active xor name.given"] {
+            let expr = parse(expression).unwrap();
+            assert!(evaluate(&expr, &patient).is_err(), "{expression}");
+        }
     }
 
     fn values(expression: &str, resource: &Value) -> Vec<Value> {

@@ -38,5 +38,8 @@ mod operators;
 mod parser;
 
 pub use budget::Limits;
-pub use eval::{Environment, EvalError, Item, evaluate, evaluate_in, evaluate_on, evaluate_within};
+pub use eval::{
+    Environment, EvalError, Item, evaluate, evaluate_in, evaluate_on, evaluate_within,
+    has_value_or_children,
+};
 pub use parser::{Expr, MAX_DEPTH, MAX_LENGTH, ParseError, parse};

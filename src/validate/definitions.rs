@@ -10,7 +10,10 @@
 //! but for slices and what is inside them (`Patient.extension:race.url`); the compiled base
 //! definitions have no slices, so their elements carry no id and their path is their id.
 
-use crate::fhirpath::{EvalError, Expr, Limits, evaluate_within, parse};
+use crate::fhirpath::eval::truth;
+use crate::fhirpath::{
+    EvalError, Expr, Limits, ParseError, evaluate_on, evaluate_within, has_value_or_children, parse,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -115,6 +118,50 @@ pub struct Constraint {
     pub severity: String,
     pub human: String,
     pub expression: Expr,
+    /// Whether `expression` is [`ELE_1`], which [`Constraint::holds`] checks without the
+    /// evaluator.
+    ele_1: bool,
+}
+
+/// ele-1's expression, the invariant of every element (so checked on every value of every
+/// resource): a value or children.
+const ELE_1: &str = "hasValue() or (children().count() > id.count())";
+
+impl Constraint {
+    pub fn new(
+        key: String,
+        severity: String,
+        human: String,
+        expression: &str,
+    ) -> Result<Self, ParseError> {
+        Ok(Constraint {
+            key,
+            severity,
+            human,
+            expression: parse(expression)?,
+            ele_1: expression.trim() == ELE_1,
+        })
+    }
+
+    /// Whether the invariant holds on `item` (of FHIR type `ty` when known) within the
+    /// default limits; `resources` are `%resource` and `%rootResource`. A result that is
+    /// empty or not a single boolean does not make it fail.
+    pub fn holds(
+        &self,
+        item: &Value,
+        ty: Option<&str>,
+        resources: [&Value; 2],
+    ) -> Result<bool, EvalError> {
+        if self.ele_1 {
+            return Ok(has_value_or_children(item));
+        }
+        Ok(
+            match evaluate_on(&self.expression, item, ty, resources)?.as_slice() {
+                [only] => truth(only) != Some(false),
+                _ => true,
+            },
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,18 +437,14 @@ fn snapshot_element(
             constraints.push(known.clone());
             continue;
         }
-        let expression = parse(&expression).map_err(|error| {
-            Refusal::Invariant(format!(
-                "the invariant {} of {} does not parse: {error}",
-                c.key, raw.path
-            ))
-        })?;
-        let constraint = Arc::new(Constraint {
-            key: c.key,
-            severity: c.severity,
-            human: c.human,
-            expression,
-        });
+        let constraint =
+            Constraint::new(c.key.clone(), c.severity, c.human, &expression).map_err(|error| {
+                Refusal::Invariant(format!(
+                    "the invariant {} of {} does not parse: {error}",
+                    c.key, raw.path
+                ))
+            })?;
+        let constraint = Arc::new(constraint);
         parsed.insert(cache_key, constraint.clone());
         constraints.push(constraint);
     }
@@ -456,13 +499,11 @@ impl Definitions {
                 .constraints
                 .into_iter()
                 .map(|c| {
-                    Arc::new(Constraint {
-                        expression: parse(&c.expression)
-                            .unwrap_or_else(|e| panic!("invariant {} does not parse: {e}", c.key)),
-                        key: c.key,
-                        severity: c.severity,
-                        human: c.human,
-                    })
+                    let key = c.key.clone();
+                    Arc::new(
+                        Constraint::new(c.key, c.severity, c.human, &c.expression)
+                            .unwrap_or_else(|e| panic!("invariant {key} does not parse: {e}")),
+                    )
                 })
                 .collect();
             let mut by_type = compiled.definitions;

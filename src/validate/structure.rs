@@ -10,7 +10,7 @@
 //! element of the current path, the JSON members that hold it (a choice `value[x]` is every
 //! `valueX` whose type the element allows, and one of a type a profile leaves out is an issue;
 //! two of them is an error), their count against `min`/`max`, fixed and pattern values, and the
-//! element's invariants, evaluated with `fhirpath::evaluate_on` on each value with `%resource`
+//! element's invariants, checked by `Constraint::holds` on each value with `%resource`
 //! and `%rootResource` (the container of a contained resource). Backbone elements and
 //! `contentReference`s recurse within the definition; complex data types recurse into their own
 //! definition (whose root holds invariants such as Period's `per-1`); contained resources and
@@ -35,7 +35,7 @@ use super::primitives;
 use super::profiles::ProfileSet;
 use crate::fhir::IssueCode;
 pub use crate::fhir::Severity;
-use crate::fhirpath::{EvalError, evaluate_on};
+use crate::fhirpath::EvalError;
 use serde_json::{Map, Value};
 
 /// Which kind of rule an issue breaks: what a validation policy decides on.
@@ -521,7 +521,7 @@ impl<'d> Walk<'d, '_> {
             } else {
                 Severity::Warning
             };
-            match evaluate_on(&constraint.expression, item, ty, resources) {
+            match constraint.holds(item, ty, resources) {
                 Err(EvalError::Invalid(_)) => self.report.unchecked.push(constraint.key.clone()),
                 // Too costly on this value: not known to hold, so not let pass (a narrative
                 // too large to check is not taken to be free of scripts).
@@ -531,12 +531,7 @@ impl<'d> Walk<'d, '_> {
                     location,
                     format!("{}: cannot be checked here: {why}", constraint.key),
                 ),
-                Ok(result) => {
-                    let holds = match result.as_slice() {
-                        [] => true,
-                        [only] => crate::fhirpath::eval::truth(only) != Some(false),
-                        _ => true,
-                    };
+                Ok(holds) => {
                     if !holds {
                         self.issue(
                             severity,
