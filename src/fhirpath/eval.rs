@@ -4,7 +4,7 @@ use super::budget::{Budget, Limits};
 use super::functions::LAMBDAS;
 use super::operators;
 use super::parser::{Expr, Op};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -588,27 +588,14 @@ fn starts_upper(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
 }
 
-/// The children of `item` named `name`: the member itself, or the members of a choice element
-/// (`value` matches `valueQuantity`, typed `Quantity`). Arrays yield their items.
 /// FHIR's ele-1, `hasValue() or (children().count() > id.count())`, on the one element
 /// `element`: what the evaluator gives for that expression, without building its
 /// collections. ele-1 is the invariant of every element, so validation checks it on every
 /// value of a resource; a test holds the two equal on arbitrary JSON.
 pub fn has_value_or_children(element: &Value) -> bool {
     let Value::Object(object) = element else {
-        return matches!(
-            element,
-            Value::String(_) | Value::Number(_) | Value::Bool(_)
-        );
+        return has_value(element);
     };
-    // As `children()` counts: an array's every item, any other member once.
-    let children: usize = object
-        .values()
-        .map(|value| match value {
-            Value::Array(items) => items.len(),
-            _ => 1,
-        })
-        .sum();
     let mut ids = Vec::new();
     member(
         &Item::Node {
@@ -618,9 +605,26 @@ pub fn has_value_or_children(element: &Value) -> bool {
         "id",
         &mut ids,
     );
-    children > ids.len()
+    child_values(object).count() > ids.len()
 }
 
+/// Whether `value` is a primitive's value (what `hasValue()` asks of one item).
+pub(super) fn has_value(value: &Value) -> bool {
+    matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+/// The child elements of an object, as `children()` yields them: an array's every item (nulls
+/// included), any other member once (a primitive's `_name` sibling too).
+pub(super) fn child_values(object: &Map<String, Value>) -> impl Iterator<Item = &Value> {
+    object.values().flat_map(|value| {
+        value
+            .as_array()
+            .map_or(std::slice::from_ref(value), Vec::as_slice)
+    })
+}
+
+/// The children of `item` named `name`: the member itself, or the members of a choice element
+/// (`value` matches `valueQuantity`, typed `Quantity`). Arrays yield their items.
 fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
     let Item::Node {
         value: Value::Object(object),

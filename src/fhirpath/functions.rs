@@ -10,7 +10,10 @@
 //! those a deeply nested expression piles up.
 
 use super::boundary::{Bound, boundary};
-use super::eval::{Context, Distinct, EvalError, Item, Items, arity, distinct, equals, truth};
+use super::eval::{
+    Context, Distinct, EvalError, Item, Items, arity, child_values, distinct, equals, has_value,
+    truth,
+};
 use super::operators::{number, single, string};
 use super::parser::Expr;
 use regex::{Regex, RegexBuilder};
@@ -199,13 +202,7 @@ impl<'a> Context<'a> {
             }
             "hasValue" => {
                 arity(0)?;
-                boolean(matches!(
-                    items.as_slice(),
-                    [Item::Node {
-                        value: Value::String(_) | Value::Number(_) | Value::Bool(_),
-                        ..
-                    }]
-                ))
+                boolean(matches!(items.as_slice(), [Item::Node { value, .. }] if has_value(value)))
             }
             "matches" => {
                 let pattern = regex(&text_argument(0)?)?;
@@ -443,12 +440,7 @@ impl<'a> Context<'a> {
             return self.budget.spend(1);
         };
         let before = out.len();
-        for value in object.values() {
-            match value {
-                Value::Array(items) => out.extend(items.iter().map(|v| Item::node(v, None))),
-                value => out.push(Item::node(value, None)),
-            }
-        }
+        out.extend(child_values(object).map(|v| Item::node(v, None)));
         self.budget.spend(1 + out.len() - before)
     }
 

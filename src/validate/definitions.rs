@@ -128,7 +128,7 @@ pub struct Constraint {
 const ELE_1: &str = "hasValue() or (children().count() > id.count())";
 
 impl Constraint {
-    pub fn new(
+    fn new(
         key: String,
         severity: String,
         human: String,
