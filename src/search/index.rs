@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use tantivy::columnar::StrColumn;
+use tantivy::indexer::{AddOperation, SegmentWriter};
 use tantivy::schema::{FAST, Field, INDEXED, JsonObjectOptions, OwnedValue, STRING, Schema};
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
@@ -220,14 +221,34 @@ impl SearchIndex {
         }
     }
 
-    /// Applies `changes` and commits them with `checkpoint` as the new checkpoint; searches
-    /// see them once this returns.
+    /// Applies `changes` (at most one per key) and commits them with `checkpoint` as the new
+    /// checkpoint; searches see them once this returns.
+    ///
+    /// A commit of at most [`SMALL_COMMIT`] documents builds its segment on this thread, with
+    /// a term table sized for it ([`SMALL_SEGMENT`]), and hands it to the writer. A segment
+    /// handed over takes every delete not yet committed, and an upsert's delete must remove
+    /// the key's older document, not the new one: such a commit deletes only the keys the
+    /// index holds (the searcher is current: commits happen under the writer's lock, and
+    /// each reloads it), and when there are any it commits those deletes first, keeping the
+    /// old checkpoint, so a crash between the two commits redoes the batch.
+    /// Tantivy's indexing thread would size the table from the writer's memory: 4 MB,
+    /// written and scanned whole per segment, most of the CPU of a commit of a few documents.
+    /// Larger commits go through that thread, which splits them into segments by memory.
     pub fn apply(&self, changes: Vec<Change>, checkpoint: u64) -> tantivy::Result<()> {
         let mut writer = self.writer()?;
+        let upserts = changes
+            .iter()
+            .filter(|change| matches!(change, Change::Upsert { .. }))
+            .count();
+        let small_commit = upserts <= SMALL_COMMIT;
+        let searcher = self.reader.searcher();
+        let mut small = Vec::new();
+        let mut small_deletes = false;
         for change in changes {
             match change {
                 Change::Remove { key } => {
                     writer.delete_term(Term::from_field_text(self.fields.key, &key));
+                    small_deletes = true;
                 }
                 Change::Upsert {
                     key,
@@ -238,13 +259,44 @@ impl SearchIndex {
                 } => {
                     let id = key.split_once('/').map_or("", |(_, id)| id);
                     crate::panics::inject(crate::panics::Fault::IndexCommit, id);
-                    writer.delete_term(Term::from_field_text(self.fields.key, &key));
-                    let doc =
+                    let older = Term::from_field_text(self.fields.key, &key);
+                    let document =
                         self.fields
                             .document(&key, &resource_type, last_updated, entries, &text);
-                    writer.add_document(doc)?;
+                    if small_commit {
+                        if searcher.doc_freq(&older)? > 0 {
+                            writer.delete_term(older);
+                            small_deletes = true;
+                        }
+                        small.push(document);
+                    } else {
+                        writer.delete_term(older);
+                        writer.add_document(document)?;
+                    }
                 }
             }
+        }
+        if !small.is_empty() {
+            if small_deletes {
+                let before = writer.index().load_metas()?.payload;
+                let mut deletes = writer.prepare_commit()?;
+                if let Some(before) = before {
+                    deletes.set_payload(&before);
+                }
+                deletes.commit()?;
+            }
+            let segment = writer.new_segment();
+            let mut segment_writer = SegmentWriter::for_segment(SMALL_SEGMENT, segment.clone())?;
+            for (opstamp, document) in (0..).zip(small) {
+                segment_writer.add_document(AddOperation { opstamp, document })?;
+            }
+            let max_doc = segment_writer.max_doc();
+            segment_writer.finalize()?;
+            let meta = segment.with_max_doc(max_doc).meta().clone();
+            // As tantivy's indexing thread does: a segment without a sort order keeps no
+            // temporary doc store.
+            meta.untrack_temp_docstore();
+            writer.add_segment(meta)?;
         }
         let mut commit = writer.prepare_commit()?;
         commit.set_payload(&checkpoint.to_string());
@@ -409,9 +461,13 @@ fn schema() -> (Schema, Fields) {
     (schema.build(), fields)
 }
 
-/// The memory a scratch index may use: small, since it holds a page of resources at most, and
-/// tantivy sizes its term table from it.
-const SCRATCH_MEMORY: usize = 256 * 1024;
+/// The memory budget of a segment built without tantivy's indexing threads (a scratch index,
+/// a small commit): tantivy sizes a segment's term table from it, and the table grows with
+/// the terms that come.
+const SMALL_SEGMENT: usize = 256 * 1024;
+
+/// The most documents a commit builds its segment from itself ([`SearchIndex::apply`]).
+const SMALL_COMMIT: usize = 1_000;
 
 /// A throwaway in-memory index of `documents` (each `Change::Upsert`), in one segment whose
 /// document `n` is `documents[n]`; what [`super::Engine::visible`] searches. Made without an
@@ -424,7 +480,7 @@ pub fn scratch(documents: Vec<Change>) -> tantivy::Result<(Searcher, Fields)> {
     let mut writer = Index::builder()
         .schema(schema)
         .tokenizers(tokenizers)
-        .single_segment_index_writer(tantivy::directory::RamDirectory::create(), SCRATCH_MEMORY)?;
+        .single_segment_index_writer(tantivy::directory::RamDirectory::create(), SMALL_SEGMENT)?;
     for document in documents {
         if let Change::Upsert {
             key,
@@ -580,6 +636,65 @@ mod tests {
                 terms.terms().term_ord(key.as_bytes()).unwrap().is_some()
             })
             .count()
+    }
+
+    /// The live documents that hold `word` in their text.
+    fn holding(index: &SearchIndex, word: &str) -> usize {
+        let query = tantivy::query::TermQuery::new(
+            Term::from_field_text(index.fields.content, word),
+            tantivy::schema::IndexRecordOption::Basic,
+        );
+        index
+            .searcher()
+            .search(&query, &tantivy::collector::Count)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_update_replaces_the_older_document_whichever_way_each_commit_was_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = SearchIndex::open(dir.path(), &Base::default()).unwrap();
+        // Too many for a small commit: tantivy's indexing thread builds the segment.
+        let mut many: Vec<Change> = (0..SMALL_COMMIT)
+            .map(|n| upsert(&format!("Patient/p{n}"), "many"))
+            .collect();
+        many.push(upsert("Patient/a", "first"));
+        index.apply(many, 1).unwrap();
+        assert_eq!(holding(&index, "many"), SMALL_COMMIT);
+        // Small commits: their segments are built by `apply`, after their deletes.
+        index
+            .apply(
+                vec![
+                    upsert("Patient/a", "second"),
+                    Change::Remove {
+                        key: "Patient/p0".into(),
+                    },
+                ],
+                2,
+            )
+            .unwrap();
+        // A new key and an update: only the update deletes.
+        index
+            .apply(
+                vec![upsert("Patient/new", "new"), upsert("Patient/a", "third")],
+                3,
+            )
+            .unwrap();
+        index.apply(vec![upsert("Patient/p1", "again")], 4).unwrap();
+        assert_eq!(holding(&index, "first"), 0);
+        assert_eq!(holding(&index, "second"), 0);
+        assert_eq!(holding(&index, "third"), 1);
+        assert_eq!(holding(&index, "again"), 1);
+        assert_eq!(holding(&index, "new"), 1);
+        assert_eq!(holding(&index, "many"), SMALL_COMMIT - 2);
+        assert_eq!(index.searcher().num_docs(), SMALL_COMMIT as u64 + 1);
+        // The small segments are the index's own: they survive a reopening.
+        index.close().unwrap();
+        drop(index);
+        let (index, checkpoint) = SearchIndex::open(dir.path(), &Base::default()).unwrap();
+        assert_eq!(checkpoint, 4);
+        assert_eq!(holding(&index, "third"), 1);
+        assert_eq!(index.searcher().num_docs(), SMALL_COMMIT as u64 + 1);
     }
 
     #[test]
