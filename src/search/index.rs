@@ -241,15 +241,31 @@ impl SearchIndex {
             .filter(|change| matches!(change, Change::Upsert { .. }))
             .count();
         let small_commit = upserts <= SMALL_COMMIT;
+        // Two documents of one key in one segment would both stay live.
+        debug_assert!(
+            {
+                let mut keys = HashSet::new();
+                changes.iter().all(|change| match change {
+                    Change::Upsert { key, .. } | Change::Remove { key } => keys.insert(key),
+                })
+            },
+            "one change per key"
+        );
         let searcher = self.reader.searcher();
+        // Whether this commit deletes a document: a small one deletes only the keys held.
+        let mut deletes = false;
+        let mut delete = |writer: &IndexWriter, key: &str| -> tantivy::Result<()> {
+            let older = Term::from_field_text(self.fields.key, key);
+            if !small_commit || searcher.doc_freq(&older)? > 0 {
+                writer.delete_term(older);
+                deletes = true;
+            }
+            Ok(())
+        };
         let mut small = Vec::new();
-        let mut small_deletes = false;
         for change in changes {
             match change {
-                Change::Remove { key } => {
-                    writer.delete_term(Term::from_field_text(self.fields.key, &key));
-                    small_deletes = true;
-                }
+                Change::Remove { key } => delete(&writer, &key)?,
                 Change::Upsert {
                     key,
                     resource_type,
@@ -259,25 +275,20 @@ impl SearchIndex {
                 } => {
                     let id = key.split_once('/').map_or("", |(_, id)| id);
                     crate::panics::inject(crate::panics::Fault::IndexCommit, id);
-                    let older = Term::from_field_text(self.fields.key, &key);
+                    delete(&writer, &key)?;
                     let document =
                         self.fields
                             .document(&key, &resource_type, last_updated, entries, &text);
                     if small_commit {
-                        if searcher.doc_freq(&older)? > 0 {
-                            writer.delete_term(older);
-                            small_deletes = true;
-                        }
                         small.push(document);
                     } else {
-                        writer.delete_term(older);
                         writer.add_document(document)?;
                     }
                 }
             }
         }
         if !small.is_empty() {
-            if small_deletes {
+            if deletes {
                 let before = writer.index().load_metas()?.payload;
                 let mut deletes = writer.prepare_commit()?;
                 if let Some(before) = before {
@@ -287,6 +298,8 @@ impl SearchIndex {
             }
             let segment = writer.new_segment();
             let mut segment_writer = SegmentWriter::for_segment(SMALL_SEGMENT, segment.clone())?;
+            // Opstamps order deletes against documents in tantivy's indexing thread; no
+            // delete applies to this segment's documents before it is handed over.
             for (opstamp, document) in (0..).zip(small) {
                 segment_writer.add_document(AddOperation { opstamp, document })?;
             }
@@ -673,7 +686,7 @@ mod tests {
                 2,
             )
             .unwrap();
-        // A new key and an update: only the update deletes.
+        // A new key beside an update.
         index
             .apply(
                 vec![upsert("Patient/new", "new"), upsert("Patient/a", "third")],
