@@ -9,7 +9,8 @@
 //!
 //! What a reference means depends on the server's base (`fhir::reference::Base`): the index
 //! records the base it was built with ([`READING_FILE`]), and an index built with another base
-//! (or by an older fhirlake, which read references otherwise) is rebuilt; `fhirlake import`
+//! (or by an older fhirlake, which read references otherwise or wrote another format) is
+//! rebuilt; `fhirlake import`
 //! and `fhirlake reindex`, which run without the server's settings, keep the recorded base.
 //!
 //! Its newest commits are held in memory and written to disk by a checkpoint about once a
@@ -50,8 +51,10 @@ pub const LAST_UPDATED: &str = "_lastUpdated";
 /// [`READING_VERSION`], then the base (see [`reading`]).
 pub const READING_FILE: &str = "fhirlake-references";
 
-/// The version of the rules by which references are read; a change rebuilds every index.
-const READING_VERSION: u32 = 1;
+/// The version of the rules by which references are read and of the index's format; a change
+/// rebuilds every index. 2: term dictionaries are tantivy's sorted tables (its `quickwit`
+/// feature), which an index of version 1 (finite state transducers) cannot be read as.
+const READING_VERSION: u32 = 2;
 
 fn reading(base: &Base) -> String {
     format!("{READING_VERSION}\n{}\n", base.url().unwrap_or(""))

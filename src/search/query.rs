@@ -34,13 +34,15 @@ use tantivy::query::doc_predicate_query::{
 };
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery,
-    TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, Searcher, SegmentReader, Term};
 
+mod any_term;
 mod chain;
 mod near;
+
+use any_term::AnyTermQuery;
 
 /// The parameters that steer a search rather than select resources.
 pub const CONTROL: &[&str] = &[
@@ -569,12 +571,13 @@ fn references_query<'l>(
     any_term(terms.collect())
 }
 
-/// Documents with any of `terms`: a term query for one (a term set query walks the term
-/// dictionary with an automaton, which costs more than a lookup), a term set query for more.
+/// Documents with any of `terms`, all of one field: a term query for one, an
+/// [`AnyTermQuery`] for more.
 fn any_term(mut terms: Vec<Term>) -> Box<dyn Query> {
     match terms.len() {
+        0 => Box::new(EmptyQuery),
         1 => term_query(terms.pop().expect("one term")),
-        _ => Box::new(TermSetQuery::new(terms)),
+        _ => Box::new(AnyTermQuery::new(terms)),
     }
 }
 

@@ -5,7 +5,8 @@
 //! Prints resources per second from the kick-off to the manifest, the server's peak resident
 //! memory, and how long the search index took to catch up after the manifest.
 //!
-//! `cargo bench --bench import`; FHIRLAKE_BENCH_COPIES (default 1).
+//! `cargo bench --bench import`; FHIRLAKE_BENCH_COPIES (default 1); `FHIRLAKE_BENCH_BINARY`
+//! measures another `fhirlake` binary (such as a release build of an earlier commit).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -35,9 +36,13 @@ fn main() {
     let body = json!({"resourceType": "Parameters", "parameter": parameters});
 
     let root_arg = root.display().to_string();
-    let server = TestServer::start_on(
+    let server = TestServer::spawn(
+        TestServer::command_of(
+            &common::bench::binary(),
+            &data,
+            &["--job-poll-interval", "100ms", "--import-root", &root_arg],
+        ),
         &data,
-        &["--job-poll-interval", "100ms", "--import-root", &root_arg],
     );
     let client = FhirClient::new(&server);
     let pid = server.pid().expect("the server's pid");

@@ -4,12 +4,14 @@
 //! Among them the cost of paging on a total order: large pages, the largest `_offset`, and a
 //! page deep in the results through its cursor.
 //!
-//! `cargo bench --bench search`
+//! `cargo bench --bench search`; `FHIRLAKE_BENCH_BINARY` measures another `fhirlake` binary
+//! (such as a release build of an earlier commit).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 use common::TestServer;
+use common::bench::binary;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -20,11 +22,16 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
     let synthea = common::shared_dir().join("data/synthea");
-    let imported = common::run_command(&["import", "--quiet", synthea.to_str().unwrap()], &data);
-    let indexed = common::run_command(&["reindex"], &data);
+    let binary = binary();
+    let imported = common::run_command_of(
+        &binary,
+        &["import", "--quiet", synthea.to_str().unwrap()],
+        &data,
+    );
+    let indexed = common::run_command_of(&binary, &["reindex"], &data);
     println!("{imported}\n{indexed}");
 
-    let server = TestServer::start_on(&data, &[]);
+    let server = TestServer::spawn(TestServer::command_of(&binary, &data, &[]), &data);
     let client = common::client();
     let get = |query: &str| -> (Duration, serde_json::Value) {
         let start = Instant::now();

@@ -35,10 +35,7 @@ fn main() {
     let synthea = common::synthea::load(Some(bundles));
     let temp = tempfile::tempdir().expect("temp dir");
     let data = temp.path().join("data");
-    let binary = std::env::var_os("FHIRLAKE_BENCH_BINARY").map_or_else(
-        || env!("CARGO_BIN_EXE_fhirlake").into(),
-        std::path::PathBuf::from,
-    );
+    let binary = common::bench::binary();
     let server = TestServer::spawn(TestServer::command_of(&binary, &data, &[]), &data);
     let http = common::client();
     let post = |body: &Value| {

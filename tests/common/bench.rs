@@ -1,5 +1,5 @@
-//! What the benchmarks under `tests/benches/` share: settings from the environment and
-//! latency percentiles.
+//! What the benchmarks under `tests/benches/` share: settings from the environment, the
+//! binary measured and latency percentiles.
 #![allow(dead_code)]
 
 /// A numeric setting from the environment, `default` when it is not set.
@@ -20,4 +20,13 @@ pub fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     }
     let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+/// The `fhirlake` binary a benchmark measures: `FHIRLAKE_BENCH_BINARY` (another build, such as
+/// a release build of an earlier commit) or the one cargo built with the benchmark.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("FHIRLAKE_BENCH_BINARY").map_or_else(
+        || env!("CARGO_BIN_EXE_fhirlake").into(),
+        std::path::PathBuf::from,
+    )
 }

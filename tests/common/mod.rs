@@ -202,7 +202,12 @@ pub fn url(base: &str, path: &str) -> String {
 /// Runs `fhirlake ARGS --data DATA` to its end (a command, not a server) and returns its
 /// stdout, trimmed; panics with its stderr when it fails.
 pub fn run_command(args: &[&str], data: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+    run_command_of(Path::new(env!("CARGO_BIN_EXE_fhirlake")), args, data)
+}
+
+/// [`run_command`] of another `fhirlake` binary (a benchmark's baseline).
+pub fn run_command_of(binary: &Path, args: &[&str], data: &Path) -> String {
+    let output = Command::new(binary)
         .args(args)
         .arg("--data")
         .arg(data)
