@@ -54,6 +54,8 @@ use crate::validate::{Issue, Validator};
 pub use conditional::{ConditionalDelete, Deletes};
 use references::{Rewrites, at_entry, bad_entry};
 use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -312,26 +314,41 @@ pub async fn process(
             Step::Get { .. } => {}
         }
     }
-    for (index, step) in steps.iter_mut().enumerate() {
-        let Ok((_, Step::Writes { writes, .. })) = step else {
-            continue;
-        };
-        let rewritten = writes
-            .iter_mut()
-            .try_for_each(|write| match &mut write.action {
-                Action::Create(resource) | Action::Update(resource) => {
-                    rewrites.apply(resource, &write.resource_type, &|reference| {
-                        search.resolve(reference, &access.view(Permission::Read))
-                    })
-                }
-                Action::Delete => Ok(()),
-            });
-        if let Err(error) = rewritten {
-            let error = at_entry(error, index);
-            if kind == Kind::Transaction {
-                return Err(error);
+    {
+        // Every occurrence of a conditional reference resolves against the same state (what
+        // was committed before the Bundle): each is searched once. A Synthea patient's
+        // Bundle names its few practitioners and organizations hundreds of times.
+        let view = access.view(Permission::Read);
+        let resolved: RefCell<HashMap<String, Result<String, FhirError>>> = RefCell::default();
+        let conditional = |reference: &str| {
+            if let Some(known) = resolved.borrow().get(reference) {
+                return known.clone();
             }
-            *step = Err(error);
+            let found = search.resolve(reference, &view);
+            resolved
+                .borrow_mut()
+                .insert(reference.to_string(), found.clone());
+            found
+        };
+        for (index, step) in steps.iter_mut().enumerate() {
+            let Ok((_, Step::Writes { writes, .. })) = step else {
+                continue;
+            };
+            let rewritten = writes
+                .iter_mut()
+                .try_for_each(|write| match &mut write.action {
+                    Action::Create(resource) | Action::Update(resource) => {
+                        rewrites.apply(resource, &write.resource_type, &conditional)
+                    }
+                    Action::Delete => Ok(()),
+                });
+            if let Err(error) = rewritten {
+                let error = at_entry(error, index);
+                if kind == Kind::Transaction {
+                    return Err(error);
+                }
+                *step = Err(error);
+            }
         }
     }
 

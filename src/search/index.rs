@@ -112,6 +112,11 @@ pub enum Change {
         last_updated: i64,
         entries: Entries,
         text: Text,
+        /// Whether the index may hold an older document of the key, which this one replaces
+        /// (deleted first). False when the index never held one: the key's first version
+        /// came in the same batch, or the index is rebuilt from empty. Deleting costs a look
+        /// into every segment's keys (for tantivy too, when it applies the delete).
+        replaces: bool,
     },
     /// The resource is deleted.
     Remove { key: String },
@@ -275,10 +280,13 @@ impl SearchIndex {
                     last_updated,
                     entries,
                     text,
+                    replaces,
                 } => {
                     let id = key.split_once('/').map_or("", |(_, id)| id);
                     crate::panics::inject(crate::panics::Fault::IndexCommit, id);
-                    delete(&writer, &key)?;
+                    if replaces {
+                        delete(&writer, &key)?;
+                    }
                     let document =
                         self.fields
                             .document(&key, &resource_type, last_updated, entries, &text);
@@ -504,6 +512,7 @@ pub fn scratch(documents: Vec<Change>) -> tantivy::Result<(Searcher, Fields)> {
             last_updated,
             entries,
             text,
+            ..
         } = document
         {
             writer.add_document(fields.document(
@@ -639,6 +648,7 @@ mod tests {
                 narrative: None,
                 other: vec![word.into()],
             },
+            replaces: true,
         }
     }
 

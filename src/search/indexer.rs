@@ -23,9 +23,9 @@ use super::terms::Entries;
 use super::view::Wanted;
 use crate::panics::{self, Fault};
 use crate::store::Store;
-use crate::store::tables::Op;
+use crate::store::tables::{ChangeRecord, Op};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,6 +83,7 @@ pub fn document(
         last_updated,
         entries,
         text: text.unwrap_or_default(),
+        replaces: true,
     })
 }
 
@@ -238,20 +239,12 @@ fn index_batch(
     let Some(last) = changes.last().map(|c| c.seq) else {
         return Ok(checkpoint);
     };
-    // Only the final state of each resource matters.
-    let mut touched: HashSet<(String, String)> = HashSet::new();
-    let mut erased = Vec::new();
-    for change in changes {
-        if change.op == Op::Erased {
-            erased.push(format!("{}/{}", change.resource_type, change.id));
-        }
-        touched.insert((change.resource_type, change.id));
-    }
+    let (touched, erased) = touched(changes);
     // Documents are made on every core: extraction is most of an index change's cost.
-    let touched: Vec<(String, String)> = touched.into_iter().collect();
+    let touched: Vec<((String, String), bool)> = touched.into_iter().collect();
     let batch = touched
         .par_iter()
-        .map(|(resource_type, id)| {
+        .map(|((resource_type, id), fresh)| {
             Ok(match store.read(resource_type, id)? {
                 Some((_, Some(version))) => document(
                     registry,
@@ -260,7 +253,8 @@ fn index_batch(
                     version.last_updated,
                     &version.body,
                     None,
-                ),
+                )
+                .map(|change| replacing(change, !fresh)),
                 _ => Some(Change::Remove {
                     key: format!("{resource_type}/{id}"),
                 }),
@@ -270,6 +264,34 @@ fn index_batch(
     index.apply(batch.into_iter().flatten().collect(), last)?;
     index.defer_purge(erased);
     Ok(last)
+}
+
+/// The resources a batch of changes touched (only their final state matters), each with
+/// whether it is fresh: its first change here made its first version (a create of version
+/// 1), so the index holds no older document of it. A resource erased and created again has
+/// an erasure event before its new version 1 (in this batch, or in an earlier one that
+/// removed its document). And the keys of the erased resources.
+fn touched(changes: Vec<ChangeRecord>) -> (HashMap<(String, String), bool>, Vec<String>) {
+    let mut touched = HashMap::new();
+    let mut erased = Vec::new();
+    for change in changes {
+        if change.op == Op::Erased {
+            erased.push(format!("{}/{}", change.resource_type, change.id));
+        }
+        let fresh = change.op == Op::Create && change.vid == 1;
+        touched
+            .entry((change.resource_type, change.id))
+            .or_insert(fresh);
+    }
+    (touched, erased)
+}
+
+/// `change` with [`Change::Upsert`]'s `replaces` set to `replaces`.
+fn replacing(mut change: Change, replaces: bool) -> Change {
+    if let Change::Upsert { replaces: r, .. } = &mut change {
+        *r = replaces;
+    }
+    change
 }
 
 /// Rebuilds the index until it succeeds; returns its new checkpoint.
@@ -314,9 +336,54 @@ pub fn rebuild(
                 &version.body,
                 None,
             )
+            // The index was cleared: no document is replaced.
+            .map(|change| replacing(change, false))
         })
         .collect();
     let count = batch.len();
     index.apply(batch, head)?;
     Ok((count, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: u64, id: &str, vid: u64, op: Op) -> ChangeRecord {
+        ChangeRecord {
+            seq,
+            txid: seq,
+            resource_type: "Patient".into(),
+            id: id.into(),
+            vid,
+            op,
+            last_updated: 0,
+            erased: (op == Op::Erased).then_some(seq),
+        }
+    }
+
+    #[test]
+    fn only_a_resource_whose_first_version_is_in_the_batch_is_fresh() {
+        let (touched, erased) = touched(vec![
+            change(1, "new", 1, Op::Create),
+            change(2, "new", 2, Op::Update),
+            change(3, "updated", 4, Op::Update),
+            change(4, "recreated", 3, Op::Create),
+            change(5, "erased", 2, Op::Erased),
+            change(6, "erased", 1, Op::Create),
+            change(7, "gone", 1, Op::Create),
+            change(8, "gone", 2, Op::Delete),
+        ]);
+        let fresh = |id: &str| touched[&("Patient".to_string(), id.to_string())];
+        assert!(fresh("new"));
+        assert!(fresh("gone"));
+        assert!(!fresh("updated"));
+        assert!(
+            !fresh("recreated"),
+            "created again after a delete: version 3"
+        );
+        assert!(!fresh("erased"), "created again after an erasure");
+        assert_eq!(touched.len(), 5);
+        assert_eq!(erased, vec!["Patient/erased".to_string()]);
+    }
 }

@@ -1448,6 +1448,7 @@ mod tests {
                     last_updated: n as i64,
                     entries,
                     text: Default::default(),
+                    replaces: true,
                 }
             }).collect();
             index.apply(changes, 1).unwrap();

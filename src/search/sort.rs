@@ -472,6 +472,7 @@ mod tests {
                         last_updated: *last_updated,
                         entries,
                         text: Default::default(),
+                        replaces: true,
                     }
                 }).collect();
                 index.apply(changes, part as u64 + 1).unwrap();

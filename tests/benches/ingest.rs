@@ -3,8 +3,10 @@
 //! with validation on (the default policy) and off, alternated, to give the cost of
 //! validation as the ratio of the medians.
 //!
-//! `cargo bench --bench ingest`; FHIRLAKE_BENCH_CONCURRENCY (default 4) clients. Conditional
-//! references are resolved first (tests/common/synthea.rs), as they need search.
+//! `cargo bench --bench ingest`; FHIRLAKE_BENCH_CONCURRENCY (default 4) clients;
+//! `FHIRLAKE_BENCH_BINARY` measures another `fhirlake` binary (such as a release build of an
+//! earlier commit). Conditional references are resolved first (tests/common/synthea.rs), as
+//! they need search.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -96,7 +98,16 @@ fn over_http(
     shared: &[u8],
     bodies: &[(usize, Vec<u8>)],
 ) -> f64 {
-    let server = TestServer::start_with(&["--validation", validation]);
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let server = TestServer::spawn(
+        TestServer::command_of(
+            &common::bench::binary(),
+            &data,
+            &["--validation", validation],
+        ),
+        &data,
+    );
     let client = common::client();
     let post = |body: Vec<u8>| {
         let response = client
@@ -153,7 +164,7 @@ fn over_http(
 fn with_import(validation: &str, input: &std::path::Path, resources: usize) -> f64 {
     let target = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fhirlake"))
+    let output = std::process::Command::new(common::bench::binary())
         .args(["import", "--quiet", "--validation", validation, "--data"])
         .arg(target.path().join("data"))
         .arg(input)
