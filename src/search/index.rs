@@ -10,8 +10,8 @@
 //! What a reference means depends on the server's base (`fhir::reference::Base`): the index
 //! records the base it was built with ([`READING_FILE`]), and an index built with another base
 //! (or by an older fhirlake, which read references otherwise or wrote another format) is
-//! rebuilt; `fhirlake import`
-//! and `fhirlake reindex`, which run without the server's settings, keep the recorded base.
+//! rebuilt; `fhirlake import` and `fhirlake reindex`, which run without the server's
+//! settings, keep the recorded base.
 //!
 //! Its newest commits are held in memory and written to disk by a checkpoint about once a
 //! second and when it is closed ([`SearchIndex::close`], see `directory`). An index of another
@@ -238,7 +238,10 @@ impl SearchIndex {
     /// the key's older document, not the new one: such a commit deletes only the keys the
     /// index holds (the searcher is current: commits happen under the writer's lock, and
     /// each reloads it), and when there are any it commits those deletes first, keeping the
-    /// old checkpoint, so a crash between the two commits redoes the batch.
+    /// old checkpoint, so a crash between the two commits redoes the batch. The check is not
+    /// only a saving: deletes committed on an index that holds none of their keys (an empty
+    /// one, in this module's tests) stayed pending, and the next handed-over segment took
+    /// them, deleting its own new documents.
     /// Tantivy's indexing thread would size the table from the writer's memory: 4 MB,
     /// written and scanned whole per segment, most of the CPU of a commit of a few documents.
     /// Larger commits go through that thread, which splits them into segments by memory.
