@@ -25,7 +25,8 @@ pub struct DataDir {
 
     /// The most memory, in MiB, that the store keeps of its file's pages (redb's cache, 9/10
     /// for reads): what bounds the memory a scan of the whole store (an export, a reindex)
-    /// leaves resident.
+    /// leaves resident. Each cached page is an allocation of its own: the resident memory the
+    /// cache takes was measured at 1.4-2 times this setting (BENCHMARKS.md, bulk export).
     #[arg(long = "store-cache", env = "FHIRLAKE_STORE_CACHE", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub cache_mib: u64,
