@@ -647,8 +647,12 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Items<'a>) {
         push(value, None);
         return;
     }
-    // A primitive with only an id or extensions (`_birthDate`): the element exists.
-    if let Some(value) = object.get(&format!("_{name}")) {
+    // A primitive with only an id or extensions (`_birthDate`): the element exists. Found
+    // without building the `_` name: this runs for every step of every path evaluated.
+    if let Some(value) = object
+        .iter()
+        .find_map(|(key, value)| (key.strip_prefix('_') == Some(name)).then_some(value))
+    {
         push(value, None);
         return;
     }

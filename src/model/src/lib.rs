@@ -359,6 +359,15 @@ mod tests {
         assert_eq!(p.path, "Patient.meta");
         let p = problem(json!({"resourceType": "Patient", "gender": ""}));
         assert_eq!(p.path, "Patient.gender");
+        // Inside a contained resource, and a primitive's extensions located at its value.
+        let p = problem(json!({
+            "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "contained": [{"resourceType": "Patient", "name": [{"_given": [null, {}]}]}]
+        }));
+        assert_eq!(
+            p.path,
+            "Observation.contained[0].ofType(Patient).name[0].given[1]"
+        );
     }
 
     #[test]

@@ -39,11 +39,41 @@ impl fmt::Display for Problem {
 
 /// The path of the resource itself: its type name, or `Resource` when it has none.
 pub(crate) fn root_path(value: &Value) -> String {
+    root_name(value).to_string()
+}
+
+fn root_name(value: &Value) -> &str {
     value
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("Resource")
-        .to_string()
+}
+
+/// Where a walk of a valid resource is, kept as borrowed steps and rendered as a path string
+/// ([`At::render`], the same path [`child`], [`item`] and [`member_path`] build) only for a
+/// problem found there: the walks of [`check_no_empty`] and [`compare`] run on every write,
+/// and building each element's path as they went was most of their cost.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    /// A resource: its type's name.
+    Root(&'a str),
+    /// The JSON member `key` of the object at the parent (`_given` stands for `given`).
+    Member(&'a At<'a>, &'a str),
+    /// Item `index` of the array at the parent.
+    Item(&'a At<'a>, usize),
+    /// A resource inside the parent (contained, or a Bundle entry's): `.ofType(name)`.
+    Inner(&'a At<'a>, &'a str),
+}
+
+impl At<'_> {
+    fn render(&self) -> String {
+        match self {
+            At::Root(name) => name.to_string(),
+            At::Member(parent, key) => member_path(&parent.render(), key),
+            At::Item(parent, index) => item(&parent.render(), *index),
+            At::Inner(parent, name) => format!("{}.ofType({name})", parent.render()),
+        }
+    }
 }
 
 pub(crate) fn child(path: &str, key: &str) -> String {
@@ -90,54 +120,54 @@ pub fn check_no_empty(value: &Value) -> Result<(), Problem> {
             ));
         }
     }
-    walk_members(object, &root_path(value))
+    walk_members(object, &At::Root(root_name(value)))
 }
 
-fn walk_members(object: &serde_json::Map<String, Value>, path: &str) -> Result<(), Problem> {
+fn walk_members(object: &serde_json::Map<String, Value>, at: &At) -> Result<(), Problem> {
     for (key, member) in object {
-        let member_path = member_path(path, key);
+        let here = At::Member(at, key);
         match member {
             Value::Null => {
                 return Err(Problem::new(
                     ProblemKind::Structure,
-                    member_path,
+                    here.render(),
                     "null is not a valid value".into(),
                 ));
             }
             Value::Array(items) if items.is_empty() => {
-                return Err(empty(member_path, "an array"));
+                return Err(empty(here.render(), "an array"));
             }
             Value::Array(items) => {
                 for (index, entry) in items.iter().enumerate() {
-                    walk_value(entry, &item(&member_path, index), true)?;
+                    walk_value(entry, &At::Item(&here, index), true)?;
                 }
             }
-            other => walk_value(other, &member_path, false)?,
+            other => walk_value(other, &here, false)?,
         }
     }
     Ok(())
 }
 
-fn walk_value(value: &Value, path: &str, in_array: bool) -> Result<(), Problem> {
+fn walk_value(value: &Value, at: &At, in_array: bool) -> Result<(), Problem> {
     match value {
         Value::Null if in_array => Ok(()),
         Value::Null => Err(Problem::new(
             ProblemKind::Structure,
-            path.to_string(),
+            at.render(),
             "null is not a valid value".into(),
         )),
-        Value::String(s) if s.is_empty() => Err(empty(path.to_string(), "a string")),
-        Value::Object(object) if object.is_empty() => Err(empty(path.to_string(), "an object")),
+        Value::String(s) if s.is_empty() => Err(empty(at.render(), "a string")),
+        Value::Object(object) if object.is_empty() => Err(empty(at.render(), "an object")),
         Value::Object(object) => {
             // A contained resource (or Bundle entry resource) starts a new path.
             match object.get("resourceType").and_then(Value::as_str) {
-                Some(_) => walk_members(object, &format!("{path}.ofType({})", root_path(value))),
-                None => walk_members(object, path),
+                Some(_) => walk_members(object, &At::Inner(at, root_name(value))),
+                None => walk_members(object, at),
             }
         }
         Value::Array(_) => Err(Problem::new(
             ProblemKind::Structure,
-            path.to_string(),
+            at.render(),
             "an array cannot hold another array".into(),
         )),
         _ => Ok(()),
@@ -340,21 +370,25 @@ fn cut_before(value: &Value, steps: &[Step]) -> Option<Value> {
 /// Compares the input with fhirbolt's round trip of it. The order of object members does not
 /// matter; any other difference is an element fhirbolt coerced, so it is reported.
 pub fn compare(input: &Value, canonical: &Value) -> Result<(), Problem> {
-    compare_at(input, canonical, &root_path(input))
+    compare_at(input, canonical, &At::Root(root_name(input)))
 }
 
-fn compare_at(input: &Value, canonical: &Value, path: &str) -> Result<(), Problem> {
+fn compare_at(input: &Value, canonical: &Value, at: &At) -> Result<(), Problem> {
     match (input, canonical) {
         (Value::Object(a), Value::Object(b)) => {
             for (key, member) in a {
-                let member_path = member_path(path, key);
+                let here = At::Member(at, key);
                 match b.get(key) {
-                    Some(other) => compare_at(member, other, &member_path)?,
-                    None => return Err(mismatch(member_path, member, None)),
+                    Some(other) => compare_at(member, other, &here)?,
+                    None => return Err(mismatch(here.render(), member, None)),
                 }
             }
             match b.keys().find(|key| !a.contains_key(*key)) {
-                Some(key) => Err(mismatch(member_path(path, key), &Value::Null, b.get(key))),
+                Some(key) => Err(mismatch(
+                    At::Member(at, key).render(),
+                    &Value::Null,
+                    b.get(key),
+                )),
                 None => Ok(()),
             }
         }
@@ -362,9 +396,9 @@ fn compare_at(input: &Value, canonical: &Value, path: &str) -> Result<(), Proble
             .iter()
             .zip(b)
             .enumerate()
-            .try_for_each(|(index, (x, y))| compare_at(x, y, &item(path, index))),
+            .try_for_each(|(index, (x, y))| compare_at(x, y, &At::Item(at, index))),
         (a, b) if a == b => Ok(()),
-        (a, b) => Err(mismatch(path.to_string(), a, Some(b))),
+        (a, b) => Err(mismatch(at.render(), a, Some(b))),
     }
 }
 
