@@ -245,8 +245,27 @@ impl SearchIndex {
     /// Tantivy's indexing thread would size the table from the writer's memory: 4 MB,
     /// written and scanned whole per segment, most of the CPU of a commit of a few documents.
     /// Larger commits go through that thread, which splits them into segments by memory.
+    ///
+    /// A commit that fails is rolled back before the error returns: what it staged (added
+    /// documents, a handed-over segment) would otherwise go in with the next commit, beside
+    /// the retry's own documents, and a document added without a delete would be there twice.
     pub fn apply(&self, changes: Vec<Change>, checkpoint: u64) -> tantivy::Result<()> {
         let mut writer = self.writer()?;
+        let committed = self.commit(&mut writer, changes, checkpoint);
+        if committed.is_err() {
+            writer.rollback()?;
+        }
+        committed?;
+        self.reader.reload()
+    }
+
+    /// Stages `changes` in `writer` and commits them (see [`SearchIndex::apply`]).
+    fn commit(
+        &self,
+        writer: &mut IndexWriter,
+        changes: Vec<Change>,
+        checkpoint: u64,
+    ) -> tantivy::Result<()> {
         let upserts = changes
             .iter()
             .filter(|change| matches!(change, Change::Upsert { .. }))
@@ -276,7 +295,7 @@ impl SearchIndex {
         let mut small = Vec::new();
         for change in changes {
             match change {
-                Change::Remove { key } => delete(&writer, &key)?,
+                Change::Remove { key } => delete(writer, &key)?,
                 Change::Upsert {
                     key,
                     resource_type,
@@ -288,7 +307,7 @@ impl SearchIndex {
                     let id = key.split_once('/').map_or("", |(_, id)| id);
                     crate::panics::inject(crate::panics::Fault::IndexCommit, id);
                     if replaces {
-                        delete(&writer, &key)?;
+                        delete(writer, &key)?;
                     }
                     let document =
                         self.fields
@@ -328,7 +347,7 @@ impl SearchIndex {
         let mut commit = writer.prepare_commit()?;
         commit.set_payload(&checkpoint.to_string());
         commit.commit()?;
-        self.reader.reload()
+        Ok(())
     }
 
     /// Rewrites the segments that hold a document of one of `keys` beside deleted documents,
