@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::fhir::{Fhir, assert_outcome, id_of, instant, link, references, type_and_id};
+use common::fhir::{Fhir, assert_outcome, id_of, instant, link, patient, references, type_and_id};
 use common::search::{all, codings, loaded, ordered, page_modes, set};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
@@ -202,6 +202,62 @@ fn keys_where(
         .filter(|(key, r)| key.starts_with(&format!("{resource_type}/")) && keep(r))
         .map(|(key, _)| key.clone())
         .collect()
+}
+
+/// A search reads its own writes to every type it reads, not only to the type it searches: a
+/// reverse chain and a `_revinclude` read Observations in a search of Patients, a chain reads
+/// Patients in a search of Observations. Each search comes right after the write it must see,
+/// a write of that other type.
+#[test]
+fn searches_that_read_other_types_see_the_writes_just_made_to_them() {
+    let fhir = Fhir::start();
+    let mut patient = fhir.create(&patient("Reader"));
+    let key = type_and_id(&patient);
+    assert_eq!(
+        found(&fhir, &format!("Patient?_id={}", id_of(&patient))),
+        BTreeSet::from([key.clone()])
+    );
+    let observation = || {
+        type_and_id(&fhir.create(&json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": key},
+        })))
+    };
+    let mut observations = BTreeSet::new();
+    for n in 0..10 {
+        let made = observation();
+        let (_, id) = made.split_once('/').unwrap();
+        assert_eq!(
+            found(&fhir, &format!("Patient?_has:Observation:subject:_id={id}")),
+            BTreeSet::from([key.clone()]),
+            "the reverse chain to {made}"
+        );
+        observations.insert(made);
+
+        let made = observation();
+        let query = format!("{key}&_revinclude=Observation:subject").replacen('/', "?_id=", 1);
+        let (matches, includes) = page_modes(&fhir, &query);
+        assert_eq!(matches, vec![key.clone()]);
+        assert!(
+            includes.contains(&made),
+            "{made} in the _revinclude: {includes:?}"
+        );
+        observations.insert(made);
+
+        let family = format!("Renamed{n}");
+        patient["name"][0]["family"] = json!(family);
+        patient = fhir.update(&patient).expect(200, "rename").resource();
+        assert_eq!(
+            found(
+                &fhir,
+                &format!("Observation?subject:Patient.family={family}")
+            ),
+            observations,
+            "the chain to the patient named {family}"
+        );
+    }
 }
 
 /// What `reference` names, when it is on the server.

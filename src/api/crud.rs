@@ -40,9 +40,12 @@ pub async fn create(
     let body = binary::read_resource(&req, payload, &state, &resource_type, None).await?;
     if let Some(criteria) = create_criteria(&req)? {
         let criteria = criteria.as_str();
-        state.search.catch_up(&state.store).await;
         // Only what the client may read counts as a match: the match is the answer.
         let view = access.view(Permission::Read);
+        state
+            .search
+            .catch_up_for_criteria(&state.store, &resource_type, criteria, &view)
+            .await;
         match state
             .search
             .matching(&resource_type, criteria, &view)?
@@ -435,7 +438,15 @@ pub async fn conditional(
     access.require(permission, Some(&resource_type))?;
     let criteria = req.query_string();
     let expected = if_match(&req)?;
-    state.search.catch_up(&state.store).await;
+    state
+        .search
+        .catch_up_for_criteria(
+            &state.store,
+            &resource_type,
+            criteria,
+            &access.view(permission),
+        )
+        .await;
     if delete {
         let writes = conditional::delete(
             &state.search,

@@ -93,8 +93,11 @@ pub async fn conditional(
         .into());
     }
     let patch = read_patch(&req, payload, &state).await?;
-    state.search.catch_up(&state.store).await;
     let view = access.view(Permission::Update);
+    state
+        .search
+        .catch_up_for_criteria(&state.store, &resource_type, criteria, &view)
+        .await;
     match state
         .search
         .matching(&resource_type, criteria, &view)?

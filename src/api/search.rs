@@ -2,9 +2,10 @@
 //! searches (`GET /fhir/Patient/123/Observation`, `GET /fhir/Patient/123/*`) and
 //! `$everything` of a Patient or an Encounter.
 //!
-//! A search first waits until the index holds every write committed before it (read your
-//! writes, at most `search::CATCH_UP`); past that it runs anyway and says the results may be
-//! stale. Pages after the first reuse the first page's index snapshot, and start after the
+//! A search first waits until the index holds every write committed before it that can change
+//! its answer (read your writes, at most `search::CATCH_UP`): the writes to the types it reads
+//! (`Target::reads`), so a search of Patients is not held up by writes of Observations. Past
+//! that it runs anyway and says the results may be stale. Pages after the first reuse the first page's index snapshot, and start after the
 //! last match of the page before (`_cursor`): a page costs the same at any depth.
 //!
 //! Links repeat the search: the client's parameters but those ignored (and empty), with the
@@ -129,7 +130,8 @@ pub async fn everything(
     respond(&req, &state, &access, get, what).await
 }
 
-/// Answers a search over HTTP once the index holds the writes before it (read your writes).
+/// Answers a search over HTTP once the index holds the writes before it to the types it
+/// reads (read your writes).
 async fn respond(
     req: &HttpRequest,
     state: &AppState,
@@ -138,14 +140,23 @@ async fn respond(
     what: Search,
 ) -> ApiResult {
     negotiate(req)?;
-    let caught_up = state.search.catch_up(&state.store).await;
-    let body = searchset(state, access, &get, what, caught_up)?;
+    // `$everything` reads any type, and judges its resource before planning.
+    let (plan, caught_up) = if matches!(what, Search::Everything { .. }) {
+        let caught_up = state.search.catch_up(&state.store).await;
+        (plan(state, access, get.params.clone(), what)?, caught_up)
+    } else {
+        let plan = plan(state, access, get.params.clone(), what)?;
+        let reads = plan.target.reads(&plan.params, &plan.view);
+        let caught_up = state.search.catch_up_on(&state.store, reads).await;
+        (plan, caught_up)
+    };
+    let body = run(state, access, &get, plan, caught_up)?;
     Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
 }
 
 /// The searchset Bundle (a page of it) of the search `what` with `get`'s parameters, within
 /// what `access` may search (for `$everything`, read); `caught_up` says whether the index held
-/// every earlier write. The HTTP endpoints and the GET entries of Bundles both come here.
+/// every earlier write. The GET entries of Bundles come here.
 pub(super) fn searchset(
     state: &AppState,
     access: &Access,
@@ -153,8 +164,18 @@ pub(super) fn searchset(
     what: Search,
     caught_up: bool,
 ) -> Result<Vec<u8>, FhirError> {
-    let params = get.params.clone();
-    let plan = match what {
+    let plan = plan(state, access, get.params.clone(), what)?;
+    run(state, access, get, plan, caught_up)
+}
+
+/// What the search `what` with `params` searches, within what `access` may search.
+fn plan(
+    state: &AppState,
+    access: &Access,
+    params: Vec<(String, String)>,
+    what: Search,
+) -> Result<Plan, FhirError> {
+    Ok(match what {
         Search::Type(resource_type) => {
             check_type(&resource_type)?;
             let target = Target::of_type(&resource_type);
@@ -194,8 +215,7 @@ pub(super) fn searchset(
             resource_type: compartment,
             id,
         } => everything_plan(state, access, compartment, id, params)?,
-    };
-    run(state, access, get, plan, caught_up)
+    })
 }
 
 /// The plan of `$everything` of `compartment/id`, which the client must be able to read.

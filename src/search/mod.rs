@@ -269,9 +269,7 @@ impl Engine {
         view: &View,
         limit: usize,
     ) -> Result<Vec<String>, FhirError> {
-        let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
-            .into_owned()
-            .collect();
+        let params = criteria_params(criteria);
         check_type(resource_type)?;
         if params.is_empty() {
             return Err(FhirError::bad_request(
@@ -400,7 +398,32 @@ impl Engine {
     /// Waits (at most [`CATCH_UP`]) until the index holds every change committed so far;
     /// false when it did not catch up in time.
     pub async fn catch_up(&self, store: &Store) -> bool {
-        self.wait_for(store.committed_seq(), CATCH_UP).await
+        self.catch_up_on(store, None).await
+    }
+
+    /// [`Engine::catch_up`] for what reads only documents of `types` ([`Target::reads`]):
+    /// it waits only for the changes committed so far to resources of these types (`None`:
+    /// of any type), so writes of other types do not hold it up.
+    pub async fn catch_up_on(&self, store: &Store, types: Option<&[String]>) -> bool {
+        let seq = match types {
+            Some(types) => store.committed_seq_of(types),
+            None => store.committed_seq(),
+        };
+        self.wait_for(seq, CATCH_UP).await
+    }
+
+    /// [`Engine::catch_up_on`] for the conditional interaction on `resource_type` with
+    /// `criteria` within `view`: it waits for what [`Engine::matching`] reads.
+    pub async fn catch_up_for_criteria(
+        &self,
+        store: &Store,
+        resource_type: &str,
+        criteria: &str,
+        view: &View,
+    ) -> bool {
+        let params = criteria_params(criteria);
+        let target = Target::of_type(resource_type);
+        self.catch_up_on(store, target.reads(&params, view)).await
     }
 
     /// The `Type/id` a conditional reference (`Type?criteria`) names among what `view` holds:
@@ -446,6 +469,13 @@ impl Engine {
         snapshots.insert(id, (searcher, now));
         id
     }
+}
+
+/// The parameters of a conditional interaction's criteria (`identifier=a|b&...`).
+fn criteria_params(criteria: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(criteria.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn rand_id() -> u64 {

@@ -140,6 +140,27 @@ impl Target {
             ..Target::default()
         }
     }
+
+    /// The types whose documents a search of this target with `params`, within `view`, reads:
+    /// the target's, when it names them and reads no other document: no chain, `_has`,
+    /// `_list`, `_include` or `_revinclude` in its parameters or its view's (a compartment's
+    /// members are found by their own references). `None` when it may read any type's. The
+    /// answer of a search depends only on the changes to these types.
+    pub fn reads(&self, params: &[(String, String)], view: &View) -> Option<&[String]> {
+        let own = |params: &[(String, String)]| {
+            params.iter().all(|(name, _)| {
+                let code = name.split(':').next().unwrap_or(name);
+                !name.contains('.')
+                    && !matches!(code, "_has" | "_list" | "_include" | "_revinclude")
+            })
+        };
+        let view_own = match view {
+            View::All => true,
+            View::Only(parts) => parts.iter().all(|part| own(&part.params)),
+        };
+        let named = !self.resource_types.is_empty() && self.care.is_none();
+        (named && own(params) && view_own).then_some(self.resource_types.as_slice())
+    }
 }
 
 impl Planner<'_> {
@@ -1378,11 +1399,69 @@ mod tests {
     use crate::search::extract::IndexValue;
     use crate::search::index::{Change, SearchIndex, keys_of};
     use crate::search::terms::Entries;
+    use crate::search::view::Part;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
     use tantivy::collector::DocSetCollector;
 
     const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn a_search_reads_only_its_types_unless_it_follows_references() {
+        let params = |names: &[&str]| -> Vec<(String, String)> {
+            names.iter().map(|n| (n.to_string(), "x".into())).collect()
+        };
+        let patients = Target::of_type("Patient");
+        let own = params(&[
+            "name",
+            "gender:not",
+            "_id",
+            "_sort",
+            "_count",
+            "_text",
+            "organization:Organization",
+        ]);
+        assert_eq!(
+            patients.reads(&own, &View::All),
+            Some(&["Patient".to_string()][..])
+        );
+        for other in [
+            "_has:Observation:subject:code",
+            "general-practitioner:Practitioner.name",
+            "organization.name",
+            "_list",
+            "_include",
+            "_include:iterate",
+            "_revinclude",
+        ] {
+            assert_eq!(
+                patients.reads(&params(&["name", other]), &View::All),
+                None,
+                "{other}"
+            );
+        }
+        let everything = Target::default();
+        assert_eq!(everything.reads(&own, &View::All), None, "all types");
+        let compartment = Target {
+            compartment: Some(("Patient".into(), "1".into())),
+            ..Target::of_type("Observation")
+        };
+        assert!(compartment.reads(&[], &View::All).is_some());
+        let care = Target {
+            care: Some(Period { start: 0, end: DAY }),
+            ..Target::of_type("Observation")
+        };
+        assert_eq!(care.reads(&[], &View::All), None, "$everything");
+        let part = |params: Vec<(String, String)>| Part {
+            resource_type: None,
+            compartment: Some(("Patient".into(), "1".into())),
+            params,
+        };
+        let confined = View::Only(vec![part(params(&["category"]))]);
+        assert!(patients.reads(&own, &confined).is_some());
+        let chained = View::Only(vec![part(Vec::new()), part(params(&["subject.name"]))]);
+        assert_eq!(patients.reads(&own, &chained), None, "a view's chain");
+    }
 
     /// The day `n` of January 2020 as a search value, and as the period it means.
     fn day(n: i64) -> (String, Period) {

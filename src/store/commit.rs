@@ -49,6 +49,7 @@
 
 use super::StoreError;
 use super::erase::{self, Erased, Erasure};
+use super::heads::Heads;
 use super::scrub::{self, Scrub, Scrubs};
 use super::tables::{
     ASSERTION_JTIS, ASSERTION_LAPSES, BACKEND_CLIENTS, CHANGES, CHECKPOINTS, CURRENT, ChangeRecord,
@@ -260,13 +261,13 @@ pub struct Position {
 }
 
 impl Committer {
-    /// Starts the writer thread. `committed` is told the seq of the last durable change after
-    /// every commit.
+    /// Starts the writer thread. After every commit, `committed` is told the seq of the last
+    /// durable change, and `heads` that of the types written.
     pub fn start(
         db: Arc<Database>,
         file: PathBuf,
         position: Position,
-        committed: watch::Sender<u64>,
+        (committed, heads): (watch::Sender<u64>, Arc<Heads>),
     ) -> Self {
         let (sender, receiver) = mpsc::channel();
         let scrubs = Arc::new(Scrubs::default());
@@ -279,6 +280,7 @@ impl Committer {
                     file,
                     position,
                     committed,
+                    heads,
                     scrub_due: None,
                     scrubbing: None,
                     scrubs: shared,
@@ -403,6 +405,7 @@ struct Writer {
     file: PathBuf,
     position: Position,
     committed: watch::Sender<u64>,
+    heads: Arc<Heads>,
     /// When the free pages are to be scrubbed next: set by a commit that erased versions.
     scrub_due: Option<Instant>,
     /// The scrub under way, a step at a time.
@@ -414,6 +417,27 @@ struct Writer {
     /// Whether anything was erased since the store opened: the writer scrubs once more when it
     /// stops, when no reader is left.
     erased: bool,
+}
+
+/// The types of the resources a committed group wrote a change of: those of its requests'
+/// new versions and of its erasures' erased ones (each appended an `erased` change).
+fn written_types<'a>(
+    results: &'a [Result<Vec<Applied>, CommitError>],
+    erased: &'a [Result<Vec<Erased>, CommitError>],
+) -> impl Iterator<Item = &'a str> {
+    let requests = results
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|applied| applied.seq.is_some())
+        .map(|applied| applied.resource_type.as_str());
+    let erasures = erased
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|erased| !erased.vids.is_empty())
+        .map(|erased| erased.resource_type.as_str());
+    requests.chain(erasures)
 }
 
 /// The tables a write touches, open in one write transaction.
@@ -566,7 +590,8 @@ impl Writer {
                 }
                 self.position.last_time = time;
                 if self.position.next_seq != start_seq {
-                    self.committed.send_replace(self.position.next_seq - 1);
+                    self.committed.send_replace(seq);
+                    self.heads.advance(written_types(&results, &erased), seq);
                 }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);

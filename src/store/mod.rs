@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod commit;
 pub mod erase;
+pub mod heads;
 pub mod history;
 pub mod log;
 pub mod schema;
@@ -80,6 +81,7 @@ pub struct Store {
     file: Arc<Path>,
     committer: Arc<Committer>,
     committed: watch::Receiver<u64>,
+    heads: Arc<heads::Heads>,
 }
 
 impl Store {
@@ -109,12 +111,19 @@ impl Store {
             last_time,
         };
         let file: PathBuf = dir.join(DB_FILE);
-        let committer = Arc::new(Committer::start(db.clone(), file.clone(), position, sender));
+        let heads = Arc::new(heads::Heads::new(next_seq - 1));
+        let committer = Arc::new(Committer::start(
+            db.clone(),
+            file.clone(),
+            position,
+            (sender, heads.clone()),
+        ));
         Ok(Store {
             db,
             file: file.into(),
             committer,
             committed,
+            heads,
         })
     }
 
@@ -261,6 +270,11 @@ impl Store {
     /// The seq of the last durable change (0 when the log is empty).
     pub fn committed_seq(&self) -> u64 {
         *self.committed.borrow()
+    }
+
+    /// The seq of the last durable change to a resource of any of `types` (see [`heads`]).
+    pub fn committed_seq_of(&self, types: &[String]) -> u64 {
+        self.heads.of(types)
     }
 
     /// A receiver that sees the last durable seq after every commit.

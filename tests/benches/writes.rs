@@ -15,8 +15,10 @@
 //! Every request must answer 2xx and every read-your-writes search must find its resource:
 //! the benchmark fails otherwise. Settings: `FHIRLAKE_BENCH_SECONDS` (per scenario, default
 //! 10), `FHIRLAKE_BENCH_BUNDLES`, `FHIRLAKE_BENCH_SCENARIOS` (a comma-separated subset of
-//! `sequential,ryw,creates,mixed`; default all), `FHIRLAKE_BENCH_BINARY` (another `fhirlake`
-//! binary to measure, such as a release build of an earlier commit).
+//! `sequential,ryw,creates,mixed`; default all), `FHIRLAKE_BENCH_WRITERS` (the mixed load's
+//! writers, default 8; 0 measures its reads and searches without writes),
+//! `FHIRLAKE_BENCH_BINARY` (another `fhirlake` binary to measure, such as a release build of
+//! an earlier commit).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -105,7 +107,12 @@ fn main() {
         rows.push(runtime.block_on(creates(&load, 16, duration)));
     }
     if runs("mixed") {
-        rows.extend(runtime.block_on(mixed(&load, 8, 64, duration)));
+        rows.extend(runtime.block_on(mixed(
+            &load,
+            setting("FHIRLAKE_BENCH_WRITERS", 8.0) as usize,
+            64,
+            duration,
+        )));
     }
 
     println!();
