@@ -11,7 +11,8 @@
 //! exactly once, in seq order, with no gap.
 //!
 //! A feed joins the hub under the hub's lock, and only if the hub has offered nothing the feed
-//! has not read; otherwise it reads on from the store. At SIGTERM the server closes the hub
+//! has not read; otherwise it reads on from the store. While no feed is joined the hub reads
+//! nothing: the first feed to join sets where it goes on, after what that feed has read. At SIGTERM the server closes the hub
 //! ([`Hub::close`]) before its graceful shutdown, which the streams would otherwise hold for
 //! the whole timeout.
 
@@ -24,7 +25,7 @@ use crate::store::log::LogError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// The most changes read from the store at once.
 const PAGE: usize = 512;
@@ -39,6 +40,8 @@ pub struct Hub {
     source: String,
     state: Mutex<State>,
     closed: watch::Sender<bool>,
+    /// Told when a feed joins.
+    joined: Notify,
 }
 
 struct State {
@@ -75,6 +78,7 @@ impl Hub {
                 closed: false,
             }),
             closed: watch::Sender::new(false),
+            joined: Notify::new(),
         })
     }
 
@@ -83,7 +87,17 @@ impl Hub {
         let mut commits = self.store.watch_commits();
         let mut closed = self.closed.subscribe();
         loop {
-            let next = self.state.lock().expect("hub").next;
+            let (next, idle) = {
+                let state = self.state.lock().expect("hub");
+                (state.next, state.consumers.is_empty())
+            };
+            if idle {
+                tokio::select! {
+                    _ = self.joined.notified() => {}
+                    _ = closed.wait_for(|closed| *closed) => return,
+                }
+                continue;
+            }
             if self.store.committed_seq() < next {
                 tokio::select! {
                     changed = commits.changed() => if changed.is_err() { return },
@@ -239,6 +253,11 @@ impl Feed {
             if state.next > self.position + 1 {
                 continue;
             }
+            if state.consumers.is_empty() {
+                // The hub, idle, offers what this feed has not read.
+                state.next = self.position + 1;
+                hub.joined.notify_one();
+            }
             let (sender, receiver) = mpsc::channel(hub.capacity);
             let overrun = Arc::new(AtomicBool::new(false));
             state.consumers.push(Consumer {
@@ -277,6 +296,45 @@ mod tests {
             Ok(Err(error)) => panic!("{error}"),
             Err(_) => panic!("no events"),
         }
+    }
+
+    /// The hub reads nothing while no feed is joined; feeds that join after such a spell, at
+    /// the start or after the last feed left, get every change once, without a gap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_joining_an_idle_hub_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hub = Hub::new(store.clone(), Registry::r4_shared(), 64, "/fhir".into());
+        tokio::spawn(hub.clone().run());
+        for n in 1..=3 {
+            put(&store, "Patient", &format!("p{n}"), "x").await;
+        }
+        let mut first = hub.feed(Filter::default(), 0);
+        assert_eq!(seqs(&mut first).await, vec![1, 2, 3]);
+        // Joins (nothing more is committed), then follows live.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), first.next()).await;
+        assert!(waiting.is_err());
+        put(&store, "Patient", "p4", "x").await;
+        assert_eq!(seqs(&mut first).await, vec![4]);
+        drop(first);
+        // Unheard: the hub drops the feed that left at its next offer, then idles.
+        for n in 5..=7 {
+            put(&store, "Patient", &format!("p{n}"), "x").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut second = hub.feed(Filter::default(), 5);
+        let mut seen = seqs(&mut second).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(100), second.next()).await;
+        assert!(waiting.is_err());
+        for n in 8..=9 {
+            put(&store, "Patient", &format!("p{n}"), "x").await;
+        }
+        while seen.last() != Some(&9) {
+            seen.extend(seqs(&mut second).await);
+        }
+        assert_eq!(seen, vec![6, 7, 8, 9]);
+        hub.close();
+        store.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,7 +247,7 @@ impl Manager {
         loop {
             let position = self.checkpoint.position();
             let store = &self.shared.store;
-            let page = match store.log_after(position, PAGE, &[SUBSCRIPTION.to_string()]) {
+            let page = match store.log_kept_after(position, PAGE, &[SUBSCRIPTION.to_string()]) {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(%error, "the Subscription manager could not read the log");
@@ -430,7 +430,7 @@ impl Delivery {
             };
             let position = self.checkpoint.position();
             let store = &self.shared.store;
-            let page = match store.log_after(position, PAGE, channel.filter.types()) {
+            let page = match store.log_kept_after(position, PAGE, channel.filter.types()) {
                 Ok(page) => page,
                 Err(LogError::Trimmed { first }) => {
                     // Retention keeps what a worker needs; only a removed checkpoint gets here.

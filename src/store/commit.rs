@@ -590,8 +590,8 @@ impl Writer {
                 }
                 self.position.last_time = time;
                 if self.position.next_seq != start_seq {
-                    self.committed.send_replace(seq);
                     self.heads.advance(written_types(&results, &erased), seq);
+                    self.committed.send_replace(seq);
                 }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);

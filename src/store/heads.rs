@@ -6,12 +6,15 @@
 //! alone waits for those types' heads, not for the whole log
 //! ([`crate::search::Engine::catch_up_on`]), so writes of other types cost it nothing.
 //!
-//! Invariant: the head of a type is at least the seq of every committed change to a resource
-//! of that type, and at most the store's committed seq. The writer advances the heads of the
-//! types a group wrote to the group's last seq once it has committed, after publishing the
-//! committed seq and before answering the group's requests: a client that has its write's
-//! answer finds the head of the write's type at or past the write. Heads are not stored:
-//! when the store opens, every type's head is the committed seq.
+//! The change log's consumers use them too: one that follows some types alone skips reading
+//! the log while their heads stay behind its position.
+//!
+//! Invariant: whoever sees a committed seq sees the head of each type at or past every change
+//! to it up to that seq. The writer advances the heads of the types a group wrote to the
+//! group's last seq once the group is durable, before it publishes the new committed seq
+//! (so for a moment a head may be past the published seq) and before it answers the group's
+//! requests. Heads are not stored: when the store opens, every type's head is the committed
+//! seq.
 
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -81,6 +81,32 @@ macro_rules! log_errors {
 log_errors!(redb::TransactionError, redb::TableError, redb::StorageError);
 
 impl Store {
+    /// The committed seq, when no change to a resource of one of `types` (not empty) was
+    /// committed after `after`: a reader of these types alone may move its offset there
+    /// without reading the log ([`super::heads`]). `None` when one may have been.
+    pub fn quiet_after(&self, types: &[String], after: u64) -> Option<u64> {
+        // The committed seq first: the heads are at or past every change up to it.
+        let committed = self.committed_seq();
+        (!types.is_empty() && self.heads.of(types) <= after).then_some(committed.max(after))
+    }
+
+    /// [`Store::log_after`] for a reader whose offset retention keeps (a durable consumer):
+    /// while none of `types` changed after `after`, an empty page without a read.
+    pub fn log_kept_after(
+        &self,
+        after: u64,
+        limit: usize,
+        types: &[String],
+    ) -> Result<LogPage, LogError> {
+        match self.quiet_after(types, after) {
+            Some(next) => Ok(LogPage {
+                entries: Vec::new(),
+                next,
+            }),
+            None => self.log_after(after, limit, types),
+        }
+    }
+
     /// Up to `limit` changes after seq `after`, oldest first, with their versions: of every
     /// type when `types` is empty, else of those types only (read through `type_changes`).
     /// All from one snapshot. Fails with [`LogError::Trimmed`] when retention has removed
@@ -215,6 +241,31 @@ mod tests {
 
     fn seqs(page: &LogPage) -> Vec<u64> {
         page.entries.iter().map(|e| e.change.seq).collect()
+    }
+
+    #[test]
+    fn a_reader_of_some_types_skips_the_changes_of_others_and_sees_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        put(&store, "Patient", "p0");
+        store.close();
+        drop(store);
+        // Reopened: the heads start at the committed seq.
+        let store = Store::open(dir.path()).unwrap();
+        let (patients, observations) = (["Patient".to_string()], ["Observation".to_string()]);
+        assert_eq!(store.quiet_after(&observations, 0), None, "before the open");
+        assert_eq!(store.quiet_after(&observations, 1), Some(1));
+        put(&store, "Patient", "p1");
+        put(&store, "Patient", "p2");
+        assert_eq!(store.quiet_after(&observations, 1), Some(3));
+        assert_eq!(store.quiet_after(&patients, 1), None);
+        assert_eq!(store.quiet_after(&[], 3), None, "every type");
+        let skipped = store.log_kept_after(1, 10, &observations).unwrap();
+        assert_eq!((seqs(&skipped), skipped.next), (vec![], 3));
+        put(&store, "Observation", "o0");
+        let read = store.log_kept_after(3, 10, &observations).unwrap();
+        assert_eq!((seqs(&read), read.next), (vec![4], 4));
+        assert_eq!(store.quiet_after(&patients, 3), Some(4));
     }
 
     #[test]

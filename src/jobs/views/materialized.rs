@@ -9,7 +9,9 @@
 //! when it is deleted or erased); an erased resource's rows are also rewritten out of the
 //! segments that held them (`Materialized::forget`). A ViewDefinition that is created, changed
 //! or marked is built anew from a store snapshot (a full scan of its type), and one deleted or
-//! unmarked is dropped. At start every marked view is built from the head of the log.
+//! unmarked is dropped. At start every marked view is built from the head of the log. While no
+//! change of a ready view's type or of a ViewDefinition was committed, it moves on without
+//! reading the log (`Store::quiet_after`).
 //!
 //! Invariants:
 //! - Every ready view holds the rows of the current versions of its type's resources as of
@@ -125,6 +127,19 @@ impl Materializer {
             self.advance(head);
             return Ok(());
         };
+        let mut followed = vec![VIEW_DEFINITION.to_string()];
+        followed.extend(
+            self.views
+                .lock()
+                .expect("views")
+                .values()
+                .map(|held| held.lock().expect("view").view.resource.clone()),
+        );
+        if let Some(quiet) = self.store.quiet_after(&followed, position) {
+            // No change any view reads, nor of a definition.
+            self.advance(quiet);
+            return Ok(());
+        }
         let changes = self.store.changes_after(position, PAGE)?;
         let Some(last) = changes.last().map(|change| change.seq) else {
             return Ok(());
