@@ -5,8 +5,9 @@
 //! A search first waits until the index holds every write committed before it that can change
 //! its answer (read your writes, at most `search::CATCH_UP`): the writes to the types it reads
 //! (`Target::reads`), so a search of Patients is not held up by writes of Observations. Past
-//! that it runs anyway and says the results may be stale. Pages after the first reuse the first page's index snapshot, and start after the
-//! last match of the page before (`_cursor`): a page costs the same at any depth.
+//! that it runs anyway and says the results may be stale. Pages after the first reuse the
+//! first page's index snapshot, and start after the last match of the page before
+//! (`_cursor`): a page costs the same at any depth.
 //!
 //! Links repeat the search: the client's parameters but those ignored (and empty), with the
 //! page's `_count` and position.
@@ -140,16 +141,8 @@ async fn respond(
     what: Search,
 ) -> ApiResult {
     negotiate(req)?;
-    // `$everything` reads any type, and judges its resource before planning.
-    let (plan, caught_up) = if matches!(what, Search::Everything { .. }) {
-        let caught_up = state.search.catch_up(&state.store).await;
-        (plan(state, access, get.params.clone(), what)?, caught_up)
-    } else {
-        let plan = plan(state, access, get.params.clone(), what)?;
-        let reads = plan.target.reads(&plan.params, &plan.view);
-        let caught_up = state.search.catch_up_on(&state.store, reads).await;
-        (plan, caught_up)
-    };
+    let plan = plan(state, access, get.params.clone(), what)?;
+    let caught_up = state.search.catch_up_on(&state.store, plan.reads()).await;
     let body = run(state, access, &get, plan, caught_up)?;
     Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
 }
@@ -348,6 +341,15 @@ impl Plan {
             params,
             everything: false,
         }
+    }
+
+    /// The types whose documents the search reads from the index ([`Target::reads`]); `None`
+    /// for any (`$everything` adds what its matches refer to, of any type).
+    fn reads(&self) -> Option<&[String]> {
+        if self.everything {
+            return None;
+        }
+        self.target.reads(&self.params, &self.view)
     }
 }
 

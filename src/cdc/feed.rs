@@ -12,9 +12,9 @@
 //!
 //! A feed joins the hub under the hub's lock, and only if the hub has offered nothing the feed
 //! has not read; otherwise it reads on from the store. While no feed is joined the hub reads
-//! nothing: the first feed to join sets where it goes on, after what that feed has read. At SIGTERM the server closes the hub
-//! ([`Hub::close`]) before its graceful shutdown, which the streams would otherwise hold for
-//! the whole timeout.
+//! nothing: the first feed to join sets where it goes on, after what that feed has read. At
+//! SIGTERM the server closes the hub ([`Hub::close`]) before its graceful shutdown, which the
+//! streams would otherwise hold for the whole timeout.
 
 use super::event::Event;
 use super::filter::{Batch, Filter};
