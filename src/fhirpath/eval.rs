@@ -6,6 +6,7 @@ use super::operators;
 use super::parser::{Expr, Op};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 /// One item of a FHIRPath collection.
@@ -142,6 +143,7 @@ pub fn evaluate_within<'a>(
         focus: focus.clone(),
         budget: Budget::new(*limits),
         environment: None,
+        fixed: RefCell::default(),
     };
     context.eval(expr, &[focus])
 }
@@ -167,6 +169,7 @@ pub fn evaluate_in<'a>(
             .unwrap_or_else(|| Item::node(resource, None)),
         budget: budget.clone(),
         environment,
+        fixed: RefCell::default(),
     };
     context.eval(expr, input)
 }
@@ -183,6 +186,11 @@ pub(super) struct Context<'a> {
     pub(super) budget: Budget,
     /// The caller's variables.
     environment: Option<&'a dyn Environment<'a>>,
+    /// The unions met so far that do not depend on their input ([`once_per_evaluation`]), by
+    /// the address of their node, with their value: each is evaluated once per evaluation,
+    /// however many items it is met on. (dom-3 unions four selections of
+    /// `%resource.descendants()` for each contained resource.)
+    fixed: RefCell<Vec<(usize, Items<'a>)>>,
 }
 
 impl<'a> Context<'a> {
@@ -197,6 +205,32 @@ impl<'a> Context<'a> {
     }
 
     fn eval_node(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        if once_per_evaluation(expr) {
+            return self.once(expr, input);
+        }
+        self.compute(expr, input)
+    }
+
+    /// A node of [`once_per_evaluation`]: its value from the first time this evaluation met
+    /// it.
+    fn once(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        let address = std::ptr::from_ref(expr) as usize;
+        let known = self
+            .fixed
+            .borrow()
+            .iter()
+            .find(|(at, _)| *at == address)
+            .map(|(_, items)| items.clone());
+        if let Some(items) = known {
+            self.budget.spend(items.len())?;
+            return Ok(items);
+        }
+        let items = self.compute(expr, input)?;
+        self.fixed.borrow_mut().push((address, items.clone()));
+        Ok(items)
+    }
+
+    fn compute(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
         match expr {
             Expr::Member(inner, name) => self.members(inner, name, input),
             Expr::Index(inner, index) => self.index(inner, *index, input),
@@ -899,6 +933,37 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
+/// Whether `expr` is a union (costly: it compares every item with the others) that has one
+/// value in one evaluation ([`independent`]).
+fn once_per_evaluation(expr: &Expr) -> bool {
+    matches!(expr, Expr::Union(..)) && independent(expr)
+}
+
+/// Whether `expr` has one value in one evaluation, whatever its input: it starts from
+/// variables and literals only, never from `$this` (which a path without a root, `name`, is
+/// relative to), and the arguments of its functions do too, but those read as written
+/// ([`WRITTEN`]).
+fn independent(expr: &Expr) -> bool {
+    match expr {
+        Expr::This => false,
+        Expr::Env(_) | Expr::Empty | Expr::Str(_) | Expr::Number(_) | Expr::Bool(_) => true,
+        Expr::Member(inner, _)
+        | Expr::Index(inner, _)
+        | Expr::Is(inner, _)
+        | Expr::As(inner, _)
+        | Expr::Negate(inner) => independent(inner),
+        Expr::Call(inner, name, args) => {
+            independent(inner) && (WRITTEN.contains(&name.as_str()) || args.iter().all(independent))
+        }
+        Expr::IndexBy(left, right)
+        | Expr::Union(left, right)
+        | Expr::Equals(left, right, _)
+        | Expr::And(left, right)
+        | Expr::Or(left, right)
+        | Expr::Binary(_, left, right) => independent(left) && independent(right),
+    }
+}
+
 /// The functions whose argument is read as written: a type name or a url.
 const WRITTEN: &[&str] = &[
     "as",
@@ -1246,6 +1311,55 @@ mod tests {
             ],
             "extension": [{"url": "http://e/x", "valueCode": "c"}]
         })
+    }
+
+    #[test]
+    fn a_union_is_shared_between_items_only_when_no_item_changes_it() {
+        // Relative to each name: evaluated anew for each.
+        let patient = json!({"resourceType": "Patient", "name": [
+            {"given": ["A"], "family": "B"}, {"given": ["C", "A"], "family": "D"}
+        ]});
+        assert_eq!(
+            values("Patient.name.select(given | family)", &patient),
+            [json!("A"), json!("B"), json!("C"), json!("A"), json!("D")]
+        );
+        assert_eq!(
+            values(
+                "Patient.name.where((given | family).count() = 3).family",
+                &patient
+            ),
+            [json!("D")]
+        );
+        // Of the whole resource: one value, for every contained resource dom-3 looks at.
+        let dom_3 = "contained.where(('#' + id in (%resource.descendants().reference | \
+                     %resource.descendants().as(uri))).not()).id";
+        let observation = |references: Value| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "contained": [{"resourceType": "Patient", "id": "a"},
+                              {"resourceType": "Patient", "id": "b"},
+                              {"resourceType": "Patient", "id": "c"}],
+                "performer": references})
+        };
+        let unreferenced = |references| {
+            values(dom_3, &observation(references))
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            unreferenced(json!([{"reference": "#b"}])),
+            [json!("a"), json!("c")]
+        );
+        assert_eq!(
+            unreferenced(json!([{"reference": "#c"}, {"reference": "#a"}])),
+            [json!("b")]
+        );
+        assert!(independent(
+            &parse("%resource.descendants().as(uri) | 'x'").unwrap()
+        ));
+        assert!(!independent(
+            &parse("%resource.name.where(given = 'x') | 'x'").unwrap()
+        ));
+        assert!(!independent(&parse("given | %resource.name").unwrap()));
     }
 
     #[test]

@@ -50,7 +50,22 @@ pub mod kind {
 
 /// A term of `param`.
 pub fn term(param: &str, kind: char, value: &str) -> String {
-    format!("{param}\u{1f}{kind}{value}")
+    term_of(param, kind, &[value])
+}
+
+/// A term of `param` whose value is `parts` one after the other. The indexer builds a few
+/// hundred terms per resource: each is one allocation of its exact size, without `format!`.
+fn term_of(param: &str, kind: char, parts: &[&str]) -> String {
+    let mut kind_utf8 = [0; 4];
+    concat(&[&[param, "\u{1f}", kind.encode_utf8(&mut kind_utf8)], parts])
+}
+
+/// The strings of `groups` one after the other, in one allocation of the exact size.
+fn concat(groups: &[&[&str]]) -> String {
+    let parts = || groups.iter().flat_map(|group| group.iter());
+    let mut out = String::with_capacity(parts().map(|part| part.len()).sum());
+    parts().for_each(|part| out.push_str(part));
+    out
 }
 
 /// Lower case without accents: how strings are compared by default.
@@ -72,7 +87,7 @@ fn fold_decomposed(text: &str) -> String {
 
 /// An i64 (microseconds) as 16 hex digits whose order is the numbers' order.
 pub fn encode_i64(value: i64) -> String {
-    format!("{:016x}", (value as u64) ^ (1 << 63))
+    hex16((value as u64) ^ (1 << 63))
 }
 
 /// An f64 as 16 hex digits whose order is the numbers' order.
@@ -83,7 +98,16 @@ pub fn encode_f64(value: f64) -> String {
     } else {
         bits | (1 << 63)
     };
-    format!("{ordered:016x}")
+    hex16(ordered)
+}
+
+/// `value` as 16 lower-case hex digits (`format!("{value:016x}")`, without its machinery).
+fn hex16(value: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|nibble| DIGITS[(value >> (nibble * 4)) as usize & 0xf] as char)
+        .collect()
 }
 
 /// The f64 of [`encode_f64`].
@@ -155,10 +179,12 @@ impl Entries {
         let mut ranges = Vec::new();
         for value in values {
             if let IndexValue::Composite(parts) = value {
-                composite_terms(parts, &mut |kind, v| self.terms.push(term(param, kind, &v)));
-                composite_ranges(parts, &mut ranges);
+                let mut push = |kind, v: &[&str]| self.terms.push(term_of(param, kind, v));
+                composite_terms(parts, &mut push, &mut ranges);
             } else {
-                value_terms(value, &mut |kind, v| self.terms.push(term(param, kind, &v)));
+                value_terms(value, &mut |kind, v| {
+                    self.terms.push(term_of(param, kind, v))
+                });
                 value_ranges(value, "", &mut ranges);
             }
             if let IndexValue::Reference {
@@ -178,32 +204,16 @@ impl Entries {
             {
                 // A box query on each coordinate finds candidates; the pair lets the planner
                 // check the distance of one position.
-                let latitude = term(
-                    param,
-                    kind::POINT,
-                    &format!("{LATITUDE}{}", encode_f64(*latitude)),
-                );
-                let longitude = term(
-                    param,
-                    kind::POINT,
-                    &format!("{LONGITUDE}{}", encode_f64(*longitude)),
-                );
+                let latitude = term_of(param, kind::POINT, &[LATITUDE, &encode_f64(*latitude)]);
+                let longitude = term_of(param, kind::POINT, &[LONGITUDE, &encode_f64(*longitude)]);
                 self.pairs.push(pair(&latitude, &longitude));
                 self.terms.push(latitude);
                 self.terms.push(longitude);
             }
         }
         for range in &ranges {
-            let low = term(
-                param,
-                range.low_kind,
-                &format!("{}{}", range.key, range.low),
-            );
-            let high = term(
-                param,
-                range.high_kind,
-                &format!("{}{}", range.key, range.high),
-            );
+            let low = term_of(param, range.low_kind, &[&range.key, &range.low]);
+            let high = term_of(param, range.high_kind, &[&range.key, &range.high]);
             if ranges
                 .iter()
                 .filter(|r| r.key == range.key)
@@ -256,24 +266,25 @@ pub fn unpair(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The terms of a value that is not a range.
-fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
+/// Each term is given as the parts of its value, one after the other.
+fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, &[&str])) {
     match value {
         IndexValue::Token { system, code, text } => {
             // A code with a system is found by `code` and `system|code`, one without by
             // `code` and `|code` (the planner asks for either kind on a bare `code`).
             match (system, code) {
                 (Some(system), Some(code)) => {
-                    push(kind::CODE, code.clone());
-                    push(kind::SYSTEM_CODE, format!("{system}|{code}"));
+                    push(kind::CODE, &[code]);
+                    push(kind::SYSTEM_CODE, &[system, "|", code]);
                 }
-                (None, Some(code)) => push(kind::CODE_WITHOUT_SYSTEM, code.clone()),
+                (None, Some(code)) => push(kind::CODE_WITHOUT_SYSTEM, &[code]),
                 _ => {}
             }
             if let Some(system) = system {
-                push(kind::SYSTEM, system.clone());
+                push(kind::SYSTEM, &[system]);
             }
             for word in text.iter().flat_map(|t| words(t)) {
-                push(kind::TEXT_WORD, word);
+                push(kind::TEXT_WORD, &[&word]);
             }
         }
         IndexValue::IdentifierType {
@@ -282,41 +293,38 @@ fn value_terms(value: &IndexValue, push: &mut dyn FnMut(char, String)) {
             value,
         } => push(
             kind::OF_TYPE,
-            format!("{}|{code}|{value}", system.as_deref().unwrap_or("")),
+            &[system.as_deref().unwrap_or(""), "|", code, "|", value],
         ),
         IndexValue::Text(text) => {
-            push(kind::FOLDED, fold(text));
-            push(kind::EXACT, text.clone());
+            push(kind::FOLDED, &[&fold(text)]);
+            push(kind::EXACT, &[text]);
         }
         IndexValue::Reference {
             reference,
             identifier,
         } => {
             if let Some(reference) = reference {
-                push(kind::REFERENCE, reference.clone());
+                push(kind::REFERENCE, &[reference]);
                 // A canonical with its version (`url|1.0`) is found by its URL alone too.
                 if let Some((url, _)) = reference.split_once('|') {
-                    push(kind::REFERENCE, url.to_string());
+                    push(kind::REFERENCE, &[url]);
                 }
                 if let Some(local) = reference::relative(reference) {
                     if local != reference {
-                        push(kind::REFERENCE, local.to_string());
+                        push(kind::REFERENCE, &[local]);
                     }
-                    push(
-                        kind::REFERENCE_ID,
-                        local.split('/').nth(1).unwrap_or("").to_string(),
-                    );
+                    push(kind::REFERENCE_ID, &[local.split('/').nth(1).unwrap_or("")]);
                 }
             }
             if let Some((system, value)) = identifier {
                 push(
                     kind::IDENTIFIER,
-                    format!("{}|{value}", system.as_deref().unwrap_or("")),
+                    &[system.as_deref().unwrap_or(""), "|", value],
                 );
-                push(kind::IDENTIFIER_VALUE, value.clone());
+                push(kind::IDENTIFIER_VALUE, &[value]);
             }
         }
-        IndexValue::Uri(uri) => push(kind::URI, uri.clone()),
+        IndexValue::Uri(uri) => push(kind::URI, &[uri]),
         IndexValue::Date(_)
         | IndexValue::Number { .. }
         | IndexValue::Quantity { .. }
@@ -389,11 +397,15 @@ pub fn prefix_forms(value: &IndexValue) -> Vec<String> {
     match value {
         IndexValue::Token { .. } | IndexValue::Reference { .. } | IndexValue::Uri(_) => {
             value_terms(value, &mut |kind, v| {
+                let form = |kind: char| {
+                    let mut kind_utf8 = [0; 4];
+                    concat(&[&[kind.encode_utf8(&mut kind_utf8)], v])
+                };
                 if kind == kind::CODE_WITHOUT_SYSTEM {
-                    forms.push(format!("{}{v}", kind::CODE));
+                    forms.push(form(kind::CODE));
                 }
                 if ![kind::TEXT_WORD, kind::SYSTEM, kind::REFERENCE_ID].contains(&kind) {
-                    forms.push(format!("{kind}{v}"));
+                    forms.push(form(kind));
                 }
             });
         }
@@ -409,35 +421,36 @@ pub const COMPOSITE_SEPARATOR: char = '\u{1d}';
 /// The prefixes of a composite's last component: every combination of the forms of the
 /// components before it, each followed by [`COMPOSITE_SEPARATOR`].
 fn composite_prefixes(parts: &[Vec<IndexValue>]) -> Vec<String> {
+    let mut separator = [0; 4];
+    let separator = &*COMPOSITE_SEPARATOR.encode_utf8(&mut separator);
     let mut prefixes = vec![String::new()];
     for part in &parts[..parts.len().saturating_sub(1)] {
         let forms: Vec<String> = part.iter().flat_map(prefix_forms).collect();
         prefixes = prefixes
             .iter()
-            .flat_map(|p| {
-                forms
-                    .iter()
-                    .map(move |f| format!("{p}{f}{COMPOSITE_SEPARATOR}"))
-            })
+            .flat_map(|p| forms.iter().map(move |f| concat(&[&[p, f, separator]])))
             .collect();
     }
     prefixes
 }
 
-fn composite_terms(parts: &[Vec<IndexValue>], push: &mut dyn FnMut(char, String)) {
+/// The terms and the ranges of a composite: those of its last component behind each of its
+/// prefixes.
+fn composite_terms(
+    parts: &[Vec<IndexValue>],
+    push: &mut dyn FnMut(char, &[&str]),
+    ranges: &mut Vec<Range>,
+) {
     let Some(last) = parts.last() else { return };
     for prefix in composite_prefixes(parts) {
         for value in last {
-            value_terms(value, &mut |kind, v| push(kind, format!("{prefix}{v}")));
-        }
-    }
-}
-
-fn composite_ranges(parts: &[Vec<IndexValue>], out: &mut Vec<Range>) {
-    let Some(last) = parts.last() else { return };
-    for prefix in composite_prefixes(parts) {
-        for value in last {
-            value_ranges(value, &prefix, out);
+            value_terms(value, &mut |kind, v| {
+                let mut behind = Vec::with_capacity(v.len() + 1);
+                behind.push(prefix.as_str());
+                behind.extend_from_slice(v);
+                push(kind, &behind)
+            });
+            value_ranges(value, &prefix, ranges);
         }
     }
 }
@@ -504,6 +517,20 @@ mod tests {
             prop_assert_eq!(a.cmp(&b), encode_i64(a).cmp(&encode_i64(b)));
             prop_assert_eq!(x.partial_cmp(&y).unwrap(), encode_f64(x).cmp(&encode_f64(y)));
             prop_assert_eq!(decode_f64(&encode_f64(x)), Some(x));
+        }
+
+        #[test]
+        fn hex_is_sixteen_digits_as_format_writes_them(value in any::<u64>()) {
+            prop_assert_eq!(hex16(value), format!("{value:016x}"));
+        }
+
+        #[test]
+        fn a_term_of_parts_is_the_term_of_their_concatenation(
+            param in "[a-z-]{1,12}", parts in proptest::collection::vec("\\PC{0,6}", 0..4)
+        ) {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            prop_assert_eq!(term_of(&param, kind::CODE, &parts), term(&param, kind::CODE, &parts.concat()));
+            prop_assert_eq!(term(&param, 'é', "x"), format!("{param}\u{1f}éx"));
         }
     }
 }
