@@ -112,6 +112,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/fhir")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .wrap(actix_web::middleware::from_fn(format::answer_in_format))
+            // The commonest paths first, where nothing before them could match (see
+            // `plain_path`); at their own place below for every other path.
+            .service(type_level().guard(actix_web::guard::fn_guard(plain_path)))
+            .service(instance_level().guard(actix_web::guard::fn_guard(plain_path)))
             .service(resource("/$changes").route(web::get().to(changes::pull)))
             .service(resource("/$changes/stream").route(web::get().to(changes::stream)))
             .service(resource("/$changes/websocket").route(web::get().to(changes::websocket)))
@@ -203,21 +207,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/{compartment}/{id}/{type}").route(web::get().to(search::compartment)),
             )
-            .service(
-                resource("/{type}/{id}")
-                    .route(web::get().to(crud::read))
-                    .route(web::put().to(crud::update))
-                    .route(web::patch().to(patch::instance))
-                    .route(web::delete().to(crud::delete)),
-            )
-            .service(
-                resource("/{type}")
-                    .route(web::get().to(search::of_type))
-                    .route(web::post().to(crud::create))
-                    .route(web::put().to(crud::conditional))
-                    .route(web::patch().to(patch::conditional))
-                    .route(web::delete().to(crud::conditional)),
-            )
+            .service(instance_level())
+            .service(type_level())
             .default_service(web::to(not_found)),
     )
     .default_service(web::to(not_found));
@@ -229,6 +220,46 @@ pub const JOB_PATH: &str = "/_jobs/{id}";
 pub const JOB_FILE_PATH: &str = "/_jobs/{id}/files/{name}";
 
 /// A route whose unmatched methods get a 405 OperationOutcome.
+/// `/{type}/{id}`: read, update, patch, delete.
+fn instance_level() -> actix_web::Resource {
+    resource("/{type}/{id}")
+        .route(web::get().to(crud::read))
+        .route(web::put().to(crud::update))
+        .route(web::patch().to(patch::instance))
+        .route(web::delete().to(crud::delete))
+}
+
+/// `/{type}`: search, create, and the conditional update, patch and delete.
+fn type_level() -> actix_web::Resource {
+    resource("/{type}")
+        .route(web::get().to(search::of_type))
+        .route(web::post().to(crud::create))
+        .route(web::put().to(crud::conditional))
+        .route(web::patch().to(patch::conditional))
+        .route(web::delete().to(crud::conditional))
+}
+
+/// Whether every segment of the path below `/fhir/` starts as a resource type or an id does
+/// (a letter, a digit, `-` or `.`): no operation (`$`), no `_history`, `_search` or `_jobs`,
+/// nothing percent-encoded, no empty segment. Every route of the scope with one or two
+/// segments has one that does not, but `/{type}` and `/{type}/{id}`, so a path of one or two
+/// such segments can only be theirs: [`routes`] tries them first for it. The router matches
+/// each dynamic pattern with a regular expression, and trying the twenty before them for each
+/// create and read took 1.5% of a create's CPU.
+fn plain_path(ctx: &actix_web::guard::GuardContext) -> bool {
+    let plain = |segment: &str| {
+        segment
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    ctx.head()
+        .uri
+        .path()
+        .strip_prefix("/fhir/")
+        .is_some_and(|rest| rest.split('/').all(plain))
+}
+
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
@@ -290,3 +321,37 @@ impl From<crate::store::commit::CommitError> for ApiError {
 }
 
 pub type ApiResult = Result<HttpResponse, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn only_paths_of_types_and_ids_are_plain() {
+        let plain =
+            |uri: &str| plain_path(&TestRequest::with_uri(uri).to_srv_request().guard_ctx());
+        for uri in [
+            "/fhir/Patient",
+            "/fhir/Patient/123",
+            "/fhir/Observation/a-1.b?_count=1",
+        ] {
+            assert!(plain(uri), "{uri}");
+        }
+        for uri in [
+            "/fhir",
+            "/fhir/",
+            "/fhir/$export",
+            "/fhir/%24export",
+            "/fhir/_history",
+            "/fhir/Patient/$export",
+            "/fhir/Patient/_search",
+            "/fhir/_jobs/1",
+            "/fhir/Patient/",
+            "/fhir//Patient",
+            "/metadata",
+        ] {
+            assert!(!plain(uri), "{uri}");
+        }
+    }
+}

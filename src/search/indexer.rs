@@ -240,28 +240,30 @@ fn index_batch(
         return Ok(checkpoint);
     };
     let (touched, erased) = touched(changes);
-    // Documents are made on every core: extraction is most of an index change's cost.
-    let touched: Vec<((String, String), bool)> = touched.into_iter().collect();
-    let batch = touched
+    let (keys, fresh): (Vec<(String, String)>, Vec<bool>) = touched.into_iter().unzip();
+    // The current versions in one read transaction, then the documents on every core:
+    // extraction is most of an index change's cost.
+    let versions = store.read_many(&keys)?;
+    let batch: Vec<Change> = keys
         .par_iter()
-        .map(|((resource_type, id), fresh)| {
-            Ok(match store.read(resource_type, id)? {
-                Some((_, Some(version))) => document(
-                    registry,
-                    resource_type,
-                    id,
-                    version.last_updated,
-                    &version.body,
-                    None,
-                )
-                .map(|change| replacing(change, !fresh)),
-                _ => Some(Change::Remove {
-                    key: format!("{resource_type}/{id}"),
-                }),
-            })
+        .zip(&fresh)
+        .zip(&versions)
+        .filter_map(|(((resource_type, id), fresh), version)| match version {
+            Some(version) => document(
+                registry,
+                resource_type,
+                id,
+                version.last_updated,
+                &version.body,
+                None,
+            )
+            .map(|change| replacing(change, !fresh)),
+            None => Some(Change::Remove {
+                key: format!("{resource_type}/{id}"),
+            }),
         })
-        .collect::<anyhow::Result<Vec<Option<Change>>>>()?;
-    index.apply(batch.into_iter().flatten().collect(), last)?;
+        .collect();
+    index.apply(batch, last)?;
     index.defer_purge(erased);
     Ok(last)
 }
