@@ -81,8 +81,10 @@ pub struct AppState {
 /// and `$versions` and the SMART configuration (routed before the scope) needs authorization
 /// ([`auth::authenticate`]). Every FHIR answer is FHIR XML when the request asks for it
 /// ([`format::answer_in_format`], the outermost middleware of `/fhir`). More specific paths
-/// come first: `_history` is not a resource type or an id. Each FHIR route's interaction (for
-/// the log and the metrics) is named in [`interaction::Interaction::of_route`].
+/// come first: `_history` is not a resource type or an id; but a path that only `/{type}` or
+/// `/{type}/{id}` can match (`plain_path`) is tried against them before the rest. Each FHIR
+/// route's interaction (for the log and the metrics) is named in
+/// [`interaction::Interaction::of_route`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health").route(web::get().to(operations::health)))
         .service(resource("/ready").route(web::get().to(operations::ready)))
