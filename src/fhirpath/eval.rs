@@ -6,7 +6,8 @@ use super::operators;
 use super::parser::{Expr, Op};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 
 /// One item of a FHIRPath collection.
@@ -143,7 +144,8 @@ pub fn evaluate_within<'a>(
         focus: focus.clone(),
         budget: Budget::new(*limits),
         environment: None,
-        fixed: RefCell::default(),
+        unions: RefCell::default(),
+        within_fixed: Cell::new(0),
     };
     context.eval(expr, &[focus])
 }
@@ -169,7 +171,8 @@ pub fn evaluate_in<'a>(
             .unwrap_or_else(|| Item::node(resource, None)),
         budget: budget.clone(),
         environment,
-        fixed: RefCell::default(),
+        unions: RefCell::default(),
+        within_fixed: Cell::new(0),
     };
     context.eval(expr, input)
 }
@@ -186,11 +189,14 @@ pub(super) struct Context<'a> {
     pub(super) budget: Budget,
     /// The caller's variables.
     environment: Option<&'a dyn Environment<'a>>,
-    /// The unions met so far that do not depend on their input ([`once_per_evaluation`]), by
-    /// the address of their node, with their value: each is evaluated once per evaluation,
-    /// however many items it is met on. (dom-3 unions four selections of
+    /// The unions met so far, by the address of their node: `None` for one that depends on its
+    /// input ([`independent`], worked out once per node), else its value, so that it is
+    /// evaluated once however many items it is met on. (dom-3 unions four selections of
     /// `%resource.descendants()` for each contained resource.)
-    fixed: RefCell<Vec<(usize, Items<'a>)>>,
+    unions: RefCell<HashMap<usize, Option<Items<'a>>>>,
+    /// How many unions that do not depend on their input are being evaluated: the unions
+    /// within one are met once, with it, so none of them is kept.
+    within_fixed: Cell<usize>,
 }
 
 impl<'a> Context<'a> {
@@ -205,29 +211,41 @@ impl<'a> Context<'a> {
     }
 
     fn eval_node(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
-        if once_per_evaluation(expr) {
-            return self.once(expr, input);
+        match expr {
+            Expr::Union(..) => self.union_node(expr, input),
+            _ => self.compute(expr, input),
         }
-        self.compute(expr, input)
     }
 
-    /// A node of [`once_per_evaluation`]: its value from the first time this evaluation met
-    /// it.
-    fn once(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
-        let address = std::ptr::from_ref(expr) as usize;
-        let known = self
-            .fixed
-            .borrow()
-            .iter()
-            .find(|(at, _)| *at == address)
-            .map(|(_, items)| items.clone());
-        if let Some(items) = known {
-            self.budget.spend(items.len())?;
-            return Ok(items);
+    /// A union (costly: it compares every item with the others): evaluated on each input when
+    /// it depends on its input, else once per evaluation ([`Context::unions`]).
+    fn union_node(&self, union: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
+        if self.within_fixed.get() > 0 {
+            return self.compute(union, input);
         }
-        let items = self.compute(expr, input)?;
-        self.fixed.borrow_mut().push((address, items.clone()));
-        Ok(items)
+        let address = std::ptr::from_ref(union) as usize;
+        let known = self.unions.borrow().get(&address).cloned();
+        match known {
+            Some(Some(items)) => {
+                self.budget.spend(items.len())?;
+                Ok(items)
+            }
+            Some(None) => self.compute(union, input),
+            None if !independent(union) => {
+                self.unions.borrow_mut().insert(address, None);
+                self.compute(union, input)
+            }
+            None => {
+                self.within_fixed.set(self.within_fixed.get() + 1);
+                let items = self.compute(union, input);
+                self.within_fixed.set(self.within_fixed.get() - 1);
+                let items = items?;
+                self.unions
+                    .borrow_mut()
+                    .insert(address, Some(items.clone()));
+                Ok(items)
+            }
+        }
     }
 
     fn compute(&self, expr: &Expr, input: &[Item<'a>]) -> Result<Items<'a>, EvalError> {
@@ -933,12 +951,6 @@ fn is_subtype(ty: &str, wanted: &str) -> bool {
     }
 }
 
-/// Whether `expr` is a union (costly: it compares every item with the others) that has one
-/// value in one evaluation ([`independent`]).
-fn once_per_evaluation(expr: &Expr) -> bool {
-    matches!(expr, Expr::Union(..)) && independent(expr)
-}
-
 /// Whether `expr` has one value in one evaluation, whatever its input: it starts from
 /// variables and literals only, never from `$this` (which a path without a root, `name`, is
 /// relative to), and the arguments of its functions do too, but those read as written
@@ -1360,6 +1372,44 @@ mod tests {
             &parse("%resource.name.where(given = 'x') | 'x'").unwrap()
         ));
         assert!(!independent(&parse("given | %resource.name").unwrap()));
+    }
+
+    #[test]
+    fn an_evaluation_keeps_the_value_of_its_outermost_fixed_unions_only() {
+        let patient = json!({"resourceType": "Patient", "id": "p", "gender": "male",
+            "name": [{"family": "A"}, {"family": "B"}, {"family": "C"}]});
+        let expr = parse("name.select(family | (%resource.id | (%resource.gender | 'x'))).count()")
+            .unwrap();
+        let context = Context {
+            resource: &patient,
+            root: &patient,
+            focus: Item::node(&patient, None),
+            budget: Budget::new(Limits::DEFAULT),
+            environment: None,
+            unions: RefCell::default(),
+            within_fixed: Cell::new(0),
+        };
+        let items = context.eval(&expr, &[Item::node(&patient, None)]).unwrap();
+        assert_eq!(items, [Item::Number(12.0)]);
+        let unions = context.unions.borrow();
+        // The outer union depends on each name; of the two within it, the inner one is part
+        // of the other and is not kept apart.
+        assert_eq!(unions.len(), 2);
+        let kept: Vec<usize> = unions.values().flatten().map(Vec::len).collect();
+        assert_eq!(kept, [3]);
+    }
+
+    #[test]
+    fn the_longest_union_chains_evaluate_as_unions() {
+        // As deep as the parser lets an expression nest, both with an input-dependent first
+        // operand (each union evaluated on each name) and without (evaluated once).
+        let patient = json!({"resourceType": "Patient",
+            "name": [{"family": "A"}, {"family": "B"}]});
+        let literals: Vec<String> = (0..60).map(|n| format!("'{}'", n % 30)).collect();
+        let fixed = literals.join(" | ");
+        assert_eq!(values(&format!("name.select({fixed})"), &patient).len(), 60);
+        let relative = format!("name.select(family | {fixed}).count()");
+        assert_eq!(values(&relative, &patient), [json!(62.0)]);
     }
 
     #[test]

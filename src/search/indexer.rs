@@ -23,7 +23,7 @@ use super::terms::Entries;
 use super::view::Wanted;
 use crate::panics::{self, Fault};
 use crate::store::Store;
-use crate::store::tables::{ChangeRecord, Op};
+use crate::store::tables::{ChangeRecord, Op, VersionRecord};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -249,15 +249,7 @@ fn index_batch(
         .zip(&fresh)
         .zip(&versions)
         .filter_map(|(((resource_type, id), fresh), version)| match version {
-            Some(version) => document(
-                registry,
-                resource_type,
-                id,
-                version.last_updated,
-                &version.body,
-                None,
-            )
-            .map(|change| replacing(change, !fresh)),
+            Some(version) => current_document(registry, resource_type, id, version, !fresh),
             None => Some(Change::Remove {
                 key: format!("{resource_type}/{id}"),
             }),
@@ -288,12 +280,27 @@ fn touched(changes: Vec<ChangeRecord>) -> (HashMap<(String, String), bool>, Vec<
     (touched, erased)
 }
 
-/// `change` with [`Change::Upsert`]'s `replaces` set to `replaces`.
-fn replacing(mut change: Change, replaces: bool) -> Change {
+/// The document of `version`, the current version of `resource_type/id`, with everything;
+/// `replaces` says whether the index may hold an older document of it.
+fn current_document(
+    registry: &Registry,
+    resource_type: &str,
+    id: &str,
+    version: &VersionRecord,
+    replaces: bool,
+) -> Option<Change> {
+    let mut change = document(
+        registry,
+        resource_type,
+        id,
+        version.last_updated,
+        &version.body,
+        None,
+    )?;
     if let Change::Upsert { replaces: r, .. } = &mut change {
         *r = replaces;
     }
-    change
+    Some(change)
 }
 
 /// Rebuilds the index until it succeeds; returns its new checkpoint.
@@ -329,17 +336,9 @@ pub fn rebuild(
     })?;
     let batch: Vec<Change> = current
         .par_iter()
+        // The index was cleared: no document is replaced.
         .filter_map(|(resource_type, id, version)| {
-            document(
-                registry,
-                resource_type,
-                id,
-                version.last_updated,
-                &version.body,
-                None,
-            )
-            // The index was cleared: no document is replaced.
-            .map(|change| replacing(change, false))
+            current_document(registry, resource_type, id, version, false)
         })
         .collect();
     let count = batch.len();
